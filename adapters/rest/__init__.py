@@ -1,0 +1,1 @@
+"""REST adapter (FastAPI in, httpx out)."""

@@ -1,0 +1,86 @@
+"""``POST /api/v1/validate``: the validator over HTTP, the same code as ``renkei validate``."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from bus.errors import make_finding
+from bus.pipeline import Finding
+from bus.validation.validator import ValidationReport, Validator
+
+XML_MEDIA_TYPES = ("application/xml", "text/xml", "application/soap+xml")
+PROBLEM_JSON = "application/problem+json"
+
+router = APIRouter(prefix="/api/v1", tags=["validation"])
+
+
+class ValidationResult(BaseModel):
+    valid: bool
+    service: str | None
+    message_id: str | None
+    findings: list[Finding]
+
+
+@cache
+def _validator() -> Validator:
+    return Validator()
+
+
+def report_body(report: ValidationReport) -> dict[str, Any]:
+    return {
+        "valid": report.valid,
+        "service": report.service,
+        "message_id": report.envelope.message_id if report.envelope else None,
+        "findings": [finding.as_dict() for finding in report.findings],
+    }
+
+
+def _problem(status: int, code: str, title: str, **params: Any) -> JSONResponse:
+    finding = make_finding(code, path="/", **params)
+    return JSONResponse(
+        {
+            "type": f"urn:renkei:error:{code}",
+            "title": title,
+            "status": status,
+            "detail": finding.message_en,
+            "findings": [finding.as_dict()],
+        },
+        status_code=status,
+        media_type=PROBLEM_JSON,
+    )
+
+
+@router.post(
+    "/validate",
+    response_model=ValidationResult,
+    summary="Validate a platform message (検証)",
+    description=(
+        "Send a PlatformMessage (or its SOAP 1.1 form) as XML. The answer lists every finding; "
+        "`valid` is false when any has severity error. Warnings do not make it invalid."
+    ),
+    responses={413: {"description": "Too large"}, 415: {"description": "Not XML"}},
+)
+async def validate(
+    request: Request, content_type: Annotated[str | None, Header()] = None
+) -> JSONResponse:
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type not in XML_MEDIA_TYPES:
+        return _problem(415, "RK-API001", "Unsupported Media Type", actual=media_type or "-")
+    validator = _validator()
+    limit = validator.options.limits.max_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return _problem(413, "RK-SEC002", "Content Too Large", limit=limit, actual=declared)
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            return _problem(413, "RK-SEC002", "Content Too Large", limit=limit, actual=f">{limit}")
+    report = await run_in_threadpool(validator.validate, bytes(body))
+    return JSONResponse(report_body(report))

@@ -1,0 +1,265 @@
+"""The only registry of renkei's error codes (``RK-<AREA><nnn>``) and their ja/en templates.
+
+Every finding the hub returns is made here by :func:`make_finding`, so an unregistered code
+cannot reach a caller. Templates are ``str.format`` strings; ``{field_ja}``/``{field_en}`` are
+filled with the item's Japanese name / id (or the path when the finding has no item).
+Codes are stable: never renumber, only add.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bus.pipeline import Finding, Severity
+
+CODE_PATTERN = re.compile(r"RK-[A-Z]{2,4}[0-9]{3}")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    code: str
+    severity: Severity
+    message_ja: str
+    message_en: str
+
+
+class UnknownErrorCode(KeyError):
+    """A code was used that is not in the registry."""
+
+
+def _codes(*entries: tuple[str, Severity, str, str]) -> dict[str, ErrorCode]:
+    registry: dict[str, ErrorCode] = {}
+    for code, severity, ja, en in entries:
+        if not CODE_PATTERN.fullmatch(code) or code in registry:
+            raise ValueError(f"bad or duplicate error code {code!r}")
+        registry[code] = ErrorCode(code, severity, ja, en)
+    return registry
+
+
+E, W = Severity.ERROR, Severity.WARNING
+
+REGISTRY: dict[str, ErrorCode] = _codes(
+    # --- SEC: secure parsing, refused before or during the parse -------------------------
+    (
+        "RK-SEC001",
+        E,
+        "DOCTYPE宣言を含む文書は受け付けません。",
+        "Documents with a DOCTYPE declaration are refused.",
+    ),
+    (
+        "RK-SEC002",
+        E,
+        "文書が大きすぎます（上限 {limit} バイト、実際 {actual} バイト）。",
+        "Document too large (limit {limit} bytes, got {actual}).",
+    ),
+    (
+        "RK-SEC003",
+        E,
+        "要素の入れ子が深すぎます（上限 {limit}）。",
+        "Elements nested too deeply (limit {limit}).",
+    ),
+    (
+        "RK-SEC004",
+        E,
+        "一つの要素の属性が多すぎます（上限 {limit}）。",
+        "Too many attributes on one element (limit {limit}).",
+    ),
+    (
+        "RK-SEC005",
+        E,
+        "文字コードが UTF-8 ではありません（{actual}）。",
+        "Encoding is not UTF-8 ({actual}).",
+    ),
+    ("RK-SEC006", E, "XML として正しくありません。", "Not well-formed XML."),
+    ("RK-SEC007", E, "XInclude は処理しません。", "XInclude is not processed and is refused."),
+    ("RK-SEC008", E, "文書が空です。", "The document is empty."),
+    ("RK-SEC009", E, "エンティティ参照は受け付けません。", "Entity references are refused."),
+    # --- ENV: the PlatformMessage envelope and its SOAP binding -----------------------------
+    (
+        "RK-ENV001",
+        E,
+        "ルート要素が PlatformMessage または SOAP Envelope ではありません（{actual}）。",
+        "Root element is neither PlatformMessage nor a SOAP Envelope ({actual}).",
+    ),
+    (
+        "RK-ENV002",
+        E,
+        "SOAP の Header または Body の形が正しくありません。",
+        "The SOAP Header or Body is not in the expected form.",
+    ),
+    (
+        "RK-ENV003",
+        E,
+        "ヘッダのサービス名（{expected}）と本文のサービス要素（{actual}）が一致しません。",
+        "Header service name ({expected}) does not match the service element ({actual}).",
+    ),
+    # --- XSD: schema validation, one code per kind of failure -----------------------------
+    (
+        "RK-XSD001",
+        E,
+        "{field_ja}の形式が正しくありません（パターン {expected}）。",
+        "{field_en} does not match the required pattern {expected}.",
+    ),
+    (
+        "RK-XSD002",
+        E,
+        "{field_ja}はコード表にない値です。",
+        "{field_en} is not one of the allowed codes.",
+    ),
+    ("RK-XSD003", E, "{field_ja}の長さが範囲外です。", "{field_en} has a length out of range."),
+    ("RK-XSD004", E, "必須項目{field_ja}がありません。", "Required item {field_en} is missing."),
+    ("RK-XSD005", E, "想定外の要素{field_ja}があります。", "Unexpected element {field_en}."),
+    (
+        "RK-XSD006",
+        E,
+        "{field_ja}の値が型（{expected}）に合いません。",
+        "{field_en} is not a valid {expected}.",
+    ),
+    ("RK-XSD007", E, "{field_ja}の値が範囲外です。", "{field_en} is out of the allowed range."),
+    (
+        "RK-XSD008",
+        E,
+        "{field_ja}の属性が正しくありません。",
+        "{field_en} has an invalid attribute.",
+    ),
+    (
+        "RK-XSD099",
+        E,
+        "{field_ja}がスキーマに適合しません。",
+        "{field_en} does not conform to the schema.",
+    ),
+    # --- DOM: domain rules -----------------------------------------------------------------
+    (
+        "RK-DOM001",
+        E,
+        "{field_ja}の検査数字が正しくありません（全国地方公共団体コード）。",
+        "{field_en} has a wrong check digit (local government code).",
+    ),
+    (
+        "RK-DOM002",
+        E,
+        "{field_ja}の検査数字が正しくありません（個人番号）。",
+        "{field_en} has a wrong check digit (My Number).",
+    ),
+    (
+        "RK-DOM003",
+        E,
+        "{field_ja}の検査数字が正しくありません（法人番号）。",
+        "{field_en} has a wrong check digit (corporate number).",
+    ),
+    (
+        "RK-DOM004",
+        W,
+        "{field_ja}の検査数字（モジュラス11 ウェイト2〜7）が正しくありません。",
+        "{field_en} fails the modulus-11 (weights 2-7) check digit.",
+    ),
+    (
+        "RK-DOM005",
+        W,
+        "{field_ja}の検査数字（モジュラス11）が正しくありません。",
+        "{field_en} fails the modulus-11 check digit (resident record code).",
+    ),
+    (
+        "RK-DOM010",
+        E,
+        "{field_ja}の和暦が元号の範囲外です（{actual}）。",
+        "{field_en} is outside the span of its Japanese era ({actual}).",
+    ),
+    (
+        "RK-DOM011",
+        E,
+        "{field_ja}は日付として解釈できません。不詳等はそのまま保持の指定（asGiven）が必要です。",
+        '{field_en} cannot be read as a date; unknown dates need asGiven="true".',
+    ),
+    (
+        "RK-DOM012",
+        E,
+        "{field_ja}は暦にない日付です。そのまま保持の指定（asGiven）が必要です。",
+        '{field_en} is not a calendar date; it must be marked asGiven="true".',
+    ),
+    (
+        "RK-DOM013",
+        E,
+        "{field_ja}の西暦日付（iso 属性 {actual}）が表記（{expected}）と一致しません。",
+        "{field_en}: the iso attribute ({actual}) does not match the written date ({expected}).",
+    ),
+    (
+        "RK-DOM020",
+        E,
+        "{field_ja}に使用できない文字があります（{actual}）。",
+        "{field_en} contains a character outside the permitted repertoire ({actual}).",
+    ),
+    (
+        "RK-DOM021",
+        E,
+        "{field_ja}の外字（私用領域の文字）に代替文字（alt 属性）がありません。",
+        "{field_en} has a private-use (外字) character but no alt attribute.",
+    ),
+    (
+        "RK-DOM022",
+        E,
+        "{field_ja}の異体字セレクタが基底文字の後にありません。",
+        "{field_en} has a variation selector that does not follow a base character.",
+    ),
+    # --- IO: reading inputs ------------------------------------------------------------------
+    (
+        "RK-IO001",
+        E,
+        "ファイルを読み込めません（{actual}）。",
+        "The file cannot be read ({actual}).",
+    ),
+    # --- API: HTTP edges ---------------------------------------------------------------------
+    (
+        "RK-API001",
+        E,
+        "対応していない Content-Type です（{actual}）。",
+        "Unsupported Content-Type ({actual}).",
+    ),
+)
+
+_FORMAT_FIELDS = re.compile(r"{(\w+)}")
+
+
+def lookup(code: str) -> ErrorCode:
+    try:
+        return REGISTRY[code]
+    except KeyError:
+        raise UnknownErrorCode(code) from None
+
+
+def make_finding(
+    code: str,
+    *,
+    path: str,
+    item: str | None = None,
+    name_ja: str | None = None,
+    rule: str | None = None,
+    value_masked: str | None = None,
+    severity: Severity | None = None,
+    detail: str | None = None,
+    **params: Any,
+) -> Finding:
+    """Build a :class:`Finding` from a registered code; ``severity`` overrides the default
+    (e.g. the 宛名番号 check configured as an error)."""
+    entry = lookup(code)
+    values = {"field_ja": name_ja or item or path, "field_en": item or path, **params}
+    missing = {
+        name
+        for template in (entry.message_ja, entry.message_en)
+        for name in _FORMAT_FIELDS.findall(template)
+    } - values.keys()
+    values.update(dict.fromkeys(missing, "?"))
+    return Finding(
+        code=code,
+        severity=severity or entry.severity,
+        path=path,
+        item=item,
+        name_ja=name_ja,
+        rule=rule,
+        value_masked=value_masked,
+        message_ja=entry.message_ja.format(**values),
+        message_en=entry.message_en.format(**values),
+        detail=detail,
+    )

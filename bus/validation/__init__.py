@@ -1,0 +1,1 @@
+"""Inbound message validation: secure parse, XSD and domain rules."""

@@ -1,0 +1,224 @@
+"""XSD validation with lxml, and the mapping of libxml2's errors to coded findings.
+
+libxml2 reports one error per failed facet/type and the first content-model error per
+parent. Each becomes a finding with one code per kind of failure (pattern, enumeration,
+length, missing, unexpected, type, range, attribute); libxml2's own text only goes into
+``detail``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import cast
+
+from lxml import etree
+
+from bus.catalogue import Catalogue, Item
+from bus.errors import make_finding
+from bus.masking import mask
+from bus.pipeline import Finding
+from bus.resources import schemas_dir
+
+ROOT_SCHEMA = "renkei.xsd"
+
+_ELEMENT = re.compile(r"Element '(\{[^}]*\}[^']+)'")
+_EXPECTED = re.compile(r"Expected is (?:one of )?\( ([^)]*) \)")
+_PATTERN = re.compile(r"pattern '(.*)'\.$")
+_ATOMIC_TYPE = re.compile(r"atomic type '([^']+)'")
+
+_CODE_BY_TYPE = {
+    "SCHEMAV_CVC_PATTERN_VALID": "RK-XSD001",
+    "SCHEMAV_CVC_ENUMERATION_VALID": "RK-XSD002",
+    "SCHEMAV_CVC_LENGTH_VALID": "RK-XSD003",
+    "SCHEMAV_CVC_MINLENGTH_VALID": "RK-XSD003",
+    "SCHEMAV_CVC_MAXLENGTH_VALID": "RK-XSD003",
+    "SCHEMAV_CVC_MININCLUSIVE_VALID": "RK-XSD007",
+    "SCHEMAV_CVC_MAXINCLUSIVE_VALID": "RK-XSD007",
+    "SCHEMAV_CVC_MINEXCLUSIVE_VALID": "RK-XSD007",
+    "SCHEMAV_CVC_MAXEXCLUSIVE_VALID": "RK-XSD007",
+    "SCHEMAV_CVC_TOTALDIGITS_VALID": "RK-XSD007",
+    "SCHEMAV_CVC_FRACTIONDIGITS_VALID": "RK-XSD007",
+    "SCHEMAV_CVC_COMPLEX_TYPE_3_2_1": "RK-XSD008",
+    "SCHEMAV_CVC_COMPLEX_TYPE_3_2_2": "RK-XSD008",
+    "SCHEMAV_CVC_COMPLEX_TYPE_4": "RK-XSD008",
+}
+
+
+@cache
+def load_schema() -> etree.XMLSchema:
+    """The combined schema (envelope + standard + extension + services), compiled once.
+
+    Imports resolve to local files next to ``renkei.xsd``; the parser never goes to the network.
+    """
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    return etree.XMLSchema(etree.parse(str(schemas_dir() / ROOT_SCHEMA), parser))
+
+
+def element_path(element: etree._Element) -> str:
+    """A readable path of local names, with a 1-based index where a name repeats."""
+    steps: list[str] = []
+    node: etree._Element | None = element
+    while node is not None:
+        local = etree.QName(node).localname
+        parent = node.getparent()
+        if parent is not None:
+            same = [sibling for sibling in parent if sibling.tag == node.tag]
+            if len(same) > 1:
+                local = f"{local}[{same.index(node) + 1}]"
+        steps.append(local)
+        node = parent
+    return "/" + "/".join(reversed(steps))
+
+
+@dataclass(slots=True)
+class SchemaResult:
+    findings: list[Finding]
+    failed: set[etree._Element]
+
+
+class SchemaValidator:
+    """Validates a canonical ``PlatformMessage`` tree and explains each failure."""
+
+    def __init__(self, catalogue: Catalogue, schema: etree.XMLSchema | None = None) -> None:
+        self._catalogue = catalogue
+        self._schema = schema if schema is not None else load_schema()
+
+    def validate(self, root: etree._Element) -> SchemaResult:
+        if self._schema.validate(root):
+            return SchemaResult([], set())
+        namespaces = _document_namespaces(root)
+        result = SchemaResult([], set())
+        errors = cast(Iterable[etree._LogEntry], self._schema.error_log)  # stubs lack __iter__
+        for error in errors:
+            node = _node_at(root, error.path, namespaces)
+            finding = self._finding(error, node)
+            result.findings.append(finding)
+            if node is not None and finding.code != "RK-XSD004":
+                result.failed.add(node)
+        return result
+
+    def _finding(self, error: etree._LogEntry, node: etree._Element | None) -> Finding:
+        message = error.message
+        path = element_path(node) if node is not None else (error.path or "/")
+        tag_match = _ELEMENT.search(message)
+        tag = tag_match.group(1) if tag_match else (node.tag if node is not None else "")
+        if error.type_name == "SCHEMAV_ELEMENT_CONTENT":
+            if "Missing child element" in message:
+                names = _expected_tags(message)
+                item = self._catalogue.by_tag.get(names[0]) if names else None
+                local = etree.QName(names[0]).localname if names else "?"
+                return self._make(
+                    "RK-XSD004", f"{path}/{local}", item, None, message, local_name=local
+                )
+            missing = _missing_instead(node, message)
+            if missing is not None:
+                parent_path = path.rsplit("/", 1)[0]
+                local = etree.QName(missing).localname
+                return self._make(
+                    "RK-XSD004",
+                    f"{parent_path}/{local}",
+                    self._catalogue.by_tag.get(missing),
+                    None,
+                    message,
+                    local_name=local,
+                )
+            return self._make(
+                "RK-XSD005",
+                path,
+                self._catalogue.by_tag.get(tag),
+                None,
+                message,
+                local_name=etree.QName(tag).localname if tag else "?",
+            )
+        item = self._catalogue.by_tag.get(tag)
+        value = node.text if node is not None else None
+        code = _CODE_BY_TYPE.get(error.type_name)
+        if code is None and error.type_name.startswith("SCHEMAV_CVC_DATATYPE_VALID"):
+            code = "RK-XSD008" if "attribute '" in message else "RK-XSD006"
+        expected = ""
+        if code == "RK-XSD001":
+            pattern = _PATTERN.search(message)
+            expected = pattern.group(1) if pattern else (item.pattern if item else "") or ""
+        elif code == "RK-XSD006":
+            atomic = _ATOMIC_TYPE.search(message)
+            expected = atomic.group(1) if atomic else ""
+        return self._make(
+            code or "RK-XSD099",
+            path,
+            item,
+            value,
+            message,
+            expected=expected,
+            local_name=etree.QName(tag).localname if tag else "?",
+        )
+
+    def _make(
+        self,
+        code: str,
+        path: str,
+        item: Item | None,
+        value: str | None,
+        detail: str,
+        *,
+        local_name: str,
+        expected: str = "",
+    ) -> Finding:
+        return make_finding(
+            code,
+            path=path,
+            item=item.id if item else local_name,
+            name_ja=item.name_ja if item else None,
+            rule=item.rule if item else None,
+            value_masked=mask(value, personal=item.personal if item else True)
+            if value is not None
+            else None,
+            detail=detail,
+            expected=expected,
+        )
+
+
+def _expected_tags(message: str) -> list[str]:
+    match = _EXPECTED.search(message)
+    if not match:
+        return []
+    return [name.strip() for name in match.group(1).split(",") if name.strip()]
+
+
+def _missing_instead(node: etree._Element | None, message: str) -> str | None:
+    """libxml2 reports a required element missing mid-sequence as the *next* element being
+    unexpected. When exactly one element was expected and the parent has none of it, the
+    honest finding is "missing", not "unexpected"."""
+    expected = _expected_tags(message)
+    if node is None or len(expected) != 1:
+        return None
+    parent = node.getparent()
+    if parent is None or parent.find(expected[0]) is not None:
+        return None
+    return expected[0]
+
+
+def _document_namespaces(root: etree._Element) -> dict[str, str]:
+    namespaces: dict[str, str] = {}
+    for element in root.iter():
+        for prefix, uri in element.nsmap.items():
+            if prefix:
+                namespaces.setdefault(prefix, uri)
+    return namespaces
+
+
+def _node_at(
+    root: etree._Element, path: str | None, namespaces: dict[str, str]
+) -> etree._Element | None:
+    """The element libxml2's error path points at (it uses the document's own prefixes)."""
+    if not path:
+        return None
+    try:
+        found = root.getroottree().xpath(path, namespaces=namespaces)
+    except etree.XPathError:
+        return None
+    if isinstance(found, list) and found and isinstance(found[0], etree._Element):
+        return found[0]
+    return None

@@ -1,0 +1,42 @@
+"""The one ASGI application the hub serves.
+
+Adapters contribute their routes through the ``renkei.routers`` entry-point group, so the
+core composes the app without importing ``adapters`` (DESIGN §2: the core never imports
+adapters; a new transport is a new module, not an edit of the core).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from fastapi import APIRouter, FastAPI
+
+from bus import __version__
+
+ROUTER_GROUP = "renkei.routers"
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz", tags=["operations"], summary="Liveness (稼働確認)")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return router
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="renkei",
+        version=__version__,
+        summary="Data-integration hub for municipalities sharing core systems (連携基盤)",
+        openapi_url="/openapi.json",
+    )
+    app.include_router(_health_router())
+    for entry in sorted(entry_points(group=ROUTER_GROUP), key=lambda e: e.name):
+        router = entry.load()
+        if not isinstance(router, APIRouter):
+            raise TypeError(f"entry point {entry.name!r} is not an APIRouter")
+        app.include_router(router)
+    return app
