@@ -81,10 +81,22 @@ def normalise(text: str) -> str:
     return _WHITESPACE.sub("", unicodedata.normalize("NFKC", text.translate(_ligatures())))
 
 
+@cache
+def _canonical_form() -> re.Pattern[str]:
+    """The form registries write most (昭和45年3月12日, 平成元年1月8日), read as is."""
+    names = "|".join(re.escape(era.name) for era in era_table.eras())
+    return re.compile(
+        rf"(?P<era>{names})(?P<y>元|[0-9]{{1,2}})年(?P<m>[0-9]{{1,2}})月(?P<d>[0-9]{{1,2}})日"
+    )
+
+
 def parse(text: str) -> WarekiDate | None:
     """The written date in ``text``, or None when it is not a complete date (不詳, 昭和20年頃)."""
     if len(text) > _MAX_LENGTH:
         return None
+    match = _canonical_form().fullmatch(text)
+    if match is not None:
+        return _from_match(match)
     written = normalise(text)
     for pattern in _patterns():
         match = pattern.fullmatch(written)

@@ -8,6 +8,31 @@ import socket
 
 import pytest
 
+# The shapes DESIGN §4 fixes (pinned here, independently of the code that produces them).
+FINDING_KEYS = [
+    "code",
+    "severity",
+    "path",
+    "item",
+    "name_ja",
+    "rule",
+    "value_masked",
+    "message_ja",
+    "message_en",
+]
+CATALOGUE_KEYS = [
+    "id",
+    "name_ja",
+    "namespace",
+    "kind",
+    "xsd_type",
+    "length",
+    "pattern",
+    "code_list",
+    "unit",
+    "rule",
+]
+
 SERVICES = {
     "postgresql": ("127.0.0.1", 5432),
     "rabbitmq": ("127.0.0.1", 5672),

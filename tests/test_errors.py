@@ -67,3 +67,9 @@ def test_severity_can_be_overridden() -> None:
     finding = make_finding("RK-DOM004", path="/", severity=Severity.ERROR)
     assert finding.severity is Severity.ERROR
     assert lookup("RK-DOM004").severity is Severity.WARNING
+
+
+def test_validation_doc_lists_every_code() -> None:
+    text = (ROOT / "docs" / "validation.md").read_text(encoding="utf-8")
+    for code, entry in REGISTRY.items():
+        assert f"| `{code}` | {entry.severity.value} |" in text, code

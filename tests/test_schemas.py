@@ -17,32 +17,16 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from bus.catalogue import NS_ENVELOPE, NS_EXTENSION, NS_SERVICE, NS_STANDARD, RK, RULES, XS
 from bus.samplegen.content_model import BuildOptions, content_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
 CATALOGUE_DOC = ROOT / "docs" / "catalogue.md"
 
-XS = "http://www.w3.org/2001/XMLSchema"
-RK = "urn:renkei:catalogue:1"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
-ENV = "urn:renkei:platform:envelope:1"
-STD = "urn:renkei:platform:standard:1"
-EXT = "urn:renkei:platform:extension:1"
-SVC = "urn:renkei:platform:service:1"
+ENV, STD, EXT, SVC = NS_ENVELOPE, NS_STANDARD, NS_EXTENSION, NS_SERVICE
 
-RULES = {
-    "lg_code",
-    "my_number",
-    "corporate_number",
-    "atena_number",
-    "resident_code",
-    "kana",
-    "date_birth",
-    "date_event",
-    "date_deadline",
-    "text",
-}
 SERVICES = (
     "ResidentChangeNotice",
     "AddresseeInquiry",

@@ -18,6 +18,7 @@ from bus.pipeline import Message, StageName, build_pipeline
 from bus.samplegen.messages import MessageSpec, build_message, serialize, to_soap
 from bus.validation.stage import ValidateStage
 from bus.validation.validator import AtenaCheck, Validator, ValidatorOptions
+from tests.conftest import CATALOGUE_KEYS, FINDING_KEYS
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "messages"
 RENKEI = str(Path(sys.executable).with_name("renkei"))
@@ -265,17 +266,7 @@ def test_cli_json_findings(tmp_path: Path) -> None:
     payload = json.loads(result.stdout)
     assert [entry["valid"] for entry in payload] == [False, False]
     finding = payload[0]["findings"][0]
-    assert list(finding)[:9] == [
-        "code",
-        "severity",
-        "path",
-        "item",
-        "name_ja",
-        "rule",
-        "value_masked",
-        "message_ja",
-        "message_en",
-    ]
+    assert list(finding)[:9] == FINDING_KEYS
     assert finding["code"] == "RK-DOM002" and finding["rule"] == "my_number"
     assert payload[1]["findings"][0]["code"] == "RK-IO001"
 
@@ -302,22 +293,7 @@ def test_cli_catalog_json() -> None:
     assert len(items) == 114
     assert sum(item["kind"] == "standard" for item in items) == 72
     assert sum(item["kind"] == "extension" for item in items) == 42
-    assert all(
-        list(item)
-        == [
-            "id",
-            "name_ja",
-            "namespace",
-            "kind",
-            "xsd_type",
-            "length",
-            "pattern",
-            "code_list",
-            "unit",
-            "rule",
-        ]
-        for item in items
-    )
+    assert all(list(item) == CATALOGUE_KEYS for item in items)
     by_id = {item["id"]: item for item in items}
     assert by_id["myNumber"]["rule"] == "my_number" and by_id["myNumber"]["pattern"] == "[0-9]{12}"
     assert by_id["sex"]["code_list"] == "sex"

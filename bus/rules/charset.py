@@ -99,6 +99,17 @@ _BASE_RANGES = _ranges(_codec_repertoire(), CJK_IDEOGRAPHS)
 _SUSPECT = re.compile(f"[^{_class(_BASE_RANGES)}]")
 
 
+# The same, letting layout whitespace through: for a whole document's text, where line breaks
+# and indentation sit between elements (a control character inside a free-text value is
+# refused by the XSD's [^\p{Cc}] patterns).
+_SUSPECT_IN_LAYOUT = re.compile(f"[^\t\n\r{_class(_BASE_RANGES)}]")
+
+
+def is_clean_layout(text: str) -> bool:
+    """:func:`is_clean`, but TAB, LF and CR pass (layout between elements)."""
+    return _SUSPECT_IN_LAYOUT.search(text) is None
+
+
 def is_clean(text: str) -> bool:
     """True when every character is in the plain repertoire (no PUA, selector or refused
     character): then :func:`check_text` has nothing to say. One regex search."""

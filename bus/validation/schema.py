@@ -21,6 +21,7 @@ from bus.errors import make_finding
 from bus.masking import mask
 from bus.pipeline import Finding
 from bus.resources import schemas_dir
+from bus.validation.paths import element_path
 
 ROOT_SCHEMA = "renkei.xsd"
 
@@ -55,22 +56,6 @@ def load_schema() -> etree.XMLSchema:
     """
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
     return etree.XMLSchema(etree.parse(str(schemas_dir() / ROOT_SCHEMA), parser))
-
-
-def element_path(element: etree._Element) -> str:
-    """A readable path of local names, with a 1-based index where a name repeats."""
-    steps: list[str] = []
-    node: etree._Element | None = element
-    while node is not None:
-        local = etree.QName(node).localname
-        parent = node.getparent()
-        if parent is not None:
-            same = [sibling for sibling in parent if sibling.tag == node.tag]
-            if len(same) > 1:
-                local = f"{local}[{same.index(node) + 1}]"
-        steps.append(local)
-        node = parent
-    return "/" + "/".join(reversed(steps))
 
 
 @dataclass(slots=True)

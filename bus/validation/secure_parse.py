@@ -41,6 +41,7 @@ from lxml import etree
 
 from bus.errors import make_finding
 from bus.pipeline import Finding
+from bus.validation.paths import element_path
 
 __all__ = [
     "LIBXML2_MAX_DEPTH",
@@ -264,7 +265,7 @@ def _check_tree(root: etree._Element, data: bytes, limits: ParseLimits) -> tuple
     # predefined entities cannot spell letters): two memchr calls decide whether to walk.
     if b"X" in data or b"&" in data:
         for element in root.iter(*_XINCLUDE_TAGS):
-            findings.append(make_finding("RK-SEC007", path=_path(element)))
+            findings.append(make_finding("RK-SEC007", path=element_path(element)))
             break
 
     # Depth d+1 needs d open/close pairs ("<a></a>", 7 bytes) and one "<a/>" (4 bytes).
@@ -281,22 +282,6 @@ def _check_tree(root: etree._Element, data: bytes, limits: ParseLimits) -> tuple
         crowded = _local.xpath(f"(//*[@*[{n}]])[1]")(root)
         path = _ROOT_PATH
         if isinstance(crowded, list) and crowded and isinstance(crowded[0], etree._Element):
-            path = _path(crowded[0])
+            path = element_path(crowded[0])
         findings.append(make_finding("RK-SEC004", path=path, limit=limits.max_attributes))
     return tuple(findings)
-
-
-def _path(element: etree._Element) -> str:
-    """A readable path of local names with 1-based indexes (only for refused documents)."""
-    steps: list[str] = []
-    node: etree._Element | None = element
-    while node is not None:
-        step = etree.QName(node).localname
-        parent = node.getparent()
-        if parent is not None:
-            same = [sibling for sibling in parent if sibling.tag == node.tag]
-            if len(same) > 1:
-                step = f"{step}[{same.index(node) + 1}]"
-        steps.append(step)
-        node = parent
-    return "/" + "/".join(reversed(steps))

@@ -6,9 +6,12 @@ own XSD check failed is not checked again), so a caller sees every problem at on
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
+from typing import cast
 
 from lxml import etree
 
@@ -16,9 +19,10 @@ from bus.catalogue import NS_ENVELOPE, NS_SERVICE, Catalogue, Item, load_catalog
 from bus.errors import make_finding
 from bus.masking import mask
 from bus.pipeline import Envelope, Finding, Severity, SystemRef
-from bus.rules import RULES
-from bus.rules.charset import is_clean
-from bus.validation.schema import SchemaValidator, element_path
+from bus.rules import RULES, RuleViolation
+from bus.rules.charset import is_clean, is_clean_layout
+from bus.validation.paths import element_path
+from bus.validation.schema import SchemaValidator
 from bus.validation.secure_parse import ParseLimits, secure_parse
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -28,6 +32,10 @@ REPLY_SUFFIX = "Reply"
 
 # Rules the XSD already enforces completely (pattern / xs:date) need no second pass.
 _XSD_ENFORCED_RULES = frozenset({"kana", "date_event", "date_deadline", "text"})
+
+
+_RULES_READING_ATTRIBUTES = frozenset({"date_birth", "text"})
+_NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
 
 
 class AtenaCheck(StrEnum):
@@ -82,23 +90,33 @@ class Validator:
             return ValidationReport(findings)
         schema_result = self._schema.validate(document)
         findings.extend(schema_result.findings)
-        findings.extend(self._domain_findings(document, schema_result.failed))
+        findings.extend(self._domain_findings(document, data, schema_result.failed))
         service_element = _service_element(document)
-        service = etree.QName(service_element).localname if service_element is not None else None
-        envelope = _envelope(document.find(HEADER))
+        service = (
+            service_element.tag[len(_SERVICE_PREFIX) :] if service_element is not None else None
+        )
+        envelope = _envelope(document[0] if len(document) and document[0].tag == HEADER else None)
         if envelope is not None and service is not None:
             findings.extend(_service_name_findings(envelope, service, document))
         return ValidationReport(findings, document, envelope, service)
 
     def _domain_findings(
-        self, document: etree._Element, failed: set[etree._Element]
+        self, document: etree._Element, data: bytes, failed: set[etree._Element]
     ) -> list[Finding]:
         findings: list[Finding] = []
-        for element in document.iter(*self._rule_items):
-            if element in failed:
-                continue
-            findings.extend(self._apply(self._rule_items[element.tag], element))
-        if not _document_text_is_clean(document):
+        rule_items, rules = self._rule_items, RULES
+        for element in document.iter(*rule_items):
+            item = rule_items[element.tag]
+            # Only ResidentDate rules read attributes: skip making the proxy for the rest.
+            attributes = (
+                cast(Mapping[str, str], element.attrib)  # the stubs' _Attrib is a Mapping
+                if item.rule in _RULES_READING_ATTRIBUTES
+                else _NO_ATTRIBUTES
+            )
+            violations = rules[item.rule](element.text or "", attributes)
+            if violations and element not in failed:
+                findings.extend(self._findings(item, element, item.rule, violations))
+        if not _document_text_is_clean(document, data):
             findings.extend(self._repertoire_findings(document, failed))
         return findings
 
@@ -113,13 +131,16 @@ class Validator:
                 continue
             attributes = "".join(str(value) for value in element.attrib.values())
             if not is_clean(element.text or "") or not is_clean(attributes):
-                findings.extend(self._apply(item, element, rule="text"))
+                violations = RULES["text"](
+                    element.text or "", cast(Mapping[str, str], element.attrib)
+                )
+                findings.extend(self._findings(item, element, "text", violations))
         return findings
 
-    def _apply(self, item: Item, element: etree._Element, rule: str | None = None) -> list[Finding]:
-        rule = rule or item.rule
+    def _findings(
+        self, item: Item, element: etree._Element, rule: str, violations: list[RuleViolation]
+    ) -> list[Finding]:
         value = element.text or ""
-        attributes = {str(key): str(val) for key, val in element.attrib.items()}
         severity = None
         if rule == "atena_number" and self.options.atena_check is AtenaCheck.ERROR:
             severity = Severity.ERROR
@@ -135,23 +156,23 @@ class Validator:
                 # expected/actual may quote the value (a date of birth): masked like it
                 **{k: mask(v, personal=item.personal) for k, v in violation.params.items()},
             )
-            for violation in RULES[rule](value, attributes)
+            for violation in violations
         ]
 
 
-# Layout whitespace between elements; a control character inside a free-text value is
-# refused by the XSD's [^\p{Cc}] patterns, so dropping these here hides nothing.
-_LAYOUT = str.maketrans("", "", "\t\n\r")
 _ALT_ATTRIBUTES = etree.XPath("//@alt")
 
 
-def _document_text_is_clean(document: etree._Element) -> bool:
-    """One repertoire check over all text (serialized in C) and every ``alt`` attribute."""
-    text = etree.tostring(document, method="text", encoding="unicode").translate(_LAYOUT)
+def _document_text_is_clean(document: etree._Element, data: bytes) -> bool:
+    """One repertoire check over all text (serialized in C) and every ``alt`` attribute
+    (looked for only when the raw bytes mention one)."""
+    text = etree.tostring(document, method="text", encoding="unicode")
+    if not is_clean_layout(text):
+        return False
+    if b"alt" not in data:
+        return True
     alternates = _ALT_ATTRIBUTES(document)
-    return is_clean(text) and (
-        not isinstance(alternates, list) or is_clean("".join(str(a) for a in alternates))
-    )
+    return not isinstance(alternates, list) or is_clean("".join(str(a) for a in alternates))
 
 
 def _canonical(root: etree._Element, findings: list[Finding]) -> etree._Element | None:
@@ -173,20 +194,39 @@ def _canonical(root: etree._Element, findings: list[Finding]) -> etree._Element 
     return document
 
 
+_SERVICE_PREFIX = f"{{{NS_SERVICE}}}"
+
+
 def _service_element(document: etree._Element) -> etree._Element | None:
-    for child in document:
-        if isinstance(child.tag, str) and child.tag.startswith(f"{{{NS_SERVICE}}}"):
-            return child
-    return None
+    return next(document.iterchildren(f"{_SERVICE_PREFIX}*"), None)
 
 
-def _text(header: etree._Element, path: str) -> str | None:
-    element = header.find(path, namespaces={"e": NS_ENVELOPE})
-    return element.text if element is not None and element.text else None
+_ENV_PREFIX = f"{{{NS_ENVELOPE}}}"
 
 
-def _system(header: etree._Element, name: str) -> SystemRef | None:
-    tenant, system = _text(header, f"e:{name}/e:tenant"), _text(header, f"e:{name}/e:system")
+_HEADER_GROUPS = frozenset({"service", "client", "target"})
+_GROUP_MEMBERS = frozenset({"name", "version", "tenant", "system"})
+
+
+def _fields(header: etree._Element) -> dict[str, str]:
+    """Header leaves by dotted local name (``service.name``), in one document-order pass:
+    a group element (service, client, target) comes just before its members."""
+    fields: dict[str, str] = {}
+    group = ""
+    for element in header.iter(f"{_ENV_PREFIX}*"):
+        local = element.tag[len(_ENV_PREFIX) :]
+        if local in _HEADER_GROUPS:
+            group = local + "."
+        elif local in _GROUP_MEMBERS:
+            fields[group + local] = element.text or ""
+        else:
+            group = ""
+            fields[local] = element.text or ""
+    return fields
+
+
+def _system(fields: dict[str, str], name: str) -> SystemRef | None:
+    tenant, system = fields.get(f"{name}.tenant"), fields.get(f"{name}.system")
     return SystemRef(tenant, system) if tenant and system else None
 
 
@@ -194,8 +234,9 @@ def _envelope(header: etree._Element | None) -> Envelope | None:
     """The Header as an :class:`Envelope`, when its required fields are readable."""
     if header is None:
         return None
-    message_id, name = _text(header, "e:messageId"), _text(header, "e:service/e:name")
-    client, issued = _system(header, "client"), _text(header, "e:issuedAt")
+    fields = _fields(header)
+    message_id, name = fields.get("messageId") or None, fields.get("service.name") or None
+    client, issued = _system(fields, "client"), fields.get("issuedAt")
     if not (message_id and name and client and issued):
         return None
     try:
@@ -205,15 +246,15 @@ def _envelope(header: etree._Element | None) -> Envelope | None:
     return Envelope(
         message_id=message_id,
         service=name,
-        service_version=_text(header, "e:service/e:version") or "",
+        service_version=fields.get("service.version", ""),
         client=client,
         issued_at=issued_at,
-        protocol_version=_text(header, "e:protocolVersion") or "",
-        correlation_id=_text(header, "e:correlationId"),
-        relates_to=_text(header, "e:relatesTo"),
-        target=_system(header, "target"),
-        subject=_text(header, "e:subject"),
-        user_id=_text(header, "e:userId"),
+        protocol_version=fields.get("protocolVersion", ""),
+        correlation_id=fields.get("correlationId"),
+        relates_to=fields.get("relatesTo"),
+        target=_system(fields, "target"),
+        subject=fields.get("subject"),
+        user_id=fields.get("userId"),
     )
 
 
