@@ -6,6 +6,7 @@ import copy
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -308,3 +309,14 @@ def test_soap_and_platform_forms_give_the_same_findings(validator: Validator) ->
     assert [f.code for f in plain] == [f.code for f in soap] == ["RK-XSD002"]
     assert plain[0].path == soap[0].path
     assert plain[0].value_masked == "999"  # a code is not personal data: shown as sent
+
+
+def test_concurrent_validations_keep_their_own_findings(validator: Validator) -> None:
+    """The REST adapter validates in a thread pool: results must not bleed between threads."""
+    samples = sorted(SAMPLES.glob("*/invalid-*.xml"))
+    expected = {path: codes(validator, path.read_bytes()) for path in samples}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(5):
+            results = pool.map(lambda p: (p, codes(validator, p.read_bytes())), samples * 4)
+            for path, found in results:
+                assert found == expected[path], path

@@ -9,6 +9,7 @@ length, missing, unexpected, type, range, attribute); libxml2's own text only go
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -49,13 +50,25 @@ _CODE_BY_TYPE = {
 
 
 @cache
+def _schema_document() -> etree._ElementTree:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    return etree.parse(str(schemas_dir() / ROOT_SCHEMA), parser)
+
+
 def load_schema() -> etree.XMLSchema:
-    """The combined schema (envelope + standard + extension + services), compiled once.
+    """The combined schema (envelope + standard + extension + services), freshly compiled.
 
     Imports resolve to local files next to ``renkei.xsd``; the parser never goes to the network.
     """
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-    return etree.XMLSchema(etree.parse(str(schemas_dir() / ROOT_SCHEMA), parser))
+    return etree.XMLSchema(_schema_document())
+
+
+class _PerThreadSchema(threading.local):
+    """An XMLSchema keeps the last run's error log on itself, so concurrent validations in
+    one object would mix their errors: each thread compiles its own (~5 ms, once)."""
+
+    def __init__(self) -> None:
+        self.schema = load_schema()
 
 
 @dataclass(slots=True)
@@ -67,16 +80,17 @@ class SchemaResult:
 class SchemaValidator:
     """Validates a canonical ``PlatformMessage`` tree and explains each failure."""
 
-    def __init__(self, catalogue: Catalogue, schema: etree.XMLSchema | None = None) -> None:
+    def __init__(self, catalogue: Catalogue) -> None:
         self._catalogue = catalogue
-        self._schema = schema if schema is not None else load_schema()
+        self._local = _PerThreadSchema()
 
     def validate(self, root: etree._Element) -> SchemaResult:
-        if self._schema.validate(root):
+        schema = self._local.schema
+        if schema.validate(root):
             return SchemaResult([], set())
         namespaces = _document_namespaces(root)
         result = SchemaResult([], set())
-        errors = cast(Iterable[etree._LogEntry], self._schema.error_log)  # stubs lack __iter__
+        errors = cast(Iterable[etree._LogEntry], schema.error_log)  # stubs lack __iter__
         for error in errors:
             node = _node_at(root, error.path, namespaces)
             finding = self._finding(error, node)
