@@ -125,3 +125,9 @@ def test_hostile_xml_is_refused_with_a_code(hub: str) -> None:
     body = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>'
     findings = _post(hub, body).json()["findings"]
     assert [f["code"] for f in findings] == ["RK-SEC001"]
+
+
+def test_openapi_documents_the_xml_request_body(hub: str) -> None:
+    operation = httpx.get(f"{hub}/openapi.json").json()["paths"]["/api/v1/validate"]["post"]
+    assert "application/xml" in operation["requestBody"]["content"]
+    assert {"200", "413", "415"} <= set(operation["responses"])

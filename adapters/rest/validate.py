@@ -64,7 +64,16 @@ def _problem(status: int, code: str, title: str, **params: Any) -> JSONResponse:
         "Send a PlatformMessage (or its SOAP 1.1 form) as XML. The answer lists every finding; "
         "`valid` is false when any has severity error. Warnings do not make it invalid."
     ),
-    responses={413: {"description": "Too large"}, 415: {"description": "Not XML"}},
+    responses={
+        413: {"description": "Larger than the document limit", "content": {PROBLEM_JSON: {}}},
+        415: {"description": "Not an XML media type", "content": {PROBLEM_JSON: {}}},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {media: {"schema": {"type": "string"}} for media in XML_MEDIA_TYPES},
+        }
+    },
 )
 async def validate(
     request: Request, content_type: Annotated[str | None, Header()] = None
