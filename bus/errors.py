@@ -203,6 +203,76 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "{field_ja}の異体字セレクタが基底文字の後にありません。",
         "{field_en} has a variation selector that does not follow a base character.",
     ),
+    # --- AUT: authentication and authorization (default deny) -----------------------------
+    (
+        "RK-AUT001",
+        E,
+        "呼出し元を識別できません（API キーまたは送信元アドレスが登録されていません）。",
+        "The caller is not recognised (no valid API key, and the source address is not allowed).",
+    ),
+    (
+        "RK-AUT002",
+        E,
+        "ヘッダの送信元システム（{actual}）が認証されたシステムと一致しません。",
+        "The Header's client system ({actual}) is not the authenticated system.",
+    ),
+    (
+        "RK-AUT003",
+        E,
+        "システム {actual} は団体 {expected} の業務を扱いません。",
+        "System {actual} does not act for tenant {expected}.",
+    ),
+    (
+        "RK-AUT004",
+        E,
+        "システム {actual} には {expected} の権限がありません。",
+        "System {actual} is not allowed to {expected}.",
+    ),
+    (
+        "RK-AUT005",
+        E,
+        "団体コード {actual} は登録されていないか、停止中です。",
+        "Tenant {actual} is unknown or disabled.",
+    ),
+    # --- STO: the Message Store ----------------------------------------------------------------
+    (
+        "RK-STO001",
+        E,
+        "同じ messageId（{actual}）で内容の異なるメッセージが既に受け付けられています。",
+        "A message with the same messageId ({actual}) but different content was already accepted.",
+    ),
+    # --- RTE: routing ----------------------------------------------------------------------------
+    (
+        "RK-RTE001",
+        W,
+        "サービス {actual} の配信先がありません（団体 {expected}）。",
+        "No subscriber for service {actual} (tenant {expected}); the message is stored only.",
+    ),
+    (
+        "RK-RTE002",
+        E,
+        "照会 {actual} の回答システムが設定されていません（団体 {expected}）。",
+        "No provider is configured for inquiry {actual} (tenant {expected}).",
+    ),
+    # --- RPL: request-reply ----------------------------------------------------------------------
+    (
+        "RK-RPL001",
+        E,
+        "回答システム {actual} から時間内に応答がありません。",
+        "The provider {actual} did not answer in time.",
+    ),
+    (
+        "RK-RPL002",
+        E,
+        "回答システム {actual} の応答が不正です。",
+        "The provider {actual} returned an invalid reply.",
+    ),
+    (
+        "RK-RPL003",
+        E,
+        "回答システム {actual} が照会を拒否しました。",
+        "The provider {actual} refused the inquiry.",
+    ),
     # --- IO: reading inputs ------------------------------------------------------------------
     (
         "RK-IO001",

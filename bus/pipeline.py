@@ -104,11 +104,12 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is calling, as established by the Authenticate stage."""
+    """Who may be calling, as established by the Authenticate stage: one system for an API
+    key; for a source address, every system whose allowlist holds it (Authorize then requires
+    the Header's client system to be one of them)."""
 
-    system: str
-    tenants: frozenset[str]
-    method: str
+    systems: frozenset[str]
+    method: str  # "api_key" | "address"
 
 
 class DeliveryStatus(StrEnum):
@@ -131,6 +132,19 @@ class Delivery:
     last_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """What the sender is told once the Store stage has committed (never before).
+
+    ``duplicate`` is true when the Idempotent Receiver recognised a resend of the same content:
+    the original acknowledgement is returned and nothing is stored again."""
+
+    message_id: str
+    stored_at: datetime
+    destinations: tuple[str, ...]
+    duplicate: bool = False
+
+
 @dataclass(slots=True)
 class Message:
     """A message as received and as it moves through the pipeline.
@@ -148,8 +162,10 @@ class Message:
     envelope: Envelope | None = None
     service: str | None = None
     identity: Identity | None = None
+    kind: str | None = None  # notification | inquiry | reply (set by Route)
     findings: list[Finding] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
+    ack: Acknowledgement | None = None
     reply: Message | None = None
     trace: list[StageName] = field(default_factory=list)
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+
+from bus.settings import Settings
 
 # The shapes DESIGN §4 fixes (pinned here, independently of the code that produces them).
 FINDING_KEYS = [
@@ -49,3 +55,40 @@ def require_service(name: str) -> tuple[str, int]:
         if os.environ.get("RENKEI_REQUIRE_SERVICES") == "1":
             pytest.fail(f"RENKEI_REQUIRE_SERVICES=1 but {reason}")
         pytest.skip(reason)
+
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    require_service("postgresql")
+    name = f"renkei_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    require_service("rabbitmq")
+    return RABBITMQ_URL
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings for the embedded default (SQLite + memory wake-ups) and for scale-out
+    (PostgreSQL + RabbitMQ): store and dispatch tests run on both."""
+    if request.param == "sqlite":
+        return Settings(data_dir=tmp_path / "data")
+    url = request.getfixturevalue("postgres_url")
+    broker = request.getfixturevalue("rabbitmq_url")
+    return Settings(data_dir=tmp_path / "data", database_url=url, broker_url=broker)

@@ -69,7 +69,7 @@ def test_severity_can_be_overridden() -> None:
     assert lookup("RK-DOM004").severity is Severity.WARNING
 
 
-def test_validation_doc_lists_every_code() -> None:
-    text = (ROOT / "docs" / "validation.md").read_text(encoding="utf-8")
+def test_errors_doc_lists_every_code() -> None:
+    text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
     for code, entry in REGISTRY.items():
         assert f"| `{code}` | {entry.severity.value} |" in text, code

@@ -1,4 +1,4 @@
-"""The ``renkei`` command line (typer + rich)."""
+"""``renkei validate``, ``renkei catalog``, ``renkei samples``: the message set's commands."""
 
 from __future__ import annotations
 
@@ -13,30 +13,12 @@ from rich.console import Console
 from rich.table import Table
 
 from bus.catalogue import load_catalogue
+from bus.cli.app import app
 from bus.errors import make_finding
 from bus.pipeline import Finding, Severity
 from bus.validation.validator import AtenaCheck, Validator, ValidatorOptions
 
-app = typer.Typer(
-    name="renkei",
-    help="renkei (連携): data-integration hub for municipalities sharing core systems.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-
 EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
-
-
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
-    workers: Annotated[int, typer.Option(help="Server worker processes.")] = 1,
-) -> None:
-    """Run the hub (embedded default: no external services needed)."""
-    import uvicorn
-
-    uvicorn.run("bus.webapp:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @app.command()

@@ -1,0 +1,12 @@
+"""The ``renkei`` typer application that every command module registers on."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="renkei",
+    help="renkei (連携): data-integration hub for municipalities sharing core systems.",
+    no_args_is_help=True,
+    add_completion=False,
+)

@@ -1,0 +1,56 @@
+"""Process settings from the environment (``RENKEI_*``), honoured by every command.
+
+The embedded default needs nothing: a SQLite file under the data directory, in-process
+workers, kombu's memory transport for wake-ups and the shipped sample configuration.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bus.resources import data_dir
+
+
+class SqliteSync(StrEnum):
+    """SQLite ``synchronous``: NORMAL (WAL) survives a killed process; FULL also survives
+    power loss at some cost in commit latency."""
+
+    NORMAL = "NORMAL"
+    FULL = "FULL"
+
+
+def _default_config_dir() -> Path:
+    return data_dir("samples") / "config"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RENKEI_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".renkei"), description="Where the SQLite file lives.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/renkei.db"
+    )
+    broker_url: str = Field(default="memory://", description="kombu URL for wake-ups.")
+    config_dir: Path | None = Field(
+        default=None, description="Configuration directory loaded into an empty database."
+    )
+    sqlite_synchronous: SqliteSync = SqliteSync.NORMAL
+    public_url: str | None = None
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'renkei.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def effective_config_dir(self) -> Path:
+        return self.config_dir or _default_config_dir()

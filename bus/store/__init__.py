@@ -1,0 +1,1 @@
+"""The Message Store: messages, deliveries, idempotency keys, audit chains, configuration."""

@@ -1,0 +1,207 @@
+"""The Message Store's tables (SQLAlchemy 2). Alembic migrations in ``bus/migrations`` follow
+these models; there is exactly one migration head.
+
+The database is the queue (DESIGN §6): a delivery is a row, claimed by a worker with a lease;
+a broker only carries wake-ups.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Integer primary keys that autoincrement on SQLite (INTEGER) and PostgreSQL (BIGINT).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class MessageKind(StrEnum):
+    NOTIFICATION = "notification"  # 通知: fans out to subscribers
+    INQUIRY = "inquiry"  # 照会: request-reply with one provider
+    REPLY = "reply"  # the provider's answer (its own messageId; correlationId = request's)
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"  # waiting (possibly leased by a worker, see lease_expires_at)
+    DELIVERED = "delivered"
+    DEAD = "dead"  # in the Dead Letter Channel: holds its subject until redelivered/discarded
+    DISCARDED = "discarded"  # an operator gave up on it (with a reason)
+
+
+class StoredMessage(Base):
+    """A message accepted by the pipeline; its body is the canonical PlatformMessage."""
+
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("tenant", "system", "message_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(36))
+    tenant: Mapped[str] = mapped_column(String(6), index=True)
+    system: Mapped[str] = mapped_column(String(40))
+    service: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str | None] = mapped_column(String(64))
+    correlation_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    relates_to: Mapped[str | None] = mapped_column(String(36))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    body_digest: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="message")
+
+
+class Delivery(Base):
+    """One destination's copy of a message (Guaranteed Delivery, ordered per subject)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("tenant", "destination", "subject_key", "sequence"),
+        Index("ix_deliveries_claim", "state", "next_attempt_at"),
+        Index("ix_deliveries_order", "tenant", "destination", "subject_key", "sequence"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    destination: Mapped[str] = mapped_column(String(40))
+    tenant: Mapped[str] = mapped_column(String(6))
+    # The ordering key: the Header's subject, or "" when a message has none.
+    subject_key: Mapped[str] = mapped_column(String(64))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    first_attempt_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    message: Mapped[StoredMessage] = relationship(back_populates="deliveries")
+    attempts_log: Mapped[list[DeliveryAttempt]] = relationship(
+        back_populates="delivery", cascade="all, delete-orphan"
+    )
+
+
+class DeliveryAttempt(Base):
+    """The error history a dead letter carries."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered | retry | permanent
+    error: Mapped[str | None] = mapped_column(Text)
+
+    delivery: Mapped[Delivery] = relationship(back_populates="attempts_log")
+
+
+class SubjectSequence(Base):
+    """The last sequence number given out per (tenant, destination, subject)."""
+
+    __tablename__ = "subject_sequences"
+
+    tenant: Mapped[str] = mapped_column(String(6), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
+
+
+class IdempotencyKey(Base):
+    """Idempotent Receiver: (tenant, sending system, messageId) → the content seen first."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant: Mapped[str] = mapped_column(String(6), primary_key=True)
+    system: Mapped[str] = mapped_column(String(40), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    content_digest: Mapped[str] = mapped_column(String(64))
+    message_pk: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime]
+
+
+class AuditRecord(Base):
+    """One link of a tenant's tamper-evident chain: ``hash`` covers ``prev_hash`` and the
+    record's fields. Holds digests and ids, never bodies or personal data."""
+
+    __tablename__ = "audit_records"
+    __table_args__ = (UniqueConstraint("tenant", "seq"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(6))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime]
+    event: Mapped[str] = mapped_column(String(32))
+    message_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    actor: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The latest link per tenant, locked while appending so chains never fork."""
+
+    __tablename__ = "audit_heads"
+
+    tenant: Mapped[str] = mapped_column(String(6), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class ConfigSnapshot(Base):
+    """A versioned copy of the configuration directory; processes reload on a new version."""
+
+    __tablename__ = "config_snapshots"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    applied_at: Mapped[datetime]
+    applied_by: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64))
+    files: Mapped[dict[str, Any]] = mapped_column()  # {relative path: YAML text}
+
+
+class DestinationState(Base):
+    """Operational state of a destination system: paused for planned downtime."""
+
+    __tablename__ = "destination_states"
+
+    system: Mapped[str] = mapped_column(String(40), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime]
+    changed_by: Mapped[str | None] = mapped_column(String(64))
