@@ -241,6 +241,37 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "同じ messageId（{actual}）で内容の異なるメッセージが既に受け付けられています。",
         "A message with the same messageId ({actual}) but different content was already accepted.",
     ),
+    (
+        "RK-STO002",
+        E,
+        "メッセージ {actual} は保存されていません（保存期間を過ぎて削除された可能性があります）。",
+        "Message {actual} is not in the store (it may have been purged after its retention).",
+    ),
+    (
+        "RK-STO003",
+        E,
+        "messageId {actual} のメッセージが複数あります。団体コードを指定してください。",
+        "Several stored messages have the id {actual}; name the tenant.",
+    ),
+    (
+        "RK-STO004",
+        E,
+        "{actual} はメッセージ {expected} の配信先ではありません。",
+        "{actual} is not a destination of message {expected}.",
+    ),
+    (
+        "RK-STO005",
+        E,
+        "メッセージ {actual} には再送できる配信先がありません（照会、または配信先なし）。",
+        "Message {actual} has no destination to replay to (an inquiry, or no subscriber).",
+    ),
+    # --- AUD: the audit trail ---------------------------------------------------------------
+    (
+        "RK-AUD001",
+        E,
+        "団体 {actual} の監査記録の連鎖が seq {expected} で壊れています。",
+        "The audit chain of tenant {actual} is broken at seq {expected}.",
+    ),
     # --- RTE: routing ----------------------------------------------------------------------------
     (
         "RK-RTE001",

@@ -158,6 +158,7 @@ class Message:
     adapter: str
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     source_address: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # Bearer; never logged/stored
     document: etree._Element | None = None
     envelope: Envelope | None = None
     service: str | None = None

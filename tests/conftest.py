@@ -4,12 +4,15 @@ reason on a machine without the service, and fail loudly when RENKEI_REQUIRE_SER
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import create_engine, text
 
 from bus.settings import Settings
@@ -92,3 +95,45 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     url = request.getfixturevalue("postgres_url")
     broker = request.getfixturevalue("rabbitmq_url")
     return Settings(data_dir=tmp_path / "data", database_url=url, broker_url=broker)
+
+
+# --- credentials: every later test can go through Authenticate + Authorize ------------------
+
+SAMPLE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "samples" / "config"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCredentials:
+    """A configuration directory in which ``system`` holds the API key ``key``."""
+
+    config_dir: Path
+    system: str
+    key: str
+
+    @property
+    def authorization(self) -> str:
+        return f"Bearer {self.key}"
+
+
+def config_with_api_key(tmp_path: Path, system: str = "juki") -> tuple[Path, str]:
+    """Copy the sample configuration under ``tmp_path`` and give ``system`` a fresh API key
+    (its scrypt hash in systems.yaml); returns the directory and the key."""
+    from bus.identity import hash_api_key, new_api_key
+
+    directory = tmp_path / f"config-{system}"
+    shutil.copytree(SAMPLE_CONFIG_DIR, directory, dirs_exist_ok=True)
+    path = directory / "systems.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    entry = next(s for s in document["systems"] if s["id"] == system)
+    key = new_api_key(system)
+    credentials = entry.setdefault("credentials", {})
+    credentials["api_key_hashes"] = [*credentials.get("api_key_hashes", []), hash_api_key(key)]
+    path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return directory, key
+
+
+@pytest.fixture
+def api_credentials(tmp_path: Path) -> ApiCredentials:
+    """The sample configuration plus a freshly issued API key for ``juki``."""
+    directory, key = config_with_api_key(tmp_path, "juki")
+    return ApiCredentials(directory, "juki", key)

@@ -44,6 +44,8 @@ def test_wheel_contains_the_data_directories(wheel: Path) -> None:
     assert "bus/_data/schemas/codes/era.csv" in names
     assert any(name.startswith("bus/_data/schemas/services/") for name in names)
     assert any(name.startswith("bus/_data/mappings/") for name in names)
+    assert "bus/_data/samples/config/tenants.yaml" in names
+    assert "bus/migrations/versions/0001_message_store.py" in names
     assert "adapters/rest/validate.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

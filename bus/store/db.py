@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,19 @@ def migrate(engine: Engine) -> None:
 
 def migration_heads() -> list[str]:
     return list(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(settings: Settings) -> Store:
+    """The migrated store for these settings (any command on an empty database migrates it)."""
+    engine = create_store_engine(settings)
+    migrate(engine)
+    return Store(engine, session_factory(engine))

@@ -1,0 +1,179 @@
+"""``renkei config check/apply/show`` and ``renkei keys new`` (DESIGN §6).
+
+The store, the loader and scrypt are imported inside the commands, so other commands
+(``renkei validate``) do not pay for them at start-up.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bus.cli.app import app
+
+if TYPE_CHECKING:
+    from bus.config.loader import ConfigError
+    from bus.store.db import Store
+
+EXIT_OK, EXIT_INVALID = 0, 1
+_SYSTEM_ID = re.compile(r"^[a-z][a-z0-9_\-]{1,39}$")
+
+config_app = typer.Typer(help="The hub's configuration (設定): check, apply, show.")
+keys_app = typer.Typer(help="API keys for connected systems.")
+app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
+
+
+def _print_problems(error: ConfigError) -> None:
+    for problem in error.problems:
+        typer.echo(problem)
+    typer.echo(f"{len(error.problems)} problem(s)", err=True)
+
+
+def _store() -> Store:
+    """The migrated store with a configuration in it (an empty database gets the
+    configured or shipped sample directory first)."""
+    from bus.config.loader import ConfigError
+    from bus.config.snapshots import ensure_config
+    from bus.settings import Settings
+    from bus.store.db import open_store
+
+    settings = Settings()
+    store = open_store(settings)
+    try:
+        ensure_config(store.sessions, settings)
+    except ConfigError as error:
+        store.close()
+        _print_problems(error)
+        raise typer.Exit(EXIT_INVALID) from None
+    return store
+
+
+@config_app.command("check")
+def check(
+    directory: Annotated[Path, typer.Argument(help="Configuration directory.")],
+) -> None:
+    """Validate a configuration directory as a whole (file:line problems; exit 1)."""
+    from bus.config.loader import ConfigError, load_config_dir
+
+    try:
+        config = load_config_dir(directory)
+    except ConfigError as error:
+        _print_problems(error)
+        raise typer.Exit(EXIT_INVALID) from None
+    typer.echo(
+        f"ok: {len(config.tenants)} tenants, {len(config.systems)} systems, "
+        f"{len(config.routes)} routes, {len(config.access)} access rules"
+    )
+
+
+@config_app.command("apply")
+def apply(
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Configuration directory (default: the settings' config dir)."),
+    ] = None,
+) -> None:
+    """Store the directory as a new configuration version; running processes reload it.
+
+    On an empty database the directory becomes version 1 (no sample configuration first)."""
+    from bus.config.loader import ConfigError
+    from bus.config.snapshots import apply_config, latest_version
+    from bus.settings import Settings
+    from bus.store.db import open_store
+
+    settings = Settings()
+    store = open_store(settings)
+    try:
+        source = directory or settings.effective_config_dir
+        before = latest_version(store.sessions)
+        version = apply_config(store.sessions, source, actor=_actor())
+    except ConfigError as error:
+        _print_problems(error)
+        raise typer.Exit(EXIT_INVALID) from None
+    finally:
+        store.close()
+    state = "unchanged" if version == before else "applied"
+    typer.echo(f"{state}: configuration version {version}")
+
+
+@config_app.command("show")
+def show() -> None:
+    """The configuration in force: version and a summary."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bus.config.models import ALL
+    from bus.config.snapshots import load_snapshot
+    from bus.store.models import ConfigSnapshot
+
+    store = _store()
+    try:
+        loaded = load_snapshot(store.sessions)
+        with store.sessions() as session:
+            snapshot = session.get(ConfigSnapshot, loaded.version)
+            assert snapshot is not None
+            applied = f"{snapshot.applied_at:%Y-%m-%d %H:%M:%S} by {snapshot.applied_by or '-'}"
+            digest = snapshot.digest
+    finally:
+        store.close()
+    config = loaded.config
+    console = Console()
+    console.print(f"configuration version {loaded.version} (applied {applied}, sha256 {digest})")
+    tenants = Table(title="団体 tenants")
+    for column in ("code", "name", "atena_check", "enabled"):
+        tenants.add_column(column)
+    for tenant in config.tenants:
+        tenants.add_row(tenant.code, tenant.name, tenant.atena_check.value, str(tenant.enabled))
+    console.print(tenants)
+    systems = Table(title="接続システム systems")
+    for column in ("id", "name", "kind", "tenants", "endpoint", "identified by"):
+        systems.add_column(column)
+    for system in config.systems:
+        credentials = system.credentials
+        ways = [f"{len(credentials.api_key_hashes)} API key(s)"] * bool(credentials.api_key_hashes)
+        ways += [", ".join(credentials.allow_addresses)] * bool(credentials.allow_addresses)
+        systems.add_row(
+            system.id,
+            system.name,
+            system.kind,
+            ALL if system.tenants == ALL else str(len(system.tenants)),
+            system.endpoint.url or system.endpoint.transport if system.endpoint else "-",
+            "; ".join(ways) or "-",
+        )
+    console.print(systems)
+    routes = Table(title="配信経路 routes")
+    for column in ("service", "tenants", "destinations"):
+        routes.add_column(column)
+    for route in config.routes:
+        destinations = [route.provider] if route.provider else []
+        destinations += [s.system + (" (when …)" if s.when else "") for s in route.subscribers]
+        tenant_scope = ALL if route.tenants == ALL else ", ".join(route.tenants)
+        routes.add_row(route.service, tenant_scope, ", ".join(destinations) or "-")
+    console.print(routes)
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "renkei"
+
+
+@keys_app.command("new")
+def keys_new(system: Annotated[str, typer.Argument(help="The connected system's id.")]) -> None:
+    """Issue an API key: shown once; paste the hash line into systems.yaml."""
+    from bus.identity import hash_api_key, new_api_key
+
+    if not _SYSTEM_ID.fullmatch(system):
+        typer.echo(f"not a system id: {system!r}", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    key = new_api_key(system)
+    typer.echo(f"API key for {system} (shown once; give it to the system's operator):")
+    typer.echo(f"  {key}")
+    typer.echo(f"Add under systems[id={system}].credentials.api_key_hashes in systems.yaml:")
+    typer.echo(f'  - "{hash_api_key(key)}"')

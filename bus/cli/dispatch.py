@@ -1,0 +1,232 @@
+"""Dispatch commands: ``renkei worker``, ``renkei dlq list/redeliver/discard`` and
+``renkei destinations pause/resume``. Each opens the store from the environment
+(``RENKEI_DATABASE_URL``, ``RENKEI_DATA_DIR``) and audits what it changes."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import signal
+import threading
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bus.cli.app import app
+from bus.dispatch import operations
+from bus.settings import Settings
+from bus.store.db import Store, open_store
+
+dlq_app = typer.Typer(
+    help="The Dead Letter Channel: list, redeliver, discard.", no_args_is_help=True
+)
+destinations_app = typer.Typer(
+    help="Destination systems: pause for planned downtime, resume.", no_args_is_help=True
+)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(destinations_app, name="destinations")
+
+console = Console()
+SQLITE_REFUSAL = (
+    "renkei worker needs PostgreSQL (RENKEI_DATABASE_URL=postgresql+psycopg://…): separate "
+    "worker processes cannot share a SQLite file safely. On SQLite, `renkei serve` runs the "
+    "workers in-process."
+)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"[:64]
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _open() -> Store:
+    return open_store(Settings())
+
+
+def _system_tenants(store: Store, system: str) -> list[str] | None:
+    """The tenants a system serves, from the configuration in force (None when unknown)."""
+    try:
+        from bus.config.snapshots import ensure_config, load_snapshot
+
+        ensure_config(store.sessions, Settings())
+        index = load_snapshot(store.sessions).index
+    except Exception:
+        return None
+    if index.system(system) is None:
+        return None
+    return [t.code for t in index.config.tenants if index.serves(system, t.code)]
+
+
+@dlq_app.command("list")
+def dlq_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant (団体コード).")] = None,
+    destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 1000,
+) -> None:
+    """Dead letters with their last error (``--json``: with the whole attempt history)."""
+    store = _open()
+    try:
+        with store.sessions() as session:
+            dead = operations.list_dead(
+                session, tenant=tenant, destination=destination, limit=limit
+            )
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps([_as_json(d) for d in dead], ensure_ascii=False, indent=2))
+        return
+    table = Table("id", "tenant", "destination", "service", "messageId", "attempts", "last error")
+    for d in dead:
+        table.add_row(
+            str(d.id),
+            d.tenant,
+            d.destination,
+            d.service,
+            d.message_id,
+            str(d.attempts),
+            d.last_error or "",
+        )
+    console.print(table)
+
+
+def _as_json(dead: operations.DeadLetter) -> dict[str, Any]:
+    return {
+        "id": dead.id,
+        "message_id": dead.message_id,
+        "service": dead.service,
+        "tenant": dead.tenant,
+        "destination": dead.destination,
+        "sequence": dead.sequence,
+        "attempts": dead.attempts,
+        "last_error": dead.last_error,
+        "finished_at": dead.finished_at.isoformat() if dead.finished_at else None,
+        "history": [
+            {"attempt": h.attempt, "at": h.at.isoformat(), "outcome": h.outcome, "error": h.error}
+            for h in dead.history
+        ],
+    }
+
+
+def _act(action: str, ids: list[int], reason: str) -> None:
+    store = _open()
+    try:
+        with store.sessions.begin() as session:
+            do = operations.redeliver if action == "redeliver" else operations.discard
+            changed = do(session, ids, reason=reason, actor=_actor())
+        if action == "redeliver" and changed:
+            from bus.dispatch.wakeup import Wakeups
+
+            wakeups = Wakeups(Settings().broker_url)
+            wakeups.notify(())
+            wakeups.close()
+    finally:
+        store.close()
+    skipped = sorted(set(ids) - set(changed))
+    verb = "redelivered" if action == "redeliver" else "discarded"
+    typer.echo(f"{verb}: {', '.join(map(str, changed)) or 'none'}")
+    if skipped:
+        typer.echo(f"not in the Dead Letter Channel: {', '.join(map(str, skipped))}", err=True)
+        raise typer.Exit(1)
+
+
+@dlq_app.command("redeliver")
+def dlq_redeliver(
+    ids: Annotated[list[int], typer.Argument(help="Delivery ids (see `renkei dlq list`).")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail).")],
+) -> None:
+    """Back to pending with attempts reset; the subject's later deliveries follow it."""
+    _act("redeliver", ids, reason)
+
+
+@dlq_app.command("discard")
+def dlq_discard(
+    ids: Annotated[list[int], typer.Argument(help="Delivery ids (see `renkei dlq list`).")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail).")],
+) -> None:
+    """Give up on dead letters: their subjects' later deliveries flow on."""
+    _act("discard", ids, reason)
+
+
+@destinations_app.command("pause")
+def destinations_pause(
+    system: Annotated[str, typer.Argument(help="The destination system id.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail).")],
+) -> None:
+    """Hold deliveries to SYSTEM (planned downtime) without burning attempts."""
+    store = _open()
+    try:
+        tenants = _system_tenants(store, system)
+        with store.sessions.begin() as session:
+            operations.pause(session, system, reason=reason, actor=_actor(), tenants=tenants)
+    finally:
+        store.close()
+    typer.echo(f"paused: {system}")
+
+
+@destinations_app.command("resume")
+def destinations_resume(
+    system: Annotated[str, typer.Argument(help="The destination system id.")],
+    reason: Annotated[str | None, typer.Option(help="Recorded in the audit trail.")] = None,
+) -> None:
+    """Resume deliveries to SYSTEM."""
+    store = _open()
+    try:
+        tenants = _system_tenants(store, system)
+        with store.sessions.begin() as session:
+            operations.resume(session, system, reason=reason, actor=_actor(), tenants=tenants)
+        from bus.dispatch.wakeup import Wakeups
+
+        wakeups = Wakeups(Settings().broker_url)
+        wakeups.notify([system])
+        wakeups.close()
+    finally:
+        store.close()
+    typer.echo(f"resumed: {system}")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker threads in this process.")] = 4,
+    batch: Annotated[int, typer.Option(help="Deliveries claimed per round.")] = 50,
+    lease_seconds: Annotated[float, typer.Option(help="Lease on a claimed delivery.")] = 30.0,
+    poll_seconds: Annotated[float, typer.Option(help="Poll fallback when no wake-up.")] = 1.0,
+) -> None:
+    """Run dispatch workers (PostgreSQL only; start as many processes as needed)."""
+    settings = Settings()
+    if settings.is_sqlite:
+        typer.echo(SQLITE_REFUSAL, err=True)
+        raise typer.Exit(2)
+    from bus.config.snapshots import ConfigProvider, ensure_config
+    from bus.dispatch.wakeup import Wakeups
+    from bus.dispatch.worker import WorkerPool
+
+    store = open_store(settings)
+    ensure_config(store.sessions, settings)
+    provider = ConfigProvider(store.sessions)
+    wakeups = Wakeups(settings.broker_url)
+    pool = WorkerPool(
+        concurrency,
+        store.sessions,
+        lambda: provider.current().index,
+        wakeups,
+        batch=batch,
+        lease_seconds=lease_seconds,
+        poll_seconds=poll_seconds,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    typer.echo(f"renkei worker: {concurrency} workers", err=True)
+    pool.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        pool.stop()
+        wakeups.close()
+        store.close()

@@ -1,0 +1,254 @@
+"""``renkei messages list/show/replay``, ``renkei purge`` and ``renkei audit verify``."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from bus.cli.app import app
+from bus.errors import make_finding
+from bus.pipeline import Finding
+from bus.settings import Settings
+from bus.store.audit import ChainReport, audited_tenants, verify_chain
+from bus.store.db import Store, open_store
+from bus.store.queries import (
+    DEFAULT_LIMIT,
+    MessageDetail,
+    MessageStatus,
+    MessageSummary,
+    StoreQueryError,
+    list_messages,
+    replay,
+    show_message,
+)
+from bus.store.retention import purge as purge_store
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+messages_app = typer.Typer(help="Stored messages (メッセージ): list, show, replay.")
+audit_app = typer.Typer(help="The tamper-evident audit trail (監査記録).")
+app.add_typer(messages_app, name="messages")
+app.add_typer(audit_app, name="audit")
+
+TenantOption = Annotated[
+    str | None, typer.Option("--tenant", help="全国地方公共団体コード (6 digits).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
+
+
+@contextmanager
+def _store() -> Iterator[Store]:
+    """The migrated store with a configuration in it (DESIGN §6: any command, any database)."""
+    from bus.config.snapshots import ensure_config
+
+    settings = Settings()
+    store = open_store(settings)
+    try:
+        ensure_config(store.sessions, settings)
+        yield store
+    finally:
+        store.close()
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"[:64]
+
+
+def _json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def _fail(finding: Finding) -> typer.Exit:
+    typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
+    return typer.Exit(EXIT_FAILED)
+
+
+def _since(value: str | None) -> datetime | None:
+    """ISO date or date-time; without a zone it is the operator's local time."""
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+@messages_app.command("list")
+def list_command(
+    tenant: TenantOption = None,
+    service: Annotated[str | None, typer.Option(help="Service name.")] = None,
+    status: Annotated[MessageStatus | None, typer.Option(help="Derived status.")] = None,
+    since: Annotated[str | None, typer.Option(help="Received at or after (ISO).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = DEFAULT_LIMIT,
+    as_json: JsonOption = False,
+) -> None:
+    """The newest stored messages (subjects masked)."""
+    with _store() as store, store.sessions() as session:
+        rows = list_messages(
+            session,
+            tenant=tenant,
+            service=service,
+            status=status,
+            since=_since(since),
+            limit=limit,
+        )
+    if as_json:
+        _json([row.as_dict() for row in rows])
+        return
+    _print_summaries(rows)
+
+
+def _print_summaries(rows: list[MessageSummary]) -> None:
+    table = Table(title=f"messages ({len(rows)})")
+    for column in ("received", "messageId", "tenant", "system", "service", "kind", "status"):
+        table.add_column(column)
+    table.add_column("deliveries", justify="right")
+    for row in rows:
+        table.add_row(
+            row.received_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            row.message_id,
+            row.tenant,
+            row.system,
+            row.service,
+            row.kind,
+            row.status.value,
+            str(row.deliveries),
+        )
+    Console().print(table)
+
+
+@messages_app.command("show")
+def show(
+    message_id: Annotated[str, typer.Argument(help="The Header messageId.")],
+    tenant: TenantOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Header, deliveries, audit trail and the body with personal data masked."""
+    with _store() as store, store.sessions() as session:
+        try:
+            detail = show_message(session, message_id, tenant)
+        except StoreQueryError as error:
+            raise _fail(error.finding) from None
+    if as_json:
+        _json(detail.as_dict())
+        return
+    _print_detail(detail)
+
+
+def _print_detail(detail: MessageDetail) -> None:
+    console = Console()
+    summary = detail.summary
+    header = Table(show_header=False, title=f"message {summary.message_id}")
+    for name, value in (
+        ("tenant", summary.tenant),
+        ("system", summary.system),
+        ("service", summary.service),
+        ("kind", summary.kind),
+        ("subject", summary.subject or ""),
+        ("correlationId", detail.correlation_id or ""),
+        ("relatesTo", detail.relates_to or ""),
+        ("received", summary.received_at.isoformat()),
+        ("expires", summary.expires_at.isoformat() if summary.expires_at else ""),
+        ("status", summary.status.value),
+        ("digest", detail.digest),
+    ):
+        header.add_row(name, value)
+    console.print(header)
+    deliveries = Table(title="deliveries")
+    for column in ("destination", "seq", "state", "attempts", "next attempt", "last error"):
+        deliveries.add_column(column)
+    for d in detail.deliveries:
+        deliveries.add_row(
+            d.destination,
+            str(d.sequence),
+            d.state,
+            str(d.attempts),
+            d.next_attempt_at.isoformat(),
+            d.last_error or "",
+        )
+    console.print(deliveries)
+    trail = Table(title="audit")
+    for column in ("seq", "at", "event", "actor", "detail"):
+        trail.add_column(column)
+    for a in detail.audit:
+        trail.add_row(str(a.seq), a.at.isoformat(), a.event, a.actor or "", json.dumps(a.detail))
+    console.print(trail)
+    console.print(Syntax(detail.body, "xml", word_wrap=True))
+
+
+@messages_app.command("replay")
+def replay_command(
+    message_id: Annotated[str, typer.Argument(help="The Header messageId.")],
+    reason: Annotated[str, typer.Option(help="Why (kept as a digest in the audit trail).")],
+    tenant: TenantOption = None,
+    to: Annotated[str | None, typer.Option("--to", help="Only this destination system.")] = None,
+) -> None:
+    """Send a stored message again: new deliveries at the end of each subject's order."""
+    with _store() as store:
+        try:
+            report = replay(
+                store.sessions,
+                message_id,
+                reason=reason,
+                tenant=tenant,
+                to=to,
+                actor=_actor(),
+            )
+        except StoreQueryError as error:
+            raise _fail(error.finding) from None
+    for destination, sequence in report.deliveries:
+        typer.echo(f"replayed {report.message_id} → {destination} (seq {sequence})")
+
+
+@app.command()
+def purge(as_json: JsonOption = False) -> None:
+    """Delete messages past their retention whose deliveries are all resolved."""
+    with _store() as store:
+        report = purge_store(store.sessions)
+    if as_json:
+        _json({"messages": report.messages, "deliveries": report.deliveries})
+        return
+    typer.echo(f"purged {report.messages} message(s), {report.deliveries} delivery(ies)")
+
+
+@audit_app.command("verify")
+def verify(tenant: TenantOption = None, as_json: JsonOption = False) -> None:
+    """Recompute the hash chains; exit 1 when one is broken."""
+    with _store() as store, store.sessions() as session:
+        tenants = [tenant] if tenant else audited_tenants(session)
+        reports = {code: verify_chain(session, code) for code in tenants}
+    if as_json:
+        _json({code: _report_dict(report) for code, report in reports.items()})
+    else:
+        _print_reports(reports)
+    if not all(report.ok for report in reports.values()):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _report_dict(report: ChainReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "records": report.records,
+        "first_bad_seq": report.first_bad_seq,
+        "reason": report.reason,
+    }
+
+
+def _print_reports(reports: dict[str, ChainReport]) -> None:
+    console = Console()
+    for code, report in reports.items():
+        if report.ok:
+            console.print(f"[green]OK[/]  {code}  {report.records} record(s)")
+            continue
+        finding = make_finding(
+            "RK-AUD001", path="/", actual=code, expected=report.first_bad_seq, detail=report.reason
+        )
+        console.print(f"[red]NG[/]  {code}  {finding.code} {finding.message_ja} ({report.reason})")

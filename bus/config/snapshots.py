@@ -1,0 +1,179 @@
+"""Versioned configuration snapshots in the Message Store, and live reload (DESIGN §6).
+
+``renkei config apply`` validates the directory as a whole and stores its files as a new
+version; every process holds a :class:`ConfigProvider` that notices a newer version with one
+cheap ``max(version)`` query at most every ``poll_seconds`` and reloads without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bus.config.index import ConfigIndex
+from bus.config.loader import load_config_dir, parse_config_files, read_config_files
+from bus.config.models import HubConfig
+from bus.settings import Settings
+from bus.store.models import ConfigSnapshot
+
+INITIAL_ACTOR = "renkei (initial configuration)"
+_APPLY_ATTEMPTS = 5  # concurrent applies race for the next version number
+
+
+class NoConfiguration(LookupError):
+    """The database holds no configuration yet (``ensure_config`` was not called)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """One configuration version, validated and indexed."""
+
+    version: int
+    config: HubConfig
+    index: ConfigIndex
+
+
+class ConfigSource(Protocol):
+    """What the stages need: the configuration in force now."""
+
+    def current(self) -> LoadedConfig: ...
+
+
+def files_digest(files: dict[str, str]) -> str:
+    canonical = json.dumps(files, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _latest(session: Session) -> ConfigSnapshot | None:
+    return session.scalars(
+        select(ConfigSnapshot).order_by(ConfigSnapshot.version.desc()).limit(1)
+    ).first()
+
+
+def apply_files(sessions: sessionmaker[Session], files: dict[str, str], actor: str | None) -> int:
+    """Store ``files`` as a new version after validating them; content identical to the
+    version in force returns that version (no new row). Re-applying an *older* content does
+    make a new version: it is a roll-back."""
+    parse_config_files(files)  # raises ConfigError: an invalid configuration is never stored
+    digest = files_digest(files)
+    for attempt in range(_APPLY_ATTEMPTS):
+        try:
+            with sessions.begin() as session:
+                latest = _latest(session)
+                if latest is not None and latest.digest == digest:
+                    return latest.version
+                version = (latest.version if latest else 0) + 1
+                session.add(
+                    ConfigSnapshot(
+                        version=version,
+                        applied_at=datetime.now(UTC),
+                        applied_by=actor[:64] if actor else None,
+                        digest=digest,
+                        files=files,
+                    )
+                )
+            return version
+        except IntegrityError:
+            if attempt == _APPLY_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def apply_config(sessions: sessionmaker[Session], directory: Path, actor: str | None = None) -> int:
+    """Validate the directory and store it as the configuration in force; its version."""
+    return apply_files(sessions, read_config_files(directory), actor)
+
+
+def latest_version(sessions: sessionmaker[Session]) -> int | None:
+    with sessions() as session:
+        return session.scalar(select(func.max(ConfigSnapshot.version)))
+
+
+def ensure_config(sessions: sessionmaker[Session], settings: Settings) -> int:
+    """The version in force; an empty database first gets ``settings.effective_config_dir``
+    (the shipped sample configuration unless another is configured)."""
+    version = latest_version(sessions)
+    if version is not None:
+        return version
+    return apply_config(sessions, settings.effective_config_dir, INITIAL_ACTOR)
+
+
+def load_snapshot(sessions: sessionmaker[Session], version: int | None = None) -> LoadedConfig:
+    """A stored version (the latest by default), parsed and indexed."""
+    with sessions() as session:
+        snapshot = _latest(session) if version is None else session.get(ConfigSnapshot, version)
+        if snapshot is None:
+            raise NoConfiguration(
+                "no configuration in the database" if version is None else f"no version {version}"
+            )
+        number, files = snapshot.version, dict(snapshot.files)
+    config = parse_config_files(files)
+    return LoadedConfig(number, config, ConfigIndex(config))
+
+
+def load_directory(directory: Path) -> LoadedConfig:
+    """A directory's configuration as version 0, without a database (tools, tests)."""
+    config = load_config_dir(directory)
+    return LoadedConfig(0, config, ConfigIndex(config))
+
+
+@dataclass(frozen=True, slots=True)
+class FixedConfig:
+    """A :class:`ConfigSource` that never changes (``renkei validate``, tools)."""
+
+    loaded: LoadedConfig
+
+    def current(self) -> LoadedConfig:
+        return self.loaded
+
+
+class ConfigProvider:
+    """The configuration in force for this process, reloaded when a newer version appears.
+
+    At most one ``max(version)`` query per ``poll_seconds``; the parse and index happen only
+    when the version changed. Thread-safe: one thread reloads, the others keep the old one.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], poll_seconds: float = 1.0) -> None:
+        self._sessions = sessions
+        self._poll_seconds = poll_seconds
+        self._loaded: LoadedConfig | None = None
+        self._checked_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def current(self) -> LoadedConfig:
+        loaded = self._loaded
+        if loaded is not None and time.monotonic() - self._checked_at < self._poll_seconds:
+            return loaded
+        if loaded is not None and not self._lock.acquire(blocking=False):
+            return loaded  # another thread is checking right now
+        if loaded is None:
+            self._lock.acquire()
+        try:
+            return self._refresh()
+        finally:
+            self._lock.release()
+
+    def refresh(self) -> LoadedConfig:
+        """Check the database now, whatever the poll interval."""
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> LoadedConfig:
+        version = latest_version(self._sessions)
+        self._checked_at = time.monotonic()
+        if version is None:
+            raise NoConfiguration("no configuration in the database; run `renkei config apply`")
+        if self._loaded is None or self._loaded.version != version:
+            self._loaded = load_snapshot(self._sessions, version)
+        return self._loaded

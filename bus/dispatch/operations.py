@@ -1,0 +1,247 @@
+"""Operator actions on the Dead Letter Channel and on destinations, each audited in the
+transaction that makes it.
+
+- redeliver: a dead delivery goes back to pending with its attempts reset (its history stays);
+- discard: an operator gives up on a dead delivery, which releases its subject;
+- pause/resume: planned downtime; a paused destination's deliveries wait without burning
+  attempts (the claim skips them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bus.store.models import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryState,
+    DestinationState,
+    StoredMessage,
+)
+
+
+def record_audit(
+    session: Session,
+    *,
+    tenant: str,
+    event: str,
+    message_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+    actor: str | None = None,
+) -> None:
+    """Append to the tenant's audit chain (the store's :func:`append_audit`), in the
+    caller's transaction. Details hold ids and codes, never bodies or personal data."""
+    from bus.store.audit import append_audit
+
+    append_audit(
+        session, tenant=tenant, event=event, message_id=message_id, detail=detail, actor=actor
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    attempt: int
+    at: datetime
+    outcome: str
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    message_id: str
+    service: str
+    tenant: str
+    destination: str
+    sequence: int
+    attempts: int
+    last_error: str | None
+    finished_at: datetime | None
+    history: tuple[AttemptRecord, ...]
+
+
+def list_dead(
+    session: Session,
+    *,
+    tenant: str | None = None,
+    destination: str | None = None,
+    limit: int = 1000,
+) -> list[DeadLetter]:
+    statement = (
+        select(Delivery, StoredMessage.message_id, StoredMessage.service)
+        .join(StoredMessage, StoredMessage.id == Delivery.message_pk)
+        .where(Delivery.state == DeliveryState.DEAD.value)
+        .order_by(Delivery.id)
+        .limit(limit)
+    )
+    if tenant:
+        statement = statement.where(Delivery.tenant == tenant)
+    if destination:
+        statement = statement.where(Delivery.destination == destination)
+    rows = session.execute(statement).all()
+    history: dict[int, list[AttemptRecord]] = {}
+    ids = [row[0].id for row in rows]
+    if ids:
+        attempts = session.scalars(
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.delivery_id.in_(ids))
+            .order_by(DeliveryAttempt.id)
+        )
+        for a in attempts:
+            history.setdefault(a.delivery_id, []).append(
+                AttemptRecord(a.attempt, a.at, a.outcome, a.error)
+            )
+    return [
+        DeadLetter(
+            id=delivery.id,
+            message_id=message_id,
+            service=service,
+            tenant=delivery.tenant,
+            destination=delivery.destination,
+            sequence=delivery.sequence,
+            attempts=delivery.attempts,
+            last_error=delivery.last_error,
+            finished_at=delivery.finished_at,
+            history=tuple(history.get(delivery.id, ())),
+        )
+        for delivery, message_id, service in rows
+    ]
+
+
+def _dead(session: Session, ids: Sequence[int]) -> list[tuple[Delivery, str]]:
+    statement = (
+        select(Delivery, StoredMessage.message_id)
+        .join(StoredMessage, StoredMessage.id == Delivery.message_pk)
+        .where(Delivery.id.in_(list(ids)), Delivery.state == DeliveryState.DEAD.value)
+        .order_by(Delivery.id)
+        .with_for_update(of=Delivery)
+    )
+    return [(row[0], row[1]) for row in session.execute(statement).all()]
+
+
+def redeliver(
+    session: Session,
+    ids: Sequence[int],
+    *,
+    reason: str,
+    actor: str | None = None,
+    now: datetime | None = None,
+) -> list[int]:
+    """Dead → pending, attempts reset, due now. Returns the ids changed (only dead ones)."""
+    now = now or datetime.now(UTC)
+    changed = []
+    for delivery, message_id in _dead(session, ids):
+        previous = delivery.attempts
+        delivery.state = DeliveryState.PENDING.value
+        delivery.attempts = 0
+        delivery.first_attempt_at = None
+        delivery.next_attempt_at = now
+        delivery.lease_owner = delivery.lease_expires_at = None
+        delivery.finished_at = None
+        record_audit(
+            session,
+            tenant=delivery.tenant,
+            event="redelivered",
+            message_id=message_id,
+            actor=actor,
+            detail={
+                "delivery": delivery.id,
+                "destination": delivery.destination,
+                "previous_attempts": previous,
+                "reason": reason,
+            },
+        )
+        changed.append(delivery.id)
+    return changed
+
+
+def discard(
+    session: Session,
+    ids: Sequence[int],
+    *,
+    reason: str,
+    actor: str | None = None,
+    now: datetime | None = None,
+) -> list[int]:
+    """Dead → discarded: the operator gives up; later deliveries of its subject flow on."""
+    now = now or datetime.now(UTC)
+    changed = []
+    for delivery, message_id in _dead(session, ids):
+        delivery.state = DeliveryState.DISCARDED.value
+        delivery.finished_at = now
+        record_audit(
+            session,
+            tenant=delivery.tenant,
+            event="discarded",
+            message_id=message_id,
+            actor=actor,
+            detail={"delivery": delivery.id, "destination": delivery.destination, "reason": reason},
+        )
+        changed.append(delivery.id)
+    return changed
+
+
+def _destination_tenants(session: Session, system: str) -> list[str]:
+    return sorted(
+        set(session.scalars(select(Delivery.tenant).where(Delivery.destination == system)))
+    )
+
+
+def pause(
+    session: Session,
+    system: str,
+    *,
+    reason: str,
+    actor: str | None = None,
+    tenants: Iterable[str] | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Pause ``system``. The audit record goes to each tenant's chain: ``tenants`` (the
+    system's tenants from the configuration) or else every tenant with deliveries to it."""
+    _set_paused(session, system, True, reason, actor, tenants, now)
+
+
+def resume(
+    session: Session,
+    system: str,
+    *,
+    reason: str | None = None,
+    actor: str | None = None,
+    tenants: Iterable[str] | None = None,
+    now: datetime | None = None,
+) -> None:
+    _set_paused(session, system, False, reason, actor, tenants, now)
+
+
+def _set_paused(
+    session: Session,
+    system: str,
+    paused: bool,
+    reason: str | None,
+    actor: str | None,
+    tenants: Iterable[str] | None,
+    now: datetime | None,
+) -> None:
+    now = now or datetime.now(UTC)
+    state = session.get(DestinationState, system, with_for_update=True)
+    if state is None:
+        state = DestinationState(system=system, paused=paused, changed_at=now)
+        session.add(state)
+    state.paused, state.reason, state.changed_at, state.changed_by = paused, reason, now, actor
+    event = "paused" if paused else "resumed"
+    for tenant in (
+        sorted(set(tenants)) if tenants is not None else _destination_tenants(session, system)
+    ):
+        record_audit(
+            session,
+            tenant=tenant,
+            event=event,
+            actor=actor,
+            detail={"destination": system, "reason": reason},
+        )

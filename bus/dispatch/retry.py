@@ -1,0 +1,51 @@
+"""Retry timing: exponential back-off with full jitter, bounded by attempts and by age.
+
+Full jitter (a uniform delay in ``[0, min(max_delay, base·2ⁿ⁻¹)]``) spreads a burst of failed
+deliveries so a recovering receiver is not hit by all of them at once. A transport's
+``retry_after_seconds`` (HTTP ``Retry-After``) is a floor on the delay. No attempt is
+scheduled past ``first_attempt_at + max_age``: the last one happens at that deadline.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bus.config.models import RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    dead: bool
+    next_attempt_at: datetime | None
+    reason: str | None = None  # why it is dead: "attempts" or "age"
+
+
+def backoff(policy: RetryPolicy, attempts: int, rng: random.Random | None = None) -> timedelta:
+    """The jittered delay after the ``attempts``-th failed attempt (1-based)."""
+    exponent = min(max(attempts - 1, 0), 62)
+    ceiling = min(policy.max_delay.total_seconds(), policy.base_delay.total_seconds() * 2**exponent)
+    return timedelta(seconds=(rng or random).uniform(0.0, ceiling))
+
+
+def decide(
+    policy: RetryPolicy,
+    *,
+    attempts: int,
+    first_attempt_at: datetime,
+    now: datetime,
+    retry_after_seconds: float | None = None,
+    rng: random.Random | None = None,
+) -> RetryDecision:
+    """After a temporary failure: retry later, or dead-letter. ``attempts`` counts the
+    attempt that just failed."""
+    if attempts >= policy.max_attempts:
+        return RetryDecision(dead=True, next_attempt_at=None, reason="attempts")
+    deadline = first_attempt_at + policy.max_age
+    if now >= deadline:
+        return RetryDecision(dead=True, next_attempt_at=None, reason="age")
+    delay = backoff(policy, attempts, rng)
+    if retry_after_seconds is not None:
+        delay = max(delay, timedelta(seconds=max(retry_after_seconds, 0.0)))
+    return RetryDecision(dead=False, next_attempt_at=min(now + delay, deadline))

@@ -1,0 +1,260 @@
+"""The audit trail: one tamper-evident hash chain per tenant (DESIGN §1 stage 10).
+
+Each record's ``hash`` is ``sha256(prev_hash + canonical JSON of its fields)``; the first
+record of a tenant chains to 64 zeros. Appending locks the tenant's ``audit_heads`` row
+(``SELECT … FOR UPDATE`` on PostgreSQL; SQLite serialises writers with ``BEGIN IMMEDIATE``),
+so concurrent writers never fork a chain. Records are written in the transaction of what they
+record (ingest, a delivery's outcome), so the chain holds exactly what was committed.
+
+``detail`` holds ids, codes, digests and counts only — never bodies or personal data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, cast
+
+from sqlalchemy import Connection, Select, Table, bindparam, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from bus.pipeline import Message, StageName
+from bus.store.models import AuditHead, AuditRecord
+from bus.store.sequences import upsert_insert
+
+GENESIS = "0" * 64
+UNATTRIBUTED_TENANT = "000000"  # rejections whose Header tenant cannot be read
+_TENANT = re.compile(r"[0-9]{6}")
+_SYSTEM = re.compile(r"[a-z][a-z0-9_\-]{1,39}")
+_MESSAGE_ID = re.compile(r"[0-9A-Za-z\-]{1,36}")
+_SERVICE = re.compile(r"[A-Z][A-Za-z0-9]{1,63}")
+
+
+def utc(moment: datetime) -> datetime:
+    """An aware UTC datetime (SQLite hands back naive UTC values)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_hash(
+    prev_hash: str,
+    *,
+    tenant: str,
+    seq: int,
+    at: datetime,
+    event: str,
+    message_id: str | None,
+    actor: str | None,
+    detail: dict[str, Any],
+) -> str:
+    fields = {
+        "tenant": tenant,
+        "seq": seq,
+        "at": _iso(at),
+        "event": event,
+        "message_id": message_id,
+        "actor": actor,
+        "detail": detail,
+    }
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+
+
+_HEADS = cast(Table, AuditHead.__table__)
+_RECORDS = cast(Table, AuditRecord.__table__)
+_SELECT_HEAD = (
+    select(_HEADS.c.seq, _HEADS.c.hash)
+    .where(_HEADS.c.tenant == bindparam("tenant"))
+    .with_for_update()
+)
+_INSERT_RECORD = insert(_RECORDS).returning(_RECORDS.c.id)
+_UPDATE_HEAD = (
+    update(_HEADS)
+    .where(_HEADS.c.tenant == bindparam("b_tenant"))
+    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
+)
+
+
+@cache
+def _create_head(dialect_insert: Any) -> Any:
+    return (
+        dialect_insert(_HEADS)
+        .values(tenant=bindparam("tenant"), seq=0, hash=GENESIS)
+        .on_conflict_do_nothing(index_elements=[_HEADS.c.tenant])
+    )
+
+
+def _locked_head(connection: Connection, tenant: str) -> tuple[int, str]:
+    """The tenant's head (seq, hash), locked for this transaction; created race-safely on
+    first use (concurrent creators collide on the primary key and the loser does nothing)."""
+    head = connection.execute(_SELECT_HEAD, {"tenant": tenant}).first()
+    if head is None:
+        connection.execute(_create_head(upsert_insert(connection)), {"tenant": tenant})
+        head = connection.execute(_SELECT_HEAD, {"tenant": tenant}).one()
+    return int(head.seq), str(head.hash)
+
+
+def append_audit(
+    session: Session,
+    *,
+    tenant: str,
+    event: str,
+    message_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+    actor: str | None = None,
+    at: datetime | None = None,
+) -> AuditRecord:
+    """Append one record to ``tenant``'s chain inside the caller's transaction.
+
+    ``detail`` must be JSON (ids, codes, digests, counts); it is hashed as given. The record
+    is written with Core statements (ingest is the hot path); the returned object is a
+    transient copy of what was written."""
+    detail = dict(detail or {})
+    moment = utc(at or datetime.now(UTC))
+    connection = session.connection()
+    prev_seq, prev_hash = _locked_head(connection, tenant)
+    seq = prev_seq + 1
+    digest = record_hash(
+        prev_hash,
+        tenant=tenant,
+        seq=seq,
+        at=moment,
+        event=event,
+        message_id=message_id,
+        actor=actor,
+        detail=detail,
+    )
+    values = {
+        "tenant": tenant,
+        "seq": seq,
+        "at": moment,
+        "event": event,
+        "message_id": message_id,
+        "actor": actor,
+        "detail": detail,
+        "prev_hash": prev_hash,
+        "hash": digest,
+    }
+    record_id = connection.execute(_INSERT_RECORD, values).scalar_one()
+    connection.execute(_UPDATE_HEAD, {"b_tenant": tenant, "b_seq": seq, "b_hash": digest})
+    return AuditRecord(id=record_id, **values)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    ok: bool
+    records: int
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+
+def _query(tenant: str) -> Select[AuditRecord]:
+    return (
+        select(AuditRecord)
+        .where(AuditRecord.tenant == tenant)
+        .order_by(AuditRecord.seq)
+        .execution_options(yield_per=1000)  # a long chain is streamed, not loaded
+    )
+
+
+def verify_chain(session: Session, tenant: str) -> ChainReport:
+    """Recompute ``tenant``'s chain; the first seq where it breaks is reported.
+
+    Detects an edited record (hash mismatch), a deleted or reordered one (seq gap or
+    ``prev_hash`` mismatch) and a deleted tail (the head names a later record)."""
+    with session.scalars(_query(tenant)) as records:
+        report, last_seq, last_hash = _walk(records)
+    if report is not None:
+        return report
+    head = session.get(AuditHead, tenant)
+    if head is not None and (head.seq != last_seq or head.hash != last_hash):
+        reason = f"the head is at seq {head.seq}, the records end at {last_seq}"
+        return ChainReport(False, last_seq, last_seq + 1, reason)
+    return ChainReport(True, last_seq)
+
+
+def _walk(records: Iterable[AuditRecord]) -> tuple[ChainReport | None, int, str]:
+    """The first break, else (None, the last seq, the last hash)."""
+    expected_seq, prev = 1, GENESIS
+    for count, record in enumerate(records, start=1):
+        if record.seq != expected_seq:
+            return ChainReport(False, count, expected_seq, "a record is missing"), 0, ""
+        if record.prev_hash != prev:
+            return ChainReport(False, count, record.seq, "prev_hash does not match"), 0, ""
+        recomputed = record_hash(
+            prev,
+            tenant=record.tenant,
+            seq=record.seq,
+            at=record.at,
+            event=record.event,
+            message_id=record.message_id,
+            actor=record.actor,
+            detail=record.detail,
+        )
+        if recomputed != record.hash:
+            return ChainReport(False, count, record.seq, "hash does not match the record"), 0, ""
+        expected_seq, prev = expected_seq + 1, record.hash
+    return None, expected_seq - 1, prev
+
+
+def audited_tenants(session: Session) -> list[str]:
+    """Every tenant with a chain (the pseudo-tenant ``000000`` included)."""
+    return list(session.scalars(select(AuditHead.tenant).order_by(AuditHead.tenant)))
+
+
+# --- the Audit stage ------------------------------------------------------------------------
+
+
+def _safe(value: str | None, pattern: re.Pattern[str]) -> str | None:
+    """A Header value fit for the audit trail: it must look like what it claims to be (an
+    unvalidated Header may hold anything, personal data included)."""
+    return value if value is not None and pattern.fullmatch(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditStage:
+    """Records rejections (codes only, no values). Accepted messages were audited by the Store
+    stage inside its transaction, so this stage leaves them alone."""
+
+    sessions: sessionmaker[Session]
+    name: StageName = StageName.AUDIT
+
+    def __call__(self, message: Message) -> Message:
+        if message.rejected:
+            with self.sessions.begin() as session:
+                self.record_rejection(session, message)
+        return message
+
+    @staticmethod
+    def record_rejection(session: Session, message: Message) -> AuditRecord:
+        envelope = message.envelope
+        client = envelope.client if envelope is not None else None
+        tenant = _safe(client.tenant if client else None, _TENANT) or UNATTRIBUTED_TENANT
+        codes = sorted({finding.code for finding in message.findings})
+        detail: dict[str, Any] = {
+            "codes": codes,
+            "adapter": message.adapter,
+            # a size, not a digest: a tiny refused body (one 個人番号) would be enumerable
+            "raw_bytes": len(message.raw),
+        }
+        service = _safe(message.service or (envelope.service if envelope else None), _SERVICE)
+        if service:
+            detail["service"] = service
+        return append_audit(
+            session,
+            tenant=tenant,
+            event="rejected",
+            message_id=_safe(envelope.message_id if envelope else None, _MESSAGE_ID),
+            detail=detail,
+            actor=_safe(client.system if client else None, _SYSTEM),
+        )

@@ -1,0 +1,345 @@
+"""Reading the Message Store for operators: list, show (personal data masked) and replay.
+
+A message's status is derived from its deliveries: ``dead`` if any is dead-lettered, else
+``pending`` if any waits, else ``discarded`` if an operator discarded one, else ``delivered``;
+a message without deliveries (an inquiry, a reply, no subscriber) is ``stored``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from lxml import etree
+from sqlalchemy import ColumnElement, and_, exists, not_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bus.catalogue import NS_ENVELOPE, Catalogue, load_catalogue
+from bus.errors import make_finding
+from bus.masking import mask
+from bus.pipeline import Finding
+from bus.store.audit import append_audit, utc
+from bus.store.models import AuditRecord, Delivery, DeliveryState, StoredMessage
+from bus.store.sequences import next_sequence
+
+DEFAULT_LIMIT = 50
+# Attributes of a personal element that are not themselves personal (ResidentDate's flag).
+_PLAIN_ATTRIBUTES = frozenset({"asGiven"})
+# The Header's ordering key is usually a 宛名番号: shown masked like the item it copies.
+_SUBJECT_TAG = f"{{{NS_ENVELOPE}}}subject"
+
+
+class MessageStatus(StrEnum):
+    STORED = "stored"
+    PENDING = "pending"
+    DEAD = "dead"
+    DISCARDED = "discarded"
+    DELIVERED = "delivered"
+
+
+class StoreQueryError(LookupError):
+    """A query the store cannot answer, carrying the coded finding to show the caller."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.message_en)
+        self.finding = finding
+
+
+def masked_subject(subject: str | None) -> str | None:
+    return mask(subject, personal=True) if subject else subject
+
+
+def _status(states: set[str]) -> MessageStatus:
+    for state, status in (
+        (DeliveryState.DEAD, MessageStatus.DEAD),
+        (DeliveryState.PENDING, MessageStatus.PENDING),
+        (DeliveryState.DISCARDED, MessageStatus.DISCARDED),
+        (DeliveryState.DELIVERED, MessageStatus.DELIVERED),
+    ):
+        if state.value in states:
+            return status
+    return MessageStatus.STORED
+
+
+def _has(*states: DeliveryState) -> ColumnElement[bool]:
+    return exists().where(
+        Delivery.message_pk == StoredMessage.id, Delivery.state.in_([s.value for s in states])
+    )
+
+
+def _status_clause(status: MessageStatus) -> ColumnElement[bool]:
+    """SQL for :func:`_status`, so the filter runs in the database."""
+    dead, pending = DeliveryState.DEAD, DeliveryState.PENDING
+    discarded, delivered = DeliveryState.DISCARDED, DeliveryState.DELIVERED
+    clauses: dict[MessageStatus, ColumnElement[bool]] = {
+        MessageStatus.DEAD: _has(dead),
+        MessageStatus.PENDING: and_(_has(pending), not_(_has(dead))),
+        MessageStatus.DISCARDED: and_(_has(discarded), not_(_has(dead, pending))),
+        MessageStatus.DELIVERED: and_(_has(delivered), not_(_has(dead, pending, discarded))),
+        MessageStatus.STORED: not_(exists().where(Delivery.message_pk == StoredMessage.id)),
+    }
+    return clauses[status]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    message_id: str
+    tenant: str
+    system: str
+    service: str
+    kind: str
+    subject: str | None  # masked
+    received_at: datetime
+    expires_at: datetime | None
+    status: MessageStatus
+    deliveries: int
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["received_at"] = self.received_at.isoformat()
+        data["expires_at"] = self.expires_at.isoformat() if self.expires_at else None
+        data["status"] = self.status.value
+        return data
+
+
+def _summary(row: StoredMessage, states: list[str]) -> MessageSummary:
+    return MessageSummary(
+        message_id=row.message_id,
+        tenant=row.tenant,
+        system=row.system,
+        service=row.service,
+        kind=row.kind,
+        subject=masked_subject(row.subject),
+        received_at=utc(row.received_at),
+        expires_at=utc(row.expires_at) if row.expires_at else None,
+        status=_status(set(states)),
+        deliveries=len(states),
+    )
+
+
+def list_messages(
+    session: Session,
+    *,
+    tenant: str | None = None,
+    service: str | None = None,
+    status: MessageStatus | None = None,
+    since: datetime | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> list[MessageSummary]:
+    """The newest messages first, filtered."""
+    query = select(StoredMessage).order_by(StoredMessage.received_at.desc(), StoredMessage.id)
+    if tenant:
+        query = query.where(StoredMessage.tenant == tenant)
+    if service:
+        query = query.where(StoredMessage.service == service)
+    if status:
+        query = query.where(_status_clause(status))
+    if since:
+        query = query.where(StoredMessage.received_at >= utc(since))
+    rows = list(session.scalars(query.limit(limit)))
+    states: dict[int, list[str]] = {row.id: [] for row in rows}
+    if rows:
+        for pk, state in session.execute(
+            select(Delivery.message_pk, Delivery.state).where(Delivery.message_pk.in_(states))
+        ):
+            states[pk].append(state)
+    return [_summary(row, states[row.id]) for row in rows]
+
+
+def find_message(session: Session, message_id: str, tenant: str | None = None) -> StoredMessage:
+    """The one stored message with this id (and tenant); a coded error otherwise."""
+    query = select(StoredMessage).where(StoredMessage.message_id == message_id)
+    if tenant:
+        query = query.where(StoredMessage.tenant == tenant)
+    rows = list(session.scalars(query.limit(2)))
+    if not rows:
+        raise StoreQueryError(make_finding("RK-STO002", path="/", actual=message_id))
+    if len(rows) > 1:
+        raise StoreQueryError(make_finding("RK-STO003", path="/", actual=message_id))
+    return rows[0]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    destination: str
+    subject: str | None  # masked
+    sequence: int
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditView:
+    seq: int
+    at: datetime
+    event: str
+    actor: str | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail:
+    summary: MessageSummary
+    correlation_id: str | None
+    relates_to: str | None
+    digest: str
+    deliveries: list[DeliveryView]
+    audit: list[AuditView]
+    body: str  # pretty-printed, personal data masked
+
+    def as_dict(self) -> dict[str, Any]:
+        def plain(value: Any) -> Any:
+            return value.isoformat() if isinstance(value, datetime) else value
+
+        return {
+            **self.summary.as_dict(),
+            "correlation_id": self.correlation_id,
+            "relates_to": self.relates_to,
+            "digest": self.digest,
+            "deliveries": [{k: plain(v) for k, v in asdict(d).items()} for d in self.deliveries],
+            "audit": [{k: plain(v) for k, v in asdict(a).items()} for a in self.audit],
+            "body": self.body,
+        }
+
+
+_SAFE_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+)
+
+
+def masked_body(body: bytes, catalogue: Catalogue | None = None) -> str:
+    """The stored PlatformMessage, indented, with the text (and ``alt``/``iso`` attributes) of
+    every personal item masked, and the Header subject too."""
+    by_tag = (catalogue or load_catalogue()).by_tag
+    root = etree.fromstring(body, _SAFE_PARSER)
+    for element in root.iter(tag=etree.Element):
+        item = by_tag.get(element.tag)
+        if not ((item is not None and item.personal) or element.tag == _SUBJECT_TAG):
+            continue
+        if element.text:
+            element.text = mask(element.text, personal=True)
+        for name, value in element.attrib.items():
+            if str(name) not in _PLAIN_ATTRIBUTES:
+                element.set(name, mask(str(value), personal=True))
+    etree.indent(root)
+    return etree.tostring(root, encoding="unicode")
+
+
+def show_message(session: Session, message_id: str, tenant: str | None = None) -> MessageDetail:
+    row = find_message(session, message_id, tenant)
+    deliveries = list(
+        session.scalars(
+            select(Delivery)
+            .where(Delivery.message_pk == row.id)
+            .order_by(Delivery.destination, Delivery.sequence)
+        )
+    )
+    audit = session.scalars(
+        select(AuditRecord)
+        .where(AuditRecord.tenant == row.tenant, AuditRecord.message_id == row.message_id)
+        .order_by(AuditRecord.seq)
+    )
+    return MessageDetail(
+        summary=_summary(row, [d.state for d in deliveries]),
+        correlation_id=row.correlation_id,
+        relates_to=row.relates_to,
+        digest=row.body_digest,
+        deliveries=[
+            DeliveryView(
+                destination=d.destination,
+                subject=masked_subject(d.subject_key),
+                sequence=d.sequence,
+                state=d.state,
+                attempts=d.attempts,
+                next_attempt_at=utc(d.next_attempt_at),
+                last_error=d.last_error,
+                created_at=utc(d.created_at),
+                finished_at=utc(d.finished_at) if d.finished_at else None,
+            )
+            for d in deliveries
+        ],
+        audit=[AuditView(a.seq, utc(a.at), a.event, a.actor, a.detail) for a in audit],
+        body=masked_body(row.body),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    message_id: str
+    tenant: str
+    deliveries: tuple[tuple[str, int], ...]  # (destination, new sequence)
+
+
+def replay(
+    sessions: sessionmaker[Session],
+    message_id: str,
+    *,
+    reason: str,
+    tenant: str | None = None,
+    to: str | None = None,
+    actor: str | None = None,
+    now: datetime | None = None,
+) -> ReplayReport:
+    """New pending deliveries of a stored message, at the END of each subject's order (they
+    never overtake what was sent since). Audited ``replayed``; the free-text reason is kept
+    only as a digest, since an operator may have typed personal data into it."""
+    moment = utc(now or datetime.now(UTC))
+    with sessions.begin() as session:
+        row = find_message(session, message_id, tenant)
+        earlier: dict[str, Delivery] = {}
+        for delivery in session.scalars(
+            select(Delivery).where(Delivery.message_pk == row.id).order_by(Delivery.id)
+        ):
+            earlier.setdefault(delivery.destination, delivery)
+        if not earlier:
+            raise StoreQueryError(make_finding("RK-STO005", path="/", actual=message_id))
+        if to is not None and to not in earlier:
+            raise StoreQueryError(
+                make_finding("RK-STO004", path="/", actual=to, expected=message_id)
+            )
+        destinations = sorted([to] if to else earlier)
+        added: list[tuple[str, int]] = []
+        for destination in destinations:
+            first = earlier[destination]
+            sequence = next_sequence(
+                session,
+                tenant=first.tenant,
+                destination=destination,
+                subject=first.subject_key,
+            )
+            session.add(
+                Delivery(
+                    message_pk=row.id,
+                    destination=destination,
+                    tenant=first.tenant,
+                    subject_key=first.subject_key,
+                    sequence=sequence,
+                    state=DeliveryState.PENDING.value,
+                    attempts=0,
+                    next_attempt_at=moment,
+                    created_at=moment,
+                )
+            )
+            added.append((destination, sequence))
+        session.flush()
+        append_audit(
+            session,
+            tenant=row.tenant,
+            event="replayed",
+            message_id=row.message_id,
+            detail={
+                "destinations": [d for d, _ in added],
+                "sequences": [s for _, s in added],
+                "reason_sha256": hashlib.sha256(reason.encode("utf-8")).hexdigest(),
+            },
+            actor=actor,
+            at=moment,
+        )
+        return ReplayReport(row.message_id, row.tenant, tuple(added))

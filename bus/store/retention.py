@@ -1,0 +1,105 @@
+"""Retention per service and ``renkei purge``.
+
+A message is purged once its ``expires_at`` has passed and none of its deliveries is still
+pending or dead-lettered (those wait until they are delivered, redelivered or discarded).
+Its idempotency key stays, pointing at nothing, so a late resend is still recognised and
+answered with the original acknowledgement; the audit chain is never touched (it only gains
+one ``purged`` record per tenant, with counts), so it still verifies.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from bus.store.audit import append_audit, utc
+from bus.store.models import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryState,
+    IdempotencyKey,
+    StoredMessage,
+)
+
+UNRESOLVED = (DeliveryState.PENDING.value, DeliveryState.DEAD.value)
+PURGE_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    messages: int = 0
+    deliveries: int = 0
+
+
+def _expired_batch(session: Session, now: datetime, limit: int) -> list[tuple[int, str]]:
+    unresolved = exists().where(
+        Delivery.message_pk == StoredMessage.id, Delivery.state.in_(UNRESOLVED)
+    )
+    query = (
+        select(StoredMessage.id, StoredMessage.tenant)
+        .where(StoredMessage.expires_at < now, ~unresolved)
+        .order_by(StoredMessage.id)
+        .limit(limit)
+    )
+    return [(int(pk), str(tenant)) for pk, tenant in session.execute(query)]
+
+
+def _purge_batch(session: Session, now: datetime, limit: int) -> tuple[PurgeReport, bool]:
+    """Purge up to ``limit`` messages; the flag says whether there may be more."""
+    batch = _expired_batch(session, now, limit)
+    if not batch:
+        return PurgeReport(), False
+    pks = [pk for pk, _ in batch]
+    per_tenant_deliveries = Counter[str](
+        {
+            str(tenant): int(count)
+            for tenant, count in session.execute(
+                select(StoredMessage.tenant, func.count(Delivery.id))
+                .join(Delivery, Delivery.message_pk == StoredMessage.id)
+                .where(StoredMessage.id.in_(pks))
+                .group_by(StoredMessage.tenant)
+            )
+        }
+    )
+    delivery_ids = select(Delivery.id).where(Delivery.message_pk.in_(pks))
+    session.execute(delete(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(delivery_ids)))
+    session.execute(delete(Delivery).where(Delivery.message_pk.in_(pks)))
+    session.execute(
+        update(IdempotencyKey).where(IdempotencyKey.message_pk.in_(pks)).values(message_pk=None)
+    )
+    session.execute(delete(StoredMessage).where(StoredMessage.id.in_(pks)))
+    per_tenant_messages = Counter(tenant for _, tenant in batch)
+    for tenant in sorted(per_tenant_messages):
+        append_audit(
+            session,
+            tenant=tenant,
+            event="purged",
+            detail={
+                "messages": per_tenant_messages[tenant],
+                "deliveries": per_tenant_deliveries[tenant],
+                "before": utc(now).isoformat(),
+            },
+            actor="purge",
+        )
+    report = PurgeReport(len(pks), sum(per_tenant_deliveries.values()))
+    return report, len(batch) == limit
+
+
+def purge(
+    sessions: sessionmaker[Session], now: datetime | None = None, *, batch: int = PURGE_BATCH
+) -> PurgeReport:
+    """Delete expired, resolved messages in short transactions of ``batch`` messages (a long
+    purge never holds the SQLite write lock for long)."""
+    moment = utc(now or datetime.now(UTC))
+    messages = deliveries = 0
+    more = True
+    while more:
+        with sessions.begin() as session:
+            report, more = _purge_batch(session, moment, batch)
+        messages += report.messages
+        deliveries += report.deliveries
+    return PurgeReport(messages, deliveries)
