@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     )
     sqlite_synchronous: SqliteSync = SqliteSync.NORMAL
     public_url: str | None = None
+    dispatch_workers: int = Field(
+        default=2, ge=0, description="Worker threads `renkei serve` runs in process (0: none)."
+    )
 
     @property
     def effective_database_url(self) -> str:

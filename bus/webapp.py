@@ -2,18 +2,25 @@
 
 Adapters contribute their routes through the ``renkei.routers`` entry-point group, so the
 core composes the app without importing ``adapters`` (DESIGN §2: the core never imports
-adapters; a new transport is a new module, not an edit of the core).
+adapters; a new transport is a new module, not an edit of the core). The lifespan opens the
+:class:`~bus.hub.Hub` (``app.state.hub``) and runs the in-process dispatch workers.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.metadata import entry_points
 
 from fastapi import APIRouter, FastAPI
 
 from bus import __version__
+from bus.hub import Hub
+from bus.settings import Settings
 
 ROUTER_GROUP = "renkei.routers"
+log = logging.getLogger(__name__)
 
 
 def _health_router() -> APIRouter:
@@ -26,12 +33,34 @@ def _health_router() -> APIRouter:
     return router
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = Settings()
+    hub = Hub.open(settings)
+    pool = hub.workers(settings.dispatch_workers) if settings.dispatch_workers else None
+    if pool is not None:
+        pool.start()
+    app.state.hub = hub
+    log.info(
+        "renkei hub ready (store %s, %d dispatch workers)",
+        "SQLite" if settings.is_sqlite else "PostgreSQL",
+        settings.dispatch_workers,
+    )
+    try:
+        yield
+    finally:
+        if pool is not None:
+            pool.stop()
+        hub.close()
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="renkei",
         version=__version__,
         summary="Data-integration hub for municipalities sharing core systems (連携基盤)",
         openapi_url="/openapi.json",
+        lifespan=_lifespan,
     )
     app.include_router(_health_router())
     for entry in sorted(entry_points(group=ROUTER_GROUP), key=lambda e: e.name):

@@ -29,14 +29,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def hub() -> Iterator[str]:
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
+    env = {**os.environ, "RENKEI_DATA_DIR": str(tmp_path_factory.mktemp("hub-data"))}
     renkei = Path(sys.executable).with_name("renkei")
     process = subprocess.Popen(
         [str(renkei), "serve", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     try:

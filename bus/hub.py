@@ -1,0 +1,104 @@
+"""The assembled hub: store, configuration, the one ingest pipeline and dispatch workers.
+
+Every inbound adapter calls :meth:`Hub.ingest`; ``renkei serve`` also runs the workers in
+process (the embedded default), ``renkei worker`` runs them alone (PostgreSQL only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bus.config.index import ConfigIndex
+from bus.config.models import System
+from bus.config.snapshots import ConfigProvider, ensure_config
+from bus.dispatch.reply import ReplyStage
+from bus.dispatch.wakeup import Wakeups
+from bus.dispatch.worker import WorkerPool
+from bus.identity import AuthenticateStage, AuthorizeStage
+from bus.pipeline import Message, Pipeline, build_pipeline
+from bus.routing import RouteStage, stored_destinations
+from bus.settings import Settings
+from bus.store.audit import AuditStage
+from bus.store.db import Store, open_store
+from bus.store.ingest import StoreStage
+from bus.validation.stage import ValidateStage
+from bus.validation.validator import Validator
+
+
+def _provider_lookup(index: Callable[[], ConfigIndex]) -> Callable[[str, str], System | None]:
+    def provider_for(service: str, tenant: str) -> System | None:
+        current = index()
+        route = current.route(service, tenant)
+        return current.system(route.provider) if route and route.provider else None
+
+    return provider_for
+
+
+def assemble_pipeline(store: Store, config: ConfigProvider, wakeups: Wakeups) -> Pipeline:
+    """The stages of DESIGN §1 wired to this store and configuration."""
+    validator = Validator()
+
+    def index() -> ConfigIndex:
+        return config.current().index
+
+    store_stage = StoreStage(store.sessions, wakeups, lambda service: index().retention(service))
+
+    def store_reply(reply: Message) -> None:
+        store_stage(reply)
+
+    return build_pipeline(
+        [
+            AuthenticateStage(config),
+            ValidateStage(validator, config),
+            AuthorizeStage(config),
+            RouteStage(lambda s, t: index().route(s, t), stored_destinations(store.sessions)),
+            store_stage,
+            ReplyStage(_provider_lookup(index), validator.validate, store_reply=store_reply),
+            AuditStage(store.sessions),
+        ]
+    )
+
+
+@dataclass
+class Hub:
+    settings: Settings
+    store: Store
+    config: ConfigProvider
+    wakeups: Wakeups
+    pipeline: Pipeline
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> Hub:
+        """Migrate the store, load the sample (or configured) configuration into an empty
+        database, and assemble the pipeline."""
+        settings = settings or Settings()
+        store = open_store(settings)
+        ensure_config(store.sessions, settings)
+        config = ConfigProvider(store.sessions)
+        wakeups = Wakeups(settings.broker_url)
+        return cls(settings, store, config, wakeups, assemble_pipeline(store, config, wakeups))
+
+    def ingest(
+        self,
+        raw: bytes,
+        *,
+        adapter: str,
+        source_address: str | None = None,
+        api_key: str | None = None,
+    ) -> Message:
+        """Run one inbound message through the pipeline; ``message.ack`` is set only once it
+        is committed, ``message.findings`` says why when it is not."""
+        message = Message(raw=raw, adapter=adapter, source_address=source_address, api_key=api_key)
+        return self.pipeline.run(message)
+
+    def workers(self, size: int) -> WorkerPool:
+        """In-process dispatch workers (not started)."""
+        self.wakeups.start()
+        return WorkerPool(
+            size, self.store.sessions, lambda: self.config.current().index, self.wakeups
+        )
+
+    def close(self) -> None:
+        self.wakeups.close()
+        self.store.close()
