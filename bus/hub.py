@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bus.config.index import ConfigIndex
-from bus.config.models import System
+from bus.config.models import Direction, Route, System
 from bus.config.snapshots import ConfigProvider, ensure_config
 from bus.dispatch.reply import ReplyStage
+from bus.dispatch.transport import close_transports
 from bus.dispatch.wakeup import Wakeups
 from bus.dispatch.worker import WorkerPool
 from bus.identity import AuthenticateStage, AuthorizeStage
@@ -30,9 +31,32 @@ def _provider_lookup(index: Callable[[], ConfigIndex]) -> Callable[[str, str], S
     def provider_for(service: str, tenant: str) -> System | None:
         current = index()
         route = current.route(service, tenant)
-        return current.system(route.provider) if route and route.provider else None
+        if route is None or route.provider is None:
+            return None
+        if not current.allowed(route.provider, Direction.RECEIVE, service, tenant):
+            return None
+        return current.system(route.provider)
 
     return provider_for
+
+
+def _permitted_routes(index: Callable[[], ConfigIndex]) -> Callable[[str, str], Route | None]:
+    """The route for (service, tenant) keeping only subscribers allowed to receive it for that
+    tenant (default deny: a subscriber that does not serve the tenant never gets its data)."""
+
+    def route_for(service: str, tenant: str) -> Route | None:
+        current = index()
+        route = current.route(service, tenant)
+        if route is None:
+            return None
+        allowed = tuple(
+            subscriber
+            for subscriber in route.subscribers
+            if current.allowed(subscriber.system, Direction.RECEIVE, service, tenant)
+        )
+        return route.model_copy(update={"subscribers": allowed})
+
+    return route_for
 
 
 def assemble_pipeline(store: Store, config: ConfigProvider, wakeups: Wakeups) -> Pipeline:
@@ -52,7 +76,7 @@ def assemble_pipeline(store: Store, config: ConfigProvider, wakeups: Wakeups) ->
             AuthenticateStage(config),
             ValidateStage(validator, config),
             AuthorizeStage(config),
-            RouteStage(lambda s, t: index().route(s, t), stored_destinations(store.sessions)),
+            RouteStage(_permitted_routes(index), stored_destinations(store.sessions)),
             store_stage,
             ReplyStage(_provider_lookup(index), validator.validate, store_reply=store_reply),
             AuditStage(store.sessions),
@@ -96,9 +120,14 @@ class Hub:
         """In-process dispatch workers (not started)."""
         self.wakeups.start()
         return WorkerPool(
-            size, self.store.sessions, lambda: self.config.current().index, self.wakeups
+            size,
+            self.store.sessions,
+            lambda: self.config.current().index,
+            self.wakeups,
+            lease_seconds=self.settings.dispatch_lease_seconds,
         )
 
     def close(self) -> None:
         self.wakeups.close()
+        close_transports()
         self.store.close()

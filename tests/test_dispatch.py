@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -31,9 +30,10 @@ from bus.dispatch.worker import Worker, WorkerPool
 from bus.settings import Settings
 from bus.store.db import Store, open_store
 from bus.store.models import AuditRecord, Delivery, DeliveryAttempt, StoredMessage
+from tests.support.receivers import Receiver, receiver_factory, wait_for
+from tests.support.receivers import free_port as free_port  # re-exported for other modules
 
 ROOT = Path(__file__).resolve().parent.parent
-RECEIVER = ROOT / "samples" / "systems" / "recording_receiver.py"
 TENANT = "414247"
 FAST = RetryPolicy(
     max_attempts=50,
@@ -45,74 +45,7 @@ FAST = RetryPolicy(
 # --- helpers ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Receiver:
-    """The recording receiver as a subprocess (it can be killed and restarted)."""
-
-    def __init__(self, tmp: Path, name: str, port: int | None = None) -> None:
-        self.name = name
-        self.port = port or free_port()
-        self.log = tmp / f"{name}.jsonl"
-        self.process: subprocess.Popen[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{self.name}"
-
-    def start(self, *args: str) -> Receiver:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                str(RECEIVER),
-                "--port",
-                str(self.port),
-                "--log",
-                str(self.log),
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert "listening" in line or "down" in line, line
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            if self.process.stdout is not None:
-                self.process.stdout.close()
-            self.process = None
-
-    def records(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
-
-    def applied(self) -> list[str]:
-        return [r["messageId"] for r in self.records() if r["applied"]]
-
-
-@pytest.fixture
-def receivers(tmp_path: Path) -> Iterator[Callable[[str], Receiver]]:
-    started: list[Receiver] = []
-
-    def make(name: str) -> Receiver:
-        receiver = Receiver(tmp_path, name)
-        started.append(receiver)
-        return receiver
-
-    yield make
-    for receiver in started:
-        receiver.stop()
+receivers = pytest.fixture(receiver_factory, name="receivers")
 
 
 @pytest.fixture
@@ -217,14 +150,6 @@ def drain(worker: Worker, until: Callable[[], bool], timeout: float = 20.0) -> N
         assert time.monotonic() < deadline, "timed out"
         if not worker.run_once():
             time.sleep(0.02)
-
-
-def wait_for(until: Callable[[], bool], timeout: float = 30.0) -> float:
-    start = time.monotonic()
-    while not until():
-        assert time.monotonic() - start < timeout, "timed out"
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 def audit_events(sessions: sessionmaker[Session]) -> list[tuple[str, str | None]]:

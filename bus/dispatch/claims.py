@@ -6,26 +6,59 @@ and a lower sequence is pending or dead. That last rule keeps order per subject 
 number of workers (a leased #1 is still pending, so #2 waits) and also means a batch holds at
 most one delivery per subject. Other subjects flow on.
 
-PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED`` so workers never wait on each other's rows.
-SQLite: the engine opens every transaction with ``BEGIN IMMEDIATE`` (one writer at a time), so
-the select and the lease update happen under the write lock.
+A claim is two statements in the caller's transaction: an ``UPDATE`` writing the lease on
+the first claimable deliveries in due order (``RETURNING`` them), then one ``SELECT`` of
+their messages (what sending needs). PostgreSQL: the candidates are picked with
+``FOR UPDATE … SKIP LOCKED``, so workers never wait on each other's rows. SQLite: the
+engine opens every transaction with ``BEGIN IMMEDIATE`` (one writer at a time), so the
+claim happens under the write lock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
-from bus.store.models import Delivery, DeliveryState, DestinationState
+from bus.store.models import Delivery, DeliveryState, DestinationState, StoredMessage
 
 BLOCKING_STATES = (DeliveryState.PENDING.value, DeliveryState.DEAD.value)
 
 
-def claimable(now: datetime, paused: Collection[str]) -> ColumnElement[bool]:
-    """The WHERE clause of a claimable delivery (shared by :func:`claim` and counters)."""
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed delivery with what sending it needs, read in the claim transaction."""
+
+    delivery_id: int
+    message_id: str
+    correlation_id: str | None
+    service: str
+    tenant: str
+    destination: str
+    body: bytes
+
+
+def claimable(now: Any, paused: Collection[str] | None = None) -> ColumnElement[bool]:
+    """The WHERE clause of a claimable delivery (shared by :func:`claim` and counters).
+    ``paused`` names the paused destinations; None reads them from ``destination_states`` in
+    the same statement."""
     earlier = aliased(Delivery)
     blocked = exists().where(
         and_(
@@ -42,9 +75,107 @@ def claimable(now: datetime, paused: Collection[str]) -> ColumnElement[bool]:
         or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at <= now),
         ~blocked,
     )
+    if paused is None:
+        held = select(DestinationState.system).where(DestinationState.paused)
+        return and_(clause, Delivery.destination.not_in(held.scalar_subquery()))
     if paused:
         clause = and_(clause, Delivery.destination.not_in(sorted(paused)))
     return clause
+
+
+_DELIVERIES = cast(Table, Delivery.__table__)
+_MESSAGES = cast(Table, StoredMessage.__table__)
+_NOW = bindparam("now", type_=DateTime(timezone=True))
+
+
+def _lease_statement(where: ColumnElement[bool], dialect: str) -> Any:
+    """Lease the first ``:limit`` claimable deliveries, returning what a job needs of them.
+
+    The candidates are picked from ``deliveries`` alone, in due order (``next_attempt_at``,
+    the claim index's order, so the scan stops after ``:limit`` rows instead of sorting the
+    whole backlog), locked with SKIP LOCKED on PostgreSQL; the message columns are read
+    afterwards by primary key. On PostgreSQL the picked ids are handed to the update as an
+    array (``id = ANY(ARRAY(…))``), so it looks them up by primary key rather than joining
+    the subquery against the whole table."""
+    picked = (
+        select(Delivery.id)
+        .where(where)
+        .order_by(Delivery.next_attempt_at)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+    chosen = (
+        _DELIVERIES.c.id == any_(func.array(picked.scalar_subquery()))
+        if dialect == "postgresql"
+        else _DELIVERIES.c.id.in_(picked.scalar_subquery())
+    )
+    return (
+        update(_DELIVERIES)
+        .where(chosen)
+        .values(lease_owner=bindparam("owner"), lease_expires_at=bindparam("expires"))
+        .returning(
+            _DELIVERIES.c.id,
+            _DELIVERIES.c.message_pk,
+            _DELIVERIES.c.tenant,
+            _DELIVERIES.c.destination,
+        )
+    )
+
+
+_NO_SORT = text("SET LOCAL enable_sort = off")
+_LEASE = {  # built once per dialect: compiled once
+    dialect: _lease_statement(claimable(_NOW), dialect) for dialect in ("postgresql", "sqlite")
+}
+_SELECT_MESSAGES = select(
+    _MESSAGES.c.id,
+    _MESSAGES.c.message_id,
+    _MESSAGES.c.correlation_id,
+    _MESSAGES.c.service,
+    _MESSAGES.c.body,
+).where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def claim_jobs(
+    session: Session,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    paused: Collection[str] | None = None,
+) -> list[Job]:
+    """Lease up to ``limit`` claimable deliveries to ``worker_id`` in the caller's transaction
+    (the lease holds once it commits) and return what sending them needs, by delivery id.
+    Two statements: the lease (``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)
+    RETURNING``) and the messages' columns."""
+    connection = session.connection()
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        # A queue table's statistics go stale fast (thousands of rows leave 'pending' between
+        # two autoanalyze runs); with a low row estimate the planner switches to a bitmap
+        # scan of every pending row, an anti-join over all of them and a sort — O(backlog)
+        # per claim. Without sorting it keeps the ordered index scan, which stops after
+        # ``limit`` claimable rows. For this transaction only.
+        connection.execute(_NO_SORT)
+    statement = (
+        _LEASE[dialect] if paused is None else _lease_statement(claimable(_NOW, paused), dialect)
+    )
+    parameters = {"now": now, "limit": limit, "owner": worker_id, "expires": now + lease}
+    leased = sorted(connection.execute(statement, parameters).all())
+    if not leased:
+        return []
+    messages = {
+        pk: (message_id, correlation_id, service, body)
+        for pk, message_id, correlation_id, service, body in connection.execute(
+            _SELECT_MESSAGES, {"ids": sorted({row[1] for row in leased})}
+        )
+    }
+    jobs = []
+    for delivery_id, message_pk, tenant, destination in leased:
+        message_id, correlation_id, service, body = messages[message_pk]
+        jobs.append(
+            Job(delivery_id, message_id, correlation_id, service, tenant, destination, body)
+        )
+    return jobs
 
 
 def claim(
@@ -53,28 +184,11 @@ def claim(
     now: datetime,
     lease: timedelta,
     limit: int,
-    paused: Collection[str],
+    paused: Collection[str] | None = None,
 ) -> list[Delivery]:
-    """Lease up to ``limit`` claimable deliveries to ``worker_id`` (in the caller's
-    transaction; the lease holds once it commits)."""
-    statement = (
-        select(Delivery)
-        .where(claimable(now, paused))
-        .order_by(Delivery.next_attempt_at, Delivery.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=Delivery)
-    )
-    rows = list(session.scalars(statement))
-    if rows:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_([row.id for row in rows]))
-            .values(lease_owner=worker_id, lease_expires_at=now + lease),
-            execution_options={"synchronize_session": False},
-        )
-        for row in rows:
-            row.lease_owner, row.lease_expires_at = worker_id, now + lease
-    return rows
+    """:func:`claim_jobs` returning the leased delivery rows (tools and tests)."""
+    jobs = claim_jobs(session, worker_id, now, lease, limit, paused)
+    return [session.get_one(Delivery, job.delivery_id, populate_existing=True) for job in jobs]
 
 
 def paused_destinations(session: Session) -> set[str]:

@@ -6,9 +6,9 @@ group by the name a system's ``endpoint.transport`` uses, so the core never impo
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
 from importlib.metadata import entry_points
 from typing import Protocol
 
@@ -47,18 +47,37 @@ class SendResult:
 class Transport(Protocol):
     def send(self, message: OutboundMessage, endpoint: Endpoint) -> SendResult: ...
 
+    def close(self) -> None:
+        """Release connections (the registry makes a new transport on next use)."""
+
 
 class UnknownTransport(LookupError):
     """No adapter is registered under the transport name a system's endpoint uses."""
 
 
-@cache
+_registry: dict[str, Transport] | None = None
+_registry_lock = threading.Lock()
+
+
 def transports() -> dict[str, Transport]:
-    found: dict[str, Transport] = {}
-    for entry in entry_points(group=TRANSPORT_GROUP):
-        factory = entry.load()
-        found[entry.name] = factory()
-    return found
+    """The registered transports, made once per process (under a lock: concurrent first sends
+    from several workers must not each make, and then drop, their own connection pool)."""
+    global _registry
+    with _registry_lock:
+        if _registry is None:
+            _registry = {
+                entry.name: entry.load()() for entry in entry_points(group=TRANSPORT_GROUP)
+            }
+        return _registry
+
+
+def close_transports() -> None:
+    """Close every transport made so far (a hub closing), so no connection is left open."""
+    global _registry
+    with _registry_lock:
+        made, _registry = _registry, None
+    for transport in (made or {}).values():
+        transport.close()
 
 
 def transport_for(endpoint: Endpoint) -> Transport:

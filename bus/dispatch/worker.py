@@ -1,9 +1,11 @@
 """Dispatch workers (DESIGN §1 stage 8): Competing Consumers over the database-as-queue.
 
-A worker claims a batch of deliveries (with a lease), sends each through its destination's
-transport and records the outcome in one transaction per delivery: delivered, retry later
-(exponential back-off with jitter), or dead (Dead Letter Channel). Every attempt is appended
-to ``delivery_attempts``. A worker killed mid-send simply loses its lease: after expiry the
+A worker claims a batch of deliveries (with a lease), sends them through their destinations'
+transports (concurrently: a batch holds at most one delivery per subject) and records the
+outcomes: delivered, retry later (exponential back-off with jitter), or dead (Dead Letter
+Channel). Every attempt is appended to ``delivery_attempts``. A batch's outcomes, their
+attempt rows and audit records are written in one transaction, which also claims the next
+batch: one commit per round. A worker killed mid-send simply loses its lease: after expiry the
 delivery is claimed again (at-least-once; receivers deduplicate by messageId). A late result
 from a worker whose lease was taken over is dropped, never recorded over the new owner's.
 """
@@ -15,18 +17,18 @@ import os
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.config.models import HubConfig, RetryPolicy, System
-from bus.dispatch.claims import claim, paused_destinations
-from bus.dispatch.operations import record_audit
+from bus.dispatch.claims import Job, claim_jobs
+from bus.dispatch.outcomes import Failure, record_outcomes
 from bus.dispatch.retry import decide
 from bus.dispatch.transport import (
     OutboundMessage,
@@ -37,7 +39,9 @@ from bus.dispatch.transport import (
     transport_for,
 )
 from bus.dispatch.wakeup import Wakeups
-from bus.store.models import Delivery, DeliveryAttempt, DeliveryState, StoredMessage
+from bus.store.audit import append_audits
+from bus.store.models import Delivery
+from bus.store.writers import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +73,17 @@ def default_worker_id(index: int = 0) -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{index}"
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A claimed delivery with what sending it needs, read in the claim transaction."""
+__all__ = ["Job", "Worker", "WorkerPool"]  # Job lives in bus.dispatch.claims
 
-    delivery_id: int
-    message_id: str
-    correlation_id: str | None
-    service: str
-    tenant: str
-    destination: str
-    body: bytes
+_DELIVERIES = cast(Table, Delivery.__table__)
+_RELEASE = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+        _DELIVERIES.c.lease_owner == bindparam("owner"),
+    )
+    .values(lease_owner=None, lease_expires_at=None)
+)
 
 
 class Worker:
@@ -95,6 +99,7 @@ class Worker:
         transports: Mapping[str, Transport] | None = None,
         poll_seconds: float = 1.0,
         send_concurrency: int = 8,
+        gather_seconds: float = 0.005,
         clock: Callable[[], datetime] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -109,18 +114,22 @@ class Worker:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._rng = rng or random.Random()
         self.send_concurrency = send_concurrency
+        self.gather_seconds = gather_seconds
         self._executor: ThreadPoolExecutor | None = None
+        self._next: list[Job] = []  # claimed with the previous round's outcomes
 
     # --- one round ------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Claim one batch, send it, record the outcomes; returns how many were attempted.
+        """Send one batch and record the outcomes; returns how many were attempted.
 
-        A batch holds at most one delivery per subject (see :mod:`bus.dispatch.claims`), so
-        its sends may run concurrently without breaking order. Once a destination answers
-        "retry later", the batch's remaining deliveries to it are released unattempted: an
-        outage costs one probe, not a timeout per delivery, and burns no attempts."""
-        jobs = self._claim()
+        The batch is the one claimed when the previous round's outcomes were recorded (or a
+        fresh claim). A batch holds at most one delivery per subject (see
+        :mod:`bus.dispatch.claims`), so its sends may run concurrently without breaking order.
+        Once a destination answers "retry later", the batch's remaining deliveries to it are
+        released unattempted: an outage costs one probe, not a timeout per delivery, and burns
+        no attempts."""
+        jobs, self._next = self._next or self._claim(), []
         if not jobs:
             return 0
         config = self.config()
@@ -135,15 +144,43 @@ class Worker:
             return result
 
         if self.send_concurrency > 1 and len(jobs) > 1:
-            results = list(self._pool().map(attempt, jobs))
+            results = self._fan_out(jobs, attempt)
         else:
             results = [attempt(job) for job in jobs]
         done = [(job, result) for job, result in zip(jobs, results, strict=True) if result]
         skipped = [job for job, result in zip(jobs, results, strict=True) if result is None]
-        self._record(done, config)
-        if skipped:
-            self._release(skipped)
+        if len(jobs) < self.batch and self.gather_seconds:
+            # a partial batch: let a few ms of new deliveries gather for the next claim, so a
+            # trickle of messages is not dispatched in many tiny (costly) rounds
+            time.sleep(self.gather_seconds)
+        self._next = self._record(done, config, release=skipped, claim_next=True)
         return len(done)
+
+    def _fan_out(
+        self, jobs: Sequence[Job], attempt: Callable[[Job], SendResult | None]
+    ) -> list[SendResult | None]:
+        """Send ``jobs`` on ``send_concurrency`` lanes (this thread is one of them), each
+        taking the next unsent job: one task per lane rather than per job."""
+        results: list[SendResult | None] = [None] * len(jobs)
+        pending = iter(enumerate(jobs))
+        lock = threading.Lock()
+
+        def lane() -> None:
+            while True:
+                with lock:
+                    item = next(pending, None)
+                if item is None:
+                    return
+                index, job = item
+                results[index] = attempt(job)
+
+        lanes = [
+            self._pool().submit(lane) for _ in range(min(self.send_concurrency, len(jobs)) - 1)
+        ]
+        lane()
+        for other in lanes:
+            other.result()
+        return results
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -153,47 +190,26 @@ class Worker:
         return self._executor
 
     def close(self) -> None:
+        """Stop sending; a batch claimed but not sent is released (not left to its lease)."""
+        if self._next:
+            try:
+                with write_transaction(self.sessions) as session:
+                    self._release(session, self._next)
+            except Exception:
+                log.warning("worker %s: could not release its claimed batch", self.worker_id)
+            self._next = []
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
 
     def _claim(self) -> list[Job]:
-        now = self._clock()
-        with self.sessions.begin() as session:
-            rows = claim(
-                session, self.worker_id, now, self.lease, self.batch, paused_destinations(session)
-            )
-            if not rows:
-                return []
-            messages = {
-                m.id: m
-                for m in session.scalars(
-                    select(StoredMessage).where(StoredMessage.id.in_({r.message_pk for r in rows}))
-                )
-            }
-            return [
-                Job(
-                    delivery_id=row.id,
-                    message_id=messages[row.message_pk].message_id,
-                    correlation_id=messages[row.message_pk].correlation_id,
-                    service=messages[row.message_pk].service,
-                    tenant=row.tenant,
-                    destination=row.destination,
-                    body=messages[row.message_pk].body,
-                )
-                for row in rows
-            ]
+        with write_transaction(self.sessions) as session:
+            return claim_jobs(session, self.worker_id, self._clock(), self.lease, self.batch)
 
-    def _release(self, jobs: Sequence[Job]) -> None:
-        with self.sessions.begin() as session:
-            session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id.in_([job.delivery_id for job in jobs]),
-                    Delivery.lease_owner == self.worker_id,
-                )
-                .values(lease_owner=None, lease_expires_at=None)
-            )
+    def _release(self, session: Session, jobs: Sequence[Job]) -> None:
+        session.connection().execute(
+            _RELEASE, {"ids": [job.delivery_id for job in jobs], "owner": self.worker_id}
+        )
 
     def _send(self, job: Job, config: HubConfig | SystemLookup) -> SendResult:
         system = find_system(config, job.destination)
@@ -222,63 +238,42 @@ class Worker:
             return SendResult(Outcome.RETRY, error=f"transport error: {type(error).__name__}")
 
     def _record(
-        self, done: Sequence[tuple[Job, SendResult]], config: HubConfig | SystemLookup
-    ) -> None:
-        """Each outcome with its attempt row and audit record, atomically. The batch's
-        outcomes share one commit (grouped for throughput; each stays all-or-nothing). An
-        outcome for a delivery whose lease another worker has taken over is dropped."""
-        if not done:
-            return
+        self,
+        done: Sequence[tuple[Job, SendResult]],
+        config: HubConfig | SystemLookup,
+        *,
+        release: Sequence[Job] = (),
+        claim_next: bool = False,
+    ) -> list[Job]:
+        """Each outcome with its attempt row and audit record, atomically: the batch's
+        outcomes share one transaction (grouped commits; each stays all-or-nothing with its
+        records). An outcome for a delivery whose lease another worker has taken over is
+        dropped. The same transaction releases ``release`` and, with ``claim_next``, claims
+        the next batch (which may be the subjects' next deliveries, now unblocked); that
+        batch is returned. The audit heads are locked last, so they are held only briefly."""
+        if not done and not release and not claim_next:
+            return []
         now = self._clock()
-        with self.sessions.begin() as session:
-            owned = {
-                row.id: row
-                for row in session.execute(
-                    select(Delivery.id, Delivery.attempts, Delivery.first_attempt_at)
-                    .where(
-                        Delivery.id.in_([job.delivery_id for job, _ in done]),
-                        Delivery.lease_owner == self.worker_id,
-                        Delivery.state == DeliveryState.PENDING.value,
-                    )
-                    .with_for_update()
-                )
-            }
-            changes: list[dict[str, Any]] = []
-            attempts: list[dict[str, Any]] = []
-            for job, result in done:
-                row = owned.get(job.delivery_id)
-                if row is None:
-                    log.warning("delivery %s: lease lost, result dropped", job.delivery_id)
-                    continue
-                number = row.attempts + 1
-                first = utc(row.first_attempt_at) if row.first_attempt_at else now
-                attempts.append(
-                    {
-                        "delivery_id": job.delivery_id,
-                        "attempt": number,
-                        "at": now,
-                        "outcome": result.outcome.value,
-                        "error": result.error,
-                    }
-                )
-                change = self._outcome(job, result, number, first, now, config)
-                changes.append(change)
-                if change["state"] == DeliveryState.DELIVERED.value:
-                    self._audit(session, job, "delivered", attempts=number)
-                elif change["state"] == DeliveryState.DEAD.value:
-                    self._audit(
-                        session,
-                        job,
-                        "dead",
-                        attempts=number,
-                        reason=change.pop("_reason"),
-                        error=result.error,
-                    )
-            if changes:
-                session.execute(update(Delivery), changes)  # bulk UPDATE by primary key
-                session.execute(insert(DeliveryAttempt), attempts)
+        with write_transaction(self.sessions) as session:
+            connection = session.connection()
 
-    def _outcome(
+            def decide_failure(
+                job: Job, result: SendResult, number: int, first: datetime
+            ) -> Failure:
+                return self._failure(job, result, number, first, now, config)
+
+            audits = record_outcomes(connection, self.worker_id, done, now, decide_failure)
+            if release:
+                self._release(session, release)
+            claimed = (
+                claim_jobs(session, self.worker_id, now, self.lease, self.batch)
+                if claim_next
+                else []
+            )
+            append_audits(session, audits)
+        return claimed
+
+    def _failure(
         self,
         job: Job,
         result: SendResult,
@@ -286,25 +281,9 @@ class Worker:
         first: datetime,
         now: datetime,
         config: HubConfig | SystemLookup,
-    ) -> dict[str, Any]:
-        """The delivery's new columns: delivered, retry later (back-off), or dead (the Dead
-        Letter Channel; it holds its subject until redelivered or discarded)."""
-        change: dict[str, Any] = {
-            "id": job.delivery_id,
-            "attempts": number,
-            "first_attempt_at": first,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "state": DeliveryState.PENDING.value,
-            "finished_at": None,
-            "last_error": result.error,
-        }
-        if result.outcome is Outcome.DELIVERED:
-            change.update(state=DeliveryState.DELIVERED.value, finished_at=now, last_error=None)
-            return change
-        if result.outcome is Outcome.PERMANENT:
-            change.update(state=DeliveryState.DEAD.value, finished_at=now, _reason="permanent")
-            return change
+    ) -> Failure:
+        """A temporary failure: retry later with back-off, or dead when the attempts or the
+        age are exhausted."""
         system = find_system(config, job.destination)
         decision = decide(
             system.retry if system is not None else RetryPolicy(),
@@ -315,20 +294,8 @@ class Worker:
             rng=self._rng,
         )
         if decision.dead:
-            change.update(state=DeliveryState.DEAD.value, finished_at=now, _reason=decision.reason)
-        else:
-            change["next_attempt_at"] = decision.next_attempt_at
-        return change
-
-    def _audit(self, session: Session, job: Job, event: str, **detail: object) -> None:
-        record_audit(
-            session,
-            tenant=job.tenant,
-            event=event,
-            message_id=job.message_id,
-            actor=self.worker_id,
-            detail={"delivery": job.delivery_id, "destination": job.destination, **detail},
-        )
+            return Failure(dead=True, reason=decision.reason)
+        return Failure(dead=False, next_attempt_at=decision.next_attempt_at)
 
     # --- the loop -------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -72,12 +72,14 @@ def record_hash(
 
 _HEADS = cast(Table, AuditHead.__table__)
 _RECORDS = cast(Table, AuditRecord.__table__)
-_SELECT_HEAD = (
-    select(_HEADS.c.seq, _HEADS.c.hash)
-    .where(_HEADS.c.tenant == bindparam("tenant"))
+_SELECT_HEADS = (
+    select(_HEADS.c.tenant, _HEADS.c.seq, _HEADS.c.hash)
+    .where(_HEADS.c.tenant.in_(bindparam("tenants", expanding=True)))
+    .order_by(_HEADS.c.tenant)  # rows are locked in this order: two batches never deadlock
     .with_for_update()
 )
-_INSERT_RECORD = insert(_RECORDS).returning(_RECORDS.c.id)
+_INSERT_RECORD = insert(_RECORDS)
+_INSERT_RECORD_RETURNING = insert(_RECORDS).returning(_RECORDS.c.id)
 _UPDATE_HEAD = (
     update(_HEADS)
     .where(_HEADS.c.tenant == bindparam("b_tenant"))
@@ -94,14 +96,91 @@ def _create_head(dialect_insert: Any) -> Any:
     )
 
 
-def _locked_head(connection: Connection, tenant: str) -> tuple[int, str]:
-    """The tenant's head (seq, hash), locked for this transaction; created race-safely on
-    first use (concurrent creators collide on the primary key and the loser does nothing)."""
-    head = connection.execute(_SELECT_HEAD, {"tenant": tenant}).first()
-    if head is None:
-        connection.execute(_create_head(upsert_insert(connection)), {"tenant": tenant})
-        head = connection.execute(_SELECT_HEAD, {"tenant": tenant}).one()
-    return int(head.seq), str(head.hash)
+def _locked_heads(connection: Connection, tenants: list[str]) -> dict[str, tuple[int, str]]:
+    """The heads (seq, hash) of ``tenants`` (sorted), locked for this transaction in tenant
+    order; a missing head is created race-safely (concurrent creators collide on the primary
+    key and the loser does nothing)."""
+    heads = {
+        row.tenant: (int(row.seq), str(row.hash))
+        for row in connection.execute(_SELECT_HEADS, {"tenants": tenants})
+    }
+    missing = [tenant for tenant in tenants if tenant not in heads]
+    if missing:
+        connection.execute(
+            _create_head(upsert_insert(connection)), [{"tenant": t} for t in missing]
+        )
+        heads.update(
+            (row.tenant, (int(row.seq), str(row.hash)))
+            for row in connection.execute(_SELECT_HEADS, {"tenants": missing})
+        )
+    return heads
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One record to append: ``detail`` must be JSON (ids, codes, digests, counts)."""
+
+    tenant: str
+    event: str
+    message_id: str | None = None
+    detail: Mapping[str, Any] | None = None
+    actor: str | None = None
+    at: datetime | None = None
+
+
+def append_audits(session: Session, entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
+    """Append ``entries`` to their tenants' chains inside the caller's transaction, in the
+    given order per tenant: each tenant's head is locked once (all of them in tenant order,
+    so concurrent batches never wait on each other in a cycle), the records are written with
+    one multi-row insert and each head is updated once. Call it as the last write before the
+    commit: the heads stay locked until then. Returns the values written, in entry order."""
+    if not entries:
+        return []
+    connection = session.connection()
+    tenants = sorted({entry.tenant for entry in entries})
+    heads = _locked_heads(connection, tenants)
+    now = datetime.now(UTC)
+    written: list[dict[str, Any]] = []
+    for entry in entries:
+        prev_seq, prev_hash = heads[entry.tenant]
+        values = _record_values(entry, prev_seq + 1, prev_hash, now)
+        heads[entry.tenant] = (values["seq"], values["hash"])
+        written.append(values)
+    if len(written) == 1:
+        written[0]["id"] = connection.execute(_INSERT_RECORD_RETURNING, written[0]).scalar_one()
+    else:
+        connection.execute(_INSERT_RECORD, written)
+    connection.execute(
+        _UPDATE_HEAD,
+        [{"b_tenant": t, "b_seq": heads[t][0], "b_hash": heads[t][1]} for t in tenants],
+    )
+    return written
+
+
+def _record_values(entry: AuditEntry, seq: int, prev_hash: str, now: datetime) -> dict[str, Any]:
+    detail = dict(entry.detail or {})
+    moment = utc(entry.at) if entry.at is not None else now
+    digest = record_hash(
+        prev_hash,
+        tenant=entry.tenant,
+        seq=seq,
+        at=moment,
+        event=entry.event,
+        message_id=entry.message_id,
+        actor=entry.actor,
+        detail=detail,
+    )
+    return {
+        "tenant": entry.tenant,
+        "seq": seq,
+        "at": moment,
+        "event": entry.event,
+        "message_id": entry.message_id,
+        "actor": entry.actor,
+        "detail": detail,
+        "prev_hash": prev_hash,
+        "hash": digest,
+    }
 
 
 def append_audit(
@@ -114,40 +193,12 @@ def append_audit(
     actor: str | None = None,
     at: datetime | None = None,
 ) -> AuditRecord:
-    """Append one record to ``tenant``'s chain inside the caller's transaction.
-
-    ``detail`` must be JSON (ids, codes, digests, counts); it is hashed as given. The record
-    is written with Core statements (ingest is the hot path); the returned object is a
-    transient copy of what was written."""
-    detail = dict(detail or {})
-    moment = utc(at or datetime.now(UTC))
-    connection = session.connection()
-    prev_seq, prev_hash = _locked_head(connection, tenant)
-    seq = prev_seq + 1
-    digest = record_hash(
-        prev_hash,
-        tenant=tenant,
-        seq=seq,
-        at=moment,
-        event=event,
-        message_id=message_id,
-        actor=actor,
-        detail=detail,
-    )
-    values = {
-        "tenant": tenant,
-        "seq": seq,
-        "at": moment,
-        "event": event,
-        "message_id": message_id,
-        "actor": actor,
-        "detail": detail,
-        "prev_hash": prev_hash,
-        "hash": digest,
-    }
-    record_id = connection.execute(_INSERT_RECORD, values).scalar_one()
-    connection.execute(_UPDATE_HEAD, {"b_tenant": tenant, "b_seq": seq, "b_hash": digest})
-    return AuditRecord(id=record_id, **values)
+    """Append one record to ``tenant``'s chain inside the caller's transaction (see
+    :func:`append_audits` for several). The returned object is a transient copy of what was
+    written."""
+    entry = AuditEntry(tenant, event, message_id, detail, actor, at)
+    (values,) = append_audits(session, [entry])
+    return AuditRecord(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +209,12 @@ class ChainReport:
     reason: str | None = None
 
 
-def _query(tenant: str) -> Select[AuditRecord]:
-    return (
-        select(AuditRecord)
-        .where(AuditRecord.tenant == tenant)
-        .order_by(AuditRecord.seq)
-        .execution_options(yield_per=1000)  # a long chain is streamed, not loaded
+def _query(tenant: str, last_seq: int | None) -> Select[AuditRecord]:
+    statement = select(AuditRecord).where(AuditRecord.tenant == tenant)
+    if last_seq is not None:
+        statement = statement.where(AuditRecord.seq <= last_seq)
+    return statement.order_by(AuditRecord.seq).execution_options(
+        yield_per=1000  # a long chain is streamed, not loaded
     )
 
 
@@ -171,12 +222,15 @@ def verify_chain(session: Session, tenant: str) -> ChainReport:
     """Recompute ``tenant``'s chain; the first seq where it breaks is reported.
 
     Detects an edited record (hash mismatch), a deleted or reordered one (seq gap or
-    ``prev_hash`` mismatch) and a deleted tail (the head names a later record)."""
-    with session.scalars(_query(tenant)) as records:
+    ``prev_hash`` mismatch) and a deleted tail (the head names a later record). The head is
+    read first and the records up to it are verified: on a live hub, records appended while
+    the chain is read (each statement sees the latest commits on PostgreSQL) are left for
+    the next verification instead of being mistaken for a break."""
+    head = session.get(AuditHead, tenant)
+    with session.scalars(_query(tenant, head.seq if head is not None else None)) as records:
         report, last_seq, last_hash = _walk(records)
     if report is not None:
         return report
-    head = session.get(AuditHead, tenant)
     if head is not None and (head.seq != last_seq or head.hash != last_hash):
         reason = f"the head is at seq {head.seq}, the records end at {last_seq}"
         return ChainReport(False, last_seq, last_seq + 1, reason)

@@ -1,9 +1,10 @@
 """Per-subject sequence numbers: the order of deliveries per (tenant, destination, subject).
 
-One upsert per allocation, ``INSERT … ON CONFLICT DO UPDATE … RETURNING``: on PostgreSQL the
-conflicting row is locked until the transaction ends, so concurrent ingests of one subject
-queue on it and each gets the next number; on SQLite the whole write transaction is serialised
-by ``BEGIN IMMEDIATE`` (see :mod:`bus.store.db`). Numbers are strictly increasing per key;
+One upsert statement per allocation, ``INSERT … ON CONFLICT DO UPDATE … RETURNING``, raising
+every key of a transaction (a whole group of ingests) at once: on PostgreSQL the conflicting
+rows are locked until the transaction ends, so concurrent ingests of one subject queue on it
+and each gets the next number; on SQLite the whole write transaction is serialised by
+``BEGIN IMMEDIATE`` (see :mod:`bus.store.db`). Numbers are strictly increasing per key;
 a rolled-back transaction gives its numbers back, so they are also gap-free in practice.
 """
 
@@ -55,9 +56,9 @@ class SequenceKey:
 
 @cache
 def _allocate(dialect_insert: Any) -> Any:
-    """Raise one key's counter by ``:count``; built once per dialect with bind parameters so
-    SQLAlchemy compiles it once (a multi-row VALUES statement is never cached, which costs
-    more than the round trips it saves)."""
+    """Raise one key's counter by ``:count``, returning the key and its new last number;
+    built once per dialect with bind parameters so SQLAlchemy compiles it once, and executed
+    with a list of keys ("insertmanyvalues": one multi-row statement per batch)."""
     table = SubjectSequence.__table__
     statement = dialect_insert(table).values(
         tenant=bindparam("tenant"),
@@ -68,28 +69,34 @@ def _allocate(dialect_insert: Any) -> Any:
     return statement.on_conflict_do_update(
         index_elements=[table.c.tenant, table.c.destination, table.c.subject_key],
         set_={"last_sequence": table.c.last_sequence + statement.excluded.last_sequence},
-    ).returning(table.c.last_sequence)
+    ).returning(table.c.tenant, table.c.destination, table.c.subject_key, table.c.last_sequence)
 
 
 def next_sequences(session: Session, keys: Sequence[SequenceKey]) -> list[int]:
     """The next number for each key, handed out in ``keys`` order (a key may repeat). Each
-    distinct key's row is raised once, in sorted key order, so two transactions lock rows in
-    the same order and never deadlock."""
+    distinct key's row is raised once, in sorted key order (rows of one statement are
+    written in order), so two transactions lock rows in the same order and never
+    deadlock."""
     counts = Counter(keys)
     if not counts:
         return []
-    connection = session.connection()
-    statement = _allocate(upsert_insert(session))
+    ordered = sorted(counts)
+    rows = session.connection().execute(
+        _allocate(upsert_insert(session)),
+        [
+            {
+                "tenant": key.tenant,
+                "destination": key.destination,
+                "subject_key": key.subject_key,
+                "count": counts[key],
+            }
+            for key in ordered
+        ],
+    )
     following: dict[SequenceKey, int] = {}
-    for key in sorted(counts):
-        parameters = {
-            "tenant": key.tenant,
-            "destination": key.destination,
-            "subject_key": key.subject_key,
-            "count": counts[key],
-        }
-        last = int(connection.execute(statement, parameters).scalar_one())
-        following[key] = last - counts[key] + 1
+    for tenant, destination, subject, last in rows:
+        key = SequenceKey(tenant, destination, subject)
+        following[key] = int(last) - counts[key] + 1
     numbers = []
     for key in keys:
         numbers.append(following[key])

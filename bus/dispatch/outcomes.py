@@ -1,0 +1,203 @@
+"""Recording a batch's send outcomes in the caller's transaction (DESIGN §1 stage 8).
+
+Each delivery's new state, its ``delivery_attempts`` row and its audit entry are written in
+the same transaction. Only deliveries still leased to the recording worker (and pending) are
+recorded: their rows are locked first, and an outcome for a delivery whose lease another
+worker has taken over is dropped.
+
+Delivered deliveries — nearly all of them — are recorded with two statements for the whole
+batch (``UPDATE … WHERE id IN (…)`` and ``INSERT … SELECT`` of their attempt rows); the rare
+retries and dead letters, whose columns differ per delivery, one multi-row statement each.
+The audit entries are returned for the caller to append last (the tenants' audit heads are
+then locked only until the commit).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    DateTime,
+    Table,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+
+from bus.dispatch.claims import Job
+from bus.dispatch.transport import Outcome, SendResult
+from bus.store.audit import AuditEntry
+from bus.store.models import Delivery, DeliveryAttempt, DeliveryState
+
+log = logging.getLogger(__name__)
+
+_DELIVERIES = cast(Table, Delivery.__table__)
+_ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
+_NOW = bindparam("now", type_=DateTime(timezone=True))
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+
+_OWNED = (
+    select(_DELIVERIES.c.id, _DELIVERIES.c.attempts, _DELIVERIES.c.first_attempt_at)
+    .where(
+        _DELIVERIES.c.id.in_(_IDS),
+        _DELIVERIES.c.lease_owner == bindparam("owner"),
+        _DELIVERIES.c.state == DeliveryState.PENDING.value,
+    )
+    .order_by(_DELIVERIES.c.id)
+    .with_for_update()
+)
+_DELIVERED = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id.in_(_IDS))
+    .values(
+        state=DeliveryState.DELIVERED.value,
+        attempts=_DELIVERIES.c.attempts + 1,
+        first_attempt_at=func.coalesce(_DELIVERIES.c.first_attempt_at, _NOW),
+        finished_at=_NOW,
+        last_error=None,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+_DELIVERED_ATTEMPTS = insert(_ATTEMPTS).from_select(
+    ["delivery_id", "attempt", "at", "outcome", "error"],
+    select(
+        _DELIVERIES.c.id,
+        _DELIVERIES.c.attempts,  # already raised by _DELIVERED
+        _NOW,
+        literal(Outcome.DELIVERED.value),
+        literal(None),
+    ).where(_DELIVERIES.c.id.in_(_IDS)),
+)
+_FAILED = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        attempts=bindparam("b_attempts"),
+        first_attempt_at=bindparam("b_first"),
+        next_attempt_at=func.coalesce(
+            bindparam("b_next", type_=DateTime(timezone=True)), _DELIVERIES.c.next_attempt_at
+        ),
+        finished_at=bindparam("b_finished"),
+        last_error=bindparam("b_error"),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+_INSERT_ATTEMPT = insert(_ATTEMPTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What a failed attempt leads to: retry at ``next_attempt_at``, or dead (``reason``)."""
+
+    dead: bool
+    next_attempt_at: datetime | None = None
+    reason: str | None = None
+
+
+# (job, result, attempt number, first attempt) -> what happens next
+Decide = Callable[[Job, SendResult, int, datetime], Failure]
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite hands datetimes back naive; everything stored is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def record_outcomes(
+    connection: Connection,
+    owner: str,
+    done: Sequence[tuple[Job, SendResult]],
+    now: datetime,
+    decide: Decide,
+) -> list[AuditEntry]:
+    """Write the outcomes of ``done`` still leased to ``owner``; returns their audit
+    entries (delivered and dead; a retry is not audited), in ``done`` order."""
+    if not done:
+        return []
+    owned = {
+        row.id: (row.attempts, row.first_attempt_at)
+        for row in connection.execute(
+            _OWNED, {"ids": [job.delivery_id for job, _ in done], "owner": owner}
+        )
+    }
+    delivered: list[int] = []
+    failed: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
+    audits: list[AuditEntry] = []
+    for job, result in done:
+        if job.delivery_id not in owned:
+            log.warning("delivery %s: lease lost, result dropped", job.delivery_id)
+            continue
+        previous, first_at = owned[job.delivery_id]
+        number = previous + 1
+        if result.outcome is Outcome.DELIVERED:
+            delivered.append(job.delivery_id)
+            audits.append(_entry(job, owner, "delivered", attempts=number))
+            continue
+        first = _utc(first_at) if first_at else now
+        failure = (
+            Failure(dead=True, reason="permanent")
+            if result.outcome is Outcome.PERMANENT
+            else decide(job, result, number, first)
+        )
+        failed.append(_failed_row(job, result, number, first, now, failure))
+        attempts.append(
+            {
+                "delivery_id": job.delivery_id,
+                "attempt": number,
+                "at": now,
+                "outcome": result.outcome.value,
+                "error": result.error,
+            }
+        )
+        if failure.dead:
+            audits.append(
+                _entry(
+                    job, owner, "dead", attempts=number, reason=failure.reason, error=result.error
+                )
+            )
+    if delivered:
+        connection.execute(_DELIVERED, {"ids": delivered, "now": now})
+        connection.execute(_DELIVERED_ATTEMPTS, {"ids": delivered, "now": now})
+    if failed:
+        connection.execute(_FAILED, failed)
+        connection.execute(_INSERT_ATTEMPT, attempts)
+    return audits
+
+
+def _failed_row(
+    job: Job, result: SendResult, number: int, first: datetime, now: datetime, failure: Failure
+) -> dict[str, Any]:
+    """Retry later (back-off) or dead (the Dead Letter Channel: it holds its subject until
+    redelivered or discarded)."""
+    return {
+        "b_id": job.delivery_id,
+        "b_state": DeliveryState.DEAD.value if failure.dead else DeliveryState.PENDING.value,
+        "b_attempts": number,
+        "b_first": first,
+        "b_next": None if failure.dead else failure.next_attempt_at,  # None: unchanged
+        "b_finished": now if failure.dead else None,
+        "b_error": result.error,
+    }
+
+
+def _entry(job: Job, owner: str, event: str, **detail: object) -> AuditEntry:
+    return AuditEntry(
+        tenant=job.tenant,
+        event=event,
+        message_id=job.message_id,
+        actor=owner,
+        detail={"delivery": job.delivery_id, "destination": job.destination, **detail},
+    )

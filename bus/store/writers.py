@@ -1,0 +1,47 @@
+"""One SQLite writer at a time per process, queued on a Python lock.
+
+SQLite allows one write transaction at a time (the engine opens each with ``BEGIN
+IMMEDIATE``). Threads of one process that collide there wait in SQLite's busy handler, which
+polls with growing sleeps (1, 2, 5, 10 … ms): under load the lock sits idle while every
+waiter sleeps, and a hub that ingests and dispatches at once loses most of its throughput to
+those sleeps. The hot paths (grouped ingest commits, dispatch rounds) therefore queue on a
+lock per engine first, which hands the turn over as soon as the previous transaction ends;
+the busy timeout still arbitrates between processes (``renkei`` CLI commands). PostgreSQL
+needs none of this: its row locks are fine-grained.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from weakref import WeakKeyDictionary
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+_LOCKS: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
+_GUARD = threading.Lock()
+
+
+def _engine(sessions: sessionmaker[Session]) -> Engine | None:
+    bind = sessions.kw.get("bind")
+    return bind if isinstance(bind, Engine) else None
+
+
+def writer_turn(sessions: sessionmaker[Session]) -> AbstractContextManager[object]:
+    """Hold the process's write turn for ``sessions``' SQLite database (a no-op elsewhere);
+    enter it before opening the transaction."""
+    engine = _engine(sessions)
+    if engine is None or engine.dialect.name != "sqlite":
+        return nullcontext()
+    with _GUARD:
+        lock = _LOCKS.setdefault(engine, threading.Lock())
+    return lock
+
+
+@contextmanager
+def write_transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """``sessions.begin()`` taken in the process's write turn."""
+    with writer_turn(sessions), sessions.begin() as session:
+        yield session
