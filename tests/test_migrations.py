@@ -37,8 +37,14 @@ def test_any_command_on_an_empty_database_migrates_and_loads_the_samples(tmp_pat
     renkei = str(Path(sys.executable).with_name("renkei"))
     env = {**os.environ, "RENKEI_DATA_DIR": str(tmp_path / "fresh")}
     env.pop("RENKEI_DATABASE_URL", None)
-    result = subprocess.run([renkei, "config", "show"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [renkei, "config", "show"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "fresh" / "renkei.db").is_file()
     assert "configuration version 1" in result.stdout
