@@ -1,16 +1,20 @@
 """Hub throughput (issue 3): ingest + fan-out to three real HTTP subscribers, and dispatch
-alone from a pre-filled store with 1 vs 2 worker processes, with CPU time per component and
-a raw-HTTP baseline in the same run.
+alone from a pre-filled store (embedded; PostgreSQL with 1 vs 2 worker processes), with CPU
+time per component and raw-HTTP baselines in the same run.
 
 (a) ingest: messages go through ``Hub.ingest`` (authenticate, validate, authorize, route,
     store) from ``--senders`` threads while the dispatch workers deliver them to three
     recording receivers (subprocesses). Embedded: SQLite + memory wake-ups + the in-process
-    workers ``renkei serve`` runs; scale-out: PostgreSQL + RabbitMQ with ``renkei worker``
-    processes.
+    workers ``renkei serve`` runs; scale-out: PostgreSQL + RabbitMQ with a ``renkei worker``
+    process.
 (b) dispatch: N messages × 3 deliveries are stored while the three destinations are paused;
     the clock starts when they are resumed (one commit + a wake-up) and stops when the
-    receivers have everything. Workers are ``renkei worker`` processes on PostgreSQL. The
-    baseline is a plain httpx loop POSTing the same bodies to the same (fresh) receivers.
+    receivers have applied everything. Embedded: the in-process workers; PostgreSQL:
+    ``renkei worker`` processes. The baselines POST the same bodies to the same (fresh)
+    receivers without the hub: a plain httpx loop, and a plain http.client loop.
+
+Every run checks what it measured: all delivered and applied once, in order per subject,
+and every audit chain verifies.
 
 Run: ``.venv/bin/python bench/hub_throughput.py`` (``--help`` for sizes and options).
 """
@@ -27,13 +31,14 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import hub_baselines as baselines
 import hub_fixtures as fx
 import hub_procs as procs
 import sqlalchemy
+from hub_report import Result, print_dispatch, print_ingest
 
 from bus.config.snapshots import ensure_config
 from bus.dispatch import operations
@@ -43,17 +48,8 @@ from bus.settings import Settings
 from bus.store.db import Store, open_store
 
 PORTS = {name: 19_501 + i for i, name in enumerate(fx.SUBSCRIBERS)}
-
-
-@dataclass
-class Result:
-    label: str
-    seconds: float
-    messages: int
-    deliveries: int
-    ingest_seconds: float | None = None
-    cpu: dict[str, float] = field(default_factory=dict)
-    checks: str = ""
+TIMEOUT = 90.0  # a scenario that has not delivered everything by then is reported as such
+Popen = subprocess.Popen[bytes]
 
 
 @contextmanager
@@ -89,6 +85,41 @@ def _checks(store: Store, started: Sequence[procs.Receiver], messages: int) -> s
     )
 
 
+def _worker_env(settings: Settings) -> dict[str, str]:
+    return {
+        "RENKEI_DATABASE_URL": settings.effective_database_url,
+        "RENKEI_BROKER_URL": settings.broker_url,
+        "RENKEI_DATA_DIR": str(settings.data_dir),
+        "RENKEI_CONFIG_DIR": str(settings.config_dir),
+    }
+
+
+def _groups(
+    settings: Settings, started: Sequence[procs.Receiver], workers: Sequence[Popen]
+) -> dict[str, list[int] | str]:
+    groups: dict[str, list[int] | str] = {"bench process (hub)": [os.getpid()]}
+    if workers:
+        groups["worker processes"] = [w.pid for w in workers]
+    groups["receivers"] = [r.pid for r in started]
+    if not settings.is_sqlite:
+        groups["postgres"] = "postgres"
+        groups["rabbitmq"] = "rabbitmq"
+    return groups
+
+
+def _settle(pids: Sequence[int], timeout: float = 20.0) -> None:
+    """Wait until freshly started processes (or this one's threads) are idle."""
+    deadline = time.monotonic() + timeout
+    last = sum(procs.cpu_seconds(p) for p in pids)
+    time.sleep(1.0)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(procs.cpu_seconds(p) for p in pids)
+        if now - last < 0.05 * len(pids):
+            return
+        last = now
+
+
 # --- (a) ingest + fan-out ------------------------------------------------------------------
 
 
@@ -104,7 +135,7 @@ def ingest_scenario(
 ) -> Result:
     with receivers(directory) as started:
         hub = Hub.open(settings)
-        workers: list[subprocess.Popen[bytes]] = []
+        workers: list[Popen] = []
         pool = None
         if worker_processes:
             env = _worker_env(settings)
@@ -127,7 +158,7 @@ def ingest_scenario(
         with ThreadPoolExecutor(senders) as executor:
             list(executor.map(send, bodies[1:]))
         ingested = time.monotonic()
-        end = procs.wait_until_applied(started, 3 * len(bodies), timeout=120)
+        end, applied = procs.wait_until_applied(started, 3 * len(bodies), TIMEOUT)
         cpu = meter.stop()
         if pool is not None:
             pool.stop()
@@ -135,49 +166,24 @@ def ingest_scenario(
             procs.stop_process(worker)
         checks = _checks(hub.store, started, len(bodies))
         hub.close()
+    messages = len(bodies) - 1
+    deliveries = min(applied, 3 * len(bodies)) - 3  # the warm-up message's are not timed
     return Result(
-        label, end - start, len(bodies) - 1, 3 * (len(bodies) - 1), ingested - start, cpu, checks
+        label, end - start, messages, deliveries, ingested - start, cpu, checks, meter.steal
     )
 
 
-def _worker_env(settings: Settings) -> dict[str, str]:
-    return {
-        "RENKEI_DATABASE_URL": settings.effective_database_url,
-        "RENKEI_BROKER_URL": settings.broker_url,
-        "RENKEI_DATA_DIR": str(settings.data_dir),
-        "RENKEI_CONFIG_DIR": str(settings.config_dir),
-    }
-
-
-def _groups(
-    settings: Settings,
-    started: Sequence[procs.Receiver],
-    workers: Sequence[subprocess.Popen[bytes]],
-) -> dict[str, list[int] | str]:
-    groups: dict[str, list[int] | str] = {"bench process (hub)": [os.getpid()]}
-    if workers:
-        groups["worker processes"] = [w.pid for w in workers]
-    groups["receivers"] = [r.pid for r in started]
-    if not settings.is_sqlite:
-        groups["postgres"] = "postgres"
-        groups["rabbitmq"] = "rabbitmq"
-    return groups
-
-
-def _settle(pids: Sequence[int], timeout: float = 20.0) -> None:
-    """Wait until freshly started processes are idle (imports done, polling)."""
-    deadline = time.monotonic() + timeout
-    last = sum(procs.cpu_seconds(p) for p in pids)
-    time.sleep(1.0)
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = sum(procs.cpu_seconds(p) for p in pids)
-        if now - last < 0.05 * len(pids):
-            return
-        last = now
-
-
 # --- (b) dispatch only ---------------------------------------------------------------------
+
+
+def _prefill_paused(settings: Settings, bodies: Sequence[bytes]) -> Store:
+    store = open_store(settings)
+    ensure_config(store.sessions, settings)
+    with store.sessions.begin() as session:
+        for name in fx.SUBSCRIBERS:
+            operations.pause(session, name, reason="bench: pre-fill", actor="bench")
+    fx.prefill(store.sessions, bodies)
+    return store
 
 
 def dispatch_scenario(
@@ -189,127 +195,125 @@ def dispatch_scenario(
     worker_processes: int,
     worker_options: Sequence[str],
 ) -> Result:
-    store = open_store(settings)
-    ensure_config(store.sessions, settings)
-    with store.sessions.begin() as session:
-        for name in fx.SUBSCRIBERS:
-            operations.pause(session, name, reason="bench: pre-fill", actor="bench")
-    fx.prefill(store.sessions, bodies)
+    """``worker_processes`` ``renkei worker`` processes, or 0: the in-process workers of an
+    embedded hub (``settings.dispatch_workers`` of them, as ``renkei serve`` runs)."""
+    store = _prefill_paused(settings, bodies)
     with receivers(directory) as started:
-        env = _worker_env(settings)
-        workers = [
-            procs.start_worker_process(env, *worker_options) for _ in range(worker_processes)
-        ]
-        _settle([w.pid for w in workers])
+        hub = pool = None
+        workers: list[Popen] = []
+        if worker_processes:
+            env = _worker_env(settings)
+            workers = [
+                procs.start_worker_process(env, *worker_options) for _ in range(worker_processes)
+            ]
+            _settle([w.pid for w in workers])
+        else:
+            hub = Hub.open(settings)
+            pool = hub.workers(settings.dispatch_workers)
+            pool.start()
+            _settle([os.getpid()])
         meter = procs.CpuMeter(_groups(settings, started, workers))
-        wakeups = Wakeups(settings.broker_url)
+        wakeups = hub.wakeups if hub is not None else Wakeups(settings.broker_url)
         meter.start()
         start = time.monotonic()
         with store.sessions.begin() as session:
             for name in fx.SUBSCRIBERS:
                 operations.resume(session, name, actor="bench")
         wakeups.notify(fx.SUBSCRIBERS)
-        end = procs.wait_until_applied(started, 3 * len(bodies), timeout=120)
+        end, applied = procs.wait_until_applied(started, 3 * len(bodies), TIMEOUT)
         cpu = meter.stop()
-        wakeups.close()
         errors = [procs.stop_process(w) for w in workers]
+        if pool is not None:
+            pool.stop()
         checks = _checks(store, started, len(bodies))
         if "FAILED" in checks:
             checks += " | " + " | ".join(e for e in errors if "Error" in e)[-1500:]
+        if hub is not None:
+            hub.close()
+        else:
+            wakeups.close()
     store.close()
-    return Result(label, end - start, len(bodies), 3 * len(bodies), None, cpu, checks)
+    return Result(label, end - start, len(bodies), applied, None, cpu, checks, meter.steal)
 
 
-def raw_baseline(bodies: Sequence[bytes], directory: Path, concurrency: int) -> Result:
-    """A plain httpx loop: the same bodies, the same three receivers (fresh logs), the same
-    headers, ``concurrency`` threads sharing one client."""
-    with receivers(directory) as started:
-        client = httpx.Client(limits=httpx.Limits(max_connections=64))
-        jobs = [(body, r) for body in bodies for r in started]
+# --- main ----------------------------------------------------------------------------------
 
-        def post(job: tuple[bytes, procs.Receiver]) -> None:
-            body, receiver = job
-            response = client.post(
-                receiver.url,
-                content=body,
-                headers={
-                    "Content-Type": "application/xml; charset=utf-8",
-                    "Renkei-Message-Id": fx.header_value(body, "messageId"),
-                    "Renkei-Service": fx.SERVICE,
-                    "Renkei-Tenant": fx.header_value(body, "tenant"),
-                },
-            )
-            assert response.status_code == 200
 
-        post(jobs[0])
-        meter = procs.CpuMeter(
-            {
-                "bench process (httpx loop)": [os.getpid()],
-                "receivers": [r.pid for r in started],
-            }
-        )
-        meter.start()
-        start = time.monotonic()
-        with ThreadPoolExecutor(concurrency) as executor:
-            list(executor.map(post, jobs[1:]))
-        end = time.monotonic()
-        cpu = meter.stop()
-        client.close()
-    return Result(
-        f"raw httpx loop, {concurrency} threads",
-        end - start,
-        len(bodies),
-        len(jobs) - 1,
-        None,
-        cpu,
-        "",
+def _pg_settings(directory: Path, config: Path, url: str) -> Settings:
+    return Settings(
+        data_dir=directory, config_dir=config, database_url=url, broker_url=fx.RABBITMQ_URL
     )
 
 
-# --- report ----------------------------------------------------------------------------------
-
-
-def print_ingest(results: Sequence[Result]) -> None:
-    print("\n### (a) Ingest + fan-out to 3 HTTP subscribers\n")
-    print("| setup | messages | ingest msg/s | deliveries/s end to end | seconds | checks |")
-    print("| --- | ---: | ---: | ---: | ---: | --- |")
-    for r in results:
-        assert r.ingest_seconds is not None
-        print(
-            f"| {r.label} | {r.messages:,} | {r.messages / r.ingest_seconds:,.0f} | "
-            f"{r.deliveries / r.seconds:,.0f} | {r.seconds:.1f} | {r.checks} |"
+def run_ingest(args: argparse.Namespace, directory: Path, config: Path, options: list[str]) -> None:
+    bodies = fx.corpus(args.messages + 1)
+    results = []
+    if not args.skip_embedded:
+        settings = Settings(data_dir=directory / "embedded", config_dir=config)
+        label = f"embedded: SQLite + memory, {settings.dispatch_workers} in-process workers"
+        results.append(
+            ingest_scenario(
+                label,
+                settings,
+                bodies,
+                directory,
+                senders=args.senders,
+                worker_processes=0,
+                worker_options=options,
+            )
         )
-    _print_cpu(results)
+    if not args.skip_postgres:
+        with fx.postgres_database("ingest") as url:
+            results.append(
+                ingest_scenario(
+                    "PostgreSQL + RabbitMQ, 1 renkei worker process",
+                    _pg_settings(directory / "pg", config, url),
+                    bodies,
+                    directory,
+                    senders=args.senders,
+                    worker_processes=1,
+                    worker_options=options,
+                )
+            )
+    print_ingest(results)
 
 
-def print_dispatch(results: Sequence[Result], baseline: Result) -> None:
-    print("\n### (b) Dispatch only, pre-filled store (PostgreSQL + RabbitMQ)\n")
-    print("| setup | deliveries | deliveries/s | seconds | vs raw | vs 1 worker | checks |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
-    raw_rate = baseline.deliveries / baseline.seconds
-    one = results[0].deliveries / results[0].seconds
-    for r in [baseline, *results]:
-        rate = r.deliveries / r.seconds
-        print(
-            f"| {r.label} | {r.deliveries:,} | {rate:,.0f} | {r.seconds:.1f} | "
-            f"{rate / raw_rate:.2f}x | {'' if r is baseline else f'{rate / one:.2f}x'} | "
-            f"{r.checks} |"
+def run_dispatch(
+    args: argparse.Namespace, directory: Path, config: Path, options: list[str]
+) -> None:
+    bodies = fx.corpus(args.prefill)
+    raw = [
+        baselines.httpx_loop(bodies, directory, receivers, args.raw_concurrency),
+        baselines.http_client_loop(bodies, directory, receivers, args.raw_concurrency),
+    ]
+    embedded: list[Result] = []
+    if not args.skip_embedded:
+        settings = Settings(data_dir=directory / "embedded-dispatch", config_dir=config)
+        embedded.append(
+            dispatch_scenario(
+                f"embedded: SQLite, {settings.dispatch_workers} in-process workers",
+                settings,
+                [fx.renumber(b) for b in bodies],
+                directory,
+                worker_processes=0,
+                worker_options=options,
+            )
         )
-    _print_cpu([baseline, *results])
-
-
-def _print_cpu(results: Sequence[Result]) -> None:
-    print("\nCPU time per component (ms per delivery; seconds in brackets):\n")
-    names = list(dict.fromkeys(name for r in results for name in r.cpu))
-    print("| setup | " + " | ".join(names) + " | total |")
-    print("| --- |" + " ---: |" * (len(names) + 1))
-    for r in results:
-        cells = [
-            f"{r.cpu[n] / r.deliveries * 1e3:.2f} ({r.cpu[n]:.1f})" if n in r.cpu else ""
-            for n in names
-        ]
-        total = sum(r.cpu.values())
-        print(f"| {r.label} | " + " | ".join(cells) + f" | {total / r.deliveries * 1e3:.2f} |")
+    postgres: list[Result] = []
+    if not args.skip_postgres:
+        for count in (1, 2):
+            with fx.postgres_database(f"dispatch{count}") as url:
+                postgres.append(
+                    dispatch_scenario(
+                        f"PostgreSQL: {count} renkei worker process{'es' if count > 1 else ''}",
+                        _pg_settings(directory / f"pg{count}", config, url),
+                        [fx.renumber(b) for b in bodies],
+                        directory,
+                        worker_processes=count,
+                        worker_options=options,
+                    )
+                )
+    print_dispatch(raw, embedded, postgres)
 
 
 def main() -> None:
@@ -318,82 +322,25 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=3000, help="(a): messages ingested")
     parser.add_argument("--prefill", type=int, default=5000, help="(b): messages pre-filled")
     parser.add_argument("--senders", type=int, default=8, help="(a): concurrent ingest threads")
-    parser.add_argument("--threads", type=int, default=1, help="threads per renkei worker")
+    parser.add_argument("--threads", type=int, default=1, help="worker threads per process")
     parser.add_argument("--batch", type=int, default=50, help="deliveries claimed per round")
-    parser.add_argument("--raw-concurrency", type=int, default=8)
+    parser.add_argument("--raw-concurrency", type=int, default=8, help="baseline threads")
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
-    worker_options = ["--concurrency", str(args.threads), "--batch", str(args.batch)]
+    options = ["--concurrency", str(args.threads), "--batch", str(args.batch)]
     print(
         f"python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
-        f"httpx {httpx.__version__}, {os.cpu_count()} CPUs; "
-        f"renkei worker {' '.join(worker_options)}"
+        f"httpx {httpx.__version__}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.2f}; renkei worker {' '.join(options)}"
     )
     with tempfile.TemporaryDirectory(prefix="renkei-bench-") as tmp:
         directory = Path(tmp)
         config = fx.config_dir(directory, PORTS)
         if args.scenario in ("all", "ingest"):
-            bodies = fx.corpus(args.messages + 1)
-            results = []
-            if not args.skip_embedded:
-                settings = Settings(data_dir=directory / "embedded", config_dir=config)
-                results.append(
-                    ingest_scenario(
-                        f"embedded: SQLite + memory, {settings.dispatch_workers} in-process "
-                        "workers",
-                        settings,
-                        bodies,
-                        directory,
-                        senders=args.senders,
-                        worker_processes=0,
-                        worker_options=worker_options,
-                    )
-                )
-            if not args.skip_postgres:
-                with fx.postgres_database("ingest") as url:
-                    settings = Settings(
-                        data_dir=directory / "pg",
-                        config_dir=config,
-                        database_url=url,
-                        broker_url=fx.RABBITMQ_URL,
-                    )
-                    results.append(
-                        ingest_scenario(
-                            "PostgreSQL + RabbitMQ, 1 renkei worker process",
-                            settings,
-                            bodies,
-                            directory,
-                            senders=args.senders,
-                            worker_processes=1,
-                            worker_options=worker_options,
-                        )
-                    )
-            print_ingest(results)
+            run_ingest(args, directory, config, options)
         if args.scenario in ("all", "dispatch"):
-            bodies = fx.corpus(args.prefill)
-            baseline = raw_baseline(bodies, directory, args.raw_concurrency)
-            dispatch: list[Result] = []
-            for count in (1, 2):
-                with fx.postgres_database(f"dispatch{count}") as url:
-                    settings = Settings(
-                        data_dir=directory / f"pg{count}",
-                        config_dir=config,
-                        database_url=url,
-                        broker_url=fx.RABBITMQ_URL,
-                    )
-                    fresh = [fx.renumber(b) for b in bodies]
-                    dispatch.append(
-                        dispatch_scenario(
-                            f"{count} renkei worker process{'es' if count > 1 else ''}",
-                            settings,
-                            fresh,
-                            directory,
-                            worker_processes=count,
-                            worker_options=worker_options,
-                        )
-                    )
-            print_dispatch(dispatch, baseline)
+            run_dispatch(args, directory, config, options)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,59 @@ def test_deleted_tail_is_detected(store: Store) -> None:
     assert verify(store)[0::2] == (False, 4)
 
 
+def test_record_appended_past_the_head_is_detected(store: Store) -> None:
+    """A record added at the end without moving the head (a forged tail) is a break."""
+    from bus.store.audit import record_hash
+
+    append_many(store, 2)
+    with store.sessions.begin() as session:
+        last = session.scalars(select(AuditRecord).where(AuditRecord.seq == 2)).one()
+        fields = {
+            "tenant": TENANT,
+            "seq": 3,
+            "at": last.at,
+            "event": "delivered",
+            "message_id": "forged",
+            "actor": "worker",
+            "detail": {},
+        }
+        session.add(
+            AuditRecord(**fields, prev_hash=last.hash, hash=record_hash(last.hash, **fields))
+        )
+    assert verify(store) == (False, 3, 3)
+
+
+@pytest.mark.postgres
+def test_appends_committed_while_verifying_are_not_a_break(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`renkei audit verify` on a live hub: records (and the head) committed after the
+    records were read but before the head was are verified too, not reported as a deleted
+    tail. (PostgreSQL, where each statement sees the latest commits; SQLite serialises the
+    verifier and the writers.)"""
+    store_settings = Settings(database_url=postgres_url)
+    from bus.store import audit
+
+    store, writer = open_store(store_settings), open_store(store_settings)
+    try:
+        append_many(store, 3)
+        walk = audit._walk
+        appended: list[bool] = []
+
+        def walk_then_append(records: object, start: object) -> object:
+            result = walk(records, start)  # type: ignore[arg-type]
+            if not appended:
+                appended.append(True)
+                append_many(writer, 2)  # another hub process commits meanwhile
+            return result
+
+        monkeypatch.setattr(audit, "_walk", walk_then_append)
+        assert verify(store) == (True, 5, None)
+    finally:
+        store.close()
+        writer.close()
+
+
 def test_reordered_records_are_detected(store: Store) -> None:
     append_many(store, 4)
     with store.sessions.begin() as session:  # swap 2 and 3 (through a free number)

@@ -6,25 +6,31 @@ The messageId travels outside the payload (``Renkei-Message-Id``) so receivers c
 message, retrying cannot help); 5xx, timeouts and connection errors retry. Errors carry the
 status and reason only: a response body may hold personal data and is never recorded.
 
-Requests go over keep-alive connections kept per sending thread (:mod:`.connections`); an
-``httpx.Client`` passed in explicitly is used instead (custom TLS, proxies, mocks).
+Requests go over keep-alive HTTP/1.1 connections kept per sending thread
+(:mod:`.connections`, :mod:`.wire`); an ``httpx.Client`` passed in explicitly is used instead
+(custom TLS, proxies, mocks). A kept-alive connection the server closed while it was idle is
+detected before use; if the server closes it just as the request goes out (nothing of an
+answer received), the request is sent once more on a new connection — at-least-once, as
+everywhere in dispatch: receivers deduplicate by ``Renkei-Message-Id``.
 """
 
 from __future__ import annotations
 
-import http.client
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
 
 from adapters.http_out.connections import ThreadConnections, target
+from adapters.http_out.wire import ProtocolError, RemoteDisconnected
 from bus.config.models import Endpoint
 from bus.dispatch.transport import OutboundMessage, Outcome, SendResult
 
 CONTENT_TYPE = "application/xml; charset=utf-8"
 USER_AGENT = "renkei"
 RETRYABLE_4XX = frozenset({408, 429})
+_LINE_BREAK = re.compile(r"[\r\n]")
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -100,41 +106,38 @@ class HttpTransport:
         except ValueError:
             return SendResult(Outcome.PERMANENT, error="endpoint url is not http(s)")
         headers = _headers(message, len(message.body))
-        for _ in range(2):
-            connection, reused = self._connections.get(where.origin, endpoint.timeout_seconds)
+        if _LINE_BREAK.search("".join(headers.values())):
+            return SendResult(Outcome.PERMANENT, error="a header value holds a line break")
+        timeout = endpoint.timeout_seconds
+        for _ in range(2):  # a second time only after a dead kept-alive connection
+            connection = self._connections.get(where.origin)
+            reused = connection.is_open
+            phase = "Connect" if not reused else "Write"
             try:
-                connection.request("POST", where.path, message.body, headers)
-            except (BrokenPipeError, ConnectionResetError) as error:
-                self._connections.discard(where.origin)
+                connection.send_request(where.path, headers, message.body, timeout)
+                phase = "Read"
+                response = connection.read_response()
+            except (BrokenPipeError, ConnectionResetError, RemoteDisconnected) as error:
+                connection.close()
                 if reused:
-                    continue  # closed by the server while idle: nothing was received, resend
+                    continue  # a kept-alive connection the server had closed: send again once
+                return SendResult(Outcome.RETRY, error=f"connection: {type(error).__name__}")
+            except TimeoutError:
+                connection.close()
+                return SendResult(Outcome.RETRY, error=f"timeout: {phase}Timeout")
+            except ProtocolError:
+                connection.close()
+                return SendResult(Outcome.RETRY, error="connection: RemoteProtocolError")
+            except OSError as error:
+                connection.close()
                 return SendResult(Outcome.RETRY, error=f"connection: {_name(error)}")
-            except TimeoutError as error:
-                self._connections.discard(where.origin)
-                return SendResult(Outcome.RETRY, error=f"timeout: {_name(error, 'Connect')}")
-            except (OSError, http.client.HTTPException) as error:
-                self._connections.discard(where.origin)
-                return SendResult(Outcome.RETRY, error=f"connection: {_name(error)}")
-            return self._answer(connection, where.origin)
-        return SendResult(Outcome.RETRY, error="connection: ConnectionResetError")
-
-    def _answer(
-        self, connection: http.client.HTTPConnection, origin: tuple[str, str, int]
-    ) -> SendResult:
-        try:
-            response = connection.getresponse()
-            content = response.read()
-        except TimeoutError as error:
-            self._connections.discard(origin)
-            return SendResult(Outcome.RETRY, error=f"timeout: {_name(error, 'Read')}")
-        except (OSError, http.client.HTTPException) as error:
-            self._connections.discard(origin)
-            return SendResult(Outcome.RETRY, error=f"connection: {_name(error)}")
-        if response.will_close:
-            self._connections.discard(origin)
-        return classify_status(
-            response.status, response.reason, response.getheader("Retry-After"), content
-        )
+            return classify_status(
+                response.status,
+                response.reason,
+                response.headers.get("retry-after"),
+                response.body,
+            )
+        return SendResult(Outcome.RETRY, error="connection: RemoteDisconnected")
 
     @staticmethod
     def _send_httpx(
@@ -162,8 +165,6 @@ class HttpTransport:
             self._client.close()
 
 
-def _name(error: BaseException, timeout_phase: str = "") -> str:
-    """A short, body-free name for the error (``ConnectTimeout``, ``ConnectionRefusedError``)."""
-    if isinstance(error, TimeoutError):
-        return f"{timeout_phase}Timeout"
+def _name(error: OSError) -> str:
+    """A short, body-free name for the error (``ConnectionRefusedError``, ``gaierror``)."""
     return type(error).__name__

@@ -17,7 +17,6 @@ import os
 import random
 import socket
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -64,11 +63,6 @@ def find_system(config: HubConfig | SystemLookup, system_id: str) -> System | No
         return None
 
 
-def utc(moment: datetime) -> datetime:
-    """SQLite hands datetimes back naive; everything stored is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def default_worker_id(index: int = 0) -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{index}"
 
@@ -99,7 +93,6 @@ class Worker:
         transports: Mapping[str, Transport] | None = None,
         poll_seconds: float = 1.0,
         send_concurrency: int = 8,
-        gather_seconds: float = 0.005,
         clock: Callable[[], datetime] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -114,7 +107,6 @@ class Worker:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._rng = rng or random.Random()
         self.send_concurrency = send_concurrency
-        self.gather_seconds = gather_seconds
         self._executor: ThreadPoolExecutor | None = None
         self._next: list[Job] = []  # claimed with the previous round's outcomes
 
@@ -149,10 +141,6 @@ class Worker:
             results = [attempt(job) for job in jobs]
         done = [(job, result) for job, result in zip(jobs, results, strict=True) if result]
         skipped = [job for job, result in zip(jobs, results, strict=True) if result is None]
-        if len(jobs) < self.batch and self.gather_seconds:
-            # a partial batch: let a few ms of new deliveries gather for the next claim, so a
-            # trickle of messages is not dispatched in many tiny (costly) rounds
-            time.sleep(self.gather_seconds)
         self._next = self._record(done, config, release=skipped, claim_next=True)
         return len(done)
 

@@ -46,6 +46,10 @@ def _iso(moment: datetime) -> str:
     return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# One encoder for every record (``json.dumps`` with options builds a new one per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def record_hash(
     prev_hash: str,
     *,
@@ -57,16 +61,30 @@ def record_hash(
     actor: str | None,
     detail: dict[str, Any],
 ) -> str:
+    return _hash(prev_hash, tenant, seq, _iso(at), event, message_id, actor, detail)
+
+
+def _hash(
+    prev_hash: str,
+    tenant: str,
+    seq: int,
+    at_iso: str,
+    event: str,
+    message_id: str | None,
+    actor: str | None,
+    detail: dict[str, Any],
+) -> str:
+    """sha256(prev_hash + canonical JSON of the fields): sorted keys, no spaces, UTF-8."""
     fields = {
         "tenant": tenant,
         "seq": seq,
-        "at": _iso(at),
+        "at": at_iso,
         "event": event,
         "message_id": message_id,
         "actor": actor,
         "detail": detail,
     }
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _CANONICAL.encode(fields)
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
 
 
@@ -140,10 +158,13 @@ def append_audits(session: Session, entries: Sequence[AuditEntry]) -> list[dict[
     tenants = sorted({entry.tenant for entry in entries})
     heads = _locked_heads(connection, tenants)
     now = datetime.now(UTC)
+    if entries[0].at is not None:  # callers stamp a whole batch with one moment
+        now = utc(entries[0].at)
+    now_iso = _iso(now)
     written: list[dict[str, Any]] = []
     for entry in entries:
         prev_seq, prev_hash = heads[entry.tenant]
-        values = _record_values(entry, prev_seq + 1, prev_hash, now)
+        values = _record_values(entry, prev_seq + 1, prev_hash, now, now_iso)
         heads[entry.tenant] = (values["seq"], values["hash"])
         written.append(values)
     if len(written) == 1:
@@ -157,18 +178,14 @@ def append_audits(session: Session, entries: Sequence[AuditEntry]) -> list[dict[
     return written
 
 
-def _record_values(entry: AuditEntry, seq: int, prev_hash: str, now: datetime) -> dict[str, Any]:
+def _record_values(
+    entry: AuditEntry, seq: int, prev_hash: str, now: datetime, now_iso: str
+) -> dict[str, Any]:
     detail = dict(entry.detail or {})
     moment = utc(entry.at) if entry.at is not None else now
-    digest = record_hash(
-        prev_hash,
-        tenant=entry.tenant,
-        seq=seq,
-        at=moment,
-        event=entry.event,
-        message_id=entry.message_id,
-        actor=entry.actor,
-        detail=detail,
+    at_iso = now_iso if moment == now else _iso(moment)
+    digest = _hash(
+        prev_hash, entry.tenant, seq, at_iso, entry.event, entry.message_id, entry.actor, detail
     )
     return {
         "tenant": entry.tenant,
@@ -209,10 +226,10 @@ class ChainReport:
     reason: str | None = None
 
 
-def _query(tenant: str, last_seq: int | None) -> Select[AuditRecord]:
-    statement = select(AuditRecord).where(AuditRecord.tenant == tenant)
-    if last_seq is not None:
-        statement = statement.where(AuditRecord.seq <= last_seq)
+def _query(tenant: str, after_seq: int, up_to: int | None) -> Select[AuditRecord]:
+    statement = select(AuditRecord).where(AuditRecord.tenant == tenant, AuditRecord.seq > after_seq)
+    if up_to is not None:
+        statement = statement.where(AuditRecord.seq <= up_to)
     return statement.order_by(AuditRecord.seq).execution_options(
         yield_per=1000  # a long chain is streamed, not loaded
     )
@@ -222,29 +239,50 @@ def verify_chain(session: Session, tenant: str) -> ChainReport:
     """Recompute ``tenant``'s chain; the first seq where it breaks is reported.
 
     Detects an edited record (hash mismatch), a deleted or reordered one (seq gap or
-    ``prev_hash`` mismatch) and a deleted tail (the head names a later record). The head is
-    read first and the records up to it are verified: on a live hub, records appended while
-    the chain is read (each statement sees the latest commits on PostgreSQL) are left for
-    the next verification instead of being mistaken for a break."""
-    head = session.get(AuditHead, tenant)
-    with session.scalars(_query(tenant, head.seq if head is not None else None)) as records:
-        report, last_seq, last_hash = _walk(records)
-    if report is not None:
-        return report
-    if head is not None and (head.seq != last_seq or head.hash != last_hash):
-        reason = f"the head is at seq {head.seq}, the records end at {last_seq}"
-        return ChainReport(False, last_seq, last_seq + 1, reason)
-    return ChainReport(True, last_seq)
+    ``prev_hash`` mismatch), a deleted tail (the head names a later record) and a record
+    appended past the head. It works on a live hub: the head is read after the records, and
+    when it has moved on meanwhile (appends committed while the chain was read — each
+    statement sees the latest commits on PostgreSQL), the records up to it are read and
+    checked too, rather than mistaken for a deleted tail."""
+    with session.scalars(_query(tenant, 0, None)) as records:
+        walk = _walk(records, _Walk())
+    if walk.report is not None:
+        return walk.report
+    head = session.execute(
+        select(AuditHead.seq, AuditHead.hash).where(AuditHead.tenant == tenant)
+    ).first()  # read now, not from the session's identity map
+    if head is not None and head.seq > walk.last_seq:
+        with session.scalars(_query(tenant, walk.last_seq, head.seq)) as records:
+            walk = _walk(records, walk)
+        if walk.report is not None:
+            return walk.report
+    if head is not None and (head.seq != walk.last_seq or head.hash != walk.last_hash):
+        reason = f"the head is at seq {head.seq}, the records end at {walk.last_seq}"
+        return ChainReport(False, walk.count, min(head.seq, walk.last_seq) + 1, reason)
+    return ChainReport(True, walk.count)
 
 
-def _walk(records: Iterable[AuditRecord]) -> tuple[ChainReport | None, int, str]:
-    """The first break, else (None, the last seq, the last hash)."""
-    expected_seq, prev = 1, GENESIS
-    for count, record in enumerate(records, start=1):
-        if record.seq != expected_seq:
-            return ChainReport(False, count, expected_seq, "a record is missing"), 0, ""
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    """How far a walk along a chain got: records checked, the last seq and hash, the break."""
+
+    count: int = 0
+    last_seq: int = 0
+    last_hash: str = GENESIS
+    report: ChainReport | None = None
+
+
+def _walk(records: Iterable[AuditRecord], start: _Walk) -> _Walk:
+    """Continue ``start`` along ``records`` (in seq order) up to the first break."""
+    count, last_seq, prev = start.count, start.last_seq, start.last_hash
+    for record in records:
+        count += 1
+        if record.seq != last_seq + 1:
+            report = ChainReport(False, count, last_seq + 1, "a record is missing")
+            return _Walk(count, last_seq, prev, report)
         if record.prev_hash != prev:
-            return ChainReport(False, count, record.seq, "prev_hash does not match"), 0, ""
+            report = ChainReport(False, count, record.seq, "prev_hash does not match")
+            return _Walk(count, last_seq, prev, report)
         recomputed = record_hash(
             prev,
             tenant=record.tenant,
@@ -256,9 +294,10 @@ def _walk(records: Iterable[AuditRecord]) -> tuple[ChainReport | None, int, str]
             detail=record.detail,
         )
         if recomputed != record.hash:
-            return ChainReport(False, count, record.seq, "hash does not match the record"), 0, ""
-        expected_seq, prev = expected_seq + 1, record.hash
-    return None, expected_seq - 1, prev
+            report = ChainReport(False, count, record.seq, "hash does not match the record")
+            return _Walk(count, last_seq, prev, report)
+        last_seq, prev = record.seq, record.hash
+    return _Walk(count, last_seq, prev)
 
 
 def audited_tenants(session: Session) -> list[str]:

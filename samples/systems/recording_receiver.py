@@ -237,44 +237,83 @@ def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
     return method, target, version, headers
 
 
-async def serve_connection(
-    state: State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    """HTTP/1.1 with keep-alive: requests answered one after the other on a connection."""
-    try:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+class Connection(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive on one connection: requests are answered in order, straight
+    from the event loop's read callback (no task or stream objects per request)."""
+
+    MAX_HEAD = 64 * 1024
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.waiting = False  # a --delay answer is pending: later requests wait for it
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.waiting:
+            self._serve()
+
+    def _serve(self) -> None:
+        while self.transport is not None and not self.transport.is_closing():
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > self.MAX_HEAD:
+                    self._write(400, b"header too long", {}, close=True)
                 return
             try:
-                method, target, version, headers = _parse_head(head[:-4])
-                body = await reader.readexactly(int(headers.get("content-length") or 0))
+                method, target, version, headers = _parse_head(bytes(self.buffer[:end]))
+                length = int(headers.get("content-length") or 0)
             except ValueError:
-                writer.write(_response(400, b"bad request", {}, close=True))
+                self._write(400, b"bad request", {}, close=True)
                 return
+            if len(self.buffer) < end + 4 + length:
+                return  # the rest of the body is still on its way
+            body = bytes(self.buffer[end + 4 : end + 4 + length])
+            del self.buffer[: end + 4 + length]
             connection = headers.get("connection", "").lower()
             close = connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive")
-            extra: dict[str, str]
-            if method != "POST":
-                status, answer, extra = 501, b"only POST", {}
-            else:
-                if state.options.delay:
-                    await asyncio.sleep(state.options.delay)
-                status, answer, extra = handle_post(state, target, headers, body)
-            writer.write(_response(status, answer, extra, close))
-            await writer.drain()
-            if close:
+            if method == "POST" and self.state.options.delay:
+                self.waiting = True
+                asyncio.get_running_loop().call_later(
+                    self.state.options.delay, self._delayed, target, headers, body, close
+                )
                 return
-    except (ConnectionError, asyncio.IncompleteReadError):
-        return
-    finally:
-        writer.close()
+            self._answer(method, target, headers, body, close)
+
+    def _delayed(self, target: str, headers: dict[str, str], body: bytes, close: bool) -> None:
+        self.waiting = False
+        self._answer("POST", target, headers, body, close)
+        self._serve()
+
+    def _answer(
+        self, method: str, target: str, headers: dict[str, str], body: bytes, close: bool
+    ) -> None:
+        if method != "POST":
+            self._write(501, b"only POST", {}, close)
+            return
+        # applied even when the client has given up meanwhile (a timeout): a real system
+        # does not know either, and the hub's resend is then recorded as a duplicate
+        self._write(*handle_post(self.state, target, headers, body), close=close)
+
+    def _write(self, status: int, body: bytes, headers: dict[str, str], close: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(_response(status, body, headers, close))
+        if close:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
 
 
 async def serve(host: str, port: int, state: State) -> None:
-    server = await asyncio.start_server(
-        lambda r, w: serve_connection(state, r, w), host, port, reuse_address=True, backlog=128
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: Connection(state), host, port, reuse_address=True, backlog=128
     )
     bound = server.sockets[0].getsockname()[1]
     print(f"listening on {host}:{bound}", flush=True)
