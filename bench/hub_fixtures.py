@@ -7,13 +7,13 @@ import hashlib
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.pipeline import Delivery
@@ -22,12 +22,12 @@ from bus.samplegen.values import TOWNS
 from bus.store.audit import audited_tenants, verify_chain
 from bus.store.ingest import Incoming, store_incoming
 from bus.store.models import Delivery as DeliveryRow
+from tests.support.postgres import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = ROOT / "samples" / "config"
 SERVICE = "ResidentChangeNotice"
 SUBSCRIBERS = ("zeimu", "kokuho", "shuno")  # the three local HTTP subscribers
-POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 _MESSAGE_ID = re.compile(rb"<env:messageId>[^<]+</env:messageId>")
 
@@ -117,16 +117,6 @@ def chains_verify(sessions: sessionmaker[Session]) -> bool:
         return all(verify_chain(session, tenant).ok for tenant in audited_tenants(session))
 
 
-@contextmanager
-def postgres_database(tag: str) -> Iterator[str]:
+def postgres_database(tag: str) -> AbstractContextManager[str]:
     """A fresh PostgreSQL database, dropped afterwards."""
-    name = f"renkei_bench_{tag}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return scratch_database(f"renkei_bench_{tag}")

@@ -6,16 +6,15 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
 
 from bus.settings import Settings
+from tests.support.postgres import scratch_database
 
 # The shapes DESIGN §4 fixes (pinned here, independently of the code that produces them).
 FINDING_KEYS = [
@@ -60,7 +59,6 @@ def require_service(name: str) -> tuple[str, int]:
         pytest.skip(reason)
 
 
-POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
@@ -68,16 +66,8 @@ RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     require_service("postgresql")
-    name = f"renkei_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database("renkei_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ transaction that makes it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bus.store.audit import append_audit
 from bus.store.models import (
     Delivery,
     DeliveryAttempt,
@@ -24,24 +25,6 @@ from bus.store.models import (
     DestinationState,
     StoredMessage,
 )
-
-
-def record_audit(
-    session: Session,
-    *,
-    tenant: str,
-    event: str,
-    message_id: str | None = None,
-    detail: dict[str, Any] | None = None,
-    actor: str | None = None,
-) -> None:
-    """Append to the tenant's audit chain (the store's :func:`append_audit`), in the
-    caller's transaction. Details hold ids and codes, never bodies or personal data."""
-    from bus.store.audit import append_audit
-
-    append_audit(
-        session, tenant=tenant, event=event, message_id=message_id, detail=detail, actor=actor
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +108,34 @@ def _dead(session: Session, ids: Sequence[int]) -> list[tuple[Delivery, str]]:
     return [(row[0], row[1]) for row in session.execute(statement).all()]
 
 
+def _transition_dead(
+    session: Session,
+    ids: Sequence[int],
+    *,
+    event: str,
+    reason: str,
+    actor: str | None,
+    change: Callable[[Delivery], dict[str, Any]],
+) -> list[int]:
+    """Apply ``change`` to each dead delivery among ``ids`` and audit it with the details it
+    returns. Returns the ids changed (only dead ones)."""
+    changed = []
+    for delivery, message_id in _dead(session, ids):
+        detail = change(delivery)
+        append_audit(
+            session,
+            tenant=delivery.tenant,
+            event=event,
+            message_id=message_id,
+            actor=actor,
+            detail={"delivery": delivery.id, "destination": delivery.destination}
+            | detail
+            | {"reason": reason},
+        )
+        changed.append(delivery.id)
+    return changed
+
+
 def redeliver(
     session: Session,
     ids: Sequence[int],
@@ -133,32 +144,22 @@ def redeliver(
     actor: str | None = None,
     now: datetime | None = None,
 ) -> list[int]:
-    """Dead → pending, attempts reset, due now. Returns the ids changed (only dead ones)."""
-    now = now or datetime.now(UTC)
-    changed = []
-    for delivery, message_id in _dead(session, ids):
+    """Dead → pending, attempts reset, due now (its history stays)."""
+    due = now or datetime.now(UTC)
+
+    def back_to_pending(delivery: Delivery) -> dict[str, Any]:
         previous = delivery.attempts
         delivery.state = DeliveryState.PENDING.value
         delivery.attempts = 0
         delivery.first_attempt_at = None
-        delivery.next_attempt_at = now
+        delivery.next_attempt_at = due
         delivery.lease_owner = delivery.lease_expires_at = None
         delivery.finished_at = None
-        record_audit(
-            session,
-            tenant=delivery.tenant,
-            event="redelivered",
-            message_id=message_id,
-            actor=actor,
-            detail={
-                "delivery": delivery.id,
-                "destination": delivery.destination,
-                "previous_attempts": previous,
-                "reason": reason,
-            },
-        )
-        changed.append(delivery.id)
-    return changed
+        return {"previous_attempts": previous}
+
+    return _transition_dead(
+        session, ids, event="redelivered", reason=reason, actor=actor, change=back_to_pending
+    )
 
 
 def discard(
@@ -170,21 +171,16 @@ def discard(
     now: datetime | None = None,
 ) -> list[int]:
     """Dead → discarded: the operator gives up; later deliveries of its subject flow on."""
-    now = now or datetime.now(UTC)
-    changed = []
-    for delivery, message_id in _dead(session, ids):
+    finished = now or datetime.now(UTC)
+
+    def give_up(delivery: Delivery) -> dict[str, Any]:
         delivery.state = DeliveryState.DISCARDED.value
-        delivery.finished_at = now
-        record_audit(
-            session,
-            tenant=delivery.tenant,
-            event="discarded",
-            message_id=message_id,
-            actor=actor,
-            detail={"delivery": delivery.id, "destination": delivery.destination, "reason": reason},
-        )
-        changed.append(delivery.id)
-    return changed
+        delivery.finished_at = finished
+        return {}
+
+    return _transition_dead(
+        session, ids, event="discarded", reason=reason, actor=actor, change=give_up
+    )
 
 
 def _destination_tenants(session: Session, system: str) -> list[str]:
@@ -238,7 +234,7 @@ def _set_paused(
     for tenant in (
         sorted(set(tenants)) if tenants is not None else _destination_tenants(session, system)
     ):
-        record_audit(
+        append_audit(
             session,
             tenant=tenant,
             event=event,
