@@ -95,6 +95,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "ヘッダのサービス名（{expected}）と本文のサービス要素（{actual}）が一致しません。",
         "Header service name ({expected}) does not match the service element ({actual}).",
     ),
+    (
+        "RK-ENV004",
+        E,
+        "サービス要素 {actual} はこのエンドポイント（{expected}）では受け付けません。",
+        "The service element {actual} is not accepted at the endpoint of {expected}.",
+    ),
     # --- XSD: schema validation, one code per kind of failure -----------------------------
     (
         "RK-XSD001",
@@ -304,6 +310,110 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "回答システム {actual} が照会を拒否しました。",
         "The provider {actual} refused the inquiry.",
     ),
+    # --- MAP: mapping files and translation -----------------------------------------------
+    (
+        "RK-MAP001",
+        E,
+        "変換定義ファイルに誤りがあります（{actual}）。",
+        "The mapping file is invalid ({actual}).",
+    ),
+    (
+        "RK-MAP002",
+        E,
+        "必須の入力項目{field_ja}がありません。",
+        "The required input for {field_en} is missing.",
+    ),
+    (
+        "RK-MAP003",
+        E,
+        "{field_ja}の値（{actual}）は変換表 {expected} にありません。",
+        "{field_en}: the value {actual} is not in table {expected}.",
+    ),
+    (
+        "RK-MAP004",
+        E,
+        "{field_ja}を暦の日付として解釈できません。",
+        "{field_en} cannot be read as a calendar date.",
+    ),
+    (
+        "RK-MAP005",
+        E,
+        "入力を {expected} として読み取れません（{actual}）。",
+        "The input cannot be read as {expected} ({actual}).",
+    ),
+    (
+        "RK-MAP006",
+        E,
+        "{field_ja}が桁数（{expected} バイト）を超えています（{actual}）。",
+        "{field_en} is longer than its {expected} bytes ({actual}).",
+    ),
+    (
+        "RK-MAP007",
+        E,
+        "{field_ja}の文字 {actual} は {expected} で表せません。",
+        "{field_en}: the character {actual} cannot be encoded in {expected}.",
+    ),
+    (
+        "RK-MAP008",
+        E,
+        "{field_ja}を関数 {expected} で変換できません。",
+        "{field_en} could not be converted by function {expected}.",
+    ),
+    (
+        "RK-MAP009",
+        E,
+        "{field_ja}を数値（{expected}）として解釈できません。",
+        "{field_en} is not a valid {expected} number.",
+    ),
+    (
+        "RK-MAP010",
+        E,
+        "{field_ja}の外字 {actual} が外字変換表 {expected} にありません。",
+        "{field_en}: the private-use character {actual} is not in 外字 table {expected}.",
+    ),
+    (
+        "RK-MAP011",
+        E,
+        "{field_ja}が書式 {expected} に合いません。",
+        "{field_en} does not match the pattern {expected}.",
+    ),
+    (
+        "RK-MAP012",
+        E,
+        "システム {actual} の変換定義 {expected} を使えません。",
+        "The mapping {expected} of system {actual} cannot be used.",
+    ),
+    # --- IMP: batch imports (登記済通知 files); a record error never stops the file ----------
+    (
+        "RK-IMP001",
+        E,
+        "{line} 行目を {expected} として読めません（行内 {actual} バイト目）。",
+        "Line {line} cannot be decoded as {expected} (byte {actual} of the line).",
+    ),
+    (
+        "RK-IMP002",
+        E,
+        "{line} 行目の項目数が {actual} です（{expected} 項目のはずです）。",
+        "Line {line} has {actual} fields ({expected} expected).",
+    ),
+    (
+        "RK-IMP003",
+        E,
+        "{line} 行目のキー項目{field_ja}を解釈できません（{actual}）。",
+        "Line {line}: the key field {field_en} cannot be read ({actual}).",
+    ),
+    (
+        "RK-IMP004",
+        E,
+        "{line} 行目をハブが受け付けませんでした（{actual}）。",
+        "Line {line} was refused by the hub ({actual}).",
+    ),
+    (
+        "RK-IMP005",
+        E,
+        "取込みの設定に誤りがあります（{actual}）。",
+        "The import cannot start: {actual}.",
+    ),
     # --- IO: reading inputs ------------------------------------------------------------------
     (
         "RK-IO001",
@@ -311,12 +421,98 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "ファイルを読み込めません（{actual}）。",
         "The file cannot be read ({actual}).",
     ),
+    # --- FIL: file linkage (hot folders) ------------------------------------------------------
+    (
+        "RK-FIL001",
+        E,
+        "見出しレコード（先頭行）がないか、形式が正しくありません（{actual}）。",
+        "The header record (first line) is missing or malformed ({actual}).",
+    ),
+    (
+        "RK-FIL002",
+        E,
+        "後書きレコード（最終行）がないか、件数が読み取れません（{actual}）。",
+        "The trailer record (last line) is missing or its record count is unreadable ({actual}).",
+    ),
+    (
+        "RK-FIL003",
+        E,
+        "後書きレコードの件数（{expected}）と実際のレコード数（{actual}）が一致しません。ファイル全体を取り込みません。",
+        "The trailer's record count ({expected}) does not match the records in the file ({actual}); nothing was taken.",
+    ),
+    (
+        "RK-FIL004",
+        E,
+        "全件・差分の区分（{actual}）が正しくありません（{expected}）。",
+        "The full/differential flag ({actual}) is not one of {expected}.",
+    ),
+    (
+        "RK-FIL005",
+        E,
+        "システム {actual} の変換定義に {expected} の受信側（inbound）定義がありません。",
+        "The mapping of system {actual} has no inbound section for {expected}.",
+    ),
+    # --- FED: PULL feeds ------------------------------------------------------------------------
+    (
+        "RK-FED001",
+        E,
+        "続き位置（カーソル）が正しくないか、このフィード（{expected}）のものではありません。",
+        "The cursor is malformed or does not belong to this feed ({expected}).",
+    ),
+    (
+        "RK-FED002",
+        E,
+        "システム {actual} は {expected} のフィードを受け取れません（経路またはアクセス権がありません）。",
+        "System {actual} may not read the feed {expected} (no route or access rule grants it).",
+    ),
+    (
+        "RK-FED003",
+        E,
+        "カーソルより後のメッセージの一部が保存期間を過ぎて削除されました。全件出力から取り直してください。",
+        "Messages after this cursor were purged after their retention; start again from a full export.",
+    ),
+    (
+        "RK-FED004",
+        E,
+        "呼出し元が複数のシステム（{actual}）に該当します。system パラメータで指定してください。",
+        "The caller matches several systems ({actual}); name one with the system parameter.",
+    ),
+    (
+        "RK-FED005",
+        E,
+        "パラメータ {actual} が正しくありません（{expected}）。",
+        "Parameter {actual} is invalid ({expected}).",
+    ),
     # --- API: HTTP edges ---------------------------------------------------------------------
     (
         "RK-API001",
         E,
         "対応していない Content-Type です（{actual}）。",
         "Unsupported Content-Type ({actual}).",
+    ),
+    (
+        "RK-API002",
+        E,
+        "サービス {actual} はありません。",
+        "There is no service named {actual}.",
+    ),
+    (
+        "RK-API003",
+        E,
+        "内部エラーが発生しました（参照番号 {actual}）。",
+        "Internal error (reference {actual}); the hub's log has the details.",
+    ),
+    (
+        "RK-API004",
+        E,
+        "JSON 形式のメッセージを XML に変換できません（{actual}）。",
+        "The JSON form cannot be converted to the platform XML ({actual}).",
+    ),
+    (
+        "RK-API005",
+        E,
+        "この URL は SOAP 要求（POST）用です。WSDL は {expected} にあります。",
+        "This URL takes SOAP requests (POST); the WSDL is at {expected}.",
     ),
 )
 

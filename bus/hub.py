@@ -17,7 +17,8 @@ from bus.dispatch.transport import close_transports
 from bus.dispatch.wakeup import Wakeups
 from bus.dispatch.worker import WorkerPool
 from bus.identity import AuthenticateStage, AuthorizeStage
-from bus.pipeline import Message, Pipeline, build_pipeline
+from bus.mapping.stage import TranslateInStage
+from bus.pipeline import Identity, Message, Pipeline, build_pipeline
 from bus.routing import RouteStage, stored_destinations
 from bus.settings import Settings
 from bus.store.audit import AuditStage
@@ -59,6 +60,11 @@ def _permitted_routes(index: Callable[[], ConfigIndex]) -> Callable[[str, str], 
     return route_for
 
 
+def _delivery(index: ConfigIndex, system_id: str) -> str:
+    system = index.system(system_id)
+    return system.delivery if system is not None else "push"
+
+
 def assemble_pipeline(store: Store, config: ConfigProvider, wakeups: Wakeups) -> Pipeline:
     """The stages of DESIGN §1 wired to this store and configuration."""
     validator = Validator()
@@ -74,9 +80,14 @@ def assemble_pipeline(store: Store, config: ConfigProvider, wakeups: Wakeups) ->
     return build_pipeline(
         [
             AuthenticateStage(config),
+            TranslateInStage(config),
             ValidateStage(validator, config),
             AuthorizeStage(config),
-            RouteStage(_permitted_routes(index), stored_destinations(store.sessions)),
+            RouteStage(
+                _permitted_routes(index),
+                stored_destinations(store.sessions),
+                feed_consumer=lambda system: _delivery(index(), system) == "feed",
+            ),
             store_stage,
             ReplyStage(_provider_lookup(index), validator.validate, store_reply=store_reply),
             AuditStage(store.sessions),
@@ -110,10 +121,21 @@ class Hub:
         adapter: str,
         source_address: str | None = None,
         api_key: str | None = None,
+        service: str | None = None,
+        identity: Identity | None = None,
     ) -> Message:
         """Run one inbound message through the pipeline; ``message.ack`` is set only once it
-        is committed, ``message.findings`` says why when it is not."""
-        message = Message(raw=raw, adapter=adapter, source_address=source_address, api_key=api_key)
+        is committed, ``message.findings`` says why when it is not. ``service``: the one
+        service the calling endpoint accepts (RK-ENV004 for another). ``identity``: a caller
+        an in-process adapter has already established (a system's own hot folder)."""
+        message = Message(
+            raw=raw,
+            adapter=adapter,
+            source_address=source_address,
+            api_key=api_key,
+            endpoint_service=service,
+            identity=identity,
+        )
         return self.pipeline.run(message)
 
     def workers(self, size: int) -> WorkerPool:

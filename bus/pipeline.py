@@ -159,6 +159,8 @@ class Message:
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     source_address: str | None = None
     api_key: str | None = field(default=None, repr=False)  # Bearer; never logged/stored
+    # The service an adapter's endpoint serves (``/soap/{Service}``): Validate refuses another.
+    endpoint_service: str | None = None
     document: etree._Element | None = None
     envelope: Envelope | None = None
     service: str | None = None

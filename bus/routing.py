@@ -75,11 +75,19 @@ def service_element_of(document: etree._Element) -> etree._Element | None:
     return next(document.iterchildren(f"{{{NS_SERVICE}}}*"), None)
 
 
+def _never(system: str) -> bool:
+    return False
+
+
 @dataclass(slots=True)
 class RouteStage:
+    """``feed_consumer``: systems that PULL their messages (``delivery: feed``); they count as
+    routed destinations but get no push delivery (bus/feeds/ serves them)."""
+
     routes: RouteLookup
     relates: RelatedDestinations
     name: StageName = field(default=StageName.ROUTE, init=False)
+    feed_consumer: Callable[[str], bool] = _never
 
     def __call__(self, message: Message) -> Message:
         envelope, document = message.envelope, message.document
@@ -108,6 +116,7 @@ class RouteStage:
         message.deliveries = [
             Delivery(envelope.message_id, destination, tenant, envelope.subject)
             for destination in destinations
+            if not self.feed_consumer(destination)
         ]
         if not destinations:
             message.add_findings(
@@ -129,7 +138,7 @@ class RouteStage:
         assert envelope is not None
         if envelope.relates_to:
             related = self.relates(envelope.client.tenant, envelope.relates_to)
-            if related is not None:
+            if related:  # an earlier message read only through feeds has none: route anew
                 return tuple(dict.fromkeys(related))
         service_element = service_element_of(document)
         if route is None or service_element is None:

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     dispatch_workers: int = Field(
         default=2, ge=0, description="Worker threads `renkei serve` runs in process (0: none)."
     )
+    folder_watcher: bool = Field(
+        default=True,
+        description="Whether `renkei serve` watches the configured hot folders in process.",
+    )
     dispatch_lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a claimed delivery stays with its worker."
     )

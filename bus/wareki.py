@@ -47,6 +47,10 @@ def _patterns() -> tuple[re.Pattern[str], ...]:
         rf"(?P<era>{spelled}){era_year}{tail}",
         rf"(?P<era>[{letters}])(?P<y>[0-9]{{2}})(?P<m>[0-9]{{2}})(?P<d>[0-9]{{2}})",  # R060403
         rf"{western}{tail}",
+    ]
+    if codes:  # 2-digit 年号コード + YYMMDD (05060401 = 令和6年4月1日); no 西暦 year starts with 0
+        sources.append(rf"0(?P<era>[{codes}])(?P<y>[0-9]{{2}})(?P<m>[0-9]{{2}})(?P<d>[0-9]{{2}})")
+    sources += [
         r"(?P<y>[0-9]{4})(?P<m>[0-9]{2})(?P<d>[0-9]{2})",  # 20240408
     ]
     if codes:  # 年号コード + YYMMDD, as in 住基 fixed-width files: 4010108 = 平成元年1月8日

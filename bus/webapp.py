@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from fastapi import APIRouter, FastAPI
 
 from bus import __version__
+from bus.folders.watcher import FolderWatcher
 from bus.hub import Hub
 from bus.settings import Settings
 
@@ -40,6 +41,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool = hub.workers(settings.dispatch_workers) if settings.dispatch_workers else None
     if pool is not None:
         pool.start()
+    # the hot folders of the configuration in force (a pass with none configured is a no-op)
+    watcher = FolderWatcher(hub) if settings.folder_watcher else None
+    if watcher is not None:
+        watcher.start()
     app.state.hub = hub
     log.info(
         "renkei hub ready (store %s, %d dispatch workers)",
@@ -49,6 +54,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if watcher is not None:
+            watcher.stop()
         if pool is not None:
             pool.stop()
         hub.close()

@@ -274,7 +274,7 @@ def test_subscriber_without_endpoint(tmp_path: Path) -> None:
     text = _edit(
         directory,
         "systems.yaml",
-        "    endpoint:\n      transport: http\n      url: http://127.0.0.1:18107/kotei\n"
+        "    endpoint:\n      transport: soap\n      url: http://127.0.0.1:18107/kotei\n"
         "      timeout_seconds: 10\n",
         "",
     )

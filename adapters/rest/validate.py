@@ -10,12 +10,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from adapters.inbound import read_body
+from adapters.rest.problem import PROBLEM_JSON, problem
 from bus.errors import make_finding
 from bus.pipeline import Finding
 from bus.validation.validator import ValidationReport, Validator
 
 XML_MEDIA_TYPES = ("application/xml", "text/xml", "application/soap+xml")
-PROBLEM_JSON = "application/problem+json"
 
 router = APIRouter(prefix="/api/v1", tags=["validation"])
 
@@ -39,21 +40,6 @@ def report_body(report: ValidationReport) -> dict[str, Any]:
         "message_id": report.envelope.message_id if report.envelope else None,
         "findings": [finding.as_dict() for finding in report.findings],
     }
-
-
-def _problem(status: int, code: str, title: str, **params: Any) -> JSONResponse:
-    finding = make_finding(code, path="/", **params)
-    return JSONResponse(
-        {
-            "type": f"urn:renkei:error:{code}",
-            "title": title,
-            "status": status,
-            "detail": finding.message_en,
-            "findings": [finding.as_dict()],
-        },
-        status_code=status,
-        media_type=PROBLEM_JSON,
-    )
 
 
 @router.post(
@@ -80,16 +66,10 @@ async def validate(
 ) -> JSONResponse:
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type not in XML_MEDIA_TYPES:
-        return _problem(415, "RK-API001", "Unsupported Media Type", actual=media_type or "-")
+        return problem([make_finding("RK-API001", path="/", actual=media_type or "-")])
     validator = _validator()
-    limit = validator.options.limits.max_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return _problem(413, "RK-SEC002", "Content Too Large", limit=limit, actual=declared)
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            return _problem(413, "RK-SEC002", "Content Too Large", limit=limit, actual=f">{limit}")
-    report = await run_in_threadpool(validator.validate, bytes(body))
+    body = await read_body(request, validator.options.limits.max_bytes)
+    if isinstance(body, Finding):
+        return problem([body])
+    report = await run_in_threadpool(validator.validate, body)
     return JSONResponse(report_body(report))

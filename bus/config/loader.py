@@ -349,6 +349,10 @@ class _Checker:
 
         for system, located in self.systems:
             self._tenant_list(system.tenants, located, ("tenants",))
+            if system.mapping is not None:
+                self._check_mapping(system, located)
+            if system.file_linkage is not None:
+                self._check_inbound_folders(system, located)
             for index, value in enumerate(system.credentials.api_key_hashes):
                 if not is_api_key_hash(value):
                     self.report(
@@ -356,6 +360,54 @@ class _Checker:
                         ("credentials", "api_key_hashes", index),
                         "not an API key hash (scrypt$n$r$p$salt$hash; `renkei keys new`)",
                     )
+
+    def _check_mapping(self, system: System, located: _Located) -> None:
+        """The mapping file a system names must exist, load and be that system's."""
+        from bus.mapping import MappingError, cached_mapping, resolve
+
+        assert system.mapping is not None
+        try:
+            mapping = cached_mapping(resolve(system.mapping))
+        except MappingError as error:
+            problem = error.problems[0] if error.problems else "invalid"
+            self.report(located, ("mapping",), f"mapping {system.mapping!r}: {problem}")
+            return
+        if mapping.system != system.id:
+            wrong = f"mapping {system.mapping!r} is for system {mapping.system!r}"
+            self.report(located, ("mapping",), wrong)
+
+    def _check_inbound_folders(self, system: System, located: _Located) -> None:
+        """Each hot folder's service must be one the system may send, for a tenant it serves,
+        read through its mapping's inbound section."""
+        from bus.mapping import MappingError, cached_mapping, resolve
+
+        assert system.file_linkage is not None
+        for index, folder in enumerate(system.file_linkage.inbound):
+            loc: Loc = ("file_linkage", "inbound", index)
+            if not self._service(folder.service, located, (*loc, "service")):
+                continue
+            self._tenant_list((folder.tenant,), located, (*loc, "tenant"))
+            if not any(
+                rule.system == system.id and folder.service in rule.send for rule, _ in self.access
+            ):
+                self.report(
+                    located,
+                    loc,
+                    f"system {system.id!r} has no access rule to send {folder.service}",
+                )
+            if system.mapping is None:
+                self.report(located, loc, "a hot folder needs the system's mapping file")
+                continue
+            try:
+                section = cached_mapping(resolve(system.mapping)).section(folder.service, "inbound")
+            except MappingError:
+                continue  # reported by _check_mapping
+            if section is None:
+                self.report(
+                    located,
+                    (*loc, "service"),
+                    f"mapping {system.mapping!r} has no inbound section for {folder.service}",
+                )
 
     def _check_routes(self) -> None:
         claimed: dict[tuple[str, str], _Located] = {}
@@ -420,7 +472,7 @@ class _Checker:
         system = self._system(system_id, located, loc)
         if system is None:
             return
-        if system.endpoint is None:
+        if system.endpoint is None and system.delivery != "feed":
             self.report(located, loc, f"system {system_id!r} has no endpoint to deliver to")
         if not any(rule.system == system_id and service in rule.receive for rule, _ in self.access):
             self.report(

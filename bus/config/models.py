@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bus.rules.check_digits import lg_code_valid
 
@@ -79,8 +79,66 @@ class Credentials(Strict):
         return values
 
 
+FILE_TRANSPORT = "file"
+FileEncoding = Literal["utf-8", "cp932"]
+EndSuffix = Annotated[str, Field(pattern=r"^\.[A-Za-z0-9_]{1,16}$")]
+
+
+class FileFlags(Strict):
+    """The header record's 全件/差分 (full/differential) flag values."""
+
+    full: str = Field(default="1", min_length=1, max_length=8)
+    differential: str = Field(default="2", min_length=1, max_length=8)
+
+
+class FileRecords(Strict):
+    """A file's 見出しレコード (header: tag, then the 全件/差分 flag) and 後書きレコード
+    (trailer: tag, then the record count). ``None``: the file has no such record."""
+
+    header: str | None = Field(default="H", min_length=1, max_length=8)
+    trailer: str | None = Field(default="T", min_length=1, max_length=8)
+    flags: FileFlags = FileFlags()
+
+
+class InboundFolder(Strict):
+    """A hot folder the hub watches: every complete file in it holds records of one service
+    for one tenant, in the system's format (its mapping's inbound section)."""
+
+    path: str = Field(min_length=1)
+    service: ServiceName
+    tenant: TenantCode
+    trigger: Literal["end_file", "stable"] = "end_file"
+    end_suffix: EndSuffix = ".end"
+    stable_for: timedelta = timedelta(seconds=5)
+    poll_interval: timedelta = timedelta(seconds=2)
+    encoding: FileEncoding = "utf-8"  # of the header and trailer records
+    records: FileRecords = FileRecords()
+    subject: str | None = Field(default=None, pattern=r"^[a-z][A-Za-z0-9]*$")  # ordering key
+
+
+class OutboundFolder(Strict):
+    """Where the hub writes this system's deliveries: one file per service, tenant and
+    ``interval``, written atomically (temporary name, rename, then the end file)."""
+
+    path: str = Field(min_length=1)
+    interval: timedelta = timedelta(minutes=5)
+    end_suffix: EndSuffix = ".end"
+    encoding: FileEncoding = "utf-8"
+    records: FileRecords = FileRecords()
+
+
+class FileLinkage(Strict):
+    """ファイル連携: the system's hot folders."""
+
+    inbound: tuple[InboundFolder, ...] = ()
+    outbound: OutboundFolder | None = None
+
+
 class System(Strict):
-    """A connected system (住民記録, 税, 国保, 収納, 滞納管理, 法務局…)."""
+    """A connected system (住民記録, 税, 国保, 収納, 滞納管理, 法務局…).
+
+    ``delivery: feed`` makes it a PULL feed consumer: routes still entitle it, but no push
+    deliveries are created for it. An outbound folder implies the ``file`` transport."""
 
     id: SystemId
     name: str
@@ -90,6 +148,27 @@ class System(Strict):
     mapping: str | None = None
     retry: RetryPolicy = RetryPolicy()
     credentials: Credentials = Credentials()
+    delivery: Literal["push", "feed"] = "push"
+    file_linkage: FileLinkage | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_endpoint(cls, data: Any) -> Any:
+        """An outbound folder is the system's endpoint (transport ``file``, url the folder)."""
+        if not isinstance(data, dict):
+            return data
+        linkage = data.get("file_linkage")
+        outbound = linkage.get("outbound") if isinstance(linkage, dict) else None
+        if not isinstance(outbound, dict) or not isinstance(outbound.get("path"), str):
+            return data
+        endpoint = data.get("endpoint")
+        if endpoint is None:
+            return {**data, "endpoint": {"transport": FILE_TRANSPORT, "url": outbound["path"]}}
+        if isinstance(endpoint, dict) and endpoint.get("transport") != FILE_TRANSPORT:
+            raise ValueError("file_linkage.outbound needs no endpoint (or transport: file)")
+        if isinstance(endpoint, dict) and endpoint.get("url") is None:
+            return {**data, "endpoint": {**endpoint, "url": outbound["path"]}}
+        return data
 
 
 class Condition(Strict):

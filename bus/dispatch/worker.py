@@ -38,6 +38,7 @@ from bus.dispatch.transport import (
     transport_for,
 )
 from bus.dispatch.wakeup import Wakeups
+from bus.mapping.stage import OutboundTranslationError, outbound_body
 from bus.store.audit import append_audits
 from bus.store.models import Delivery
 from bus.store.writers import write_transaction
@@ -211,13 +212,17 @@ class Worker:
             )
         except (KeyError, UnknownTransport):
             return SendResult(Outcome.RETRY, error=f"unknown transport {system.endpoint.transport}")
+        try:  # translated for the destination if its mapping has this service
+            body = outbound_body(system, job.service, job.body)
+        except OutboundTranslationError as error:
+            return SendResult(Outcome.PERMANENT, error=f"translation: {error}"[:500])
         outbound = OutboundMessage(
             message_id=job.message_id,
             correlation_id=job.correlation_id,
             service=job.service,
             tenant=job.tenant,
             destination=job.destination,
-            body=job.body,
+            body=body,
         )
         try:
             return transport.send(outbound, system.endpoint)

@@ -64,7 +64,11 @@ class StoredMessage(Base):
     """A message accepted by the pipeline; its body is the canonical PlatformMessage."""
 
     __tablename__ = "messages"
-    __table_args__ = (UniqueConstraint("tenant", "system", "message_id"),)
+    __table_args__ = (
+        UniqueConstraint("tenant", "system", "message_id"),
+        # PULL feeds read one (tenant, service) stream in primary-key order (bus/feeds/).
+        Index("ix_messages_feed", "tenant", "service", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     message_id: Mapped[str] = mapped_column(String(36))
@@ -208,3 +212,14 @@ class DestinationState(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     changed_at: Mapped[datetime]
     changed_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class FeedMark(Base):
+    """How far retention has purged a (tenant, service) feed: the highest primary key of a
+    purged message. A cursor before it has lost messages (RK-FED003, HTTP 410)."""
+
+    __tablename__ = "feed_marks"
+
+    tenant: Mapped[str] = mapped_column(String(6), primary_key=True)
+    service: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purged_through: Mapped[int] = mapped_column(BigInteger)

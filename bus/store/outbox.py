@@ -164,6 +164,9 @@ def _original_ack(session: Session, incoming: Incoming, key_created: datetime) -
 
 def _existing_keys(connection: Connection, incomings: Sequence[Incoming]) -> dict[Key, Any]:
     keys = sorted({(i.tenant, i.system, i.message_id) for i in incomings})
+    # Pad to a power of two (repeating the last key): a handful of statements to compile,
+    # whatever sizes the groups take under load.
+    keys += keys[-1:] * ((1 << (len(keys) - 1).bit_length()) - len(keys))
     parameters = {
         f"{name}_{i}": value
         for i, key in enumerate(keys)

@@ -17,6 +17,7 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.store.audit import append_audit, utc
+from bus.store.feed_marks import advance_marks
 from bus.store.models import (
     Delivery,
     DeliveryAttempt,
@@ -54,6 +55,7 @@ def _purge_batch(session: Session, now: datetime, limit: int) -> tuple[PurgeRepo
     if not batch:
         return PurgeReport(), False
     pks = [pk for pk, _ in batch]
+    advance_marks(session, pks)
     per_tenant_deliveries = Counter[str](
         {
             str(tenant): int(count)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bus.config.models import AtenaSetting
+from bus.errors import make_finding
 from bus.pipeline import Finding, Message, Severity, StageName
 from bus.validation.validator import Validator
 
@@ -31,6 +32,15 @@ def apply_atena_setting(findings: list[Finding], setting: AtenaSetting) -> list[
     return findings
 
 
+def _endpoint_findings(endpoint_service: str, service: str) -> list[Finding]:
+    """An endpoint (``/soap/{Service}``, ``/api/v1/messages/{Service}``) takes only its own
+    service: the operation is chosen by the service element, and it must be this one."""
+    if service == endpoint_service:
+        return []
+    path = "/PlatformMessage"
+    return [make_finding("RK-ENV004", path=path, actual=service, expected=endpoint_service)]
+
+
 @dataclass(frozen=True, slots=True)
 class ValidateStage:
     validator: Validator
@@ -45,6 +55,8 @@ class ValidateStage:
             if tenant is not None:
                 findings = apply_atena_setting(findings, tenant.atena_check)
         message.add_findings(findings)
+        if message.endpoint_service is not None and report.service is not None:
+            message.add_findings(_endpoint_findings(message.endpoint_service, report.service))
         message.document = report.document
         message.envelope = report.envelope
         message.service = report.service

@@ -124,6 +124,7 @@ def config_dir_for(
             parts = urlsplit(system["endpoint"]["url"])
             netloc = f"{parts.hostname}:{ports[system['id']]}"
             system["endpoint"]["url"] = urlunsplit(parts._replace(netloc=netloc))
+            system["endpoint"]["transport"] = "http"  # a recording receiver, not a SOAP sample
         if retry is not None:
             system["retry"] = dict(retry)
     path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")

@@ -1,0 +1,111 @@
+"""What the SOAP and REST inbound adapters share: a bounded body, who is calling, the one
+pipeline run off the event loop, and whose fault a refusal is.
+
+Neither adapter validates or routes by itself: both hand bytes to :meth:`bus.hub.Hub.ingest`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from bus.config.loader import request_services
+from bus.errors import make_finding
+from bus.hub import Hub
+from bus.pipeline import Finding, Message, Severity
+from bus.validation.secure_parse import ParseLimits
+
+log = logging.getLogger(__name__)
+
+#: The largest body read: the pipeline's own document limit (checked again there).
+MAX_BODY_BYTES = ParseLimits().max_bytes
+
+#: Refusals that are the hub's (or its provider's) doing, not the caller's: SOAP Server
+#: faults, HTTP 5xx. Everything else is the caller's input (Client faults, HTTP 4xx).
+SERVER_SIDE_CODES = frozenset({"RK-RTE002", "RK-RPL001", "RK-RPL002", "RK-RPL003", "RK-API003"})
+
+_BEARER = "bearer "
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The two ways to be recognised (bus/identity.py): a Bearer API key, else the source
+    address. A present but non-Bearer Authorization header is an (invalid) empty key, so it
+    is refused rather than silently retried by address."""
+
+    source_address: str | None
+    api_key: str | None
+
+    @classmethod
+    def of(cls, request: Request) -> Caller:
+        authorization = request.headers.get("authorization")
+        api_key: str | None = None
+        if authorization is not None:
+            bearer = authorization[: len(_BEARER)].lower() == _BEARER
+            api_key = authorization[len(_BEARER) :].strip() if bearer else ""
+        return cls(request.client.host if request.client else None, api_key)
+
+
+def known_service(service: str) -> bool:
+    return service in request_services()
+
+
+def unknown_service(service: str) -> Finding:
+    return make_finding("RK-API002", path="/", actual=service[:64])
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | Finding:
+    """The body, or RK-SEC002 as soon as it is known to exceed ``limit`` (from the declared
+    length, else while streaming) so an oversize body is never held in memory whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return make_finding("RK-SEC002", path="/", limit=limit, actual=declared)
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            return make_finding("RK-SEC002", path="/", limit=limit, actual=f">{limit}")
+    return bytes(body)
+
+
+def internal_error(error: BaseException) -> Finding:
+    """RK-API003 with a reference that is also in the log (with the traceback): the caller
+    never sees a traceback, the operator can find it."""
+    reference = uuid.uuid4().hex[:12]
+    log.error("inbound request failed (reference %s)", reference, exc_info=error)
+    return make_finding("RK-API003", path="/", actual=reference)
+
+
+async def ingest(request: Request, raw: bytes, *, adapter: str, service: str) -> Message:
+    """Run ``raw`` through the hub's pipeline in a worker thread (it blocks on the store and,
+    for an inquiry, on the provider). An unexpected exception becomes RK-API003."""
+    hub: Hub = request.app.state.hub
+    caller = Caller.of(request)
+    try:
+        return await run_in_threadpool(
+            hub.ingest,
+            raw,
+            adapter=adapter,
+            source_address=caller.source_address,
+            api_key=caller.api_key,
+            service=service,
+        )
+    except Exception as error:  # the adapter boundary: never a generic 500
+        message = Message(raw=raw, adapter=adapter)
+        message.add_findings([internal_error(error)])
+        return message
+
+
+def errors(findings: Iterable[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity is Severity.ERROR]
+
+
+def is_server_side(findings: Iterable[Finding]) -> bool:
+    """Whether the first error is ours (the pipeline stops at the first refusing stage)."""
+    first = next(iter(errors(findings)), None)
+    return first is not None and first.code in SERVER_SIDE_CODES

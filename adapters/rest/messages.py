@@ -1,0 +1,261 @@
+"""``POST /api/v1/messages/{Service}`` and ``GET /api/v1/messages/{id}``: the hub over REST.
+
+A message is the platform XML or its JSON form (adapters/rest/json_form.py); the JSON form is
+written as the same XML and both go through the one pipeline (:meth:`bus.hub.Hub.ingest`).
+A notification is answered 202 once stored; an inquiry synchronously with its provider's
+reply (JSON form, or the XML with ``Accept: application/xml``). Refusals are
+``application/problem+json`` with the coded findings.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from lxml import etree
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from adapters.inbound import (
+    Caller,
+    ingest,
+    internal_error,
+    known_service,
+    read_body,
+    unknown_service,
+)
+from adapters.rest.json_form import JsonFormError, to_json, to_xml
+from adapters.rest.problem import problem, problem_responses
+from adapters.rest.validate import XML_MEDIA_TYPES
+from bus.errors import make_finding
+from bus.hub import Hub
+from bus.identity import AuthenticateStage
+from bus.pipeline import Finding, Message, Severity
+from bus.store.queries import MessageDetail, StoreQueryError, show_message
+
+JSON_MEDIA_TYPE = "application/json"
+XML_RESPONSE_TYPE = "application/xml"
+PREFIX = "/api/v1/messages"
+
+router = APIRouter(prefix=PREFIX, tags=["messages"])
+
+
+class Accepted(BaseModel):
+    """A notification stored (and so acknowledged); it is delivered asynchronously."""
+
+    message_id: str
+    stored_at: datetime
+    duplicate: bool
+    destinations: list[str]
+    status_url: str
+    findings: list[Finding]
+
+
+class InquiryAnswer(BaseModel):
+    """An inquiry answered by its provider: the reply has its own message id, and its
+    correlation id is the inquiry's."""
+
+    message_id: str
+    reply_message_id: str
+    correlation_id: str
+    reply: dict[str, Any]
+    findings: list[Finding]
+
+
+class DeliveryStatus(BaseModel):
+    destination: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    finished_at: datetime | None
+    last_error: str | None
+
+
+class MessageStatus(BaseModel):
+    message_id: str
+    tenant: str
+    system: str
+    service: str
+    kind: str
+    status: str
+    received_at: datetime
+    correlation_id: str | None
+    relates_to: str | None
+    deliveries: list[DeliveryStatus]
+
+
+_JSON_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        "The JSON form: `Header` and the service element, keyed by element local names "
+        '(catalogue ids); leaves with attributes as `{"$": text, "@iso": …}`; repeats as '
+        "arrays. See docs/adapters.md."
+    ),
+    "properties": {"Header": {"type": "object"}},
+    "required": ["Header"],
+}
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _as_xml(raw: bytes, media_type: str) -> bytes | Finding:
+    """The platform XML to ingest: as sent, or written from the JSON form."""
+    if media_type in XML_MEDIA_TYPES:
+        return raw
+    try:
+        return to_xml(json.loads(raw))
+    except JsonFormError as error:
+        return make_finding("RK-API004", path=error.path, actual=error.reason)
+    except (ValueError, RecursionError) as error:  # not JSON (UnicodeDecodeError is a ValueError)
+        return make_finding("RK-API004", path="/", actual=f"not JSON: {type(error).__name__}")
+
+
+def _findings(message: Message) -> list[dict[str, Any]]:
+    return [f.as_dict() for f in message.findings if f.severity is not Severity.ERROR]
+
+
+def _answer(request: Request, message: Message) -> Response:
+    if message.rejected:
+        return problem(message.findings)
+    reply, envelope = message.reply, message.envelope
+    if reply is not None and reply.document is not None and reply.envelope and envelope:
+        if XML_RESPONSE_TYPE in request.headers.get("accept", ""):
+            body = etree.tostring(reply.document, encoding="UTF-8", xml_declaration=True)
+            return Response(body, media_type=XML_RESPONSE_TYPE)
+        return JSONResponse(
+            {
+                "message_id": envelope.message_id,
+                "reply_message_id": reply.envelope.message_id,
+                "correlation_id": reply.envelope.correlation_id,
+                "reply": to_json(reply.document),
+                "findings": _findings(message),
+            }
+        )
+    ack = message.ack
+    if ack is None:  # accepted but neither stored nor answered: a pipeline defect
+        return problem([internal_error(RuntimeError("accepted message without ack"))])
+    status_url = f"{PREFIX}/{ack.message_id}"
+    return JSONResponse(
+        {
+            "message_id": ack.message_id,
+            "stored_at": ack.stored_at.isoformat(),
+            "duplicate": ack.duplicate,
+            "destinations": list(ack.destinations),
+            "status_url": status_url,
+            "findings": _findings(message),
+        },
+        status_code=202,
+        headers={"Location": status_url},
+    )
+
+
+@router.post(
+    "/{service}",
+    summary="Send a platform message (通知・照会の送信)",
+    description=(
+        "The platform XML (`PlatformMessage` or its SOAP 1.1 form) or its JSON form. "
+        "A notification is answered 202 once stored; an inquiry 200 with its provider's reply "
+        "(JSON form; the XML with `Accept: application/xml`)."
+    ),
+    status_code=202,
+    response_model=Accepted,
+    responses={
+        200: {
+            "model": InquiryAnswer,
+            "description": "The inquiry's reply",
+            "content": {XML_RESPONSE_TYPE: {"schema": {"type": "string"}}},
+        },
+        **problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 500, 502, 503, 504),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON_MEDIA_TYPE: {"schema": _JSON_FORM_SCHEMA},
+                **{media: {"schema": {"type": "string"}} for media in XML_MEDIA_TYPES},
+            },
+        }
+    },
+)
+async def post_message(service: str, request: Request) -> Response:
+    if not known_service(service):
+        return problem([unknown_service(service)])
+    media_type = _media_type(request)
+    if media_type not in (*XML_MEDIA_TYPES, JSON_MEDIA_TYPE):
+        return problem([make_finding("RK-API001", path="/", actual=media_type[:64] or "-")])
+    raw = await read_body(request)
+    if isinstance(raw, Finding):
+        return problem([raw])
+    xml = _as_xml(raw, media_type)
+    if isinstance(xml, Finding):
+        return problem([xml])
+    return _answer(request, await ingest(request, xml, adapter="rest", service=service))
+
+
+def _status(detail: MessageDetail) -> dict[str, Any]:
+    summary = detail.summary
+    return {
+        "message_id": summary.message_id,
+        "tenant": summary.tenant,
+        "system": summary.system,
+        "service": summary.service,
+        "kind": summary.kind,
+        "status": summary.status.value,
+        "received_at": summary.received_at.isoformat(),
+        "correlation_id": detail.correlation_id,
+        "relates_to": detail.relates_to,
+        "deliveries": [
+            {
+                "destination": d.destination,
+                "state": d.state,
+                "attempts": d.attempts,
+                "next_attempt_at": d.next_attempt_at.isoformat(),
+                "finished_at": d.finished_at.isoformat() if d.finished_at else None,
+                "last_error": d.last_error,
+            }
+            for d in detail.deliveries
+        ],
+    }
+
+
+def _lookup(hub: Hub, caller: Caller, message_id: str, tenant: str | None) -> dict[str, Any]:
+    """The status as the caller may see it: only a message it sent or receives, else the
+    same RK-STO002 as for a message that does not exist (no existence oracle)."""
+    probe = Message(
+        raw=b"", adapter="rest", source_address=caller.source_address, api_key=caller.api_key
+    )
+    identity = AuthenticateStage(hub.config)(probe).identity
+    if identity is None:
+        raise StoreQueryError(make_finding("RK-AUT001", path="/"))
+    with hub.store.sessions() as session:
+        detail = show_message(session, message_id, tenant)
+    parties = {detail.summary.system, *(d.destination for d in detail.deliveries)}
+    if not parties & identity.systems:
+        raise StoreQueryError(make_finding("RK-STO002", path="/", actual=message_id))
+    return _status(detail)
+
+
+@router.get(
+    "/{message_id}",
+    summary="A message's status and deliveries (送信状況)",
+    response_model=MessageStatus,
+    responses=problem_responses(401, 404, 409, 500),
+)
+async def get_message(message_id: str, request: Request, tenant: str | None = None) -> Response:
+    hub: Hub = request.app.state.hub
+    try:
+        status = await run_in_threadpool(_lookup, hub, Caller.of(request), message_id[:64], tenant)
+    except StoreQueryError as refusal:
+        return problem([refusal.finding])
+    except Exception as error:  # the adapter boundary: never a generic 500
+        return problem([internal_error(error)])
+    return JSONResponse(status)
+
+
+__all__ = ["router"]

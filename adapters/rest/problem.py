@@ -1,0 +1,91 @@
+"""Errors over HTTP as ``application/problem+json`` (RFC 9457) carrying the coded findings,
+and the HTTP status each refusal maps to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from adapters.inbound import errors
+from bus.pipeline import Finding
+
+PROBLEM_JSON = "application/problem+json"
+
+# The first error's code decides (the pipeline stops at the first refusing stage). Input that
+# is not a readable document is 400; a readable one that breaks the rules is 422.
+_STATUS_BY_CODE = {
+    "RK-AUT001": 401,
+    "RK-AUT002": 403,
+    "RK-AUT003": 403,
+    "RK-AUT004": 403,
+    "RK-AUT005": 403,
+    "RK-STO001": 409,
+    "RK-STO002": 404,
+    "RK-STO003": 409,
+    "RK-SEC002": 413,
+    "RK-API001": 415,
+    "RK-API002": 404,
+    "RK-API003": 500,
+    "RK-API004": 400,
+    "RK-RTE002": 503,
+    "RK-RPL001": 504,
+    "RK-RPL002": 502,
+    "RK-RPL003": 502,
+}
+_UNREADABLE_PREFIX = "RK-SEC"
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    findings: list[Finding]  # the shape of DESIGN §4
+
+
+def status_for(findings: Sequence[Finding]) -> int:
+    first = (errors(findings) or list(findings))[0]
+    if first.code in _STATUS_BY_CODE:
+        return _STATUS_BY_CODE[first.code]
+    return 400 if first.code.startswith(_UNREADABLE_PREFIX) else 422
+
+
+def problem(findings: Sequence[Finding], status: int | None = None) -> JSONResponse:
+    """The problem document; errors first, then warnings."""
+    ordered = errors(findings) + [f for f in findings if f not in errors(findings)]
+    first = ordered[0]
+    status = status or status_for(ordered)
+    return JSONResponse(
+        {
+            "type": f"urn:renkei:error:{first.code}",
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": first.message_en,
+            "findings": [finding.as_dict() for finding in ordered],
+        },
+        status_code=status,
+        media_type=PROBLEM_JSON,
+    )
+
+
+def _problem_schema() -> dict[str, Any]:
+    """Problem's JSON schema, inline (its FindingBody is a component of the routes' models)."""
+    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these statuses, all problem+json."""
+    schema = _problem_schema()
+    return {
+        status: {
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_JSON: {"schema": schema}},
+        }
+        for status in statuses
+    }

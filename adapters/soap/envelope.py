@@ -1,0 +1,89 @@
+"""SOAP 1.1 responses: the acknowledgement of a notification, an inquiry's reply (its own
+Header as a SOAP header block, correlationId = the request's messageId) and Faults whose
+detail holds the coded findings (schemas/soap.xsd)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from lxml import etree
+
+from bus.pipeline import Acknowledgement, Finding
+
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+NS_SOAP_BINDING = "urn:renkei:soap:1"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+CONTENT_TYPE = "text/xml; charset=utf-8"
+
+_RKS = f"{{{NS_SOAP_BINDING}}}"
+_NSMAP = {"soap": SOAP11, "rks": NS_SOAP_BINDING}
+_OPEN = (
+    b"<?xml version='1.0' encoding='UTF-8'?>\n"
+    b'<soap:Envelope xmlns:soap="' + SOAP11.encode() + b'">'
+)
+_CLOSE = b"</soap:Envelope>"
+# Finding fields in schema order, as (element, attribute of Finding).
+_FINDING_FIELDS = (
+    ("code", "code"),
+    ("severity", "severity"),
+    ("path", "path"),
+    ("item", "item"),
+    ("nameJa", "name_ja"),
+    ("rule", "rule"),
+    ("valueMasked", "value_masked"),
+    ("messageJa", "message_ja"),
+    ("messageEn", "message_en"),
+    ("detail", "detail"),
+)
+
+
+def _envelope(header: bytes, body: bytes) -> bytes:
+    head = b"<soap:Header>" + header + b"</soap:Header>" if header else b""
+    return _OPEN + head + b"<soap:Body>" + body + b"</soap:Body>" + _CLOSE
+
+
+def _serialize(element: etree._Element) -> bytes:
+    return etree.tostring(element, encoding="UTF-8")
+
+
+def _finding_element(parent: etree._Element, finding: Finding) -> None:
+    element = etree.SubElement(parent, f"{_RKS}Finding")
+    for name, attribute in _FINDING_FIELDS:
+        value = getattr(finding, attribute)
+        if value is not None:
+            etree.SubElement(element, f"{_RKS}{name}").text = str(value)
+
+
+def acknowledgement(ack: Acknowledgement, findings: Iterable[Finding] = ()) -> bytes:
+    """``rks:Acknowledgement``: sent only once the message is stored; warnings included."""
+    root = etree.Element(f"{_RKS}Acknowledgement", nsmap={"rks": NS_SOAP_BINDING})
+    etree.SubElement(root, f"{_RKS}messageId").text = ack.message_id
+    etree.SubElement(root, f"{_RKS}storedAt").text = ack.stored_at.isoformat()
+    etree.SubElement(root, f"{_RKS}duplicate").text = "true" if ack.duplicate else "false"
+    for destination in ack.destinations:
+        etree.SubElement(root, f"{_RKS}destination").text = destination
+    for finding in findings:
+        _finding_element(root, finding)
+    return _envelope(b"", _serialize(root))
+
+
+def reply(document: etree._Element) -> bytes:
+    """An inquiry's validated reply: its canonical PlatformMessage (Header, reply element)
+    rebound to SOAP."""
+    header, body = document[0], document[1]
+    return _envelope(_serialize(header), _serialize(body))
+
+
+def fault(findings: list[Finding], *, server: bool) -> bytes:
+    """A SOAP 1.1 Fault: ``soap:Client`` for the caller's input, ``soap:Server`` for ours;
+    ``faultstring`` is the first finding's Japanese message, ``detail`` all findings."""
+    first = findings[0]
+    body = etree.Element(f"{{{SOAP11}}}Fault", nsmap=_NSMAP)
+    etree.SubElement(body, "faultcode").text = "soap:Server" if server else "soap:Client"
+    faultstring = etree.SubElement(body, "faultstring")
+    faultstring.text = f"{first.code} {first.message_ja}"
+    faultstring.set(XML_LANG, "ja")
+    detail = etree.SubElement(etree.SubElement(body, "detail"), f"{_RKS}Findings")
+    for finding in findings:
+        _finding_element(detail, finding)
+    return _envelope(b"", _serialize(body))

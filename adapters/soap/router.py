@@ -1,0 +1,106 @@
+"""The inbound SOAP endpoints, ``/soap/{Service}`` (POST; GET ``?wsdl``), and the XSDs the
+WSDLs import, ``/schemas/…``.
+
+Plain Starlette routes (no FastAPI request parsing on the hot path): the body's bytes go
+straight to :meth:`~bus.hub.Hub.ingest`, whose Validate stage does the one secure parse and
+chooses the operation by the Body's element (RK-ENV004 when it is not this endpoint's
+service). ``SOAPAction`` is not used to choose: ``""`` (what the WSDL declares) and any other
+value are accepted alike.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from adapters.inbound import (
+    ingest,
+    internal_error,
+    is_server_side,
+    known_service,
+    read_body,
+    unknown_service,
+)
+from adapters.soap import envelope
+from adapters.soap.wsdl import render_wsdl
+from bus.errors import make_finding
+from bus.hub import Hub
+from bus.pipeline import Finding, Message, Severity
+from bus.resources import schemas_dir
+
+SOAP_MEDIA_TYPES = frozenset({"text/xml", "application/soap+xml", "application/xml"})
+XML_CONTENT_TYPE = "application/xml; charset=utf-8"
+FAULT_STATUS = 500  # SOAP 1.1 §6.2: a Fault travels with HTTP 500
+
+router = APIRouter()
+
+
+def _fault(
+    findings: list[Finding], *, server: bool = False, status: int = FAULT_STATUS
+) -> Response:
+    ordered = sorted(findings, key=lambda f: f.severity is not Severity.ERROR)  # errors first
+    body = envelope.fault(ordered, server=server)
+    return Response(body, status_code=status, media_type=envelope.CONTENT_TYPE)
+
+
+def _base_url(request: Request) -> str:
+    """The configured public URL, else the address the caller used (Host header)."""
+    hub: Hub = request.app.state.hub
+    public = hub.settings.public_url
+    return (public or str(request.base_url)).rstrip("/")
+
+
+def _answer(message: Message) -> Response:
+    if message.rejected:
+        return _fault(message.findings, server=is_server_side(message.findings))
+    if message.reply is not None and message.reply.document is not None:
+        body = envelope.reply(message.reply.document)
+    elif message.ack is not None:
+        body = envelope.acknowledgement(message.ack, _warnings(message))
+    else:  # accepted but neither stored nor answered: a pipeline defect, never the caller's
+        return _fault([internal_error(RuntimeError("accepted message without ack"))], server=True)
+    return Response(body, media_type=envelope.CONTENT_TYPE)
+
+
+def _warnings(message: Message) -> list[Finding]:
+    return [f for f in message.findings if f.severity is not Severity.ERROR]
+
+
+async def soap_endpoint(request: Request) -> Response:
+    service: str = request.path_params["service"]
+    if not known_service(service):
+        return _fault([unknown_service(service)], status=404)
+    if request.method == "GET":
+        wsdl_url = f"{_base_url(request)}/soap/{service}?wsdl"
+        if "wsdl" not in request.query_params:
+            finding = make_finding("RK-API005", path="/", expected=wsdl_url)
+            return _fault([finding], status=405)
+        return Response(render_wsdl(service, _base_url(request)), media_type=XML_CONTENT_TYPE)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in SOAP_MEDIA_TYPES:
+        return _fault([make_finding("RK-API001", path="/", actual=media_type[:64] or "-")])
+    raw = await read_body(request)
+    if isinstance(raw, Finding):
+        return _fault([raw])
+    return _answer(await ingest(request, raw, adapter="soap", service=service))
+
+
+@cache
+def _schema_files() -> dict[str, bytes]:
+    """Every XSD under schemas/, by its path there (read once)."""
+    root = schemas_dir()
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*.xsd")}
+
+
+async def schema_file(request: Request) -> Response:
+    content = _schema_files().get(request.path_params["path"])
+    if content is None:
+        return Response("not found", status_code=404, media_type="text/plain")
+    return Response(content, media_type=XML_CONTENT_TYPE)
+
+
+router.add_route("/soap/{service}", soap_endpoint, methods=["GET", "POST"], include_in_schema=False)
+router.add_route("/schemas/{path:path}", schema_file, methods=["GET"], include_in_schema=False)

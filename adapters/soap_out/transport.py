@@ -1,0 +1,268 @@
+"""Sends platform messages to a connected system's SOAP service with zeep.
+
+The system's WSDL is read from ``<endpoint url>?wsdl`` once per sending thread, with zeep's
+``Settings(forbid_external=True, forbid_dtd=True)`` and the endpoint's timeout; calls go to the
+configured endpoint URL (never the WSDL's own address, which spyne fixes from the first
+caller's Host). The operation is the one named like the service (:mod:`.binding`).
+
+Before anything is sent, the Body zeep built is validated with lxml against the WSDL's schemas
+(:mod:`.wsdl_schema`), since zeep ignores patterns and enumerations. The messageId travels
+outside the payload twice: in the SOAP header block and as ``Renkei-Message-Id``.
+
+Outcomes: a SOAP Fault whose code is ``Client…`` is permanent (the system refuses this
+message); any other Fault retries. Without a Fault, HTTP statuses are classified like the HTTP
+transport's (408/429 retry honouring ``Retry-After``, other 4xx permanent, 5xx retry);
+timeouts and connection errors retry; a message the system's contract cannot carry is
+permanent. Errors carry codes and names only — a fault string may quote personal data.
+
+zeep is used synchronously: its ``AsyncClient.create_service`` returns a sync proxy
+(library-notes §2), and dispatch workers are threads anyway.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import requests
+from lxml import etree
+
+from adapters.http_out.transport import classify_status, retry_after_seconds
+from adapters.outbound_headers import renkei_headers
+from adapters.soap_out.binding import (
+    BindingError,
+    Fields,
+    Value,
+    element_value,
+    platform_reply,
+    request_parts,
+)
+from adapters.soap_out.wsdl_schema import WsdlSchema
+from bus.catalogue import NS_SERVICE
+from bus.config.models import Endpoint
+from bus.dispatch.transport import OutboundMessage, Outcome, SendResult
+from bus.samplegen.content_model import ContentModel
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+_zeep: Any = __import__("zeep")
+_zeep_transports: Any = __import__("zeep.transports", fromlist=["Transport"])
+_zeep_loader: Any = __import__("zeep.loader", fromlist=["parse_xml"])
+_zeep_exceptions: Any = __import__("zeep.exceptions", fromlist=["Error"])
+
+
+def _settings() -> Any:
+    return _zeep.Settings(strict=True, forbid_external=True, forbid_dtd=True, forbid_entities=True)
+
+
+@dataclass
+class _Contract:
+    """A system's WSDL as zeep and lxml read it, for one sending thread."""
+
+    client: Any
+    schema: WsdlSchema
+    session: requests.Session
+
+
+class _Unavailable(Exception):
+    """The WSDL could not be read now (connection, timeout, HTTP status): try again later."""
+
+    def __init__(self, result: SendResult) -> None:
+        super().__init__(result.error)
+        self.result = result
+
+
+def _load(url: str, timeout: float) -> _Contract:
+    session = requests.Session()
+    transport = _zeep_transports.Transport(
+        session=session, timeout=timeout, operation_timeout=timeout
+    )
+    location = f"{url}?wsdl"
+    try:
+        response = session.get(location, timeout=timeout)
+    except requests.Timeout:
+        raise _Unavailable(SendResult(Outcome.RETRY, error="timeout: WSDL")) from None
+    except requests.RequestException as error:
+        raise _Unavailable(
+            SendResult(Outcome.RETRY, error=f"connection: WSDL {type(error).__name__}")
+        ) from None
+    if response.status_code != 200:
+        result = classify_status(
+            response.status_code, response.reason, response.headers.get("Retry-After"), b""
+        )
+        raise _Unavailable(SendResult(Outcome.RETRY, error=f"WSDL {result.error}"))
+    try:
+        client = _zeep.Client(
+            io.BytesIO(response.content), transport=transport, settings=_settings()
+        )
+        schema = WsdlSchema(response.content)
+    except (etree.LxmlError, _zeep_exceptions.Error, ValueError, IndexError) as error:
+        # a broken WSDL is the system's to fix; its deliveries wait (and age out)
+        raise _Unavailable(
+            SendResult(Outcome.RETRY, error=f"WSDL unreadable: {type(error).__name__}")
+        ) from None
+    return _Contract(client, schema, session)
+
+
+def _fit(value: Value, element: Any) -> Any:
+    """``value`` reduced to what the zeep element's type declares (recursively)."""
+    elements = getattr(element.type, "elements", None)
+    if not elements:
+        return value if isinstance(value, str) else None
+    if isinstance(value, list):
+        return [_fit(v, element) for v in value]
+    if not isinstance(value, dict):
+        return None
+    return _fit_fields(value, elements)
+
+
+def _fit_fields(fields: Fields, elements: list[tuple[str, Any]]) -> dict[str, Any]:
+    fitted: dict[str, Any] = {}
+    for name, element in elements:
+        if name in fields:
+            value = _fit(fields[name], element)
+            if value is not None:
+                fitted[name] = value
+    return fitted
+
+
+def _header_kwargs(operation: Any, header: Fields) -> dict[str, Any]:
+    """The platform Header as the operation's declared header block(s), by local name."""
+    declared = getattr(operation.input, "header", None)
+    if declared is None or not getattr(declared.type, "elements", None):
+        return {}
+    return {
+        name: _fit_fields(header, element.type.elements) for name, element in declared.type.elements
+    }
+
+
+def _headers(message: OutboundMessage, action: str | None) -> dict[str, str]:
+    return {
+        "Content-Type": "text/xml; charset=utf-8",
+        "SOAPAction": f'"{action or ""}"',
+        "User-Agent": "renkei",
+        **renkei_headers(message),
+    }
+
+
+def _is_inquiry(service: str) -> bool:
+    return f"{{{NS_SERVICE}}}{service}Reply" in _reply_elements()
+
+
+@cache
+def _reply_elements() -> frozenset[str]:
+    return frozenset(tag for tag in ContentModel().elements if tag.endswith("Reply"))
+
+
+def _answer(
+    message: OutboundMessage, service: str, response: requests.Response, settings: Any
+) -> SendResult:
+    """Classify a system's HTTP answer; an inquiry's reply becomes a PlatformMessage."""
+    retry_after = response.headers.get("Retry-After")
+    envelope = None
+    if response.content:
+        try:
+            envelope = _zeep_loader.parse_xml(response.content, None, settings=settings)
+        except (etree.LxmlError, _zeep_exceptions.Error):
+            envelope = None
+    body = envelope.find(f"{{{SOAP_ENV}}}Body") if envelope is not None else None
+    fault = body.find(f"{{{SOAP_ENV}}}Fault") if body is not None else None
+    if fault is not None:
+        code = (fault.findtext("faultcode") or "").strip()
+        kind = code.rpartition(":")[2]
+        error = f"SOAP Fault {kind or 'without code'} (HTTP {response.status_code})"
+        if kind.startswith("Client"):
+            return SendResult(Outcome.PERMANENT, error=error)
+        return SendResult(
+            Outcome.RETRY, error=error, retry_after_seconds=retry_after_seconds(retry_after)
+        )
+    if not 200 <= response.status_code < 300:
+        return classify_status(response.status_code, response.reason, retry_after, b"")
+    if not _is_inquiry(service):
+        return SendResult(Outcome.DELIVERED)
+    if body is None or len(body) == 0:
+        return SendResult(Outcome.DELIVERED, reply=None)
+    block = envelope.find(f"{{{SOAP_ENV}}}Header") if envelope is not None else None
+    header = element_value(block[0]) if block is not None and len(block) else {}
+    answer = element_value(body[0])
+    reply = platform_reply(
+        service,
+        header if isinstance(header, dict) else {},
+        answer if isinstance(answer, dict) else {},
+    )
+    return SendResult(Outcome.DELIVERED, reply=reply)
+
+
+class SoapTransport:
+    """Thread-safe: each sending thread keeps its own zeep client per system (zeep and
+    requests sessions are not meant to be shared between threads)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: list[_Contract] = []
+        self._lock = threading.Lock()
+
+    def _contract(self, url: str, timeout: float) -> _Contract:
+        contracts: dict[tuple[str, float], _Contract] = self._local.__dict__.setdefault(
+            "contracts", {}
+        )
+        contract = contracts.get((url, timeout))
+        if contract is None:
+            contract = contracts[(url, timeout)] = _load(url, timeout)
+            with self._lock:
+                self._all.append(contract)
+        return contract
+
+    def send(self, message: OutboundMessage, endpoint: Endpoint) -> SendResult:
+        if not endpoint.url:
+            return SendResult(Outcome.PERMANENT, error="endpoint has no url")
+        try:
+            request = request_parts(message.body)
+        except BindingError as error:
+            return SendResult(Outcome.PERMANENT, error=f"binding: {error}")
+        try:
+            contract = self._contract(endpoint.url, endpoint.timeout_seconds)
+        except _Unavailable as unavailable:
+            return unavailable.result
+        client = contract.client
+        try:
+            operation = client.service._binding.get(request.service)
+        except ValueError:
+            return SendResult(
+                Outcome.PERMANENT, error=f"the system's WSDL has no operation {request.service}"
+            )
+        fields = _fit_fields(request.fields, operation.input.body.type.elements)
+        try:
+            envelope = client.create_message(
+                client.service,
+                request.service,
+                **fields,
+                _soapheaders=_header_kwargs(operation, request.header) or None,
+            )
+        except (_zeep_exceptions.Error, TypeError) as error:
+            return SendResult(
+                Outcome.PERMANENT, error=f"not expressible in the system's WSDL: {error}"
+            )
+        body = envelope.find(f"{{{SOAP_ENV}}}Body")
+        problems = contract.schema.problems(body[0]) if body is not None and len(body) else []
+        if problems:
+            return SendResult(
+                Outcome.PERMANENT, error="invalid for the system's WSDL: " + "; ".join(problems)
+            )
+        try:
+            response = client.transport.post_xml(
+                endpoint.url, envelope, _headers(message, operation.soapaction)
+            )
+        except requests.Timeout as error:
+            return SendResult(Outcome.RETRY, error=f"timeout: {type(error).__name__}")
+        except requests.RequestException as error:
+            return SendResult(Outcome.RETRY, error=f"connection: {type(error).__name__}")
+        return _answer(message, request.service, response, client.settings)
+
+    def close(self) -> None:
+        with self._lock:
+            made, self._all = self._all, []
+        for contract in made:
+            contract.session.close()

@@ -1,0 +1,97 @@
+"""Batch import throughput (issue 6): end to end vs decode + parse alone, on the same file.
+
+    .venv/bin/python bench/import_throughput.py --records 100000
+
+Generates a CP932 登記済通知 file (bus.imports.generator), then runs each mode in a fresh
+subprocess so peak RSS is its own: (1) decode + parse: split lines, decode, CSV split, the
+houmu mapping to a service element — no hub; (2) end to end: ``run_import`` into a fresh SQLite
+hub (ingest through every pipeline stage, stored, routed to kotei), owner matching against a
+resident index, and the XLSX/CSV outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def decode_parse(path: Path) -> dict[str, float]:
+    from bus.imports.encoding import detect_encoding
+    from bus.imports.lines import split_lines
+    from bus.imports.records import Notice, NoticeParser
+    from bus.imports.runner import load_section
+
+    section = load_section(None)
+    with path.open("rb") as stream:
+        encoding = detect_encoding(stream).encoding
+        parser = NoticeParser(section, encoding, "412066", "武雄市")
+        start, records = time.perf_counter(), 0
+        for line in split_lines(stream):
+            if isinstance(parser.parse(line), Notice):
+                records += 1
+    return {"records": records, "seconds": time.perf_counter() - start}
+
+
+def end_to_end(path: Path, work: Path) -> dict[str, float]:
+    from bus.hub import Hub
+    from bus.imports.residents import ResidentIndex
+    from bus.imports.runner import ImportOptions, run_import
+    from bus.settings import Settings
+
+    hub = Hub.open(Settings(data_dir=work / "data"))
+    index = ResidentIndex(work / "residents.sqlite")
+    index.load_extract(ROOT / "samples" / "notices" / "residents-412066.csv", "412066")
+    start = time.perf_counter()
+    summary = run_import(hub, ImportOptions(path, "412066", out_dir=work / "out"), index)
+    seconds = time.perf_counter() - start
+    hub.close()
+    return {"records": summary.new, "seconds": seconds}
+
+
+def child(mode: str, path: Path, work: Path) -> None:
+    result = decode_parse(path) if mode == "parse" else end_to_end(path, work)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--modes", default="parse,e2e")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], Path(args.child[1]), Path(args.child[2]))
+        return
+    from bus.imports.generator import generate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "notices.csv"
+        generate(path, args.records)
+        print(f"file: {args.records:,} records, {path.stat().st_size / 1e6:.1f} MB (CP932)")
+        for mode in args.modes.split(","):
+            work = Path(tmp) / mode
+            work.mkdir()
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", mode, str(path), str(work)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            rate = result["records"] / result["seconds"]
+            print(
+                f"{mode:6} {result['records']:>9,.0f} records {result['seconds']:8.1f} s "
+                f"{rate:>9,.0f} records/s  peak RSS {result['peak_rss_mb']:.0f} MB"
+            )
+
+
+if __name__ == "__main__":
+    main()

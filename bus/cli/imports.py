@@ -1,0 +1,96 @@
+"""``renkei import notices``: a 法務局 登記済通知 file into the hub, with the 評価変更リスト."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from bus.cli.app import app
+from bus.errors import make_finding
+from bus.hub import Hub
+from bus.imports.residents import ResidentIndex
+from bus.imports.runner import ImportOptions, ImportRefused, run_import
+from bus.settings import Settings
+
+EXIT_READ, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
+RECORDS = "{task.fields[records]:,} 件  {task.fields[rate]} 件/秒  エラー {task.fields[errors]:,}"
+
+import_app = typer.Typer(help="Batch imports (一括取込み).")
+app.add_typer(import_app, name="import")
+
+
+def resident_index(settings: Settings) -> ResidentIndex:
+    return ResidentIndex(settings.data_dir / "imports" / "residents.sqlite")
+
+
+@import_app.command("notices")
+def notices(
+    file: Annotated[Path, typer.Argument(help="登記済通知ファイル (CSV or fixed width)")],
+    tenant: Annotated[str, typer.Option(help="団体コード (6 digits)")],
+    layout: Annotated[
+        str | None, typer.Option(help="mapping file (default: houmu.yaml, the CSV layout)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for the list and error report")] = None,
+    encoding: Annotated[str, typer.Option(help="CSV outputs: utf-8 (with BOM) or cp932")] = "utf-8",
+    residents: Annotated[
+        Path | None, typer.Option(help="宛名 extract CSV loaded into the resident index first")
+    ] = None,
+) -> None:
+    """Import 登記済通知; summary: 新規 N / 重複 N / エラー N (exit 0 when the file was read)."""
+    console = Console(stderr=True)
+    if encoding not in ("utf-8", "cp932"):
+        raise typer.BadParameter("utf-8 or cp932", param_hint="--encoding")
+    if not file.is_file():
+        finding = make_finding("RK-IO001", path=str(file), actual="not a file")
+        console.print(f"[red]{finding.code}[/] {finding.message_ja} / {finding.message_en}")
+        raise typer.Exit(EXIT_UNREADABLE)
+    settings = Settings()
+    hub = Hub.open(settings)
+    index = resident_index(settings)
+    try:
+        if residents is not None:
+            index.load_extract(residents, tenant)
+        try:
+            index.refresh(hub.store.sessions, tenant)
+        except Exception as error:  # the import goes on: owners are reported 未照合
+            console.print(f"[yellow]住民データを更新できません（未照合になります）: {error}[/]")
+        options = ImportOptions(file, tenant, layout, out, encoding)
+        size = file.stat().st_size
+        with Progress(
+            TextColumn("[bold]登記済通知"),
+            BarColumn(),
+            TextColumn(RECORDS),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("import", total=size, records=0, errors=0, rate="-")
+
+            def advance(records: int, errors: int, read: int) -> None:
+                elapsed = bar.tasks[task].elapsed or 0.0
+                rate = f"{records / elapsed:,.0f}" if elapsed else "-"
+                bar.update(task, completed=read, records=records, errors=errors, rate=rate)
+
+            summary = run_import(hub, options, index, advance)
+            bar.update(task, completed=size)
+    except ImportRefused as refused:
+        finding = refused.finding
+        console.print(f"[red]{finding.code}[/] {finding.message_ja} / {finding.message_en}")
+        raise typer.Exit(EXIT_REFUSED) from None
+    finally:
+        index.close()
+        hub.close()
+    for path in summary.outputs:
+        console.print(f"出力: {path}")
+    typer.echo(f"新規 {summary.new} / 重複 {summary.duplicate} / エラー {summary.errors}")
+    raise typer.Exit(EXIT_READ)

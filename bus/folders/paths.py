@@ -1,0 +1,46 @@
+"""Where a configured folder is and how files move through it: a file being processed sits
+in ``work/``, then goes to ``done/`` or ``error/`` with its report beside it; nothing is
+deleted."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+WORK, DONE, ERROR = "work", "done", "error"
+REPORT_SUFFIX = ".report.json"
+
+
+def resolve_folder(path: str, data_dir: Path) -> Path:
+    """An absolute folder as configured, a relative one under the data directory."""
+    folder = Path(path).expanduser()
+    return folder if folder.is_absolute() else (data_dir / folder).resolve()
+
+
+def free_name(directory: Path, name: str) -> Path:
+    """``directory/name``, or ``name.1``, ``name.2``… when a file of that name is there (a
+    re-delivered file never overwrites the earlier one)."""
+    candidate, number = directory / name, 0
+    while candidate.exists() or Path(f"{candidate}{REPORT_SUFFIX}").exists():
+        number += 1
+        candidate = directory / f"{name}.{number}"
+    return candidate
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames in ``directory`` durable."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write under a temporary dot-name, fsync, then rename into place."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)

@@ -1,0 +1,64 @@
+"""Splits a file's raw bytes into lines before anything is decoded.
+
+Offices write CRLF or LF, sometimes a UTF-8 BOM and sometimes a trailing EOF byte (0x1A, the
+MS-DOS end-of-file mark). Splitting bytes first means one undecodable line can never spoil its
+neighbours. Reading is in fixed-size chunks, so memory stays flat whatever the file size;
+``start`` resumes at a byte offset the previous run recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+BOM = b"\xef\xbb\xbf"
+EOF_MARK = b"\x1a"
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class RawLine:
+    """One physical line: its number (from 1), the file offset of its first byte, its bytes
+    without the line end, and the offset of the next line."""
+
+    number: int
+    offset: int
+    data: bytes
+    end: int
+
+
+def split_lines(
+    stream: BinaryIO, *, start: int = 0, first_number: int = 1, chunk: int = CHUNK
+) -> Iterator[RawLine]:
+    """Every line from ``start``; blank lines are skipped (their number is still used up),
+    a BOM at the head of the file and the EOF mark at its end are dropped."""
+    stream.seek(start)
+    offset, number, pending = start, first_number, b""
+    while True:
+        block = stream.read(chunk)
+        if not block:
+            break
+        pending += block
+        lines = pending.split(b"\n")
+        pending = lines.pop()
+        for data in lines:
+            end = offset + len(data) + 1
+            line = _clean(data, offset)
+            if line:
+                yield RawLine(number, offset, line, end)
+            number += 1
+            offset = end
+    if pending:
+        line = _clean(pending, offset)
+        if line:
+            yield RawLine(number, offset, line, offset + len(pending))
+
+
+def _clean(data: bytes, offset: int) -> bytes:
+    if offset == 0 and data.startswith(BOM):
+        data = data[len(BOM) :]
+    if data.endswith(b"\r"):
+        data = data[:-1]
+    # the EOF mark ends a file's last line (or stands alone on it); it is never data
+    return data.rstrip(EOF_MARK) if data.endswith(EOF_MARK) else data

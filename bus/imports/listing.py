@@ -1,0 +1,101 @@
+"""One notice → the rows of the 評価変更リスト: one per 権利者/義務者, with its match, in the
+order staff work through it (大字 → 地番 → 受付番号)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from functools import cache
+from typing import Any
+
+from bus.imports.matching import Match, Outcome, Owner, OwnerMatcher
+from bus.imports.normalize import address_key, fold_text
+from bus.imports.records import Notice
+from bus.imports.worklist import ListRow
+from bus.resources import data_dir
+
+_OAZA = re.compile(r"大字(.+?)(?:字|[0-9]|$)")
+_NUMBERS = re.compile(r"[0-9]+")
+
+
+@cache
+def _land_categories() -> dict[str, str]:
+    path = data_dir("schemas") / "codes" / "land_category.csv"
+    with path.open(encoding="utf-8", newline="") as handle:
+        return {row["code"]: row["name_ja"] for row in csv.DictReader(handle)}
+
+
+def land_category_name(code: str) -> str:
+    return _land_categories().get(code, code)
+
+
+def sort_key(values: dict[str, Any], town_key: str) -> tuple[str, str, str]:
+    location = fold_text(values.get("propertyLocation", ""))
+    found = _OAZA.search(location)
+    oaza = found.group(1) if found else address_key(location).removeprefix(town_key)
+    lot = values.get("lotNumber") or values.get("buildingNumber") or ""
+    numbers = "-".join(n.zfill(9) for n in _NUMBERS.findall(fold_text(lot)))
+    return oaza, numbers, values.get("receiptNumber", "").zfill(10)
+
+
+def owners(values: dict[str, Any]) -> list[Owner]:
+    found = [
+        Owner(
+            "権利者",
+            h.get("rightHolderName", ""),
+            h.get("rightHolderNameKana", ""),
+            h.get("rightHolderAddress", ""),
+            h.get("share", ""),
+        )
+        for h in values["rightHolder"]
+    ]
+    found += [
+        Owner("義務者", o.get("obligorName", ""), "", o.get("obligorAddress", ""))
+        for o in values["obligor"]
+    ]
+    return found
+
+
+def rows_for(notice: Notice, matcher: OwnerMatcher, review: list[str]) -> list[ListRow]:
+    values = notice.values
+    key = sort_key(values, matcher.town_key)
+    land = "registeredLandCategory" in values or "registeredLandArea" in values
+    common = [
+        values.get("receiptDate", ""),
+        values.get("receiptNumber", ""),
+        values.get("realEstateNumber", ""),
+        values.get("propertyLocation", ""),
+        values.get("lotNumber") or values.get("buildingNumber") or "",
+        land_category_name(values["registeredLandCategory"])
+        if "registeredLandCategory" in values
+        else values.get("buildingKind", ""),
+        values.get("registeredLandArea", "") if land else values.get("floorArea", ""),
+        values.get("registrationPurpose", ""),
+        values.get("registrationCause", ""),
+    ]
+    people = owners(values) or [Owner("権利者", "")]
+    rows = []
+    for seq, owner in enumerate(people):
+        match = (
+            matcher.match(owner) if owner.name else Match(Outcome.UNMATCHED, reasons=["名義人なし"])
+        )
+        reasons = review + match.reasons
+        rows.append(
+            ListRow(
+                notice.line,
+                seq,
+                key,
+                notice.key.text(),
+                [
+                    *common,
+                    owner.role,
+                    " ".join(fold_text(owner.name).split()),
+                    owner.share,
+                    match.outcome.value,
+                    match.addressee_number,
+                    " ".join(f"{n}({s:.2f})" for n, s in match.candidates),
+                    "、".join(dict.fromkeys(reasons)),
+                ],
+            )
+        )
+    return rows

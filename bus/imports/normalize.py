@@ -1,0 +1,139 @@
+"""Normalisation before owner matching (名寄せ): names, kana, addresses, corporations, 持分.
+
+Only what is the *same name written differently* is folded: character width, spaces, kana
+forms, and the variant kanji listed in ``variant_kanji.csv`` (髙→高, 﨑→崎, 齋→斎 …). 斎 and 斉
+are different names and stay apart: the table is data, reviewed by staff, never NFKC.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from bus.mapping.text import to_half_width, to_katakana
+from bus.rules.check_digits import corporate_number_valid
+
+VARIANT_TABLE = Path(__file__).with_name("variant_kanji.csv")
+# 〜 (WAVE DASH, what Shift_JIS decoders give for 0x8160) and ～ (what CP932 gives) are one sign
+_SIGNS = str.maketrans({"\u301c": "～", "\u2212": "－", "\u2015": "－", "\u2010": "－"})
+_SPACE = re.compile(r"[\s\u3000]+")
+
+
+@cache
+def variant_table(path: Path = VARIANT_TABLE) -> dict[int, str]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {ord(row["variant"]): row["standard"] for row in rows}
+
+
+def fold_text(text: str) -> str:
+    """Width (full-width ASCII → ASCII, half-width kana → full-width), signs and variants."""
+    return to_half_width(_widen_kana(text).translate(_SIGNS)).translate(variant_table())
+
+
+def _widen_kana(text: str) -> str:
+    if not any("\uff61" <= ch <= "\uff9f" for ch in text):
+        return text
+    return re.sub(r"[\uff61-\uff9f]+", lambda m: to_katakana(m.group()), text)
+
+
+def name_key(text: str) -> str:
+    """A person's name for comparison: folded, without any spaces."""
+    return _SPACE.sub("", fold_text(text))
+
+
+def kana_key(text: str) -> str:
+    return _SPACE.sub("", to_katakana(text))
+
+
+# --- addresses ------------------------------------------------------------------------------
+
+_KANJI_DIGITS = {c: i for i, c in enumerate("〇一二三四五六七八九")}
+_KANJI_NUMBER = "〇一二三四五六七八九十百千"
+_UNIT = r"(?:丁目|番地|番|号|の|-|－)"
+_NUMBER_IN_ADDRESS = re.compile(rf"([{_KANJI_NUMBER}]+)(?={_UNIT}|$)")
+_PREFIX = re.compile(r"^(?:.{2,3}?[都道府県])?(?:[^0-9]{1,4}?郡)?")
+_MARKERS = re.compile(r"大字|(?<![0-9])字(?=[^0-9])")
+_SEPARATORS = re.compile(r"(?:丁目|番地|番|号|の|－|‐|ー(?=[0-9])|-)+")
+
+
+def kanji_to_int(text: str) -> int:
+    """漢数字 (positional 一〇二 or with 十百千 二十三) → int."""
+    if not any(ch in "十百千" for ch in text):
+        return int("".join(str(_KANJI_DIGITS[ch]) for ch in text))
+    total, current = 0, 0
+    for ch in text:
+        if ch in _KANJI_DIGITS:
+            current = _KANJI_DIGITS[ch]
+        else:
+            total += (current or 1) * {"十": 10, "百": 100, "千": 1000}[ch]
+            current = 0
+    return total + current
+
+
+def address_key(text: str) -> str:
+    """An address for comparison: no prefecture or 郡, no 大字/字, digits for 漢数字 in
+    number positions, 丁目/番地/番/号/の as one separator (佐賀県杵島郡大町町大字大町一七二二番地十
+    → 大町町大町1722-10)."""
+    folded = _SPACE.sub("", fold_text(text))
+    folded = _NUMBER_IN_ADDRESS.sub(lambda m: str(kanji_to_int(m.group(1))), folded)
+    folded = _PREFIX.sub("", folded, count=1)
+    folded = _MARKERS.sub("", folded)
+    return _SEPARATORS.sub("-", folded).strip("-")
+
+
+# --- corporations ---------------------------------------------------------------------------
+
+_CORPORATE_FORMS = {
+    "株式会社": ("㈱", "(株)", "（株）"),
+    "有限会社": ("㈲", "(有)", "（有）"),
+    "合同会社": ("(同)", "（同）"),
+    "合名会社": ("㈴", "(名)", "（名）"),
+    "合資会社": ("㈾", "(資)", "（資）"),
+    "一般社団法人": ("(一社)", "（一社）"),
+    "一般財団法人": ("(一財)", "（一財）"),
+}
+_CORPORATE_NUMBER = re.compile(r"(?<![0-9])([0-9]{13})(?![0-9])")
+_NUMBER_NOTE = re.compile(r"[（(]?(?:法人番号|会社法人等番号)?[:：]?[0-9\-－]{12,16}[)）]?")
+
+
+@dataclass(frozen=True, slots=True)
+class Corporation:
+    key: str  # canonical name with the form spelled out where it was written (前株/後株)
+    bare: str  # the name without its form, to find the same company written the other way
+    number: str | None  # 法人番号, when the notice carries a valid one
+
+
+def corporation(text: str) -> Corporation | None:
+    """The corporation a right holder's name denotes, or None for a natural person."""
+    folded = _SPACE.sub("", fold_text(text))
+    numbers = _CORPORATE_NUMBER.findall(folded.replace("-", ""))
+    number = next((m for m in numbers if corporate_number_valid(m)), None)
+    name = _NUMBER_NOTE.sub("", folded) if number else folded
+    for full, abbreviations in _CORPORATE_FORMS.items():
+        for abbreviation in abbreviations:
+            name = name.replace(to_half_width(abbreviation), full)
+        if full in name:
+            return Corporation(name, name.replace(full, ""), number)
+    return None
+
+
+# --- 持分 -----------------------------------------------------------------------------------
+
+_SHARE = re.compile(r"^(?:持分)?([0-9]+)(?:分の|/)([0-9]+)$")
+
+
+def share(text: str) -> str | None:
+    """持分 as ``numerator/denominator`` (２分の１ → 1/2, 1/2 → 1/2); None when unreadable."""
+    folded = _SPACE.sub("", fold_text(text)).replace("／", "/")
+    match = _SHARE.match(folded)
+    if match is None:
+        return None
+    first, second = int(match.group(1)), int(match.group(2))
+    numerator, denominator = (second, first) if "分の" in folded else (first, second)
+    if numerator < 1 or denominator < 1 or numerator > denominator:
+        return None
+    return f"{numerator}/{denominator}"

@@ -1,0 +1,213 @@
+"""One line of a notice file → a 登記済通知 service element, through the mapping engine.
+
+Only three things make a record an error (RK-IMP001–003): an undecodable line, a wrong field
+count, an unreadable key field (受付年月日, 受付番号, 不動産番号). Any other field the mapping
+cannot translate is imported empty and flagged 要確認, as are 外字 without a table (kept as
+private-use characters with ``alt="〓"``), half-width kana, a 所在 outside the tenant and an
+empty 登記原因.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lxml import etree
+
+from bus.catalogue import NS_EXTENSION, NS_STANDARD
+from bus.errors import make_finding
+from bus.imports.encoding import Undecodable, decode_line
+from bus.imports.lines import RawLine
+from bus.imports.normalize import address_key, share
+from bus.mapping import Section
+from bus.mapping.values import FieldFailure
+from bus.pipeline import Finding, Severity
+
+KEY_ITEMS = {
+    "receiptDate": "受付年月日",
+    "receiptNumber": "受付番号",
+    "realEstateNumber": "不動産番号",
+}
+SHARE_COLUMN = "持分"
+GROUP_SEPARATOR = "／"
+GETA = "〓"  # 代替文字 for a 外字 with no table
+MAX_BLANKED = 5  # a line with more untranslatable fields than this is not worth importing blind
+
+
+_PRIVATE_USE = re.compile("[\ue000-\uf8ff\U000f0000-\U0010ffff]")
+_HALF_KANA = re.compile("[\uff61-\uff9f]")
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeKey:
+    """受付年月日 + 受付番号 + 不動産番号, width-normalised (the mapping's output)."""
+
+    receipt_date: str
+    receipt_number: str
+    real_estate_number: str
+
+    def text(self) -> str:
+        return f"{self.receipt_date}|{self.receipt_number}|{self.real_estate_number}"
+
+
+@dataclass(slots=True)
+class Notice:
+    """A good record: the service element, its key, the values the list shows, and why staff
+    should look at it (要確認)."""
+
+    line: int
+    key: NoticeKey
+    service_xml: bytes
+    values: dict[str, Any]
+    review: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    line: int
+    offset: int
+    field: str
+    finding: Finding
+
+
+class NoticeParser:
+    """Parses lines of one file for one tenant (``town``: its name, for the 所在 check)."""
+
+    def __init__(self, section: Section, encoding: str, tenant: str, town: str) -> None:
+        self.section = section
+        self.encoding = encoding
+        self.params = {"tenant": tenant}
+        self.town_key = address_key(town)
+        self.columns: list[str] | None = getattr(section.format, "columns", None)
+        self.header_seen = False
+
+    def parse(self, raw: RawLine) -> Notice | RecordError | None:
+        """The notice, the record error, or None for the header row."""
+        text = decode_line(raw.data, self.encoding)
+        if isinstance(text, Undecodable):
+            return self._error(raw, "", "RK-IMP001", expected=text.encoding, actual=text.position)
+        review: list[str] = []
+        if _HALF_KANA.search(text):
+            review.append("半角カナ")
+        if self.columns is None:  # fixed width: the mapping reads the bytes itself
+            source: Any = raw.data
+            fields: list[str] = []
+        else:
+            fields = next(csv.reader([text]))
+            if not self.header_seen and fields == self.columns:
+                self.header_seen = True
+                return None
+            self.header_seen = True
+            if len(fields) != len(self.columns):
+                return self._error(
+                    raw, "", "RK-IMP002", expected=len(self.columns), actual=len(fields)
+                )
+            self._clean_shares(fields, review)
+            source = fields
+        return self._translate(raw, source, fields, review)
+
+    def _clean_shares(self, fields: list[str], review: list[str]) -> None:
+        assert self.columns is not None
+        if SHARE_COLUMN not in self.columns:
+            return
+        index = self.columns.index(SHARE_COLUMN)
+        if not fields[index].strip():
+            return
+        written = fields[index].split(GROUP_SEPARATOR)
+        parts = [share(part) if part.strip() else "" for part in written]
+        if None in parts:
+            review.append("持分を読めません")
+        fields[index] = GROUP_SEPARATOR.join(part or "" for part in parts)
+
+    def _translate(
+        self, raw: RawLine, source: Any, fields: list[str], review: list[str]
+    ) -> Notice | RecordError:
+        for _ in range(MAX_BLANKED + 1):
+            record = (
+                self.section.format.record(source)  # type: ignore[attr-defined]
+                if fields
+                else _read_fixed(self.section, source)
+            )
+            if isinstance(record, FieldFailure):
+                return self._error(raw, "", "RK-IMP002", expected="layout", actual=record.code)
+            translation = self.section.run(record, raw.number, self.params)
+            errors = [f for f in translation.findings if f.severity is Severity.ERROR]
+            key_errors = [f for f in errors if f.item in KEY_ITEMS]
+            if key_errors:
+                first = key_errors[0]
+                return self._key_error(raw, first.item or "", first.code)
+            if translation.output is not None:
+                return self._notice(raw, translation.output, review)
+            blanked = [_column(f) for f in errors]
+            if not fields or not all(c in (self.columns or ()) for c in blanked):
+                return self._error(raw, "", "RK-IMP004", actual=",".join(f.code for f in errors))
+            for column in blanked:
+                fields[self.columns.index(column)] = ""  # type: ignore[union-attr]
+                review.append(f"{column}を読めないため空で取込み")
+        return self._error(raw, "", "RK-IMP004", actual="too many unreadable fields")
+
+    def _notice(self, raw: RawLine, output: bytes, review: list[str]) -> Notice | RecordError:
+        element = etree.fromstring(output)
+        gaiji = _PRIVATE_USE.search(output.decode("utf-8")) is not None
+        values = _values(element, review, gaiji)
+        number = values.get("realEstateNumber", "")
+        if number and not (len(number) == 13 and number.isdigit()):
+            return self._key_error(raw, "realEstateNumber", "13桁の数字ではありません")
+        receipt = values.get("receiptNumber", "")
+        if not (receipt.isdigit() and len(receipt) <= 10):
+            return self._key_error(raw, "receiptNumber", "10桁以内の数字ではありません")
+        if not values.get("registrationCause"):
+            review.append("登記原因が空")
+        location = address_key(values.get("propertyLocation", ""))
+        if self.town_key and not location.startswith(self.town_key):
+            review.append("所在が団体外")
+        key = NoticeKey(values.get("receiptDate", ""), receipt, number)
+        service_xml = etree.tostring(element, encoding="unicode").encode() if gaiji else output
+        return Notice(raw.number, key, service_xml, values, review)
+
+    def _key_error(self, raw: RawLine, item: str, reason: str) -> RecordError:
+        return self._error(raw, KEY_ITEMS.get(item, item), "RK-IMP003", item=item, actual=reason)
+
+    def _error(self, raw: RawLine, column: str, code: str, **params: Any) -> RecordError:
+        item = params.pop("item", None)
+        finding = make_finding(
+            code,
+            path=f"/line[{raw.number}]" + (f"/{column}" if column else ""),
+            item=item,
+            name_ja=column or None,
+            line=raw.number,
+            **params,
+        )
+        return RecordError(raw.number, raw.offset, column, finding)
+
+
+def _read_fixed(section: Section, data: bytes) -> Any:
+    try:
+        return section.format.read(data)
+    except FieldFailure as failure:
+        return failure
+
+
+def _column(finding: Finding) -> str:
+    return finding.path.rsplit("/", 1)[-1]
+
+
+def _values(element: etree._Element, review: list[str], gaiji: bool) -> dict[str, Any]:
+    """The service element's items by local name (groups as lists of dicts); a 外字 with no
+    table gets its ``alt`` here, so the message stays valid and staff see 〓."""
+    values: dict[str, Any] = {"rightHolder": [], "obligor": []}
+    for node in element.iter(f"{{{NS_STANDARD}}}*", f"{{{NS_EXTENSION}}}*"):
+        name = etree.QName(node).localname
+        if name in ("rightHolder", "obligor"):
+            values[name].append({etree.QName(c).localname: c.text or "" for c in node})
+            continue
+        text = node.text or ""
+        if gaiji and _PRIVATE_USE.search(text) and "alt" not in node.attrib:
+            node.set("alt", _PRIVATE_USE.sub(GETA, text))
+            if "外字（変換表なし）" not in review:
+                review.append("外字（変換表なし）")
+        if len(node) == 0:
+            values.setdefault(name, text)
+    return values

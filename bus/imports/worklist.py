@@ -1,0 +1,154 @@
+"""A batch's own work file: its resume cursor, counts, the list rows and the record errors.
+
+One SQLite file per (file hash, tenant) under ``<data dir>/imports/``. Every 1,000 records the
+rows, errors, counts and the cursor (byte offset and line number of the next line) are
+committed together, so a run killed at any point resumes after the last commit. The rows are
+kept with their sort key, so the 評価変更リスト is written sorted without holding it in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+create table if not exists batch (
+  id integer primary key check (id = 1), file_hash text, tenant text, encoding text,
+  cursor_offset integer, cursor_line integer, new integer, duplicate integer, errors integer,
+  status text, last_commit_at text);
+create table if not exists rows (
+  line integer, seq integer, oaza text, lot text, receipt text, key text, cells text);
+create index if not exists ix_rows_order on rows (oaza, lot, receipt, line, seq);
+create index if not exists ix_rows_key on rows (key, line);
+create table if not exists errors (
+  line integer, offset integer, field text, code text, message_ja text, message_en text);
+"""
+RUNNING, DONE = "running", "done"
+
+
+@dataclass(slots=True)
+class BatchState:
+    cursor_offset: int = 0
+    cursor_line: int = 1
+    new: int = 0
+    duplicate: int = 0
+    errors: int = 0
+    status: str = RUNNING
+    last_commit_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListRow:
+    line: int
+    seq: int
+    sort_key: tuple[str, str, str]
+    key: str  # the notice's key: a notice listed twice in one file is shown once
+    cells: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    line: int
+    offset: int
+    field: str
+    code: str
+    message_ja: str
+    message_en: str
+
+
+class Worklist:
+    def __init__(self, path: Path, file_hash: str, tenant: str, encoding: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path)
+        self._db.executescript(SCHEMA)
+        found = self._db.execute(
+            "select cursor_offset, cursor_line, new, duplicate, errors, status, last_commit_at"
+            " from batch"
+        ).fetchone()
+        # resumed: a run of this batch stopped before finishing (killed, or interrupted)
+        self.resumed = found is not None and found[5] == RUNNING
+        if found is None:
+            now = datetime.now(UTC)
+            self.state = BatchState(last_commit_at=now)
+            with self._db:
+                self._db.execute(
+                    "insert into batch values (1, ?, ?, ?, 0, 1, 0, 0, 0, ?, ?)",
+                    (file_hash, tenant, encoding, RUNNING, now.isoformat()),
+                )
+        else:
+            when = datetime.fromisoformat(found[6]) if found[6] else None
+            offset, line, new, duplicate, errors, status = found[:6]
+            self.state = BatchState(offset, line, new, duplicate, errors, status, when)
+
+    def restart(self) -> None:
+        """A finished batch imported again: a fresh pass (its records come back 重複)."""
+        with self._db:
+            self._db.execute("delete from rows")
+            self._db.execute("delete from errors")
+            self._db.execute(
+                "update batch set cursor_offset = 0, cursor_line = 1, new = 0, duplicate = 0,"
+                " errors = 0, status = ?, last_commit_at = null",
+                (RUNNING,),
+            )
+        self.state = BatchState(last_commit_at=datetime.now(UTC))
+        self.resumed = False
+
+    def commit(
+        self, rows: Sequence[ListRow], errors: Sequence[ErrorRow], offset: int, line: int
+    ) -> None:
+        """One chunk: its rows, errors, the counts in ``state`` and the next line's cursor."""
+        state = self.state
+        state.cursor_offset, state.cursor_line = offset, line
+        state.last_commit_at = datetime.now(UTC)
+        with self._db:
+            self._db.executemany(
+                "insert into rows values (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (r.line, r.seq, *r.sort_key, r.key, json.dumps(r.cells, ensure_ascii=False))
+                    for r in rows
+                ],
+            )
+            self._db.executemany(
+                "insert into errors values (?, ?, ?, ?, ?, ?)",
+                [(e.line, e.offset, e.field, e.code, e.message_ja, e.message_en) for e in errors],
+            )
+            self._save(state)
+
+    def finish(self) -> None:
+        self.state.status = DONE
+        with self._db:
+            self._save(self.state)
+
+    def _save(self, state: BatchState) -> None:
+        when = state.last_commit_at.isoformat() if state.last_commit_at else None
+        self._db.execute(
+            "update batch set cursor_offset = ?, cursor_line = ?, new = ?, duplicate = ?,"
+            " errors = ?, status = ?, last_commit_at = ?",
+            (
+                state.cursor_offset, state.cursor_line, state.new, state.duplicate,
+                state.errors, state.status, when,
+            ),
+        )  # fmt: skip
+
+    def sorted_rows(self) -> Iterator[list[Any]]:
+        query = (
+            "select cells from rows r"
+            " where r.line = (select min(k.line) from rows k where k.key = r.key)"
+            " order by oaza, lot, receipt, line, seq"
+        )
+        for (cells,) in self._db.execute(query):
+            yield json.loads(cells)
+
+    def error_rows(self) -> Iterator[ErrorRow]:
+        query = "select * from errors order by line"
+        for row in self._db.execute(query):
+            yield ErrorRow(*row)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,158 @@
+"""CSV system files: one record per line, columns named by the header row.
+
+A repeating group (持分: several right holders in one notice) is written in one line with its
+columns' values separated by the group's ``split`` character (``山田　太郎／山田　花子``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bus.mapping.formats import SpecError, option
+from bus.mapping.values import DictRecord, FieldFailure, Source, Target, Text, Value
+
+
+@dataclass(eq=False)
+class SplitGroup:
+    separator: str
+    columns: list[str] = field(default_factory=list)
+
+
+class CsvRecord:
+    """One CSV line as a record (``column → text``)."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: Mapping[str, str]) -> None:
+        self.row = row
+
+    def get(self, key: Any) -> Value | None:
+        value = self.row.get(key)
+        return None if value is None else value
+
+    def groups(self, key: Any) -> list[Source]:
+        assert isinstance(key, SplitGroup)
+        parts = {c: (self.row.get(c) or "").split(key.separator) for c in key.columns}
+        count = max((len(p) for c, p in parts.items() if self.row.get(c)), default=0)
+        return [
+            CsvRecord({c: p[i] if i < len(p) else "" for c, p in parts.items()})
+            for i in range(count)
+        ]
+
+
+class CsvFormat:
+    name = "csv"
+    multi_record = True
+
+    def __init__(self, section: dict[str, Any]) -> None:
+        columns = section.get("columns")
+        if not isinstance(columns, list) or not columns:
+            raise SpecError("a CSV section needs columns: the header names in order")
+        self.columns = [str(c) for c in columns]
+        if len(set(self.columns)) != len(self.columns):
+            raise SpecError("columns must be unique")
+        self.encoding = option(section, "encoding", "utf-8")
+        self.delimiter = option(section, "delimiter", ",")
+        self.header = option(section, "header", "true") == "true"
+
+    def compile_path(self, path: Any, group: Any, writing: bool) -> Any:
+        if path not in self.columns:
+            raise SpecError(f"{path!r} is not one of the columns")
+        if isinstance(group, SplitGroup) and path not in group.columns:
+            group.columns.append(str(path))
+        return str(path)
+
+    def compile_group(self, spec: dict[str, Any], parent: Any, writing: bool) -> Any:
+        separator = spec.get("split")
+        if not isinstance(separator, str) or not separator:
+            raise SpecError("a CSV group needs split: the separator of its values")
+        return SplitGroup(separator)
+
+    def decode(self, data: bytes) -> str:
+        try:
+            return data.decode(self.encoding).removeprefix("\ufeff")
+        except (UnicodeDecodeError, LookupError) as error:
+            raise FieldFailure(
+                "RK-MAP005", expected=f"CSV ({self.encoding})", actual=type(error).__name__
+            ) from None
+
+    def read(self, data: bytes) -> Source:
+        for _, record in self.records(data):
+            if isinstance(record, Exception):
+                raise record
+            return record
+        raise FieldFailure("RK-MAP005", expected="CSV", actual="no record")
+
+    def records(self, data: bytes) -> Iterator[tuple[int, Source | Exception]]:
+        """Each data line (numbered from 1) as a record, or why it cannot be read."""
+        try:
+            text = self.decode(data)
+        except FieldFailure as failure:
+            yield 1, failure
+            return
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter)
+        header = self.columns
+        number = 0
+        try:
+            for row in reader:
+                if self.header and reader.line_num == 1 and number == 0 and header is self.columns:
+                    if row != self.columns:
+                        yield (
+                            1,
+                            FieldFailure(
+                                "RK-MAP005",
+                                expected="header " + ",".join(self.columns),
+                                actual=",".join(row)[:200],
+                            ),
+                        )
+                        return
+                    header = list(row)
+                    continue
+                number += 1
+                yield number, self.record(row)
+        except csv.Error as error:
+            yield number + 1, FieldFailure("RK-MAP005", expected="CSV", actual=str(error)[:200])
+
+    def record(self, fields: list[str] | Mapping[str, str]) -> Source | Exception:
+        """One record from its fields (a list in column order, or column → value)."""
+        if isinstance(fields, Mapping):
+            return CsvRecord(fields)
+        if len(fields) != len(self.columns):
+            return FieldFailure(
+                "RK-MAP005", expected=f"{len(self.columns)} columns", actual=str(len(fields))
+            )
+        return CsvRecord(dict(zip(self.columns, fields, strict=True)))
+
+    def new_target(self) -> Target:
+        return DictRecord()
+
+    def render(self, target: Target) -> bytes:
+        assert isinstance(target, DictRecord)
+        row = {c: "" for c in self.columns}
+        for key, value in target.data.items():
+            if isinstance(key, SplitGroup):
+                for column in key.columns:
+                    row[column] = key.separator.join(_text(m.data.get(column, "")) for m in value)
+            else:
+                row[key] = _text(value)
+        out = io.StringIO(newline="")
+        writer = csv.writer(out, delimiter=self.delimiter, lineterminator="\r\n")
+        if self.header:
+            writer.writerow(self.columns)
+        writer.writerow([row[c] for c in self.columns])
+        try:
+            return out.getvalue().encode(self.encoding)
+        except UnicodeEncodeError as error:
+            raise FieldFailure(
+                "RK-MAP007",
+                expected=self.encoding,
+                actual=f"U+{ord(error.object[error.start]):04X}",
+            ) from None
+
+
+def _text(value: Value) -> str:
+    return value.text if isinstance(value, Text) else value

@@ -1,0 +1,219 @@
+"""Fixed-width records (固定長): fields counted in bytes of the record's encoding (CP932 by
+default, or a mainframe codec registered under ``renkei.mapping.codecs``).
+
+A field is ``{start: 1-based byte, bytes: n, pad: half|full|zero|none, type: text|zoned|
+packed, align: left|right}``. Text is padded with half-width spaces (``half``), full-width
+spaces 　 (``full``; an odd byte left over takes one half-width space) or zeros (``zero``,
+right-aligned numbers). ``zoned`` is a zoned decimal (one digit per byte, the sign in the
+last byte's zone: 0x3/0xC/0xF positive, 0x7/0xD negative); ``packed`` is COMP-3 (two digits
+per byte, the last nibble the sign: 0xC/0xF positive, 0xD negative).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bus.mapping.formats import SpecError, option
+from bus.mapping.hooks import Codec, find_codec
+from bus.mapping.values import DictRecord, FieldFailure, Source, Target, Text, Value
+
+PADS = ("half", "full", "zero", "none")
+TYPES = ("text", "zoned", "packed")
+
+
+@dataclass(frozen=True, slots=True)
+class FixedField:
+    start: int  # 0-based offset
+    size: int
+    pad: str
+    type: str
+    align: str
+    label: str
+
+
+class FixedRecord:
+    __slots__ = ("codec", "data")
+
+    def __init__(self, data: bytes, codec: Codec) -> None:
+        self.data = data
+        self.codec = codec
+
+    def get(self, key: Any) -> Value | None:
+        assert isinstance(key, FixedField)
+        raw = self.data[key.start : key.start + key.size]
+        if key.type == "zoned":
+            return _zoned_read(raw, key)
+        if key.type == "packed":
+            return _packed_read(raw, key)
+        try:
+            text = self.codec.decode(raw)
+        except (UnicodeDecodeError, ValueError):
+            raise FieldFailure("RK-MAP007", expected="decode", actual=raw.hex()) from None
+        if key.pad == "zero":
+            return text.lstrip("0") or ("0" if text else "")
+        if key.pad == "none":
+            return text
+        return text.strip(" \u3000")
+
+    def groups(self, key: Any) -> list[Source]:
+        return []
+
+
+def _zoned_read(raw: bytes, key: FixedField) -> str:
+    if not raw:
+        return ""
+    digits = []
+    for byte in raw:
+        digit = byte & 0x0F
+        if digit > 9:
+            raise FieldFailure("RK-MAP009", expected="zoned", actual=raw.hex())
+        digits.append(str(digit))
+    sign = "-" if raw[-1] >> 4 in (0x7, 0xD) else ""
+    return sign + str(int("".join(digits)))
+
+
+def _packed_read(raw: bytes, key: FixedField) -> str:
+    if not raw:
+        return ""
+    nibbles = "".join(f"{byte:02x}" for byte in raw)
+    digits, sign = nibbles[:-1], nibbles[-1]
+    if not digits.isdigit() or sign not in "cdf":
+        raise FieldFailure("RK-MAP009", expected="packed", actual=raw.hex())
+    return ("-" if sign == "d" else "") + str(int(digits))
+
+
+def _number(value: str, kind: str) -> tuple[bool, str]:
+    negative = value.startswith("-")
+    digits = value.removeprefix("-")
+    if not digits.isascii() or not digits.isdigit():
+        raise FieldFailure("RK-MAP009", expected=kind, actual=value[:20])
+    return negative, digits
+
+
+class FixedFormat:
+    name = "fixed"
+    multi_record = True
+
+    def __init__(self, section: dict[str, Any]) -> None:
+        length = section.get("record_length")
+        if length is None or not str(length).isdigit() or int(length) < 1:
+            raise SpecError("a fixed-width section needs record_length (bytes)")
+        self.length = int(length)
+        self.encoding = option(section, "encoding", "cp932")
+        codec = find_codec(self.encoding)
+        if codec is None:
+            raise SpecError(f"unknown encoding {self.encoding!r} (no codec and no hook)")
+        self.codec = codec
+        separator = {"crlf": b"\r\n", "lf": b"\n", "none": b""}.get(
+            option(section, "separator", "crlf")
+        )
+        if separator is None:
+            raise SpecError("separator must be crlf, lf or none")
+        self.separator: bytes = separator
+        self.fields: list[FixedField] = []
+
+    def compile_path(self, path: Any, group: Any, writing: bool) -> Any:
+        if not isinstance(path, dict):
+            raise SpecError("a fixed-width path is {start, bytes, pad, type}")
+        try:
+            start, size = int(path["start"]), int(path["bytes"])
+        except (KeyError, TypeError, ValueError):
+            raise SpecError("start and bytes must be whole numbers") from None
+        pad, kind = str(path.get("pad") or "half"), str(path.get("type") or "text")
+        align = str(path.get("align") or ("right" if pad == "zero" else "left"))
+        if pad not in PADS or kind not in TYPES or align not in ("left", "right"):
+            raise SpecError(f"pad must be one of {PADS}, type one of {TYPES}, align left|right")
+        if start < 1 or size < 1 or start - 1 + size > self.length:
+            raise SpecError(
+                f"bytes {start}..{start + size - 1} lie outside the record ({self.length})"
+            )
+        field = FixedField(
+            start - 1, size, pad, kind, align, str(path.get("name") or f"{start}+{size}")
+        )
+        for other in self.fields:
+            if (
+                other != field
+                and field.start < other.start + other.size
+                and other.start < field.start + field.size
+            ):
+                raise SpecError(f"bytes {start}..{start + size - 1} overlap field {other.label}")
+        if field not in self.fields:
+            self.fields.append(field)
+        return field
+
+    def compile_group(self, spec: dict[str, Any], parent: Any, writing: bool) -> Any:
+        raise SpecError("fixed-width records have no repeating groups")
+
+    def read(self, data: bytes) -> Source:
+        if self.separator and data.endswith(self.separator):
+            data = data[: -len(self.separator)]
+        if len(data) != self.length:
+            raise FieldFailure("RK-MAP005", expected=f"{self.length} bytes", actual=str(len(data)))
+        return FixedRecord(data, self.codec)
+
+    def records(self, data: bytes) -> Iterator[tuple[int, Source | Exception]]:
+        step = self.length + len(self.separator)
+        for number, offset in enumerate(range(0, len(data), step), start=1):
+            chunk = data[offset : offset + self.length]
+            if len(chunk) != self.length or (
+                self.separator
+                and data[offset + self.length : offset + step] not in (self.separator, b"")
+            ):
+                yield (
+                    number,
+                    FieldFailure(
+                        "RK-MAP005", expected=f"{self.length} bytes", actual=str(len(chunk))
+                    ),
+                )
+                return
+            yield number, FixedRecord(chunk, self.codec)
+
+    def new_target(self) -> Target:
+        return DictRecord()
+
+    def render(self, target: Target) -> bytes:
+        assert isinstance(target, DictRecord)
+        record = bytearray(b" " * self.length)
+        for key, value in target.data.items():
+            record[key.start : key.start + key.size] = self.field_bytes(key, _text(value))
+        return bytes(record) + self.separator
+
+    def field_bytes(self, key: FixedField, value: str) -> bytes:
+        if key.type == "zoned":
+            negative, digits = _number(value, "zoned")
+            if len(digits) > key.size:
+                raise FieldFailure("RK-MAP006", expected=str(key.size), actual=str(len(digits)))
+            body = bytearray(digits.rjust(key.size, "0").encode("ascii"))
+            if negative:
+                body[-1] = 0x70 | (body[-1] & 0x0F)
+            return bytes(body)
+        if key.type == "packed":
+            negative, digits = _number(value, "packed")
+            nibbles = digits.rjust(key.size * 2 - 1, "0") + ("d" if negative else "c")
+            if len(nibbles) > key.size * 2:
+                raise FieldFailure("RK-MAP006", expected=str(key.size), actual=str(len(digits)))
+            return bytes.fromhex(nibbles)
+        try:
+            encoded = self.codec.encode(value)
+        except (UnicodeEncodeError, ValueError) as error:
+            bad = getattr(error, "object", value)[getattr(error, "start", 0)]
+            raise FieldFailure(
+                "RK-MAP007", expected=self.encoding, actual=f"U+{ord(bad):04X}"
+            ) from None
+        if len(encoded) > key.size:
+            raise FieldFailure("RK-MAP006", expected=str(key.size), actual=str(len(encoded)))
+        room = key.size - len(encoded)
+        if key.pad == "zero":
+            fill = b"0" * room
+        elif key.pad == "full":
+            space = self.codec.encode("\u3000")
+            fill = space * (room // len(space)) + b" " * (room % len(space))
+        else:
+            fill = b" " * room
+        return fill + encoded if key.align == "right" else encoded + fill
+
+
+def _text(value: Value) -> str:
+    return value.text if isinstance(value, Text) else value

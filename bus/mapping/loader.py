@@ -1,0 +1,249 @@
+"""Loads a mapping file (``mappings/<system>.yaml``, DESIGN §5), checks it against the
+catalogue and compiles every section. All problems are collected, each as
+``file:line:column: message``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from bus.mapping.compiler import EntryCompiler, SectionContext, SpecProblem
+from bus.mapping.derive import derive_fields
+from bus.mapping.formats import SpecError, SystemFormat
+from bus.mapping.formats.csv import CsvFormat
+from bus.mapping.formats.fixed import FixedFormat
+from bus.mapping.formats.json import JsonFormat
+from bus.mapping.formats.xml import XmlFormat
+from bus.mapping.layout import service_layout, services
+from bus.mapping.section import Direction, Section
+from bus.mapping.yamlpos import PDict, Position, YamlSyntaxError, load_positioned, position_of
+
+FILE_KEYS = frozenset({"system", "description", "namespaces", "params", "services"})
+SECTION_KEYS = frozenset(
+    {
+        "format",
+        "root",
+        "fields",
+        "derive",
+        "columns",
+        "encoding",
+        "delimiter",
+        "header",
+        "record_length",
+        "separator",
+        "note",
+    }
+)
+FORMATS = ("xml", "json", "csv", "fixed")
+
+
+class MappingError(ValueError):
+    """The mapping file is invalid; ``problems`` are ``file:line:column: message`` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """A loaded, compiled mapping file."""
+
+    path: Path
+    system: str
+    namespaces: dict[str, str]
+    params: dict[str, str]
+    sections: dict[tuple[str, Direction], Section]
+
+    def section(self, service: str, direction: Direction) -> Section | None:
+        return self.sections.get((service, direction))
+
+    @property
+    def golden_dir(self) -> Path:
+        return self.path.parent / "golden" / self.system
+
+
+def _make_format(section: PDict, namespaces: dict[str, str], at: Position) -> SystemFormat:
+    kind = str(section.get("format") or "")
+    try:
+        if kind == "xml":
+            root = section.get("root")
+            if not isinstance(root, str):
+                raise SpecError("an XML section needs root: the system's document element")
+            return XmlFormat(root, namespaces)
+        if kind == "json":
+            return JsonFormat()
+        if kind == "csv":
+            return CsvFormat(section)
+        if kind == "fixed":
+            return FixedFormat(section)
+    except SpecError as error:
+        raise SpecProblem(at, str(error)) from None
+    raise SpecProblem(position_of(section.get("format"), at), f"format must be one of {FORMATS}")
+
+
+class _FileLoader:
+    def __init__(self, path: Path, data: PDict) -> None:
+        self.path = path
+        self.data = data
+        self.problems: list[SpecProblem] = []
+        self.namespaces: dict[str, str] = {}
+        self.params: dict[str, str] = {}
+
+    def at(self, key: str) -> Position:
+        return self.data.key_positions.get(key, self.data.position)
+
+    def load(self) -> Mapping:
+        data = self.data
+        for key in sorted(set(data) - FILE_KEYS):
+            self.problems.append(SpecProblem(self.at(key), f"unknown key {key!r}"))
+        system = data.get("system")
+        if not isinstance(system, str) or not system:
+            self.problems.append(SpecProblem(data.position, "missing system: (the system id)"))
+        namespaces = data.get("namespaces") or {}
+        if not isinstance(namespaces, dict):
+            self.problems.append(SpecProblem(self.at("namespaces"), "namespaces is prefix: URI"))
+        else:
+            self.namespaces = {str(k): str(v) for k, v in namespaces.items()}
+        params = data.get("params") or {}
+        if isinstance(params, dict):
+            self.params = {str(k): "" if v is None else str(v) for k, v in params.items()}
+        else:
+            self.problems.append(SpecProblem(self.at("params"), "params is name: default"))
+        sections: dict[tuple[str, Direction], Section] = {}
+        raw_services = data.get("services")
+        if not isinstance(raw_services, PDict) or not raw_services:
+            self.problems.append(SpecProblem(data.position, "services: needs at least one service"))
+            raw_services = PDict()
+            raw_services.position, raw_services.key_positions = data.position, {}
+        known = set(services())
+        for service, spec in raw_services.items():
+            where = raw_services.key_positions.get(service, raw_services.position)
+            if service not in known:
+                self.problems.append(SpecProblem(where, f"unknown service {service!r}"))
+                continue
+            if not isinstance(spec, PDict) or not set(spec) <= {"inbound", "outbound"} or not spec:
+                self.problems.append(SpecProblem(where, "a service has inbound: and/or outbound:"))
+                continue
+            for direction in ("inbound", "outbound"):
+                if direction in spec:
+                    section = self.section(
+                        service, direction, spec, position_of(spec[direction], where)
+                    )
+                    if section is not None:
+                        sections[(service, direction)] = section
+        if self.problems:
+            raise MappingError([str(p) for p in sorted(self.problems, key=_order)])
+        return Mapping(self.path, str(system), self.namespaces, self.params, sections)
+
+    def section(
+        self, service: str, direction: Direction, spec: PDict, at: Position
+    ) -> Section | None:
+        raw = spec[direction]
+        if not isinstance(raw, PDict):
+            self.problems.append(
+                SpecProblem(at, f"{direction} is a mapping {{format, root, fields}}")
+            )
+            return None
+        for key in sorted(set(raw) - SECTION_KEYS):
+            self.problems.append(
+                SpecProblem(raw.key_positions.get(key, at), f"unknown key {key!r}")
+            )
+        if "derive" in raw:
+            other = str(raw["derive"])
+            if (
+                other == direction
+                or other not in ("inbound", "outbound")
+                or not isinstance(spec.get(other), dict)
+            ):
+                self.problems.append(
+                    SpecProblem(
+                        position_of(raw["derive"], at),
+                        f"derive names the other direction of {service}, which must be written out",
+                    )
+                )
+                return None
+            base = spec[other]
+            try:
+                fields = derive_fields(
+                    base.get("fields"), position_of(base, at), direction == "inbound"
+                )
+            except SpecProblem as problem:
+                self.problems.append(problem)
+                return None
+            raw = PDict({**base, "fields": fields})
+            raw.position, raw.key_positions = base.position, base.key_positions
+        try:
+            system_format = _make_format(raw, self.namespaces, at)
+        except SpecProblem as problem:
+            self.problems.append(problem)
+            return None
+        layout = service_layout(service)
+        context = SectionContext(
+            service, direction == "inbound", system_format, layout, self.path.parent, self.params
+        )
+        compiler = EntryCompiler(context)
+        entries = compiler.entries(
+            raw.get("fields"), layout, None, position_of(raw.get("fields"), at)
+        )
+        if context.inbound:
+            for leaf in layout.children:
+                if (
+                    getattr(leaf, "required", False)
+                    and hasattr(leaf, "item")
+                    and leaf.item not in context.mapped
+                ):
+                    context.problem(
+                        at, f"missing required target {leaf.item} ({service} requires it)"
+                    )
+        self.problems.extend(context.problems)
+        if context.problems:
+            return None
+        items = frozenset(context.mapped | context.used_items)
+        return Section(service, direction, system_format, tuple(entries), dict(self.params), items)
+
+
+def _order(problem: SpecProblem) -> tuple[int, int]:
+    return problem.position.line, problem.position.column
+
+
+def load_mapping(path: Path) -> Mapping:
+    """Read, check and compile a mapping file; raises :class:`MappingError`."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise MappingError([f"{name}:0:0: cannot be read ({error})"]) from None
+    try:
+        data = load_positioned(text, name)
+    except YamlSyntaxError as error:
+        raise MappingError([str(error)]) from None
+    if not isinstance(data, PDict):
+        raise MappingError([f"{name}:1:1: a mapping file is a YAML mapping (system, services…)"])
+    return _FileLoader(path, data).load()
+
+
+@lru_cache(maxsize=64)
+def _cached(path: Path, mtime_ns: int) -> Mapping:
+    return load_mapping(path)
+
+
+def cached_mapping(path: Path) -> Mapping:
+    """The compiled mapping, reloaded when the file changes (the hub's translate stages)."""
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        raise MappingError([f"{path}:0:0: not found"]) from None
+    return _cached(path, mtime)
+
+
+def resolve(name: str, directory: Path | None = None) -> Path:
+    """A system's ``mapping:`` setting → the file: absolute, or under the mappings folder."""
+    from bus.resources import data_dir
+
+    candidate = Path(name)
+    if candidate.is_absolute():
+        return candidate
+    return (directory or data_dir("mappings")) / candidate

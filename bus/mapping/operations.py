@@ -1,0 +1,266 @@
+"""The value operations of a field entry, each compiled once into a plain function.
+
+Operations run in a fixed order (documented in docs/mapping-guide.md): extract → split →
+trim → gaiji (outbound) → kana → width → codes → lookup → function → pad, then gaiji
+(inbound) and date. Each is ``str -> str`` except the last two, which may give a value with
+attributes (``alt``; a ResidentDate's ``iso``/``asGiven``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import date
+from functools import cache
+
+from bus import era as era_table
+from bus import wareki
+from bus.mapping import text as textops
+from bus.mapping.hooks import MappingFunction
+from bus.mapping.tables import GaijiEntry
+from bus.mapping.values import FieldFailure, Text, Value
+
+Op = Callable[[str], str]
+
+#: The written forms a date can be given in on the way out (and its derived inverse).
+DATE_FORMS = ("iso", "wareki", "kanji", "era_code", "era_code2", "era_letter", "compact", "slash")
+INBOUND_DATES = ("iso", "resident")
+_KANJI = "〇一二三四五六七八九"
+
+
+def extract(pattern: re.Pattern[str]) -> Op:
+    def run(value: str) -> str:
+        match = pattern.search(value)
+        if match is None:
+            raise FieldFailure("RK-MAP011", expected=pattern.pattern)
+        return match.group(1) or ""
+
+    return run
+
+
+def split(separator: str, index: int, parts: int | None) -> Op:
+    maxsplit = -1 if parts is None else parts - 1
+
+    def run(value: str) -> str:
+        pieces = value.split(separator, maxsplit)
+        return pieces[index] if index < len(pieces) else ""
+
+    return run
+
+
+def trim(side: str) -> Op:
+    return lambda value: textops.strip_spaces(value, side)
+
+
+def kana() -> Op:
+    return textops.to_katakana
+
+
+def width(kind: str) -> Op:
+    return textops.to_full_width if kind == "full" else textops.to_half_width
+
+
+def codes(table: dict[str, str], name: str, unknown: str, fallback: str | None) -> Op:
+    def run(value: str) -> str:
+        found = table.get(value)
+        if found is not None:
+            return found
+        if unknown == "pass":
+            return value
+        if unknown == "default" and fallback is not None:
+            return fallback
+        raise FieldFailure("RK-MAP003", expected=name, actual=value[:20])
+
+    return run
+
+
+def lookup(rows: dict[str, dict[str, str]], column: str, name: str) -> Op:
+    def run(value: str) -> str:
+        row = rows.get(value)
+        if row is None:
+            raise FieldFailure("RK-MAP003", expected=name, actual=value[:20])
+        return row.get(column) or ""
+
+    return run
+
+
+def function(name: str, hook: MappingFunction) -> Op:
+    def run(value: str) -> str:
+        try:
+            result = hook(value)
+        except Exception:  # an escape hatch must not crash the translation
+            raise FieldFailure("RK-MAP008", expected=name) from None
+        if not isinstance(result, str):
+            raise FieldFailure("RK-MAP008", expected=name)
+        return result
+
+    return run
+
+
+def pad(length: int, char: str, side: str) -> Op:
+    if side == "left":
+        return lambda value: value.rjust(length, char)
+    return lambda value: value.ljust(length, char)
+
+
+def gaiji_in(table: dict[str, GaijiEntry], name: str) -> Callable[[str], Value]:
+    """Vendor 外字 → the MJ/IVS character; one with no such character stays a PUA character
+    and the value gets an ``alt`` (代替文字) attribute, as the standard requires."""
+
+    def run(value: str) -> Value:
+        if not any(0xE000 <= ord(ch) <= 0xF8FF or ord(ch) >= 0xF0000 for ch in value):
+            return value
+        out, alt, needs_alt = [], [], False
+        for ch in value:
+            code = ord(ch)
+            if 0xE000 <= code <= 0xF8FF or code >= 0xF0000:
+                entry = table.get(ch)
+                if entry is None:
+                    raise FieldFailure("RK-MAP010", expected=name, actual=f"U+{code:04X}")
+                if entry.char:
+                    out.append(entry.char)
+                    alt.append(entry.char)
+                else:
+                    out.append(ch)
+                    alt.append(entry.alt)
+                    needs_alt = True
+            else:
+                out.append(ch)
+                alt.append(ch)
+        text = "".join(out)
+        return Text(text, (("alt", "".join(alt)),)) if needs_alt else text
+
+    return run
+
+
+def gaiji_out(table: dict[str, GaijiEntry]) -> Op:
+    """The MJ/IVS characters of the table back to the vendor's PUA code points (longest
+    first: a base character with its variation selector before the bare one)."""
+    reverse = sorted(((e.char, e.pua) for e in table.values() if e.char), key=lambda p: -len(p[0]))
+    if not reverse:
+        return lambda value: value
+    pattern = re.compile("|".join(re.escape(char) for char, _ in reverse))
+    mapping = dict(reverse)
+    return lambda value: pattern.sub(lambda m: mapping[m.group(0)], value)
+
+
+# --- dates ---------------------------------------------------------------------------------
+
+
+_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+@cache
+def _canonical_wareki() -> tuple[
+    re.Pattern[str], dict[str, tuple[int, tuple[int, int, int], tuple[int, int, int]]]
+]:
+    """The form most systems write (令和6年4月1日), read without the general parser: each era's
+    first year, first written day and (inclusive) last day as (year, month, day)."""
+    table = era_table.eras()
+    spans = {}
+    for index, era in enumerate(table):
+        following = table[index + 1] if index + 1 < len(table) else None
+        end = (
+            (following.start.year, following.start.month, following.start.day)
+            if following
+            else (9999, 12, 31)
+        )
+        spans[era.name] = (era.start.year, (era.start.year, *era.start_written), end)
+    names = "|".join(re.escape(name) for name in spans)
+    pattern = re.compile(rf"({names})(元|[0-9]{{1,2}})年([0-9]{{1,2}})月([0-9]{{1,2}})日")
+    return pattern, spans
+
+
+def _calendar_day(text: str) -> date | None:
+    """The calendar day ``text`` names (any form :mod:`bus.wareki` reads), or None."""
+    if len(text) == 10 and _ISO.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            return None
+    pattern, spans = _canonical_wareki()
+    match = pattern.fullmatch(text)
+    if match is not None:
+        first, begin, end = spans[match[1]]
+        year = first + (1 if match[2] == "元" else int(match[2])) - 1
+        key = (year, int(match[3]), int(match[4]))
+        if not begin <= key <= end or year < 1873:
+            return None
+        try:
+            return date(*key)
+        except ValueError:
+            return None
+    written = wareki.parse(text)
+    if written is None or not wareki.in_era(written):
+        return None
+    return wareki.to_gregorian(written)
+
+
+def date_in(kind: str) -> Callable[[Value], Value]:
+    """``iso``: any written form → ISO (not a calendar day → RK-MAP004); ``resident``: a
+    ResidentDate keeping the text as given, with ``iso`` when it names a calendar day and
+    ``asGiven="true"`` when it does not (不詳, 昭和20年頃, 平成5年2月29日)."""
+
+    def run(value: Value) -> Value:
+        text = value.text if isinstance(value, Text) else value
+        day = _calendar_day(text)
+        if kind == "iso":
+            if day is None:
+                raise FieldFailure("RK-MAP004")
+            return day.isoformat()
+        if day is None:
+            return Text(text, (("asGiven", "true"),))
+        return Text(text, (("iso", day.isoformat()),))
+
+    return run
+
+
+def _kanji_number(number: int) -> str:
+    if number < 10:
+        return _KANJI[number]
+    tens, units = divmod(number, 10)
+    return ("" if tens == 1 else _KANJI[tens]) + "十" + (_KANJI[units] if units else "")
+
+
+def format_date(day: date, form: str) -> str:
+    if form == "iso":
+        return day.isoformat()
+    if form == "compact":
+        return day.strftime("%Y%m%d")
+    if form == "slash":
+        return day.strftime("%Y/%m/%d")
+    written = wareki.from_gregorian(day)
+    if written is None or written.era is None or written.era_year is None:
+        raise FieldFailure("RK-MAP004")
+    era = era_table.lookup(written.era)
+    assert era is not None
+    year = written.era_year
+    if form == "wareki":
+        return wareki.format_wareki(written)
+    if form == "kanji":
+        number = "元" if year == 1 else _kanji_number(year)
+        return f"{era.name}{number}年{_kanji_number(day.month)}月{_kanji_number(day.day)}日"
+    if form == "era_letter":
+        return f"{era.letter}{year:02d}.{day.month:02d}.{day.day:02d}"
+    code = era.code if form == "era_code" else era.code.rjust(2, "0")
+    return f"{code}{year:02d}{day.month:02d}{day.day:02d}"
+
+
+def date_out(form: str) -> Callable[[Value], Value]:
+    """ISO (or a ResidentDate's ``iso``) → the system's written form. A ResidentDate kept as
+    given (no ``iso``) is written as given."""
+
+    def run(value: Value) -> Value:
+        if isinstance(value, Text):
+            iso = value.attr("iso")
+            if iso is None:
+                return value.text
+            text = iso
+        else:
+            text = value
+        day = _calendar_day(text)
+        if day is None:
+            raise FieldFailure("RK-MAP004")
+        return format_date(day, form)
+
+    return run

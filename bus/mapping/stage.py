@@ -1,0 +1,131 @@
+"""The hub's use of mapping files: Translate in (DESIGN §1 stage 3) and the per-destination
+translation on egress (stage 8).
+
+A system whose configuration names a mapping sends a PlatformMessage whose Header is the
+platform's and whose body is its own XML document; when the mapping has an inbound section
+for the Header's service, Translate in replaces that body with the standard service element,
+so Validate sees a standard message. On egress, a destination whose mapping has an outbound
+section for the service gets the stored standard message translated: for XML the service
+element is replaced by the system's document (the Header stays, so messageId travels);
+CSV, fixed-width and JSON bodies are the system's record alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from bus.catalogue import NS_SERVICE
+from bus.config.models import System
+from bus.errors import make_finding
+from bus.mapping.envelope import header_and_body, splice
+from bus.mapping.formats.xml import XmlFormat
+from bus.mapping.loader import MappingError, cached_mapping, resolve
+from bus.mapping.section import Direction, Section
+from bus.mapping.standard import service_element
+from bus.mapping.values import FieldFailure
+from bus.pipeline import Finding, Message, StageName
+from bus.validation.secure_parse import secure_parse
+
+if TYPE_CHECKING:
+    from bus.config.snapshots import ConfigSource
+
+_ENV_SERVICE = "{urn:renkei:platform:envelope:1}service/{urn:renkei:platform:envelope:1}name"
+_ENV_SYSTEM = "{urn:renkei:platform:envelope:1}client/{urn:renkei:platform:envelope:1}system"
+
+
+class OutboundTranslationError(ValueError):
+    """A stored message cannot be translated for a destination (a permanent failure)."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        super().__init__("; ".join(f"{f.code} {f.path}" for f in findings))
+        self.findings = findings
+
+
+def section_for(system: System, service: str, direction: Direction) -> Section | None:
+    """The system's mapping section for ``service``, or None when it has none (speaks the
+    standard). Raises MappingError when the configured file does not load."""
+    if system.mapping is None:
+        return None
+    return cached_mapping(resolve(system.mapping)).section(service, direction)
+
+
+def _refusal(system: str, mapping: str, detail: str) -> Finding:
+    return make_finding(
+        "RK-MAP012", path="/PlatformMessage", actual=system, expected=mapping, detail=detail
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TranslateInStage:
+    provider: ConfigSource
+    name: StageName = field(default=StageName.TRANSLATE_IN)
+
+    def __call__(self, message: Message) -> Message:
+        index = self.provider.current().index
+        candidates = message.identity.systems if message.identity is not None else frozenset()
+        if not any((s := index.system(c)) is not None and s.mapping for c in candidates):
+            return message  # no calling system has a mapping: nothing to parse twice
+        parsed = secure_parse(message.raw)
+        if parsed.root is None:
+            return message  # Validate reports why
+        header, body = header_and_body(parsed.root)
+        if header is None or body is None or etree.QName(body).namespace == NS_SERVICE:
+            return message  # already standard (or malformed: Validate reports it)
+        system_id, service = header.findtext(_ENV_SYSTEM), header.findtext(_ENV_SERVICE)
+        system = index.system(system_id or "") if system_id in candidates else None
+        if system is None or system.mapping is None or not service:
+            return message
+        try:
+            section = section_for(system, service, "inbound")
+        except MappingError as error:
+            message.add_findings([_refusal(system.id, system.mapping, error.problems[0])])
+            return message
+        if section is None or not isinstance(section.format, XmlFormat):
+            message.add_findings(
+                [_refusal(system.id, system.mapping, f"no inbound XML section for {service}")]
+            )
+            return message
+        try:
+            source = section.format.source(body)
+        except FieldFailure as failure:  # the body is not this system's document
+            detail = f"{failure.code}: {failure.params}"
+            message.add_findings([_refusal(system.id, system.mapping, detail)])
+            return message
+        translation = section.run(source)
+        message.add_findings(translation.findings)
+        if translation.output is not None:
+            message.raw = splice(header, translation.output)
+        return message
+
+
+def outbound_body(system: System, service: str, body: bytes) -> bytes:
+    """``body`` (a stored standard message) as ``system`` takes it; unchanged when the system
+    has no outbound section for ``service``. Raises :class:`OutboundTranslationError`."""
+    if system.mapping is None:
+        return body
+    try:
+        section = section_for(system, service, "outbound")
+    except MappingError as error:
+        raise OutboundTranslationError(
+            [_refusal(system.id, system.mapping, error.problems[0])]
+        ) from None
+    if section is None:
+        return body
+    parsed = secure_parse(body)
+    if parsed.root is None:
+        raise OutboundTranslationError(list(parsed.findings))
+    header, _ = header_and_body(parsed.root)
+    element = service_element(parsed.root) if header is not None else None
+    if header is None or element is None:
+        raise OutboundTranslationError(
+            [_refusal(system.id, system.mapping, "not a PlatformMessage")]
+        )
+    translation = section.run(section.standard_source(element))
+    if translation.output is None:
+        raise OutboundTranslationError(translation.findings)
+    if isinstance(section.format, XmlFormat):
+        return splice(header, translation.output)
+    return translation.output

@@ -1,0 +1,71 @@
+"""Text normalisation for mapped values: kana (カナ) and character width (全角/半角).
+
+``katakana``: half-width katakana → full-width with their voiced marks combined (ｶﾞ → ガ),
+hiragana → katakana, runs of spaces → one full-width space (the standard's kana pattern).
+``full``/``half``: digits, Latin letters and ASCII symbols between the two widths; other
+characters (kanji, kana) are left alone.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from functools import cache
+
+_HALF_KANA = "".join(chr(c) for c in range(0xFF61, 0xFFA0))
+_SPACES = (" ", "\u3000", "\t")
+
+
+@cache
+def _half_kana_table() -> dict[str, str]:
+    return {ch: unicodedata.normalize("NFKC", ch) for ch in _HALF_KANA}
+
+
+_VOICED = {"\u3099": "\u309b", "\u309a": "\u309c"}  # combining → spacing marks, for lookups
+
+
+def to_katakana(text: str) -> str:
+    """Full-width katakana with combined voiced marks; one full-width space between parts."""
+    table = _half_kana_table()
+    widened = "".join(table.get(ch, ch) for ch in text)
+    # NFKC of ｶﾞ gives カ + ゛ (spacing) only via the combining form: compose explicitly.
+    widened = widened.replace("\u309b", "\u3099").replace("\u309c", "\u309a")
+    composed = unicodedata.normalize("NFC", widened)
+    out = []
+    for ch in composed:
+        code = ord(ch)
+        if 0x3041 <= code <= 0x3096:  # hiragana → katakana
+            ch = chr(code + 0x60)
+        elif ch in _VOICED:
+            ch = _VOICED[ch]
+        out.append(ch)
+    return _single_spaces("".join(out))
+
+
+def _single_spaces(text: str) -> str:
+    parts = [part for part in text.replace("\t", " ").replace(" ", "\u3000").split("\u3000")]
+    return "\u3000".join(part for part in parts if part)
+
+
+def to_full_width(text: str) -> str:
+    """ASCII digits, letters and symbols → full-width (space → 　)."""
+    return "".join(
+        "\u3000" if ch == " " else chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in text
+    )
+
+
+def to_half_width(text: str) -> str:
+    """Full-width digits, letters and symbols → ASCII (　 → space); kana stay full-width."""
+    return "".join(
+        " " if ch == "\u3000" else chr(ord(ch) - 0xFEE0) if "！" <= ch <= "～" else ch
+        for ch in text
+    )
+
+
+def strip_spaces(text: str, side: str = "both") -> str:
+    """Remove half- and full-width spaces (and tabs) at ``side``: both, left, right."""
+    chars = "".join(_SPACES)
+    if side == "left":
+        return text.lstrip(chars)
+    if side == "right":
+        return text.rstrip(chars)
+    return text.strip(chars)

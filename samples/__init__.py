@@ -1,0 +1,1 @@
+"""renkei samples: messages, configuration and sample connected systems."""

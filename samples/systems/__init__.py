@@ -1,0 +1,1 @@
+"""Sample connected systems, written the way a vendor would (see README.md here)."""

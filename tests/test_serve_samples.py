@@ -1,0 +1,108 @@
+"""`renkei serve` with the sample systems, and `renkei demo` against it, as separate processes:
+a resident change (住民異動通知) reaches 税 (zeimu, SOAP), 国保 (kokuho, REST) and 滞納管理
+(tainou, SOAP), and the demo prints its trace from the Message Store."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import SAMPLE_CONFIG_DIR
+from .support.receivers import free_port, wait_for
+
+pytestmark = pytest.mark.interop
+RENKEI = Path(sys.executable).with_name("renkei")
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return json.loads(answer.read())
+
+
+def _up(url: str) -> bool:
+    try:
+        return bool(_get(url))
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
+    """A hub with its sample systems on free ports; yields (hub URL, env, system URLs)."""
+    config = tmp_path / "config"
+    shutil.copytree(SAMPLE_CONFIG_DIR, config)
+    systems = config / "systems.yaml"
+    text = systems.read_text(encoding="utf-8")
+    urls: dict[str, str] = {}
+    for port, system in re.findall(r"http://127\.0\.0\.1:(1810\d)/([a-z]+)", text):
+        new = f"http://127.0.0.1:{free_port()}/{system}"
+        text = text.replace(f"http://127.0.0.1:{port}/{system}", new)
+        urls[system] = new
+    systems.write_text(text, encoding="utf-8")
+    env = {
+        **os.environ,
+        "RENKEI_DATA_DIR": str(tmp_path / "data"),
+        "RENKEI_CONFIG_DIR": str(config),
+    }
+    env.pop("RENKEI_DATABASE_URL", None)
+    port = free_port()
+    process = subprocess.Popen(
+        [str(RENKEI), "serve", "--port", str(port), "--samples"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _up(f"{url}/healthz") or process.poll() is not None, timeout=15)
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        yield url, env, urls
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+
+def test_a_resident_change_reaches_tax_nhi_and_delinquency(
+    hub: tuple[str, dict[str, str], dict[str, str]],
+) -> None:
+    url, env, systems = hub
+    demo = subprocess.run(
+        [str(RENKEI), "demo", "--url", url, "--wait", "10"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    lines = demo.stdout.splitlines()
+    notice_id = lines[0].split()[1]
+    assert lines[0].startswith("ResidentChangeNotice ")
+    assert lines[1].lstrip().startswith("received")
+    assert lines[2].strip() == "routed     → kokuho, kotei, shuno, tainou, zeimu"
+    for system in ("zeimu", "kokuho", "tainou"):
+        assert any(re.match(rf"\s+delivered\s+{system}\s", line) for line in lines)
+        received = _get(f"{systems[system]}/received")
+        [row] = [r for r in received if r["message_id"] == notice_id]
+        assert row["service"] == "ResidentChangeNotice" and row["tenant"] == "412066"
+        # tainou takes its own dialect when its mapping translates (mappings/tainou.yaml)
+        fields = row["fields"]
+        assert "100000000000008" in (fields.get("addresseeNumber"), fields.get("宛名番号")), row
+    assert any(line.strip().startswith("answered   reply") for line in lines)
+    # the inquiry was answered by 住民記録 from its own data, which recorded it
+    assert any(r["service"] == "AddresseeInquiry" for r in _get(f"{systems['juki']}/received"))

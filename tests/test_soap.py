@@ -1,0 +1,176 @@
+"""The inbound SOAP adapter against a real uvicorn server: WSDL and schemas, acknowledgements,
+synchronous inquiries, coded Faults (Client for bad input, Server for ours), hostile input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from lxml import etree
+
+from adapters.soap.envelope import NS_SOAP_BINDING, SOAP11
+from bus.catalogue import NS_ENVELOPE, NS_SERVICE
+from tests.support.hub_server import (
+    SERVICES,
+    HubServer,
+    hub_server,
+    sample,
+    serialize,
+    soap_envelope,
+)
+from tests.support.receivers import wait_for
+
+WSDL = "http://schemas.xmlsoap.org/wsdl/"
+XS = "http://www.w3.org/2001/XMLSchema"
+SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
+    with hub_server(tmp_path_factory.mktemp("soap")) as server:
+        yield server
+
+
+def _post(hub: HubServer, service: str, body: bytes, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{hub.url}/soap/{service}", content=body, headers={**SOAP_HEADERS, **headers}, timeout=30
+    )
+
+
+def _codes(response: httpx.Response) -> tuple[str, list[str]]:
+    root = etree.fromstring(response.content)
+    fault = root.find(f"{{{SOAP11}}}Body/{{{SOAP11}}}Fault")
+    assert fault is not None, response.text
+    codes = [e.text or "" for e in fault.iter(f"{{{NS_SOAP_BINDING}}}code")]
+    return fault.findtext("faultcode") or "", codes
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_wsdl_imports_the_served_schemas(hub: HubServer, service: str) -> None:
+    response = httpx.get(f"{hub.url}/soap/{service}?wsdl")
+    assert response.status_code == 200
+    wsdl = etree.fromstring(response.content)
+    address = wsdl.find(f".//{{{WSDL}}}port/{{http://schemas.xmlsoap.org/wsdl/soap/}}address")
+    assert address is not None and address.get("location") == f"{hub.url}/soap/{service}"
+    imports = {i.get("namespace"): i.get("schemaLocation") for i in wsdl.iter(f"{{{XS}}}import")}
+    assert imports[NS_SERVICE] == f"{hub.url}/schemas/services/{service}.xsd"
+    for location in imports.values():
+        schema = httpx.get(str(location))
+        assert schema.status_code == 200 and b"xs:schema" in schema.content
+    service_xsd = httpx.get(imports[NS_SERVICE] or "").text
+    assert 'xml:lang="ja"' in service_xsd  # the Japanese annotations travel with the types
+
+
+def test_wsdl_address_follows_the_host_the_caller_used(hub: HubServer) -> None:
+    port = hub.url.rsplit(":", 1)[1]
+    response = httpx.get(f"http://localhost:{port}/soap/LevyNotice?wsdl")
+    assert f'location="http://localhost:{port}/soap/LevyNotice"' in response.text
+
+
+def test_notification_is_acknowledged_after_store(hub: HubServer) -> None:
+    document = sample("ResidentChangeNotice")
+    message_id = document.findtext(f".//{{{NS_ENVELOPE}}}messageId")
+    response = _post(hub, "ResidentChangeNotice", soap_envelope(document), SOAPAction="")
+    assert response.status_code == 200, response.text
+    ack = etree.fromstring(response.content).find(f".//{{{NS_SOAP_BINDING}}}Acknowledgement")
+    assert ack is not None
+    assert ack.findtext(f"{{{NS_SOAP_BINDING}}}messageId") == message_id
+    destinations = [e.text for e in ack.iter(f"{{{NS_SOAP_BINDING}}}destination")]
+    assert destinations, "the sample route has subscribers"
+    wait_for(lambda: message_id in hub.receiver.applied(), timeout=30)
+    status = httpx.get(f"{hub.url}/api/v1/messages/{message_id}").json()
+    assert status["service"] == "ResidentChangeNotice"
+
+
+def test_inquiry_is_answered_synchronously_with_a_correlated_reply(hub: HubServer) -> None:
+    document = sample("AddresseeInquiry")
+    request_id = document.findtext(f".//{{{NS_ENVELOPE}}}messageId")
+    response = _post(hub, "AddresseeInquiry", soap_envelope(document))
+    assert response.status_code == 200, response.text
+    root = etree.fromstring(response.content)
+    header = root.find(f"{{{SOAP11}}}Header/{{{NS_ENVELOPE}}}Header")
+    body = root.find(f"{{{SOAP11}}}Body/{{{NS_SERVICE}}}AddresseeInquiryReply")
+    assert header is not None and body is not None
+    assert header.findtext(f"{{{NS_ENVELOPE}}}correlationId") == request_id
+    assert header.findtext(f"{{{NS_ENVELOPE}}}messageId") not in (None, request_id)
+
+
+def test_invalid_input_is_a_client_fault_with_the_coded_findings(hub: HubServer) -> None:
+    document = sample("LevyNotice", "invalid-RK-XSD002-unknown-tax-item.xml")
+    response = _post(hub, "LevyNotice", soap_envelope(document))
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("text/xml")
+    assert _codes(response) == ("soap:Client", ["RK-XSD002"])
+    finding = etree.fromstring(response.content).find(f".//{{{NS_SOAP_BINDING}}}Finding")
+    assert finding is not None
+    assert finding.findtext(f"{{{NS_SOAP_BINDING}}}nameJa") == "税目"
+    assert finding.findtext(f"{{{NS_SOAP_BINDING}}}messageJa")
+
+
+def test_another_services_element_is_refused_and_not_stored(hub: HubServer) -> None:
+    document = sample("LevyNotice")
+    message_id = document.findtext(f".//{{{NS_ENVELOPE}}}messageId")
+    response = _post(hub, "PaymentNotice", soap_envelope(document))
+    assert _codes(response) == ("soap:Client", ["RK-ENV004"])
+    status = httpx.get(f"{hub.url}/api/v1/messages/{message_id}")
+    assert status.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>', "RK-SEC001"),
+        (b'<?xml version="1.0" encoding="Shift_JIS"?><x/>', "RK-SEC005"),
+        ("<x>é</x>".encode("utf-16"), "RK-SEC005"),
+        (b"<soap:Envelope", "RK-SEC006"),
+        (b"", "RK-SEC008"),
+    ],
+)
+def test_hostile_input_is_refused_as_a_client_fault(hub: HubServer, body: bytes, code: str) -> None:
+    response = _post(hub, "ResidentChangeNotice", body)
+    assert response.status_code == 500
+    assert _codes(response) == ("soap:Client", [code])
+    assert b"Traceback" not in response.content
+
+
+def test_oversize_body_is_refused_while_streaming(hub: HubServer) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"<x>"
+        for _ in range(11 * 1024):
+            yield b"a" * 1024
+        yield b"</x>"
+
+    response = httpx.post(
+        f"{hub.url}/soap/ResidentChangeNotice", content=chunks(), headers=SOAP_HEADERS, timeout=30
+    )
+    assert _codes(response) == ("soap:Client", ["RK-SEC002"])
+
+
+def test_provider_trouble_is_a_server_fault(hub: HubServer) -> None:
+    document = sample("TaxAssessmentInquiry")
+    hub.receiver.stop()
+    try:
+        response = _post(hub, "TaxAssessmentInquiry", soap_envelope(document))
+    finally:
+        hub.receiver.start()
+    assert _codes(response) == ("soap:Server", ["RK-RPL001"])
+
+
+def test_unknown_service_and_get_without_wsdl(hub: HubServer) -> None:
+    unknown = _post(hub, "NoSuchService", b"<x/>")
+    assert unknown.status_code == 404 and _codes(unknown) == ("soap:Client", ["RK-API002"])
+    plain_get = httpx.get(f"{hub.url}/soap/LevyNotice")
+    assert plain_get.status_code == 405 and _codes(plain_get)[1] == ["RK-API005"]
+    assert httpx.get(f"{hub.url}/schemas/../pyproject.toml").status_code == 404
+
+
+def test_wrong_api_key_is_refused_not_retried_by_address(hub: HubServer) -> None:
+    document = sample("LevyNotice")
+    response = _post(hub, "LevyNotice", soap_envelope(document), Authorization="Bearer nope")
+    assert _codes(response) == ("soap:Client", ["RK-AUT001"])
+
+
+def test_platform_message_form_is_accepted_too(hub: HubServer) -> None:
+    response = _post(hub, "PaymentNotice", serialize(sample("PaymentNotice")))
+    assert response.status_code == 200, response.text
