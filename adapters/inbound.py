@@ -7,17 +7,19 @@ Neither adapter validates or routes by itself: both hand bytes to :meth:`bus.hub
 from __future__ import annotations
 
 import logging
+import ssl
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.types import Scope
 
 from bus.config.loader import request_services
 from bus.errors import make_finding
 from bus.hub import Hub
-from bus.pipeline import Finding, Message, Severity
+from bus.pipeline import Finding, Identity, Message, Severity, UsernameToken
 from bus.validation.secure_parse import ParseLimits
 
 log = logging.getLogger(__name__)
@@ -32,14 +34,29 @@ SERVER_SIDE_CODES = frozenset({"RK-RTE002", "RK-RPL001", "RK-RPL002", "RK-RPL003
 _BEARER = "bearer "
 
 
+def peer_certificate(scope: Scope) -> bytes | None:
+    """The TLS client certificate (DER) from the ASGI TLS extension's ``client_cert_chain``
+    (``renkei serve --tls-client-ca`` fills it; docs/security.md)."""
+    tls = scope.get("extensions", {}).get("tls") or {}
+    chain = tls.get("client_cert_chain") or ()
+    if not chain:
+        return None
+    try:
+        return ssl.PEM_cert_to_DER_cert(chain[0])
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The two ways to be recognised (bus/identity.py): a Bearer API key, else the source
-    address. A present but non-Bearer Authorization header is an (invalid) empty key, so it
-    is refused rather than silently retried by address."""
+    """What the transport says about the caller (bus/identity.py decides who it is): a TLS
+    client certificate, a Bearer API key, the source address. A present but non-Bearer
+    Authorization header is an (invalid) empty key, so it is refused rather than silently
+    retried by address."""
 
     source_address: str | None
     api_key: str | None
+    client_certificate: bytes | None = None
 
     @classmethod
     def of(cls, request: Request) -> Caller:
@@ -48,7 +65,20 @@ class Caller:
         if authorization is not None:
             bearer = authorization[: len(_BEARER)].lower() == _BEARER
             api_key = authorization[len(_BEARER) :].strip() if bearer else ""
-        return cls(request.client.host if request.client else None, api_key)
+        address = request.client.host if request.client else None
+        return cls(address, api_key, peer_certificate(request.scope))
+
+
+def identify(hub: Hub, caller: Caller, adapter: str) -> Identity | None:
+    """Who is reading (message status, feeds): the ingest pipeline's own Authenticate stage."""
+    probe = Message(
+        raw=b"",
+        adapter=adapter,
+        source_address=caller.source_address,
+        api_key=caller.api_key,
+        client_certificate=caller.client_certificate,
+    )
+    return hub.authenticator()(probe).identity
 
 
 def known_service(service: str) -> bool:
@@ -81,7 +111,14 @@ def internal_error(error: BaseException) -> Finding:
     return make_finding("RK-API003", path="/", actual=reference)
 
 
-async def ingest(request: Request, raw: bytes, *, adapter: str, service: str) -> Message:
+async def ingest(
+    request: Request,
+    raw: bytes,
+    *,
+    adapter: str,
+    service: str,
+    username_token: UsernameToken | None = None,
+) -> Message:
     """Run ``raw`` through the hub's pipeline in a worker thread (it blocks on the store and,
     for an inquiry, on the provider). An unexpected exception becomes RK-API003."""
     hub: Hub = request.app.state.hub
@@ -93,6 +130,8 @@ async def ingest(request: Request, raw: bytes, *, adapter: str, service: str) ->
             adapter=adapter,
             source_address=caller.source_address,
             api_key=caller.api_key,
+            username_token=username_token,
+            client_certificate=caller.client_certificate,
             service=service,
         )
     except Exception as error:  # the adapter boundary: never a generic 500

@@ -41,7 +41,8 @@ def config_dir(directory: Path, ports: dict[str, int]) -> Path:
     systems = yaml.safe_load(systems_path.read_text(encoding="utf-8"))
     for system in systems["systems"]:
         if system["id"] in ports:
-            system["endpoint"]["url"] = f"http://127.0.0.1:{ports[system['id']]}/{system['id']}"
+            url = f"http://127.0.0.1:{ports[system['id']]}/{system['id']}"
+            system["endpoint"] = {"transport": "http", "url": url, "timeout_seconds": 10}
     systems_path.write_text(yaml.safe_dump(systems, allow_unicode=True), encoding="utf-8")
     routes_path = target / "routes.yaml"
     routes = yaml.safe_load(routes_path.read_text(encoding="utf-8"))

@@ -240,6 +240,115 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "団体コード {actual} は登録されていないか、停止中です。",
         "Tenant {actual} is unknown or disabled.",
     ),
+    (
+        "RK-AUT006",
+        E,
+        "WS-Security UsernameToken は PasswordDigest・Nonce・Created を備えていなければなりません。",
+        "A WS-Security UsernameToken needs a PasswordDigest, a Nonce and a Created time.",
+    ),
+    (
+        "RK-AUT007",
+        E,
+        "WS-Security UsernameToken の利用者名またはパスワードダイジェストが正しくありません。",
+        "The WS-Security UsernameToken's username or password digest is not valid.",
+    ),
+    (
+        "RK-AUT008",
+        E,
+        "UsernameToken の作成時刻 {actual} がハブの時刻から 5 分以上ずれています。",
+        "The UsernameToken's Created time {actual} is more than 5 minutes from the hub's clock.",
+    ),
+    (
+        "RK-AUT009",
+        E,
+        "UsernameToken の Nonce は既に使われています（再送攻撃の疑い）。",
+        "The UsernameToken's nonce was already used (a replay).",
+    ),
+    (
+        "RK-AUT010",
+        E,
+        "システム {actual} の送信数が上限を超えました。時間をおいて再送してください。",
+        "System {actual} exceeded its rate limit; send again later.",
+    ),
+    (
+        "RK-AUT011",
+        E,
+        "操作者 {actual} には {expected} の権限がありません。",
+        "Operator {actual} is not allowed to {expected}.",
+    ),
+    (
+        "RK-AUT012",
+        E,
+        "利用者名またはパスワードが正しくないか、アカウントが停止中です。",
+        "Unknown username or wrong password, or the account is disabled.",
+    ),
+    # --- TEN: tenants, operator accounts and credentials (administration) ------------------
+    (
+        "RK-TEN001",
+        E,
+        "{actual} は正しい全国地方公共団体コード（6 桁、検査数字付き）ではありません。",
+        "{actual} is not a valid 全国地方公共団体コード (6 digits with its check digit).",
+    ),
+    (
+        "RK-TEN002",
+        E,
+        "団体 {actual} は既に登録されています。",
+        "Tenant {actual} is already configured.",
+    ),
+    (
+        "RK-TEN003",
+        E,
+        "団体 {actual} は登録されていません。",
+        "Tenant {actual} is not configured.",
+    ),
+    (
+        "RK-TEN004",
+        E,
+        "テンプレート {actual} から作った設定が正しくありません: {expected}",
+        "The configuration made from template {actual} is invalid: {expected}",
+    ),
+    (
+        "RK-TEN005",
+        E,
+        "システム {actual} は設定にありません。",
+        "System {actual} is not configured.",
+    ),
+    (
+        "RK-TEN006",
+        E,
+        "利用者名 {actual} は使えません（英小文字・数字・._- の 3〜64 文字）。",
+        "Username {actual} is not allowed (3–64 of a-z, 0-9, '.', '_', '-').",
+    ),
+    (
+        "RK-TEN007",
+        E,
+        "パスワードは {expected} 文字以上にしてください。",
+        "The password must have at least {expected} characters.",
+    ),
+    (
+        "RK-TEN008",
+        E,
+        "操作者 {actual} は既に登録されています。",
+        "Operator {actual} already exists.",
+    ),
+    (
+        "RK-TEN009",
+        E,
+        "操作者 {actual} は登録されていません。",
+        "Operator {actual} does not exist.",
+    ),
+    (
+        "RK-TEN010",
+        E,
+        "API キー {actual} はありません。",
+        "There is no API key {actual}.",
+    ),
+    (
+        "RK-TEN011",
+        E,
+        "役割 {actual} はありません（viewer・operator・admin のいずれか）。",
+        "There is no role {actual} (viewer, operator or admin).",
+    ),
     # --- STO: the Message Store ----------------------------------------------------------------
     (
         "RK-STO001",
@@ -277,6 +386,31 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         E,
         "団体 {actual} の監査記録の連鎖が seq {expected} で壊れています。",
         "The audit chain of tenant {actual} is broken at seq {expected}.",
+    ),
+    (
+        "RK-AUD002",
+        E,
+        "監査記録 {actual} の seq {expected} が署名付きチェックポイントと一致しません。",
+        "The audit chain {actual} does not match its signed checkpoint at seq {expected}.",
+    ),
+    (
+        "RK-AUD003",
+        E,
+        "監査記録 {actual} がアンカーと矛盾します（seq {expected}：切り詰めまたは削除）。",
+        "The audit chain {actual} contradicts the anchor directory at seq {expected} "
+        "(truncated, or a checkpoint deleted).",
+    ),
+    (
+        "RK-AUD004",
+        E,
+        "監査の署名鍵 {actual} を使用できません。",
+        "The audit signing key {actual} cannot be used.",
+    ),
+    (
+        "RK-AUD005",
+        E,
+        "アンカーファイル {actual} を書き込めません（既存のファイルは書き換えません）。",
+        "The anchor file {actual} cannot be written (an existing file is never rewritten).",
     ),
     # --- RTE: routing ----------------------------------------------------------------------------
     (
@@ -513,6 +647,50 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         E,
         "この URL は SOAP 要求（POST）用です。WSDL は {expected} にあります。",
         "This URL takes SOAP requests (POST); the WSDL is at {expected}.",
+    ),
+    # --- OPS: readiness of a running hub (/readyz) -----------------------------------------
+    (
+        "RK-OPS001",
+        E,
+        "データベースに接続できません（{actual}）。",
+        "The database cannot be reached ({actual}).",
+    ),
+    (
+        "RK-OPS002",
+        E,
+        "メッセージブローカーに接続できません（{actual}）。",
+        "The message broker cannot be reached ({actual}).",
+    ),
+    (
+        "RK-OPS003",
+        E,
+        "設定が読み込まれていません（{actual}）。",
+        "No configuration is loaded ({actual}).",
+    ),
+    # --- CON: the web console (運用コンソール) ------------------------------------------------
+    (
+        "RK-CON001",
+        E,
+        "フォームの有効期限が切れたか、正しくありません。画面を開き直してから操作してください。",
+        "The form has expired or is not valid; reload the page and try again.",
+    ),
+    (
+        "RK-CON002",
+        E,
+        "理由を {limit} 文字以内で入力してください（必須）。",
+        "A reason is required (at most {limit} characters).",
+    ),
+    (
+        "RK-CON003",
+        E,
+        "対象が選択されていません。",
+        "Nothing was selected.",
+    ),
+    (
+        "RK-CON004",
+        E,
+        "日付 {actual} を読み取れません（例: 令和8年11月26日、2026-11-26）。",
+        "The date {actual} cannot be read (e.g. 令和8年11月26日, 2026-11-26).",
     ),
 )
 

@@ -6,8 +6,10 @@ process (the embedded default), ``renkei worker`` runs them alone (PostgreSQL on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
+from time import perf_counter
 
 from bus.config.index import ConfigIndex
 from bus.config.models import Direction, Route, System
@@ -18,10 +20,24 @@ from bus.dispatch.wakeup import Wakeups
 from bus.dispatch.worker import WorkerPool
 from bus.identity import AuthenticateStage, AuthorizeStage
 from bus.mapping.stage import TranslateInStage
-from bus.pipeline import Identity, Message, Pipeline, build_pipeline
+from bus.observability.events import ingest_observed
+from bus.pipeline import (
+    STAGE_ORDER,
+    Identity,
+    Message,
+    Pipeline,
+    StageName,
+    UsernameToken,
+    build_pipeline,
+)
 from bus.routing import RouteStage, stored_destinations
+from bus.security.api_keys import ApiKeyRegistry
+from bus.security.rate_limit import RateLimiter
+from bus.security.secret_box import SecretBox
+from bus.security.wsse import UsernameTokenVerifier
 from bus.settings import Settings
 from bus.store.audit import AuditStage
+from bus.store.batch import ingest_batch
 from bus.store.db import Store, open_store
 from bus.store.ingest import StoreStage
 from bus.validation.stage import ValidateStage
@@ -65,13 +81,29 @@ def _delivery(index: ConfigIndex, system_id: str) -> str:
     return system.delivery if system is not None else "push"
 
 
-def assemble_pipeline(store: Store, config: ConfigProvider, wakeups: Wakeups) -> Pipeline:
+def identity_stages(
+    store: Store, config: ConfigProvider, settings: Settings
+) -> tuple[AuthenticateStage, AuthorizeStage]:
+    """Authenticate and Authorize with their database-backed parts: issued API keys, the
+    WS-Security secrets and nonce cache, and the shared rate-limit counters."""
+    box = cache(lambda: SecretBox.from_settings(settings))
+    tokens = UsernameTokenVerifier(store.sessions, box)
+    return (
+        AuthenticateStage(config, ApiKeyRegistry(store.sessions), tokens),
+        AuthorizeStage(config, RateLimiter(store.sessions)),
+    )
+
+
+def assemble_pipeline(
+    store: Store, config: ConfigProvider, wakeups: Wakeups, settings: Settings
+) -> Pipeline:
     """The stages of DESIGN §1 wired to this store and configuration."""
     validator = Validator()
 
     def index() -> ConfigIndex:
         return config.current().index
 
+    authenticate, authorize = identity_stages(store, config, settings)
     store_stage = StoreStage(store.sessions, wakeups, lambda service: index().retention(service))
 
     def store_reply(reply: Message) -> None:
@@ -79,17 +111,22 @@ def assemble_pipeline(store: Store, config: ConfigProvider, wakeups: Wakeups) ->
 
     return build_pipeline(
         [
-            AuthenticateStage(config),
+            authenticate,
             TranslateInStage(config),
             ValidateStage(validator, config),
-            AuthorizeStage(config),
+            authorize,
             RouteStage(
                 _permitted_routes(index),
                 stored_destinations(store.sessions),
                 feed_consumer=lambda system: _delivery(index(), system) == "feed",
             ),
             store_stage,
-            ReplyStage(_provider_lookup(index), validator.validate, store_reply=store_reply),
+            ReplyStage(
+                _provider_lookup(index),
+                validator.validate,
+                store_reply=store_reply,
+                caller_for=lambda system: index().system(system),
+            ),
             AuditStage(store.sessions),
         ]
     )
@@ -112,7 +149,8 @@ class Hub:
         ensure_config(store.sessions, settings)
         config = ConfigProvider(store.sessions)
         wakeups = Wakeups(settings.broker_url)
-        return cls(settings, store, config, wakeups, assemble_pipeline(store, config, wakeups))
+        pipeline = assemble_pipeline(store, config, wakeups, settings)
+        return cls(settings, store, config, wakeups, pipeline)
 
     def ingest(
         self,
@@ -121,6 +159,8 @@ class Hub:
         adapter: str,
         source_address: str | None = None,
         api_key: str | None = None,
+        username_token: UsernameToken | None = None,
+        client_certificate: bytes | None = None,
         service: str | None = None,
         identity: Identity | None = None,
     ) -> Message:
@@ -133,10 +173,54 @@ class Hub:
             adapter=adapter,
             source_address=source_address,
             api_key=api_key,
+            username_token=username_token,
+            client_certificate=client_certificate,
             endpoint_service=service,
             identity=identity,
         )
-        return self.pipeline.run(message)
+        started = perf_counter()
+        message = self.pipeline.run(message)
+        ingest_observed(message, self.config.current().index, perf_counter() - started)
+        return message
+
+    def ingest_many(
+        self,
+        raws: Sequence[bytes],
+        *,
+        adapter: str,
+        source_address: str | None = None,
+        api_key: str | None = None,
+        service: str | None = None,
+        identity: Identity | None = None,
+    ) -> list[Message]:
+        """Run a batch of inbound messages (one caller: a file import) through the pipeline,
+        every per-message stage for each, the accepted ones committed in one transaction
+        (:mod:`bus.store.batch`); one message per raw, in order, each as :meth:`ingest`
+        would return it."""
+        messages = [
+            Message(
+                raw=raw,
+                adapter=adapter,
+                source_address=source_address,
+                api_key=api_key,
+                endpoint_service=service,
+                identity=identity,
+            )
+            for raw in raws
+        ]
+        started = perf_counter()
+        done = ingest_batch(self.pipeline, messages)
+        share = (perf_counter() - started) / max(len(done), 1)
+        index = self.config.current().index
+        for message in done:
+            ingest_observed(message, index, share)
+        return done
+
+    def authenticator(self) -> AuthenticateStage:
+        """The Authenticate stage the ingest pipeline runs, for reads (message status, feeds)."""
+        stage = self.pipeline.stages[STAGE_ORDER.index(StageName.AUTHENTICATE)]
+        assert isinstance(stage, AuthenticateStage)
+        return stage
 
     def workers(self, size: int) -> WorkerPool:
         """In-process dispatch workers (not started)."""

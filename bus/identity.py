@@ -1,36 +1,34 @@
-"""Identities: API keys, and the Authenticate and Authorize stages (DESIGN §1 stages 2, 5).
+"""Identities: the Authenticate and Authorize stages (DESIGN §1 stages 2, 5).
 
-Two ways to recognise a caller, SOAP and REST alike: an API key (``Authorization: Bearer``;
-only a salted scrypt hash is configured), or, for closed networks (閉域網), the source address
-against each system's allowlist combined with the Header's client system. Authorization is
-default deny per system × service × direction × tenant.
+Ways to recognise a caller (docs/security.md): a TLS client certificate (mutual TLS), an API
+key (``Authorization: Bearer``; only salted scrypt hashes are kept), a WS-Security
+UsernameToken (SOAP), or, for closed networks (閉域網), the source address against each
+system's allowlist combined with the Header's client system. Authorization is default deny
+per system × service × direction × tenant, after the system's rate limit.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bus.config.loader import REPLY_SUFFIX, is_inquiry, request_services
 from bus.config.models import Direction
 from bus.errors import make_finding
+from bus.kdf import hash_secret as hash_api_key
+from bus.kdf import is_secret_hash as is_api_key_hash
+from bus.kdf import verify_secret as verify_api_key
 from bus.pipeline import Finding, Identity, Message, StageName
+from bus.security.api_keys import is_issued_key
 
 if TYPE_CHECKING:
     from bus.config.snapshots import ConfigSource
-
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-_SALT_BYTES, _HASH_BYTES = 16, 32
-_MAX_N = 2**20  # refuse absurd work factors in a configured hash
-_HASH_FORMAT = re.compile(
-    r"^scrypt\$(?P<n>[0-9]+)\$(?P<r>[0-9]+)\$(?P<p>[0-9]+)\$"
-    r"(?P<salt>[A-Za-z0-9+/=]+)\$(?P<hash>[A-Za-z0-9+/=]+)$"
-)
+    from bus.security.api_keys import ApiKeyRegistry
+    from bus.security.rate_limit import RateLimiter
+    from bus.security.wsse import UsernameTokenVerifier
 
 HEADER_PATH = "/PlatformMessage/Header"
 
@@ -43,64 +41,20 @@ def new_api_key(system: str) -> str:
     return f"rk_{system}_{secrets.token_urlsafe(32)}"
 
 
-def _scrypt(key: str, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
-    return hashlib.scrypt(
-        key.encode("utf-8", "surrogatepass"),
-        salt=salt,
-        n=n,
-        r=r,
-        p=p,
-        maxmem=256 * n * r + 2**20,
-        dklen=length,
-    )
+RETRY_AFTER = "retry_after="
 
 
-def hash_api_key(key: str) -> str:
-    """``scrypt$n$r$p$salt_b64$hash_b64``: salted and memory-hard, never a plain digest."""
-    salt = secrets.token_bytes(_SALT_BYTES)
-    digest = _scrypt(key, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, _HASH_BYTES)
-    encode = base64.b64encode
-    return (
-        f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${encode(salt).decode()}${encode(digest).decode()}"
-    )
+def rate_limited(system: str, seconds: int) -> Finding:
+    """RK-AUT010; ``detail`` carries the seconds for ``Retry-After`` (see :func:`retry_after`)."""
+    return make_finding("RK-AUT010", path="/", actual=system, detail=f"{RETRY_AFTER}{seconds}")
 
 
-@dataclass(frozen=True, slots=True)
-class _ParsedHash:
-    n: int
-    r: int
-    p: int
-    salt: bytes
-    digest: bytes
-
-
-def _parse_hash(stored: str) -> _ParsedHash | None:
-    match = _HASH_FORMAT.fullmatch(stored)
-    if match is None:
-        return None
-    n, r, p = int(match["n"]), int(match["r"]), int(match["p"])
-    if n < 2 or n > _MAX_N or n & (n - 1) or not 1 <= r <= 64 or not 1 <= p <= 16:
-        return None
-    try:
-        salt = base64.b64decode(match["salt"], validate=True)
-        digest = base64.b64decode(match["hash"], validate=True)
-    except ValueError:
-        return None
-    return _ParsedHash(n, r, p, salt, digest) if salt and digest else None
-
-
-def is_api_key_hash(value: str) -> bool:
-    """Whether ``value`` is a hash :func:`hash_api_key` could have written."""
-    return _parse_hash(value) is not None
-
-
-def verify_api_key(key: str, stored: str) -> bool:
-    """Constant-time comparison of the key's scrypt hash with the stored one."""
-    parsed = _parse_hash(stored)
-    if parsed is None:
-        return False
-    candidate = _scrypt(key, parsed.salt, parsed.n, parsed.r, parsed.p, len(parsed.digest))
-    return hmac.compare_digest(candidate, parsed.digest)
+def retry_after(findings: Iterable[Finding]) -> int | None:
+    """The seconds a rate-limited caller should wait, when RK-AUT010 is among ``findings``."""
+    for finding in findings:
+        if finding.code == "RK-AUT010" and (finding.detail or "").startswith(RETRY_AFTER):
+            return int((finding.detail or "")[len(RETRY_AFTER) :])
+    return None
 
 
 # --- stages ---------------------------------------------------------------------------------
@@ -108,27 +62,54 @@ def verify_api_key(key: str, stored: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class AuthenticateStage:
-    """Which connected system is calling: by API key when one is presented (a wrong key is
-    refused, never retried by address), else by source address."""
+    """Which connected system is calling. The first credential presented decides, and a wrong
+    one is refused, never retried by address: a TLS client certificate mapped to a system,
+    else an API key (issued into the database, else configured), else a WS-Security
+    UsernameToken, else the source address. ``keys``/``tokens``: the database-backed checks
+    (absent in tools that run without a store)."""
 
     provider: ConfigSource
+    keys: ApiKeyRegistry | None = None
+    tokens: UsernameTokenVerifier | None = None
     name: StageName = StageName.AUTHENTICATE
 
     def __call__(self, message: Message) -> Message:
         if message.identity is not None:
             return message  # established by an in-process adapter (a system's hot folder)
+        outcome = self._identify(message)
+        if isinstance(outcome, Identity):
+            message.identity = outcome
+        else:
+            message.add_findings([outcome or make_finding("RK-AUT001", path="/")])
+        return message
+
+    def _identify(self, message: Message) -> Identity | Finding | None:
         index = self.provider.current().index
-        if message.api_key is not None:
-            system = index.system_for_api_key(message.api_key)
+        if message.client_certificate is not None:
+            fingerprint = hashlib.sha256(message.client_certificate).hexdigest()
+            system = index.system_for_certificate(fingerprint)
             if system is not None:
-                message.identity = Identity(systems=frozenset({system}), method="api_key")
-        elif message.source_address is not None:
+                return Identity(systems=frozenset({system}), method="certificate")
+        if message.api_key is not None:
+            system = self._system_for_key(message.api_key)
+            return Identity(frozenset({system}), "api_key") if system is not None else None
+        if message.username_token is not None:
+            if self.tokens is None:
+                return None
+            verified = self.tokens.verify(message.username_token)
+            if isinstance(verified, Finding):
+                return verified
+            return Identity(systems=frozenset({verified}), method="username_token")
+        if message.source_address is not None:
             systems = index.systems_for_address(message.source_address)
             if systems:
-                message.identity = Identity(systems=systems, method="address")
-        if message.identity is None:
-            message.add_findings([make_finding("RK-AUT001", path="/")])
-        return message
+                return Identity(systems=systems, method="address")
+        return None
+
+    def _system_for_key(self, key: str) -> str | None:
+        if self.keys is not None and is_issued_key(key):
+            return self.keys.system_for(key)
+        return self.provider.current().index.system_for_api_key(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +118,7 @@ class AuthorizeStage:
     parsed). A ``…Reply`` is never accepted inbound: replies return through request-reply."""
 
     provider: ConfigSource
+    limiter: RateLimiter | None = None
     name: StageName = StageName.AUTHORIZE
 
     def __call__(self, message: Message) -> Message:
@@ -155,6 +137,11 @@ class AuthorizeStage:
         system, tenant_code = envelope.client.system, envelope.client.tenant
         if system not in identity.systems:
             return make_finding("RK-AUT002", path=f"{HEADER_PATH}/client/system", actual=system)
+        limit = configured.rate_limit if (configured := index.system(system)) else None
+        if self.limiter is not None and limit is not None:
+            wait = self.limiter.admit(system, limit)
+            if wait is not None:
+                return rate_limited(system, wait)
         tenant = index.tenant(tenant_code)
         if tenant is None or not tenant.enabled:
             return make_finding(
@@ -178,3 +165,15 @@ class AuthorizeStage:
                 expected=f"{direction.value} {service} ({tenant_code})",
             )
         return None
+
+
+__all__ = [
+    "AuthenticateStage",
+    "AuthorizeStage",
+    "hash_api_key",
+    "is_api_key_hash",
+    "new_api_key",
+    "rate_limited",
+    "retry_after",
+    "verify_api_key",
+]

@@ -112,6 +112,18 @@ class Identity:
     method: str  # "api_key" | "address"
 
 
+@dataclass(frozen=True, slots=True)
+class UsernameToken:
+    """A WS-Security UsernameToken (OASIS UsernameToken Profile 1.1) with PasswordDigest, as
+    a SOAP adapter found it: checked by the Authenticate stage, never stored or logged."""
+
+    username: str
+    password_digest: str  # Base64(SHA-1(nonce + created + password))
+    nonce: str  # Base64
+    created: str  # xs:dateTime text, exactly as sent (it is part of the digest)
+    password_type: str  # the Password element's Type URI
+
+
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
@@ -159,6 +171,8 @@ class Message:
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     source_address: str | None = None
     api_key: str | None = field(default=None, repr=False)  # Bearer; never logged/stored
+    username_token: UsernameToken | None = field(default=None, repr=False)  # SOAP WS-Security
+    client_certificate: bytes | None = field(default=None, repr=False)  # TLS peer, DER
     # The service an adapter's endpoint serves (``/soap/{Service}``): Validate refuses another.
     endpoint_service: str | None = None
     document: etree._Element | None = None

@@ -50,6 +50,21 @@ class Settings(BaseSettings):
     dispatch_lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a claimed delivery stays with its worker."
     )
+    audit_signing_key: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs audit checkpoints "
+        "(`renkei audit keygen`); a public key is enough for `renkei audit verify`.",
+    )
+    audit_anchor_dir: Path | None = Field(
+        default=None,
+        description="Append-only directory outside the database: one file per checkpoint.",
+    )
+    secrets_key: str | None = Field(
+        default=None,
+        repr=False,
+        description="Base64 of 32 bytes: encrypts stored WS-Security secrets (AES-256-GCM); "
+        "default: <data_dir>/secrets.key, created on first use (docs/security.md).",
+    )
 
     @property
     def effective_database_url(self) -> str:

@@ -8,7 +8,6 @@ adapters; a new transport is a new module, not an edit of the core). The lifespa
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import entry_points
@@ -18,10 +17,12 @@ from fastapi import APIRouter, FastAPI
 from bus import __version__
 from bus.folders.watcher import FolderWatcher
 from bus.hub import Hub
+from bus.observability.logs import configure_logging, get_logger
+from bus.observability.routes import operations_router
 from bus.settings import Settings
 
 ROUTER_GROUP = "renkei.routers"
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def _health_router() -> APIRouter:
@@ -47,9 +48,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         watcher.start()
     app.state.hub = hub
     log.info(
-        "renkei hub ready (store %s, %d dispatch workers)",
-        "SQLite" if settings.is_sqlite else "PostgreSQL",
-        settings.dispatch_workers,
+        "hub.ready",
+        store="SQLite" if settings.is_sqlite else "PostgreSQL",
+        dispatch_workers=settings.dispatch_workers,
     )
     try:
         yield
@@ -69,7 +70,9 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json",
         lifespan=_lifespan,
     )
+    configure_logging()  # in every uvicorn worker process
     app.include_router(_health_router())
+    app.include_router(operations_router())
     for entry in sorted(entry_points(group=ROUTER_GROUP), key=lambda e: e.name):
         router = entry.load()
         if not isinstance(router, APIRouter):

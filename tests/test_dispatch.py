@@ -28,6 +28,7 @@ from bus.dispatch.retry import backoff, decide
 from bus.dispatch.wakeup import Wakeups
 from bus.dispatch.worker import Worker, WorkerPool
 from bus.settings import Settings
+from bus.store.admin_audit import ADMIN_CHAIN
 from bus.store.db import Store, open_store
 from bus.store.models import AuditRecord, Delivery, DeliveryAttempt, StoredMessage
 from tests.support.receivers import Receiver, receiver_factory, wait_for
@@ -152,13 +153,17 @@ def drain(worker: Worker, until: Callable[[], bool], timeout: float = 20.0) -> N
             time.sleep(0.02)
 
 
-def audit_events(sessions: sessionmaker[Session]) -> list[tuple[str, str | None]]:
+def audit_events(
+    sessions: sessionmaker[Session], chain: str | None = None
+) -> list[tuple[str, str | None]]:
+    """The events of the tenant chains (default) or of one ``chain`` (e.g. ``admin``)."""
+    statement = select(AuditRecord.event, AuditRecord.message_id).order_by(AuditRecord.id)
+    if chain is None:
+        statement = statement.where(AuditRecord.tenant != ADMIN_CHAIN)
+    else:
+        statement = statement.where(AuditRecord.tenant == chain)
     with sessions() as session:
-        return list(
-            session.execute(
-                select(AuditRecord.event, AuditRecord.message_id).order_by(AuditRecord.id)
-            )
-        )
+        return list(session.execute(statement))
 
 
 # --- claims ------------------------------------------------------------------------------
@@ -536,6 +541,13 @@ def test_dlq_commands(store: Store, store_settings: Settings) -> None:
     events = [e for e, _ in audit_events(store.sessions)]
     # pause/resume are audited in the chain of every tenant juki serves (six sample towns)
     assert events == ["redelivered", "discarded"] + ["paused"] * 6 + ["resumed"] * 6
+    admin = [e for e, _ in audit_events(store.sessions, ADMIN_CHAIN) if e != "config.apply"]
+    assert admin == [  # and once each in the admin chain
+        "dlq.redelivered",
+        "dlq.discarded",
+        "destination.paused",
+        "destination.resumed",
+    ]
 
 
 @pytest.mark.postgres

@@ -268,10 +268,13 @@ def test_closing_a_batch_survives_a_torn_append_and_a_crash_after_writing(
 def test_a_fixed_width_destination_gets_header_records_and_trailer_in_its_layout(
     tmp_path: Path,
 ) -> None:
-    from bus.config.models import FileRecords, System
+    from bus.config.models import FieldLimits, FileRecords, System
     from tests.support.folders import GOLDEN
 
-    kokuho = System(id="kokuho", name="国保", mapping="kokuho.yaml")
+    # entitled to 個人番号 (番号法), as in samples/config: the golden record carries it
+    kokuho = System(
+        id="kokuho", name="国保", mapping="kokuho.yaml", fields=FieldLimits(my_number=True)
+    )
     standard = GOLDEN.with_name("NhiEligibilityNotice.outbound.full.input.xml").read_bytes()
     expected = GOLDEN.with_name("NhiEligibilityNotice.outbound.full.expected.dat").read_bytes()
     body = outbound_body(kokuho, "NhiEligibilityNotice", standard)

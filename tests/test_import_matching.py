@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bus.imports.matching import Outcome, Owner, OwnerMatcher
-from bus.imports.normalize import address_key, corporation, name_key, share, variant_table
+from bus.imports.normalize import address_key, corporation, name_key, variant_table
 from bus.imports.residents import ResidentIndex, resident
+from bus.mapping.text import share
 
 TENANT = "412066"
 TOWN = "武雄市"

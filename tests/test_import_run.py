@@ -204,3 +204,26 @@ def test_utf8_files_with_and_without_bom(tmp_path: Path, encoding: str) -> None:
     finally:
         hub.close()
     assert (summary.new, summary.errors, summary.encoding) == (20, 0, "utf-8")
+
+
+def test_a_fixed_width_layout_imports_through_the_cli(tmp_path: Path) -> None:
+    """The fixed-width layout is another mapping file (CP932, byte-counted, OCCURS slots for
+    権利者/義務者): the same import, the same checks, the same outputs."""
+    fixed = ROOT / "samples" / "notices" / "traps-fixed-cp932.dat"
+    env = {**os.environ, "RENKEI_DATA_DIR": str(tmp_path / "data")}
+    renkei = str(Path(sys.executable).with_name("renkei"))
+    command = [renkei, "import", "notices", str(fixed), "--tenant", TENANT]
+    command += ["--layout", "mappings/houmu_fixed.yaml", "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "新規 5 / 重複 0 / エラー 2"
+    errors = read_csv(tmp_path / "out" / "traps-fixed-cp932_エラー.csv")
+    assert [(row[0], row[3]) for row in errors[1:]] == [("7", "RK-IMP003"), ("8", "RK-IMP002")]
+    assert "1100 bytes" in errors[2][5]  # the record length the short line lacks
+    rows = read_csv(tmp_path / "out" / "traps-fixed-cp932_評価変更リスト.csv")
+    column = {name: index for index, name in enumerate(rows[0])}
+    holders = [(r[column["受付番号"]], r[column["権利者"]], r[column["持分"]]) for r in rows[1:]]
+    assert ("1002", "斎藤 太郎", "1/2") in holders and ("1002", "斎藤 花子", "1/2") in holders
+    gaiji = next(r for r in rows[1:] if r[column["受付番号"]] == "1005")
+    assert "外字（変換表なし）" in gaiji[column["要確認理由"]]
+    again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert again.stdout.strip().splitlines()[-1] == "新規 0 / 重複 5 / エラー 2"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.mapping import Mapping, load_mapping
+from bus.mapping import Mapping, MappingError, load_mapping
 from bus.mapping.hooks import register_codec
 from bus.mapping.operations import format_date
 from bus.mapping.text import to_full_width, to_half_width, to_katakana
@@ -323,3 +323,91 @@ def test_function_hook_registered_by_entry_point(write: Write) -> None:
     )
     refused = section.translate(xml("<v:o>abc</v:o>"))
     assert [f.code for f in refused.findings] == ["RK-MAP008"]
+
+
+def test_gaiji_without_a_table_keep_pua_with_a_fallback_alt(write: Write) -> None:
+    """``gaiji: {unknown: 〓}``: a sender with no 外字 table (the 法務局) — the character stays
+    a PUA character and the value carries the 代替文字 (ゲタ) in alt; no table, no error."""
+    mapping = write(inbound_xml("- {to: name, from: v:n, gaiji: {unknown: 〓}}"))
+    section = mapping.sections[("NhiEligibilityNotice", "inbound")]
+    out = section.translate(xml("<v:n>\ue005田　一郎</v:n>"))
+    assert '<std:name alt="〓田　一郎">\ue005田　一郎</std:name>' in (out.output or b"").decode()
+    assert out.findings == [] and out.record is not None
+    assert out.record.data["name"].attr("alt") == "〓田　一郎"  # the record the output came from
+    with pytest.raises(MappingError, match=r"vendor\.yaml:\d+:\d+: .*one 代替文字"):
+        write(inbound_xml("- {to: name, from: v:n, gaiji: {unknown: ゲタ}}"))
+
+
+def test_share_reads_every_written_form_and_reports_the_member(write: Write) -> None:
+    mapping = write(
+        """
+        services:
+          RegistrationNotice:
+            inbound:
+              format: csv
+              columns: [所在, 氏名, 持分]
+              fields:
+                - {to: localGovernmentCode, const: "412066"}
+                - {to: assetClass, const: "1"}
+                - {to: propertyLocation, from: 所在}
+                - group: rightHolder
+                  split: ／
+                  fields:
+                    - {to: rightHolderName, from: 氏名}
+                    - {to: share, from: 持分, share: true}
+        """
+    )
+    section = mapping.sections[("RegistrationNotice", "inbound")]
+    (good,) = section.translate_fields([["江北町", "山田　太郎／山田　花子", "２分の１／持分 1/2"]])
+    assert good.record is not None
+    assert [m.data["share"] for m in good.record.data["rightHolder"]] == ["1/2", "1/2"]
+    (bad,) = section.translate_fields([["江北町", "山田　太郎", "半分"]])
+    assert bad.output is None
+    assert [(f.code, f.path) for f in bad.findings] == [("RK-MAP011", "/record[1]/持分")]
+
+
+def test_fixed_width_repeating_groups_are_occurs_slots(write: Write) -> None:
+    mapping = write(
+        """
+        services:
+          RegistrationNotice:
+            inbound:
+              format: fixed
+              record_length: 30
+              separator: none
+              fields:
+                - {to: localGovernmentCode, from: {start: 1, bytes: 6}}
+                - {to: assetClass, const: "1"}
+                - {to: propertyLocation, from: {start: 7, bytes: 4, pad: full}}
+                - group: rightHolder
+                  path: {start: 11, bytes: 10, occurs: 2}
+                  fields:
+                    - {to: rightHolderName, from: {start: 1, bytes: 6, pad: full}}
+                    - {to: share, from: {start: 7, bytes: 4}}
+        """
+    )
+    section = mapping.sections[("RegistrationNotice", "inbound")]
+    one = "412066江北山田　1/2 ".encode("cp932") + b" " * 10
+    out = section.translate(one)
+    assert out.record is not None, out.findings
+    assert [m.data for m in out.record.data["rightHolder"]] == [
+        {"rightHolderName": "山田", "share": "1/2"}
+    ]  # the blank second slot is no one
+    with pytest.raises(MappingError, match="overlap"):
+        write(
+            """
+            services:
+              RegistrationNotice:
+                inbound:
+                  format: fixed
+                  record_length: 30
+                  fields:
+                    - {to: localGovernmentCode, from: {start: 1, bytes: 12}}
+                    - {to: assetClass, const: "1"}
+                    - {to: propertyLocation, from: {start: 21, bytes: 4}}
+                    - group: rightHolder
+                      path: {start: 11, bytes: 10, occurs: 1}
+                      fields:
+                        - {to: rightHolderName, from: {start: 1, bytes: 6}}
+            """
+        )

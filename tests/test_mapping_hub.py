@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from bus.config.models import System
+from bus.config.models import FieldLimits, System
 from bus.hub import Hub
 from bus.mapping.stage import outbound_body
 from bus.settings import Settings
@@ -131,5 +131,5 @@ def test_an_untranslatable_delivery_is_a_permanent_failure() -> None:
     with pytest.raises(OutboundTranslationError) as caught:
         outbound_body(TAINOU, "ResidentChangeNotice", raw.replace(b"<std:sex>9<", b"<std:sex>7<"))
     assert [(f.code, f.item) for f in caught.value.findings] == [("RK-MAP003", "sex")]
-    no_mapping = System(id="zeimu", name="税務")
+    no_mapping = System(id="zeimu", name="税務", fields=FieldLimits(my_number=True))
     assert outbound_body(no_mapping, "ResidentChangeNotice", raw) is raw

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from adapters.inbound import Caller, internal_error, known_service, unknown_service
+from adapters.inbound import Caller, identify, internal_error, known_service, unknown_service
 from adapters.rest.problem import problem, problem_responses
 from bus.errors import make_finding
 from bus.feeds import (
@@ -36,8 +36,7 @@ from bus.feeds import (
     read_feed,
 )
 from bus.hub import Hub
-from bus.identity import AuthenticateStage
-from bus.pipeline import Finding, Message
+from bus.pipeline import Finding
 
 PREFIX = "/api/v1/feeds"
 NDJSON = "application/x-ndjson"
@@ -92,10 +91,7 @@ def _entitled(
         raise FeedRefused(
             make_finding("RK-FED005", path="/", actual="tenant", expected="団体コード")
         )
-    probe = Message(
-        raw=b"", adapter="feed", source_address=caller.source_address, api_key=caller.api_key
-    )
-    identity = AuthenticateStage(hub.config)(probe).identity
+    identity = identify(hub, caller, "feed")
     if identity is None:
         raise FeedRefused(make_finding("RK-AUT001", path="/"))
     if system is not None:
@@ -152,7 +148,7 @@ def _limit(value: str | None) -> int | Finding:
     "/{service}",
     summary="差分フィード: entitled messages after a cursor (PULL)",
     response_model=FeedPageModel,
-    responses=problem_responses(400, 401, 403, 404, 410, 500),
+    responses=problem_responses(400, 401, 403, 404, 410, 422, 500),
 )
 async def get_feed(
     service: str,
@@ -194,7 +190,7 @@ def _export_lines(hub: Hub, entitled: Entitlement) -> Iterator[bytes]:
 @router.get(
     "/{service}/export",
     summary="全件出力: every retained entitled message, streamed as NDJSON",
-    responses=problem_responses(400, 401, 403, 404, 500),
+    responses=problem_responses(400, 401, 403, 404, 422, 500),
 )
 async def export(
     service: str, request: Request, tenant: str | None = None, system: str | None = None

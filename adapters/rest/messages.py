@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from adapters.inbound import (
     Caller,
+    identify,
     ingest,
     internal_error,
     known_service,
@@ -33,7 +34,6 @@ from adapters.rest.problem import problem, problem_responses
 from adapters.rest.validate import XML_MEDIA_TYPES
 from bus.errors import make_finding
 from bus.hub import Hub
-from bus.identity import AuthenticateStage
 from bus.pipeline import Finding, Message, Severity
 from bus.store.queries import MessageDetail, StoreQueryError, show_message
 
@@ -227,10 +227,7 @@ def _status(detail: MessageDetail) -> dict[str, Any]:
 def _lookup(hub: Hub, caller: Caller, message_id: str, tenant: str | None) -> dict[str, Any]:
     """The status as the caller may see it: only a message it sent or receives, else the
     same RK-STO002 as for a message that does not exist (no existence oracle)."""
-    probe = Message(
-        raw=b"", adapter="rest", source_address=caller.source_address, api_key=caller.api_key
-    )
-    identity = AuthenticateStage(hub.config)(probe).identity
+    identity = identify(hub, caller, "rest")
     if identity is None:
         raise StoreQueryError(make_finding("RK-AUT001", path="/"))
     with hub.store.sessions() as session:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from adapters.inbound import errors
+from bus.identity import retry_after
 from bus.pipeline import Finding
 
 PROBLEM_JSON = "application/problem+json"
@@ -23,6 +24,11 @@ _STATUS_BY_CODE = {
     "RK-AUT003": 403,
     "RK-AUT004": 403,
     "RK-AUT005": 403,
+    "RK-AUT006": 401,
+    "RK-AUT007": 401,
+    "RK-AUT008": 401,
+    "RK-AUT009": 401,
+    "RK-AUT010": 429,
     "RK-STO001": 409,
     "RK-STO002": 404,
     "RK-STO003": 409,
@@ -59,6 +65,7 @@ def problem(findings: Sequence[Finding], status: int | None = None) -> JSONRespo
     ordered = errors(findings) + [f for f in findings if f not in errors(findings)]
     first = ordered[0]
     status = status or status_for(ordered)
+    wait = retry_after(ordered)
     return JSONResponse(
         {
             "type": f"urn:renkei:error:{first.code}",
@@ -69,6 +76,7 @@ def problem(findings: Sequence[Finding], status: int | None = None) -> JSONRespo
         },
         status_code=status,
         media_type=PROBLEM_JSON,
+        headers={"Retry-After": str(wait)} if wait is not None else None,
     )
 
 

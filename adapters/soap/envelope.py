@@ -4,6 +4,7 @@ detail holds the coded findings (schemas/soap.xsd)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from lxml import etree
@@ -46,12 +47,22 @@ def _serialize(element: etree._Element) -> bytes:
     return etree.tostring(element, encoding="UTF-8")
 
 
+# Characters XML 1.0 cannot carry (C0 controls but tab/LF/CR, surrogates, U+FFFE/U+FFFF)
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(value: str) -> str:
+    """``value`` with what XML cannot carry replaced by U+FFFD: a finding may quote the
+    caller's input, and the Fault must still be written (found by bench/fuzz_inputs.py)."""
+    return _NOT_XML_CHAR.sub("\ufffd", value)
+
+
 def _finding_element(parent: etree._Element, finding: Finding) -> None:
     element = etree.SubElement(parent, f"{_RKS}Finding")
     for name, attribute in _FINDING_FIELDS:
         value = getattr(finding, attribute)
         if value is not None:
-            etree.SubElement(element, f"{_RKS}{name}").text = str(value)
+            etree.SubElement(element, f"{_RKS}{name}").text = _xml_text(str(value))
 
 
 def acknowledgement(ack: Acknowledgement, findings: Iterable[Finding] = ()) -> bytes:
@@ -81,7 +92,7 @@ def fault(findings: list[Finding], *, server: bool) -> bytes:
     body = etree.Element(f"{{{SOAP11}}}Fault", nsmap=_NSMAP)
     etree.SubElement(body, "faultcode").text = "soap:Server" if server else "soap:Client"
     faultstring = etree.SubElement(body, "faultstring")
-    faultstring.text = f"{first.code} {first.message_ja}"
+    faultstring.text = _xml_text(f"{first.code} {first.message_ja}")
     faultstring.set(XML_LANG, "ja")
     detail = etree.SubElement(etree.SubElement(body, "detail"), f"{_RKS}Findings")
     for finding in findings:

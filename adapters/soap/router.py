@@ -26,8 +26,10 @@ from adapters.inbound import (
 )
 from adapters.soap import envelope
 from adapters.soap.wsdl import render_wsdl
+from adapters.soap.wsse import username_token
 from bus.errors import make_finding
 from bus.hub import Hub
+from bus.identity import retry_after
 from bus.pipeline import Finding, Message, Severity
 from bus.resources import schemas_dir
 
@@ -43,7 +45,9 @@ def _fault(
 ) -> Response:
     ordered = sorted(findings, key=lambda f: f.severity is not Severity.ERROR)  # errors first
     body = envelope.fault(ordered, server=server)
-    return Response(body, status_code=status, media_type=envelope.CONTENT_TYPE)
+    wait = retry_after(ordered)  # a rate-limited sender: a Client fault that says when
+    headers = {"Retry-After": str(wait)} if wait is not None else None
+    return Response(body, status_code=status, media_type=envelope.CONTENT_TYPE, headers=headers)
 
 
 def _base_url(request: Request) -> str:
@@ -85,7 +89,12 @@ async def soap_endpoint(request: Request) -> Response:
     raw = await read_body(request)
     if isinstance(raw, Finding):
         return _fault([raw])
-    return _answer(await ingest(request, raw, adapter="soap", service=service))
+    token = username_token(raw)
+    if isinstance(token, Finding):
+        return _fault([token])
+    return _answer(
+        await ingest(request, raw, adapter="soap", service=service, username_token=token)
+    )
 
 
 @cache

@@ -1,4 +1,4 @@
-"""``renkei config check/apply/show`` and ``renkei keys new`` (DESIGN §6).
+"""``renkei config check/apply/show`` (DESIGN §6).
 
 The store, the loader and scrypt are imported inside the commands, so other commands
 (``renkei validate``) do not pay for them at start-up.
@@ -7,7 +7,6 @@ The store, the loader and scrypt are imported inside the commands, so other comm
 from __future__ import annotations
 
 import getpass
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,12 +19,9 @@ if TYPE_CHECKING:
     from bus.store.db import Store
 
 EXIT_OK, EXIT_INVALID = 0, 1
-_SYSTEM_ID = re.compile(r"^[a-z][a-z0-9_\-]{1,39}$")
 
 config_app = typer.Typer(help="The hub's configuration (設定): check, apply, show.")
-keys_app = typer.Typer(help="API keys for connected systems.")
 app.add_typer(config_app, name="config")
-app.add_typer(keys_app, name="keys")
 
 
 def _print_problems(error: ConfigError) -> None:
@@ -34,7 +30,7 @@ def _print_problems(error: ConfigError) -> None:
     typer.echo(f"{len(error.problems)} problem(s)", err=True)
 
 
-def _store() -> Store:
+def configured_store() -> Store:
     """The migrated store with a configuration in it (an empty database gets the
     configured or shipped sample directory first)."""
     from bus.config.loader import ConfigError
@@ -91,7 +87,7 @@ def apply(
     try:
         source = directory or settings.effective_config_dir
         before = latest_version(store.sessions)
-        version = apply_config(store.sessions, source, actor=_actor())
+        version = apply_config(store.sessions, source, actor=actor())
     except ConfigError as error:
         _print_problems(error)
         raise typer.Exit(EXIT_INVALID) from None
@@ -111,7 +107,7 @@ def show() -> None:
     from bus.config.snapshots import load_snapshot
     from bus.store.models import ConfigSnapshot
 
-    store = _store()
+    store = configured_store()
     try:
         loaded = load_snapshot(store.sessions)
         with store.sessions() as session:
@@ -157,23 +153,9 @@ def show() -> None:
     console.print(routes)
 
 
-def _actor() -> str:
+def actor() -> str:
+    """Who runs the command (recorded with what it changes)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
         return "renkei"
-
-
-@keys_app.command("new")
-def keys_new(system: Annotated[str, typer.Argument(help="The connected system's id.")]) -> None:
-    """Issue an API key: shown once; paste the hash line into systems.yaml."""
-    from bus.identity import hash_api_key, new_api_key
-
-    if not _SYSTEM_ID.fullmatch(system):
-        typer.echo(f"not a system id: {system!r}", err=True)
-        raise typer.Exit(EXIT_INVALID)
-    key = new_api_key(system)
-    typer.echo(f"API key for {system} (shown once; give it to the system's operator):")
-    typer.echo(f"  {key}")
-    typer.echo(f"Add under systems[id={system}].credentials.api_key_hashes in systems.yaml:")
-    typer.echo(f'  - "{hash_api_key(key)}"')

@@ -195,6 +195,11 @@ def worker(
     batch: Annotated[int, typer.Option(help="Deliveries claimed per round.")] = 50,
     lease_seconds: Annotated[float, typer.Option(help="Lease on a claimed delivery.")] = 30.0,
     poll_seconds: Annotated[float, typer.Option(help="Poll fallback when no wake-up.")] = 1.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /metrics on this port (a worker host without the hub)."),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Run dispatch workers (PostgreSQL only; start as many processes as needed)."""
     settings = Settings()
@@ -204,7 +209,11 @@ def worker(
     from bus.config.snapshots import ConfigProvider, ensure_config
     from bus.dispatch.wakeup import Wakeups
     from bus.dispatch.worker import WorkerPool
+    from bus.observability.logs import configure_logging
+    from bus.observability.metrics import serve_metrics
+    from bus.observability.store_gauges import StoreCollector
 
+    configure_logging()
     store = open_store(settings)
     ensure_config(store.sessions, settings)
     provider = ConfigProvider(store.sessions)
@@ -221,6 +230,9 @@ def worker(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if metrics_port is not None:
+        gauges = StoreCollector(store.sessions, lambda: provider.current().version)
+        serve_metrics(metrics_port, metrics_host, [gauges])
     typer.echo(f"renkei worker: {concurrency} workers", err=True)
     pool.start()
     try:

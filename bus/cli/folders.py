@@ -25,6 +25,7 @@ def run(
     ``renkei serve`` also does in process). Stops on SIGINT/SIGTERM after the current file."""
     from bus.folders.watcher import FolderWatcher
     from bus.hub import Hub
+    from bus.observability.logs import configure_logging
 
     hub = Hub.open()
     watcher = FolderWatcher(hub)
@@ -40,6 +41,7 @@ def run(
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        configure_logging()
         watcher.start()
         typer.echo("フォルダ監視を開始しました folder watcher running", err=True)
         stopped.wait()

@@ -20,6 +20,7 @@ from bus.errors import make_finding
 from bus.hub import Hub
 from bus.imports.residents import ResidentIndex
 from bus.imports.runner import ImportOptions, ImportRefused, run_import
+from bus.observability.logs import configure_logging
 from bus.settings import Settings
 
 EXIT_READ, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
@@ -54,6 +55,7 @@ def notices(
         finding = make_finding("RK-IO001", path=str(file), actual="not a file")
         console.print(f"[red]{finding.code}[/] {finding.message_ja} / {finding.message_en}")
         raise typer.Exit(EXIT_UNREADABLE)
+    configure_logging("WARNING")  # library warnings as JSON; no line per record
     settings = Settings()
     hub = Hub.open(settings)
     index = resident_index(settings)

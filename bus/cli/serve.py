@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -47,6 +50,28 @@ def start_samples(settings: Settings) -> list[Any]:
     return started
 
 
+def _tls_options(
+    cert: Path | None, key: Path | None, client_ca: Path | None, require: bool
+) -> dict[str, Any]:
+    """uvicorn's TLS arguments; with a client CA, the protocol that passes the client
+    certificate to the application (bus/tls.py)."""
+    if cert is None:
+        if client_ca is not None or key is not None:
+            typer.echo("--tls-key/--tls-client-ca need --tls-cert", err=True)
+            raise typer.Exit(2)
+        return {}
+    options: dict[str, Any] = {"ssl_certfile": str(cert), "ssl_keyfile": str(key or cert)}
+    if client_ca is not None:
+        from bus.tls import ClientCertificateProtocol
+
+        options |= {
+            "ssl_ca_certs": str(client_ca),
+            "ssl_cert_reqs": ssl.CERT_REQUIRED if require else ssl.CERT_OPTIONAL,
+            "http": ClientCertificateProtocol,
+        }
+    return options
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -62,6 +87,20 @@ def serve(
             "(default: when the shipped sample configuration is in use).",
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Serve HTTPS with this PEM certificate (chain).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's PEM key.")] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="Mutual TLS: verify client certificates against these CA(s) and map them to "
+            "systems (credentials.certificate_fingerprints)."
+        ),
+    ] = None,
+    require_client_cert: Annotated[
+        bool, typer.Option(help="Refuse TLS connections without a client certificate.")
+    ] = False,
 ) -> None:
     """Run the hub. The embedded default needs nothing else: a SQLite file under
     RENKEI_DATA_DIR, in-process workers (RENKEI_DISPATCH_WORKERS, default 2) and the sample
@@ -78,12 +117,27 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
+    from bus.observability.logs import configure_logging
+    from bus.observability.metrics import MULTIPROC_ENV, reset_multiprocess_dir
+
+    configure_logging()
+    if http_workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # several processes: /metrics adds up what each counted (set before they start)
+        metrics_dir = settings.data_dir.resolve() / "metrics"
+        reset_multiprocess_dir(metrics_dir)
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)
     if samples is None:  # another configuration's systems are real ones, or the tests' own
         samples = settings.config_dir is None
     running = start_samples(settings) if samples else []
     try:
         uvicorn.run(
-            "bus.webapp:create_app", factory=True, host=host, port=port, workers=http_workers
+            "bus.webapp:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=http_workers,
+            log_config=None,  # uvicorn's lines go through renkei's JSON formatter
+            **_tls_options(tls_cert, tls_key, tls_client_ca, require_client_cert),
         )
     finally:
         for handle in running:

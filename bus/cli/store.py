@@ -1,4 +1,4 @@
-"""``renkei messages list/show/replay``, ``renkei purge`` and ``renkei audit verify``."""
+"""``renkei messages list/show/replay`` and ``renkei purge`` (``renkei audit``: bus.cli.audit)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from bus.cli.app import app
-from bus.errors import make_finding
 from bus.pipeline import Finding
 from bus.settings import Settings
-from bus.store.audit import ChainReport, audited_tenants, verify_chain
 from bus.store.db import Store, open_store
 from bus.store.queries import (
     DEFAULT_LIMIT,
@@ -217,38 +215,3 @@ def purge(as_json: JsonOption = False) -> None:
         _json({"messages": report.messages, "deliveries": report.deliveries})
         return
     typer.echo(f"purged {report.messages} message(s), {report.deliveries} delivery(ies)")
-
-
-@audit_app.command("verify")
-def verify(tenant: TenantOption = None, as_json: JsonOption = False) -> None:
-    """Recompute the hash chains; exit 1 when one is broken."""
-    with _store() as store, store.sessions() as session:
-        tenants = [tenant] if tenant else audited_tenants(session)
-        reports = {code: verify_chain(session, code) for code in tenants}
-    if as_json:
-        _json({code: _report_dict(report) for code, report in reports.items()})
-    else:
-        _print_reports(reports)
-    if not all(report.ok for report in reports.values()):
-        raise typer.Exit(EXIT_FAILED)
-
-
-def _report_dict(report: ChainReport) -> dict[str, Any]:
-    return {
-        "ok": report.ok,
-        "records": report.records,
-        "first_bad_seq": report.first_bad_seq,
-        "reason": report.reason,
-    }
-
-
-def _print_reports(reports: dict[str, ChainReport]) -> None:
-    console = Console()
-    for code, report in reports.items():
-        if report.ok:
-            console.print(f"[green]OK[/]  {code}  {report.records} record(s)")
-            continue
-        finding = make_finding(
-            "RK-AUD001", path="/", actual=code, expected=report.first_bad_seq, detail=report.reason
-        )
-        console.print(f"[red]NG[/]  {code}  {finding.code} {finding.message_ja} ({report.reason})")

@@ -49,9 +49,17 @@ class ConfigIndex:
         self._tenants = {tenant.code: tenant for tenant in config.tenants}
         self._systems = {system.id: system for system in config.systems}
         self._served = {
-            system.id: frozenset(self._tenants if system.tenants == ALL else system.tenants)
+            system.id: (
+                frozenset(self._tenants if system.tenants == ALL else system.tenants)
+                | frozenset(t.code for t in config.tenants if system.id in t.joins)
+            )
             & frozenset(self._tenants)
             for system in config.systems
+        }
+        self._certificates = {
+            fingerprint: system.id
+            for system in config.systems
+            for fingerprint in system.credentials.certificate_fingerprints
         }
         self._networks: list[tuple[IpNetwork, str]] = [
             (ipaddress.ip_network(value, strict=False), system.id)
@@ -127,6 +135,13 @@ class ConfigIndex:
             if len(self._keys) < _CACHE_LIMIT:
                 self._keys[digest] = found
         return found
+
+    def system_for_certificate(self, fingerprint: str) -> str | None:
+        """The system whose ``certificate_fingerprints`` holds this SHA-256 (hex)."""
+        return self._certificates.get(fingerprint)
+
+    def served_tenants(self, system_id: str) -> frozenset[str]:
+        return self._served.get(system_id, frozenset())
 
     def allowed(self, system: str, direction: Direction, service: str, tenant: str) -> bool:
         """Default deny: true only when a rule grants it and the system serves the tenant."""

@@ -29,6 +29,7 @@ from bus.config.models import (
     System,
     Tenant,
 )
+from bus.protection.limits import field_limit_problems
 from bus.samplegen.content_model import content_model
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -301,6 +302,7 @@ class _Checker:
         for system, _ in self.systems:
             self.system_by_id.setdefault(system.id, system)
         self._check_systems()
+        self._check_tenant_joins()
         self._check_routes()
         self._check_access()
         self._check_retention()
@@ -353,13 +355,21 @@ class _Checker:
                 self._check_mapping(system, located)
             if system.file_linkage is not None:
                 self._check_inbound_folders(system, located)
+            for loc, problem in field_limit_problems(system.fields):
+                self.report(located, ("fields", *loc), problem)
             for index, value in enumerate(system.credentials.api_key_hashes):
                 if not is_api_key_hash(value):
                     self.report(
                         located,
                         ("credentials", "api_key_hashes", index),
-                        "not an API key hash (scrypt$n$r$p$salt$hash; `renkei keys new`)",
+                        "not an API key hash (scrypt$n$r$p$salt$hash; "
+                        "`renkei keys new --for-config`)",
                     )
+
+    def _check_tenant_joins(self) -> None:
+        for tenant, located in self.tenants:
+            for index, system in enumerate(tenant.joins):
+                self._system(system, located, ("joins", index))
 
     def _check_mapping(self, system: System, located: _Located) -> None:
         """The mapping file a system names must exist, load and be that system's."""

@@ -12,7 +12,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bus.rules.check_digits import lg_code_valid
 
@@ -39,6 +39,9 @@ class Tenant(Strict):
     name: str
     atena_check: AtenaSetting = AtenaSetting.WARN  # 宛名番号 M11 W2–7: older numbers lack it
     enabled: bool = True
+    # 共同利用: shared systems this tenant uses, as if listed in each system's ``tenants``
+    # (how `renkei tenants add` onboards a town without editing systems.yaml)
+    joins: tuple[SystemId, ...] = ()
 
     @field_validator("code")
     @classmethod
@@ -65,11 +68,23 @@ class RetryPolicy(Strict):
     max_delay: timedelta = timedelta(minutes=10)
 
 
+def _fingerprint(value: str) -> str:
+    text = value.replace(":", "").lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError("a SHA-256 fingerprint is 64 hex digits (colons allowed)")
+    return text
+
+
+CertificateFingerprint = Annotated[str, AfterValidator(_fingerprint)]
+
+
 class Credentials(Strict):
     """How a calling system is recognised: API keys (hashes only) or source addresses."""
 
     api_key_hashes: tuple[str, ...] = ()
     allow_addresses: tuple[str, ...] = ()
+    # SHA-256 of a TLS client certificate (DER), hex with or without colons (mutual TLS)
+    certificate_fingerprints: tuple[CertificateFingerprint, ...] = ()
 
     @field_validator("allow_addresses")
     @classmethod
@@ -134,6 +149,32 @@ class FileLinkage(Strict):
     outbound: OutboundFolder | None = None
 
 
+class FieldLimits(Strict):
+    """項目制限: the catalogue items a system is entitled to receive (DESIGN §7).
+
+    ``my_number``: the system runs a 番号法 利用事務 and may receive 個人番号 (default: not
+    entitled, so it is removed). ``allow`` (only these items) or ``deny`` (all but these),
+    by catalogue id; at most one of them."""
+
+    my_number: bool = False
+    allow: tuple[str, ...] | None = None
+    deny: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_list(self) -> FieldLimits:
+        if self.allow is not None and self.deny:
+            raise ValueError("fields: give either allow or deny, not both")
+        return self
+
+
+class RateLimit(Strict):
+    """Requests a system may send per fixed window (counted in the database for all
+    workers); ``None``: no limit in that window."""
+
+    per_second: int | None = Field(default=None, ge=1, le=100_000)
+    per_minute: int | None = Field(default=None, ge=1, le=6_000_000)
+
+
 class System(Strict):
     """A connected system (住民記録, 税, 国保, 収納, 滞納管理, 法務局…).
 
@@ -150,6 +191,8 @@ class System(Strict):
     credentials: Credentials = Credentials()
     delivery: Literal["push", "feed"] = "push"
     file_linkage: FileLinkage | None = None
+    rate_limit: RateLimit | None = None
+    fields: FieldLimits = FieldLimits()  # 項目制限 (bus.protection.limits)
 
     @model_validator(mode="before")
     @classmethod

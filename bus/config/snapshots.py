@@ -24,6 +24,7 @@ from bus.config.index import ConfigIndex
 from bus.config.loader import load_config_dir, parse_config_files, read_config_files
 from bus.config.models import HubConfig
 from bus.settings import Settings
+from bus.store.admin_audit import record_admin_action
 from bus.store.models import ConfigSnapshot
 
 INITIAL_ACTOR = "renkei (initial configuration)"
@@ -82,6 +83,8 @@ def apply_files(sessions: sessionmaker[Session], files: dict[str, str], actor: s
                         files=files,
                     )
                 )
+                detail = {"version": version, "digest": digest, "files": sorted(files)}
+                record_admin_action(session, actor, "config.apply", detail)
             return version
         except IntegrityError:
             if attempt == _APPLY_ATTEMPTS - 1:

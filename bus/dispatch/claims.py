@@ -17,7 +17,7 @@ claim happens under the write lock.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
+from bus.store.audit import utc
 from bus.store.models import Delivery, DeliveryState, DestinationState, StoredMessage
 
 BLOCKING_STATES = (DeliveryState.PENDING.value, DeliveryState.DEAD.value)
@@ -53,6 +54,8 @@ class Job:
     tenant: str
     destination: str
     body: bytes
+    # when the hub received the message (end-to-end latency); not part of a job's identity
+    received_at: datetime | None = field(default=None, compare=False)
 
 
 def claimable(now: Any, paused: Collection[str] | None = None) -> ColumnElement[bool]:
@@ -132,6 +135,7 @@ _SELECT_MESSAGES = select(
     _MESSAGES.c.correlation_id,
     _MESSAGES.c.service,
     _MESSAGES.c.body,
+    _MESSAGES.c.received_at,
 ).where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
 
 
@@ -164,16 +168,25 @@ def claim_jobs(
     if not leased:
         return []
     messages = {
-        pk: (message_id, correlation_id, service, body)
-        for pk, message_id, correlation_id, service, body in connection.execute(
+        pk: (message_id, correlation_id, service, body, utc(received_at))
+        for pk, message_id, correlation_id, service, body, received_at in connection.execute(
             _SELECT_MESSAGES, {"ids": sorted({row[1] for row in leased})}
         )
     }
     jobs = []
     for delivery_id, message_pk, tenant, destination in leased:
-        message_id, correlation_id, service, body = messages[message_pk]
+        message_id, correlation_id, service, body, received_at = messages[message_pk]
         jobs.append(
-            Job(delivery_id, message_id, correlation_id, service, tenant, destination, body)
+            Job(
+                delivery_id,
+                message_id,
+                correlation_id,
+                service,
+                tenant,
+                destination,
+                body,
+                received_at,
+            )
         )
     return jobs
 

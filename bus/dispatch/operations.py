@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bus.store.admin_audit import record_admin_action
 from bus.store.audit import append_audit
 from bus.store.models import (
     Delivery,
@@ -133,6 +134,10 @@ def _transition_dead(
             | {"reason": reason},
         )
         changed.append(delivery.id)
+    if changed:
+        record_admin_action(
+            session, actor, f"dlq.{event}", {"deliveries": changed, "reason": reason}
+        )
     return changed
 
 
@@ -241,3 +246,6 @@ def _set_paused(
             actor=actor,
             detail={"destination": system, "reason": reason},
         )
+    record_admin_action(
+        session, actor, f"destination.{event}", {"destination": system, "reason": reason}
+    )

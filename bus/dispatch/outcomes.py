@@ -14,7 +14,6 @@ then locked only until the commit).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,10 +34,11 @@ from sqlalchemy import (
 
 from bus.dispatch.claims import Job
 from bus.dispatch.transport import Outcome, SendResult
+from bus.observability.logs import get_logger
 from bus.store.audit import AuditEntry
 from bus.store.models import Delivery, DeliveryAttempt, DeliveryState
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _DELIVERIES = cast(Table, Delivery.__table__)
 _ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
@@ -138,7 +138,7 @@ def record_outcomes(
     audits: list[AuditEntry] = []
     for job, result in done:
         if job.delivery_id not in owned:
-            log.warning("delivery %s: lease lost, result dropped", job.delivery_id)
+            log.warning("delivery.lease_lost", delivery=job.delivery_id)
             continue
         previous, first_at = owned[job.delivery_id]
         number = previous + 1

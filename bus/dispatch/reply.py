@@ -4,7 +4,12 @@ An accepted inquiry goes synchronously to its provider with the endpoint's timeo
 never retried and never dead-lettered: the caller is waiting and gets a coded error instead
 (RK-RPL001 no answer in time, RK-RPL003 refused, RK-RPL002 an invalid reply). The reply is
 validated like any inbound message; it has its own messageId and its correlationId must be
-the request's (Correlation Identifier).
+the request's (Correlation Identifier). The caller gets the reply as its 項目制限 and
+支援措置 allow (:mod:`bus.protection.replies`), and that is what is stored.
+
+A provider with a mapping file (e.g. 滞納管理, ``mappings/tainou.yaml``) gets the request in its
+own dialect (the service's outbound section, the Header kept) and answers in it: the reply's
+body is translated by the ``…Reply`` inbound section before it is validated.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from bus.catalogue import NS_SERVICE
 from bus.config.models import System
 from bus.dispatch.transport import (
     OutboundMessage,
@@ -23,8 +29,12 @@ from bus.dispatch.transport import (
     transport_for,
 )
 from bus.errors import make_finding
-from bus.pipeline import Finding, Message, StageName
+from bus.mapping.envelope import header_and_body
+from bus.mapping.stage import OutboundTranslationError, inbound_document, outbound_body
+from bus.pipeline import Finding, Message, Severity, StageName
+from bus.protection.replies import protect_reply
 from bus.store.models import MessageKind
+from bus.validation.secure_parse import secure_parse
 from bus.validation.validator import ValidationReport
 
 REPLY_SUFFIX = "Reply"
@@ -37,6 +47,8 @@ class ReplyStage:
     validate: Callable[[bytes], ValidationReport]
     store_reply: Callable[[Message], None] | None = None
     transports: Mapping[str, Transport] | None = None
+    # system id → System: whose 項目制限 the reply is limited to (None: entitled to nothing)
+    caller_for: Callable[[str], System | None] = lambda _system: None
     name: StageName = field(default=StageName.REPLY, init=False)
 
     def __call__(self, message: Message) -> Message:
@@ -59,13 +71,19 @@ class ReplyStage:
         except (KeyError, UnknownTransport):
             message.add_findings([_finding("RK-RPL001", provider, "unknown transport")])
             return message
+        body = message.raw if message.document is None else _body(message)
+        try:  # the provider's 項目制限, then its dialect (unchanged when it has neither)
+            body = outbound_body(provider, envelope.service, body)
+        except OutboundTranslationError as error:
+            message.add_findings(error.findings)
+            return message
         outbound = OutboundMessage(
             message_id=envelope.message_id,
             correlation_id=envelope.correlation_id,
             service=envelope.service,
             tenant=tenant,
             destination=provider.id,
-            body=message.raw if message.document is None else _body(message),
+            body=body,
         )
         result = transport.send(outbound, provider.endpoint)
         if result.outcome is Outcome.PERMANENT:
@@ -74,10 +92,12 @@ class ReplyStage:
         if result.outcome is Outcome.RETRY:
             message.add_findings([_finding("RK-RPL001", provider, result.error)])
             return message
-        reply, problem = self._reply(message, result.reply or b"")
+        data, problem = _standard_reply(provider, envelope.service, result.reply or b"")
+        reply, problem = self._reply(message, data) if problem is None else (None, problem)
         if reply is None:
             message.add_findings([_finding("RK-RPL002", provider, problem)])
             return message
+        protect_reply(reply, self.caller_for(envelope.client.system), provider)
         message.reply = reply
         if self.store_reply is not None:
             self.store_reply(reply)
@@ -110,6 +130,24 @@ class ReplyStage:
         )
         reply.add_findings(report.findings)  # warnings only (it is valid)
         return reply, None
+
+
+def _standard_reply(provider: System, service: str, data: bytes) -> tuple[bytes, str | None]:
+    """The reply with the provider's own document translated to the standard one (unchanged
+    when the provider has no mapping or already answered in the standard), or why not."""
+    if provider.mapping is None or not data:
+        return data, None
+    parsed = secure_parse(data)
+    if parsed.root is None:
+        return data, None  # validation reports why
+    header, body = header_and_body(parsed.root)
+    if header is None or body is None or etree.QName(body).namespace == NS_SERVICE:
+        return data, None
+    translated, findings = inbound_document(provider, service + REPLY_SUFFIX, header, body)
+    if translated is None:
+        codes = sorted({f.code for f in findings if f.severity is Severity.ERROR})
+        return data, "untranslatable reply: " + ", ".join(codes)
+    return translated, None
 
 
 def _body(message: Message) -> bytes:

@@ -12,7 +12,6 @@ from a worker whose lease was taken over is dropped, never recorded over the new
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import socket
@@ -20,6 +19,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from time import perf_counter
 from typing import Protocol, cast
 
 from sqlalchemy import Table, bindparam, update
@@ -39,11 +39,13 @@ from bus.dispatch.transport import (
 )
 from bus.dispatch.wakeup import Wakeups
 from bus.mapping.stage import OutboundTranslationError, outbound_body
+from bus.observability.events import delivery_context, round_committed
+from bus.observability.logs import bound, get_logger
 from bus.store.audit import append_audits
 from bus.store.models import Delivery
 from bus.store.writers import write_transaction
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class SystemLookup(Protocol):
@@ -127,11 +129,15 @@ class Worker:
             return 0
         config = self.config()
         failing: set[str] = set()
+        seconds: dict[int, float] = {}  # each send's duration (metrics)
 
         def attempt(job: Job) -> SendResult | None:
             if job.destination in failing:
                 return None
-            result = self._send(job, config)
+            started = perf_counter()
+            with bound(delivery_context(job)):
+                result = self._send(job, config)
+            seconds[job.delivery_id] = perf_counter() - started
             if result.outcome is Outcome.RETRY:
                 failing.add(job.destination)
             return result
@@ -142,7 +148,7 @@ class Worker:
             results = [attempt(job) for job in jobs]
         done = [(job, result) for job, result in zip(jobs, results, strict=True) if result]
         skipped = [job for job, result in zip(jobs, results, strict=True) if result is None]
-        self._next = self._record(done, config, release=skipped, claim_next=True)
+        self._next = self._record(done, config, release=skipped, claim_next=True, seconds=seconds)
         return len(done)
 
     def _fan_out(
@@ -185,7 +191,7 @@ class Worker:
                 with write_transaction(self.sessions) as session:
                     self._release(session, self._next)
             except Exception:
-                log.warning("worker %s: could not release its claimed batch", self.worker_id)
+                log.warning("worker.release_failed", worker=self.worker_id)
             self._next = []
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -227,7 +233,7 @@ class Worker:
         try:
             return transport.send(outbound, system.endpoint)
         except Exception as error:
-            log.exception("transport %s failed", system.endpoint.transport)
+            log.exception("delivery.transport_failed", transport=system.endpoint.transport)
             return SendResult(Outcome.RETRY, error=f"transport error: {type(error).__name__}")
 
     def _record(
@@ -237,6 +243,7 @@ class Worker:
         *,
         release: Sequence[Job] = (),
         claim_next: bool = False,
+        seconds: Mapping[int, float] | None = None,
     ) -> list[Job]:
         """Each outcome with its attempt row and audit record, atomically: the batch's
         outcomes share one transaction (grouped commits; each stays all-or-nothing with its
@@ -264,6 +271,7 @@ class Worker:
                 else []
             )
             append_audits(session, audits)
+        round_committed(done, seconds or {}, audits, now)  # metrics and log lines
         return claimed
 
     def _failure(
@@ -302,7 +310,7 @@ class Worker:
                 try:
                     attempted = self.run_once()
                 except Exception:
-                    log.exception("worker %s: round failed", self.worker_id)
+                    log.exception("worker.round_failed", worker=self.worker_id)
                     stop.wait(self.poll_seconds)
                     continue
                 if attempted:

@@ -119,21 +119,3 @@ def corporation(text: str) -> Corporation | None:
         if full in name:
             return Corporation(name, name.replace(full, ""), number)
     return None
-
-
-# --- 持分 -----------------------------------------------------------------------------------
-
-_SHARE = re.compile(r"^(?:持分)?([0-9]+)(?:分の|/)([0-9]+)$")
-
-
-def share(text: str) -> str | None:
-    """持分 as ``numerator/denominator`` (２分の１ → 1/2, 1/2 → 1/2); None when unreadable."""
-    folded = _SPACE.sub("", fold_text(text)).replace("／", "/")
-    match = _SHARE.match(folded)
-    if match is None:
-        return None
-    first, second = int(match.group(1)), int(match.group(2))
-    numerator, denominator = (second, first) if "分の" in folded else (first, second)
-    if numerator < 1 or denominator < 1 or numerator > denominator:
-        return None
-    return f"{numerator}/{denominator}"

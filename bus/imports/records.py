@@ -14,15 +14,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lxml import etree
-
-from bus.catalogue import NS_EXTENSION, NS_STANDARD
 from bus.errors import make_finding
 from bus.imports.encoding import Undecodable, decode_line
 from bus.imports.lines import RawLine
-from bus.imports.normalize import address_key, share
+from bus.imports.normalize import address_key
 from bus.mapping import Section
-from bus.mapping.values import FieldFailure
+from bus.mapping.values import DictRecord, FieldFailure, Text
 from bus.pipeline import Finding, Severity
 
 KEY_ITEMS = {
@@ -30,13 +27,10 @@ KEY_ITEMS = {
     "receiptNumber": "受付番号",
     "realEstateNumber": "不動産番号",
 }
-SHARE_COLUMN = "持分"
-GROUP_SEPARATOR = "／"
-GETA = "〓"  # 代替文字 for a 外字 with no table
+GETA = "〓"  # 代替文字 the mapping gives a 外字 with no table (houmu.yaml gaiji: unknown)
 MAX_BLANKED = 5  # a line with more untranslatable fields than this is not worth importing blind
 
 
-_PRIVATE_USE = re.compile("[\ue000-\uf8ff\U000f0000-\U0010ffff]")
 _HALF_KANA = re.compile("[\uff61-\uff9f]")
 
 
@@ -104,22 +98,8 @@ class NoticeParser:
                 return self._error(
                     raw, "", "RK-IMP002", expected=len(self.columns), actual=len(fields)
                 )
-            self._clean_shares(fields, review)
             source = fields
         return self._translate(raw, source, fields, review)
-
-    def _clean_shares(self, fields: list[str], review: list[str]) -> None:
-        assert self.columns is not None
-        if SHARE_COLUMN not in self.columns:
-            return
-        index = self.columns.index(SHARE_COLUMN)
-        if not fields[index].strip():
-            return
-        written = fields[index].split(GROUP_SEPARATOR)
-        parts = [share(part) if part.strip() else "" for part in written]
-        if None in parts:
-            review.append("持分を読めません")
-        fields[index] = GROUP_SEPARATOR.join(part or "" for part in parts)
 
     def _translate(
         self, raw: RawLine, source: Any, fields: list[str], review: list[str]
@@ -131,15 +111,17 @@ class NoticeParser:
                 else _read_fixed(self.section, source)
             )
             if isinstance(record, FieldFailure):
-                return self._error(raw, "", "RK-IMP002", expected="layout", actual=record.code)
+                expected = record.params.get("expected", "layout")  # fixed: the record length
+                actual = record.params.get("actual", record.code)
+                return self._error(raw, "", "RK-IMP002", expected=expected, actual=actual)
             translation = self.section.run(record, raw.number, self.params)
             errors = [f for f in translation.findings if f.severity is Severity.ERROR]
             key_errors = [f for f in errors if f.item in KEY_ITEMS]
             if key_errors:
                 first = key_errors[0]
                 return self._key_error(raw, first.item or "", first.code)
-            if translation.output is not None:
-                return self._notice(raw, translation.output, review)
+            if translation.output is not None and translation.record is not None:
+                return self._notice(raw, translation.output, translation.record, review)
             blanked = [_column(f) for f in errors]
             if not fields or not all(c in (self.columns or ()) for c in blanked):
                 return self._error(raw, "", "RK-IMP004", actual=",".join(f.code for f in errors))
@@ -148,10 +130,10 @@ class NoticeParser:
                 review.append(f"{column}を読めないため空で取込み")
         return self._error(raw, "", "RK-IMP004", actual="too many unreadable fields")
 
-    def _notice(self, raw: RawLine, output: bytes, review: list[str]) -> Notice | RecordError:
-        element = etree.fromstring(output)
-        gaiji = _PRIVATE_USE.search(output.decode("utf-8")) is not None
-        values = _values(element, review, gaiji)
+    def _notice(
+        self, raw: RawLine, output: bytes, record: DictRecord, review: list[str]
+    ) -> Notice | RecordError:
+        values = _values(record, review)
         number = values.get("realEstateNumber", "")
         if number and not (len(number) == 13 and number.isdigit()):
             return self._key_error(raw, "realEstateNumber", "13桁の数字ではありません")
@@ -164,8 +146,7 @@ class NoticeParser:
         if self.town_key and not location.startswith(self.town_key):
             review.append("所在が団体外")
         key = NoticeKey(values.get("receiptDate", ""), receipt, number)
-        service_xml = etree.tostring(element, encoding="unicode").encode() if gaiji else output
-        return Notice(raw.number, key, service_xml, values, review)
+        return Notice(raw.number, key, output, values, review)
 
     def _key_error(self, raw: RawLine, item: str, reason: str) -> RecordError:
         return self._error(raw, KEY_ITEMS.get(item, item), "RK-IMP003", item=item, actual=reason)
@@ -194,20 +175,17 @@ def _column(finding: Finding) -> str:
     return finding.path.rsplit("/", 1)[-1]
 
 
-def _values(element: etree._Element, review: list[str], gaiji: bool) -> dict[str, Any]:
-    """The service element's items by local name (groups as lists of dicts); a 外字 with no
-    table gets its ``alt`` here, so the message stays valid and staff see 〓."""
+def _values(record: DictRecord, review: list[str]) -> dict[str, Any]:
+    """The record's items by catalogue id as text (groups as lists of dicts); a 外字 the
+    mapping kept with 代替文字 〓 is flagged 要確認."""
     values: dict[str, Any] = {"rightHolder": [], "obligor": []}
-    for node in element.iter(f"{{{NS_STANDARD}}}*", f"{{{NS_EXTENSION}}}*"):
-        name = etree.QName(node).localname
-        if name in ("rightHolder", "obligor"):
-            values[name].append({etree.QName(c).localname: c.text or "" for c in node})
-            continue
-        text = node.text or ""
-        if gaiji and _PRIVATE_USE.search(text) and "alt" not in node.attrib:
-            node.set("alt", _PRIVATE_USE.sub(GETA, text))
-            if "外字（変換表なし）" not in review:
+    for key, value in record.data.items():
+        if isinstance(value, list):
+            values[key] = [_values(member, review) for member in value]
+        elif isinstance(value, Text):
+            values[key] = value.text
+            if GETA in (value.attr("alt") or "") and "外字（変換表なし）" not in review:
                 review.append("外字（変換表なし）")
-        if len(node) == 0:
-            values.setdefault(name, text)
+        else:
+            values[key] = value
     return values

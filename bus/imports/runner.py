@@ -1,19 +1,17 @@
 """The import of one 登記済通知 file (`renkei import notices`), start to finish.
 
-Lines are read from the batch's cursor, parsed through the mapping, and every good record
-goes through ``Hub.ingest`` (adapter ``batch``) as a 登記済通知 message; the hub routes it to
-固定資産税. Ingest runs on a few threads so the hub's grouped commits can share transactions;
-records of one property (the message subject) stay on one thread, in file order. Every
-``CHUNK`` records the list rows, errors, counts and cursor are committed to the batch's work
-file. The import returns once its records are stored, without waiting for deliveries.
+Lines are read from the batch's cursor, parsed through the mapping, and every ``CHUNK``
+lines' good records go through ``Hub.ingest_many`` (adapter ``batch``) as 登記済通知 messages:
+each runs every pipeline stage and the chunk is stored in one transaction, in file order; the
+hub routes them to 固定資産税. Then the chunk's list rows, errors, counts and cursor are
+committed to the batch's work file. The import returns once its records are stored, without
+waiting for deliveries.
 """
 
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.imports.encoding import detect_encoding
-from bus.imports.envelope import subject, wrap
+from bus.imports.envelope import wrap
 from bus.imports.lines import RawLine, split_lines
 from bus.imports.listing import rows_for
 from bus.imports.matching import OwnerMatcher
@@ -30,6 +28,7 @@ from bus.imports.records import Notice, NoticeParser, RecordError
 from bus.imports.residents import ResidentIndex
 from bus.imports.worklist import DONE, ErrorRow, ListRow, Worklist
 from bus.mapping import MappingError, Section, load_mapping, resolve
+from bus.observability.metrics import observe_import_chunk
 from bus.pipeline import Finding, Message
 
 CHUNK = 1000
@@ -65,7 +64,6 @@ class ImportOptions:
     layout: str | None = None
     out_dir: Path | None = None
     out_encoding: str = "utf-8"
-    workers: int = 4
     sheet_rows: int = 1_048_576
 
 
@@ -74,8 +72,12 @@ def refuse(reason: str) -> ImportRefused:
 
 
 def load_section(layout: str | None) -> Section:
+    """The layout's RegistrationNotice section: a file path (``mappings/houmu_fixed.yaml``)
+    or a name under the mappings folder (``houmu.yaml``, the default)."""
+    given = Path(layout) if layout else None
+    path = given if given is not None and given.is_file() else resolve(layout or DEFAULT_LAYOUT)
     try:
-        mapping = load_mapping(resolve(layout or DEFAULT_LAYOUT))
+        mapping = load_mapping(path)
     except MappingError as error:
         raise refuse(error.problems[0]) from None
     section = mapping.section("RegistrationNotice", "inbound")
@@ -132,15 +134,20 @@ class NoticeImport:
 
     def run(self, progress: Progress | None = None) -> Summary:
         state = self.worklist.state
-        with (
-            self.options.path.open("rb") as stream,
-            ThreadPoolExecutor(self.options.workers) as pool,
-        ):
+        with self.options.path.open("rb") as stream:
             lines = split_lines(stream, start=state.cursor_offset, first_number=state.cursor_line)
             for chunk in chunks(lines, CHUNK):
-                rows, errors = self._chunk(chunk, pool)
+                before = (state.new, state.duplicate, state.errors)
+                rows, errors = self._chunk(chunk)
                 last = chunk[-1]
                 self.worklist.commit(rows, errors, last.end, last.number + 1)
+                observe_import_chunk(
+                    self.options.tenant,
+                    new=state.new - before[0],
+                    duplicate=state.duplicate - before[1],
+                    errors=state.errors - before[2],
+                    nbytes=last.end - chunk[0].offset,
+                )
                 self.own_since = None
                 if progress:
                     progress(state.new + state.duplicate + state.errors, state.errors, last.end)
@@ -148,9 +155,7 @@ class NoticeImport:
         outputs = self._write_outputs() if self.options.out_dir else []
         return Summary(state.new, state.duplicate, state.errors, self.encoding, outputs)
 
-    def _chunk(
-        self, chunk: list[RawLine], pool: ThreadPoolExecutor
-    ) -> tuple[list[ListRow], list[ErrorRow]]:
+    def _chunk(self, chunk: list[RawLine]) -> tuple[list[ListRow], list[ErrorRow]]:
         notices: list[Notice] = []
         errors: list[ErrorRow] = []
         for raw in chunk:
@@ -159,18 +164,18 @@ class NoticeImport:
                 errors.append(_error_row(parsed))
             elif parsed is not None:
                 notices.append(parsed)
-        lanes: list[list[Notice]] = [[] for _ in range(self.options.workers)]
-        for notice in notices:
-            lanes[zlib.crc32(subject(notice.key).encode()) % len(lanes)].append(notice)
         issued = datetime.now(UTC).astimezone()
-        results = pool.map(lambda lane: self._ingest(lane, issued), lanes)
-        stored = {id(n): m for lane, found in zip(lanes, results, strict=True)
-                  for n, m in zip(lane, found, strict=True)}  # fmt: skip
+        tenant = self.options.tenant
+        messages = self.hub.ingest_many(
+            [wrap(n.service_xml, tenant, n.key, issued) for n in notices],
+            adapter=ADAPTER,
+            source_address=SOURCE_ADDRESS,
+            service="RegistrationNotice",
+        )
         rows: list[ListRow] = []
         seen: set[str] = set()
         state = self.worklist.state
-        for notice in notices:
-            message = stored[id(notice)]
+        for notice, message in zip(notices, messages, strict=True):
             if message.ack is None:
                 codes = ",".join(f.code for f in message.findings)
                 parse_error = RecordError(
@@ -190,18 +195,6 @@ class NoticeImport:
             rows.extend(rows_for(notice, self.matcher, notice.review))
         state.errors += len(errors)
         return rows, errors
-
-    def _ingest(self, lane: list[Notice], issued: datetime) -> list[Message]:
-        tenant = self.options.tenant
-        return [
-            self.hub.ingest(
-                wrap(n.service_xml, tenant, n.key, issued),
-                adapter=ADAPTER,
-                source_address=SOURCE_ADDRESS,
-                service="RegistrationNotice",
-            )
-            for n in lane
-        ]
 
     def _is_new(self, message: Message, notice: Notice, seen: set[str]) -> bool:
         ack = message.ack

@@ -1,8 +1,6 @@
-"""Compiles a mapping section's field entries into plain Python closures.
-
-Each entry becomes one function ``(source, target, params) -> None`` that reads its value,
-runs its operations and writes the result, raising :class:`FieldFailure` when the value cannot
-be translated. Everything that can be decided from the file (paths, tables, functions,
+"""Compiles a mapping section's field entries into plans: each entry's reader, operations,
+condition, default and target, ready for :mod:`bus.mapping.codegen` to inline into one Python
+function per section. Everything that can be decided from the file (paths, tables, functions,
 catalogue ids, types, conditions) is decided here, once; a problem is a :class:`SpecProblem`
 at the entry's file, line and column.
 """
@@ -28,7 +26,7 @@ from bus.mapping.tables import (
     read_lookup_table,
     table_path,
 )
-from bus.mapping.values import FieldFailure, Source, Target, Text, Value
+from bus.mapping.values import Source, Text, Value
 from bus.mapping.yamlpos import PDict, PList, Position, position_of
 from bus.samplegen.content_model import content_model
 
@@ -48,6 +46,7 @@ ENTRY_KEYS = frozenset(
         "gaiji",
         "kana",
         "width",
+        "share",
         "codes",
         "lookup",
         "function",
@@ -61,7 +60,6 @@ ENTRY_KEYS = frozenset(
     }
 )
 GROUP_KEYS = frozenset({"group", "path", "split", "fields", "when", "note"})
-Run = Callable[[Source, Target, dict[str, str]], None]
 
 
 class SpecProblem(ValueError):
@@ -72,8 +70,26 @@ class SpecProblem(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Plan:
+    """An entry's parts as the code generator (:mod:`bus.mapping.codegen`) inlines them."""
+
+    kind: str  # "copy" | "field" | "group"
+    source_key: Any = None  # read with source.get (None: ``read`` is called)
+    target_key: Any = None
+    read: Callable[[Source, dict[str, str]], Value | None] | None = None
+    constant: str | None = None  # const: the value itself
+    param: str | None = None  # param: its name
+    steps: tuple[ops.Op, ...] = ()
+    finish: Callable[[Value], Value] | None = None
+    condition: Callable[[Source], bool] | None = None
+    default: str | None = None
+    required: bool = False
+    children: tuple[CompiledEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledEntry:
-    run: Run
+    plan: Plan
     item: str | None  # the catalogue item on the standard side
     label: str  # the system path as written (for findings)
     position: Position
@@ -199,20 +215,16 @@ class EntryCompiler:
         children = self.entries(
             entry.get("fields"), group, key, position_of(entry.get("fields"), at)
         )
-        runs = [child.run for child in children]
         condition = self.condition(entry.get("when"), group_key=parent_key, scope=scope, at=at)
-        inbound = self.c.inbound
-        source_key, target_key = (key, group.name) if inbound else (group.name, key)
-
-        def run(source: Source, target: Target, params: dict[str, str]) -> None:
-            if condition is not None and not condition(source):
-                return
-            for member in source.groups(source_key):
-                child = target.group(target_key)
-                for step in runs:
-                    step(member, child, params)
-
-        return CompiledEntry(run, None, str(entry.get("path") or name), at, group=True)
+        source_key, target_key = (key, group.name) if self.c.inbound else (group.name, key)
+        plan = Plan(
+            "group",
+            source_key=source_key,
+            target_key=target_key,
+            condition=condition,
+            children=tuple(children),
+        )
+        return CompiledEntry(plan, None, str(entry.get("path") or name), at, True)
 
     def entry(self, entry: PDict, scope: Group, group_key: Any, at: Position) -> CompiledEntry:
         unknown = set(entry) - ENTRY_KEYS
@@ -246,28 +258,23 @@ class EntryCompiler:
         source_key = getattr(read, "source_key", None)
         plain = not steps and finish is _identity and condition is None and default is None
         if source_key is not None and plain and not required:
-            return CompiledEntry(
-                _copy(source_key, target_key), item.id if item else None, label, at
-            )
+            plan = Plan("copy", source_key=source_key, target_key=target_key)
+            return CompiledEntry(plan, item.id if item else None, label, at)
 
-        def run(source: Source, target: Target, params: dict[str, str]) -> None:
-            if target.has(target_key) or (condition is not None and not condition(source)):
-                return  # the first entry that writes a target wins (later ones are fallbacks)
-            value = read(source, params)
-            if value is None or value == "":
-                if default is None:
-                    if required:
-                        raise FieldFailure("RK-MAP002")
-                    return
-                value = str(default)
-            text = value.text if isinstance(value, Text) and steps else value
-            for step in steps:
-                text = step(text)  # type: ignore[arg-type]
-            result = finish(text)
-            if result is not None and result != "":
-                target.set(target_key, result)
-
-        return CompiledEntry(run, item.id if item else None, label, at)
+        plan = Plan(
+            "field",
+            source_key=source_key,
+            target_key=target_key,
+            read=read,
+            constant=getattr(read, "constant", None),
+            param=getattr(read, "param", None),
+            steps=tuple(steps),
+            finish=None if finish is _identity else finish,
+            condition=condition,
+            default=None if default is None else str(default),
+            required=required,
+        )
+        return CompiledEntry(plan, item.id if item else None, label, at)
 
     def _system_key(self, raw: Any, group_key: Any, where: Position, writing: bool) -> Any:
         try:
@@ -286,7 +293,7 @@ class EntryCompiler:
             if self.c.inbound:
                 item_id = str(entry["to"])
                 self.check_constant(constant, self.item(item_id), position_of(entry["const"], at))
-            return lambda _source, _params: constant
+            return _constant(constant)
         if "param" in entry:
             name = str(entry["param"])
             if name not in self.c.params:
@@ -294,7 +301,7 @@ class EntryCompiler:
                     position_of(entry["param"], at),
                     f"unknown parameter {name!r} (declare it under params)",
                 )
-            return lambda _source, params: params.get(name)
+            return _parameter(name)
         raw = entry["from"]
         if isinstance(raw, PList):
             return self.joined(entry, raw, scope, group_key, at)
@@ -404,7 +411,7 @@ class EntryCompiler:
                 raise SpecProblem(position_of(entry["trim"], at), "trim is true, left or right")
             steps.append(ops.trim("both" if side == "true" else side))
         if "gaiji" in entry and not self.c.inbound:
-            steps.append(ops.gaiji_out(self._gaiji(entry["gaiji"], at)))
+            steps.append(ops.gaiji_out(self._gaiji(self._gaiji_spec(entry["gaiji"], at)[0], at)))
         if str(entry.get("kana") or "false") == "true":
             if self.c.inbound and item is not None and item.rule != "kana":
                 raise SpecProblem(
@@ -415,6 +422,8 @@ class EntryCompiler:
             if str(entry["width"]) not in ("full", "half"):
                 raise SpecProblem(position_of(entry["width"], at), "width is full or half")
             steps.append(ops.width(str(entry["width"])))
+        if str(entry.get("share") or "false") == "true":
+            steps.append(ops.share())
         if "codes" in entry:
             steps.append(self.codes(entry["codes"], item, at))
         if "lookup" in entry:
@@ -453,7 +462,21 @@ class EntryCompiler:
             )
         return steps
 
+    def _gaiji_spec(self, spec: Any, at: Position) -> tuple[Any, str | None]:
+        """``gaiji: <table>`` or ``gaiji: {table?, unknown?}``: (table name or None, the
+        代替文字 for a PUA character the table does not hold, or None: RK-MAP010)."""
+        if not isinstance(spec, dict):
+            return spec, None
+        unknown = spec.get("unknown")
+        if unknown is not None and len(str(unknown)) != 1:
+            raise SpecProblem(position_of(unknown, at), "unknown is one 代替文字 (e.g. 〓)")
+        if spec.get("table") is None and unknown is None:
+            raise SpecProblem(position_of(spec, at), "gaiji is a table name or {table, unknown}")
+        return spec.get("table"), None if unknown is None else str(unknown)
+
     def _gaiji(self, name: Any, at: Position) -> dict[str, Any]:
+        if name is None:
+            return {}
         try:
             return read_gaiji_table(self.table_file(name, at))
         except TableError as error:
@@ -537,7 +560,8 @@ class EntryCompiler:
             )
         gaiji_step = None
         if "gaiji" in entry and self.c.inbound:
-            gaiji_step = ops.gaiji_in(self._gaiji(entry["gaiji"], at), str(entry["gaiji"]))
+            name, unknown = self._gaiji_spec(entry["gaiji"], at)
+            gaiji_step = ops.gaiji_in(self._gaiji(name, at), str(name), unknown)
         if date_step is None and gaiji_step is None:
             return _identity
         if gaiji_step is None:
@@ -611,16 +635,20 @@ def _reader(key: Any) -> Callable[[Source, dict[str, str]], Value | None]:
     return read
 
 
-def _copy(source_key: Any, target_key: Any) -> Run:
-    """A plain copy (the most common entry), without the general entry's steps."""
+def _constant(value: str) -> Callable[[Source, dict[str, str]], Value | None]:
+    def read(_source: Source, _params: dict[str, str]) -> Value | None:
+        return value
 
-    def run(source: Source, target: Target, _params: dict[str, str]) -> None:
-        if not target.has(target_key):
-            value = source.get(source_key)
-            if value:
-                target.set(target_key, value)
+    read.constant = value  # type: ignore[attr-defined]  # inlined by the code generator
+    return read
 
-    return run
+
+def _parameter(name: str) -> Callable[[Source, dict[str, str]], Value | None]:
+    def read(_source: Source, params: dict[str, str]) -> Value | None:
+        return params.get(name)
+
+    read.param = name  # type: ignore[attr-defined]  # inlined by the code generator
+    return read
 
 
 def _type_qname(item: Item) -> str:

@@ -103,12 +103,19 @@ def pad(length: int, char: str, side: str) -> Op:
     return lambda value: value.ljust(length, char)
 
 
-def gaiji_in(table: dict[str, GaijiEntry], name: str) -> Callable[[str], Value]:
+_PRIVATE_USE = re.compile("[\ue000-\uf8ff\U000f0000-\U0010ffff]")
+
+
+def gaiji_in(
+    table: dict[str, GaijiEntry], name: str, unknown: str | None = None
+) -> Callable[[str], Value]:
     """Vendor 外字 → the MJ/IVS character; one with no such character stays a PUA character
-    and the value gets an ``alt`` (代替文字) attribute, as the standard requires."""
+    and the value gets an ``alt`` (代替文字) attribute, as the standard requires. A PUA
+    character not in the table is RK-MAP010, or with ``unknown`` (e.g. 〓, ゲタ) kept with
+    that 代替文字."""
 
     def run(value: str) -> Value:
-        if not any(0xE000 <= ord(ch) <= 0xF8FF or ord(ch) >= 0xF0000 for ch in value):
+        if _PRIVATE_USE.search(value) is None:  # nearly always: one scan in C
             return value
         out, alt, needs_alt = [], [], False
         for ch in value:
@@ -116,8 +123,12 @@ def gaiji_in(table: dict[str, GaijiEntry], name: str) -> Callable[[str], Value]:
             if 0xE000 <= code <= 0xF8FF or code >= 0xF0000:
                 entry = table.get(ch)
                 if entry is None:
-                    raise FieldFailure("RK-MAP010", expected=name, actual=f"U+{code:04X}")
-                if entry.char:
+                    if unknown is None:
+                        raise FieldFailure("RK-MAP010", expected=name, actual=f"U+{code:04X}")
+                    out.append(ch)
+                    alt.append(unknown)
+                    needs_alt = True
+                elif entry.char:
                     out.append(entry.char)
                     alt.append(entry.char)
                 else:
@@ -129,6 +140,19 @@ def gaiji_in(table: dict[str, GaijiEntry], name: str) -> Callable[[str], Value]:
                 alt.append(ch)
         text = "".join(out)
         return Text(text, (("alt", "".join(alt)),)) if needs_alt else text
+
+    return run
+
+
+def share() -> Op:
+    """持分 as ``numerator/denominator`` (２分の１ → 1/2, 持分３分の２ → 2/3, 1／2 → 1/2);
+    anything else (3/2, 半分) is RK-MAP011."""
+
+    def run(value: str) -> str:
+        written = textops.share(value)
+        if written is None:
+            raise FieldFailure("RK-MAP011", expected="持分（n分のm / m/n）")
+        return written
 
     return run
 

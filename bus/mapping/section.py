@@ -15,6 +15,7 @@ from lxml import etree
 
 from bus.catalogue import load_catalogue
 from bus.errors import make_finding
+from bus.mapping.codegen import Program, section_program
 from bus.mapping.compiler import CompiledEntry
 from bus.mapping.formats import SystemFormat
 from bus.mapping.standard import read_service, service_element, write_service
@@ -27,11 +28,14 @@ Direction = Literal["inbound", "outbound"]
 
 @dataclass(slots=True)
 class Translation:
-    """One record's result: ``output`` (None when a finding is an error) and findings."""
+    """One record's result: ``output`` (None when a finding is an error) and findings;
+    inbound, ``record`` is the standard record ``output`` was written from (catalogue id →
+    value, repeating group → list of records), so a caller need not parse ``output`` again."""
 
     number: int
     output: bytes | None
     findings: list[Finding] = field(default_factory=list)
+    record: DictRecord | None = None
 
     @property
     def ok(self) -> bool:
@@ -61,6 +65,11 @@ class Section:
     entries: tuple[CompiledEntry, ...]
     params: dict[str, str]
     items: frozenset[str] = frozenset()  # catalogue items written (inbound) or read (outbound)
+    program: Program = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        name = f"{self.service} {self.direction}"
+        object.__setattr__(self, "program", section_program(self.entries, name))
 
     # --- one record ----------------------------------------------------------------------
 
@@ -70,12 +79,11 @@ class Section:
         merged = self.params if not params else {**self.params, **params}
         target = self.format.new_target() if self.direction == "outbound" else DictRecord()
         findings: list[Finding] = []
-        for entry in self.entries:
-            try:
-                entry.run(source, target, merged)
-            except FieldFailure as failure:
-                findings.append(_finding(failure, number, entry))
-            except Exception as error:  # a defect must not crash a batch: report it, coded
+
+        def report(error: Exception, entry: CompiledEntry) -> None:
+            if isinstance(error, FieldFailure):
+                findings.append(_finding(error, number, entry))
+            else:  # a defect must not crash a batch: report it, coded
                 findings.append(
                     make_finding(
                         "RK-MAP008",
@@ -83,14 +91,16 @@ class Section:
                         expected=type(error).__name__,
                     )
                 )
+
+        self.program(source, target, merged, report)
         if any(f.severity is Severity.ERROR for f in findings):
             return Translation(number, None, findings)
         try:
             if self.direction == "inbound":
                 assert isinstance(target, DictRecord)
                 output = write_service(self.service, target).encode("utf-8")
-            else:
-                output = self.format.render(target)
+                return Translation(number, output, findings, target)
+            output = self.format.render(target)
         except FieldFailure as failure:
             return Translation(number, None, [*findings, _finding(failure, number, None)])
         return Translation(number, output, findings)

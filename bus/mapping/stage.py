@@ -27,6 +27,7 @@ from bus.mapping.section import Direction, Section
 from bus.mapping.standard import service_element
 from bus.mapping.values import FieldFailure
 from bus.pipeline import Finding, Message, StageName
+from bus.protection.limits import UnreadableBody, limited_body
 from bus.validation.secure_parse import secure_parse
 
 if TYPE_CHECKING:
@@ -78,32 +79,45 @@ class TranslateInStage:
         system = index.system(system_id or "") if system_id in candidates else None
         if system is None or system.mapping is None or not service:
             return message
-        try:
-            section = section_for(system, service, "inbound")
-        except MappingError as error:
-            message.add_findings([_refusal(system.id, system.mapping, error.problems[0])])
-            return message
-        if section is None or not isinstance(section.format, XmlFormat):
-            message.add_findings(
-                [_refusal(system.id, system.mapping, f"no inbound XML section for {service}")]
-            )
-            return message
-        try:
-            source = section.format.source(body)
-        except FieldFailure as failure:  # the body is not this system's document
-            detail = f"{failure.code}: {failure.params}"
-            message.add_findings([_refusal(system.id, system.mapping, detail)])
-            return message
-        translation = section.run(source)
-        message.add_findings(translation.findings)
-        if translation.output is not None:
-            message.raw = splice(header, translation.output)
+        raw, findings = inbound_document(system, service, header, body)
+        message.add_findings(findings)
+        if raw is not None:
+            message.raw = raw
         return message
 
 
+def inbound_document(
+    system: System, service: str, header: etree._Element, body: etree._Element
+) -> tuple[bytes | None, list[Finding]]:
+    """A PlatformMessage whose body is ``system``'s own document for ``service`` (a
+    notification it sends, or its reply to an inquiry) with the standard service element in
+    its place: (the new PlatformMessage or None, findings)."""
+    assert system.mapping is not None
+    try:
+        section = section_for(system, service, "inbound")
+    except MappingError as error:
+        return None, [_refusal(system.id, system.mapping, error.problems[0])]
+    if section is None or not isinstance(section.format, XmlFormat):
+        return None, [_refusal(system.id, system.mapping, f"no inbound XML section for {service}")]
+    try:
+        source = section.format.source(body)
+    except FieldFailure as failure:  # the body is not this system's document
+        return None, [_refusal(system.id, system.mapping, f"{failure.code}: {failure.params}")]
+    translation = section.run(source)
+    if translation.output is None:
+        return None, translation.findings
+    return splice(header, translation.output), translation.findings
+
+
 def outbound_body(system: System, service: str, body: bytes) -> bytes:
-    """``body`` (a stored standard message) as ``system`` takes it; unchanged when the system
-    has no outbound section for ``service``. Raises :class:`OutboundTranslationError`."""
+    """``body`` (a stored standard message) as ``system`` takes it: first limited to the items
+    the system is entitled to (項目制限, :func:`bus.protection.limits.limited_body`), then
+    translated when its mapping has an outbound section for ``service``. Raises
+    :class:`OutboundTranslationError`."""
+    try:
+        body = limited_body(system, body)
+    except UnreadableBody as error:
+        raise OutboundTranslationError(error.findings) from None
     if system.mapping is None:
         return body
     try:

@@ -8,6 +8,7 @@ characters (kanji, kana) are left alone.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import cache
 
@@ -69,3 +70,19 @@ def strip_spaces(text: str, side: str = "both") -> str:
     if side == "right":
         return text.rstrip(chars)
     return text.strip(chars)
+
+
+_SHARE = re.compile(r"(?:持分)?([0-9]+)(?:分の|/)([0-9]+)")
+
+
+def share(text: str) -> str | None:
+    """持分 as ``numerator/denominator`` (２分の１ → 1/2, 1/2 → 1/2); None when unreadable."""
+    folded = "".join(to_half_width(text).replace("／", "/").split())
+    match = _SHARE.fullmatch(folded)
+    if match is None:
+        return None
+    first, second = int(match.group(1)), int(match.group(2))
+    numerator, denominator = (second, first) if "分の" in folded else (first, second)
+    if numerator < 1 or denominator < 1 or numerator > denominator:
+        return None
+    return f"{numerator}/{denominator}"

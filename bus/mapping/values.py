@@ -46,7 +46,10 @@ class Source(Protocol):
 
 
 class Target(Protocol):
-    """Write side of a record."""
+    """Write side of a record: ``data`` holds its values by key (the generated section code
+    writes there directly)."""
+
+    data: dict[Any, Any]
 
     def set(self, key: Any, value: Value) -> None: ...
 

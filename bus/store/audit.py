@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Connection, Select, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.pipeline import Message, StageName
@@ -62,6 +62,20 @@ def record_hash(
     detail: dict[str, Any],
 ) -> str:
     return _hash(prev_hash, tenant, seq, _iso(at), event, message_id, actor, detail)
+
+
+def hash_of(record: AuditRecord, prev_hash: str) -> str:
+    """The hash ``record`` must have when it follows ``prev_hash``."""
+    return record_hash(
+        prev_hash,
+        tenant=record.tenant,
+        seq=record.seq,
+        at=record.at,
+        event=record.event,
+        message_id=record.message_id,
+        actor=record.actor,
+        detail=record.detail,
+    )
 
 
 def _hash(
@@ -248,6 +262,12 @@ def verify_chain(session: Session, tenant: str) -> ChainReport:
         walk = _walk(records, _Walk())
     if walk.report is not None:
         return walk.report
+    return _up_to_head(session, tenant, walk)
+
+
+def _up_to_head(session: Session, tenant: str, walk: _Walk) -> ChainReport:
+    """Finish a walk that read every record: the head must name its last one (records the
+    head has moved on to meanwhile are read and checked first)."""
     head = session.execute(
         select(AuditHead.seq, AuditHead.hash).where(AuditHead.tenant == tenant)
     ).first()  # read now, not from the session's identity map
@@ -260,6 +280,40 @@ def verify_chain(session: Session, tenant: str) -> ChainReport:
         reason = f"the head is at seq {head.seq}, the records end at {walk.last_seq}"
         return ChainReport(False, walk.count, min(head.seq, walk.last_seq) + 1, reason)
     return ChainReport(True, walk.count)
+
+
+def verify_range(
+    session: Session, tenant: str, start: datetime | None, end: datetime | None
+) -> ChainReport:
+    """Like :func:`verify_chain` for the records stamped within [start, end]: the walk starts
+    at the first of them, trusting the ``prev_hash`` it names only when its predecessor is
+    missing (before ``start`` nothing is checked), and the head is checked only when ``end``
+    is open."""
+    if start is None and end is None:
+        return verify_chain(session, tenant)
+    condition = [AuditRecord.tenant == tenant]
+    if start is not None:
+        condition.append(AuditRecord.at >= start)
+    first = session.scalar(select(func.min(AuditRecord.seq)).where(*condition))
+    if first is None:
+        return ChainReport(True, 0)
+    before = session.scalar(
+        select(AuditRecord.hash).where(AuditRecord.tenant == tenant, AuditRecord.seq == first - 1)
+    )
+    if before is None:
+        before = session.scalar(
+            select(AuditRecord.prev_hash).where(
+                AuditRecord.tenant == tenant, AuditRecord.seq == first
+            )
+        )
+    statement = _query(tenant, first - 1, None)
+    if end is not None:
+        statement = statement.where(AuditRecord.at <= end)
+    with session.scalars(statement) as records:
+        walk = _walk(records, _Walk(0, first - 1, before or GENESIS))
+    if walk.report is not None or end is not None:
+        return walk.report or ChainReport(True, walk.count)
+    return _up_to_head(session, tenant, walk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,17 +337,7 @@ def _walk(records: Iterable[AuditRecord], start: _Walk) -> _Walk:
         if record.prev_hash != prev:
             report = ChainReport(False, count, record.seq, "prev_hash does not match")
             return _Walk(count, last_seq, prev, report)
-        recomputed = record_hash(
-            prev,
-            tenant=record.tenant,
-            seq=record.seq,
-            at=record.at,
-            event=record.event,
-            message_id=record.message_id,
-            actor=record.actor,
-            detail=record.detail,
-        )
-        if recomputed != record.hash:
+        if hash_of(record, prev) != record.hash:
             report = ChainReport(False, count, record.seq, "hash does not match the record")
             return _Walk(count, last_seq, prev, report)
         last_seq, prev = record.seq, record.hash

@@ -19,12 +19,12 @@ each other collide on the primary key; the loser rolls back and re-reads.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.errors import make_finding
@@ -82,17 +82,32 @@ class StoreStage:
         if message.rejected:
             return message
         incoming = Incoming.from_message(message, self.retention)
-        outcome = self._group.submit(incoming)
-        if outcome.ack is None:
-            message.add_findings(
-                [make_finding("RK-STO001", path=MESSAGE_ID_PATH, actual=incoming.message_id)]
-            )
-            return message
-        if not outcome.ack.duplicate:
-            for delivery, sequence in zip(message.deliveries, outcome.sequences, strict=True):
-                delivery.sequence = sequence
-        message.ack = outcome.ack
+        _settle(message, incoming, self._group.submit(incoming))
         return message
+
+    def store_many(
+        self, messages: Sequence[Message], also: Callable[[Session], None] | None = None
+    ) -> None:
+        """A batch of accepted messages in one transaction with their audit records, plus
+        ``also`` (e.g. the batch's rejection audits) in the same transaction. When that
+        transaction fails, each message is stored alone, so nothing is half-stored."""
+        incomings = [Incoming.from_message(message, self.retention) for message in messages]
+        try:
+            with write_transaction(self.sessions) as session:
+                now = datetime.now(UTC)
+                outcomes = store_incomings(session, incomings, now=now) if incomings else []
+                if also is not None:
+                    also(session)
+        except SQLAlchemyError:
+            log.info("batch commit failed; storing its messages one by one")
+            outcomes = [self._commit(incoming) for incoming in incomings]
+            if also is not None:
+                with write_transaction(self.sessions) as session:
+                    also(session)
+        else:
+            self._wake(outcomes)
+        for message, incoming, outcome in zip(messages, incomings, outcomes, strict=True):
+            _settle(message, incoming, outcome)
 
     def _commit_group(self, incomings: Sequence[Incoming]) -> list[StoreOutcome]:
         """Several messages in one transaction (a failure is retried message by message)."""
@@ -132,3 +147,17 @@ class StoreStage:
             self.wakeups.notify(destinations)
         except Exception:
             log.warning("wake-up failed; workers will find the deliveries when polling")
+
+
+def _settle(message: Message, incoming: Incoming, outcome: StoreOutcome) -> None:
+    """The acknowledgement (and delivery sequence numbers) on the message, or RK-STO001 when
+    its key was seen with other content."""
+    if outcome.ack is None:
+        message.add_findings(
+            [make_finding("RK-STO001", path=MESSAGE_ID_PATH, actual=incoming.message_id)]
+        )
+        return
+    if not outcome.ack.duplicate:
+        for delivery, sequence in zip(message.deliveries, outcome.sequences, strict=True):
+            delivery.sequence = sequence
+    message.ack = outcome.ack

@@ -190,6 +190,23 @@ class AuditHead(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class AuditCheckpoint(Base):
+    """A signed statement "chain ``chain`` had reached ``seq`` with ``hash`` at ``at``"
+    (Ed25519, bus.store.checkpoints); the same statement is also a file in the anchor
+    directory outside the database."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (UniqueConstraint("chain", "seq"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    chain: Mapped[str] = mapped_column(String(6))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    key_id: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[str] = mapped_column(String(128))
+
+
 class ConfigSnapshot(Base):
     """A versioned copy of the configuration directory; processes reload on a new version."""
 
@@ -223,3 +240,70 @@ class FeedMark(Base):
     tenant: Mapped[str] = mapped_column(String(6), primary_key=True)
     service: Mapped[str] = mapped_column(String(64), primary_key=True)
     purged_through: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- identities (bus/security/): operational state shared by every hub process ------------------
+
+
+class ApiKey(Base):
+    """An API key issued to a connected system (``renkei keys new``): only its scrypt hash is
+    kept. ``expires_at`` bounds a rotated-out key's overlap; ``revoked_at`` ends it now."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public, in the key
+    system: Mapped[str] = mapped_column(String(40), index=True)
+    key_hash: Mapped[str] = mapped_column(String(160))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class OperatorAccount(Base):
+    """A person operating the hub (CLI, web console): role and the tenants they act for
+    (``["*"]``: every tenant). Passwords are scrypt hashes."""
+
+    __tablename__ = "operator_accounts"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(160))
+    role: Mapped[str] = mapped_column(String(16))
+    tenants: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    password_changed_at: Mapped[datetime]
+
+
+class SoapCredential(Base):
+    """A system's WS-Security UsernameToken secret, encrypted (AES-256-GCM, the system id as
+    associated data): a PasswordDigest check needs the secret itself, so it cannot be hashed."""
+
+    __tablename__ = "soap_credentials"
+
+    system: Mapped[str] = mapped_column(String(40), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    changed_at: Mapped[datetime]
+
+
+class UsedNonce(Base):
+    """WS-Security nonces seen within the freshness window (replay cache for all workers)."""
+
+    __tablename__ = "used_nonces"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class RateWindow(Base):
+    """Requests counted per system in one fixed window (``unit``: s or m), in the database so
+    every hub process counts against the same limit."""
+
+    __tablename__ = "rate_windows"
+
+    system: Mapped[str] = mapped_column(String(40), primary_key=True)
+    unit: Mapped[str] = mapped_column(String(1), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)

@@ -162,18 +162,25 @@ def _original_ack(session: Session, incoming: Incoming, key_created: datetime) -
     return Acknowledgement(incoming.message_id, utc(record.at), destinations, duplicate=True)
 
 
+KEYS_PER_SELECT = 256  # SQLite refuses an expression deeper than 1,000 (a batch import's 1,000)
+
+
 def _existing_keys(connection: Connection, incomings: Sequence[Incoming]) -> dict[Key, Any]:
-    keys = sorted({(i.tenant, i.system, i.message_id) for i in incomings})
-    # Pad to a power of two (repeating the last key): a handful of statements to compile,
-    # whatever sizes the groups take under load.
-    keys += keys[-1:] * ((1 << (len(keys) - 1).bit_length()) - len(keys))
-    parameters = {
-        f"{name}_{i}": value
-        for i, key in enumerate(keys)
-        for name, value in zip(("tenant", "system", "message_id"), key, strict=True)
-    }
-    rows = connection.execute(_select_keys(len(keys)), parameters)
-    return {(row.tenant, row.system, row.message_id): row for row in rows}
+    every = sorted({(i.tenant, i.system, i.message_id) for i in incomings})
+    found: dict[Key, Any] = {}
+    for start in range(0, len(every), KEYS_PER_SELECT):
+        keys = every[start : start + KEYS_PER_SELECT]
+        # Pad to a power of two (repeating the last key): a handful of statements to
+        # compile, whatever sizes the groups take under load.
+        keys += keys[-1:] * ((1 << (len(keys) - 1).bit_length()) - len(keys))
+        parameters = {
+            f"{name}_{i}": value
+            for i, key in enumerate(keys)
+            for name, value in zip(("tenant", "system", "message_id"), key, strict=True)
+        }
+        rows = connection.execute(_select_keys(len(keys)), parameters)
+        found.update({(row.tenant, row.system, row.message_id): row for row in rows})
+    return found
 
 
 def _message_row(incoming: Incoming) -> dict[str, Any]:

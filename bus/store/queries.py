@@ -8,6 +8,7 @@ a message without deliveries (an inquiry, a reply, no subscriber) is ``stored``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -128,11 +129,24 @@ def list_messages(
     status: MessageStatus | None = None,
     since: datetime | None = None,
     limit: int = DEFAULT_LIMIT,
+    tenants: Collection[str] | None = None,
+    message_id: str | None = None,
+    subject: str | None = None,
+    until: datetime | None = None,
 ) -> list[MessageSummary]:
-    """The newest messages first, filtered."""
+    """The newest messages first, filtered. ``tenants``: only these (the tenants an operator
+    may see); ``since`` inclusive, ``until`` exclusive."""
     query = select(StoredMessage).order_by(StoredMessage.received_at.desc(), StoredMessage.id)
+    if tenants is not None:
+        query = query.where(StoredMessage.tenant.in_(sorted(tenants)))
     if tenant:
         query = query.where(StoredMessage.tenant == tenant)
+    if message_id:
+        query = query.where(StoredMessage.message_id == message_id)
+    if subject:
+        query = query.where(StoredMessage.subject == subject)
+    if until:
+        query = query.where(StoredMessage.received_at < utc(until))
     if service:
         query = query.where(StoredMessage.service == service)
     if status:

@@ -222,7 +222,7 @@ def _check_prolog(data: bytes) -> ParseResult | None:
         if declared is not None:
             name = (declared.group(1) or declared.group(2) or b"").decode("latin-1")
             if name.upper() not in _UTF8_NAMES:
-                actual = name or "(empty)"
+                actual = _shown_encoding(name)
                 return _refuse(make_finding("RK-SEC005", path=_ROOT_PATH, actual=actual))
 
     misc = _PROLOG_MISC.match(data, start)
@@ -231,6 +231,18 @@ def _check_prolog(data: bytes) -> ParseResult | None:
         detail = f"DOCTYPE in the prolog at offset {pos}"
         return _refuse(make_finding("RK-SEC001", path=_ROOT_PATH, detail=detail))
     return None  # the root element, or something libxml2 will reject
+
+
+_NOT_PRINTABLE_ASCII: Final = re.compile(r"[^\x21-\x7e]")
+_ENCODING_SHOWN_CAP: Final = 40
+
+
+def _shown_encoding(name: str) -> str:
+    """A declared encoding name fit for a message: printable ASCII only (control characters
+    would make a SOAP Fault unwritable), at most 40 characters (found by fuzzing)."""
+    if not name:
+        return "(empty)"
+    return _NOT_PRINTABLE_ASCII.sub("?", name[:_ENCODING_SHOWN_CAP])
 
 
 def _syntax_finding(error: etree.XMLSyntaxError, limits: ParseLimits) -> Finding:

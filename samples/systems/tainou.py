@@ -9,8 +9,11 @@ installments, seeded on first start.
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 import threading
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,8 @@ from samples.systems.rest_systems import create_app
 SYSTEM = "tainou"
 NAMESPACE = "urn:example:tainou:1"
 _T = f"{{{NAMESPACE}}}"
+ENVELOPE = "urn:renkei:platform:envelope:1"
+_E = f"{{{ENVELOPE}}}"
 
 # (town, 宛名番号, 滞納整理番号, 税目, 年度, 期別, 調定額, 収納額, 納期限)
 SEED_ARREARS = [
@@ -85,7 +90,16 @@ class Arrears:
 
 
 def _answer(arrears: Arrears, root: etree._Element) -> bytes | None:
-    """滞納照会 → 滞納照会回答; notifications get no answer body."""
+    """滞納照会 → 滞納照会回答; notifications get no answer body. The hub sends the 滞納照会
+    inside a PlatformMessage (its Header kept): the answer is then one too, with its own
+    messageId and the request's as correlationId."""
+    if root.tag == f"{_E}PlatformMessage":
+        children = [child for child in root if isinstance(child.tag, str)]
+        if len(children) < 2 or children[1].tag != f"{_T}滞納照会":
+            return None
+        answer = _answer(arrears, children[1])
+        assert answer is not None
+        return _wrapped(children[0], answer)
     if root.tag != f"{_T}滞納照会":
         return None
     town, number = root.findtext(f"{_T}団体コード") or "", root.findtext(f"{_T}宛名番号") or ""
@@ -105,6 +119,31 @@ def _answer(arrears: Arrears, root: etree._Element) -> bytes | None:
         unpaid = sum(int(row[6]) - int(row[7]) for row in rows)
         etree.SubElement(answer, f"{_T}滞納額").text = str(unpaid)
     return etree.tostring(answer, encoding="UTF-8", xml_declaration=True)
+
+
+def _wrapped(request: etree._Element, answer: bytes) -> bytes:
+    """A PlatformMessage around ``answer``: the reply Header to the request's Header."""
+    header = etree.Element(f"{_E}Header", nsmap={"env": ENVELOPE})
+    request_id = request.findtext(f"{_E}messageId") or ""
+    values = [
+        ("messageId", str(uuid.uuid4())),
+        ("correlationId", request_id),
+    ]
+    for name, value in values:
+        etree.SubElement(header, f"{_E}{name}").text = value
+    service = request.find(f"{_E}service")
+    if service is not None:
+        header.append(copy.deepcopy(service))
+    client = etree.SubElement(header, f"{_E}client")
+    etree.SubElement(client, f"{_E}tenant").text = request.findtext(f"{_E}client/{_E}tenant")
+    etree.SubElement(client, f"{_E}system").text = SYSTEM
+    issued = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+    etree.SubElement(header, f"{_E}issuedAt").text = issued
+    etree.SubElement(header, f"{_E}protocolVersion").text = "1.0"
+    message = etree.Element(f"{_E}PlatformMessage", nsmap={"env": ENVELOPE})
+    message.append(header)
+    message.append(etree.fromstring(answer))
+    return etree.tostring(message, encoding="UTF-8", xml_declaration=True)
 
 
 def build(data_dir: Path, path: str = f"/{SYSTEM}") -> FastAPI:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -108,9 +109,14 @@ def hub_server(
     env: dict[str, str] | None = None,
     config_source: Path = SAMPLE_CONFIG_DIR,
     loopback: bool = True,
+    receiver_args: tuple[str, ...] = (),
+    log_level: str = "warning",
+    stderr: IO[bytes] | None = None,
 ) -> Iterator[HubServer]:
-    """uvicorn serving ``bus.webapp:create_app`` (the one ASGI app: SOAP, REST, schemas)."""
-    receiver = Receiver(tmp, "systems").start()
+    """uvicorn serving ``bus.webapp:create_app`` (the one ASGI app: SOAP, REST, schemas).
+    ``receiver_args``: the recording receiver's options (e.g. ``--fail-message-ids``);
+    ``stderr``: where the hub's log lines go (default: inherited)."""
+    receiver = Receiver(tmp, "systems").start(*receiver_args)
     config = _config(tmp, config_source, receiver.port, loopback=loopback)
     port = free_port()
     environment = {
@@ -121,9 +127,14 @@ def hub_server(
     }
     command = [sys.executable, "-m", "uvicorn", "bus.webapp:create_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    command += ["--log-level", "warning"]
+    command += ["--log-level", log_level]
     process = subprocess.Popen(
-        command, cwd=ROOT, env=environment, start_new_session=True, stdout=subprocess.DEVNULL
+        command,
+        cwd=ROOT,
+        env=environment,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
     )
     url = f"http://127.0.0.1:{port}"
     try:

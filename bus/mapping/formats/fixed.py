@@ -12,7 +12,7 @@ per byte, the last nibble the sign: 0xC/0xF positive, 0xD negative).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bus.mapping.formats import SpecError, option
@@ -31,6 +31,18 @@ class FixedField:
     type: str
     align: str
     label: str
+
+
+@dataclass(frozen=True, eq=False)
+class FixedGroup:
+    """A repeating group (COBOL ``OCCURS``): ``occurs`` slots of ``size`` bytes from
+    ``start`` (0-based); its fields' starts count from the slot's first byte. A blank slot
+    is an absent member."""
+
+    start: int
+    size: int
+    occurs: int
+    fields: list[FixedField] = field(default_factory=list)
 
 
 class FixedRecord:
@@ -58,7 +70,30 @@ class FixedRecord:
         return text.strip(" \u3000")
 
     def groups(self, key: Any) -> list[Source]:
-        return []
+        assert isinstance(key, FixedGroup)
+        members: list[Source] = []
+        for slot in range(key.occurs):
+            begin = key.start + slot * key.size
+            chunk = self.data[begin : begin + key.size]
+            if chunk.strip(b" ") and not _blank(chunk, self.codec):
+                members.append(FixedRecord(chunk, self.codec))
+        return members
+
+
+def _blank(chunk: bytes, codec: Codec) -> bool:
+    """Only spaces (half- or full-width); undecodable bytes are not blank (the fields that
+    hold them report RK-MAP007)."""
+    try:
+        return not codec.decode(chunk).strip(" \u3000")
+    except (UnicodeDecodeError, ValueError):
+        return False
+
+
+def _span(path: dict[str, Any]) -> tuple[int, int]:
+    try:
+        return int(path["start"]), int(path["bytes"])
+    except (KeyError, TypeError, ValueError):
+        raise SpecError("start and bytes must be whole numbers") from None
 
 
 def _zoned_read(raw: bytes, key: FixedField) -> str:
@@ -117,34 +152,47 @@ class FixedFormat:
     def compile_path(self, path: Any, group: Any, writing: bool) -> Any:
         if not isinstance(path, dict):
             raise SpecError("a fixed-width path is {start, bytes, pad, type}")
-        try:
-            start, size = int(path["start"]), int(path["bytes"])
-        except (KeyError, TypeError, ValueError):
-            raise SpecError("start and bytes must be whole numbers") from None
+        start, size = _span(path)
         pad, kind = str(path.get("pad") or "half"), str(path.get("type") or "text")
         align = str(path.get("align") or ("right" if pad == "zero" else "left"))
         if pad not in PADS or kind not in TYPES or align not in ("left", "right"):
             raise SpecError(f"pad must be one of {PADS}, type one of {TYPES}, align left|right")
-        if start < 1 or size < 1 or start - 1 + size > self.length:
-            raise SpecError(
-                f"bytes {start}..{start + size - 1} lie outside the record ({self.length})"
-            )
+        length, fields = (group.size, group.fields) if group else (self.length, self.fields)
+        if start < 1 or size < 1 or start - 1 + size > length:
+            where = "the group's slot" if group else "the record"
+            raise SpecError(f"bytes {start}..{start + size - 1} lie outside {where} ({length})")
         field = FixedField(
             start - 1, size, pad, kind, align, str(path.get("name") or f"{start}+{size}")
         )
-        for other in self.fields:
+        for other in fields:
             if (
                 other != field
                 and field.start < other.start + other.size
                 and other.start < field.start + field.size
             ):
                 raise SpecError(f"bytes {start}..{start + size - 1} overlap field {other.label}")
-        if field not in self.fields:
-            self.fields.append(field)
+        if field not in fields:
+            fields.append(field)
         return field
 
     def compile_group(self, spec: dict[str, Any], parent: Any, writing: bool) -> Any:
-        raise SpecError("fixed-width records have no repeating groups")
+        """``path: {start, bytes, occurs}``: ``occurs`` slots of ``bytes`` each (inbound)."""
+        path = spec.get("path")
+        if writing or parent is not None or not isinstance(path, dict):
+            raise SpecError(
+                "a fixed-width group is inbound, not nested, with path: {start, bytes, occurs}"
+            )
+        start, size = _span(path)
+        occurs = str(path.get("occurs") or "")
+        if not occurs.isdigit() or int(occurs) < 1:
+            raise SpecError("occurs must be a whole number (the slots of the group)")
+        end = start - 1 + size * int(occurs)
+        if start < 1 or size < 1 or end > self.length:
+            raise SpecError(f"bytes {start}..{end} lie outside the record ({self.length})")
+        self.compile_path(
+            {"start": start, "bytes": end - start + 1, "name": str(spec.get("group"))}, None, False
+        )  # the group's bytes, so a field overlapping them is refused
+        return FixedGroup(start - 1, size, int(occurs))
 
     def read(self, data: bytes) -> Source:
         if self.separator and data.endswith(self.separator):

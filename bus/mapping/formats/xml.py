@@ -190,13 +190,6 @@ class XmlSource:
         return index.get(tag)
 
     def _walk(self, tags: tuple[str, ...]) -> etree._Element | None:
-        if len(tags) == 1:  # the common case: a child of the current element
-            top = self._top
-            if top is None:
-                top = self._top = {}
-                for child in self.element.iterchildren(tag=etree.Element):
-                    top.setdefault(child.tag, child)
-            return top.get(tags[0])
         element: etree._Element | None = self.element
         for tag in tags:
             assert element is not None
@@ -206,8 +199,17 @@ class XmlSource:
         return element
 
     def get(self, key: Any) -> Value | None:
-        if isinstance(key, SimpleKey):
-            element = self._walk(key.tags)
+        if key.__class__ is SimpleKey:
+            tags = key.tags
+            if len(tags) == 1:  # the common case: a child of the current element
+                top = self._top
+                if top is None:
+                    top = self._top = {}
+                    for child in self.element.iterchildren(tag=etree.Element):
+                        top.setdefault(child.tag, child)
+                element = top.get(tags[0])
+            else:
+                element = self._walk(tags)
             if element is None:
                 return None
             if key.attribute is not None:

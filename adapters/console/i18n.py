@@ -1,0 +1,153 @@
+"""The console's words, Japanese first with an English switch (cookie ``renkei_lang``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+LANGUAGES = ("ja", "en")
+DEFAULT_LANGUAGE = "ja"
+
+TEXTS: dict[str, tuple[str, str]] = {
+    "app": ("renkei 運用コンソール", "renkei operations console"),
+    "login": ("ログイン", "Log in"),
+    "logout": ("ログアウト", "Log out"),
+    "username": ("利用者名", "Username"),
+    "password": ("パスワード", "Password"),
+    "dashboard": ("ダッシュボード", "Dashboard"),
+    "messages": ("メッセージ検索", "Messages"),
+    "message": ("メッセージ詳細", "Message"),
+    "dead_letters": ("配信不能（デッドレター）", "Dead letters"),
+    "destinations": ("配信先", "Destinations"),
+    "configuration": ("ルートと接続システム", "Routes and systems"),
+    "imports": ("一括取込", "Imports"),
+    "health": ("稼働状況", "Health"),
+    "signed_in_as": ("ログイン中", "Signed in as"),
+    "role": ("権限", "Role"),
+    "tenants": ("団体", "Tenants"),
+    "tenant": ("団体コード", "Tenant"),
+    "service": ("業務（サービス）", "Service"),
+    "system": ("送信元システム", "System"),
+    "subject": ("サブジェクト（宛名番号等）", "Subject"),
+    "status": ("状態", "Status"),
+    "message_id": ("メッセージID", "Message ID"),
+    "received_at": ("受信日時", "Received"),
+    "date_from": ("期間（開始日）", "From (day)"),
+    "date_to": ("期間（終了日）", "To (day)"),
+    "date_hint": ("和暦・西暦どちらでも（例: 令和8年11月26日）", "和暦 or 西暦, e.g. 2026-11-26"),
+    "search": ("検索", "Search"),
+    "any": ("すべて", "any"),
+    "results": ("検索結果", "Results"),
+    "no_results": ("該当するメッセージはありません。", "No messages match."),
+    "header": ("ヘッダ", "Header"),
+    "body": ("本文", "Body"),
+    "body_masked": ("個人情報はマスクしています。", "Personal data is masked."),
+    "body_unmasked": (
+        "マスク解除して表示中（閲覧ログに記録済み）。支援措置対象者の住所は表示しません。",
+        "Unmasked (recorded in the access log); addresses under 支援措置 stay hidden.",
+    ),
+    "unmask": ("マスク解除して表示", "Show unmasked"),
+    "unmask_reason": (
+        "閲覧理由（必須・閲覧ログに記録）",
+        "Reason (required, recorded in the access log)",
+    ),
+    "findings": ("検証結果", "Validation findings"),
+    "no_findings": ("記録された検証エラー・警告はありません。", "No findings recorded."),
+    "route": ("ルーティング結果", "Route decision"),
+    "routed_to": ("配信先（受信時の判断）", "Destinations decided at receipt"),
+    "configured_route": ("現在の設定のルート", "Route in the current configuration"),
+    "provider": ("照会先", "Provider"),
+    "deliveries": ("配信", "Deliveries"),
+    "attempts": ("配信試行", "Delivery attempts"),
+    "attempt": ("試行", "Attempt"),
+    "outcome": ("結果", "Outcome"),
+    "error": ("エラー", "Error"),
+    "destination": ("配信先", "Destination"),
+    "sequence": ("順序番号", "Sequence"),
+    "state": ("状態", "State"),
+    "audit": ("監査記録", "Audit trail"),
+    "event": ("事象", "Event"),
+    "actor": ("実行者", "Actor"),
+    "detail": ("内容", "Detail"),
+    "at": ("日時", "At"),
+    "correlation_id": ("相関ID", "Correlation ID"),
+    "reason": ("理由（必須）", "Reason (required)"),
+    "state_reason": ("理由", "Reason"),
+    "redeliver": ("再送", "Redeliver"),
+    "discard": ("破棄", "Discard"),
+    "select": ("選択", "Select"),
+    "no_dead_letters": ("配信不能のメッセージはありません。", "No dead letters."),
+    "last_error": ("最後のエラー", "Last error"),
+    "done": ("処理しました", "Done"),
+    "paused": ("一時停止中", "Paused"),
+    "active": ("稼働中", "Active"),
+    "pause": ("一時停止", "Pause"),
+    "resume": ("再開", "Resume"),
+    "queue_depth": ("配信待ち", "Queue depth"),
+    "dead": ("配信不能", "Dead letters"),
+    "failures": ("配信失敗（試行）", "Failed attempts"),
+    "delivered": ("配信済み", "Delivered"),
+    "count": ("件数", "Count"),
+    "last_24h": ("直近24時間", "Last 24 hours"),
+    "per_hour": ("1時間ごとの受信件数（直近24時間）", "Messages received per hour (last 24 hours)"),
+    "per_service": (
+        "業務・団体別の受信件数（直近24時間）",
+        "Messages per service and tenant (last 24 hours)",
+    ),
+    "per_destination": ("配信先別の状況", "Per destination"),
+    "routes": ("ルート", "Routes"),
+    "subscribers": ("購読システム", "Subscribers"),
+    "systems": ("接続システム", "Connected systems"),
+    "name": ("名称", "Name"),
+    "kind": ("種別", "Kind"),
+    "transport": ("方式", "Transport"),
+    "delivery_mode": ("配信方法", "Delivery"),
+    "batches": ("取込バッチ", "Batches"),
+    "no_batches": ("取込バッチはありません。", "No import batches."),
+    "file_hash": ("ファイル（ハッシュ）", "File (hash)"),
+    "progress": ("進捗（行）", "Progress (line)"),
+    "new": ("新規", "New"),
+    "duplicate": ("重複", "Duplicate"),
+    "errors": ("エラー", "Errors"),
+    "last_commit": ("最終更新", "Last commit"),
+    "error_report": ("エラー一覧", "Error report"),
+    "line": ("行", "Line"),
+    "field": ("項目", "Field"),
+    "code": ("コード", "Code"),
+    "severity": ("重要度", "Severity"),
+    "check": ("確認項目", "Check"),
+    "ok": ("正常", "OK"),
+    "ng": ("異常", "Failing"),
+    "version": ("バージョン", "Version"),
+    "config_version": ("設定の版", "Configuration version"),
+    "not_found": ("見つかりません。", "Not found."),
+    "forbidden": ("この操作の権限がありません。", "You are not allowed to do this."),
+    "refused": ("受け付けられません", "Refused"),
+    "back": ("戻る", "Back"),
+    "language": ("English", "日本語"),
+}
+
+
+# States of messages, deliveries and attempts (the stored values stay in English).
+STATES: dict[str, tuple[str, str]] = {
+    "stored": ("保存済み", "stored"),
+    "pending": ("配信待ち", "pending"),
+    "dead": ("配信不能", "dead"),
+    "discarded": ("破棄済み", "discarded"),
+    "delivered": ("配信済み", "delivered"),
+    "retry": ("再試行", "retry"),
+    "permanent": ("恒久エラー", "permanent"),
+}
+
+
+def state_labeller(lang: str) -> Callable[[str], str]:
+    column = 1 if lang == "en" else 0
+    return lambda value: STATES[value][column] if value in STATES else value
+
+
+def translator(lang: str) -> Callable[[str], str]:
+    column = 1 if lang == "en" else 0
+
+    def t(key: str) -> str:
+        return TEXTS[key][column]
+
+    return t

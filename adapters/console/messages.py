@@ -1,0 +1,138 @@
+"""Dashboard, message search and message detail (with the audited unmasked view)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from adapters.console.access import (
+    actor,
+    config_index,
+    require_operate,
+    require_view,
+    tenant_scope,
+    visible_tenants,
+)
+from adapters.console.dashboard import dashboard
+from adapters.console.dates import day_start, parse_day
+from adapters.console.detail import console_message, message_tenants, unmask
+from adapters.console.rendering import ConsoleRoute, render
+from adapters.console.session import ConsoleRefusal, hub_of, posted_form, signed_in, stated_reason
+from bus.store.queries import MessageStatus, list_messages
+
+SEARCH_LIMIT = 100
+router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
+
+
+@router.get("/console/")
+def dashboard_page(request: Request) -> Response:
+    operator = signed_in(request)
+    with hub_of(request).store.sessions() as session:
+        figures = dashboard(session, tenant_scope(operator))
+    return render(request, "dashboard.html", figures=figures)
+
+
+SEARCH_FIELDS = ("message_id", "service", "tenant", "subject", "status", "date_from", "date_to")
+
+
+@router.get("/console/messages")
+def search_page(
+    request: Request,
+    message_id: str = "",
+    service: str = "",
+    tenant: str = "",
+    status: str = "",
+    date_from: str = "",
+    date_to: str = "",
+) -> Response:
+    """Links carry every filter but the subject: a 宛名番号 in a URL would reach access logs."""
+    query = {
+        "message_id": message_id,
+        "service": service,
+        "tenant": tenant,
+        "subject": "",
+        "status": status,
+        "date_from": date_from,
+        "date_to": date_to,
+    }
+    return _search(request, query)
+
+
+@router.post("/console/messages")
+async def search_posted(request: Request) -> Response:
+    """The search form is POSTed, so the subject it may hold stays out of URLs."""
+    form = await posted_form(request)
+    query = {name: form.one(name) for name in SEARCH_FIELDS}
+    return await run_in_threadpool(_search, request, query)
+
+
+def _search(request: Request, query: dict[str, str]) -> Response:
+    operator = signed_in(request)
+    index = config_index(request)
+    first, last = parse_day(query["date_from"]), parse_day(query["date_to"])
+    tenant, status = query["tenant"], query["status"]
+    if tenant:
+        require_view(operator, tenant)
+    with hub_of(request).store.sessions() as session:
+        found = list_messages(
+            session,
+            tenants=tenant_scope(operator),
+            tenant=tenant or None,
+            message_id=query["message_id"].strip() or None,
+            service=query["service"] or None,
+            subject=query["subject"].strip() or None,
+            status=MessageStatus(status) if status in set(MessageStatus) else None,
+            since=day_start(first) if first else None,
+            until=day_start(last + timedelta(days=1)) if last else None,
+            limit=SEARCH_LIMIT,
+        )
+    return render(
+        request,
+        "messages.html",
+        found=found,
+        query=query,
+        services=sorted({route.service for route in index.config.routes}),
+        tenants=visible_tenants(operator, index),
+        statuses=[s.value for s in MessageStatus],
+        limit=SEARCH_LIMIT,
+    )
+
+
+def _detail_page(request: Request, tenant: str, message_id: str, clear: str | None) -> Response:
+    operator = signed_in(request)
+    require_view(operator, tenant)
+    index = config_index(request)  # before the session: SQLite allows one open at a time
+    with hub_of(request).store.sessions() as session:
+        if tenant not in message_tenants(session, message_id):
+            raise ConsoleRefusal(404)  # the same answer as for another tenant's message
+        shown = console_message(session, message_id, tenant, index)
+    return render(request, "message.html", shown=shown, clear=clear, tenant=tenant)
+
+
+@router.get("/console/messages/{tenant}/{message_id}")
+def message_page(request: Request, tenant: str, message_id: str) -> Response:
+    return _detail_page(request, tenant, message_id, None)
+
+
+@router.post("/console/messages/{tenant}/{message_id}/unmask")
+async def unmask_message(request: Request, tenant: str, message_id: str) -> Response:
+    """Operators and admins of the tenant may read a body unmasked, with a stated reason that
+    goes to the 閲覧ログ; viewers may not."""
+    form = await posted_form(request)
+    operator = await run_in_threadpool(signed_in, request)
+    require_operate(operator, tenant)
+    reason = stated_reason(form)
+    sessions = hub_of(request).store.sessions
+
+    def audited() -> str:
+        with sessions.begin() as session:
+            if tenant not in message_tenants(session, message_id):
+                raise ConsoleRefusal(404)
+            return unmask(session, message_id, tenant, actor=actor(operator), reason=reason)
+
+    clear = await run_in_threadpool(audited)
+    return await run_in_threadpool(_detail_page, request, tenant, message_id, clear)

@@ -1,0 +1,120 @@
+"""Jinja2 pages and the route class every console page goes through: it reads the session
+cookie, writes it back when it changed, adds the security headers (no framing, no caching,
+nothing loaded from outside the hub) and turns refusals into pages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from adapters.console.dates import DateRefused, display
+from adapters.console.i18n import state_labeller, translator
+from adapters.console.session import (
+    COOKIE,
+    MAX_AGE_SECONDS,
+    ConsoleRefusal,
+    LoginRequired,
+    console_state,
+    cookie_value,
+    language,
+    read_session,
+)
+from bus import __version__
+
+TEMPLATES = Path(__file__).with_name("templates")
+LOGIN_PATH = "/console/login"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+@cache
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["plain_json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    return env
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    lang = language(request)
+    state = console_state(request)
+    page = environment().get_template(template)
+    html = page.render(
+        t=translator(lang),
+        state=state_labeller(lang),
+        lang=lang,
+        when=lambda moment: display(moment, lang),
+        operator=state.operator,
+        csrf=state.csrf,
+        path=request.url.path,
+        here=quote(str(request.url.path) + ("?" + request.url.query if request.url.query else "")),
+        version=__version__,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def _refusal_page(request: Request, refusal: ConsoleRefusal) -> Response:
+    return render(
+        request,
+        "error.html",
+        status=refusal.status,
+        status_code=refusal.status,
+        finding=refusal.finding,
+    )
+
+
+class ConsoleRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def console_handler(request: Request) -> Response:
+            state = read_session(request)
+            request.state.console = state
+            try:
+                response = await handler(request)
+            except LoginRequired:
+                target = quote(
+                    request.url.path + ("?" + request.url.query if request.url.query else "")
+                )
+                response = RedirectResponse(f"{LOGIN_PATH}?next={target}", status_code=303)
+            except ConsoleRefusal as refusal:
+                response = _refusal_page(request, refusal)
+            except DateRefused as refused:
+                response = _refusal_page(request, ConsoleRefusal(400, refused.finding))
+            if state.changed:
+                response.set_cookie(
+                    COOKIE,
+                    cookie_value(request, state),
+                    max_age=MAX_AGE_SECONDS,
+                    httponly=True,
+                    samesite="strict",
+                    secure=request.url.scheme == "https",
+                    path="/",
+                )
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+            return response
+
+        return console_handler

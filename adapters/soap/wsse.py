@@ -1,0 +1,53 @@
+"""Reads a WS-Security UsernameToken from a SOAP request's ``soap:Header/wsse:Security``.
+
+Only when the bytes mention one does this parse (with the hub's secure parser, the same
+defences as the Validate stage); the Authenticate stage checks the token
+(bus/security/wsse.py). The canonical PlatformMessage never carries the Security header.
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from bus.errors import make_finding
+from bus.pipeline import Finding, UsernameToken
+from bus.security.wsse import TOKEN_PATH
+from bus.validation.secure_parse import secure_parse
+
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
+_TOKEN = f"{{{SOAP11}}}Header/{{{WSSE}}}Security/{{{WSSE}}}UsernameToken"
+_MARKER = b"UsernameToken"
+_MAX_FIELD = 256
+
+
+def _text(token: etree._Element, tag: str) -> str | None:
+    element = token.find(tag)
+    if element is None or element.text is None:
+        return None
+    return element.text.strip()[:_MAX_FIELD]
+
+
+def username_token(raw: bytes) -> UsernameToken | Finding | None:
+    """The request's UsernameToken; ``None`` when it has none; RK-AUT006 when it is
+    incomplete. A document that does not parse is left to the Validate stage's findings."""
+    if _MARKER not in raw:
+        return None
+    parsed = secure_parse(raw)
+    if parsed.root is None:
+        return None
+    token = parsed.root.find(_TOKEN)
+    if token is None:
+        return None
+    password = token.find(f"{{{WSSE}}}Password")
+    fields = (
+        _text(token, f"{{{WSSE}}}Username"),
+        _text(token, f"{{{WSSE}}}Password"),
+        _text(token, f"{{{WSSE}}}Nonce"),
+        _text(token, f"{{{WSU}}}Created"),
+    )
+    if password is None or any(not field for field in fields):
+        return make_finding("RK-AUT006", path=TOKEN_PATH)
+    username, digest, nonce, created = (field or "" for field in fields)
+    return UsernameToken(username, digest, nonce, created, password.get("Type", "")[:_MAX_FIELD])

@@ -1,0 +1,166 @@
+"""``renkei audit keygen / checkpoint / verify``: the tamper-evident audit trail (監査記録)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from rich.console import Console
+
+from bus.cli.store import EXIT_FAILED, JsonOption, TenantOption, _fail, _json, _store, audit_app
+from bus.errors import make_finding
+from bus.settings import Settings
+from bus.store.audit_verify import ChainVerdict, verify_audit
+from bus.store.checkpoints import (
+    CheckpointError,
+    anchor_document,
+    generate_key,
+    load_signing_key,
+    load_verify_key,
+    write_anchor,
+    write_checkpoints,
+)
+
+AnchorOption = Annotated[
+    Path | None,
+    typer.Option("--anchor", help="Anchor directory (default: RENKEI_AUDIT_ANCHOR_DIR)."),
+]
+
+
+def _moment(value: str | None) -> datetime | None:
+    """ISO date or date-time; without a zone it is the operator's local time."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO date or date-time") from None
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+def _key_problem(path: Path | None, error: Exception | None = None) -> typer.Exit:
+    detail = str(error) if error else "set RENKEI_AUDIT_SIGNING_KEY or pass --key"
+    return _fail(make_finding("RK-AUD004", path="/", actual=str(path or "-"), detail=detail))
+
+
+@audit_app.command("keygen")
+def keygen(
+    out: Annotated[Path, typer.Option("--out", help="Private key file to create (PEM).")],
+) -> None:
+    """Create the Ed25519 key that signs checkpoints (never overwrites); prints the public
+    key's path (give it to whoever verifies)."""
+    try:
+        public = generate_key(out)
+    except CheckpointError as error:
+        raise _key_problem(out, error) from None
+    typer.echo(f"private key: {out} (mode 0600; RENKEI_AUDIT_SIGNING_KEY)\npublic key: {public}")
+
+
+@audit_app.command("checkpoint")
+def checkpoint(anchor: AnchorOption = None, as_json: JsonOption = False) -> None:
+    """Sign the head of every chain that moved since its last checkpoint; store it in the
+    database and as one new file per checkpoint in the anchor directory."""
+    settings = Settings()
+    anchor = anchor or settings.audit_anchor_dir
+    if settings.audit_signing_key is None:
+        raise _key_problem(None)
+    try:
+        key = load_signing_key(settings.audit_signing_key)
+    except CheckpointError as error:
+        raise _key_problem(settings.audit_signing_key, error) from None
+    with _store() as store:
+        with store.sessions.begin() as session:
+            documents = [anchor_document(c) for c in write_checkpoints(session, key)]
+        written = [(str(d["chain"]), int(d["seq"])) for d in documents]
+        files = []
+        if anchor is not None:  # after the commit: an anchor file always has its row
+            for document in documents:
+                try:
+                    files.append(str(write_anchor(anchor, document)))
+                except (CheckpointError, OSError) as error:
+                    finding = make_finding("RK-AUD005", path="/", actual=str(anchor))
+                    typer.echo(f"{finding.code} {finding.message_ja} ({error})", err=True)
+                    raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        _json({"checkpoints": [{"chain": c, "seq": s} for c, s in written], "files": files})
+        return
+    for chain, seq in written:
+        typer.echo(f"checkpoint {chain} seq {seq}")
+    if not written:
+        typer.echo("no chain moved since its last checkpoint")
+
+
+@audit_app.command("verify")
+def verify(
+    tenant: TenantOption = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="Records stamped at or after (ISO).")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Records stamped at or before.")] = None,
+    anchor: AnchorOption = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Public (or private) key PEM that signed.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute the hash chains, check the signed checkpoints and (``--anchor``) the anchor
+    directory; report each chain's first broken link; exit 1 when one is broken."""
+    settings = Settings()
+    key_path = key or settings.audit_signing_key
+    verify_key: Ed25519PublicKey | None = None
+    if key_path is not None:
+        try:
+            verify_key = load_verify_key(key_path)
+        except CheckpointError as error:
+            raise _key_problem(key_path, error) from None
+    anchor = anchor or settings.audit_anchor_dir
+    if anchor is not None and verify_key is None:
+        raise _key_problem(None)
+    with _store() as store, store.sessions() as session:
+        verdicts = verify_audit(
+            session,
+            chains=[tenant] if tenant else None,
+            start=_moment(start),
+            end=_moment(end),
+            key=verify_key,
+            anchor=anchor,
+        )
+    if as_json:
+        _json({v.chain: _verdict_dict(v) for v in verdicts})
+    else:
+        _print_verdicts(verdicts, signed=verify_key is not None)
+    if not all(verdict.ok for verdict in verdicts):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _verdict_dict(verdict: ChainVerdict) -> dict[str, Any]:
+    first = verdict.first_break
+    return {
+        "ok": verdict.ok,
+        "records": verdict.records,
+        "checkpoints": verdict.checkpoints,
+        "anchored": verdict.anchored,
+        "first_bad_seq": first.seq if first else None,
+        "code": first.code if first else None,
+        "reason": first.reason if first else None,
+    }
+
+
+def _print_verdicts(verdicts: list[ChainVerdict], *, signed: bool) -> None:
+    console = Console()
+    for verdict in verdicts:
+        counts = f"{verdict.records} record(s), {verdict.checkpoints} checkpoint(s)"
+        first = verdict.first_break
+        if first is None:
+            console.print(f"[green]OK[/]  {verdict.chain}  {counts}", highlight=False)
+            continue
+        finding = make_finding(first.code, path="/", actual=verdict.chain, expected=first.seq)
+        console.print(
+            f"[red]NG[/]  {verdict.chain}  {finding.code} {finding.message_ja} ({first.reason})",
+            highlight=False,
+        )
+    if not signed:
+        console.print("署名は検証していません（鍵なし） / signatures not checked (no key)")

@@ -1,0 +1,385 @@
+"""``renkei keys``, ``renkei tenants`` and ``renkei users``: identities and tenancy
+(docs/security.md). Refusals are coded findings on stderr, exit status 1."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bus.cli.app import app
+from bus.cli.config import actor, configured_store
+
+if TYPE_CHECKING:
+    from bus.config.index import ConfigIndex
+    from bus.pipeline import Finding
+    from bus.store.db import Store
+
+EXIT_REFUSED = 1
+
+keys_app = typer.Typer(help="接続システムの資格情報 credentials of connected systems.")
+tenants_app = typer.Typer(help="団体 tenants: onboard, list, disable.")
+users_app = typer.Typer(help="操作者 operator accounts.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(users_app, name="users")
+
+
+def _refuse(finding: Finding) -> typer.Exit:
+    typer.echo(f"{finding.code}: {finding.message_ja}\n{finding.message_en}", err=True)
+    return typer.Exit(EXIT_REFUSED)
+
+
+@contextmanager
+def _store() -> Iterator[Store]:
+    store = configured_store()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _index(store: Store) -> ConfigIndex:
+    from bus.config.snapshots import load_snapshot
+
+    return load_snapshot(store.sessions).index
+
+
+def _configured_system(store: Store, system: str) -> None:
+    from bus.errors import make_finding
+
+    if _index(store).system(system) is None:
+        raise _refuse(make_finding("RK-TEN005", path="/system", actual=system[:40]))
+
+
+SystemOption = Annotated[str, typer.Option("--system", help="The connected system's id.")]
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+@keys_app.command("new")
+def keys_new(
+    system: SystemOption,
+    valid_days: Annotated[
+        int | None, typer.Option(min=1, help="Expire after this many days (default: never).")
+    ] = None,
+    for_config: Annotated[
+        bool,
+        typer.Option(
+            "--for-config",
+            help="Store nothing: print a key and the hash line for systems.yaml instead.",
+        ),
+    ] = False,
+) -> None:
+    """Issue an API key into the database: shown once, only its scrypt hash is stored."""
+    from bus.security.api_keys import issue_key
+
+    if for_config:
+        _key_for_config(system)
+        return
+    with _store() as store:
+        _configured_system(store, system)
+        valid_for = timedelta(days=valid_days) if valid_days else None
+        issued = issue_key(store.sessions, system, actor=actor(), valid_for=valid_for)
+    typer.echo(f"API key {issued.key_id} for {system} (shown once; give it to its operator):")
+    typer.echo(f"  {issued.key}")
+    if issued.expires_at is not None:
+        typer.echo(f"expires {issued.expires_at:%Y-%m-%d %H:%M} UTC")
+
+
+def _key_for_config(system: str) -> None:
+    from bus.identity import hash_api_key, new_api_key
+
+    key = new_api_key(system)
+    typer.echo(f"API key for {system} (shown once; give it to the system's operator):")
+    typer.echo(f"  {key}")
+    typer.echo(f"Add under systems[id={system}].credentials.api_key_hashes in systems.yaml:")
+    typer.echo(f'  - "{hash_api_key(key)}"')
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    system: SystemOption,
+    overlap_hours: Annotated[
+        float, typer.Option(min=0, help="How long the old keys keep working.")
+    ] = 168.0,
+) -> None:
+    """Issue a new key; the system's current keys expire after the overlap."""
+    from bus.security.api_keys import rotate_keys
+
+    with _store() as store:
+        _configured_system(store, system)
+        overlap = timedelta(hours=overlap_hours)
+        issued, old = rotate_keys(store.sessions, system, overlap=overlap, actor=actor())
+    typer.echo(f"API key {issued.key_id} for {system} (shown once):")
+    typer.echo(f"  {issued.key}")
+    for info in old:
+        typer.echo(f"old key {info.key_id} expires {info.expires_at:%Y-%m-%d %H:%M} UTC")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (keys list).")]) -> None:
+    """Revoke a key now, in every hub process."""
+    from bus.errors import make_finding
+    from bus.security.api_keys import revoke_key
+
+    with _store() as store:
+        info = revoke_key(store.sessions, key_id)
+    if info is None:
+        raise _refuse(make_finding("RK-TEN010", path="/key_id", actual=key_id[:16]))
+    typer.echo(f"revoked: {info.key_id} ({info.system})")
+
+
+@keys_app.command("list")
+def keys_list(
+    system: Annotated[str | None, typer.Option("--system", help="Only this system.")] = None,
+) -> None:
+    """Issued keys (never the keys themselves): id, system, created, expiry, revocation."""
+    from datetime import UTC, datetime
+
+    from bus.security.api_keys import list_keys
+
+    with _store() as store:
+        keys = list_keys(store.sessions, system)
+    now = datetime.now(UTC)
+    for info in keys:
+        state = "valid" if info.valid_at(now) else "revoked" if info.revoked_at else "expired"
+        expires = f"{info.expires_at:%Y-%m-%d %H:%M}" if info.expires_at else "-"
+        typer.echo(f"{info.key_id}  {info.system:<12} {state:<8} expires {expires}")
+
+
+@keys_app.command("soap")
+def keys_soap(
+    system: SystemOption,
+    username: Annotated[
+        str | None, typer.Option(help="UsernameToken username (default: the system id).")
+    ] = None,
+) -> None:
+    """Set a fresh WS-Security UsernameToken password (PasswordDigest): shown once, stored
+    encrypted with RENKEI_SECRETS_KEY."""
+    from bus.security.secret_box import SecretBox
+    from bus.security.wsse import set_soap_secret
+    from bus.settings import Settings
+
+    with _store() as store:
+        _configured_system(store, system)
+        box = SecretBox.from_settings(Settings())
+        name, password = set_soap_secret(store.sessions, box, system, username)
+    typer.echo(f"UsernameToken for {system} (shown once): username {name}")
+    typer.echo(f"  password {password}")
+
+
+@keys_app.command("fingerprint")
+def keys_fingerprint(
+    certificate: Annotated[Path, typer.Argument(help="A PEM client certificate.", exists=True)],
+) -> None:
+    """The SHA-256 fingerprint to list under credentials.certificate_fingerprints."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    loaded = x509.load_pem_x509_certificate(certificate.read_bytes())
+    typer.echo(loaded.fingerprint(hashes.SHA256()).hex())
+
+
+# --- tenants ---------------------------------------------------------------------------------
+
+
+def _config_files(store: Store, directory: Path | None) -> dict[str, str]:
+    from bus.config.loader import read_config_files
+    from bus.store.models import ConfigSnapshot
+
+    if directory is not None:
+        return read_config_files(directory)
+    with store.sessions() as session:
+        latest = session.query(ConfigSnapshot).order_by(ConfigSnapshot.version.desc()).first()
+        assert latest is not None  # configured_store() made sure there is one
+        return dict(latest.files)
+
+
+def _apply(store: Store, directory: Path | None, files: dict[str, str], changed: str) -> int:
+    from bus.config.snapshots import apply_files
+
+    if directory is not None:
+        target = directory / changed
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(files[changed], encoding="utf-8")
+    return apply_files(store.sessions, files, actor())
+
+
+ConfigDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config-dir",
+        help="Edit this configuration directory and apply it (default: RENKEI_CONFIG_DIR if "
+        "set, else the configuration in force in the database).",
+        file_okay=False,
+    ),
+]
+
+
+def _directory(option: Path | None) -> Path | None:
+    from bus.settings import Settings
+
+    return option or Settings().config_dir
+
+
+@tenants_app.command("add")
+def tenants_add(
+    code: Annotated[str, typer.Argument(help="全国地方公共団体コード (6 digits).")],
+    name: Annotated[str, typer.Argument(help="団体名, e.g. 佐賀市.")],
+    template: Annotated[
+        Path | None, typer.Option(help="Onboarding template (default: the shipped town one).")
+    ] = None,
+    config_dir: ConfigDirOption = None,
+) -> None:
+    """Onboard a town in one step: tenants/<code>.yaml from the template, applied."""
+    from bus.security.tenancy import DEFAULT_TEMPLATE, TenancyError, onboard
+
+    directory = _directory(config_dir)
+    with _store() as store:
+        try:
+            onboarded = onboard(
+                _config_files(store, directory), code, name, template or DEFAULT_TEMPLATE
+            )
+        except TenancyError as error:
+            raise _refuse(error.finding) from None
+        version = _apply(store, directory, onboarded.files, onboarded.path)
+    typer.echo(f"added: {code} {name} ({onboarded.path}); configuration version {version}")
+
+
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """Tenants in force, whether enabled, and the systems serving each."""
+    with _store() as store:
+        index = _index(store)
+    for tenant in index.config.tenants:
+        systems = sorted(s.id for s in index.config.systems if index.serves(s.id, tenant.code))
+        state = "enabled" if tenant.enabled else "disabled"
+        typer.echo(f"{tenant.code}  {tenant.name}  {state}  systems: {', '.join(systems) or '-'}")
+
+
+def _set_enabled(code: str, enabled: bool, config_dir: Path | None) -> None:
+    from bus.security.tenancy import TenancyError, set_enabled
+
+    directory = _directory(config_dir)
+    with _store() as store:
+        try:
+            path, files = set_enabled(_config_files(store, directory), code, enabled)
+        except TenancyError as error:
+            raise _refuse(error.finding) from None
+        version = _apply(store, directory, files, path)
+    state = "enabled" if enabled else "disabled"
+    typer.echo(f"{state}: {code} ({path}); configuration version {version}")
+
+
+@tenants_app.command("disable")
+def tenants_disable(
+    code: Annotated[str, typer.Argument(help="全国地方公共団体コード.")],
+    config_dir: ConfigDirOption = None,
+) -> None:
+    """Stop a tenant: its messages are refused (RK-AUT005) by every hub process."""
+    _set_enabled(code, False, config_dir)
+
+
+@tenants_app.command("enable")
+def tenants_enable(
+    code: Annotated[str, typer.Argument(help="全国地方公共団体コード.")],
+    config_dir: ConfigDirOption = None,
+) -> None:
+    """Take a disabled tenant back into service."""
+    _set_enabled(code, True, config_dir)
+
+
+# --- users -----------------------------------------------------------------------------------
+
+
+def _password(prompt: bool) -> str:
+    """From RENKEI_PASSWORD (scripts, tests) or an interactive prompt typed twice."""
+    import os
+
+    given = os.environ.get("RENKEI_PASSWORD")
+    if given is not None or not prompt:
+        return given or ""
+    first = getpass.getpass("パスワード password: ")
+    if getpass.getpass("もう一度 again: ") != first:
+        typer.echo("パスワードが一致しません passwords differ", err=True)
+        raise typer.Exit(EXIT_REFUSED)
+    return first
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="Login name (a-z, 0-9, . _ -).")],
+    role: Annotated[str, typer.Option(help="viewer | operator | admin.")],
+    tenant: Annotated[
+        list[str], typer.Option("--tenant", help='Tenant code; repeat; "*" for all.')
+    ],
+) -> None:
+    """Create an operator account (password from RENKEI_PASSWORD or a prompt)."""
+    from bus.errors import make_finding
+    from bus.security.operators import ALL_TENANTS, OperatorError, Role, add_operator
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        raise _refuse(make_finding("RK-TEN011", path="/role", actual=role[:16])) from None
+    with _store() as store:
+        index = _index(store)
+        for code in tenant:
+            if code != ALL_TENANTS and index.tenant(code) is None:
+                raise _refuse(make_finding("RK-TEN003", path="/tenant", actual=code[:16]))
+        try:
+            operator = add_operator(
+                store.sessions, username, _password(True), chosen, frozenset(tenant)
+            )
+        except OperatorError as error:
+            raise _refuse(error.finding) from None
+    typer.echo(f"added: {operator.username} ({operator.role}; {', '.join(sorted(tenant))})")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    from bus.security.operators import list_operators
+
+    with _store() as store:
+        operators = list_operators(store.sessions)
+    for operator in operators:
+        state = "enabled" if operator.enabled else "disabled"
+        tenants = ", ".join(sorted(operator.tenants))
+        typer.echo(f"{operator.username}  {operator.role}  {state}  tenants: {tenants}")
+
+
+def _enable(username: str, enabled: bool) -> None:
+    from bus.security.operators import OperatorError, set_enabled
+
+    with _store() as store:
+        try:
+            set_enabled(store.sessions, username, enabled)
+        except OperatorError as error:
+            raise _refuse(error.finding) from None
+    typer.echo(f"{'enabled' if enabled else 'disabled'}: {username}")
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument()]) -> None:
+    """Lock an account (its logins are refused; nothing is deleted)."""
+    _enable(username, False)
+
+
+@users_app.command("passwd")
+def users_passwd(username: Annotated[str, typer.Argument()]) -> None:
+    """Set a new password (RENKEI_PASSWORD or a prompt)."""
+    from bus.security.operators import OperatorError, set_password
+
+    with _store() as store:
+        try:
+            set_password(store.sessions, username, _password(True))
+        except OperatorError as error:
+            raise _refuse(error.finding) from None
+    typer.echo(f"password changed: {username}")

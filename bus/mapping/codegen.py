@@ -1,0 +1,124 @@
+"""One Python function per mapping section, generated from the compiled entries' plans.
+
+A list of per-entry closures pays a call, a ``has`` check and a loop step for every field of
+every record; the generated function inlines each entry instead: plain copies become two
+lines, constants and parameters are bound values, the first-writer-wins check is emitted only
+where two entries can write the same target, and a ``try`` (free when nothing is raised in
+Python 3.11) around each entry keeps a failing field from stopping the others.
+Everything the plans hold (keys, operations, conditions, tables) is bound as a global of the
+generated code, never written into its text, so a mapping file cannot inject code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bus.mapping.compiler import CompiledEntry, Plan
+from bus.mapping.values import FieldFailure, Source, Target, Text
+
+Report = Callable[[Exception, CompiledEntry], None]
+Program = Callable[[Source, Target, dict[str, str], Report], None]
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.bound: dict[str, Any] = {"FieldFailure": FieldFailure, "Text": Text}
+
+    def bind(self, value: Any) -> str:
+        name = f"b{len(self.bound)}"
+        self.bound[name] = value
+        return name
+
+    def emit(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+    # --- one scope (the section, or one member of a repeating group) ---------------------
+
+    def scope(self, entries: Iterable[CompiledEntry], depth: int, level: int) -> None:
+        """Each entry in a try/except reporting it (a group member's failure names the
+        member's own entry, so a caller can tell which column it was)."""
+        written: list[Any] = []  # target keys already written in this scope
+        for entry in entries:
+            self.emit(depth, "try:")
+            self.entry(entry.plan, depth + 1, level, written)
+            self.emit(depth, "except Exception as error:")
+            self.emit(depth + 1, f"report(error, {self.bind(entry)})")
+
+    def entry(self, plan: Plan, depth: int, level: int, written: list[Any]) -> None:
+        source, data = f"source{level}", f"data{level}"
+        if plan.kind == "group":
+            self.group(plan, depth, level)
+            return
+        key = self.bind(plan.target_key)
+        conditions = []
+        if any(plan.target_key == other for other in written):
+            conditions.append(f"{key} not in {data}")  # the first entry that writes wins
+        written.append(plan.target_key)
+        if plan.condition is not None:
+            conditions.append(f"{self.bind(plan.condition)}({source})")
+        if conditions:
+            self.emit(depth, f"if {' and '.join(conditions)}:")
+            depth += 1
+        if plan.kind == "copy":
+            self.emit(depth, f"value = {source}.get({self.bind(plan.source_key)})")
+            self.emit(depth, "if value:")
+            self.emit(depth + 1, f"{data}[{key}] = value")
+            return
+        self.emit(depth, f"value = {self.read(plan, source)}")
+        self.emit(depth, 'if value is None or value == "":')
+        if plan.default is not None:
+            self.emit(depth + 1, f"value = {self.bind(plan.default)}")
+        elif plan.required:
+            self.emit(depth + 1, 'raise FieldFailure("RK-MAP002")')
+        else:
+            self.emit(depth + 1, "value = None")
+        self.emit(depth, "if value is not None:")
+        depth += 1
+        if plan.steps:
+            self.emit(depth, "if value.__class__ is Text:")
+            self.emit(depth + 1, "value = value.text")
+            for step in plan.steps:
+                self.emit(depth, f"value = {self.bind(step)}(value)")
+        if plan.finish is not None:
+            self.emit(depth, f"value = {self.bind(plan.finish)}(value)")
+        self.emit(depth, 'if value is not None and value != "":')
+        self.emit(depth + 1, f"{data}[{key}] = value")
+
+    def read(self, plan: Plan, source: str) -> str:
+        if plan.constant is not None:
+            return self.bind(plan.constant)
+        if plan.param is not None:
+            return f"params.get({self.bind(plan.param)})"
+        if plan.source_key is not None:
+            return f"{source}.get({self.bind(plan.source_key)})"
+        return f"{self.bind(plan.read)}({source}, params)"
+
+    def group(self, plan: Plan, depth: int, level: int) -> None:
+        source, target = f"source{level}", f"target{level}"
+        inner = level + 1
+        if plan.condition is not None:
+            self.emit(depth, f"if {self.bind(plan.condition)}({source}):")
+            depth += 1
+        self.emit(depth, f"for source{inner} in {source}.groups({self.bind(plan.source_key)}):")
+        self.emit(depth + 1, f"target{inner} = {target}.group({self.bind(plan.target_key)})")
+        self.emit(depth + 1, f"data{inner} = target{inner}.data")
+        if not plan.children:
+            self.emit(depth + 1, "pass")
+        self.scope(plan.children, depth + 1, inner)
+
+
+def section_program(entries: tuple[CompiledEntry, ...], name: str) -> Program:
+    """The section's entries as one function ``(source, target, params, report)``: it fills
+    ``target`` and calls ``report(error, entry)`` for each entry that fails."""
+    writer = _Writer()
+    writer.emit(0, "def translate(source0, target0, params, report):")
+    writer.emit(1, "data0 = target0.data")
+    writer.scope(entries, 1, 0)
+    source = "\n".join(writer.lines) + "\n"
+    namespace = dict(writer.bound)
+    exec(compile(source, f"<mapping {name}>", "exec"), namespace)
+    program: Program = namespace["translate"]
+    program.source = source  # type: ignore[attr-defined]  # for debugging: print it
+    return program

@@ -1,0 +1,88 @@
+"""Readiness (``/readyz``): may a load balancer send this process traffic?
+
+Ready when the database answers, the broker that carries wake-ups accepts a connection
+(``memory://`` is in-process and always ready) and a configuration is loaded. Each failed
+check is a coded finding (RK-OPS…) with the reason; a check never waits longer than
+``timeout`` seconds, so a probe does not hang on a dead peer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import kombu
+from sqlalchemy import text
+
+from bus.errors import make_finding
+from bus.hub import Hub
+from bus.pipeline import Finding
+
+_kombu: Any = kombu  # untyped library
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    finding: Finding | None  # None: passed
+
+    @property
+    def ok(self) -> bool:
+        return self.finding is None
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.finding is None:
+            return {"ok": True}
+        return {"ok": False, "finding": self.finding.as_dict()}
+
+
+def _reason(error: BaseException) -> str:
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first}"[:200]
+
+
+def check_database(hub: Hub) -> Check:
+    try:
+        with hub.store.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as error:
+        finding = make_finding("RK-OPS001", path="/readyz/database", actual=_reason(error))
+        return Check("database", finding)
+    return Check("database", None)
+
+
+def check_broker(broker_url: str, timeout: float) -> Check:
+    if broker_url.startswith("memory:"):
+        return Check("broker", None)
+    try:
+        with _kombu.Connection(broker_url, connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as error:
+        finding = make_finding("RK-OPS002", path="/readyz/broker", actual=_reason(error))
+        return Check("broker", finding)
+    return Check("broker", None)
+
+
+def check_configuration(hub: Hub) -> Check:
+    try:
+        version = hub.config.current().version
+    except Exception as error:
+        finding = make_finding("RK-OPS003", path="/readyz/configuration", actual=_reason(error))
+        return Check("configuration", finding)
+    return Check("configuration", None if version else _no_config())
+
+
+def _no_config() -> Finding:
+    return make_finding("RK-OPS003", path="/readyz/configuration", actual="no version")
+
+
+def readiness(hub: Hub | None, timeout: float = 2.0) -> list[Check]:
+    """Every check, in order; ``hub`` is None while the process is starting (not ready)."""
+    if hub is None:
+        starting = make_finding("RK-OPS003", path="/readyz", actual="the hub is starting")
+        return [Check("hub", starting)]
+    return [
+        check_database(hub),
+        check_broker(hub.settings.broker_url, timeout),
+        check_configuration(hub),
+    ]

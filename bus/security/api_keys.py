@@ -1,0 +1,180 @@
+"""API keys issued into the database (``renkei keys new/rotate/revoke``).
+
+A key reads ``rk_<system>_<key id>.<secret>``: the key id is public and finds the one row to
+check, so a request costs one primary-key read and (once per key and process) one scrypt.
+The row is read on every request, so a revocation or an expiry holds at once in every worker.
+Rotation issues a new key and gives the old ones an expiry (the overlap), so a system can
+switch without a window in which neither key works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bus.kdf import hash_secret, verify_secret
+from bus.store.models import ApiKey
+
+_KEY = re.compile(
+    r"^rk_(?P<system>[a-z][a-z0-9_\-]{1,39})_(?P<key_id>[0-9a-f]{16})\.[A-Za-z0-9_\-]{43}$"
+)
+_VERIFIED_LIMIT = 4096  # remembered verified keys per process; bounded against floods
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A new key: ``key`` is shown once and never stored."""
+
+    key: str
+    key_id: str
+    system: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    key_id: str
+    system: str
+    created_at: datetime
+    created_by: str | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def valid_at(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+def is_issued_key(key: str) -> bool:
+    """Whether ``key`` has the shape of a database-issued key (else: a configured one)."""
+    return _KEY.fullmatch(key) is not None
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes for timezone-aware columns; they were stored as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _info(row: ApiKey) -> KeyInfo:
+    created = _aware(row.created_at)
+    assert created is not None
+    return KeyInfo(
+        row.key_id,
+        row.system,
+        created,
+        row.created_by,
+        _aware(row.expires_at),
+        _aware(row.revoked_at),
+    )
+
+
+def issue_key(
+    sessions: sessionmaker[Session],
+    system: str,
+    *,
+    actor: str | None = None,
+    valid_for: timedelta | None = None,
+    now: datetime | None = None,
+) -> IssuedKey:
+    """A fresh key for ``system`` (its hash stored); ``valid_for`` bounds its life."""
+    now = now or datetime.now(UTC)
+    key_id = secrets.token_hex(8)
+    key = f"rk_{system}_{key_id}.{secrets.token_urlsafe(32)}"
+    expires_at = now + valid_for if valid_for is not None else None
+    with sessions.begin() as session:
+        session.add(
+            ApiKey(
+                key_id=key_id,
+                system=system,
+                key_hash=hash_secret(key),
+                created_at=now,
+                created_by=actor[:64] if actor else None,
+                expires_at=expires_at,
+                revoked_at=None,
+            )
+        )
+    return IssuedKey(key, key_id, system, expires_at)
+
+
+def rotate_keys(
+    sessions: sessionmaker[Session],
+    system: str,
+    *,
+    overlap: timedelta,
+    actor: str | None = None,
+    now: datetime | None = None,
+) -> tuple[IssuedKey, list[KeyInfo]]:
+    """Issue a new key and let every key of ``system`` still valid now expire after
+    ``overlap`` (earlier expiries are kept); returns the new key and the old keys."""
+    now = now or datetime.now(UTC)
+    deadline = now + overlap
+    with sessions.begin() as session:
+        rows = session.scalars(
+            select(ApiKey).where(ApiKey.system == system, ApiKey.revoked_at.is_(None))
+        ).all()
+        for row in rows:
+            expires_at = _aware(row.expires_at)
+            if expires_at is None or expires_at > deadline:
+                row.expires_at = deadline
+        old = [info for info in map(_info, rows) if info.valid_at(now)]
+    return issue_key(sessions, system, actor=actor, now=now), old
+
+
+def revoke_key(
+    sessions: sessionmaker[Session], key_id: str, *, now: datetime | None = None
+) -> KeyInfo | None:
+    """Revoke a key at once; ``None`` when there is no such key."""
+    with sessions.begin() as session:
+        row = session.get(ApiKey, key_id)
+        if row is None:
+            return None
+        if row.revoked_at is None:
+            row.revoked_at = now or datetime.now(UTC)
+        return _info(row)
+
+
+def list_keys(sessions: sessionmaker[Session], system: str | None = None) -> list[KeyInfo]:
+    query = select(ApiKey).order_by(ApiKey.system, ApiKey.created_at)
+    if system is not None:
+        query = query.where(ApiKey.system == system)
+    with sessions() as session:
+        return [_info(row) for row in session.scalars(query)]
+
+
+class ApiKeyRegistry:
+    """The Authenticate stage's view of issued keys (shared by every request thread)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._verified: set[str] = set()
+        self._lock = threading.Lock()
+
+    def system_for(self, key: str, now: datetime | None = None) -> str | None:
+        """The system an issued, unexpired, unrevoked key belongs to, else ``None``."""
+        match = _KEY.fullmatch(key)
+        if match is None:
+            return None
+        with self._sessions() as session:
+            row = session.get(ApiKey, match["key_id"])
+            info = _info(row) if row is not None else None
+            stored = row.key_hash if row is not None else ""
+        if info is None or info.system != match["system"]:
+            return None
+        if not info.valid_at(now or datetime.now(UTC)):
+            return None
+        fingerprint = hashlib.sha256(f"{stored}\0{key}".encode()).hexdigest()
+        if fingerprint not in self._verified:
+            if not verify_secret(key, stored):
+                return None
+            with self._lock:
+                if len(self._verified) < _VERIFIED_LIMIT:
+                    self._verified.add(fingerprint)
+        return info.system

@@ -1,0 +1,63 @@
+"""Rate limits per connected system, counted in the database (fixed windows of one second and
+one minute) so every hub process counts against the same limit.
+
+A refused request is answered (HTTP 429 with ``Retry-After``, or a SOAP Client fault) and
+never stored: nothing is dropped silently, the sender keeps the message and sends it again.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from bus.config.models import RateLimit
+from bus.store.models import RateWindow
+
+_UNITS = (("s", 1), ("m", 60))
+_PURGE_EVERY = 256  # delete windows older than two minutes once per this many counts
+
+
+def _upsert(session: Session) -> Callable[..., Any]:
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+class RateLimiter:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._counted = 0
+
+    def admit(self, system: str, limit: RateLimit, now: float | None = None) -> int | None:
+        """Count one request of ``system``; ``None`` when within ``limit``, else the seconds
+        until the window that refused it ends (for ``Retry-After``)."""
+        now = time.time() if now is None else now
+        limits = {"s": limit.per_second, "m": limit.per_minute}
+        retry_after: int | None = None
+        with self._sessions.begin() as session:
+            insert = _upsert(session)
+            for unit, length in _UNITS:
+                allowed = limits[unit]
+                if allowed is None:
+                    continue
+                start = int(now // length) * length
+                statement = insert(RateWindow).values(
+                    system=system, unit=unit, window_start=start, count=1
+                )
+                statement = statement.on_conflict_do_update(
+                    index_elements=["system", "unit", "window_start"],
+                    set_={"count": RateWindow.count + 1},
+                ).returning(RateWindow.count)
+                count = session.execute(statement).scalar_one()
+                if count > allowed:
+                    wait = max(1, math.ceil(start + length - now))
+                    retry_after = max(retry_after or 0, wait)
+            self._counted += 1
+            if self._counted % _PURGE_EVERY == 0:
+                session.execute(delete(RateWindow).where(RateWindow.window_start < now - 120))
+        return retry_after

@@ -1,0 +1,131 @@
+"""WS-Security UsernameToken with PasswordDigest (OASIS UsernameToken Profile 1.1) for SOAP
+callers: ``digest = Base64(SHA-1(nonce + created + password))``.
+
+A token is fresh only when its ``Created`` is within :data:`MAX_SKEW` of the hub's clock and
+its nonce has not been seen for that user within the window; the nonce cache is a database
+table (``used_nonces``), so a token replayed to another hub worker is refused too. The
+password is stored encrypted (:mod:`bus.security.secret_box`): the digest needs it in clear.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bus.errors import make_finding
+from bus.pipeline import Finding, UsernameToken
+from bus.security.secret_box import SecretBox
+from bus.store.models import SoapCredential, UsedNonce
+
+PASSWORD_DIGEST = (
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
+    "#PasswordDigest"
+)
+MAX_SKEW = timedelta(minutes=5)
+_NONCE_BYTES = (16, 64)  # accepted decoded nonce lengths
+_PURGE_EVERY = 64  # delete expired nonces once per this many accepted tokens (per process)
+TOKEN_PATH = "/Envelope/Header/Security/UsernameToken"
+
+
+def set_soap_secret(
+    sessions: sessionmaker[Session], box: SecretBox, system: str, username: str | None = None
+) -> tuple[str, str]:
+    """Give ``system`` a fresh random UsernameToken password (replacing any earlier one);
+    returns (username, password) — the password is shown once, stored only encrypted."""
+    username = username or system
+    password = secrets.token_urlsafe(24)
+    with sessions.begin() as session:
+        row = session.get(SoapCredential, system)
+        sealed = box.seal(password, system)
+        if row is None:
+            session.add(
+                SoapCredential(
+                    system=system,
+                    username=username,
+                    secret_encrypted=sealed,
+                    changed_at=datetime.now(UTC),
+                )
+            )
+        else:
+            row.username, row.secret_encrypted = username, sealed
+            row.changed_at = datetime.now(UTC)
+    return username, password
+
+
+def password_digest(nonce: bytes, created: str, password: str) -> str:
+    raw = hashlib.sha1(nonce + created.encode("utf-8") + password.encode("utf-8")).digest()
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _parse_created(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None  # a zone is required
+
+
+class UsernameTokenVerifier:
+    """Checks tokens against the stored secrets and the shared nonce cache."""
+
+    def __init__(self, sessions: sessionmaker[Session], box: Callable[[], SecretBox]) -> None:
+        self._sessions = sessions
+        self._box = box  # opened on first use: no key file is made for a hub without tokens
+        self._accepted = 0
+
+    def verify(self, token: UsernameToken, now: datetime | None = None) -> str | Finding:
+        """The system the token authenticates, or the refusal."""
+        now = now or datetime.now(UTC)
+        try:
+            nonce = base64.b64decode(token.nonce, validate=True)
+        except (binascii.Error, ValueError):
+            nonce = b""
+        created = _parse_created(token.created)
+        if token.password_type != PASSWORD_DIGEST or created is None:
+            return make_finding("RK-AUT006", path=TOKEN_PATH)
+        if not _NONCE_BYTES[0] <= len(nonce) <= _NONCE_BYTES[1]:
+            return make_finding("RK-AUT006", path=f"{TOKEN_PATH}/Nonce")
+        if abs(now - created) > MAX_SKEW:
+            return make_finding(
+                "RK-AUT008", path=f"{TOKEN_PATH}/Created", actual=token.created[:40]
+            )
+        system = self._check_digest(token, nonce)
+        if system is None:
+            return make_finding("RK-AUT007", path=TOKEN_PATH)
+        if not self._first_use(token.username, token.nonce, created + 2 * MAX_SKEW, now):
+            return make_finding("RK-AUT009", path=f"{TOKEN_PATH}/Nonce")
+        return system
+
+    def _check_digest(self, token: UsernameToken, nonce: bytes) -> str | None:
+        with self._sessions() as session:
+            row = session.scalars(
+                select(SoapCredential).where(SoapCredential.username == token.username[:64])
+            ).first()
+            if row is None:
+                return None
+            system, sealed = row.system, row.secret_encrypted
+        expected = password_digest(nonce, token.created, self._box().open(sealed, system))
+        given = token.password_digest.strip().encode("ascii", "replace")
+        return system if hmac.compare_digest(expected.encode("ascii"), given) else None
+
+    def _first_use(self, username: str, nonce: str, expires_at: datetime, now: datetime) -> bool:
+        """Record the nonce; false when it is already recorded (a replay)."""
+        try:
+            with self._sessions.begin() as session:
+                session.add(UsedNonce(username=username, nonce=nonce[:128], expires_at=expires_at))
+        except IntegrityError:
+            return False
+        self._accepted += 1
+        if self._accepted % _PURGE_EVERY == 0:
+            with self._sessions.begin() as session:
+                session.execute(delete(UsedNonce).where(UsedNonce.expires_at < now))
+        return True
