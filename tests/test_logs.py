@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from bus.catalogue import NS_ENVELOPE, NS_STANDARD
-from bus.observability.logs import configure_logging
+from bus.observability.logs import configure_logging, mask_personal
 from tests.support.hub_server import hub_server, sample, serialize
 from tests.support.receivers import wait_for
 
@@ -116,3 +116,14 @@ def test_a_library_record_is_masked_and_keeps_the_bound_context() -> None:
     assert line["logger"] == "zeep.transports" and line["messageId"] == "m-1"
     assert line["tenant"] == "414247" and line["system"] == "zeimu"
     assert line["timestamp"].endswith("Z")
+
+
+def test_a_my_number_shape_is_masked_but_a_uuid_ending_in_digits_is_not() -> None:
+    event = {
+        "event": "x",
+        "messageId": "708cbebc-d73d-4fc9-b277-649690170007",
+        "detail": "個人番号 938166622636 を照会",
+    }
+    masked = mask_personal(None, "info", dict(event))
+    assert masked["messageId"] == event["messageId"]
+    assert "938166622636" not in masked["detail"] and masked["detail"].startswith("個人番号 ")

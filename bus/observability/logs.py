@@ -32,7 +32,9 @@ LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "zeep", "kombu"
 PERSONAL_KEYS = frozenset(
     {"name", "nameKana", "address", "myNumber", "individualNumber", "birthDate", "body", "raw"}
 )
-_MY_NUMBER_SHAPE = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
+# Twelve digits on their own — but not the last group of a UUID (a messageId may end in
+# twelve decimal digits).
+_MY_NUMBER_SHAPE = re.compile(r"(?<![0-9])(?<![0-9A-Fa-f]{4}-)[0-9]{12}(?![0-9A-Fa-f])")
 
 
 def _mask_text(text: str) -> str:
