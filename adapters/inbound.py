@@ -2,6 +2,12 @@
 pipeline run off the event loop, and whose fault a refusal is.
 
 Neither adapter validates or routes by itself: both hand bytes to :meth:`bus.hub.Hub.ingest`.
+Two lanes lead there. The pipeline is CPU-bound under one GIL, so messages run it in at most
+``RENKEI_INGEST_THREADS`` threads at once (more threads only add contention, and each one
+costs memory). Before that, the body is screened with the Validate stage's own secure parse
+(on the event loop when small): a body it refuses, or whose root cannot be a message, takes
+the same pipeline in a thread of the default pool instead, so a hostile request never queues
+behind valid ones; Authenticate still decides first and Audit records the refusal.
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ import ssl
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
-from starlette.concurrency import run_in_threadpool
+import anyio
 from starlette.requests import Request
 from starlette.types import Scope
 
@@ -20,12 +27,17 @@ from bus.config.loader import request_services
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding, Identity, Message, Severity, UsernameToken
-from bus.validation.secure_parse import ParseLimits
+from bus.validation.secure_parse import ParseLimits, ParseResult, secure_parse
+from bus.validation.validator import is_message_root
 
 log = logging.getLogger(__name__)
 
 #: The largest body read: the pipeline's own document limit (checked again there).
 MAX_BODY_BYTES = ParseLimits().max_bytes
+
+#: Bodies up to this size are screened on the event loop (a 3 KB message: ~0.05 ms); a
+#: larger one in a thread of the default pool, which ingest's limited threads never hold.
+LOOP_PARSE_BYTES = 64 * 1024
 
 #: Refusals that are the hub's (or its provider's) doing, not the caller's: SOAP Server
 #: faults, HTTP 5xx. Everything else is the caller's input (Client faults, HTTP 4xx).
@@ -111,6 +123,25 @@ def internal_error(error: BaseException) -> Finding:
     return make_finding("RK-API003", path="/", actual=reference)
 
 
+async def screen(raw: bytes) -> ParseResult:
+    """The secure parse the Validate stage would do (same limits), done before ingest."""
+    if len(raw) <= LOOP_PARSE_BYTES:
+        return secure_parse(raw)
+    return await anyio.to_thread.run_sync(secure_parse, raw)
+
+
+def ingest_limiter(request: Request) -> anyio.CapacityLimiter:
+    """The application's ingest lane: ``ingest_threads`` tokens, made on first use (on the
+    event loop, so never twice)."""
+    state = request.app.state
+    limiter: anyio.CapacityLimiter | None = getattr(state, "ingest_limiter", None)
+    if limiter is None:
+        hub: Hub = state.hub
+        limiter = anyio.CapacityLimiter(hub.settings.ingest_threads)
+        state.ingest_limiter = limiter
+    return limiter
+
+
 async def ingest(
     request: Request,
     raw: bytes,
@@ -118,21 +149,30 @@ async def ingest(
     adapter: str,
     service: str,
     username_token: UsernameToken | None = None,
+    screened: ParseResult | None = None,
 ) -> Message:
     """Run ``raw`` through the hub's pipeline in a worker thread (it blocks on the store and,
-    for an inquiry, on the provider). An unexpected exception becomes RK-API003."""
+    for an inquiry, on the provider): in the ingest lane, or, when the screening parse
+    (``screened``, else done here) refuses it, in the default pool with that parse's findings.
+    An unexpected exception becomes RK-API003."""
     hub: Hub = request.app.state.hub
     caller = Caller.of(request)
+    screened = screened or await screen(raw)
+    refused = screened.root is None or not is_message_root(screened.root)
+    run = partial(
+        hub.ingest,
+        raw,
+        adapter=adapter,
+        source_address=caller.source_address,
+        api_key=caller.api_key,
+        username_token=username_token,
+        client_certificate=caller.client_certificate,
+        service=service,
+        parse_refusal=screened.findings,
+    )
     try:
-        return await run_in_threadpool(
-            hub.ingest,
-            raw,
-            adapter=adapter,
-            source_address=caller.source_address,
-            api_key=caller.api_key,
-            username_token=username_token,
-            client_certificate=caller.client_certificate,
-            service=service,
+        return await anyio.to_thread.run_sync(
+            run, limiter=None if refused else ingest_limiter(request)
         )
     except Exception as error:  # the adapter boundary: never a generic 500
         message = Message(raw=raw, adapter=adapter)

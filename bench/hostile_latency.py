@@ -16,7 +16,10 @@ written → last byte read, one persistent connection per thread), so it include
 stack. The machine is shared (2 cores, other engineers' jobs): the report prints the load
 average next to the numbers.
 
-Run: ``.venv/bin/python bench/hostile_latency.py --seconds 30 --load-threads 4``
+``--load wrk`` sends the same load with wrk (C, its own process) instead of Python threads in
+this process, whose GIL would otherwise also delay the timed hostile requests' client side.
+
+Run: ``.venv/bin/python bench/hostile_latency.py --seconds 30 --load-threads 4 [--load wrk]``
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import httpx
 import hub_procs as procs
+import wrk_load
 import yaml
 from hub_fixtures import SUBSCRIBERS, config_dir, corpus
 from soap_throughput import running_hub
@@ -152,15 +156,54 @@ class Load:
                         self.failed += 1
 
     @contextmanager
-    def running(self) -> Iterator[Load]:
+    def running(self) -> Iterator[None]:
         for thread in self.threads:
             thread.start()
         try:
-            yield self
+            yield
         finally:
             self.stop.set()
             for thread in self.threads:
                 thread.join(120)
+
+    def summary(self, seconds: float) -> str:
+        return (
+            describe("valid notices (the load itself)", self.latencies)
+            + f" accepted={self.accepted} other={self.failed} (~{self.accepted / seconds:.0f}/s)"
+        )
+
+
+class WrkLoad:
+    """The same load from wrk, one connection per ``threads``, for ``seconds``."""
+
+    def __init__(self, base: str, threads: int, bodies: list[bytes], work: Path) -> None:
+        self.url, self.connections = base + REST, threads
+        self.script = wrk_load.write_script(work, bodies, run=7)
+        self.result: wrk_load.WrkResult | None = None
+
+    @contextmanager
+    def running(self, seconds: int) -> Iterator[None]:
+        def run() -> None:
+            self.result, _ = wrk_load.run_wrk(
+                self.url, self.script, seconds=seconds, connections=self.connections
+            )
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        try:
+            yield
+        finally:
+            thread.join(seconds + 120)
+
+    def summary(self, seconds: float) -> str:
+        assert self.result is not None
+        result = self.result
+        return (
+            f"{'valid notices (wrk, the load itself)':<34} n={result.requests:>6}  "
+            f"p50={result.p50_ms:7.2f} ms  p99={result.p99_ms:7.2f} ms  "
+            f"errors={result.status_errors + result.socket_errors} "
+            f"(~{result.per_second:.0f}/s)"
+        )
 
 
 def main() -> None:
@@ -168,6 +211,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="hostile phase under load")
     parser.add_argument("--load-threads", type=int, default=4)
     parser.add_argument("--baseline-rounds", type=int, default=20)
+    parser.add_argument("--load", choices=("threads", "wrk"), default="threads")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="renkei-hostile-") as name:
         work = Path(name)
@@ -180,15 +224,20 @@ def main() -> None:
                 hostile_round(client, base, 2, {})  # warm-up (schemas, connections)
                 baseline: Timings = {}
                 baseline_failures = hostile_round(client, base, args.baseline_rounds, baseline)
-                load = Load(base, args.load_threads, bodies)
+                load: Load | WrkLoad
+                if args.load == "wrk":
+                    load = WrkLoad(base, args.load_threads, bodies, work)
+                    running = load.running(round(args.seconds) + 3)
+                else:
+                    load = Load(base, args.load_threads, bodies)
+                    running = load.running()
                 loaded: Timings = {}
                 loaded_failures = 0
-                with load.running():
+                with running:
                     time.sleep(2)  # let the load settle
                     deadline = time.monotonic() + args.seconds
                     while time.monotonic() < deadline:
                         loaded_failures += hostile_round(client, base, 1, loaded)
-                valid_rate = load.accepted / (args.seconds + 2)
         finally:
             for receiver in receivers:
                 receiver.stop()
@@ -198,10 +247,7 @@ def main() -> None:
     print(describe("secure_parse alone, in process", floor))
     print(describe("hostile, idle hub (baseline)", idle), f"not refused={baseline_failures}")
     print(describe("hostile, hub under load", busy), f"not refused={loaded_failures}")
-    print(
-        describe("valid notices (the load itself)", load.latencies),
-        f"accepted={load.accepted} other={load.failed} (~{valid_rate:.0f}/s)",
-    )
+    print(load.summary(args.seconds + 2))
     print(f"p99 under load / p99 idle = {percentile(busy, 0.99) / percentile(idle, 0.99):.2f}")
     for name, body in HOSTILE.items():
         print(describe(f"  under load: {name} ({len(body)} B)", loaded[name]))

@@ -23,6 +23,7 @@ from bus.mapping.stage import TranslateInStage
 from bus.observability.events import ingest_observed
 from bus.pipeline import (
     STAGE_ORDER,
+    Finding,
     Identity,
     Message,
     Pipeline,
@@ -163,11 +164,14 @@ class Hub:
         client_certificate: bytes | None = None,
         service: str | None = None,
         identity: Identity | None = None,
+        parse_refusal: tuple[Finding, ...] = (),
     ) -> Message:
         """Run one inbound message through the pipeline; ``message.ack`` is set only once it
         is committed, ``message.findings`` says why when it is not. ``service``: the one
         service the calling endpoint accepts (RK-ENV004 for another). ``identity``: a caller
-        an in-process adapter has already established (a system's own hot folder)."""
+        an in-process adapter has already established (a system's own hot folder).
+        ``parse_refusal``: the findings of the adapter's own ``secure_parse(raw)`` (default
+        limits) that refused ``raw``."""
         message = Message(
             raw=raw,
             adapter=adapter,
@@ -177,6 +181,7 @@ class Hub:
             client_certificate=client_certificate,
             endpoint_service=service,
             identity=identity,
+            parse_refusal=parse_refusal,
         )
         started = perf_counter()
         message = self.pipeline.run(message)

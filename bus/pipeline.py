@@ -175,6 +175,9 @@ class Message:
     client_certificate: bytes | None = field(default=None, repr=False)  # TLS peer, DER
     # The service an adapter's endpoint serves (``/soap/{Service}``): Validate refuses another.
     endpoint_service: str | None = None
+    # What an adapter's secure parse of ``raw`` refused it with, when it parsed before ingest
+    # (to answer a refusal without queueing): Validate reports these instead of parsing again.
+    parse_refusal: tuple[Finding, ...] = ()
     document: etree._Element | None = None
     envelope: Envelope | None = None
     service: str | None = None

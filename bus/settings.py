@@ -47,6 +47,20 @@ class Settings(BaseSettings):
         default=True,
         description="Whether `renkei serve` watches the configured hot folders in process.",
     )
+    ingest_threads: int = Field(
+        default=16,
+        ge=1,
+        description="Inbound HTTP messages run through the pipeline at once, each in a thread. "
+        "The pipeline is CPU-bound under one GIL, but a thread waiting for its grouped commit "
+        "or for an inquiry's provider holds no CPU: 4 threads cost ~10-30 % of the messages a "
+        "second that 16 give (smaller commit groups; docs/benchmarks.md).",
+    )
+    malloc_arenas: int = Field(
+        default=2,
+        ge=0,
+        description="glibc malloc arenas the HTTP process may use (0: glibc's default, 8 per "
+        "core); each thread's own arena keeps a few MiB (bus/malloc_arenas.py).",
+    )
     dispatch_lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a claimed delivery stays with its worker."
     )

@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI
 from bus import __version__
 from bus.folders.watcher import FolderWatcher
 from bus.hub import Hub
+from bus.malloc_arenas import cap_malloc_arenas
 from bus.observability.logs import configure_logging, get_logger
 from bus.observability.routes import operations_router
 from bus.settings import Settings
@@ -71,6 +72,9 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     configure_logging()  # in every uvicorn worker process
+    arenas = Settings().malloc_arenas
+    if arenas:  # before the lifespan starts any thread
+        cap_malloc_arenas(arenas)
     app.include_router(_health_router())
     app.include_router(operations_router())
     for entry in sorted(entry_points(group=ROUTER_GROUP), key=lambda e: e.name):

@@ -4,8 +4,10 @@ truncation is reported at its first broken link."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,14 +128,12 @@ def test_reordered_records_are_found(trail: Trail) -> None:
     assert code == 1 and report[TENANT]["first_bad_seq"] == 2
 
 
-def rewrite_chain_from(trail: Trail, seq: int, actor: str) -> None:
+def rewrite_chain_from(trail: Trail, seq: int, actor: str, chain: str = TENANT) -> None:
     """Edit record ``seq`` and recompute every later hash and the head: a consistent chain
     that only a signed checkpoint can contradict."""
     with trail.hub.store.sessions.begin() as session:
         records = list(
-            session.query(AuditRecord)
-            .filter(AuditRecord.tenant == TENANT)
-            .order_by(AuditRecord.seq)
+            session.query(AuditRecord).filter(AuditRecord.tenant == chain).order_by(AuditRecord.seq)
         )
         prev = records[seq - 2].hash if seq > 1 else "0" * 64
         for record in records[seq - 1 :]:
@@ -142,7 +142,7 @@ def rewrite_chain_from(trail: Trail, seq: int, actor: str) -> None:
             record.prev_hash = prev
             record.hash = prev = hash_of(record, prev)
         session.execute(
-            text("UPDATE audit_heads SET hash = :h WHERE tenant = :t"), {"h": prev, "t": TENANT}
+            text("UPDATE audit_heads SET hash = :h WHERE tenant = :t"), {"h": prev, "t": chain}
         )
 
 
@@ -241,3 +241,143 @@ def test_operator_actions_go_to_the_admin_chain(trail: Trail) -> None:
     )
     code, report = trail.verify("--tenant", ADMIN_CHAIN)
     assert code == 1 and report[ADMIN_CHAIN]["first_bad_seq"] == len(events) - 2
+
+
+# --- identity and tenancy commands on the admin chain ----------------------------------------
+
+SECRET_PASSWORDS = ("first-password-1", "second-password-2")
+API_KEY = re.compile(r"rk_[a-z0-9_\-]+_[0-9a-f]{16}\.[A-Za-z0-9_\-]{43}")
+SOAP_PASSWORD = re.compile(r"password (\S+)")
+
+
+@dataclass
+class Administered:
+    """What the identity commands left: the admin seq of each action and every secret shown."""
+
+    seqs: dict[str, int]
+    secrets: list[str]
+
+
+def admin_records(trail: Trail) -> list[AuditRecord]:
+    with trail.hub.store.sessions() as session:
+        query = session.query(AuditRecord).filter(AuditRecord.tenant == ADMIN_CHAIN)
+        return list(query.order_by(AuditRecord.seq))
+
+
+def run_cli(trail: Trail, *args: str, password: str | None = None) -> str:
+    env = {**trail.env, "RENKEI_CONFIG_DIR": None, "RENKEI_PASSWORD": password}
+    result = CliRunner().invoke(app, list(args), env=env)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture
+def administered(trail: Trail) -> Administered:
+    """Every identity and tenancy command once through the CLI; each must append exactly the
+    expected actions (by ``cli:<login>``) to the admin chain, then a checkpoint signs it."""
+    shown: list[str] = []
+    seqs: dict[str, int] = {}
+
+    def step(expected: list[str], *args: str, password: str | None = None) -> str:
+        before = admin_records(trail)[-1].seq
+        output = run_cli(trail, *args, password=password)
+        added = [r for r in admin_records(trail) if r.seq > before]
+        assert [r.event for r in added] == expected, output
+        assert all(r.actor == f"cli:{getpass.getuser()}" for r in added)
+        seqs.update({r.event: r.seq for r in added})
+        return output
+
+    issued = step(["key.issue"], "keys", "new", "--system", "zeimu", "--valid-days", "30")
+    rotated = step(["key.rotate"], "keys", "rotate", "--system", "zeimu", "--overlap-hours", "1")
+    keys = API_KEY.findall(issued + rotated)
+    assert len(keys) == 2
+    key_id = keys[1].split(".")[0][-16:]  # rk_<system>_<16 hex>.<secret>
+    step(["key.revoke"], "keys", "revoke", key_id)
+    soap = SOAP_PASSWORD.search(step(["key.soap"], "keys", "soap", "--system", "juki"))
+    assert soap is not None
+    shown += [*keys, soap.group(1)]
+    add = ["users", "add", "kashima.op", "--role", "operator", "--tenant", "412074"]
+    step(["user.add"], *add, password=SECRET_PASSWORDS[0])
+    step(["user.passwd"], "users", "passwd", "kashima.op", password=SECRET_PASSWORDS[1])
+    step(["user.disable"], "users", "disable", "kashima.op")
+    step(["config.apply", "tenant.add"], "tenants", "add", "412015", "佐賀市")
+    step(["config.apply", "tenant.disable"], "tenants", "disable", "412015")
+    step(["config.apply", "tenant.enable"], "tenants", "enable", "412015")
+    step([], "tenants", "enable", "412015")  # nothing changed: nothing recorded
+    run_cli(trail, "keys", "list")  # reading is not an admin action
+    written = trail.checkpoint()["checkpoints"]
+    assert {"chain": ADMIN_CHAIN, "seq": seqs["tenant.enable"]} in written
+    return Administered(seqs, shown + list(SECRET_PASSWORDS))
+
+
+def test_identity_commands_record_who_and_what_but_no_secret(
+    trail: Trail, administered: Administered
+) -> None:
+    records = {r.event: r for r in admin_records(trail)}
+    assert records["key.issue"].detail["system"] == "zeimu"
+    assert records["key.issue"].detail["expires_at"] is not None
+    rotation = records["key.rotate"].detail
+    assert rotation["old_key_ids"] == [records["key.issue"].detail["key_id"]]
+    assert records["key.revoke"].detail["key_id"] == rotation["key_id"]
+    assert records["key.soap"].detail == {"system": "juki", "username": "juki"}
+    assert records["user.add"].detail == {
+        "user": "kashima.op",
+        "role": "operator",
+        "tenants": ["412074"],
+    }
+    assert records["user.disable"].detail == {"user": "kashima.op"}
+    version = records["tenant.add"].detail.pop("version")
+    assert records["tenant.add"].detail == {
+        "tenant": "412015",
+        "name": "佐賀市",
+        "file": "tenants/412015.yaml",
+    }
+    assert records["tenant.disable"].detail["version"] == version + 1
+    with trail.hub.store.sessions() as session:
+        rows = [
+            json.dumps([r.event, r.actor, r.detail], ensure_ascii=False)
+            for r in session.query(AuditRecord)
+        ]
+    for secret in administered.secrets:
+        assert not [row for row in rows if secret in row], "a secret reached the audit trail"
+    code, report = trail.verify("--anchor", str(trail.anchor))
+    assert code == 0 and report[ADMIN_CHAIN]["ok"], report
+
+
+@pytest.mark.parametrize("action", ["user.add", "key.revoke", "tenant.disable"])
+def test_an_edited_identity_record_is_found(
+    trail: Trail, administered: Administered, action: str
+) -> None:
+    seq = administered.seqs[action]
+    trail.sql(
+        "UPDATE audit_records SET actor = 'cli:mallory' WHERE tenant = :t AND seq = :s",
+        t=ADMIN_CHAIN,
+        s=seq,
+    )
+    code, report = trail.verify("--tenant", ADMIN_CHAIN)
+    assert code == 1
+    assert (report[ADMIN_CHAIN]["first_bad_seq"], report[ADMIN_CHAIN]["code"]) == (
+        seq,
+        "RK-AUD001",
+    )
+
+
+def test_a_deleted_revocation_record_is_found(trail: Trail, administered: Administered) -> None:
+    seq = administered.seqs["key.revoke"]
+    trail.sql("DELETE FROM audit_records WHERE tenant = :t AND seq = :s", t=ADMIN_CHAIN, s=seq)
+    code, report = trail.verify("--tenant", ADMIN_CHAIN)
+    assert code == 1 and report[ADMIN_CHAIN]["first_bad_seq"] == seq
+
+
+def test_a_recomputed_admin_chain_contradicts_its_checkpoint(
+    trail: Trail, administered: Administered
+) -> None:
+    """Who added the account rewritten, every later hash and the head recomputed: only the
+    signed checkpoint of the admin chain still tells."""
+    rewrite_chain_from(trail, administered.seqs["user.add"], "cli:mallory", ADMIN_CHAIN)
+    code, report = trail.verify("--tenant", ADMIN_CHAIN)
+    assert code == 1
+    assert (report[ADMIN_CHAIN]["first_bad_seq"], report[ADMIN_CHAIN]["code"]) == (
+        administered.seqs["tenant.enable"],
+        "RK-AUD002",
+    )

@@ -164,8 +164,10 @@ def test_operator_finds_unmasks_and_redelivers_a_dead_letter(
     page.get_by_role("link", name="メッセージ検索").click()
     page.get_by_label("メッセージID").fill(dead_id)
     page.get_by_role("button", name="検索").click()
+    found = page.get_by_role("link", name=dead_id)
+    found.wait_for()  # the results page has loaded: a capture mid-navigation fails
     page.screenshot(path=str(console_hub.shots / "console-search.png"))
-    page.get_by_role("link", name=dead_id).click()
+    found.click()
     assert page.locator("#message-status").get_attribute("data-status") == "dead"
     assert page.locator("#message-status").inner_text() == "配信不能"
     assert "400" in page.locator("#attempts").inner_text()

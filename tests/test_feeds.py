@@ -219,3 +219,39 @@ def test_a_route_to_feed_consumers_only_is_accepted_and_corrections_follow(
         assert second.ack is not None, second.findings
     finally:
         hub.close()
+
+
+def test_a_purged_newest_message_leaves_its_key_unused_so_no_cursor_skips_the_next(
+    tmp_path: Path, store_settings: Settings
+) -> None:
+    """The whole store's newest message purged: the next message gets a fresh key (SQLite
+    AUTOINCREMENT, a PostgreSQL sequence), so a cursor that had read the purged one still
+    sees the next."""
+    from bus.feeds import Cursor, entitlement, read_feed
+    from bus.hub import Hub
+
+    config, _ = feed_config(tmp_path)
+    hub = Hub.open(store_settings.model_copy(update={"config_dir": config}))
+    service = "RegistrationNotice"  # kotei, a feed consumer, its one subscriber: no deliveries
+    try:
+
+        def ingest(seed: int) -> None:
+            raw = serialize(build_message(MessageSpec(service, seed, town=TOWNS[0])))
+            message = hub.ingest(raw, adapter="rest", source_address="127.0.0.1")
+            assert message.ack is not None and not message.ack.duplicate, message.findings
+
+        entitled = entitlement(hub.config.current().index, "kotei", TAKEN, service)
+        ingest(1)
+        page = read_feed(hub.store.sessions, entitled, Cursor.start(TAKEN, service), 10)
+        (first,) = page.entries
+        assert page.next_cursor.position == first.position
+
+        purged = purge(hub.store.sessions, datetime.now(UTC) + timedelta(days=3650))
+        assert purged.messages == 1  # the newest (and only) message of the whole store
+
+        ingest(2)
+        again = read_feed(hub.store.sessions, entitled, page.next_cursor, 10)
+        (second,) = again.entries  # not skipped
+        assert second.position > first.position  # never the purged message's key again
+    finally:
+        hub.close()

@@ -16,14 +16,15 @@ from bus.mapping.golden import canonical, cases, run_case
 from bus.validation.validator import Validator
 
 MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
-SHIPPED = ("tainou", "houmu", "kokuho")
+SHIPPED = ("tainou", "houmu", "kokuho", "shuno")
+INBOUND_ONLY = ("houmu_fixed",)  # a second layout of a system: golden samples, no way back
 
 
 def shipped(name: str) -> Mapping:
     return load_mapping(MAPPINGS / f"{name}.yaml")
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", SHIPPED + INBOUND_ONLY)
 def test_golden_samples_pass_and_standard_results_validate(name: str) -> None:
     mapping = shipped(name)
     found = list(cases(mapping))
@@ -99,6 +100,29 @@ def test_houmu_csv_record_api_streams_good_records_and_reports_bad_ones() -> Non
     fields = dict(zip(header.split(","), line.split(","), strict=True))
     [from_fields] = list(section.translate_fields([fields]))
     assert from_fields.output == results[0].output.replace(b"414247", b"412066")  # type: ignore[union-attr]
+
+
+def test_fixed_width_and_csv_layouts_give_the_same_notice() -> None:
+    """The fixed-width golden record holds the same notice as a CSV row: both layouts of the
+    法務局 file translate it to the same standard document (髙 in CP932 included)."""
+    fixed = shipped("houmu_fixed").section("RegistrationNotice", "inbound")
+    csv = shipped("houmu").section("RegistrationNotice", "inbound")
+    assert fixed is not None and csv is not None
+    record = MAPPINGS / "golden/houmu_fixed/RegistrationNotice.inbound.full.input.dat"
+    row = (
+        "受付年月日,受付番号,登記の目的,登記原因及びその日付,不動産番号,所在,地番,地目,地積,"
+        "家屋番号,種類,床面積,権利者住所,権利者氏名,権利者氏名カナ,持分,義務者住所,義務者氏名\n"
+        "令和8年3月1日,44995,所有権移転,令和7年2月12日売買,5616349781506,"
+        "杵島郡大町町大字大町字川原,1412番4,宅地,583.93,1977番6の3,居宅,136.94,"
+        "佐賀県杵島郡大町町大字大町1722番地10／佐賀県杵島郡大町町大字大町1722番地10,"
+        "髙田　浩二／髙田　恵子,タカダ　コウジ／タカダ　ケイコ,1/4／3/4,"
+        "佐賀県杵島郡大町町大字大町2092番地5,池田　恵美\n"
+    )
+    from_fixed = fixed.translate(record.read_bytes())
+    from_csv = csv.translate(row.encode())
+    assert from_fixed.output is not None, [f.as_dict() for f in from_fixed.findings]
+    assert from_fixed.output == from_csv.output
+    assert "髙田　恵子".encode() in from_fixed.output
 
 
 def test_cli_check_test_apply_and_coverage(tmp_path: Path) -> None:

@@ -49,3 +49,72 @@ def test_any_command_on_an_empty_database_migrates_and_loads_the_samples(tmp_pat
     assert (tmp_path / "fresh" / "renkei.db").is_file()
     assert "configuration version 1" in result.stdout
     assert "412066" in result.stdout and "414255" in result.stdout
+
+
+def test_sqlite_message_keys_are_never_reused_after_the_upgrade(tmp_path: Path) -> None:
+    """0005 rebuilds ``messages`` with AUTOINCREMENT: existing messages keep their keys and
+    their deliveries (foreign keys are off while the table is rebuilt), and keys purged
+    before the upgrade (the feed marks) are not handed out again."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import delete, insert, select, text
+
+    from bus.store.db import _alembic_config
+    from bus.store.models import Delivery, FeedMark, StoredMessage
+
+    engine = create_store_engine(Settings(data_dir=tmp_path / "data"))
+    now = datetime.now(UTC)
+    message = {
+        "tenant": "412066",
+        "system": "houmu",
+        "service": "RegistrationNotice",
+        "kind": "notification",
+        "body": b"<m/>",
+        "body_digest": "0" * 64,
+        "received_at": now,
+    }
+    try:
+        command.upgrade(_alembic_config(engine), "0004_audit_checkpoints")
+        with engine.begin() as connection:
+            for pk in (1, 2):
+                connection.execute(
+                    insert(StoredMessage).values(id=pk, message_id=f"m{pk}", **message)
+                )
+            connection.execute(
+                insert(Delivery).values(
+                    message_pk=2,
+                    destination="kotei",
+                    tenant="412066",
+                    subject_key="",
+                    sequence=1,
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+            # messages 3-7 were purged (the newest of the store): SQLite would reuse 3
+            connection.execute(
+                insert(FeedMark).values(
+                    tenant="412066", service="RegistrationNotice", purged_through=7
+                )
+            )
+        migrate(engine)
+        with engine.begin() as connection:
+            schema = connection.scalar(
+                text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'")
+            )
+            assert "AUTOINCREMENT" in str(schema)
+            assert connection.scalar(select(Delivery.message_pk)) == 2  # nothing cascaded
+            new = connection.execute(
+                insert(StoredMessage).values(message_id="m8", **message)
+            ).inserted_primary_key
+            assert new is not None and new[0] == 8
+            connection.execute(delete(StoredMessage).where(StoredMessage.id == 8))
+            again = connection.execute(
+                insert(StoredMessage).values(message_id="m9", **message)
+            ).inserted_primary_key
+            assert again is not None and again[0] == 9
+    finally:
+        engine.dispose()

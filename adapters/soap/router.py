@@ -22,6 +22,7 @@ from adapters.inbound import (
     is_server_side,
     known_service,
     read_body,
+    screen,
     unknown_service,
 )
 from adapters.soap import envelope
@@ -89,11 +90,14 @@ async def soap_endpoint(request: Request) -> Response:
     raw = await read_body(request)
     if isinstance(raw, Finding):
         return _fault([raw])
-    token = username_token(raw)
+    screened = await screen(raw)
+    token = username_token(screened.root)
     if isinstance(token, Finding):
         return _fault([token])
     return _answer(
-        await ingest(request, raw, adapter="soap", service=service, username_token=token)
+        await ingest(
+            request, raw, adapter="soap", service=service, username_token=token, screened=screened
+        )
     )
 
 

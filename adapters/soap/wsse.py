@@ -1,7 +1,7 @@
 """Reads a WS-Security UsernameToken from a SOAP request's ``soap:Header/wsse:Security``.
 
-Only when the bytes mention one does this parse (with the hub's secure parser, the same
-defences as the Validate stage); the Authenticate stage checks the token
+It reads the tree of the adapter's screening parse (the hub's secure parser, the same
+defences as the Validate stage: adapters/inbound.py); the Authenticate stage checks the token
 (bus/security/wsse.py). The canonical PlatformMessage never carries the Security header.
 """
 
@@ -12,13 +12,11 @@ from lxml import etree
 from bus.errors import make_finding
 from bus.pipeline import Finding, UsernameToken
 from bus.security.wsse import TOKEN_PATH
-from bus.validation.secure_parse import secure_parse
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
 _TOKEN = f"{{{SOAP11}}}Header/{{{WSSE}}}Security/{{{WSSE}}}UsernameToken"
-_MARKER = b"UsernameToken"
 _MAX_FIELD = 256
 
 
@@ -29,15 +27,13 @@ def _text(token: etree._Element, tag: str) -> str | None:
     return element.text.strip()[:_MAX_FIELD]
 
 
-def username_token(raw: bytes) -> UsernameToken | Finding | None:
+def username_token(root: etree._Element | None) -> UsernameToken | Finding | None:
     """The request's UsernameToken; ``None`` when it has none; RK-AUT006 when it is
-    incomplete. A document that does not parse is left to the Validate stage's findings."""
-    if _MARKER not in raw:
+    incomplete. ``root`` is the parsed request, ``None`` when it did not parse (that is left
+    to the Validate stage's findings)."""
+    if root is None:
         return None
-    parsed = secure_parse(raw)
-    if parsed.root is None:
-        return None
-    token = parsed.root.find(_TOKEN)
+    token = root.find(_TOKEN)
     if token is None:
         return None
     password = token.find(f"{{{WSSE}}}Password")

@@ -154,8 +154,8 @@ def show() -> None:
 
 
 def actor() -> str:
-    """Who runs the command (recorded with what it changes)."""
+    """Who runs the command (``cli:<login>``, recorded with what it changes)."""
     try:
-        return getpass.getuser()
+        return f"cli:{getpass.getuser()}"[:64]
     except (KeyError, OSError):
-        return "renkei"
+        return "cli"

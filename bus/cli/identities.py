@@ -1,5 +1,6 @@
 """``renkei keys``, ``renkei tenants`` and ``renkei users``: identities and tenancy
-(docs/security.md). Refusals are coded findings on stderr, exit status 1."""
+(docs/security.md). Refusals are coded findings on stderr, exit status 1. Every change is
+recorded on the admin audit chain as ``cli:<login>`` (docs/audit.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -130,7 +131,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (keys lis
     from bus.security.api_keys import revoke_key
 
     with _store() as store:
-        info = revoke_key(store.sessions, key_id)
+        info = revoke_key(store.sessions, key_id, actor=actor())
     if info is None:
         raise _refuse(make_finding("RK-TEN010", path="/key_id", actual=key_id[:16]))
     typer.echo(f"revoked: {info.key_id} ({info.system})")
@@ -170,7 +171,7 @@ def keys_soap(
     with _store() as store:
         _configured_system(store, system)
         box = SecretBox.from_settings(Settings())
-        name, password = set_soap_secret(store.sessions, box, system, username)
+        name, password = set_soap_secret(store.sessions, box, system, username, actor=actor())
     typer.echo(f"UsernameToken for {system} (shown once): username {name}")
     typer.echo(f"  password {password}")
 
@@ -202,14 +203,21 @@ def _config_files(store: Store, directory: Path | None) -> dict[str, str]:
         return dict(latest.files)
 
 
-def _apply(store: Store, directory: Path | None, files: dict[str, str], changed: str) -> int:
+def _apply(
+    store: Store,
+    directory: Path | None,
+    files: dict[str, str],
+    changed: str,
+    because: tuple[str, dict[str, Any]],
+) -> int:
+    """Apply the edited configuration; ``because`` goes to the admin chain with it."""
     from bus.config.snapshots import apply_files
 
     if directory is not None:
         target = directory / changed
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(files[changed], encoding="utf-8")
-    return apply_files(store.sessions, files, actor())
+    return apply_files(store.sessions, files, actor(), because=because)
 
 
 ConfigDirOption = Annotated[
@@ -249,7 +257,8 @@ def tenants_add(
             )
         except TenancyError as error:
             raise _refuse(error.finding) from None
-        version = _apply(store, directory, onboarded.files, onboarded.path)
+        detail = {"tenant": code, "name": name, "file": onboarded.path}
+        version = _apply(store, directory, onboarded.files, onboarded.path, ("tenant.add", detail))
     typer.echo(f"added: {code} {name} ({onboarded.path}); configuration version {version}")
 
 
@@ -273,7 +282,8 @@ def _set_enabled(code: str, enabled: bool, config_dir: Path | None) -> None:
             path, files = set_enabled(_config_files(store, directory), code, enabled)
         except TenancyError as error:
             raise _refuse(error.finding) from None
-        version = _apply(store, directory, files, path)
+        because = (f"tenant.{'enable' if enabled else 'disable'}", {"tenant": code, "file": path})
+        version = _apply(store, directory, files, path, because)
     state = "enabled" if enabled else "disabled"
     typer.echo(f"{state}: {code} ({path}); configuration version {version}")
 
@@ -336,7 +346,12 @@ def users_add(
                 raise _refuse(make_finding("RK-TEN003", path="/tenant", actual=code[:16]))
         try:
             operator = add_operator(
-                store.sessions, username, _password(True), chosen, frozenset(tenant)
+                store.sessions,
+                username,
+                _password(True),
+                chosen,
+                frozenset(tenant),
+                actor=actor(),
             )
         except OperatorError as error:
             raise _refuse(error.finding) from None
@@ -360,7 +375,7 @@ def _enable(username: str, enabled: bool) -> None:
 
     with _store() as store:
         try:
-            set_enabled(store.sessions, username, enabled)
+            set_enabled(store.sessions, username, enabled, actor=actor())
         except OperatorError as error:
             raise _refuse(error.finding) from None
     typer.echo(f"{'enabled' if enabled else 'disabled'}: {username}")
@@ -379,7 +394,7 @@ def users_passwd(username: Annotated[str, typer.Argument()]) -> None:
 
     with _store() as store:
         try:
-            set_password(store.sessions, username, _password(True))
+            set_password(store.sessions, username, _password(True), actor=actor())
         except OperatorError as error:
             raise _refuse(error.finding) from None
     typer.echo(f"password changed: {username}")

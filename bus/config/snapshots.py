@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -61,10 +61,18 @@ def _latest(session: Session) -> ConfigSnapshot | None:
     ).first()
 
 
-def apply_files(sessions: sessionmaker[Session], files: dict[str, str], actor: str | None) -> int:
+def apply_files(
+    sessions: sessionmaker[Session],
+    files: dict[str, str],
+    actor: str | None,
+    *,
+    because: tuple[str, dict[str, Any]] | None = None,
+) -> int:
     """Store ``files`` as a new version after validating them; content identical to the
-    version in force returns that version (no new row). Re-applying an *older* content does
-    make a new version: it is a roll-back."""
+    version in force returns that version (no new row, nothing audited). Re-applying an
+    *older* content does make a new version: it is a roll-back. ``because``: the admin
+    action that made the edit (e.g. ``("tenant.add", {...})``), recorded after
+    ``config.apply`` in the same transaction with the new version added to its detail."""
     parse_config_files(files)  # raises ConfigError: an invalid configuration is never stored
     digest = files_digest(files)
     for attempt in range(_APPLY_ATTEMPTS):
@@ -85,6 +93,9 @@ def apply_files(sessions: sessionmaker[Session], files: dict[str, str], actor: s
                 )
                 detail = {"version": version, "digest": digest, "files": sorted(files)}
                 record_admin_action(session, actor, "config.apply", detail)
+                if because is not None:
+                    action, cause = because
+                    record_admin_action(session, actor, action, cause | {"version": version})
             return version
         except IntegrityError:
             if attempt == _APPLY_ATTEMPTS - 1:

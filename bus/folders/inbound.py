@@ -46,6 +46,9 @@ _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:renkei:folders")
 _XML_PARSER = etree.XMLParser(
     resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
 )
+_UTF8_XML_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, encoding="utf-8"
+)
 
 
 @dataclass(slots=True)
@@ -153,13 +156,25 @@ class _Records:
     translations: Iterator[Translation]
 
 
+def _parse_xml(data: bytes, encoding: str) -> etree._Element:
+    """A CP932 folder's file is decoded with Python's cp932 codec (Microsoft's table: NEC and
+    IBM extensions such as 髙 ①, ～ as U+FF5E, as for CSV and fixed width) whatever its
+    declaration says: vendors declare Shift_JIS, which libxml2 reads without those. Otherwise
+    the file's own declaration decides (UTF-8 without one)."""
+    try:
+        if encoding == "cp932":
+            return etree.fromstring(data.decode("cp932").encode("utf-8"), _UTF8_XML_PARSER)
+        return etree.fromstring(data, _XML_PARSER)
+    except UnicodeDecodeError:
+        raise FileRefused(make_finding("RK-FIL001", path="/", actual="not cp932")) from None
+    except etree.XMLSyntaxError as error:
+        raise FileRefused(make_finding("RK-FIL001", path="/", actual=str(error)[:40])) from None
+
+
 def _xml_records(data: bytes, section: Section, folder: InboundFolder) -> _Records:
     """An XML file: the root's children are the records; ``flag``/``count`` attributes are
     its header and trailer."""
-    try:
-        root = etree.fromstring(data, _XML_PARSER)
-    except etree.XMLSyntaxError as error:
-        raise FileRefused(make_finding("RK-FIL001", path="/", actual=str(error)[:40])) from None
+    root = _parse_xml(data, folder.encoding)
     children = list(root.iterchildren(tag=etree.Element))
     flags = folder.records.flags
     extent = Extent.DIFFERENTIAL

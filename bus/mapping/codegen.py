@@ -15,16 +15,21 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from bus.mapping.compiler import CompiledEntry, Plan
-from bus.mapping.values import FieldFailure, Source, Target, Text
+from bus.mapping.values import DictRecord, FieldFailure, Source, Target, Text
 
 Report = Callable[[Exception, CompiledEntry], None]
 Program = Callable[[Source, Target, dict[str, str], Report], None]
 
 
 class _Writer:
-    def __init__(self) -> None:
+    def __init__(self, inbound: bool) -> None:
+        self.inbound = inbound
         self.lines: list[str] = []
-        self.bound: dict[str, Any] = {"FieldFailure": FieldFailure, "Text": Text}
+        self.bound: dict[str, Any] = {
+            "DictRecord": DictRecord,
+            "FieldFailure": FieldFailure,
+            "Text": Text,
+        }
 
     def bind(self, value: Any) -> str:
         name = f"b{len(self.bound)}"
@@ -67,23 +72,32 @@ class _Writer:
             self.emit(depth + 1, f"{data}[{key}] = value")
             return
         self.emit(depth, f"value = {self.read(plan, source)}")
-        self.emit(depth, 'if value is None or value == "":')
-        if plan.default is not None:
-            self.emit(depth + 1, f"value = {self.bind(plan.default)}")
-        elif plan.required:
-            self.emit(depth + 1, 'raise FieldFailure("RK-MAP002")')
+        if plan.default is None and not plan.required:  # a value is str | Text: "" is falsy
+            self.emit(depth, "if value:")
         else:
-            self.emit(depth + 1, "value = None")
-        self.emit(depth, "if value is not None:")
+            self.emit(depth, 'if value is None or value == "":')
+            if plan.default is not None:
+                self.emit(depth + 1, f"value = {self.bind(plan.default)}")
+            else:
+                self.emit(depth + 1, 'raise FieldFailure("RK-MAP002")')
+            self.emit(depth, "if value is not None:")
         depth += 1
         if plan.steps:
             self.emit(depth, "if value.__class__ is Text:")
             self.emit(depth + 1, "value = value.text")
             for step in plan.steps:
                 self.emit(depth, f"value = {self.bind(step)}(value)")
-        if plan.finish is not None:
+        reads_iso = getattr(plan.finish, "reads_iso", None)
+        if reads_iso is not None:  # date: iso, inlined: the ISO text or RK-MAP004
+            if not plan.steps:
+                self.emit(depth, "if value.__class__ is Text:")
+                self.emit(depth + 1, "value = value.text")
+            self.emit(depth, f"value = {self.bind(reads_iso)}(value)")
+            self.emit(depth, "if value is None:")
+            self.emit(depth + 1, 'raise FieldFailure("RK-MAP004")')
+        elif plan.finish is not None:
             self.emit(depth, f"value = {self.bind(plan.finish)}(value)")
-        self.emit(depth, 'if value is not None and value != "":')
+        self.emit(depth, "if value:")
         self.emit(depth + 1, f"{data}[{key}] = value")
 
     def read(self, plan: Plan, source: str) -> str:
@@ -102,17 +116,24 @@ class _Writer:
             self.emit(depth, f"if {self.bind(plan.condition)}({source}):")
             depth += 1
         self.emit(depth, f"for source{inner} in {source}.groups({self.bind(plan.source_key)}):")
-        self.emit(depth + 1, f"target{inner} = {target}.group({self.bind(plan.target_key)})")
-        self.emit(depth + 1, f"data{inner} = target{inner}.data")
+        if self.inbound:  # the target is a DictRecord: DictRecord.group without the call
+            members = f"data{level}.setdefault({self.bind(plan.target_key)}, [])"
+            self.emit(depth + 1, f"data{inner} = {{}}")
+            self.emit(depth + 1, f"target{inner} = DictRecord(data{inner})")
+            self.emit(depth + 1, f"{members}.append(target{inner})")
+        else:
+            self.emit(depth + 1, f"target{inner} = {target}.group({self.bind(plan.target_key)})")
+            self.emit(depth + 1, f"data{inner} = target{inner}.data")
         if not plan.children:
             self.emit(depth + 1, "pass")
         self.scope(plan.children, depth + 1, inner)
 
 
-def section_program(entries: tuple[CompiledEntry, ...], name: str) -> Program:
+def section_program(entries: tuple[CompiledEntry, ...], name: str, inbound: bool) -> Program:
     """The section's entries as one function ``(source, target, params, report)``: it fills
-    ``target`` and calls ``report(error, entry)`` for each entry that fails."""
-    writer = _Writer()
+    ``target`` (a :class:`DictRecord` when ``inbound``) and calls ``report(error, entry)``
+    for each entry that fails."""
+    writer = _Writer(inbound)
     writer.emit(0, "def translate(source0, target0, params, report):")
     writer.emit(1, "data0 = target0.data")
     writer.scope(entries, 1, 0)

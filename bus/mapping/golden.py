@@ -1,5 +1,5 @@
-"""Golden samples (``mappings/golden/<system>/``): an input and its expected output per case,
-compared after canonicalisation, with a unified diff on failure.
+"""Golden samples (``mappings/golden/<mapping file name>/``): an input and its expected output
+per case, compared after canonicalisation, with a unified diff on failure.
 
 A case is two files, ``<Service>.<inbound|outbound>.<label>.input.<ext>`` and the same name
 with ``expected`` (and the output's extension). XML is compared in C14N 2.0 form (whitespace
@@ -70,7 +70,7 @@ def canonical(data: bytes, suffix: str) -> str:
         return etree.tostring(canonical_root, pretty_print=True, encoding="unicode")
     if suffix == ".json":
         return json.dumps(json.loads(data), ensure_ascii=False, indent=1, sort_keys=True) + "\n"
-    return data.decode("cp932" if suffix == ".dat" else "utf-8", errors="replace")
+    return data.decode("cp932" if suffix == ".dat" else "utf-8", errors="backslashreplace")
 
 
 def output_suffix(case: GoldenCase) -> str:

@@ -62,7 +62,9 @@ class Mapping:
 
     @property
     def golden_dir(self) -> Path:
-        return self.path.parent / "golden" / self.system
+        """``golden/<file name>/`` beside the file: the system's name for its main mapping,
+        its own folder for a second layout of the same system (``houmu_fixed.yaml``)."""
+        return self.path.parent / "golden" / self.path.stem
 
 
 def _make_format(section: PDict, namespaces: dict[str, str], at: Position) -> SystemFormat:

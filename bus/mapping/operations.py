@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import date
-from functools import cache
 
 from bus import era as era_table
 from bus import wareki
 from bus.mapping import text as textops
+from bus.mapping.dates import calendar_day, iso_day
 from bus.mapping.hooks import MappingFunction
 from bus.mapping.tables import GaijiEntry
 from bus.mapping.values import FieldFailure, Text, Value
@@ -171,72 +171,30 @@ def gaiji_out(table: dict[str, GaijiEntry]) -> Op:
 # --- dates ---------------------------------------------------------------------------------
 
 
-_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-
-@cache
-def _canonical_wareki() -> tuple[
-    re.Pattern[str], dict[str, tuple[int, tuple[int, int, int], tuple[int, int, int]]]
-]:
-    """The form most systems write (令和6年4月1日), read without the general parser: each era's
-    first year, first written day and (inclusive) last day as (year, month, day)."""
-    table = era_table.eras()
-    spans = {}
-    for index, era in enumerate(table):
-        following = table[index + 1] if index + 1 < len(table) else None
-        end = (
-            (following.start.year, following.start.month, following.start.day)
-            if following
-            else (9999, 12, 31)
-        )
-        spans[era.name] = (era.start.year, (era.start.year, *era.start_written), end)
-    names = "|".join(re.escape(name) for name in spans)
-    pattern = re.compile(rf"({names})(元|[0-9]{{1,2}})年([0-9]{{1,2}})月([0-9]{{1,2}})日")
-    return pattern, spans
-
-
-def _calendar_day(text: str) -> date | None:
-    """The calendar day ``text`` names (any form :mod:`bus.wareki` reads), or None."""
-    if len(text) == 10 and _ISO.fullmatch(text):
-        try:
-            return date.fromisoformat(text)
-        except ValueError:
-            return None
-    pattern, spans = _canonical_wareki()
-    match = pattern.fullmatch(text)
-    if match is not None:
-        first, begin, end = spans[match[1]]
-        year = first + (1 if match[2] == "元" else int(match[2])) - 1
-        key = (year, int(match[3]), int(match[4]))
-        if not begin <= key <= end or year < 1873:
-            return None
-        try:
-            return date(*key)
-        except ValueError:
-            return None
-    written = wareki.parse(text)
-    if written is None or not wareki.in_era(written):
-        return None
-    return wareki.to_gregorian(written)
-
-
 def date_in(kind: str) -> Callable[[Value], Value]:
     """``iso``: any written form → ISO (not a calendar day → RK-MAP004); ``resident``: a
     ResidentDate keeping the text as given, with ``iso`` when it names a calendar day and
     ``asGiven="true"`` when it does not (不詳, 昭和20年頃, 平成5年2月29日)."""
 
-    def run(value: Value) -> Value:
-        text = value.text if isinstance(value, Text) else value
-        day = _calendar_day(text)
-        if kind == "iso":
-            if day is None:
-                raise FieldFailure("RK-MAP004")
-            return day.isoformat()
-        if day is None:
-            return Text(text, (("asGiven", "true"),))
-        return Text(text, (("iso", day.isoformat()),))
+    if kind == "iso":
 
-    return run
+        def to_iso(value: Value) -> Value:
+            iso = iso_day(value.text if isinstance(value, Text) else value)
+            if iso is None:
+                raise FieldFailure("RK-MAP004")
+            return iso
+
+        to_iso.reads_iso = iso_day  # type: ignore[attr-defined]  # codegen inlines the call
+        return to_iso
+
+    def resident(value: Value) -> Value:
+        text = value.text if isinstance(value, Text) else value
+        iso = iso_day(text)
+        if iso is None:
+            return Text(text, (("asGiven", "true"),))
+        return Text(text, (("iso", iso),))
+
+    return resident
 
 
 def _kanji_number(number: int) -> str:
@@ -282,7 +240,7 @@ def date_out(form: str) -> Callable[[Value], Value]:
             text = iso
         else:
             text = value
-        day = _calendar_day(text)
+        day = calendar_day(text)
         if day is None:
             raise FieldFailure("RK-MAP004")
         return format_date(day, form)

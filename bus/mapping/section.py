@@ -69,7 +69,8 @@ class Section:
 
     def __post_init__(self) -> None:
         name = f"{self.service} {self.direction}"
-        object.__setattr__(self, "program", section_program(self.entries, name))
+        inbound = self.direction == "inbound"
+        object.__setattr__(self, "program", section_program(self.entries, name, inbound))
 
     # --- one record ----------------------------------------------------------------------
 
@@ -93,7 +94,7 @@ class Section:
                 )
 
         self.program(source, target, merged, report)
-        if any(f.severity is Severity.ERROR for f in findings):
+        if findings and any(f.severity is Severity.ERROR for f in findings):
             return Translation(number, None, findings)
         try:
             if self.direction == "inbound":

@@ -56,32 +56,36 @@ def _leaf(value: Text, name: str) -> str:
     return f"<{name}{attrs}>{escape(value.text)}</{name}>"
 
 
-def _emit_group(group: Group, depth: int, level: int, lines: list[str]) -> None:
+def _emit_group(group: Group, depth: int, level: int, lines: list[str], escaping: bool) -> None:
     """Lines appending ``group``'s children of the record ``data{level}`` to ``out``."""
     pad = "    " * depth
+    # a text value escaped, or written as it is and kept for write_service's one check
+    written = "escape(value)" if escaping else "value"
+    kept = "" if escaping else "; text(value)"
     for child in group.children:
         if isinstance(child, Leaf):
             name = prefixed(child.tag)
+            start, end = f"<{name}>", f"</{name}>"  # three appends: no concatenated copy
             lines += [
                 f"{pad}value = data{level}.get({child.item!r})",
                 f"{pad}if value.__class__ is str:",
-                f"{pad}    append({f'<{name}>'!r} + escape(value) + {f'</{name}>'!r})",
+                f"{pad}    append({start!r}); append({written}); append({end!r}){kept}",
                 f"{pad}elif value is not None:",
                 f"{pad}    append(leaf(value, {name!r}))",
             ]
         elif child.repeating:
             lines.append(f"{pad}for member in data{level}.get({child.name!r}, ()):")
             lines.append(f"{pad}    data{level + 1} = member.data")
-            _emit_wrapped(child, depth + 1, level + 1, lines)
+            _emit_wrapped(child, depth + 1, level + 1, lines, escaping)
         else:
-            _emit_wrapped(child, depth, level, lines)
+            _emit_wrapped(child, depth, level, lines, escaping)
 
 
-def _emit_wrapped(group: Group, depth: int, level: int, lines: list[str]) -> None:
+def _emit_wrapped(group: Group, depth: int, level: int, lines: list[str], escaping: bool) -> None:
     """The group's element around its children; an empty group is left out."""
     pad, name = "    " * depth, prefixed(group.tag)
     lines += [f"{pad}start{depth} = len(out)", f"{pad}append({f'<{name}>'!r})"]
-    _emit_group(group, depth, level, lines)
+    _emit_group(group, depth, level, lines, escaping)
     lines += [
         f"{pad}if len(out) == start{depth} + 1:",
         f"{pad}    del out[start{depth}:]",
@@ -91,23 +95,30 @@ def _emit_wrapped(group: Group, depth: int, level: int, lines: list[str]) -> Non
 
 
 @cache
-def _writer(service: str) -> Callable[[dict[str, Any]], list[str]]:
+def _writer(service: str, escaping: bool) -> Callable[[dict[str, Any]], tuple[list[str], str]]:
     """A function generated from the service's layout that renders a record's data in XSD
     order: no tree walk, no isinstance per layout node, the tags precomputed as literals
-    (layout names only; the values are escaped)."""
-    lines = ["def write(data0):", "    out = []", "    append = out.append"]
-    _emit_group(service_layout(service), 1, 0, lines)
-    lines.append("    return out")
+    (layout names only). It returns the parts and, ``escaping`` false, the text values it
+    wrote as they are (joined), for one check whether any needed escaping: a call of
+    :func:`escape` per value costs more than that check."""
+    element = f"<svc:{service} {NAMESPACE_DECLARATIONS}>", f"</svc:{service}>"
+    lines = ["def write(data0):", f"    out = [{element[0]!r}]", "    append = out.append"]
+    lines += ["    texts = []", "    text = texts.append"]
+    _emit_group(service_layout(service), 1, 0, lines, escaping)
+    lines += [f"    append({element[1]!r})", '    return out, "".join(texts)']
     namespace: dict[str, Any] = {"escape": escape, "leaf": _leaf}
-    exec(compile("\n".join(lines) + "\n", f"<writer {service}>", "exec"), namespace)
-    write: Callable[[dict[str, Any]], list[str]] = namespace["write"]
+    name = f"<writer {service}{'' if escaping else ' plain'}>"
+    exec(compile("\n".join(lines) + "\n", name, "exec"), namespace)
+    write: Callable[[dict[str, Any]], tuple[list[str], str]] = namespace["write"]
     return write
 
 
 def write_service(service: str, record: DictRecord) -> str:
-    """The service element for ``record`` (namespaces declared on it)."""
-    body = "".join(_writer(service)(record.data))
-    return f"<svc:{service} {NAMESPACE_DECLARATIONS}>{body}</svc:{service}>"
+    """The service element for ``record`` (namespaces declared on it), joined once."""
+    out, texts = _writer(service, False)(record.data)
+    if "&" in texts or "<" in texts or ">" in texts or "\r" in texts:  # rare
+        out = _writer(service, True)(record.data)[0]
+    return "".join(out)
 
 
 def read_service(element: etree._Element) -> DictRecord:

@@ -4,7 +4,8 @@ A key reads ``rk_<system>_<key id>.<secret>``: the key id is public and finds th
 check, so a request costs one primary-key read and (once per key and process) one scrypt.
 The row is read on every request, so a revocation or an expiry holds at once in every worker.
 Rotation issues a new key and gives the old ones an expiry (the overlap), so a system can
-switch without a window in which neither key works.
+switch without a window in which neither key works. Issuing, rotating and revoking are
+recorded on the admin chain in the same transaction (key ids, never a key).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.kdf import hash_secret, verify_secret
+from bus.store.admin_audit import record_admin_action
 from bus.store.models import ApiKey
 
 _KEY = re.compile(
@@ -76,6 +78,34 @@ def _info(row: ApiKey) -> KeyInfo:
     )
 
 
+def _add_key(
+    session: Session,
+    system: str,
+    actor: str | None,
+    now: datetime,
+    valid_for: timedelta | None,
+) -> IssuedKey:
+    key_id = secrets.token_hex(8)
+    key = f"rk_{system}_{key_id}.{secrets.token_urlsafe(32)}"
+    expires_at = now + valid_for if valid_for is not None else None
+    session.add(
+        ApiKey(
+            key_id=key_id,
+            system=system,
+            key_hash=hash_secret(key),
+            created_at=now,
+            created_by=actor[:64] if actor else None,
+            expires_at=expires_at,
+            revoked_at=None,
+        )
+    )
+    return IssuedKey(key, key_id, system, expires_at)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
 def issue_key(
     sessions: sessionmaker[Session],
     system: str,
@@ -84,24 +114,14 @@ def issue_key(
     valid_for: timedelta | None = None,
     now: datetime | None = None,
 ) -> IssuedKey:
-    """A fresh key for ``system`` (its hash stored); ``valid_for`` bounds its life."""
+    """A fresh key for ``system`` (its hash stored; ``key.issue`` on the admin chain, with
+    the key id, never the key); ``valid_for`` bounds its life."""
     now = now or datetime.now(UTC)
-    key_id = secrets.token_hex(8)
-    key = f"rk_{system}_{key_id}.{secrets.token_urlsafe(32)}"
-    expires_at = now + valid_for if valid_for is not None else None
     with sessions.begin() as session:
-        session.add(
-            ApiKey(
-                key_id=key_id,
-                system=system,
-                key_hash=hash_secret(key),
-                created_at=now,
-                created_by=actor[:64] if actor else None,
-                expires_at=expires_at,
-                revoked_at=None,
-            )
-        )
-    return IssuedKey(key, key_id, system, expires_at)
+        issued = _add_key(session, system, actor, now, valid_for)
+        detail = {"system": system, "key_id": issued.key_id, "expires_at": _iso(issued.expires_at)}
+        record_admin_action(session, actor, "key.issue", detail)
+    return issued
 
 
 def rotate_keys(
@@ -113,7 +133,8 @@ def rotate_keys(
     now: datetime | None = None,
 ) -> tuple[IssuedKey, list[KeyInfo]]:
     """Issue a new key and let every key of ``system`` still valid now expire after
-    ``overlap`` (earlier expiries are kept); returns the new key and the old keys."""
+    ``overlap`` (earlier expiries are kept), in one transaction with its ``key.rotate``
+    admin record; returns the new key and the old keys."""
     now = now or datetime.now(UTC)
     deadline = now + overlap
     with sessions.begin() as session:
@@ -125,19 +146,34 @@ def rotate_keys(
             if expires_at is None or expires_at > deadline:
                 row.expires_at = deadline
         old = [info for info in map(_info, rows) if info.valid_at(now)]
-    return issue_key(sessions, system, actor=actor, now=now), old
+        issued = _add_key(session, system, actor, now, None)
+        detail = {
+            "system": system,
+            "key_id": issued.key_id,
+            "old_key_ids": [info.key_id for info in old],
+            "old_expire_by": _iso(deadline),
+        }
+        record_admin_action(session, actor, "key.rotate", detail)
+    return issued, old
 
 
 def revoke_key(
-    sessions: sessionmaker[Session], key_id: str, *, now: datetime | None = None
+    sessions: sessionmaker[Session],
+    key_id: str,
+    *,
+    actor: str | None = None,
+    now: datetime | None = None,
 ) -> KeyInfo | None:
-    """Revoke a key at once; ``None`` when there is no such key."""
+    """Revoke a key at once (``key.revoke`` on the admin chain; a key already revoked is
+    left as it was, unrecorded); ``None`` when there is no such key."""
     with sessions.begin() as session:
         row = session.get(ApiKey, key_id)
         if row is None:
             return None
         if row.revoked_at is None:
             row.revoked_at = now or datetime.now(UTC)
+            detail = {"system": row.system, "key_id": row.key_id}
+            record_admin_action(session, actor, "key.revoke", detail)
         return _info(row)
 
 

@@ -4,7 +4,8 @@ Each account has one role and the tenants it acts for (``*``: every tenant, for 
 own staff). Roles nest: a viewer reads, an operator also acts on messages (redeliver,
 discard, replay, pause), an admin also manages accounts, tenants and configuration. The web
 console calls :func:`authenticate` at login and :meth:`Operator.may` / :func:`require` for
-every page and action, with the tenant of the data concerned.
+every page and action, with the tenant of the data concerned. Every account change is
+recorded on the admin chain (``user.*``) in its transaction — never the password.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bus.errors import make_finding
 from bus.kdf import hash_secret, verify_secret
 from bus.security import SecurityRefusal
+from bus.store.admin_audit import record_admin_action
 from bus.store.models import OperatorAccount
 
 ALL_TENANTS = "*"
@@ -95,6 +97,8 @@ def add_operator(
     password: str,
     role: Role,
     tenants: frozenset[str],
+    *,
+    actor: str | None = None,
 ) -> Operator:
     if not USERNAME.fullmatch(username):
         raise OperatorError(make_finding("RK-TEN006", path="/username", actual=username[:64]))
@@ -113,6 +117,8 @@ def add_operator(
             password_changed_at=now,
         )
         session.add(row)
+        detail = {"user": username, "role": role.value, "tenants": sorted(tenants)}
+        record_admin_action(session, actor, "user.add", detail)
         return _operator(row)
 
 
@@ -123,18 +129,25 @@ def _existing(session: Session, username: str) -> OperatorAccount:
     return row
 
 
-def set_password(sessions: sessionmaker[Session], username: str, password: str) -> None:
+def set_password(
+    sessions: sessionmaker[Session], username: str, password: str, *, actor: str | None = None
+) -> None:
     _check_password(password)
     with sessions.begin() as session:
         row = _existing(session, username)
         row.password_hash = hash_secret(password)
         row.password_changed_at = datetime.now(UTC)
+        record_admin_action(session, actor, "user.passwd", {"user": username})
 
 
-def set_enabled(sessions: sessionmaker[Session], username: str, enabled: bool) -> Operator:
+def set_enabled(
+    sessions: sessionmaker[Session], username: str, enabled: bool, *, actor: str | None = None
+) -> Operator:
     with sessions.begin() as session:
         row = _existing(session, username)
         row.enabled = enabled
+        action = "user.enable" if enabled else "user.disable"
+        record_admin_action(session, actor, action, {"user": username})
         return _operator(row)
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bus.errors import make_finding
 from bus.pipeline import Finding, UsernameToken
 from bus.security.secret_box import SecretBox
+from bus.store.admin_audit import record_admin_action
 from bus.store.models import SoapCredential, UsedNonce
 
 PASSWORD_DIGEST = (
@@ -37,10 +38,16 @@ TOKEN_PATH = "/Envelope/Header/Security/UsernameToken"
 
 
 def set_soap_secret(
-    sessions: sessionmaker[Session], box: SecretBox, system: str, username: str | None = None
+    sessions: sessionmaker[Session],
+    box: SecretBox,
+    system: str,
+    username: str | None = None,
+    *,
+    actor: str | None = None,
 ) -> tuple[str, str]:
-    """Give ``system`` a fresh random UsernameToken password (replacing any earlier one);
-    returns (username, password) — the password is shown once, stored only encrypted."""
+    """Give ``system`` a fresh random UsernameToken password (replacing any earlier one;
+    ``key.soap`` on the admin chain, without the password); returns (username, password) —
+    the password is shown once, stored only encrypted."""
     username = username or system
     password = secrets.token_urlsafe(24)
     with sessions.begin() as session:
@@ -58,6 +65,7 @@ def set_soap_secret(
         else:
             row.username, row.secret_encrypted = username, sealed
             row.changed_at = datetime.now(UTC)
+        record_admin_action(session, actor, "key.soap", {"system": system, "username": username})
     return username, password
 
 

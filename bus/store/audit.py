@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bus.pipeline import Message, StageName
 from bus.store.models import AuditHead, AuditRecord
 from bus.store.sequences import upsert_insert
+from bus.store.writers import write_transaction
 
 GENESIS = "0" * 64
 UNATTRIBUTED_TENANT = "000000"  # rejections whose Header tenant cannot be read
@@ -368,7 +369,9 @@ class AuditStage:
 
     def __call__(self, message: Message) -> Message:
         if message.rejected:
-            with self.sessions.begin() as session:
+            # in the process's write turn: in SQLite's busy handler a refusal slept up to
+            # hundreds of ms behind the ingest and dispatch commits (docs/benchmarks.md)
+            with write_transaction(self.sessions) as session:
                 self.record_rejection(session, message)
         return message
 

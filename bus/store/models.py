@@ -68,6 +68,9 @@ class StoredMessage(Base):
         UniqueConstraint("tenant", "system", "message_id"),
         # PULL feeds read one (tenant, service) stream in primary-key order (bus/feeds/).
         Index("ix_messages_feed", "tenant", "service", "id"),
+        # A purged key is never handed out again (a feed cursor would skip the new message):
+        # AUTOINCREMENT on SQLite (migration 0005); PostgreSQL's sequence never reuses one.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)

@@ -6,7 +6,7 @@ own XSD check failed is not checked again), so a caller sees every problem at on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -26,7 +26,9 @@ from bus.validation.schema import SchemaValidator
 from bus.validation.secure_parse import ParseLimits, secure_parse
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP_ENVELOPE = f"{{{SOAP11}}}Envelope"
 PLATFORM_MESSAGE = f"{{{NS_ENVELOPE}}}PlatformMessage"
+_MESSAGE_ROOTS = frozenset({PLATFORM_MESSAGE, SOAP_ENVELOPE})
 HEADER = f"{{{NS_ENVELOPE}}}Header"
 REPLY_SUFFIX = "Reply"
 
@@ -80,7 +82,11 @@ class Validator:
             and not (item.rule == "atena_number" and self.options.atena_check is AtenaCheck.OFF)
         }
 
-    def validate(self, data: bytes) -> ValidationReport:
+    def validate(self, data: bytes, parse_refusal: Sequence[Finding] = ()) -> ValidationReport:
+        """``parse_refusal``: what :func:`secure_parse` of ``data`` with these limits already
+        refused it with (an adapter parsed it first); then ``data`` is not parsed again."""
+        if parse_refusal:
+            return ValidationReport(list(parse_refusal))
         parsed = secure_parse(data, self.options.limits)
         if parsed.root is None:
             return ValidationReport(list(parsed.findings))
@@ -175,11 +181,17 @@ def _document_text_is_clean(document: etree._Element, data: bytes) -> bool:
     return not isinstance(alternates, list) or is_clean("".join(str(a) for a in alternates))
 
 
+def is_message_root(root: etree._Element) -> bool:
+    """Whether ``root`` may be a platform message (a ``PlatformMessage`` or a SOAP 1.1
+    Envelope); any other document is refused (RK-ENV001)."""
+    return root.tag in _MESSAGE_ROOTS
+
+
 def _canonical(root: etree._Element, findings: list[Finding]) -> etree._Element | None:
     """The ``PlatformMessage`` itself, or one rebuilt from a SOAP 1.1 Header and Body."""
     if root.tag == PLATFORM_MESSAGE:
         return root
-    if root.tag != f"{{{SOAP11}}}Envelope":
+    if root.tag != SOAP_ENVELOPE:
         findings.append(make_finding("RK-ENV001", path="/", actual=etree.QName(root).localname))
         return None
     header = root.find(f"{{{SOAP11}}}Header/{HEADER}")

@@ -35,20 +35,26 @@ def nhi_file(count: int, *, declared: int | None = None, bad: tuple[int, ...] = 
 
 
 def folder_config(
-    tmp_path: Path, inbound: dict[str, Any], outbound: dict[str, dict[str, Any]] | None = None
+    tmp_path: Path,
+    inbound: dict[str, Any],
+    outbound: dict[str, dict[str, Any]] | None = None,
+    *,
+    system: str = "kokuho",
+    mapping: str = "kokuho.yaml",
 ) -> Path:
-    """The sample configuration; kokuho gets the inbound hot folder ``inbound``; each system
-    in ``outbound`` gets that outbound folder instead of its endpoint."""
+    """The sample configuration; ``system`` (with ``mapping``) gets the inbound hot folder
+    ``inbound``; each system in ``outbound`` gets that outbound folder instead of its
+    endpoint."""
     directory = config_dir_for(tmp_path, {})
     path = directory / "systems.yaml"
     document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for system in document["systems"]:
-        if system["id"] == "kokuho":
-            system["mapping"] = "kokuho.yaml"
-            system["file_linkage"] = {"inbound": [inbound]}
-        if outbound and system["id"] in outbound:
-            system.pop("endpoint", None)
-            system.setdefault("file_linkage", {})["outbound"] = outbound[system["id"]]
+    for entry in document["systems"]:
+        if entry["id"] == system:
+            entry["mapping"] = mapping
+            entry["file_linkage"] = {"inbound": [inbound]}
+        if outbound and entry["id"] in outbound:
+            entry.pop("endpoint", None)
+            entry.setdefault("file_linkage", {})["outbound"] = outbound[entry["id"]]
     path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return directory
 

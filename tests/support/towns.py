@@ -1,6 +1,8 @@
 """A hub serving three onboarded towns, each with its own systems holding real credentials
 (issued API keys, a WS-Security secret): what the isolation matrix and the security HTTP
-tests attack. Towns are onboarded with :func:`bus.security.tenancy.onboard` itself."""
+tests attack. Towns are onboarded with :func:`bus.security.tenancy.onboard` itself.
+Systems defined outside ``systems.yaml`` (the towns' own, ``extra_files``) keep their
+endpoints: the hub's shared receiver stands in only for the sample systems."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import hashlib
 import secrets
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +20,7 @@ from pathlib import Path
 from lxml import etree
 
 from bus.catalogue import NS_ENVELOPE, NS_STANDARD
-from bus.config.loader import read_config_files
+from bus.config.loader import parse_config_files, read_config_files
 from bus.security.api_keys import issue_key
 from bus.security.secret_box import SecretBox
 from bus.security.tenancy import onboard
@@ -26,7 +28,7 @@ from bus.security.wsse import set_soap_secret
 from bus.settings import Settings
 from bus.store.db import open_store
 from tests.support.hub_server import HubServer, hub_server, sample, serialize
-from tests.support.receivers import SAMPLE_CONFIG_DIR
+from tests.support.receivers import SAMPLE_CONFIG_DIR, Receiver
 
 TOWNS = {"412015": "佐賀市", "412023": "唐津市", "412031": "鳥栖市"}
 TEMPLATE = Path(__file__).with_name("isolation_town.yaml")
@@ -45,20 +47,28 @@ class Towns:
     settings: Settings  # the hub's store (to issue credentials and look at rows)
     keys: dict[str, str] = field(default_factory=dict)  # system → API key
     soap_passwords: dict[str, str] = field(default_factory=dict)  # system → password
+    receivers: dict[str, Receiver] = field(default_factory=dict)  # system → its own endpoint
 
     def bearer(self, system: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[system]}"}
 
 
-def town_config(tmp: Path, edit: Callable[[str], str] | None = None) -> Path:
-    """The sample configuration with the three towns onboarded; ``edit`` rewrites each
-    onboarded file (e.g. to give a town's system a rate limit)."""
-    files = read_config_files(SAMPLE_CONFIG_DIR)
+def town_config(
+    tmp: Path,
+    edit: Callable[[str], str] | None = None,
+    extra_files: Mapping[str, str] | None = None,
+) -> Path:
+    """The sample configuration plus ``extra_files`` with the three towns onboarded;
+    ``edit`` then rewrites each onboarded file (e.g. to give a town's system a rate limit;
+    it may name another town's systems: all are onboarded by then)."""
+    files = {**read_config_files(SAMPLE_CONFIG_DIR), **(extra_files or {})}
+    onboarded: list[str] = []
     for code, name in TOWNS.items():
-        onboarded = onboard(files, code, name, TEMPLATE)
-        files = onboarded.files
-        if edit is not None:
-            files[onboarded.path] = edit(files[onboarded.path])
+        town = onboard(files, code, name, TEMPLATE)
+        files, onboarded = town.files, [*onboarded, town.path]
+    if edit is not None:
+        files |= {path: edit(files[path]) for path in onboarded}
+    parse_config_files(files)  # the edits keep the configuration valid
     directory = tmp / "towns-config"
     shutil.copytree(SAMPLE_CONFIG_DIR, directory)
     for path, text in files.items():
@@ -69,13 +79,20 @@ def town_config(tmp: Path, edit: Callable[[str], str] | None = None) -> Path:
 
 @contextmanager
 def towns_hub(
-    tmp: Path, database_url: str | None = None, edit: Callable[[str], str] | None = None
+    tmp: Path,
+    database_url: str | None = None,
+    edit: Callable[[str], str] | None = None,
+    *,
+    extra_files: Mapping[str, str] | None = None,
+    keyed: tuple[str, ...] = ("juki", "zeimu"),
 ) -> Iterator[Towns]:
+    """The hub on the towns' configuration; ``<k>-<code>`` gets an issued API key for each
+    prefix ``k`` in ``keyed``, ``juki-<code>`` a UsernameToken secret too."""
     secrets_key = base64.b64encode(secrets.token_bytes(32)).decode()
     env = {"RENKEI_SECRETS_KEY": secrets_key}
     if database_url:
         env["RENKEI_DATABASE_URL"] = database_url
-    config = town_config(tmp, edit)
+    config = town_config(tmp, edit, extra_files)
     with hub_server(tmp, env=env, config_source=config, loopback=False) as hub:
         settings = Settings(
             data_dir=tmp / "hub-data", database_url=database_url, secrets_key=secrets_key
@@ -85,7 +102,7 @@ def towns_hub(
         box = SecretBox.from_settings(settings)
         try:
             for code in TOWNS:
-                for system in (f"juki-{code}", f"zeimu-{code}"):
+                for system in (f"{prefix}-{code}" for prefix in keyed):
                     towns.keys[system] = issue_key(store.sessions, system).key
                 _, towns.soap_passwords[f"juki-{code}"] = set_soap_secret(
                     store.sessions, box, f"juki-{code}"

@@ -1,14 +1,16 @@
 """XML system documents: XPath 1.0 paths with the mapping's namespace prefixes.
 
-Simple paths (``tn:宛名/tn:氏名``, ``tn:日付/@和暦``) are compiled to tag tuples and read with
-one dictionary per element (fast); any other XPath 1.0 expression is compiled by lxml and
-evaluated (read only: a path written on the way out must be simple, so the output's shape is
-known).
+Simple paths (``tn:宛名/tn:氏名``, ``tn:日付/@和暦``) are compiled to nodes of one shape tree
+per section, and a document is read in one pass over the part of it that tree names (each
+element's children once, the first element of a tag wins); any other XPath 1.0 expression is
+compiled by lxml and evaluated when asked (read only: a path written on the way out must be
+simple, so the output's shape is known).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +36,50 @@ class Node:
     repeating: bool = False
     children: dict[str, Node] = field(default_factory=dict)
     attributes: dict[str, AttrKey] = field(default_factory=dict)
+    traversed: bool = False  # repeating, and a path of the enclosing scope goes through it
+    text_read: bool = False  # a path reads its text
+    # for reading, set by XmlFormat.source: the children read as text only, the others, and
+    # for a repeating node whose members hold only such children, one XPath per child
+    leaves: dict[str, Node] = field(default_factory=dict)
+    inner: dict[str, Node] = field(default_factory=dict)
+    columns: tuple[tuple[Node, ...], tuple[etree.XPath, ...]] | None = None
+    members: tuple[Node, etree.XPath] | None = None  # its only child: such a repeating node
+
+    def plan(self) -> None:
+        self.leaves = {
+            tag: child
+            for tag, child in self.children.items()
+            if not (child.repeating or child.children or child.attributes)
+        }
+        self.inner = {tag: c for tag, c in self.children.items() if tag not in self.leaves}
+        for child in self.children.values():
+            child.plan()
+        flat = self.repeating and not (self.traversed or self.attributes or self.inner)
+        self.columns = None
+        if flat and self.leaves:
+            leaves = tuple(self.leaves.values())
+            self.columns = leaves, tuple(_xpath(self.tag, leaf.tag) for leaf in leaves)
+        self.members = None
+        if len(self.children) == 1 and not (self.repeating or self.attributes):
+            [child] = self.children.values()
+            if child.columns is not None:
+                self.members = child, _xpath(child.tag)
+
+
+def _xpath(*tags: str) -> etree.XPath:
+    """``a/b[1]`` (``a`` alone for one tag) for Clark tags: from the members' parent, the
+    first ``b`` of every ``a`` in document order."""
+    namespaces: dict[str, str] = {}
+    steps = []
+    for tag in tags:
+        uri, _, local = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
+        if uri:
+            prefix = next((p for p, u in namespaces.items() if u == uri), f"n{len(namespaces)}")
+            namespaces[prefix] = uri
+            local = f"{prefix}:{local}"
+        steps.append(local)
+    path = "/".join(steps) + ("[1]" if len(steps) > 1 else "")
+    return etree.XPath(path, namespaces=namespaces, regexp=False)
 
 
 @dataclass(eq=False)
@@ -48,18 +94,9 @@ class XPathKey:
     expression: etree.XPath
 
 
-@dataclass(frozen=True, slots=True)
-class SimpleKey:
-    """A simple path read relative to the current element: child tags, then an attribute."""
-
-    tags: tuple[str, ...]
-    attribute: str | None
-
-
 @dataclass(frozen=True, eq=False)
 class GroupKey:
     node: Node
-    tags: tuple[str, ...]
 
 
 class XmlFormat:
@@ -69,6 +106,9 @@ class XmlFormat:
     def __init__(self, root: str, namespaces: dict[str, str]) -> None:
         self.namespaces = namespaces
         self.root = Node(root, self._clark(root))
+        self._planned = False
+        self._planning = threading.Lock()
+        self._source: type[XmlSource] = XmlSource  # XPathXmlSource once an XPath is compiled
 
     def _clark(self, written: str) -> str:
         match = _STEP.fullmatch(written)
@@ -81,37 +121,37 @@ class XmlFormat:
             raise SpecError(f"unknown namespace prefix {prefix!r} (declare it in namespaces)")
         return f"{{{self.namespaces[prefix]}}}{match['local']}"
 
-    def _simple(
-        self, path: str, base: Node, repeating_last: bool
-    ) -> tuple[Node | AttrKey, SimpleKey] | None:
-        """The node a simple path names under ``base`` (made if new) and its read key."""
+    def _simple(self, path: str, base: Node, repeating_last: bool) -> Node | AttrKey | None:
+        """The node (or attribute) a simple path names under ``base``, made if new: it is
+        also the path's read key (its text, or the attribute's value)."""
         steps = path.split("/") if path not in ("", ".") else []
         if path.startswith("/") or any(s in ("", ".", "..") for s in steps):
             return None
         if not all(_STEP.fullmatch(s) or s == "text()" or _ATTR.fullmatch(s) for s in steps):
             return None
-        node, tags = base, list[str]()
+        self._planned = False
+        node = base
         for index, step in enumerate(steps):
             last = index == len(steps) - 1
             if step == "text()" or _ATTR.fullmatch(step):
                 if not last:
                     return None
                 if step == "text()":
-                    return node, SimpleKey(tuple(tags), None)
+                    return node
                 match = _ATTR.fullmatch(step)
                 assert match is not None
                 clark = self._clark(step[1:]) if match["prefix"] else match["local"]
-                key = node.attributes.setdefault(clark, AttrKey(node, step, clark))
-                return key, SimpleKey(tuple(tags), clark)
+                return node.attributes.setdefault(clark, AttrKey(node, step, clark))
             tag = self._clark(step)
-            tags.append(tag)
             child = node.children.get(tag)
             if child is None:
                 child = node.children[tag] = Node(step, tag, repeating=last and repeating_last)
             elif last and repeating_last != child.repeating:
                 raise SpecError(f"{path!r} is used both as a repeating group and as a field")
+            elif not last and child.repeating:
+                child.traversed = True  # read through the group's first member
             node = child
-        return node, SimpleKey(tuple(tags), None)
+        return node
 
     def compile_path(self, path: Any, group: Any, writing: bool) -> Any:
         if not isinstance(path, str):
@@ -119,13 +159,17 @@ class XmlFormat:
         base = group.node if isinstance(group, GroupKey) else self.root
         simple = self._simple(path, base, False)
         if simple is not None:
-            return simple[0] if writing else simple[1]
+            if isinstance(simple, Node) and not writing:
+                simple.text_read = True
+            return simple
         if writing:
             raise SpecError(f"{path!r}: an output path must be a simple child path")
         try:
-            return XPathKey(etree.XPath(path, namespaces=self.namespaces, smart_strings=False))
+            key = XPathKey(etree.XPath(path, namespaces=self.namespaces, smart_strings=False))
         except etree.XPathSyntaxError as error:
             raise SpecError(f"{path!r} is not a valid XPath 1.0 expression ({error})") from None
+        self._source = XPathXmlSource
+        return key
 
     def compile_group(self, spec: dict[str, Any], parent: Any, writing: bool) -> Any:
         path = spec.get("path")
@@ -133,9 +177,9 @@ class XmlFormat:
             raise SpecError("an XML group needs path: the repeating element")
         base = parent.node if isinstance(parent, GroupKey) else self.root
         simple = self._simple(path, base, True)
-        if simple is None or not isinstance(simple[0], Node) or simple[0] is base:
+        if not isinstance(simple, Node) or simple is base:
             raise SpecError(f"{path!r}: a group path must be a simple path to an element")
-        return GroupKey(simple[0], simple[1].tags)
+        return GroupKey(simple)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -150,7 +194,12 @@ class XmlFormat:
             raise FieldFailure(
                 "RK-MAP005", expected=self.root.written, actual=etree.QName(root).localname
             )
-        return XmlSource(root)
+        if not self._planned:  # the first document: plan the shape once, for every thread
+            with self._planning:
+                if not self._planned:
+                    self.root.plan()
+                    self._planned = True
+        return _read(self._source, root, self.root)
 
     def records(self, data: bytes) -> Iterator[tuple[int, Source | Exception]]:
         return single_record(self.read, data)
@@ -172,67 +221,126 @@ class XmlFormat:
         return "".join(out).encode("utf-8")
 
 
-class XmlSource:
-    __slots__ = ("_index", "_top", "element")
+class XmlSource(dict[Any, Any]):
+    """An element read through the section's shape tree: the text of every element and the
+    value of every attribute the simple paths name, found in one pass and held in the source
+    itself (keyed by :class:`Node` / :class:`AttrKey`; a repeating node holds its elements),
+    so reading a value is ``dict.get``, with no Python call."""
 
-    def __init__(self, element: etree._Element) -> None:
-        self.element = element
-        self._index: dict[int, dict[str, etree._Element]] = {}
-        self._top: dict[str, etree._Element] | None = None
-
-    def _child(self, element: etree._Element, tag: str) -> etree._Element | None:
-        index = self._index.get(id(element))
-        if index is None:
-            index = {}
-            for child in element.iterchildren(tag=etree.Element):
-                index.setdefault(child.tag, child)
-            self._index[id(element)] = index
-        return index.get(tag)
-
-    def _walk(self, tags: tuple[str, ...]) -> etree._Element | None:
-        element: etree._Element | None = self.element
-        for tag in tags:
-            assert element is not None
-            element = self._child(element, tag)
-            if element is None:
-                return None
-        return element
-
-    def get(self, key: Any) -> Value | None:
-        if key.__class__ is SimpleKey:
-            tags = key.tags
-            if len(tags) == 1:  # the common case: a child of the current element
-                top = self._top
-                if top is None:
-                    top = self._top = {}
-                    for child in self.element.iterchildren(tag=etree.Element):
-                        top.setdefault(child.tag, child)
-                element = top.get(tags[0])
-            else:
-                element = self._walk(tags)
-            if element is None:
-                return None
-            if key.attribute is not None:
-                return element.get(key.attribute)
-            return element.text or ""
-        if isinstance(key, XPathKey):
-            result: Any = key.expression(self.element)
-            found = (result[0] if result else None) if isinstance(result, list) else result
-            if isinstance(found, etree._Element):
-                return found.text or ""
-            if isinstance(found, bool):
-                return "true" if found else "false"
-            if isinstance(found, float):
-                return str(int(found)) if found.is_integer() else str(found)
-            return None if found is None else str(found)
-        return None
+    __slots__ = ("element",)
+    element: etree._Element
 
     def groups(self, key: Any) -> list[Source]:
         assert isinstance(key, GroupKey)
-        parent = self._walk(key.tags[:-1])
-        if parent is None:
-            return []
-        return [XmlSource(child) for child in parent.iterchildren(key.tags[-1])]
+        node = key.node
+        members = dict.get(self, node, ())
+        kind = type(self)
+        if node.columns is not None and members:
+            read = _read_columns(kind, members, node, node.columns)
+            if read is not None:
+                return read
+        return [_read(kind, element, node) for element in members]
+
+
+class XPathXmlSource(XmlSource):
+    """The source of a section with XPath expressions besides simple paths: those are
+    evaluated when read."""
+
+    __slots__ = ()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key.__class__ is XPathKey:
+            return _evaluate(key, self.element)
+        return dict.get(self, key, default)
+
+
+def _read(kind: type[XmlSource], element: etree._Element, node: Node) -> XmlSource:
+    """``element`` read through ``node``'s shape, in one pass."""
+    source = kind()
+    source.element = element
+    if node.text_read:
+        source[node] = element.text or ""
+    if node.attributes:
+        for key in node.attributes.values():
+            source[key] = element.get(key.name)
+    if node.children:
+        _gather(element, node, source)
+    return source
+
+
+def _read_columns(
+    kind: type[XmlSource],
+    members: list[etree._Element],
+    node: Node,
+    columns: tuple[tuple[Node, ...], tuple[etree.XPath, ...]],
+) -> list[Source] | None:
+    """The members read a column at a time (one XPath per child, no tag read per element):
+    only when every member has each child, so the i-th result is the i-th member's."""
+    parent = members[0].getparent()
+    assert parent is not None  # the members were gathered from it
+    leaves, paths = columns
+    count = len(members)
+    texts = []
+    for path in paths:
+        found: Any = path(parent)
+        if len(found) != count:
+            return None
+        texts.append([element.text or "" for element in found])
+    sources: list[Source] = []
+    for element, row in zip(members, zip(*texts)):  # noqa: B905 - lengths checked above
+        source = kind(zip(leaves, row))  # noqa: B905
+        source.element = element
+        if node.text_read:
+            source[node] = element.text or ""
+        sources.append(source)
+    return sources
+
+
+def _gather(element: etree._Element, node: Node, values: dict[Any, Any]) -> None:
+    """The values under ``element`` that ``node``'s children name, into ``values``: for each
+    child tag only the first element (as a path step reads it), for a repeating one all."""
+    leaves, inner = node.leaves, node.inner
+    for child in element:
+        tag = child.tag  # comments and PIs have a function as tag: no match
+        sub = leaves.get(tag)
+        if sub is not None:
+            if sub not in values:
+                values[sub] = child.text or ""
+            continue
+        sub = inner.get(tag)
+        if sub is None:
+            continue
+        if sub.repeating:
+            members = values.get(sub)
+            if members is not None:
+                members.append(child)
+                continue
+            values[sub] = [child]
+            if not sub.traversed:
+                continue
+        elif sub in values:
+            continue
+        else:
+            values[sub] = (child.text or "") if sub.text_read else ""  # also: the first seen
+        for key in sub.attributes.values():
+            values[key] = child.get(key.name)
+        if sub.members is not None:  # only a group read a column at a time: no walk
+            group, path = sub.members
+            values[group] = path(child)
+        elif sub.children:
+            _gather(child, sub, values)
+
+
+def _evaluate(key: XPathKey, element: etree._Element) -> Value | None:
+    result: Any = key.expression(element)
+    found = (result[0] if result else None) if isinstance(result, list) else result
+    if isinstance(found, etree._Element):
+        return found.text or ""
+    if isinstance(found, bool):
+        return "true" if found else "false"
+    if isinstance(found, float):
+        return str(int(found)) if found.is_integer() else str(found)
+    return None if found is None else str(found)
 
 
 def _render(node: Node, target: XmlTarget, out: list[str], declarations: str = "") -> None:

@@ -1,0 +1,127 @@
+"""Reading a written date to its calendar day, fast for the forms systems write most.
+
+:func:`general_calendar_day` is the reference: :func:`bus.wareki.parse` (every form), the
+date in its era, Gregorian. :func:`calendar_day` gives the same answer but reads ISO
+(2024-04-08) and the registries' 和暦 form (令和6年4月1日) without the general parser;
+:func:`iso_day` reads that 和暦 form through two lookup tables built from the era table
+(``令和6`` → the year and the month-days it holds, ``4月1日`` → 401 and ``-04-01``), with no
+regular expression and no ``date`` object. (A bounded cache in front of it was measured and
+dropped: its hits cost as much as the two lookups.) Anything the tables do not hold goes down
+the next path, so each shortcut only ever answers for text the slower path reads the same way
+(tests/test_mapping_fastpaths.py checks that against the general parser).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import date
+from functools import cache
+
+from bus import era as era_table
+from bus import wareki
+
+_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February: in a leap year
+Span = tuple[int, tuple[int, int, int], tuple[int, int, int]]
+Year = tuple[str, int, int, bool]  # Gregorian year as text, first and last month-day, leap
+
+
+def general_calendar_day(text: str) -> date | None:
+    """The calendar day by the general parser: any form, in its era, Gregorian."""
+    written = wareki.parse(text)
+    if written is None or not wareki.in_era(written):
+        return None
+    return wareki.to_gregorian(written)
+
+
+@cache
+def _spans() -> dict[str, Span]:
+    """Each era's first year, first written day and (inclusive) last day as (y, m, d)."""
+    table = era_table.eras()
+    spans = {}
+    for index, era in enumerate(table):
+        following = table[index + 1] if index + 1 < len(table) else None
+        end = (
+            (following.start.year, following.start.month, following.start.day)
+            if following
+            else (9999, 12, 31)
+        )
+        spans[era.name] = (era.start.year, (era.start.year, *era.start_written), end)
+    return spans
+
+
+@cache
+def _canonical_wareki() -> re.Pattern[str]:
+    names = "|".join(re.escape(name) for name in _spans())
+    return re.compile(rf"({names})(元|[0-9]{{1,2}})年([0-9]{{1,2}})月([0-9]{{1,2}})日")
+
+
+def calendar_day(text: str) -> date | None:
+    """The calendar day ``text`` names (any form :mod:`bus.wareki` reads), or None."""
+    if len(text) == 10 and text[4] == "-" and _ISO.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            return None
+    match = _canonical_wareki().fullmatch(text)
+    if match is not None:
+        first, begin, end = _spans()[match[1]]
+        year = first + (1 if match[2] == "元" else int(match[2])) - 1
+        key = (year, int(match[3]), int(match[4]))
+        if not begin <= key <= end or year < 1873:
+            return None
+        try:
+            return date(*key)
+        except ValueError:
+            return None
+    return general_calendar_day(text)
+
+
+@cache
+def _wareki_tables() -> tuple[dict[str, Year], dict[str, tuple[int, str]]]:
+    """``令和6`` / ``令和06`` / ``令和元`` → the Gregorian year as text and the month-days
+    (``month * 100 + day``) that year of the era holds, for era years 0–99 as the canonical
+    form writes them; ``4月1日`` / ``04月01日`` → (401, "-04-01") for every day some year has."""
+    years = {}
+    for name, (first_year, begin, end) in _spans().items():
+        for number in range(100):
+            year = first_year + number - 1
+            first = begin[1] * 100 + begin[2] if year == begin[0] else 101
+            last = end[1] * 100 + end[2] if year == end[0] else 1231
+            if year < 1873 or year > end[0] or year < begin[0]:
+                first, last = 1, 0  # no day: before the Gregorian calendar or outside the era
+            entry = (str(year), first, last, calendar.isleap(year))
+            for written in {str(number), f"{number:02d}", *(("元",) if number == 1 else ())}:
+                years[f"{name}{written}"] = entry
+    month_days = {}
+    for month, days in enumerate(_DAYS_IN_MONTH, start=1):
+        for day in range(1, days + 1):
+            for month_written in {str(month), f"{month:02d}"}:
+                for day_written in {str(day), f"{day:02d}"}:
+                    key = f"{month_written}月{day_written}日"
+                    month_days[key] = (month * 100 + day, f"-{month:02d}-{day:02d}")
+    global _TABLES
+    _TABLES = years, month_days
+    return _TABLES
+
+
+_TABLES: tuple[dict[str, Year], dict[str, tuple[int, str]]] | None = None  # read by iso_day
+
+
+def iso_day(text: str) -> str | None:
+    """The ISO text of the calendar day ``text`` names, or None."""
+    era_year, found, month_day = text.partition("年")
+    if found:
+        years, month_days = _TABLES or _wareki_tables()
+        year = years.get(era_year)
+        if year is not None:
+            day = month_days.get(month_day)
+            if day is not None:
+                prefix, first, last, leap = year
+                number, suffix = day
+                if first <= number <= last and (leap or number != 229):
+                    return prefix + suffix
+                return None
+    day_ = calendar_day(text)
+    return None if day_ is None else day_.isoformat()
