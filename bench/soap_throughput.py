@@ -48,6 +48,7 @@ from tests.support.receivers import free_port
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nodered_baseline
 import wrk_load
+from hub_fixtures import RABBITMQ_URL, postgres_database
 from hub_procs import RENKEI, ROOT, CpuMeter, Receiver
 
 ENVELOPE_NS = "urn:renkei:platform:envelope:1"
@@ -168,9 +169,9 @@ def measure(
     return Row(name, result, cpu)
 
 
-def deliveries(data_dir: Path) -> tuple[int, int]:
+def deliveries(data_dir: Path, database_url: str | None = None) -> tuple[int, int]:
     """(pending, all) deliveries in the hub's store."""
-    store = open_store(Settings(data_dir=data_dir))
+    store = open_store(Settings(data_dir=data_dir, database_url=database_url))
     try:
         with store.sessions() as session:
             rows = session.execute(
@@ -183,14 +184,20 @@ def deliveries(data_dir: Path) -> tuple[int, int]:
 
 
 @contextmanager
-def running_hub(work: Path, config: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``renkei serve --no-samples`` (embedded default) on a free port: (process, base URL)."""
+def running_hub(
+    work: Path, config: Path, database_url: str | None = None, http_workers: int = 1
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``renkei serve --no-samples`` on a free port: (process, base URL). The embedded default,
+    or ``http_workers`` processes on PostgreSQL + RabbitMQ when ``database_url`` is given."""
     port = free_port()
     environment = os.environ | {
         "RENKEI_DATA_DIR": str(work / "hub-data"),
         "RENKEI_CONFIG_DIR": str(config),
     }
+    if database_url is not None:
+        environment |= {"RENKEI_DATABASE_URL": database_url, "RENKEI_BROKER_URL": RABBITMQ_URL}
     command = [str(RENKEI), "serve", "--no-samples", "--port", str(port)]
+    command += ["--http-workers", str(http_workers)]
     hub = subprocess.Popen(command, env=environment, cwd=work, stdout=subprocess.DEVNULL)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz")
@@ -201,14 +208,34 @@ def running_hub(work: Path, config: Path) -> Iterator[tuple[subprocess.Popen[byt
 
 
 def run_hub(work: Path, bodies: list[bytes], options: argparse.Namespace) -> Row:
+    return _run_hub(work, bodies, options, "renkei (embedded, 1 HTTP process)")
+
+
+def run_hub_scaled(work: Path, bodies: list[bytes], options: argparse.Namespace) -> Row:
+    """The same on PostgreSQL + RabbitMQ with ``--scale-out`` HTTP processes (each with its
+    in-process dispatch workers), a fresh database."""
+    label = f"renkei (PostgreSQL + RabbitMQ, {options.scale_out} HTTP processes)"
+    with postgres_database("soap") as url:
+        return _run_hub(work, bodies, options, label, url, options.scale_out)
+
+
+def _run_hub(
+    work: Path,
+    bodies: list[bytes],
+    options: argparse.Namespace,
+    label: str,
+    database_url: str | None = None,
+    http_workers: int = 1,
+) -> Row:
     sink = Receiver(work, SINK, free_port()).start()
     try:
-        with running_hub(work, hub_config(work, sink.url)) as (hub, base):
+        config = hub_config(work, sink.url)
+        with running_hub(work, config, database_url, http_workers) as (hub, base):
             script = wrk_load.write_script(work, bodies, run=1)
             groups = {"hub": process_tree(hub.pid), "sink": [sink.pid]}
-            row = measure("renkei (embedded, 1 HTTP process)", base + PATH, script, options, groups)
+            row = measure(label, base + PATH, script, options, groups)
             assert row.result is not None
-            backlog, stored = deliveries(work / "hub-data")
+            backlog, stored = deliveries(work / "hub-data", database_url)
             deadline = time.monotonic() + 10  # every stored delivery is an acknowledged message's
             while sink.applied() < stored and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -366,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--soak-minutes", type=int, default=0, help="then a soak this long")
     parser.add_argument("--soak-rate", type=float, help="soak msg/s (default: half the hub's)")
     parser.add_argument("--soak-only", action="store_true", help="only the soak")
+    parser.add_argument(
+        "--scale-out", type=int, default=0, help="also N HTTP processes on PostgreSQL + RabbitMQ"
+    )
     options = parser.parse_args(argv)
     missing = wrk_load.available()
     if missing:
@@ -377,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
         ("nodered", run_nodered),
         ("hub", run_hub),
     ]
+    if options.scale_out:
+        runs.append(("scaled", run_hub_scaled))
     if options.soak_only:
         with tempfile.TemporaryDirectory(prefix="renkei-soak-") as temporary:
             minutes = options.soak_minutes or 10
@@ -406,7 +438,9 @@ def main(argv: list[str] | None = None) -> None:
     ]
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))
-    for key in ("hub", "floor", "nodered"):
+    for key in ("hub", "scaled", "floor", "nodered"):
+        if key not in rows:
+            continue
         print("| " + " | ".join(rows[key].cells(rows.get("floor"), rows.get("nodered"))) + " |")
     print()
     print(
