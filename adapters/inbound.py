@@ -153,7 +153,7 @@ async def ingest(
 ) -> Message:
     """Run ``raw`` through the hub's pipeline in a worker thread (it blocks on the store and,
     for an inquiry, on the provider): in the ingest lane, or, when the screening parse
-    (``screened``, else done here) refuses it, in the default pool with that parse's findings.
+    (``screened``, else done here) refuses it, in the default pool. Validate reuses that parse.
     An unexpected exception becomes RK-API003."""
     hub: Hub = request.app.state.hub
     caller = Caller.of(request)
@@ -168,7 +168,7 @@ async def ingest(
         username_token=username_token,
         client_certificate=caller.client_certificate,
         service=service,
-        parse_refusal=screened.findings,
+        parsed=screened,
     )
     try:
         return await anyio.to_thread.run_sync(

@@ -23,7 +23,6 @@ from bus.mapping.stage import TranslateInStage
 from bus.observability.events import ingest_observed
 from bus.pipeline import (
     STAGE_ORDER,
-    Finding,
     Identity,
     Message,
     Pipeline,
@@ -41,6 +40,7 @@ from bus.store.audit import AuditStage
 from bus.store.batch import ingest_batch
 from bus.store.db import Store, open_store
 from bus.store.ingest import StoreStage
+from bus.validation.secure_parse import ParseResult
 from bus.validation.stage import ValidateStage
 from bus.validation.validator import Validator
 
@@ -164,14 +164,13 @@ class Hub:
         client_certificate: bytes | None = None,
         service: str | None = None,
         identity: Identity | None = None,
-        parse_refusal: tuple[Finding, ...] = (),
+        parsed: ParseResult | None = None,
     ) -> Message:
         """Run one inbound message through the pipeline; ``message.ack`` is set only once it
         is committed, ``message.findings`` says why when it is not. ``service``: the one
         service the calling endpoint accepts (RK-ENV004 for another). ``identity``: a caller
         an in-process adapter has already established (a system's own hot folder).
-        ``parse_refusal``: the findings of the adapter's own ``secure_parse(raw)`` (default
-        limits) that refused ``raw``."""
+        ``parsed``: the adapter's own ``secure_parse(raw)`` (default limits), not repeated."""
         message = Message(
             raw=raw,
             adapter=adapter,
@@ -181,7 +180,7 @@ class Hub:
             client_certificate=client_certificate,
             endpoint_service=service,
             identity=identity,
-            parse_refusal=parse_refusal,
+            parsed=parsed,
         )
         started = perf_counter()
         message = self.pipeline.run(message)

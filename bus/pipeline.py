@@ -13,9 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lxml import etree
+
+if TYPE_CHECKING:  # secure_parse imports this module
+    from bus.validation.secure_parse import ParseResult
 
 
 class Severity(StrEnum):
@@ -175,9 +178,9 @@ class Message:
     client_certificate: bytes | None = field(default=None, repr=False)  # TLS peer, DER
     # The service an adapter's endpoint serves (``/soap/{Service}``): Validate refuses another.
     endpoint_service: str | None = None
-    # What an adapter's secure parse of ``raw`` refused it with, when it parsed before ingest
-    # (to answer a refusal without queueing): Validate reports these instead of parsing again.
-    parse_refusal: tuple[Finding, ...] = ()
+    # An adapter's secure parse of ``raw`` (default limits), when it screened the body before
+    # ingest: Validate uses it instead of parsing again.
+    parsed: ParseResult | None = field(default=None, repr=False)
     document: etree._Element | None = None
     envelope: Envelope | None = None
     service: str | None = None

@@ -48,7 +48,7 @@ class ValidateStage:
     name: StageName = StageName.VALIDATE
 
     def __call__(self, message: Message) -> Message:
-        report = self.validator.validate(message.raw, parse_refusal=message.parse_refusal)
+        report = self.validator.validate(message.raw, parsed=message.parsed)
         findings = report.findings
         if self.provider is not None and report.envelope is not None:
             tenant = self.provider.current().index.tenant(report.envelope.client.tenant)

@@ -6,7 +6,7 @@ own XSD check failed is not checked again), so a caller sees every problem at on
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -23,7 +23,7 @@ from bus.rules import RULES, RuleViolation
 from bus.rules.charset import is_clean, is_clean_layout
 from bus.validation.paths import element_path
 from bus.validation.schema import SchemaValidator
-from bus.validation.secure_parse import ParseLimits, secure_parse
+from bus.validation.secure_parse import ParseLimits, ParseResult, secure_parse
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP_ENVELOPE = f"{{{SOAP11}}}Envelope"
@@ -82,12 +82,11 @@ class Validator:
             and not (item.rule == "atena_number" and self.options.atena_check is AtenaCheck.OFF)
         }
 
-    def validate(self, data: bytes, parse_refusal: Sequence[Finding] = ()) -> ValidationReport:
-        """``parse_refusal``: what :func:`secure_parse` of ``data`` with these limits already
-        refused it with (an adapter parsed it first); then ``data`` is not parsed again."""
-        if parse_refusal:
-            return ValidationReport(list(parse_refusal))
-        parsed = secure_parse(data, self.options.limits)
+    def validate(self, data: bytes, parsed: ParseResult | None = None) -> ValidationReport:
+        """``parsed``: :func:`secure_parse` of ``data`` with these limits, when an adapter
+        already did it (to screen the body before ingest); then ``data`` is not parsed again."""
+        if parsed is None:
+            parsed = secure_parse(data, self.options.limits)
         if parsed.root is None:
             return ValidationReport(list(parsed.findings))
         findings = list(parsed.findings)
