@@ -80,6 +80,9 @@ class SchemaPool:
     ) -> None:
         self._idle: list[etree.XMLSchema] = []
         self._lock = threading.Lock()
+        # libxml2 cannot compile from the one shared schema document in two threads at once
+        # ("XMLSchemaParseError: Internal error: xmlSchemaPValAttrNodeValue"): one at a time
+        self._compiling = threading.Lock()
         self._max_idle = max_idle
         self._compile = compile_schema
         self.compiled = 0
@@ -90,7 +93,8 @@ class SchemaPool:
         with self._lock:
             schema = self._idle.pop() if self._idle else None
         if schema is None:
-            schema = self._compile()
+            with self._compiling:
+                schema = self._compile()
             with self._lock:
                 self.compiled += 1
         try:
