@@ -81,7 +81,12 @@ class Receiver:
     def records(self) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
-        return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
+        text = self.log.read_text(encoding="utf-8")
+        # complete lines only: a long record reaches the file in pieces while it is written
+        # (read between two of them, its line is cut short), and it is acknowledged only once
+        # the whole line, newline included, is there
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines()]
 
     def applied(self) -> list[str]:
         return [r["messageId"] for r in self.records() if r["applied"]]
