@@ -7,7 +7,9 @@ Two lanes lead there. The pipeline is CPU-bound under one GIL, so messages run i
 costs memory). Before that, the body is screened with the Validate stage's own secure parse
 (on the event loop when small): a body it refuses, or whose root cannot be a message, takes
 the same pipeline in a thread of the default pool instead, so a hostile request never queues
-behind valid ones; Authenticate still decides first and Audit records the refusal.
+behind valid ones — or on the event loop itself when nothing in that run can wait (a caller
+known by certificate or address); Authenticate still decides first and Audit records the
+refusal (after the answer: :mod:`bus.store.rejection_audit`).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from bus.config.loader import request_services
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding, Identity, Message, Severity, UsernameToken
-from bus.validation.secure_parse import ParseLimits, ParseResult, secure_parse
-from bus.validation.validator import is_message_root
+from bus.validation.secure_parse import ParseLimits, ParseResult, refuse_early, secure_parse
+from bus.validation.validator import MESSAGE_ROOT_NAMES, is_message_root
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +126,15 @@ def internal_error(error: BaseException) -> Finding:
 
 
 async def screen(raw: bytes) -> ParseResult:
-    """The secure parse the Validate stage would do (same limits), done before ingest."""
+    """The secure parse the Validate stage would do (same limits, a foreign root refused
+    before parsing), done before ingest."""
     if len(raw) <= LOOP_PARSE_BYTES:
-        return secure_parse(raw)
-    return await anyio.to_thread.run_sync(secure_parse, raw)
+        return secure_parse(raw, roots=MESSAGE_ROOT_NAMES)
+    # a large body refused by the byte checks (a foreign root, a DOCTYPE…) needs no thread
+    refusal = refuse_early(raw, roots=MESSAGE_ROOT_NAMES)
+    if refusal is not None:
+        return refusal
+    return await anyio.to_thread.run_sync(secure_parse, raw, ParseLimits(), MESSAGE_ROOT_NAMES)
 
 
 def ingest_limiter(request: Request) -> anyio.CapacityLimiter:
@@ -171,6 +178,8 @@ async def ingest(
         parsed=screened,
     )
     try:
+        if refused and _refusal_needs_no_io(hub, caller, username_token):
+            return run()  # on the event loop: no thread hand-over (docs/benchmarks.md)
         return await anyio.to_thread.run_sync(
             run, limiter=None if refused else ingest_limiter(request)
         )
@@ -178,6 +187,20 @@ async def ingest(
         message = Message(raw=raw, adapter=adapter)
         message.add_findings([internal_error(error)])
         return message
+
+
+def _refusal_needs_no_io(hub: Hub, caller: Caller, token: UsernameToken | None) -> bool:
+    """Whether the pipeline can refuse a screened-out body without waiting on anything: the
+    caller is told by its certificate or address (no API key or token to look up in the
+    database), the configuration needs no poll, the audit writer has room. Then the refusal
+    runs on the event loop; under load each hand-over to a thread and back waits for the GIL
+    behind the ingest threads."""
+    return (
+        caller.api_key is None
+        and token is None
+        and hub.config.fresh()
+        and hub.rejections.has_room()
+    )
 
 
 def errors(findings: Iterable[Finding]) -> list[Finding]:

@@ -250,6 +250,8 @@ def main() -> None:
     print(load.summary(args.seconds + 2))
     print(f"p99 under load / p99 idle = {percentile(busy, 0.99) / percentile(idle, 0.99):.2f}")
     for name, body in HOSTILE.items():
+        print(describe(f"  idle: {name} ({len(body)} B)", baseline[name]))
+    for name, body in HOSTILE.items():
         print(describe(f"  under load: {name} ({len(body)} B)", loaded[name]))
 
 

@@ -40,6 +40,7 @@ from bus.store.audit import AuditStage
 from bus.store.batch import ingest_batch
 from bus.store.db import Store, open_store
 from bus.store.ingest import StoreStage
+from bus.store.rejection_audit import RejectionAuditWriter
 from bus.validation.secure_parse import ParseResult
 from bus.validation.stage import ValidateStage
 from bus.validation.validator import Validator
@@ -96,9 +97,14 @@ def identity_stages(
 
 
 def assemble_pipeline(
-    store: Store, config: ConfigProvider, wakeups: Wakeups, settings: Settings
+    store: Store,
+    config: ConfigProvider,
+    wakeups: Wakeups,
+    settings: Settings,
+    rejections: RejectionAuditWriter,
 ) -> Pipeline:
-    """The stages of DESIGN §1 wired to this store and configuration."""
+    """The stages of DESIGN §1 wired to this store and configuration; refusals are audited
+    through ``rejections`` (after the answer)."""
     validator = Validator()
 
     def index() -> ConfigIndex:
@@ -128,7 +134,7 @@ def assemble_pipeline(
                 store_reply=store_reply,
                 caller_for=lambda system: index().system(system),
             ),
-            AuditStage(store.sessions),
+            AuditStage(store.sessions, rejections),
         ]
     )
 
@@ -140,6 +146,7 @@ class Hub:
     config: ConfigProvider
     wakeups: Wakeups
     pipeline: Pipeline
+    rejections: RejectionAuditWriter
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Hub:
@@ -150,8 +157,9 @@ class Hub:
         ensure_config(store.sessions, settings)
         config = ConfigProvider(store.sessions)
         wakeups = Wakeups(settings.broker_url)
-        pipeline = assemble_pipeline(store, config, wakeups, settings)
-        return cls(settings, store, config, wakeups, pipeline)
+        rejections = RejectionAuditWriter(store.sessions)
+        pipeline = assemble_pipeline(store, config, wakeups, settings, rejections)
+        return cls(settings, store, config, wakeups, pipeline, rejections)
 
     def ingest(
         self,
@@ -238,6 +246,7 @@ class Hub:
         )
 
     def close(self) -> None:
+        self.rejections.close()  # before the store: it writes what is pending
         self.wakeups.close()
         close_transports()
         self.store.close()

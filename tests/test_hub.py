@@ -113,6 +113,7 @@ def test_unknown_caller_is_refused_and_audited(running: tuple[Hub, dict[str, Rec
     message = hub.ingest(resident_notice(5, MOVE_OUT), adapter="test", source_address="10.1.2.3")
     assert message.ack is None
     assert [f.code for f in message.findings] == ["RK-AUT001"]
+    assert hub.rejections.flush(10)  # a refusal's record is written after the answer
     with hub.store.sessions() as session:
         events = list(
             session.scalars(select(AuditRecord.event).where(AuditRecord.tenant != ADMIN_CHAIN))

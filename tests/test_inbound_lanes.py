@@ -15,7 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from adapters.inbound import Caller, _refusal_needs_no_io
+from bus.hub import Hub
+from bus.pipeline import UsernameToken
 from bus.settings import Settings
+from bus.store.audit import AuditEntry
+from bus.store.rejection_audit import RejectionAuditWriter
+from bus.store.writers import write_transaction
 from bus.validation.schema import SchemaPool
 from bus.validation.validator import Validator
 from tests.support.hub_server import SAMPLES, HubServer, hub_server, sample, serialize
@@ -95,10 +101,13 @@ def _rest_codes(response: httpx.Response) -> list[str]:
     return [finding["code"] for finding in response.json()["findings"]]
 
 
-MANY_ATTRIBUTES = b"<r " + b" ".join(b"a%d='x'" % i for i in range(20000)) + b"/>"  # > 64 KiB
+# > 64 KiB, on a root named like a message: screened by the parse in a thread
+ATTRIBUTES = b" ".join(b"a%d='x'" % i for i in range(20000))
+MANY_ATTRIBUTES = b"<PlatformMessage " + ATTRIBUTES + b"/>"
 HOSTILE = [
     (f"{REST}/ResidentChangeNotice", b'<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>', "RK-SEC001"),
     (f"{REST}/ResidentChangeNotice", MANY_ATTRIBUTES, "RK-SEC004"),
+    (f"{REST}/ResidentChangeNotice", b"<r " + ATTRIBUTES + b"/>", "RK-ENV001"),  # no parse
     (f"{REST}/ResidentChangeNotice", b"<html><body>hello</body></html>", "RK-ENV001"),
     ("/soap/ResidentChangeNotice", b"<r>\x00</r>", "RK-SEC006"),
 ]
@@ -127,3 +136,36 @@ def test_hostile_input_is_refused_while_every_ingest_thread_is_held(hub: HubServ
         for call in held:
             answered, _ = call.result(timeout=60)
             assert answered.status_code == 200, answered.text
+
+
+def test_a_refusal_runs_on_the_event_loop_only_when_nothing_in_it_can_wait(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    hub = Hub.open(Settings(data_dir=tmp_path / "data"))  # type: ignore[operator]
+    try:
+        by_address = Caller("127.0.0.1", None)
+        hub.config.current()
+        assert _refusal_needs_no_io(hub, by_address, None)
+        assert _refusal_needs_no_io(hub, Caller("127.0.0.1", None, b"certificate"), None)
+        # an API key or a UsernameToken is looked up in the database
+        assert not _refusal_needs_no_io(hub, Caller("127.0.0.1", "rk_key"), None)
+        token = UsernameToken("juki", "digest", "nonce", "2026-11-26T00:00:00Z", "type")
+        assert not _refusal_needs_no_io(hub, by_address, token)
+        # the configuration is due for its poll of the database
+        time.sleep(1.1)
+        assert not _refusal_needs_no_io(hub, by_address, None)
+        hub.config.current()
+        assert _refusal_needs_no_io(hub, by_address, None)
+        # the audit writer's queue is full: submitting would wait
+        hub.rejections.close()
+        hub.rejections = RejectionAuditWriter(hub.store.sessions, max_pending=1)
+        with write_transaction(hub.store.sessions):  # the writer waits for this write turn
+            hub.rejections.submit(AuditEntry("000000", "rejected"))
+            deadline = time.monotonic() + 10
+            while not hub.rejections.has_room() and time.monotonic() < deadline:
+                time.sleep(0.01)  # until the writer has taken it (and waits for the turn)
+            assert _refusal_needs_no_io(hub, by_address, None)
+            hub.rejections.submit(AuditEntry("000000", "rejected"))  # queued behind it
+            assert not _refusal_needs_no_io(hub, by_address, None)
+    finally:
+        hub.close()

@@ -16,6 +16,7 @@ from bus.config.models import FieldLimits, System
 from bus.hub import Hub
 from bus.mapping.stage import outbound_body
 from bus.settings import Settings
+from bus.validation.secure_parse import secure_parse
 from tests.support.receivers import config_dir_for, wait_for
 from tests.test_hub import MOVE_OUT, resident_notice
 
@@ -74,11 +75,16 @@ def tainou_dialect(service: str) -> bytes:
     return outbound_body(TAINOU, service, (SAMPLES / service / "valid-full.xml").read_bytes())
 
 
-def test_translate_in_turns_the_systems_body_into_the_standard(hub: tuple[Hub, Recorder]) -> None:
+@pytest.mark.parametrize("screened", [False, True], ids=["parsed-by-validate", "screened"])
+def test_translate_in_turns_the_systems_body_into_the_standard(
+    hub: tuple[Hub, Recorder], screened: bool
+) -> None:
+    """``screened``: the HTTP adapters hand over their screening parse of the body."""
     opened, _ = hub
     raw = tainou_dialect("DelinquencyActionNotice")
     assert b"<tn:\xe6\xbb\x9e\xe7\xb4\x8d\xe5\x87\xa6\xe5\x88\x86\xe9\x80\x9a\xe7\x9f\xa5" in raw
-    message = opened.ingest(raw, adapter="test", source_address="127.0.0.1")
+    parsed = secure_parse(raw) if screened else None
+    message = opened.ingest(raw, adapter="test", source_address="127.0.0.1", parsed=parsed)
     assert message.ack is not None, [f.as_dict() for f in message.findings]
     assert message.service == "DelinquencyActionNotice"
     assert message.document is not None

@@ -167,7 +167,7 @@ class ConfigProvider:
 
     def current(self) -> LoadedConfig:
         loaded = self._loaded
-        if loaded is not None and time.monotonic() - self._checked_at < self._poll_seconds:
+        if loaded is not None and self.fresh():
             return loaded
         if loaded is not None and not self._lock.acquire(blocking=False):
             return loaded  # another thread is checking right now
@@ -177,6 +177,12 @@ class ConfigProvider:
             return self._refresh()
         finally:
             self._lock.release()
+
+    def fresh(self) -> bool:
+        """Whether :meth:`current` would answer now without reading the database."""
+        return self._loaded is not None and (
+            time.monotonic() - self._checked_at < self._poll_seconds
+        )
 
     def refresh(self) -> LoadedConfig:
         """Check the database now, whatever the poll interval."""

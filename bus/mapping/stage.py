@@ -69,7 +69,7 @@ class TranslateInStage:
         candidates = message.identity.systems if message.identity is not None else frozenset()
         if not any((s := index.system(c)) is not None and s.mapping for c in candidates):
             return message  # no calling system has a mapping: nothing to parse twice
-        parsed = secure_parse(message.raw)
+        parsed = message.parsed or secure_parse(message.raw)
         if parsed.root is None:
             return message  # Validate reports why
         header, body = header_and_body(parsed.root)
@@ -82,7 +82,7 @@ class TranslateInStage:
         raw, findings = inbound_document(system, service, header, body)
         message.add_findings(findings)
         if raw is not None:
-            message.raw = raw
+            message.raw, message.parsed = raw, None  # Validate parses the translation
         return message
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -359,42 +359,62 @@ def _safe(value: str | None, pattern: re.Pattern[str]) -> str | None:
     return value if value is not None and pattern.fullmatch(value) else None
 
 
+class RejectionWriter(Protocol):
+    """Writes rejection records after the answer (:mod:`bus.store.rejection_audit`)."""
+
+    def submit(self, entry: AuditEntry) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AuditStage:
     """Records rejections (codes only, no values). Accepted messages were audited by the Store
-    stage inside its transaction, so this stage leaves them alone."""
+    stage inside its transaction, so this stage leaves them alone. With a ``writer`` (the
+    hub's), the record is written after the answer (:mod:`bus.store.rejection_audit`);
+    without one, in a transaction of its own before the stage returns."""
 
     sessions: sessionmaker[Session]
+    writer: RejectionWriter | None = None
     name: StageName = StageName.AUDIT
 
     def __call__(self, message: Message) -> Message:
-        if message.rejected:
-            # in the process's write turn: in SQLite's busy handler a refusal slept up to
-            # hundreds of ms behind the ingest and dispatch commits (docs/benchmarks.md)
-            with write_transaction(self.sessions) as session:
-                self.record_rejection(session, message)
+        if not message.rejected:
+            return message
+        entry = rejection_entry(message)
+        if self.writer is not None:
+            self.writer.submit(entry)
+            return message
+        # in the process's write turn: in SQLite's busy handler a refusal slept up to
+        # hundreds of ms behind the ingest and dispatch commits (docs/benchmarks.md)
+        with write_transaction(self.sessions) as session:
+            append_audits(session, [entry])
         return message
 
     @staticmethod
-    def record_rejection(session: Session, message: Message) -> AuditRecord:
-        envelope = message.envelope
-        client = envelope.client if envelope is not None else None
-        tenant = _safe(client.tenant if client else None, _TENANT) or UNATTRIBUTED_TENANT
-        codes = sorted({finding.code for finding in message.findings})
-        detail: dict[str, Any] = {
-            "codes": codes,
-            "adapter": message.adapter,
-            # a size, not a digest: a tiny refused body (one 個人番号) would be enumerable
-            "raw_bytes": len(message.raw),
-        }
-        service = _safe(message.service or (envelope.service if envelope else None), _SERVICE)
-        if service:
-            detail["service"] = service
-        return append_audit(
-            session,
-            tenant=tenant,
-            event="rejected",
-            message_id=_safe(envelope.message_id if envelope else None, _MESSAGE_ID),
-            detail=detail,
-            actor=_safe(client.system if client else None, _SYSTEM),
-        )
+    def record_rejection(session: Session, message: Message) -> None:
+        """The rejection's record, in the caller's transaction (a batch's)."""
+        append_audits(session, [rejection_entry(message)])
+
+
+def rejection_entry(message: Message) -> AuditEntry:
+    """The ``rejected`` record of ``message``: its codes, adapter and size, and the Header's
+    tenant, system, messageId and service only where they look like what they claim to be."""
+    envelope = message.envelope
+    client = envelope.client if envelope is not None else None
+    tenant = _safe(client.tenant if client else None, _TENANT) or UNATTRIBUTED_TENANT
+    codes = sorted({finding.code for finding in message.findings})
+    detail: dict[str, Any] = {
+        "codes": codes,
+        "adapter": message.adapter,
+        # a size, not a digest: a tiny refused body (one 個人番号) would be enumerable
+        "raw_bytes": len(message.raw),
+    }
+    service = _safe(message.service or (envelope.service if envelope else None), _SERVICE)
+    if service:
+        detail["service"] = service
+    return AuditEntry(
+        tenant=tenant,
+        event="rejected",
+        message_id=_safe(envelope.message_id if envelope else None, _MESSAGE_ID),
+        detail=detail,
+        actor=_safe(client.system if client else None, _SYSTEM),
+    )

@@ -29,6 +29,9 @@ SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP_ENVELOPE = f"{{{SOAP11}}}Envelope"
 PLATFORM_MESSAGE = f"{{{NS_ENVELOPE}}}PlatformMessage"
 _MESSAGE_ROOTS = frozenset({PLATFORM_MESSAGE, SOAP_ENVELOPE})
+#: The local names a message's document element may have (its namespace is checked once
+#: parsed): anything else is refused before the parse (``secure_parse(roots=…)``).
+MESSAGE_ROOT_NAMES = frozenset({"PlatformMessage", "Envelope"})
 HEADER = f"{{{NS_ENVELOPE}}}Header"
 REPLY_SUFFIX = "Reply"
 
@@ -83,10 +86,11 @@ class Validator:
         }
 
     def validate(self, data: bytes, parsed: ParseResult | None = None) -> ValidationReport:
-        """``parsed``: :func:`secure_parse` of ``data`` with these limits, when an adapter
-        already did it (to screen the body before ingest); then ``data`` is not parsed again."""
+        """``parsed``: :func:`secure_parse` of ``data`` with these limits and
+        :data:`MESSAGE_ROOT_NAMES`, when an adapter already did it (to screen the body before
+        ingest); then ``data`` is not parsed again."""
         if parsed is None:
-            parsed = secure_parse(data, self.options.limits)
+            parsed = secure_parse(data, self.options.limits, MESSAGE_ROOT_NAMES)
         if parsed.root is None:
             return ValidationReport(list(parsed.findings))
         findings = list(parsed.findings)

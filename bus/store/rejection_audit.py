@@ -1,0 +1,119 @@
+"""Write-behind for the audit records of refusals (DESIGN §1 stage 10).
+
+A refused message stores nothing: the sender still holds its data and is told why. The
+record of the refusal is evidence, not data, so it need not be committed before the answer.
+Committing it first made every refusal wait for the process's SQLite write turn behind the
+grouped ingest commits — tens of milliseconds for an 8-byte hostile body while the hub is
+busy (issue 7: refusals under load in < 10 ms p99; docs/benchmarks.md). Here the Audit stage
+hands the record to one writer thread and returns; the thread appends whatever has queued
+to the tenants' chains in one transaction, in the order the refusals happened (stamped, like
+every record, with the moment it is written: normally milliseconds after the refusal).
+
+Nothing is dropped: when ``max_pending`` records wait, the refusing thread waits for room
+(back-pressure, as a flood of refusals should meet); a failed transaction is retried with
+the same records; :meth:`close` writes everything still pending. What a refusal gives up is
+only the interval between the answer and the writer's commit (normally one write turn): a
+process killed in it loses those records of refusals, while the ``message.rejected`` log line
+written with the answer still shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bus.store.audit import AuditEntry, append_audits
+from bus.store.writers import write_transaction
+
+log = logging.getLogger(__name__)
+
+#: Records written per transaction at most (one multi-row insert).
+MAX_BATCH = 500
+#: Seconds between attempts while the database refuses the records.
+RETRY_SECONDS = 1.0
+
+
+class RejectionAuditWriter:
+    """Appends queued refusal records to the audit chains from one background thread."""
+
+    def __init__(self, sessions: sessionmaker[Session], max_pending: int = 10_000) -> None:
+        self._sessions = sessions
+        self._max_pending = max_pending
+        self._pending: deque[AuditEntry] = deque()
+        self._in_flight = 0  # taken off the queue, not yet committed
+        self._changed = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(
+            target=self._run, name="renkei-rejection-audit", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, entry: AuditEntry) -> None:
+        """Queue one record; wait while the queue is full. After :meth:`close`, the record is
+        written at once in the caller's thread."""
+        with self._changed:
+            while len(self._pending) >= self._max_pending and not self._closing:
+                self._changed.wait()
+            if not self._closing:
+                self._pending.append(entry)
+                self._changed.notify_all()
+                return
+        self._write([entry])
+
+    def has_room(self) -> bool:
+        """Whether :meth:`submit` would queue without waiting (at this moment)."""
+        return len(self._pending) < self._max_pending and not self._closing
+
+    @property
+    def pending(self) -> int:
+        """Records not yet committed."""
+        with self._changed:
+            return len(self._pending) + self._in_flight
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record submitted so far is committed; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: not self._pending and not self._in_flight, timeout
+            )
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is pending and stop the thread."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("rejection audit writer did not finish: %d records pending", self.pending)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending or self._closing)
+                if not self._pending:
+                    return  # closing, nothing left
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
+                self._in_flight = len(batch)
+                self._changed.notify_all()  # room for waiting submitters
+            self._write_until_done(batch)
+            with self._changed:
+                self._in_flight = 0
+                self._changed.notify_all()
+
+    def _write_until_done(self, batch: Sequence[AuditEntry]) -> None:
+        while True:
+            try:
+                self._write(batch)
+                return
+            except Exception:
+                log.exception("rejection audit records not written; retrying")
+                time.sleep(RETRY_SECONDS)
+
+    def _write(self, batch: Sequence[AuditEntry]) -> None:
+        with write_transaction(self._sessions) as session:
+            append_audits(session, batch)
