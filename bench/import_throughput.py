@@ -28,9 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def decode_only(path: Path) -> dict[str, float]:
-    import csv
-
-    from bus.imports.encoding import decode_line, detect_encoding
+    from bus.imports.encoding import csv_fields, decode_line, detect_encoding
     from bus.imports.lines import split_lines
 
     with path.open("rb") as stream:
@@ -38,7 +36,7 @@ def decode_only(path: Path) -> dict[str, float]:
         start, cpu, records = time.perf_counter(), time.process_time(), 0
         for line in split_lines(stream):
             text = decode_line(line.data, encoding)
-            if isinstance(text, str) and len(next(csv.reader([text]))) > 1:
+            if isinstance(text, str) and len(csv_fields(text)) > 1:
                 records += 1
     return {  # less the header row
         "records": records - 1,

@@ -548,6 +548,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "取込みの設定に誤りがあります（{actual}）。",
         "The import cannot start: {actual}.",
     ),
+    (
+        "RK-IMP006",
+        E,
+        "{line} 行目を項目に分けられません（引用符の外に改行文字 CR があるか、項目が長すぎます）。",
+        "Line {line} cannot be split into fields (a CR outside quotes, or a field too long).",
+    ),
     # --- IO: reading inputs ------------------------------------------------------------------
     (
         "RK-IO001",

@@ -206,6 +206,24 @@ def test_utf8_files_with_and_without_bom(tmp_path: Path, encoding: str) -> None:
     assert (summary.new, summary.errors, summary.encoding) == (20, 0, "utf-8")
 
 
+def test_a_line_csv_cannot_split_is_a_record_error(tmp_path: Path) -> None:
+    """A bare CR in an unquoted field (a Mac line end inside a record): that line is refused
+    RK-IMP006, its neighbours are imported, the import goes on."""
+    notices = tmp_path / "notices.csv"
+    generate(notices, 5, encoding="utf-8")
+    lines = notices.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b",", b"\r,", 1)  # the third record (after the header)
+    notices.write_bytes(b"\n".join(lines))
+    hub = Hub.open(Settings(data_dir=tmp_path / "data"))
+    try:
+        summary = run_import(hub, ImportOptions(notices, TENANT, out_dir=tmp_path / "out"))
+    finally:
+        hub.close()
+    assert (summary.new, summary.errors) == (4, 1)
+    errors = read_csv(tmp_path / "out" / "notices_エラー.csv")
+    assert [(row[0], row[3]) for row in errors[1:]] == [("4", "RK-IMP006")]
+
+
 def test_a_fixed_width_layout_imports_through_the_cli(tmp_path: Path) -> None:
     """The fixed-width layout is another mapping file (CP932, byte-counted, OCCURS slots for
     権利者/義務者): the same import, the same checks, the same outputs."""

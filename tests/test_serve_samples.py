@@ -56,17 +56,20 @@ def hub(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
     }
     env.pop("RENKEI_DATABASE_URL", None)
     port = free_port()
-    process = subprocess.Popen(
-        [str(RENKEI), "serve", "--port", str(port), "--samples"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = tmp_path / "serve.log"  # a file, not a pipe: nobody reads a pipe while tests run
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [str(RENKEI), "serve", "--port", str(port), "--samples"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _up(f"{url}/healthz") or process.poll() is not None, timeout=15)
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert process.poll() is None, _tail(log)
         yield url, env, urls
+        assert process.poll() is None, f"the hub exited ({process.returncode}): {_tail(log)}"
     finally:
         process.terminate()
         try:
@@ -74,8 +77,10 @@ def hub(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stderr:
-            process.stderr.close()
+
+
+def _tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 
 def test_a_resident_change_reaches_tax_nhi_and_delinquency(
@@ -89,7 +94,9 @@ def test_a_resident_change_reaches_tax_nhi_and_delinquency(
         text=True,
         timeout=30,
     )
-    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert demo.returncode == 0, (
+        demo.stdout + demo.stderr + _tail(Path(env["RENKEI_DATA_DIR"]).parent / "serve.log")
+    )
     lines = demo.stdout.splitlines()
     notice_id = lines[0].split()[1]
     assert lines[0].startswith("ResidentChangeNotice ")

@@ -9,16 +9,16 @@ empty 登記原因.
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from bus.errors import make_finding
-from bus.imports.encoding import Undecodable, decode_line
+from bus.imports.encoding import Undecodable, csv_fields, decode_line
 from bus.imports.lines import RawLine
 from bus.imports.normalize import address_key
 from bus.mapping import Section
+from bus.mapping.memo import short_text_cache
 from bus.mapping.values import DictRecord, FieldFailure, Text
 from bus.pipeline import Finding, Severity
 
@@ -74,6 +74,8 @@ class NoticeParser:
         self.encoding = encoding
         self.params = {"tenant": tenant}
         self.town_key = address_key(town)
+        # a file names few 所在 (大字), again and again: each one's town check is kept
+        self.outside_town = short_text_cache(maxsize=1024, longest=200)(self._outside_town)
         self.columns: list[str] | None = getattr(section.format, "columns", None)
         self.header_seen = False
 
@@ -89,7 +91,10 @@ class NoticeParser:
             source: Any = raw.data
             fields: list[str] = []
         else:
-            fields = next(csv.reader([text]))
+            split = csv_fields(text)
+            if split is None:
+                return self._error(raw, "", "RK-IMP006")
+            fields = split
             if not self.header_seen and fields == self.columns:
                 self.header_seen = True
                 return None
@@ -142,11 +147,13 @@ class NoticeParser:
             return self._key_error(raw, "receiptNumber", "10桁以内の数字ではありません")
         if not values.get("registrationCause"):
             review.append("登記原因が空")
-        location = address_key(values.get("propertyLocation", ""))
-        if self.town_key and not location.startswith(self.town_key):
+        if self.outside_town(values.get("propertyLocation", "")):
             review.append("所在が団体外")
         key = NoticeKey(values.get("receiptDate", ""), receipt, number)
         return Notice(raw.number, key, output, values, review)
+
+    def _outside_town(self, location: str) -> bool:
+        return bool(self.town_key) and not address_key(location).startswith(self.town_key)
 
     def _key_error(self, raw: RawLine, item: str, reason: str) -> RecordError:
         return self._error(raw, KEY_ITEMS.get(item, item), "RK-IMP003", item=item, actual=reason)
@@ -180,7 +187,9 @@ def _values(record: DictRecord, review: list[str]) -> dict[str, Any]:
     mapping kept with 代替文字 〓 is flagged 要確認."""
     values: dict[str, Any] = {"rightHolder": [], "obligor": []}
     for key, value in record.data.items():
-        if isinstance(value, list):
+        if value.__class__ is str:  # nearly every value: no isinstance
+            values[key] = value
+        elif isinstance(value, list):
             values[key] = [_values(member, review) for member in value]
         elif isinstance(value, Text):
             values[key] = value.text

@@ -7,6 +7,11 @@ where two entries can write the same target, and a ``try`` (free when nothing is
 Python 3.11) around each entry keeps a failing field from stopping the others.
 Everything the plans hold (keys, operations, conditions, tables) is bound as a global of the
 generated code, never written into its text, so a mapping file cannot inject code.
+
+``specialise`` (the default) also writes each operation that has an inline form
+(:class:`bus.mapping.operations.Inline`: trim, half width, the 外字 scan) as that statement
+instead of a call; without it every operation is called, the general path the tests compare
+the specialised function with.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from bus.mapping.compiler import CompiledEntry, Plan
+from bus.mapping.operations import Inline
 from bus.mapping.values import DictRecord, FieldFailure, Source, Target, Text
 
 Report = Callable[[Exception, CompiledEntry], None]
@@ -22,8 +28,9 @@ Program = Callable[[Source, Target, dict[str, str], Report], None]
 
 
 class _Writer:
-    def __init__(self, inbound: bool) -> None:
+    def __init__(self, inbound: bool, specialise: bool) -> None:
         self.inbound = inbound
+        self.specialise = specialise
         self.lines: list[str] = []
         self.bound: dict[str, Any] = {
             "DictRecord": DictRecord,
@@ -86,19 +93,32 @@ class _Writer:
             self.emit(depth, "if value.__class__ is Text:")
             self.emit(depth + 1, "value = value.text")
             for step in plan.steps:
-                self.emit(depth, f"value = {self.bind(step)}(value)")
+                self.step(depth, step)
         reads_iso = getattr(plan.finish, "reads_iso", None)
+        inline = self.inline(plan.finish)
+        if not plan.steps and (reads_iso is not None or inline is not None):  # read text
+            self.emit(depth, "if value.__class__ is Text:")
+            self.emit(depth + 1, "value = value.text")
         if reads_iso is not None:  # date: iso, inlined: the ISO text or RK-MAP004
-            if not plan.steps:
-                self.emit(depth, "if value.__class__ is Text:")
-                self.emit(depth + 1, "value = value.text")
             self.emit(depth, f"value = {self.bind(reads_iso)}(value)")
             self.emit(depth, "if value is None:")
             self.emit(depth + 1, 'raise FieldFailure("RK-MAP004")')
         elif plan.finish is not None:
-            self.emit(depth, f"value = {self.bind(plan.finish)}(value)")
+            self.step(depth, plan.finish)
         self.emit(depth, "if value:")
         self.emit(depth + 1, f"{data}[{key}] = value")
+
+    def inline(self, operation: Callable[[Any], Any] | None) -> Inline | None:
+        found = getattr(operation, "inline", None) if self.specialise else None
+        return found if isinstance(found, Inline) else None
+
+    def step(self, depth: int, operation: Callable[[Any], Any]) -> None:
+        """``value = operation(value)``, or the operation's inline statement."""
+        inline = self.inline(operation)
+        if inline is None:
+            self.emit(depth, f"value = {self.bind(operation)}(value)")
+        else:
+            self.emit(depth, inline.code.format(*(self.bind(b) for b in inline.bound)))
 
     def read(self, plan: Plan, source: str) -> str:
         if plan.constant is not None:
@@ -129,11 +149,13 @@ class _Writer:
         self.scope(plan.children, depth + 1, inner)
 
 
-def section_program(entries: tuple[CompiledEntry, ...], name: str, inbound: bool) -> Program:
+def section_program(
+    entries: tuple[CompiledEntry, ...], name: str, inbound: bool, *, specialise: bool = True
+) -> Program:
     """The section's entries as one function ``(source, target, params, report)``: it fills
     ``target`` (a :class:`DictRecord` when ``inbound``) and calls ``report(error, entry)``
     for each entry that fails."""
-    writer = _Writer(inbound)
+    writer = _Writer(inbound, specialise)
     writer.emit(0, "def translate(source0, target0, params, report):")
     writer.emit(1, "data0 = target0.data")
     writer.scope(entries, 1, 0)

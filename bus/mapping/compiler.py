@@ -568,7 +568,12 @@ class EntryCompiler:
             assert date_step is not None
             return date_step
         if date_step is None:
-            return lambda value: gaiji_step(_text(value) or "")
+
+            def gaiji_only(value: Value) -> Value:
+                return gaiji_step(_text(value) or "")
+
+            gaiji_only.inline = gaiji_step.inline  # type: ignore[attr-defined]  # on text
+            return gaiji_only
         return lambda value: date_step(gaiji_step(_text(value) or ""))
 
     def check_constant(self, value: Any, item: Item, where: Position) -> None:

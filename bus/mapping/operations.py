@@ -4,13 +4,19 @@ Operations run in a fixed order (documented in docs/mapping-guide.md): extract �
 trim → gaiji (outbound) → kana → width → codes → lookup → function → pad, then gaiji
 (inbound) and date. Each is ``str -> str`` except the last two, which may give a value with
 attributes (``alt``; a ResidentDate's ``iso``/``asGiven``).
+
+Some carry an :class:`Inline`: the same operation as one statement the code generator writes
+into the section function in place of the call (:mod:`bus.mapping.codegen`), e.g. ``trim`` as
+the ``str.strip`` it is, the 外字 step only for a value holding a private-use character.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from bus import era as era_table
 from bus import wareki
@@ -21,6 +27,22 @@ from bus.mapping.tables import GaijiEntry
 from bus.mapping.values import FieldFailure, Text, Value
 
 Op = Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Inline:
+    """An operation as one statement on ``value`` (a ``str``): ``code`` has a ``{}`` for each
+    of ``bound``, which the generated code holds as globals (never as text)."""
+
+    code: str
+    bound: tuple[Any, ...]
+
+
+def inlined(run: Callable[[Any], Any], code: str, *bound: Any) -> Callable[[Any], Any]:
+    """``run`` with its inline form attached (``run.inline``): the two must agree."""
+    run.inline = Inline(code, bound)  # type: ignore[attr-defined]
+    return run
+
 
 #: The written forms a date can be given in on the way out (and its derived inverse).
 DATE_FORMS = ("iso", "wareki", "kanji", "era_code", "era_code2", "era_letter", "compact", "slash")
@@ -48,8 +70,14 @@ def split(separator: str, index: int, parts: int | None) -> Op:
     return run
 
 
+_STRIP = {"left": "lstrip", "right": "rstrip", "both": "strip"}
+
+
 def trim(side: str) -> Op:
-    return lambda value: textops.strip_spaces(value, side)
+    def run(value: str) -> str:
+        return textops.strip_spaces(value, side)
+
+    return inlined(run, f"value = value.{_STRIP[side]}({{}})", textops.SPACES)
 
 
 def kana() -> Op:
@@ -57,7 +85,14 @@ def kana() -> Op:
 
 
 def width(kind: str) -> Op:
-    return textops.to_full_width if kind == "full" else textops.to_half_width
+    if kind == "full":
+        return textops.to_full_width
+
+    def half(value: str) -> str:
+        return textops.to_half_width(value)
+
+    # ASCII text is already half-width: no call at all
+    return inlined(half, "if not value.isascii(): value = {}(value)", textops.to_half_width)
 
 
 def codes(table: dict[str, str], name: str, unknown: str, fallback: str | None) -> Op:
@@ -117,6 +152,9 @@ def gaiji_in(
     def run(value: str) -> Value:
         if _PRIVATE_USE.search(value) is None:  # nearly always: one scan in C
             return value
+        return convert(value)
+
+    def convert(value: str) -> Value:
         out, alt, needs_alt = [], [], False
         for ch in value:
             code = ord(ch)
@@ -141,7 +179,8 @@ def gaiji_in(
         text = "".join(out)
         return Text(text, (("alt", "".join(alt)),)) if needs_alt else text
 
-    return run
+    scan = _PRIVATE_USE.search
+    return inlined(run, "if {}(value) is not None: value = {}(value)", scan, convert)
 
 
 def share() -> Op:

@@ -65,11 +65,11 @@ def _emit_group(group: Group, depth: int, level: int, lines: list[str], escaping
     for child in group.children:
         if isinstance(child, Leaf):
             name = prefixed(child.tag)
-            start, end = f"<{name}>", f"</{name}>"  # three appends: no concatenated copy
+            start, end = f"<{name}>", f"</{name}>"  # three parts in one extend: no copy
             lines += [
                 f"{pad}value = data{level}.get({child.item!r})",
                 f"{pad}if value.__class__ is str:",
-                f"{pad}    append({start!r}); append({written}); append({end!r}){kept}",
+                f"{pad}    out += ({start!r}, {written}, {end!r}){kept}",
                 f"{pad}elif value is not None:",
                 f"{pad}    append(leaf(value, {name!r}))",
             ]

@@ -22,26 +22,32 @@ class SplitGroup:
     columns: list[str] = field(default_factory=list)
 
 
-class CsvRecord:
-    """One CSV line as a record (``column → text``)."""
+class CsvRecord(dict[str, str]):
+    """One CSV line as a record (``column → text``): a dict, so reading a value is
+    ``dict.get``, with no Python call."""
 
-    __slots__ = ("row",)
-
-    def __init__(self, row: Mapping[str, str]) -> None:
-        self.row = row
-
-    def get(self, key: Any) -> Value | None:
-        value = self.row.get(key)
-        return None if value is None else value
+    __slots__ = ()
 
     def groups(self, key: Any) -> list[Source]:
         assert isinstance(key, SplitGroup)
-        parts = {c: (self.row.get(c) or "").split(key.separator) for c in key.columns}
-        count = max((len(p) for c, p in parts.items() if self.row.get(c)), default=0)
-        return [
-            CsvRecord({c: p[i] if i < len(p) else "" for c, p in parts.items()})
-            for i in range(count)
-        ]
+        separator, columns = key.separator, key.columns
+        values = [self.get(c) or "" for c in columns]
+        for value in values:
+            if separator in value:
+                return _split_members(self, key)
+        # nothing to split (nearly always): one member, or none when all are empty
+        return [CsvRecord(zip(columns, values, strict=True))] if any(values) else []
+
+
+def _split_members(row: Mapping[str, str], key: SplitGroup) -> list[Source]:
+    """The group's members when a column holds the separator: the i-th part of each column,
+    as many as the column with the most parts, a shorter column giving ``""``."""
+    columns = key.columns
+    parts = [(row.get(c) or "").split(key.separator) for c in columns]
+    count = max(len(p) for p in parts)
+    for p in parts:
+        p += [""] * (count - len(p))
+    return [CsvRecord(zip(columns, member, strict=True)) for member in zip(*parts, strict=True)]
 
 
 class CsvFormat:
@@ -125,7 +131,7 @@ class CsvFormat:
             return FieldFailure(
                 "RK-MAP005", expected=f"{len(self.columns)} columns", actual=str(len(fields))
             )
-        return CsvRecord(dict(zip(self.columns, fields, strict=True)))
+        return CsvRecord(zip(self.columns, fields, strict=True))
 
     def new_target(self) -> Target:
         return DictRecord()

@@ -1,0 +1,218 @@
+"""The import's decode + parse gives, with every fast path on, exactly what the general path
+gives: the same notices (service element, key, values, 要確認) and the same record errors, on
+the generated corpus (many seeds, three encodings, rows bent into every trap, quoted lines)
+and on the hand-made trap files.
+
+The general path: CSV lines read by :mod:`csv`, the section function calling every operation
+(``specialise=False``), the text operations, the group split and the date, 持分 and address
+functions by their definitions, no cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bus.imports import generator, normalize, records
+from bus.imports.encoding import csv_fields, detect_encoding
+from bus.imports.lines import split_lines
+from bus.imports.records import Notice, NoticeParser, RecordError
+from bus.mapping import Section, dates, load_mapping
+from bus.mapping import text as textops
+from bus.mapping.codegen import section_program
+from bus.mapping.formats.csv import CsvRecord, SplitGroup
+from tests.test_mapping_chains import (
+    TRAPS,
+    bent_rows,
+    half_width_by_character,
+    split_by_definition,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTICES = ROOT / "samples" / "notices"
+
+
+# --- CSV lines ------------------------------------------------------------------------------
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.text(alphabet=st.sampled_from(list("ab,\"\r\n\0 \t'\x0b\x0c\x1c\u2028\x85令")), min_size=1)
+)
+def test_a_line_splits_as_csv_reads_it(text: str) -> None:
+    try:
+        expected: list[str] | None = next(csv.reader([text]))
+    except csv.Error:
+        expected = None
+    assert csv_fields(text) == expected
+
+
+def test_a_field_over_the_csv_limit_is_refused_as_csv_refuses_it() -> None:
+    line = "a," + "b" * (csv.field_size_limit() + 1)
+    with pytest.raises(csv.Error):
+        next(csv.reader([line]))
+    assert csv_fields(line) is None
+    assert csv_fields(line[:-2]) == next(csv.reader([line[:-2]]))
+
+
+def test_corpus_lines_split_as_csv_reads_them() -> None:
+    for fields in bent_rows(seeds=3, per_seed=300):
+        line = ",".join(fields)
+        if "\r" not in line:  # a bare CR: refused (above)
+            assert csv_fields(line) == next(csv.reader([line]))
+
+
+# --- the whole parse ------------------------------------------------------------------------
+
+
+def _groups_by_definition(self: CsvRecord, key: SplitGroup) -> list[Any]:
+    return [CsvRecord(member) for member in split_by_definition(self, key)]
+
+
+def general_section(layout: Path) -> Section:
+    """The section loaded with the general functions bound, its function not specialised."""
+    section = load_mapping(layout).section("RegistrationNotice", "inbound")
+    assert section is not None
+    program = section_program(section.entries, section.service, True, specialise=False)
+    object.__setattr__(section, "program", program)
+    return section
+
+
+def parse_all(
+    path: Path, section: Section, town: str, encoding: str | None = None, general: bool = False
+) -> list[Any]:
+    """Every line's result, as comparable values."""
+    results: list[Any] = []
+    with path.open("rb") as stream:
+        parser = NoticeParser(section, encoding or detect_encoding(stream).encoding, "412066", town)
+        if general:  # the town check computed for every line
+            setattr(parser, "outside_town", parser._outside_town)  # noqa: B010
+        for line in split_lines(stream):
+            parsed = parser.parse(line)
+            if isinstance(parsed, Notice):
+                notice = (parsed.key, parsed.service_xml, repr(parsed.values), parsed.review)
+                results.append(("notice", parsed.line, *notice))
+            elif isinstance(parsed, RecordError):
+                f = parsed.finding
+                error = (f.code, f.path, f.message_ja, f.message_en, f.item, f.name_ja)
+                results.append(("error", parsed.line, parsed.offset, parsed.field, *error))
+            else:
+                results.append(("header", line.number))
+    return results
+
+
+def corpus(directory: Path) -> list[tuple[Path, str, str | None]]:
+    """(file, town, encoding or None to detect): the hand-made trap file, generated files in
+    each encoding, and one of bent rows, some lines quoted."""
+    files: list[tuple[Path, str, str | None]] = [(NOTICES / "traps-cp932.csv", "武雄市", None)]
+    towns = ["武雄市", "", "鹿島市"]
+    for seed in range(9):
+        path = directory / f"seed{seed}.csv"
+        encoding = ["cp932", "utf-8", "utf-8-sig"][seed % 3]
+        generator.generate(path, 700, seed=seed, encoding=encoding)
+        files.append((path, towns[seed % 3], None))
+    rng = random.Random(7)
+    lines = [generator.HEADER]
+    for fields in bent_rows(seeds=4, per_seed=500):
+        if any("\r" in field for field in fields):
+            continue  # a bare CR in a line is a csv.Error either way, not a record
+        if rng.random() < 0.1:
+            fields = ['"' + f.replace('"', '""') + '"' for f in fields]
+        lines.append(",".join(fields))
+    bent = directory / "bent.csv"
+    bent.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    files.append((bent, "武雄市", None))
+    return files
+
+
+def test_the_fast_parse_gives_what_the_general_parse_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = ROOT / "mappings" / "houmu.yaml"
+    fast = load_mapping(layout).section("RegistrationNotice", "inbound")
+    assert fast is not None
+    files = corpus(tmp_path)
+    expected_all = []
+    with monkeypatch.context() as patch:
+        for name, value in _general_patches():
+            patch.setattr(*name, value)
+        slow = general_section(layout)
+        for path, town, encoding in files:
+            expected_all.append(parse_all(path, slow, town, encoding, general=True))
+    for (path, town, encoding), expected in zip(files, expected_all, strict=True):
+        found = parse_all(path, fast, town, encoding)
+        assert len(found) == len(expected)
+        for got, want in zip(found, expected, strict=True):
+            assert got == want, (path.name, want[1])
+    every = [result for results in expected_all for result in results]
+    codes = {r[4] for r in every if r[0] == "error"}
+    reviews = {reason for r in every if r[0] == "notice" for reason in r[5]}
+    assert {"RK-IMP001", "RK-IMP002", "RK-IMP003"} <= codes  # errors are compared too
+    assert {"外字（変換表なし）", "半角カナ", "所在が団体外", "登記原因が空"} <= reviews
+
+
+def _general_patches() -> list[tuple[tuple[Any, str], Any]]:
+    return [
+        ((records, "csv_fields"), lambda text: next(csv.reader([text]))),
+        ((CsvRecord, "groups"), _groups_by_definition),
+        ((textops, "to_half_width"), half_width_by_character),
+        ((textops, "to_katakana"), textops._katakana),
+        ((textops, "share"), textops.share.__wrapped__),
+        ((dates, "_cached_iso"), dates._iso),
+        ((normalize, "to_half_width"), half_width_by_character),
+    ]
+
+
+def test_the_fixed_width_trap_file_parses_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = ROOT / "mappings" / "houmu_fixed.yaml"
+    path = NOTICES / "traps-fixed-cp932.dat"
+    fast = load_mapping(layout).section("RegistrationNotice", "inbound")
+    assert fast is not None
+    with monkeypatch.context() as patch:
+        for name, value in _general_patches():
+            patch.setattr(*name, value)
+        expected = parse_all(path, general_section(layout), "武雄市", "cp932", general=True)
+    assert parse_all(path, fast, "武雄市", "cp932") == expected
+    assert len(expected) >= 7
+
+
+def test_the_trap_values_reach_the_parse() -> None:
+    """The bent corpus really holds the traps (so the comparison above covers them)."""
+    rows = [",".join(fields) for fields in bent_rows(seeds=4, per_seed=500)]
+    for trap in ["\ue000", "ｻｲﾄｳ ｼﾞﾛｳ", "R06.04.03", "２分の１", "&", "　"]:
+        assert trap in TRAPS and any(trap in row for row in rows)
+
+
+def test_the_kept_town_checks_are_the_computed_ones() -> None:
+    """Every 所在 of the corpus (bent by the traps) and every address, and places in and
+    out of the town that begin alike, for three towns, twice: the parser's kept answer is the
+    one computed."""
+    places = [
+        part
+        for fields in bent_rows(seeds=2, per_seed=500)
+        for column in (5, 12, 16)
+        for part in fields[column].split("／")
+    ]
+    places += [
+        f"{prefix}{town}大字{oaza}"
+        for prefix in ("", "佐賀県", "佐賀県杵島郡")
+        for town in ("武雄市武雄町", "武雄市北方町", "武雄町", "鹿島市", "武雄", "嬉野市")
+        for oaza in generator.OAZA
+    ]
+    assert len(set(places)) > 500
+    section = load_mapping(ROOT / "mappings" / "houmu.yaml").section(
+        "RegistrationNotice", "inbound"
+    )
+    assert section is not None
+    for town in ["武雄市", "", "武雄市武雄町"]:
+        parser = NoticeParser(section, "utf-8", "412066", town)
+        answers = [parser._outside_town(place) for place in places]
+        assert len(set(answers)) == (2 if town else 1)
+        for _ in range(2):
+            assert [parser.outside_town(place) for place in places] == answers
