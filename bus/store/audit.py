@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Select, Table, bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.pipeline import Message, StageName
+from bus.store.bulk import BulkInsert, query
 from bus.store.models import AuditHead, AuditRecord
 from bus.store.sequences import upsert_insert
 from bus.store.writers import write_transaction
@@ -105,19 +106,40 @@ def _hash(
 
 _HEADS = cast(Table, AuditHead.__table__)
 _RECORDS = cast(Table, AuditRecord.__table__)
-_SELECT_HEADS = (
-    select(_HEADS.c.tenant, _HEADS.c.seq, _HEADS.c.hash)
-    .where(_HEADS.c.tenant.in_(bindparam("tenants", expanding=True)))
-    .order_by(_HEADS.c.tenant)  # rows are locked in this order: two batches never deadlock
-    .with_for_update()
+_RECORD_COLUMNS = (
+    "tenant",
+    "seq",
+    "at",
+    "event",
+    "message_id",
+    "actor",
+    "detail",
+    "prev_hash",
+    "hash",
 )
-_INSERT_RECORD = insert(_RECORDS)
-_INSERT_RECORD_RETURNING = insert(_RECORDS).returning(_RECORDS.c.id)
-_UPDATE_HEAD = (
-    update(_HEADS)
-    .where(_HEADS.c.tenant == bindparam("b_tenant"))
-    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
-)
+_INSERT_RECORDS = BulkInsert(_RECORDS, _RECORD_COLUMNS)
+_INSERT_RECORD_RETURNING = BulkInsert(_RECORDS, _RECORD_COLUMNS, returning=("id",))
+_UPDATE_HEAD = "UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant = ?"
+
+
+@cache
+def _select_heads(count: int, dialect: str) -> str:
+    """The heads of ``count`` tenants, locked in tenant order on PostgreSQL (two batches
+    never deadlock; SQLite's write transaction is exclusive already)."""
+    lock = " FOR UPDATE" if dialect == "postgresql" else ""
+    tenants = ", ".join(["?"] * count)
+    return (
+        f"SELECT tenant, seq, hash FROM audit_heads WHERE tenant IN ({tenants})"
+        f" ORDER BY tenant{lock}"
+    )
+
+
+def _heads(connection: Connection, tenants: list[str]) -> dict[str, tuple[int, str]]:
+    statement = _select_heads(len(tenants), connection.dialect.name)
+    return {
+        tenant: (int(seq), str(hash_))
+        for tenant, seq, hash_ in query(connection, statement, tenants)
+    }
 
 
 @cache
@@ -133,19 +155,13 @@ def _locked_heads(connection: Connection, tenants: list[str]) -> dict[str, tuple
     """The heads (seq, hash) of ``tenants`` (sorted), locked for this transaction in tenant
     order; a missing head is created race-safely (concurrent creators collide on the primary
     key and the loser does nothing)."""
-    heads = {
-        row.tenant: (int(row.seq), str(row.hash))
-        for row in connection.execute(_SELECT_HEADS, {"tenants": tenants})
-    }
+    heads = _heads(connection, tenants)
     missing = [tenant for tenant in tenants if tenant not in heads]
     if missing:
         connection.execute(
             _create_head(upsert_insert(connection)), [{"tenant": t} for t in missing]
         )
-        heads.update(
-            (row.tenant, (int(row.seq), str(row.hash)))
-            for row in connection.execute(_SELECT_HEADS, {"tenants": missing})
-        )
+        heads.update(_heads(connection, missing))
     return heads
 
 
@@ -162,14 +178,20 @@ class AuditEntry:
 
 
 def append_audits(session: Session, entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
-    """Append ``entries`` to their tenants' chains inside the caller's transaction, in the
+    """:func:`append_audits_on` in the session's transaction."""
+    if not entries:
+        return []
+    return append_audits_on(session.connection(), entries)
+
+
+def append_audits_on(connection: Connection, entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
+    """Append ``entries`` to their tenants' chains inside the connection's transaction, in the
     given order per tenant: each tenant's head is locked once (all of them in tenant order,
     so concurrent batches never wait on each other in a cycle), the records are written with
     one multi-row insert and each head is updated once. Call it as the last write before the
     commit: the heads stay locked until then. Returns the values written, in entry order."""
     if not entries:
         return []
-    connection = session.connection()
     tenants = sorted({entry.tenant for entry in entries})
     heads = _locked_heads(connection, tenants)
     now = datetime.now(UTC)
@@ -182,14 +204,13 @@ def append_audits(session: Session, entries: Sequence[AuditEntry]) -> list[dict[
         values = _record_values(entry, prev_seq + 1, prev_hash, now, now_iso)
         heads[entry.tenant] = (values["seq"], values["hash"])
         written.append(values)
+    rows = [tuple(values[name] for name in _RECORD_COLUMNS) for values in written]
     if len(written) == 1:
-        written[0]["id"] = connection.execute(_INSERT_RECORD_RETURNING, written[0]).scalar_one()
+        ((written[0]["id"],),) = _INSERT_RECORD_RETURNING.execute(connection, rows)
     else:
-        connection.execute(_INSERT_RECORD, written)
-    connection.execute(
-        _UPDATE_HEAD,
-        [{"b_tenant": t, "b_seq": heads[t][0], "b_hash": heads[t][1]} for t in tenants],
-    )
+        _INSERT_RECORDS.execute(connection, rows)
+    for tenant in tenants:
+        query(connection, _UPDATE_HEAD, [*heads[tenant], tenant])
     return written
 
 

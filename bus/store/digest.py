@@ -7,11 +7,17 @@ element is first rebuilt with fixed prefixes (one per namespace URI) and without
 whitespace between child elements (service elements have element-only content), then
 canonicalised: the same content written with other prefixes, or pretty-printed differently,
 has the same digest.
+
+Most documents already use the platform's prefixes: for them :func:`canonical_bytes` takes a
+cheaper road to the same bytes (a C-level copy with the inter-element whitespace removed,
+see :func:`_prefixed_copy`); anything else is rebuilt by :func:`normalised`.
 """
 
 from __future__ import annotations
 
 import hashlib
+from copy import deepcopy
+from functools import lru_cache
 
 from lxml import etree
 
@@ -84,8 +90,45 @@ def normalised(element: etree._Element) -> etree._Element:
     return root
 
 
+def _prefixed_copy(element: etree._Element) -> etree._Element | None:
+    """What :func:`normalised` builds, when ``element`` already uses the fixed prefixes:
+    its copy without inter-element whitespace. None when it does not qualify — an element of
+    another namespace or under another prefix, a namespaced attribute, a comment or a
+    processing instruction — and the tree must be rebuilt.
+
+    Exclusive C14N writes only the namespace declarations an element visibly uses, so a copy
+    whose elements carry the same prefixes for the same URIs canonicalises like the rebuilt
+    tree (equality with :func:`normalised` is tested on varied documents)."""
+    copy = deepcopy(element)
+    for node in copy.iter():
+        tag: object = node.tag  # a function for comments and processing instructions
+        if not isinstance(tag, str) or node.prefix != _fixed_prefix(tag):
+            return None
+        names = node.keys()
+        if names and any(str(name).startswith("{") for name in names):
+            return None
+        tail = node.tail
+        if tail is not None and not tail.strip():
+            node.tail = None
+        text = node.text
+        if text is not None and not text.strip() and len(node):
+            node.text = None
+    return copy
+
+
+@lru_cache(maxsize=1024)
+def _fixed_prefix(tag: str) -> str | None:
+    """The prefix :func:`normalised` gives an element named ``tag``; "" (no prefix an element
+    can have) for a namespace it numbers ``n0``, ``n1``…, which does not qualify."""
+    uri = _namespace(tag)
+    return None if uri is None else _KNOWN_PREFIXES.get(uri, "")
+
+
 def canonical_bytes(element: etree._Element) -> bytes:
-    return etree.tostring(normalised(element), method="c14n", exclusive=True)
+    tree = _prefixed_copy(element)
+    if tree is None:
+        tree = normalised(element)
+    return etree.tostring(tree, method="c14n", exclusive=True)
 
 
 def content_digest(element: etree._Element) -> str:

@@ -3,8 +3,10 @@ deliveries (with per-subject sequence numbers) and audit records of accepted mes
 caller's transaction.
 
 :func:`store_incomings` writes a whole group of ingests with one statement per table (a
-multi-row insert each, one sequence upsert for all their keys, the audit records appended
-last so the tenants' heads stay locked only until the commit); :func:`store_incoming` is the
+multi-row insert each through the DBAPI cursor, :mod:`bus.store.bulk`; one sequence upsert
+for all their keys; the audit records appended last so the tenants' heads stay locked only
+until the commit); one key look-up reads the whole group and one more the original
+acknowledgements of its duplicates (:mod:`bus.store.lookups`). :func:`store_incoming` is the
 group of one. Idempotent Receiver: the key is (tenant, sending system, messageId); a key seen
 before (in the store or earlier in the group) with the same content digest is a duplicate
 (the original acknowledgement, nothing stored), with other content a conflict.
@@ -15,30 +17,29 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any, cast
 
 from lxml import etree
-from sqlalchemy import Connection, Select, Table, and_, bindparam, insert, or_, select
+from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session
 
 from bus.pipeline import Acknowledgement, Delivery, Message
-from bus.store.audit import AuditEntry, append_audits, utc
+from bus.store.audit import AuditEntry, append_audits_on, utc
+from bus.store.bulk import BulkInsert
 from bus.store.digest import document_digest
+from bus.store.lookups import Key, existing_keys, original_acks
 from bus.store.models import (
-    AuditRecord,
+    Delivery as DeliveryRow,
+)
+from bus.store.models import (
     DeliveryState,
     IdempotencyKey,
     MessageKind,
     StoredMessage,
 )
-from bus.store.models import (
-    Delivery as DeliveryRow,
-)
-from bus.store.sequences import SequenceKey, next_sequences, subject_key
+from bus.store.sequences import SequenceKey, allocate_sequences, subject_key
 
 Retention = Callable[[str], timedelta]
-Key = tuple[str, str, str]  # tenant, sending system, messageId
 
 
 class NotValidated(ValueError):
@@ -47,26 +48,41 @@ class NotValidated(ValueError):
 
 _KEYS = cast(Table, IdempotencyKey.__table__)
 _MESSAGES = cast(Table, StoredMessage.__table__)
-_KEY_COLUMNS = (_KEYS.c.tenant, _KEYS.c.system, _KEYS.c.message_id)
-
-
-@cache
-def _select_keys(count: int) -> Select[Any]:
-    """The stored keys among ``count`` (tenant, system, messageId) triples, as an OR of
-    primary-key equalities (a row-value ``IN`` list makes SQLite scan the table); one
-    statement per group size, so each is compiled once."""
-    matches = [
-        and_(*(column == bindparam(f"{column.name}_{i}") for column in _KEY_COLUMNS))
-        for i in range(count)
-    ]
-    return select(*_KEY_COLUMNS, _KEYS.c.content_digest, _KEYS.c.created_at).where(or_(*matches))
-
-
-_INSERT_MESSAGES = insert(_MESSAGES).returning(
-    _MESSAGES.c.id, _MESSAGES.c.tenant, _MESSAGES.c.system, _MESSAGES.c.message_id
+_INSERT_MESSAGES = BulkInsert(
+    _MESSAGES,
+    (
+        "message_id",
+        "tenant",
+        "system",
+        "service",
+        "kind",
+        "subject",
+        "correlation_id",
+        "relates_to",
+        "body",
+        "body_digest",
+        "received_at",
+        "expires_at",
+    ),
+    returning=("id", "tenant", "system", "message_id"),
 )
-_INSERT_KEY = insert(_KEYS)
-_INSERT_DELIVERY = insert(cast(Table, DeliveryRow.__table__))
+_INSERT_KEYS = BulkInsert(
+    _KEYS, ("tenant", "system", "message_id", "content_digest", "message_pk", "created_at")
+)
+_INSERT_DELIVERIES = BulkInsert(
+    cast(Table, DeliveryRow.__table__),
+    (
+        "message_pk",
+        "destination",
+        "tenant",
+        "subject_key",
+        "sequence",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+    ),
+)
 
 
 def _kind(message: Message, service: str) -> str:
@@ -142,62 +158,21 @@ class StoreOutcome:
         return self.ack is None
 
 
-def _original_ack(session: Session, incoming: Incoming, key_created: datetime) -> Acknowledgement:
-    """The acknowledgement first given for this key, as the ``stored`` audit record kept it
-    (it outlives a purge of the message itself)."""
-    record = session.scalars(
-        select(AuditRecord)
-        .where(
-            AuditRecord.tenant == incoming.tenant,
-            AuditRecord.message_id == incoming.message_id,
-            AuditRecord.event == "stored",
-            AuditRecord.actor == incoming.system,
-        )
-        .order_by(AuditRecord.seq)
-        .limit(1)
-    ).first()
-    if record is None:  # not expected: the record is written with the key
-        return Acknowledgement(incoming.message_id, key_created, (), duplicate=True)
-    destinations = tuple(str(d) for d in record.detail.get("destinations", ()))
-    return Acknowledgement(incoming.message_id, utc(record.at), destinations, duplicate=True)
-
-
-KEYS_PER_SELECT = 256  # SQLite refuses an expression deeper than 1,000 (a batch import's 1,000)
-
-
-def _existing_keys(connection: Connection, incomings: Sequence[Incoming]) -> dict[Key, Any]:
-    every = sorted({(i.tenant, i.system, i.message_id) for i in incomings})
-    found: dict[Key, Any] = {}
-    for start in range(0, len(every), KEYS_PER_SELECT):
-        keys = every[start : start + KEYS_PER_SELECT]
-        # Pad to a power of two (repeating the last key): a handful of statements to
-        # compile, whatever sizes the groups take under load.
-        keys += keys[-1:] * ((1 << (len(keys) - 1).bit_length()) - len(keys))
-        parameters = {
-            f"{name}_{i}": value
-            for i, key in enumerate(keys)
-            for name, value in zip(("tenant", "system", "message_id"), key, strict=True)
-        }
-        rows = connection.execute(_select_keys(len(keys)), parameters)
-        found.update({(row.tenant, row.system, row.message_id): row for row in rows})
-    return found
-
-
-def _message_row(incoming: Incoming) -> dict[str, Any]:
-    return {
-        "message_id": incoming.message_id,
-        "tenant": incoming.tenant,
-        "system": incoming.system,
-        "service": incoming.service,
-        "kind": incoming.kind,
-        "subject": incoming.subject,
-        "correlation_id": incoming.correlation_id,
-        "relates_to": incoming.relates_to,
-        "body": incoming.body,
-        "body_digest": incoming.digest,
-        "received_at": incoming.received_at,
-        "expires_at": incoming.expires_at,
-    }
+def _message_row(incoming: Incoming) -> tuple[Any, ...]:
+    return (
+        incoming.message_id,
+        incoming.tenant,
+        incoming.system,
+        incoming.service,
+        incoming.kind,
+        incoming.subject,
+        incoming.correlation_id,
+        incoming.relates_to,
+        incoming.body,
+        incoming.digest,
+        incoming.received_at,
+        incoming.expires_at,
+    )
 
 
 def _stored_entry(incoming: Incoming, now: datetime) -> AuditEntry:
@@ -229,47 +204,47 @@ def _duplicate_entry(incoming: Incoming, now: datetime) -> AuditEntry:
 
 
 def _write_new(
-    connection: Connection, session: Session, new: Sequence[Incoming], now: datetime
+    connection: Connection, new: Sequence[Incoming], now: datetime
 ) -> list[tuple[int, ...]]:
     """Messages, keys and deliveries of the new messages; their sequence numbers."""
-    inserted = connection.execute(_INSERT_MESSAGES, [_message_row(i) for i in new])
-    pks = {(row.tenant, row.system, row.message_id): row.id for row in inserted}
-    connection.execute(
-        _INSERT_KEY,
+    inserted = _INSERT_MESSAGES.execute(connection, [_message_row(i) for i in new])
+    pks: dict[Key, int] = {(tenant, system, mid): pk for pk, tenant, system, mid in inserted}
+    _INSERT_KEYS.execute(
+        connection,
         [
-            {
-                "tenant": i.tenant,
-                "system": i.system,
-                "message_id": i.message_id,
-                "content_digest": i.digest,
-                "message_pk": pks[(i.tenant, i.system, i.message_id)],
-                "created_at": now,
-            }
+            (
+                i.tenant,
+                i.system,
+                i.message_id,
+                i.digest,
+                pks[_key(i)],
+                now,
+            )
             for i in new
         ],
     )
     deliveries = [(i, d) for i in new for d in i.deliveries]
-    numbers = next_sequences(
-        session, [SequenceKey.of(d.tenant, d.destination, d.subject) for _, d in deliveries]
+    numbers = allocate_sequences(
+        connection, [SequenceKey.of(d.tenant, d.destination, d.subject) for _, d in deliveries]
     )
-    if deliveries:
-        connection.execute(
-            _INSERT_DELIVERY,
-            [
-                {
-                    "message_pk": pks[(i.tenant, i.system, i.message_id)],
-                    "destination": d.destination,
-                    "tenant": d.tenant,
-                    "subject_key": subject_key(d.subject),
-                    "sequence": number,
-                    "state": DeliveryState.PENDING.value,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-                for (i, d), number in zip(deliveries, numbers, strict=True)
-            ],
-        )
+    pending = DeliveryState.PENDING.value
+    _INSERT_DELIVERIES.execute(
+        connection,
+        [
+            (
+                pks[_key(i)],
+                d.destination,
+                d.tenant,
+                subject_key(d.subject),
+                number,
+                pending,
+                0,
+                now,
+                now,
+            )
+            for (i, d), number in zip(deliveries, numbers, strict=True)
+        ],
+    )
     sequences: list[tuple[int, ...]] = []
     position = 0
     for incoming in new:
@@ -279,50 +254,60 @@ def _write_new(
 
 
 def store_incomings(
-    session: Session, incomings: Sequence[Incoming], *, now: datetime
+    session: Session | Connection, incomings: Sequence[Incoming], *, now: datetime
 ) -> list[StoreOutcome]:
     """Everything of a group of ingests, in the caller's transaction, one outcome per
     incoming (in order). Raises IntegrityError when a concurrent transaction stored one of
     the keys first (the caller retries; nothing of the group is written then)."""
-    connection = session.connection()
-    existing = _existing_keys(connection, incomings)
+    connection = session.connection() if isinstance(session, Session) else session
+    existing = existing_keys(connection, (_key(i) for i in incomings))
     first_in_group: dict[Key, Incoming] = {}
     new: list[Incoming] = []
     entries: list[AuditEntry] = []
-    outcomes: list[StoreOutcome | None] = []  # None: new, filled in below
+    outcomes: list[StoreOutcome | Key | None] = []  # None: new; a key: a stored duplicate
     for incoming in incomings:
-        key = (incoming.tenant, incoming.system, incoming.message_id)
+        key = _key(incoming)
         earlier = first_in_group.get(key)
         if key in existing or earlier is not None:
             digest = earlier.digest if earlier is not None else existing[key].content_digest
             if digest != incoming.digest:
                 outcomes.append(StoreOutcome(None))
                 continue
-            ack = (
-                Acknowledgement(incoming.message_id, now, earlier.destinations, duplicate=True)
+            outcomes.append(
+                StoreOutcome(
+                    Acknowledgement(incoming.message_id, now, earlier.destinations, duplicate=True)
+                )
                 if earlier is not None
-                else _original_ack(session, incoming, utc(existing[key].created_at))
+                else key  # its original acknowledgement is read below
             )
-            outcomes.append(StoreOutcome(ack))
             entries.append(_duplicate_entry(incoming, now))
             continue
         first_in_group[key] = incoming
         new.append(incoming)
         outcomes.append(None)
         entries.append(_stored_entry(incoming, now))
-    sequences = iter(_write_new(connection, session, new, now) if new else [])
-    append_audits(session, entries)  # last: the heads stay locked only until the commit
-    return [
-        outcome
-        if outcome is not None
-        else StoreOutcome(
-            Acknowledgement(incoming.message_id, now, incoming.destinations), next(sequences)
-        )
-        for incoming, outcome in zip(incomings, outcomes, strict=True)
-    ]
+    sequences = iter(_write_new(connection, new, now) if new else [])
+    created = {o: existing[o].created_at for o in outcomes if isinstance(o, tuple)}
+    acks = original_acks(connection, created) if created else {}
+    append_audits_on(connection, entries)  # last: the heads stay locked only until the commit
+    settled = []
+    for incoming, outcome in zip(incomings, outcomes, strict=True):
+        if outcome is None:
+            ack = Acknowledgement(incoming.message_id, now, incoming.destinations)
+            outcome = StoreOutcome(ack, next(sequences))
+        elif not isinstance(outcome, StoreOutcome):
+            outcome = StoreOutcome(acks[outcome])
+        settled.append(outcome)
+    return settled
 
 
-def store_incoming(session: Session, incoming: Incoming, *, now: datetime) -> StoreOutcome:
+def _key(incoming: Incoming) -> Key:
+    return (incoming.tenant, incoming.system, incoming.message_id)
+
+
+def store_incoming(
+    session: Session | Connection, incoming: Incoming, *, now: datetime
+) -> StoreOutcome:
     """Everything of one ingest, in the caller's transaction (several may share one, which is
     how commits can be grouped; :func:`store_incomings` writes a group with fewer
     statements). Raises IntegrityError when a concurrent transaction stored the same key

@@ -1,6 +1,7 @@
 """Per-subject sequence numbers: the order of deliveries per (tenant, destination, subject).
 
-One upsert statement per allocation, ``INSERT … ON CONFLICT DO UPDATE … RETURNING``, raising
+One upsert statement per allocation, ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (a
+multi-row insert through the DBAPI cursor, :mod:`bus.store.bulk`), raising
 every key of a transaction (a whole group of ingests) at once: on PostgreSQL the conflicting
 rows are locked until the transaction ends, so concurrent ingests of one subject queue on it
 and each gets the next number; on SQLite the whole write transaction is serialised by
@@ -13,13 +14,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
-from typing import Any
+from operator import attrgetter
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from bus.store.bulk import BulkInsert
 from bus.store.models import SubjectSequence
 
 NO_SUBJECT = ""  # the ordering key of a message without a Header subject
@@ -54,54 +56,42 @@ class SequenceKey:
         return cls(tenant, destination, subject_key(subject))
 
 
-@cache
-def _allocate(dialect_insert: Any) -> Any:
-    """Raise one key's counter by ``:count``, returning the key and its new last number;
-    built once per dialect with bind parameters so SQLAlchemy compiles it once, and executed
-    with a list of keys ("insertmanyvalues": one multi-row statement per batch)."""
-    table = SubjectSequence.__table__
-    statement = dialect_insert(table).values(
-        tenant=bindparam("tenant"),
-        destination=bindparam("destination"),
-        subject_key=bindparam("subject_key"),
-        last_sequence=bindparam("count"),
-    )
-    return statement.on_conflict_do_update(
-        index_elements=[table.c.tenant, table.c.destination, table.c.subject_key],
-        set_={"last_sequence": table.c.last_sequence + statement.excluded.last_sequence},
-    ).returning(table.c.tenant, table.c.destination, table.c.subject_key, table.c.last_sequence)
+_FIELDS = attrgetter("tenant", "destination", "subject_key")
+_ALLOCATE = BulkInsert(
+    cast(Table, SubjectSequence.__table__),
+    ("tenant", "destination", "subject_key", "last_sequence"),
+    conflict="ON CONFLICT (tenant, destination, subject_key) DO UPDATE SET"
+    " last_sequence = subject_sequences.last_sequence + excluded.last_sequence",
+    returning=("tenant", "destination", "subject_key", "last_sequence"),
+)
 
 
-def next_sequences(session: Session, keys: Sequence[SequenceKey]) -> list[int]:
+def allocate_sequences(connection: Connection, keys: Sequence[SequenceKey]) -> list[int]:
     """The next number for each key, handed out in ``keys`` order (a key may repeat). Each
-    distinct key's row is raised once, in sorted key order (rows of one statement are
-    written in order), so two transactions lock rows in the same order and never
-    deadlock."""
-    counts = Counter(keys)
+    distinct key's counter is raised once by its count (inserted at the count when new), in
+    sorted key order (the rows of a multi-row insert are written in order), so two
+    transactions lock rows in the same order and never deadlock."""
+    # as plain tuples: hashed, compared and sorted in C (the dataclass's own methods are
+    # Python functions, a sizeable share of a large group's cost); the order is the same
+    fields = [_FIELDS(key) for key in keys]
+    counts = Counter(fields)
     if not counts:
         return []
-    ordered = sorted(counts)
-    rows = session.connection().execute(
-        _allocate(upsert_insert(session)),
-        [
-            {
-                "tenant": key.tenant,
-                "destination": key.destination,
-                "subject_key": key.subject_key,
-                "count": counts[key],
-            }
-            for key in ordered
-        ],
-    )
-    following: dict[SequenceKey, int] = {}
+    rows = _ALLOCATE.execute(connection, [(*key, counts[key]) for key in sorted(counts)])
+    following: dict[tuple[str, str, str], int] = {}
     for tenant, destination, subject, last in rows:
-        key = SequenceKey(tenant, destination, subject)
+        key = (tenant, destination, subject)
         following[key] = int(last) - counts[key] + 1
     numbers = []
-    for key in keys:
+    for key in fields:
         numbers.append(following[key])
         following[key] += 1
     return numbers
+
+
+def next_sequences(session: Session, keys: Sequence[SequenceKey]) -> list[int]:
+    """:func:`allocate_sequences` in the session's transaction."""
+    return allocate_sequences(session.connection(), keys)
 
 
 def next_sequence(session: Session, *, tenant: str, destination: str, subject: str | None) -> int:
