@@ -9,12 +9,16 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
 
 from bus.settings import Settings
 from tests.support.postgres import scratch_database
+
+if TYPE_CHECKING:
+    from bus.hub import Hub
 
 # The shapes DESIGN §4 fixes (pinned here, independently of the code that produces them).
 FINDING_KEYS = [
@@ -85,6 +89,18 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     url = request.getfixturevalue("postgres_url")
     broker = request.getfixturevalue("rabbitmq_url")
     return Settings(data_dir=tmp_path / "data", database_url=url, broker_url=broker)
+
+
+@pytest.fixture
+def hub(store_settings: Settings) -> Iterator[Hub]:
+    """An assembled hub on the embedded default or on PostgreSQL + RabbitMQ (no workers)."""
+    from bus.hub import Hub
+
+    opened = Hub.open(store_settings)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 # --- credentials: every later test can go through Authenticate + Authorize ------------------

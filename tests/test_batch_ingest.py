@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from lxml import etree
@@ -17,21 +16,11 @@ from bus.catalogue import NS_ENVELOPE, NS_STANDARD
 from bus.hub import Hub
 from bus.pipeline import STAGE_ORDER, Message, StageName
 from bus.samplegen.messages import MessageSpec, build_message, serialize
-from bus.settings import Settings
 from bus.store.audit import verify_chain
 from bus.store.ingest import StoreStage
 from bus.store.models import AuditRecord, StoredMessage
 
 LOOPBACK = "127.0.0.1"
-
-
-@pytest.fixture
-def hub(store_settings: Settings) -> Iterator[Hub]:
-    opened = Hub.open(store_settings)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def notice(seed: int, change_reason: str | None = None) -> bytes:

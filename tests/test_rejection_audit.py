@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
@@ -22,15 +21,6 @@ from bus.store.rejection_audit import RejectionAuditWriter
 from bus.store.writers import write_transaction
 
 HOSTILE = b"<r>\x00</r>"  # refused by the secure parse (RK-SEC006), no tenant to attribute
-
-
-@pytest.fixture
-def hub(store_settings: Settings) -> Iterator[Hub]:
-    opened = Hub.open(store_settings)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def rejected_count(hub: Hub) -> int:

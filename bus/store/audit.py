@@ -410,11 +410,6 @@ class AuditStage:
             append_audits(session, [entry])
         return message
 
-    @staticmethod
-    def record_rejection(session: Session, message: Message) -> None:
-        """The rejection's record, in the caller's transaction (a batch's)."""
-        append_audits(session, [rejection_entry(message)])
-
 
 def rejection_entry(message: Message) -> AuditEntry:
     """The ``rejected`` record of ``message``: its codes, adapter and size, and the Header's

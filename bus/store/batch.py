@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from bus.pipeline import Message, Pipeline, StageName
-from bus.store.audit import AuditStage
+from bus.store.audit import AuditStage, append_audits, rejection_entry
 from bus.store.ingest import StoreStage
 
 
@@ -41,8 +41,7 @@ def ingest_batch(pipeline: Pipeline, messages: Sequence[Message]) -> list[Messag
     refused = [message for message in ran if message.rejected]
 
     def audit_refused(session: Session) -> None:
-        for message in refused:
-            AuditStage.record_rejection(session, message)
+        append_audits(session, [rejection_entry(message) for message in refused])
 
     store.store_many(accepted, audit_refused if refused else None)
     for message in accepted:

@@ -19,13 +19,11 @@ each other collide on the primary key; the loser rolls back and re-reads.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,7 +38,7 @@ from bus.store.outbox import (
     store_incoming,
     store_incomings,
 )
-from bus.store.writers import write_transaction, writer_turn
+from bus.store.writers import write_connection, write_transaction
 
 __all__ = [
     "MESSAGE_ID_PATH",
@@ -113,20 +111,20 @@ class StoreStage:
 
     def _commit_group(self, incomings: Sequence[Incoming]) -> list[StoreOutcome]:
         """Several messages in one transaction (a failure is retried message by message)."""
-        with _transaction(self.sessions) as connection:
+        with write_connection(self.sessions) as connection:
             outcomes = store_incomings(connection, incomings, now=datetime.now(UTC))
         self._wake(outcomes)
         return outcomes
 
     def _commit(self, incoming: Incoming) -> StoreOutcome:
         try:
-            with _transaction(self.sessions) as connection:
+            with write_connection(self.sessions) as connection:
                 outcome = store_incoming(connection, incoming, now=datetime.now(UTC))
         except IntegrityError:
             # A concurrent ingest stored the same key between our read and our insert:
             # re-read (a second failure is a real error and propagates).
             log.info("idempotency key raced; re-reading", extra={"tenant": incoming.tenant})
-            with _transaction(self.sessions) as connection:
+            with write_connection(self.sessions) as connection:
                 outcome = store_incoming(connection, incoming, now=datetime.now(UTC))
         self._wake([outcome])
         return outcome
@@ -149,17 +147,6 @@ class StoreStage:
             self.wakeups.notify(destinations)
         except Exception:
             log.warning("wake-up failed; workers will find the deliveries when polling")
-
-
-@contextmanager
-def _transaction(sessions: sessionmaker[Session]) -> Iterator[Connection]:
-    """:func:`write_transaction` without the ORM Session, which the Store stage's writes do
-    not use (Core and the DBAPI cursor): a Connection's transaction, in the write turn."""
-    engine = sessions.kw.get("bind")
-    if not isinstance(engine, Engine):
-        raise TypeError("the Store stage's sessions must be bound to an Engine")
-    with writer_turn(sessions), engine.begin() as connection:
-        yield connection
 
 
 def _settle(message: Message, incoming: Incoming, outcome: StoreOutcome) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 _LOCKS: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
@@ -45,3 +45,14 @@ def write_transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """``sessions.begin()`` taken in the process's write turn."""
     with writer_turn(sessions), sessions.begin() as session:
         yield session
+
+
+@contextmanager
+def write_connection(sessions: sessionmaker[Session]) -> Iterator[Connection]:
+    """:func:`write_transaction` without the ORM Session, for writers that use only Core or
+    the DBAPI cursor: a transaction on the engine ``sessions`` is bound to."""
+    engine = _engine(sessions)
+    if engine is None:
+        raise TypeError("write_connection needs sessions bound to an Engine")
+    with writer_turn(sessions), engine.begin() as connection:
+        yield connection
