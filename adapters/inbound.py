@@ -41,6 +41,10 @@ MAX_BODY_BYTES = ParseLimits().max_bytes
 #: larger one in a thread of the default pool, which ingest's limited threads never hold.
 LOOP_PARSE_BYTES = 64 * 1024
 
+#: How much of a platform-XML body is read before its head is checked (enough for the
+#: prolog and the root's start tag of any message; a socket read usually brings more).
+HEAD_BYTES = 4 * 1024
+
 #: Refusals that are the hub's (or its provider's) doing, not the caller's: SOAP Server
 #: faults, HTTP 5xx. Everything else is the caller's input (Client faults, HTTP 4xx).
 SERVER_SIDE_CODES = frozenset({"RK-RTE002", "RK-RPL001", "RK-RPL002", "RK-RPL003", "RK-API003"})
@@ -103,18 +107,61 @@ def unknown_service(service: str) -> Finding:
     return make_finding("RK-API002", path="/", actual=service[:64])
 
 
+@dataclass(frozen=True, slots=True)
+class RefusedHead:
+    """A platform-XML body refused from its first bytes, before the rest was read: ``head``
+    is what was read, ``screened`` the refusal :func:`screen` would give the whole body."""
+
+    head: bytes
+    screened: ParseResult
+
+
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | Finding:
     """The body, or RK-SEC002 as soon as it is known to exceed ``limit`` (from the declared
     length, else while streaming) so an oversize body is never held in memory whole."""
+    body = await _read(request, limit, platform_xml=False)
+    assert not isinstance(body, RefusedHead)  # only a platform-XML body is judged by its head
+    return body
+
+
+async def read_message_body(request: Request) -> bytes | Finding | RefusedHead:
+    """:func:`read_body` for a body that must be a platform message (SOAP, REST in XML): once
+    :data:`HEAD_BYTES` have arrived and more are coming, the byte checks
+    :func:`refuse_early` makes (foreign encoding, NUL, DOCTYPE, a foreign root) run on that
+    head. A head they refuse is answered at once (:class:`RefusedHead`) and the rest is not
+    read into memory (the server discards it). The checks give the whole body the same
+    refusal, except a body with a NUL byte only further on, which the whole-body check would
+    report first (RK-SEC006)."""
+    return await _read(request, MAX_BODY_BYTES, platform_xml=True)
+
+
+async def _read(
+    request: Request, limit: int, *, platform_xml: bool
+) -> bytes | Finding | RefusedHead:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         return make_finding("RK-SEC002", path="/", limit=limit, actual=declared)
     body = bytearray()
+    head_checked = not platform_xml
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > limit:
             return make_finding("RK-SEC002", path="/", limit=limit, actual=f">{limit}")
+        if not head_checked and len(body) >= HEAD_BYTES:
+            head_checked = True
+            refused = _refused_head(bytes(body))
+            if refused is not None:
+                return refused
     return bytes(body)
+
+
+def _refused_head(head: bytes) -> RefusedHead | None:
+    """The head's byte-check refusal, when the whole body is sure to get the same one (see
+    :func:`read_message_body`); an all-blank head says nothing about the rest."""
+    refusal = refuse_early(head, roots=MESSAGE_ROOT_NAMES)
+    if refusal is None or any(f.code == "RK-SEC008" for f in refusal.findings):
+        return None
+    return RefusedHead(head, refusal)
 
 
 def internal_error(error: BaseException) -> Finding:

@@ -22,11 +22,13 @@ from starlette.responses import Response
 
 from adapters.inbound import (
     Caller,
+    RefusedHead,
     identify,
     ingest,
     internal_error,
     known_service,
     read_body,
+    read_message_body,
     unknown_service,
 )
 from adapters.rest.json_form import JsonFormError, to_json, to_xml
@@ -189,9 +191,15 @@ async def post_message(service: str, request: Request) -> Response:
     media_type = _media_type(request)
     if media_type not in (*XML_MEDIA_TYPES, JSON_MEDIA_TYPE):
         return problem([make_finding("RK-API001", path="/", actual=media_type[:64] or "-")])
-    raw = await read_body(request)
+    xml_media = media_type in XML_MEDIA_TYPES
+    raw = await (read_message_body(request) if xml_media else read_body(request))
     if isinstance(raw, Finding):
         return problem([raw])
+    if isinstance(raw, RefusedHead):
+        refused = await ingest(
+            request, raw.head, adapter="rest", service=service, screened=raw.screened
+        )
+        return _answer(request, refused)
     xml = _as_xml(raw, media_type)
     if isinstance(xml, Finding):
         return problem([xml])

@@ -17,11 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters.inbound import (
+    RefusedHead,
     ingest,
     internal_error,
     is_server_side,
     known_service,
-    read_body,
+    read_message_body,
     screen,
     unknown_service,
 )
@@ -87,10 +88,13 @@ async def soap_endpoint(request: Request) -> Response:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in SOAP_MEDIA_TYPES:
         return _fault([make_finding("RK-API001", path="/", actual=media_type[:64] or "-")])
-    raw = await read_body(request)
-    if isinstance(raw, Finding):
-        return _fault([raw])
-    screened = await screen(raw)
+    body = await read_message_body(request)
+    if isinstance(body, Finding):
+        return _fault([body])
+    if isinstance(body, RefusedHead):
+        raw, screened = body.head, body.screened
+    else:
+        raw, screened = body, await screen(body)
     token = username_token(screened.root)
     if isinstance(token, Finding):
         return _fault([token])

@@ -112,10 +112,12 @@ def hub_server(
     receiver_args: tuple[str, ...] = (),
     log_level: str = "warning",
     stderr: IO[bytes] | None = None,
+    http: str = "auto",
 ) -> Iterator[HubServer]:
     """uvicorn serving ``bus.webapp:create_app`` (the one ASGI app: SOAP, REST, schemas).
     ``receiver_args``: the recording receiver's options (e.g. ``--fail-message-ids``);
-    ``stderr``: where the hub's log lines go (default: inherited)."""
+    ``stderr``: where the hub's log lines go (default: inherited); ``http``: uvicorn's HTTP
+    implementation (``auto`` takes httptools; the mTLS listener uses ``h11``)."""
     receiver = Receiver(tmp, "systems").start(*receiver_args)
     config = _config(tmp, config_source, receiver.port, loopback=loopback)
     port = free_port()
@@ -127,7 +129,7 @@ def hub_server(
     }
     command = [sys.executable, "-m", "uvicorn", "bus.webapp:create_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    command += ["--log-level", log_level]
+    command += ["--log-level", log_level, "--http", http]
     process = subprocess.Popen(
         command,
         cwd=ROOT,
