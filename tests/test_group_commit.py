@@ -87,6 +87,52 @@ def test_concurrent_submissions_share_groups_and_get_their_own_results() -> None
     assert len(groups) == 2 and groups[0] == [0] and sorted(groups[1]) == list(range(1, 8))
 
 
+def test_a_leader_waiting_for_its_turn_takes_everything_queued_meanwhile() -> None:
+    """The write turn is busy (a dispatch transaction) when the first caller arrives: the
+    callers queueing while it waits are committed in its group, not one by one after it."""
+    turn = threading.RLock()
+    groups: list[list[int]] = []
+
+    def commit_group(items: Sequence[int]) -> list[int]:
+        with turn:  # the real commit re-enters the turn
+            groups.append(list(items))
+        return [item + 100 for item in items]
+
+    def commit_one(item: int) -> int:
+        with turn:
+            groups.append([item])
+        return item + 100
+
+    committer = GroupCommit(commit_group, commit_one, turn=lambda: turn)
+    results: dict[int, int] = {}
+
+    def submit(item: int) -> None:
+        results[item] = committer.submit(item)
+
+    holder_ready, holder_done = threading.Event(), threading.Event()
+
+    def hold_the_turn() -> None:
+        with turn:
+            holder_ready.set()
+            assert holder_done.wait(10)
+
+    holder = threading.Thread(target=hold_the_turn)
+    holder.start()
+    assert holder_ready.wait(10)
+    callers = [threading.Thread(target=submit, args=(i,)) for i in range(8)]
+    for thread in callers:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(committer._queue) < 8:  # the leader waits for the turn with its item queued
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    holder_done.set()
+    for thread in (holder, *callers):
+        thread.join(10)
+    assert results == {i: i + 100 for i in range(8)}
+    assert [sorted(group) for group in groups] == [list(range(8))]
+
+
 def test_a_failed_group_is_retried_item_by_item() -> None:
     calls: list[object] = []
 

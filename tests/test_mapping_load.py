@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,29 @@ def test_configuration_requires_the_named_mapping_to_load(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as caught:
         load_config_dir(config)
     assert any("is for system 'houmu'" in p for p in caught.value.problems)
+
+
+def test_an_edited_mapping_is_reloaded_within_the_recheck_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The translate stages ask for the mapping per message: the file is looked at again only
+    after RECHECK_SECONDS, then an edit (new modification time) is compiled and used."""
+    from bus.mapping import loader
+
+    monkeypatch.setattr(loader, "RECHECK_SECONDS", 0.3)
+    path = tmp_path / "vendor.yaml"
+    path.write_text(HEAD, encoding="utf-8")
+    first = loader.cached_mapping(path)
+    assert loader.cached_mapping(path) is first
+    path.write_text(HEAD.replace("v:no", "v:number"), encoding="utf-8")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert loader.cached_mapping(path) is first  # within the window: not looked at again
+    time.sleep(0.35)
+    edited = loader.cached_mapping(path)
+    assert edited is not first
+    assert edited.section("NhiEligibilityNotice", "inbound") is not None
+    path.unlink()
+    time.sleep(0.35)
+    with pytest.raises(MappingError, match="not found"):
+        loader.cached_mapping(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from time import monotonic
 
 from bus.mapping.compiler import EntryCompiler, SectionContext, SpecProblem
 from bus.mapping.derive import derive_fields
@@ -232,12 +233,25 @@ def _cached(path: Path, mtime_ns: int) -> Mapping:
     return load_mapping(path)
 
 
+RECHECK_SECONDS = 1.0
+_checked: dict[Path, tuple[float, int]] = {}  # path → (when its mtime was read, the mtime)
+
+
 def cached_mapping(path: Path) -> Mapping:
-    """The compiled mapping, reloaded when the file changes (the hub's translate stages)."""
+    """The compiled mapping, reloaded when the file changes (the hub's translate stages).
+    The file's modification time is read at most once per :data:`RECHECK_SECONDS` per path
+    (a translate stage asks for every message and delivery), so an edit is picked up within
+    that long."""
+    now = monotonic()
+    seen = _checked.get(path)
+    if seen is not None and now - seen[0] < RECHECK_SECONDS:
+        return _cached(path, seen[1])
     try:
         mtime = path.stat().st_mtime_ns
     except OSError:
+        _checked.pop(path, None)
         raise MappingError([f"{path}:0:0: not found"]) from None
+    _checked[path] = (now, mtime)
     return _cached(path, mtime)
 
 

@@ -8,6 +8,11 @@ everything queued so far as the next group. An idle hub therefore commits a sing
 at once (no timer, no added latency), and a busy one commits as many as arrived during the
 previous commit. Each caller returns only after the transaction holding its item committed.
 
+A leader may first have to wait for a shared resource (``turn``: on SQLite, the process's
+write turn, which the dispatch workers' transactions also take). It takes its group only once
+it holds the turn, so everything that queued while it waited goes into the same transaction
+instead of forming a stream of one-message commits behind it.
+
 If a group's transaction fails, each of its items is retried alone, so one bad item (or a
 race on one key) fails only its own caller.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -53,17 +59,21 @@ class _Waiter(Generic[Item, Result]):
 
 class GroupCommit(Generic[Item, Result]):
     """``submit(item)`` returns ``commit_group([…, item, …])``'s result for ``item``;
-    ``commit_one(item)`` is used for a group of one and for each item of a failed group."""
+    ``commit_one(item)`` is used for a group of one and for each item of a failed group;
+    both run inside ``turn()``, which the leader enters before it takes its group (so both
+    must be able to re-enter it)."""
 
     def __init__(
         self,
         commit_group: Callable[[Sequence[Item]], Sequence[Result]],
         commit_one: Callable[[Item], Result],
         max_group: int = 100,
+        turn: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self._commit_group = commit_group
         self._commit_one = commit_one
         self._max_group = max_group
+        self._turn = turn
         self._mutex = threading.Lock()
         self._queue: deque[_Waiter[Item, Result]] = deque()
         self._leading = False
@@ -82,10 +92,13 @@ class GroupCommit(Generic[Item, Result]):
 
     def _lead(self) -> None:
         """Write one group (this thread's item is at its head), then pass the lead on."""
-        with self._mutex:
-            group = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_group))]
+        group: list[_Waiter[Item, Result]] = []
         try:
-            self._write(group)
+            with self._turn():
+                with self._mutex:
+                    count = min(len(self._queue), self._max_group)
+                    group = [self._queue.popleft() for _ in range(count)]
+                self._write(group)
         finally:
             with self._mutex:
                 if self._queue:

@@ -38,7 +38,7 @@ from bus.store.outbox import (
     store_incoming,
     store_incomings,
 )
-from bus.store.writers import write_connection, write_transaction
+from bus.store.writers import write_connection, write_transaction, writer_turn
 
 __all__ = [
     "MESSAGE_ID_PATH",
@@ -75,7 +75,9 @@ class StoreStage:
     _group: GroupCommit[Incoming, StoreOutcome] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        group = GroupCommit(self._commit_group, self._commit, MAX_GROUP)
+        group = GroupCommit(
+            self._commit_group, self._commit, MAX_GROUP, lambda: writer_turn(self.sessions)
+        )
         object.__setattr__(self, "_group", group)
 
     def __call__(self, message: Message) -> Message:

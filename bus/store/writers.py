@@ -8,6 +8,9 @@ those sleeps. The hot paths (grouped ingest commits, dispatch rounds) therefore 
 lock per engine first, which hands the turn over as soon as the previous transaction ends;
 the busy timeout still arbitrates between processes (``renkei`` CLI commands). PostgreSQL
 needs none of this: its row locks are fine-grained.
+
+The turn is re-entrant: the Store stage's group commit takes it before choosing its group
+(:mod:`bus.store.group_commit`) and then opens the transaction inside it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-_LOCKS: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
+_LOCKS: WeakKeyDictionary[Engine, threading.RLock] = WeakKeyDictionary()
 _GUARD = threading.Lock()
 
 
@@ -36,7 +39,7 @@ def writer_turn(sessions: sessionmaker[Session]) -> AbstractContextManager[objec
     if engine is None or engine.dialect.name != "sqlite":
         return nullcontext()
     with _GUARD:
-        lock = _LOCKS.setdefault(engine, threading.Lock())
+        lock = _LOCKS.setdefault(engine, threading.RLock())
     return lock
 
 
