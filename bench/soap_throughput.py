@@ -11,6 +11,7 @@ workers). Sustained means: when wrk ends, the backlog of undelivered deliveries 
 second of traffic, and the sink has applied every acknowledged message within 10 s.
 
     .venv/bin/python bench/soap_throughput.py [--seconds 20] [--connections 50]
+        [--only inquiry|notification]
 
 Needs wrk (Debian package) and Node-RED (``npm ci`` in bench/nodered); a target whose tool is
 missing is reported as not run, with the reason.
@@ -321,7 +322,7 @@ def run_nodered(work: Path, bodies: list[bytes], options: argparse.Namespace) ->
 
 def inquiry_bodies() -> list[etree._Element]:
     """宛名照会 from 滞納管理 for each resident the 住民記録 sample holds."""
-    bodies = []
+    bodies: list[etree._Element] = []
     for town, addressee, *_ in juki.SEED_RESIDENTS:
         document = build_message(MessageSpec("AddresseeInquiry", len(bodies), TOWNS[0]))
         client = document.find(f"{{{ENVELOPE_NS}}}Header/{{{ENVELOPE_NS}}}client")
@@ -394,6 +395,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--soak-rate", type=float, help="soak msg/s (default: half the hub's)")
     parser.add_argument("--soak-only", action="store_true", help="only the soak")
     parser.add_argument(
+        "--only",
+        choices=("inquiry", "notification"),
+        help="only the 宛名照会 rows, or only the notification rows (default: both)",
+    )
+    parser.add_argument(
         "--scale-out", type=int, default=0, help="also N HTTP processes on PostgreSQL + RabbitMQ"
     )
     options = parser.parse_args(argv)
@@ -415,17 +421,35 @@ def main(argv: list[str] | None = None) -> None:
             run_soak(Path(temporary), bodies, minutes, options.soak_rate or 150)
         return
     rows: dict[str, Row] = {}
+    inquiry: tuple[Row, Row] | None = None
     with tempfile.TemporaryDirectory(prefix="renkei-soap-bench-") as temporary:
-        for key, run in runs:
+        for key, run in [] if options.only == "inquiry" else runs:
             if key == "nodered" and (reason := nodered_baseline.NodeRed.available()):
                 rows[key] = Row("Node-RED", note=reason)
                 continue
             work = Path(temporary) / key
             work.mkdir()
             rows[key] = run(work, bodies, options)
-        inquiry_work = Path(temporary) / "inquiry"
-        inquiry_work.mkdir()
-        through, direct = run_inquiry(inquiry_work, options)
+        if options.only != "notification":
+            inquiry_work = Path(temporary) / "inquiry"
+            inquiry_work.mkdir()
+            inquiry = run_inquiry(inquiry_work, options)
+    if rows:
+        print_notification_table(rows)
+    if inquiry is not None:
+        print_inquiry_table(*inquiry)
+    print(
+        f"wrk: {options.connections} connections, 2 threads, "
+        f"{options.seconds} s after a 3 s warm-up"
+    )
+    hub_result = rows["hub"].result if "hub" in rows else None
+    if options.soak_minutes and hub_result is not None:
+        rate = options.soak_rate or hub_result.per_second / 2
+        with tempfile.TemporaryDirectory(prefix="renkei-soak-") as temporary:
+            run_soak(Path(temporary), bodies, options.soak_minutes, rate)
+
+
+def print_notification_table(rows: dict[str, Row]) -> None:
     header = [
         "target",
         "msg/s",
@@ -443,6 +467,9 @@ def main(argv: list[str] | None = None) -> None:
             continue
         print("| " + " | ".join(rows[key].cells(rows.get("floor"), rows.get("nodered"))) + " |")
     print()
+
+
+def print_inquiry_table(through: Row, direct: Row) -> None:
     print(
         "| inquiry | msg/s | p50 / p99 ms | errors | vs direct | p50 added | CPU ms per message |"
     )
@@ -453,15 +480,6 @@ def main(argv: list[str] | None = None) -> None:
         ratio = row.result.per_second / direct.result.per_second
         added = row.result.p50_ms - direct.result.p50_ms
         print(f"| {' | '.join(cells[:4])} | {ratio:.2f}× | {added:+.1f} ms | {cells[6]} |")
-    print(
-        f"wrk: {options.connections} connections, 2 threads, "
-        f"{options.seconds} s after a 3 s warm-up"
-    )
-    hub_result = rows["hub"].result
-    if options.soak_minutes and hub_result is not None:
-        rate = options.soak_rate or hub_result.per_second / 2
-        with tempfile.TemporaryDirectory(prefix="renkei-soak-") as temporary:
-            run_soak(Path(temporary), bodies, options.soak_minutes, rate)
 
 
 if __name__ == "__main__":

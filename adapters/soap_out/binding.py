@@ -14,7 +14,6 @@ A system whose names differ gets a mapping file (DESIGN §5) applied before the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Union
@@ -46,7 +45,8 @@ class Request:
 
 
 def _local(tag: str) -> str:
-    return etree.QName(tag).localname
+    """The local name of a Clark-notation tag (``{namespace}name`` or ``name``)."""
+    return tag.rpartition("}")[2]
 
 
 def element_value(element: etree._Element) -> Value:
@@ -108,12 +108,18 @@ def _content(type_node: etree._Element | None) -> etree._Element | None:
     return None
 
 
-def _particles(group: etree._Element) -> Iterator[etree._Element]:
-    for node in group:
-        if node.tag in (f"{{{XS}}}element", f"{{{XS}}}sequence", f"{{{XS}}}choice"):
-            yield node
+_PARTICLES = (f"{{{XS}}}element", f"{{{XS}}}sequence", f"{{{XS}}}choice")
+
+# The content model's nodes live as long as the process (``_model`` is cached), so what is
+# read from them is cached per node; a cache key holds its lxml proxy, which keeps it unique.
 
 
+@cache
+def _particles(group: etree._Element) -> tuple[etree._Element, ...]:
+    return tuple(node for node in group if node.tag in _PARTICLES)
+
+
+@cache
 def _declaration(node: etree._Element, namespace: str) -> tuple[str, etree._Element | None]:
     """(the Clark name, the content group or None for a leaf) of an xs:element particle."""
     if node.get("ref"):
