@@ -11,6 +11,7 @@ functions by their definitions, no cache.
 from __future__ import annotations
 
 import csv
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from bus.imports import generator, normalize, records
 from bus.imports.encoding import csv_fields, detect_encoding
-from bus.imports.lines import split_lines
+from bus.imports.lines import BOM, _clean, split_lines
 from bus.imports.records import Notice, NoticeParser, RecordError
 from bus.mapping import Section, dates, load_mapping
 from bus.mapping import text as textops
@@ -66,6 +67,77 @@ def test_corpus_lines_split_as_csv_reads_them() -> None:
         line = ",".join(fields)
         if "\r" not in line:  # a bare CR: refused (above)
             assert csv_fields(line) == next(csv.reader([line]))
+
+
+# --- raw lines ------------------------------------------------------------------------------
+
+
+def lines_by_definition(data: bytes, start: int) -> list[tuple[int, int, bytes, int]]:
+    """Every line cut at LF, each cleaned by ``_clean`` (BOM, CR, EOF mark), blanks skipped."""
+    found, offset = [], start
+    parts = data[start:].split(b"\n")
+    for number, part in enumerate(parts, start=1):
+        last = number == len(parts)
+        end = offset + len(part) + (0 if last else 1)
+        line = _clean(part, offset)
+        if line:
+            found.append((number, offset, line, end))
+        offset = end
+    return found
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"a", b",", b"\r", b"\n", b"\x1a", BOM, b"\x82\xa0"]), max_size=40),
+    st.integers(1, 9),
+    st.integers(0, 3),
+)
+def test_lines_split_as_cleaning_each_line_gives(parts: list[bytes], chunk: int, skip: int) -> None:
+    data = b"".join(parts)
+    start = min(skip, len(data))
+    lines = split_lines(io.BytesIO(data), start=start, chunk=chunk)
+    assert [tuple(line) for line in lines] == lines_by_definition(data, start)
+
+
+def test_the_line_traps_reach_the_split() -> None:
+    data = BOM + b"a\r\n\x1ab\r\n\r\nc\x1a\r\n\x1a"
+    expected = [(1, 0, b"a", 6), (2, 6, b"\x1ab", 10), (4, 12, b"c", 16)]
+    assert [tuple(line) for line in split_lines(io.BytesIO(data))] == expected
+    assert lines_by_definition(data, 0) == expected
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def _decoded(decode: Any, data: bytes) -> Any:
+    try:
+        return decode(data)
+    except UnicodeDecodeError as error:
+        return error.encoding, error.start, error.end, error.reason
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.binary(max_size=12) | st.text(max_size=8).map(lambda t: t.encode("cp932", "replace")),
+    st.sampled_from(["cp932", "utf-8", "UTF8", "utf-8-sig", "shift_jis", "euc_jp"]),
+)
+def test_the_parsers_decoder_decodes_as_bytes_decode(data: bytes, encoding: str) -> None:
+    decode = records._decoder(encoding)
+    if decode is not None:
+        general = _decoded(lambda raw: raw.decode(encoding), data)
+        assert _decoded(lambda raw: decode(raw)[0], data) == general
+
+
+def test_only_utf8_and_unknown_names_are_left_to_bytes_decode() -> None:
+    assert records._decoder("utf-8") is None and records._decoder("no-such-codec") is None
+    assert records._decoder("cp932") is not None
+    section = load_mapping(ROOT / "mappings" / "houmu.yaml").section(
+        "RegistrationNotice", "inbound"
+    )
+    assert section is not None
+    parser = NoticeParser(section, "no-such-codec", "412066", "武雄市")
+    with pytest.raises(LookupError):  # as bytes.decode raises for it, line by line
+        parser.parse(next(split_lines(io.BytesIO(b"a,b\n"))))
 
 
 # --- the whole parse ------------------------------------------------------------------------

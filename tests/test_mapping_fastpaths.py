@@ -103,6 +103,41 @@ def _written_forms(day: date) -> list[str]:
     return forms
 
 
+def test_every_day_written_with_separators_reads_as_the_general_parser_reads_it() -> None:
+    """The same days as 2024/04/08, 2024-4-8, 2024年4月8日 and, in each era whose years 0–99
+    reach them, R06.04.08, r6/4/8, 令和6.4.8 (and one separator mixed or missing), and days no
+    year has or not that one (2/29, 4/31, 13/1 …): the tables and the general parser agree."""
+    checked = 0
+    edges = [era.start + timedelta(days=n) for era in era_table.eras() for n in (-1, 0, 1)]
+    written = [(day.year, day.month, day.day) for day in [*_days()[::6], *edges]]
+    impossible = [(2, 29), (2, 30), (4, 31), (13, 1), (0, 1), (1, 32), (1, 0)]
+    written += [(year, *month_day) for year in range(1866, 2031) for month_day in impossible]
+    for year, month, day in written:
+        for text in _separated_forms(year, month, day):
+            assert iso_day(text) == general_iso(text), text
+            checked += 1
+    assert checked > 50_000
+
+
+def _separated_forms(year: int, month: int, day: int) -> list[str]:
+    parts = [(str(year), year)]
+    for era in era_table.eras():
+        number = year - era.start.year + 1
+        if 0 <= number <= 99:
+            for token in (era.name, era.letter, era.letter.lower()):
+                parts.append((f"{token}{number:02d}", number))
+    forms = []
+    for head, number in parts:
+        for mark in "/.-":
+            forms.append(f"{head}{mark}{month:02d}{mark}{day:02d}")
+            forms.append(f"{head}{mark}{month}{mark}{day}")
+        forms.append(f"{head}年{month}月{day}日")
+        forms.append(f"{head.rstrip('0123456789')}{number}.{month}.{day}")
+        forms.append(f"{head}/{month}.{day}")  # two separators: no date
+        forms.append(f"{head}/{month}{day:02d}")
+    return forms
+
+
 def test_the_change_day_is_read_in_either_era() -> None:
     assert iso_day("平成31年5月1日") == iso_day("令和元年5月1日") == "2019-05-01"
     assert iso_day("平成31年5月2日") is None
@@ -112,6 +147,8 @@ def test_the_change_day_is_read_in_either_era() -> None:
     assert iso_day("令和6年2月29日") == "2024-02-29"
     assert iso_day("令和5年2月29日") is None
     assert iso_day(format_date(date(2024, 4, 1), "wareki")) == "2024-04-01"
+    assert iso_day("R01.04.30") is None and iso_day("H31.04.30") == "2019-04-30"
+    assert iso_day("0000/01/01") is None and iso_day("1500/02/29") is None
 
 
 @MANY

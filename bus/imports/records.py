@@ -9,12 +9,14 @@ empty 登記原因.
 
 from __future__ import annotations
 
+import codecs
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bus.errors import make_finding
-from bus.imports.encoding import Undecodable, csv_fields, decode_line
+from bus.imports.encoding import UTF8, Undecodable, csv_fields, decode_line
 from bus.imports.lines import RawLine
 from bus.imports.normalize import address_key
 from bus.mapping import Section
@@ -34,9 +36,9 @@ MAX_BLANKED = 5  # a line with more untranslatable fields than this is not worth
 _HALF_KANA = re.compile("[\uff61-\uff9f]")
 
 
-@dataclass(frozen=True, slots=True)
-class NoticeKey:
-    """受付年月日 + 受付番号 + 不動産番号, width-normalised (the mapping's output)."""
+class NoticeKey(NamedTuple):
+    """受付年月日 + 受付番号 + 不動産番号, width-normalised (the mapping's output). A named
+    tuple: one is made per record, with ``_new`` (no Python call)."""
 
     receipt_date: str
     receipt_number: str
@@ -44,6 +46,9 @@ class NoticeKey:
 
     def text(self) -> str:
         return f"{self.receipt_date}|{self.receipt_number}|{self.real_estate_number}"
+
+
+_new = tuple.__new__  # NoticeKey(*fields) is its Python __new__ calling this
 
 
 @dataclass(slots=True)
@@ -72,6 +77,7 @@ class NoticeParser:
     def __init__(self, section: Section, encoding: str, tenant: str, town: str) -> None:
         self.section = section
         self.encoding = encoding
+        self.decode = _decoder(encoding)
         self.params = {"tenant": tenant}
         self.town_key = address_key(town)
         # a file names few 所在 (大字), again and again: each one's town check is kept
@@ -81,9 +87,11 @@ class NoticeParser:
 
     def parse(self, raw: RawLine) -> Notice | RecordError | None:
         """The notice, the record error, or None for the header row."""
-        text = decode_line(raw.data, self.encoding)
-        if isinstance(text, Undecodable):
-            return self._error(raw, "", "RK-IMP001", expected=text.encoding, actual=text.position)
+        try:
+            decode = self.decode
+            text = raw.data.decode(self.encoding) if decode is None else decode(raw.data)[0]
+        except UnicodeDecodeError:
+            return self._undecodable(raw)
         review: list[str] = []
         if _HALF_KANA.search(text):
             review.append("半角カナ")
@@ -106,6 +114,11 @@ class NoticeParser:
             source = fields
         return self._translate(raw, source, fields, review)
 
+    def _undecodable(self, raw: RawLine) -> RecordError:
+        failed = decode_line(raw.data, self.encoding)
+        assert isinstance(failed, Undecodable)
+        return self._error(raw, "", "RK-IMP001", expected=failed.encoding, actual=failed.position)
+
     def _translate(
         self, raw: RawLine, source: Any, fields: list[str], review: list[str]
     ) -> Notice | RecordError:
@@ -120,6 +133,9 @@ class NoticeParser:
                 actual = record.params.get("actual", record.code)
                 return self._error(raw, "", "RK-IMP002", expected=expected, actual=actual)
             translation = self.section.run(record, raw.number, self.params)
+            output, translated = translation.output, translation.record
+            if not translation.findings and output is not None and translated is not None:
+                return self._notice(raw, output, translated, review)  # nearly always
             errors = [f for f in translation.findings if f.severity is Severity.ERROR]
             key_errors = [f for f in errors if f.item in KEY_ITEMS]
             if key_errors:
@@ -149,7 +165,7 @@ class NoticeParser:
             review.append("登記原因が空")
         if self.outside_town(values.get("propertyLocation", "")):
             review.append("所在が団体外")
-        key = NoticeKey(values.get("receiptDate", ""), receipt, number)
+        key = _new(NoticeKey, (values.get("receiptDate", ""), receipt, number))
         return Notice(raw.number, key, output, values, review)
 
     def _outside_town(self, location: str) -> bool:
@@ -171,6 +187,17 @@ class NoticeParser:
         return RecordError(raw.number, raw.offset, column, finding)
 
 
+def _decoder(encoding: str) -> Callable[[bytes], tuple[str, int]] | None:
+    """The codec's own decode function (what ``bytes.decode`` calls after looking the codec
+    up by name, for every line), or None for UTF-8, which ``bytes.decode`` has built in, and
+    for a name no codec has (``bytes.decode`` then raises, as it always has)."""
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        return None
+    return None if info.name == UTF8 else info.decode
+
+
 def _read_fixed(section: Section, data: bytes) -> Any:
     try:
         return section.format.read(data)
@@ -185,16 +212,20 @@ def _column(finding: Finding) -> str:
 def _values(record: DictRecord, review: list[str]) -> dict[str, Any]:
     """The record's items by catalogue id as text (groups as lists of dicts); a 外字 the
     mapping kept with 代替文字 〓 is flagged 要確認."""
-    values: dict[str, Any] = {"rightHolder": [], "obligor": []}
-    for key, value in record.data.items():
-        if value.__class__ is str:  # nearly every value: no isinstance
-            values[key] = value
-        elif isinstance(value, list):
-            values[key] = [_values(member, review) for member in value]
-        elif isinstance(value, Text):
-            values[key] = value.text
-            if GETA in (value.attr("alt") or "") and "外字（変換表なし）" not in review:
-                review.append("外字（変換表なし）")
-        else:
-            values[key] = value
+    data = record.data
+    # copied in C (text, nearly every value, stays as it is); then the others converted
+    values: dict[str, Any] = {"rightHolder": [], "obligor": [], **data}
+    for key, value in data.items():
+        if value.__class__ is not str:
+            values[key] = _value(value, review)
     return values
+
+
+def _value(value: Any, review: list[str]) -> Any:
+    if isinstance(value, list):
+        return [_values(member, review) for member in value]
+    if isinstance(value, Text):
+        if GETA in (value.attr("alt") or "") and "外字（変換表なし）" not in review:
+            review.append("外字（変換表なし）")
+        return value.text
+    return value

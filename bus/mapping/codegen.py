@@ -9,9 +9,10 @@ Everything the plans hold (keys, operations, conditions, tables) is bound as a g
 generated code, never written into its text, so a mapping file cannot inject code.
 
 ``specialise`` (the default) also writes each operation that has an inline form
-(:class:`bus.mapping.operations.Inline`: trim, half width, the 外字 scan) as that statement
-instead of a call; without it every operation is called, the general path the tests compare
-the specialised function with.
+(:class:`bus.mapping.operations.Inline`: trim, half width, the 外字 scan, extract, kana, codes,
+持分) as those statements instead of a call; without it every operation is called, the general
+path the tests compare the specialised function with. A section reading a CSV record
+(``text_only``: its values are ``str``) does not check each value read for a :class:`Text`.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ Program = Callable[[Source, Target, dict[str, str], Report], None]
 
 
 class _Writer:
-    def __init__(self, inbound: bool, specialise: bool) -> None:
+    def __init__(self, inbound: bool, specialise: bool, text_only: bool) -> None:
         self.inbound = inbound
         self.specialise = specialise
+        self.text_only = text_only
         self.lines: list[str] = []
         self.bound: dict[str, Any] = {
             "DictRecord": DictRecord,
@@ -90,15 +92,13 @@ class _Writer:
             self.emit(depth, "if value is not None:")
         depth += 1
         if plan.steps:
-            self.emit(depth, "if value.__class__ is Text:")
-            self.emit(depth + 1, "value = value.text")
+            self.text(depth, plan)
             for step in plan.steps:
                 self.step(depth, step)
         reads_iso = getattr(plan.finish, "reads_iso", None)
         inline = self.inline(plan.finish)
         if not plan.steps and (reads_iso is not None or inline is not None):  # read text
-            self.emit(depth, "if value.__class__ is Text:")
-            self.emit(depth + 1, "value = value.text")
+            self.text(depth, plan)
         if reads_iso is not None:  # date: iso, inlined: the ISO text or RK-MAP004
             self.emit(depth, f"value = {self.bind(reads_iso)}(value)")
             self.emit(depth, "if value is None:")
@@ -107,6 +107,13 @@ class _Writer:
             self.step(depth, plan.finish)
         self.emit(depth, "if value:")
         self.emit(depth + 1, f"{data}[{key}] = value")
+
+    def text(self, depth: int, plan: Plan) -> None:
+        """``value`` as text: a :class:`Text` read gives its text (read from a source that
+        holds text only, it is text already)."""
+        if plan.source_key is None or not self.text_only:
+            self.emit(depth, "if value.__class__ is Text:")
+            self.emit(depth + 1, "value = value.text")
 
     def inline(self, operation: Callable[[Any], Any] | None) -> Inline | None:
         found = getattr(operation, "inline", None) if self.specialise else None
@@ -118,7 +125,9 @@ class _Writer:
         if inline is None:
             self.emit(depth, f"value = {self.bind(operation)}(value)")
         else:
-            self.emit(depth, inline.code.format(*(self.bind(b) for b in inline.bound)))
+            code = inline.code.format(*(self.bind(b) for b in inline.bound))
+            for line in code.split("\n"):
+                self.emit(depth, line)
 
     def read(self, plan: Plan, source: str) -> str:
         if plan.constant is not None:
@@ -150,12 +159,18 @@ class _Writer:
 
 
 def section_program(
-    entries: tuple[CompiledEntry, ...], name: str, inbound: bool, *, specialise: bool = True
+    entries: tuple[CompiledEntry, ...],
+    name: str,
+    inbound: bool,
+    *,
+    specialise: bool = True,
+    text_only: bool = False,
 ) -> Program:
     """The section's entries as one function ``(source, target, params, report)``: it fills
     ``target`` (a :class:`DictRecord` when ``inbound``) and calls ``report(error, entry)``
-    for each entry that fails."""
-    writer = _Writer(inbound, specialise)
+    for each entry that fails. ``text_only``: the source's values (and its groups') are
+    ``str``, never :class:`Text` (a CSV record), so none is checked for it."""
+    writer = _Writer(inbound, specialise, text_only)
     writer.emit(0, "def translate(source0, target0, params, report):")
     writer.emit(1, "data0 = target0.data")
     writer.scope(entries, 1, 0)

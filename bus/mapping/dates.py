@@ -3,15 +3,16 @@
 :func:`general_calendar_day` is the reference: :func:`bus.wareki.parse` (every form), the
 date in its era, Gregorian. :func:`calendar_day` gives the same answer but reads ISO
 (2024-04-08) and the registries' 和暦 form (令和6年4月1日) without the general parser;
-:func:`iso_day` reads that 和暦 form through two lookup tables built from the era table
-(``令和6`` → the year and the month-days it holds, ``4月1日`` → 401 and ``-04-01``), with no
-regular expression and no ``date`` object. (A bounded cache in front of it was measured and
-dropped: its hits cost as much as the two lookups.) Anything the tables do not hold goes down
-the next path, so each shortcut only ever answers for text the slower path reads the same way
-(tests/test_mapping_fastpaths.py checks that against the general parser). The other forms
-(R06.04.03, 2024/04/08, ㍻31年4月26日) take the general parser, ~15 µs; a batch writes the same
-few hundred dates over and over, so their answers are kept in a bounded cache
-(tests/test_mapping_chains.py).
+:func:`iso_day` reads a year, then ``年`` or a separator, then the month and day, through
+lookup tables built from the era table (``令和6``, ``R06`` or ``2024`` → the year and the
+month-days it holds; ``4月1日`` or, by separator, ``04/08`` → 401 and ``-04-01``), with no
+regular expression and no ``date`` object: 令和6年4月1日, R06.04.03, 2024/04/08, 2024-04-08.
+(A bounded cache in front of it was measured and dropped: its hits cost as much as the
+lookups.) Anything the tables do not hold goes down the next path, so each shortcut only ever
+answers for text the slower path reads the same way (tests/test_mapping_fastpaths.py checks
+that against the general parser). The other forms (㍻31年4月26日, R060403) take the general
+parser, ~15 µs; a batch writes the same few hundred dates over and over, so their answers are
+kept in a bounded cache (tests/test_mapping_chains.py).
 """
 
 from __future__ import annotations
@@ -82,13 +83,20 @@ def calendar_day(text: str) -> date | None:
     return general_calendar_day(text)
 
 
+MonthDays = dict[str, dict[str, tuple[int, str]]]
+SEPARATORS = "/.-"  # between year, month and day, as wareki reads them (the same one twice)
+
+
 @cache
-def _wareki_tables() -> tuple[dict[str, Year], dict[str, tuple[int, str]]]:
-    """``令和6`` / ``令和06`` / ``令和元`` → the Gregorian year as text and the month-days
-    (``month * 100 + day``) that year of the era holds, for era years 0–99 as the canonical
-    form writes them; ``4月1日`` / ``04月01日`` → (401, "-04-01") for every day some year has."""
-    years = {}
-    for name, (first_year, begin, end) in _spans().items():
+def _wareki_tables() -> tuple[dict[str, Year], MonthDays]:
+    """The year before ``年`` or a separator: ``令和6`` / ``令和06`` / ``令和元`` / ``R06`` /
+    ``r6`` → the Gregorian year as text and the month-days (``month * 100 + day``) that year
+    of the era holds, for era years 0–99; ``2024`` → the same for a 西暦 year (every day).
+    What follows, by ``年`` or separator: ``4月1日`` / ``04月01日`` or ``4/1`` / ``04/01`` →
+    (401, "-04-01"), for every day some year has."""
+    years: dict[str, Year] = {}
+    for era in era_table.eras():
+        first_year, begin, end = _spans()[era.name]
         for number in range(100):
             year = first_year + number - 1
             first = begin[1] * 100 + begin[2] if year == begin[0] else 101
@@ -97,30 +105,38 @@ def _wareki_tables() -> tuple[dict[str, Year], dict[str, tuple[int, str]]]:
                 first, last = 1, 0  # no day: before the Gregorian calendar or outside the era
             entry = (str(year), first, last, calendar.isleap(year))
             for written in {str(number), f"{number:02d}", *(("元",) if number == 1 else ())}:
-                years[f"{name}{written}"] = entry
-    month_days = {}
+                for token in (era.name, era.letter, era.letter.lower()):
+                    years[f"{token}{written}"] = entry
+    for year in range(1, 10000):  # 西暦: no era to lie in (0000 is no year)
+        years[f"{year:04d}"] = (f"{year:04d}", 101, 1231, calendar.isleap(year))
+    month_days: MonthDays = {mark: {} for mark in ("年", *SEPARATORS)}
     for month, days in enumerate(_DAYS_IN_MONTH, start=1):
         for day in range(1, days + 1):
+            found = (month * 100 + day, f"-{month:02d}-{day:02d}")
             for month_written in {str(month), f"{month:02d}"}:
                 for day_written in {str(day), f"{day:02d}"}:
-                    key = f"{month_written}月{day_written}日"
-                    month_days[key] = (month * 100 + day, f"-{month:02d}-{day:02d}")
+                    month_days["年"][f"{month_written}月{day_written}日"] = found
+                    for mark in SEPARATORS:
+                        month_days[mark][f"{month_written}{mark}{day_written}"] = found
     global _TABLES
     _TABLES = years, month_days
     return _TABLES
 
 
-_TABLES: tuple[dict[str, Year], dict[str, tuple[int, str]]] | None = None  # read by iso_day
+_TABLES: tuple[dict[str, Year], MonthDays] | None = None  # read by iso_day
 
 
 def iso_day(text: str) -> str | None:
     """The ISO text of the calendar day ``text`` names, or None."""
-    era_year, found, month_day = text.partition("年")
+    year_text, found, month_day = text.partition("年")
+    if not found:
+        mark = "/" if "/" in text else "." if "." in text else "-"
+        year_text, found, month_day = text.partition(mark)
     if found:
         years, month_days = _TABLES or _wareki_tables()
-        year = years.get(era_year)
+        year = years.get(year_text)
         if year is not None:
-            day = month_days.get(month_day)
+            day = month_days[found].get(month_day)
             if day is not None:
                 prefix, first, last, leap = year
                 number, suffix = day

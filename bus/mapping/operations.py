@@ -5,9 +5,10 @@ trim → gaiji (outbound) → kana → width → codes → lookup → function �
 (inbound) and date. Each is ``str -> str`` except the last two, which may give a value with
 attributes (``alt``; a ResidentDate's ``iso``/``asGiven``).
 
-Some carry an :class:`Inline`: the same operation as one statement the code generator writes
+Some carry an :class:`Inline`: the same operation as statements the code generator writes
 into the section function in place of the call (:mod:`bus.mapping.codegen`), e.g. ``trim`` as
-the ``str.strip`` it is, the 外字 step only for a value holding a private-use character.
+the ``str.strip`` it is, the 外字 step only for a value holding a private-use character, a
+code table as its ``dict.get``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, NoReturn
 
 from bus import era as era_table
 from bus import wareki
@@ -31,8 +32,9 @@ Op = Callable[[str], str]
 
 @dataclass(frozen=True, slots=True)
 class Inline:
-    """An operation as one statement on ``value`` (a ``str``): ``code`` has a ``{}`` for each
-    of ``bound``, which the generated code holds as globals (never as text)."""
+    """An operation as statements on ``value`` (a ``str``), one a line: ``code`` has a ``{}``
+    for each of ``bound``, which the generated code holds as globals (never as text). They
+    may use the local name ``found``; a failure raises as the operation does."""
 
     code: str
     bound: tuple[Any, ...]
@@ -51,13 +53,17 @@ _KANJI = "〇一二三四五六七八九"
 
 
 def extract(pattern: re.Pattern[str]) -> Op:
+    def refuse() -> NoReturn:
+        raise FieldFailure("RK-MAP011", expected=pattern.pattern)
+
     def run(value: str) -> str:
         match = pattern.search(value)
         if match is None:
-            raise FieldFailure("RK-MAP011", expected=pattern.pattern)
+            refuse()
         return match.group(1) or ""
 
-    return run
+    code = 'found = {}(value)\nif found is None: {}()\nvalue = found.group(1) or ""'
+    return inlined(run, code, pattern.search, refuse)
 
 
 def split(separator: str, index: int, parts: int | None) -> Op:
@@ -81,7 +87,14 @@ def trim(side: str) -> Op:
 
 
 def kana() -> Op:
-    return textops.to_katakana
+    convert = textops.to_katakana
+
+    def run(value: str) -> str:
+        return convert(value)
+
+    # text already in the standard's form (most kana fields) is left as it is, with no call
+    code = "if {}(value) is None: value = {}(value)"
+    return inlined(run, code, textops.STANDARD_KANA.fullmatch, convert)
 
 
 def width(kind: str) -> Op:
@@ -96,17 +109,19 @@ def width(kind: str) -> Op:
 
 
 def codes(table: dict[str, str], name: str, unknown: str, fallback: str | None) -> Op:
-    def run(value: str) -> str:
-        found = table.get(value)
-        if found is not None:
-            return found
+    def missing(value: str) -> str:
         if unknown == "pass":
             return value
         if unknown == "default" and fallback is not None:
             return fallback
         raise FieldFailure("RK-MAP003", expected=name, actual=value[:20])
 
-    return run
+    def run(value: str) -> str:
+        found = table.get(value)
+        return missing(value) if found is None else found
+
+    code = "found = {}(value)\nvalue = {}(value) if found is None else found"
+    return inlined(run, code, table.get, missing)
 
 
 def lookup(rows: dict[str, dict[str, str]], column: str, name: str) -> Op:
@@ -150,7 +165,9 @@ def gaiji_in(
     that 代替文字."""
 
     def run(value: str) -> Value:
-        if _PRIVATE_USE.search(value) is None:  # nearly always: one scan in C
+        # nearly always: no private-use character. isprintable (C, no regex) is True only
+        # when there is none (they are category Co, or Cn); the scan decides otherwise
+        if value.isprintable() or _PRIVATE_USE.search(value) is None:
             return value
         return convert(value)
 
@@ -180,20 +197,26 @@ def gaiji_in(
         return Text(text, (("alt", "".join(alt)),)) if needs_alt else text
 
     scan = _PRIVATE_USE.search
-    return inlined(run, "if {}(value) is not None: value = {}(value)", scan, convert)
+    code = "if not value.isprintable() and {}(value) is not None: value = {}(value)"
+    return inlined(run, code, scan, convert)
 
 
 def share() -> Op:
     """持分 as ``numerator/denominator`` (２分の１ → 1/2, 持分３分の２ → 2/3, 1／2 → 1/2);
     anything else (3/2, 半分) is RK-MAP011."""
 
+    read = textops.share
+
+    def refuse() -> NoReturn:
+        raise FieldFailure("RK-MAP011", expected="持分（n分のm / m/n）")
+
     def run(value: str) -> str:
-        written = textops.share(value)
+        written = read(value)
         if written is None:
-            raise FieldFailure("RK-MAP011", expected="持分（n分のm / m/n）")
+            refuse()
         return written
 
-    return run
+    return inlined(run, "value = {}(value)\nif value is None: {}()", read, refuse)
 
 
 def gaiji_out(table: dict[str, GaijiEntry]) -> Op:

@@ -18,6 +18,7 @@ from bus.errors import make_finding
 from bus.mapping.codegen import Program, section_program
 from bus.mapping.compiler import CompiledEntry
 from bus.mapping.formats import SystemFormat
+from bus.mapping.formats.csv import CsvFormat
 from bus.mapping.standard import read_service, service_element, write_service
 from bus.mapping.values import DictRecord, FieldFailure, Source
 from bus.pipeline import Finding, Severity
@@ -70,7 +71,10 @@ class Section:
     def __post_init__(self) -> None:
         name = f"{self.service} {self.direction}"
         inbound = self.direction == "inbound"
-        object.__setattr__(self, "program", section_program(self.entries, name, inbound))
+        # a CSV record (and each member of its groups) is a CsvRecord, dict[str, str]
+        text_only = inbound and isinstance(self.format, CsvFormat)
+        program = section_program(self.entries, name, inbound, text_only=text_only)
+        object.__setattr__(self, "program", program)
 
     # --- one record ----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ _HALF_KANA = "".join(chr(c) for c in range(0xFF61, 0xFFA0))
 SPACES = " \u3000\t"  # what trim removes: half- and full-width spaces, tabs
 # full-width katakana (ァ–ヶ, ー) in parts joined by one full-width space: to_katakana's fixed
 # points (no half-width kana, no hiragana, no voiced mark to compose, nothing NFC changes)
-_STANDARD_KANA = re.compile("[\u30a1-\u30f6\u30fc]+(?:\u3000[\u30a1-\u30f6\u30fc]+)*")
+STANDARD_KANA = re.compile("[\u30a1-\u30f6\u30fc]+(?:\u3000[\u30a1-\u30f6\u30fc]+)*")
 _HALF_WIDTH = {0x3000: " ", **{code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)}}
 
 
@@ -36,7 +36,7 @@ _VOICED = {"\u3099": "\u309b", "\u309a": "\u309c"}  # combining → spacing mark
 
 def to_katakana(text: str) -> str:
     """Full-width katakana with combined voiced marks; one full-width space between parts."""
-    if _STANDARD_KANA.fullmatch(text) is not None:  # already so (most kana fields): as it is
+    if STANDARD_KANA.fullmatch(text) is not None:  # already so (most kana fields): as it is
         return text
     return _katakana(text)
 
