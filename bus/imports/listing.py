@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import re
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from bus.imports.matching import Match, Outcome, Owner, OwnerMatcher
@@ -30,12 +30,22 @@ def land_category_name(code: str) -> str:
 
 
 def sort_key(values: dict[str, Any], town_key: str) -> tuple[str, str, str]:
-    location = fold_text(values.get("propertyLocation", ""))
-    found = _OAZA.search(location)
-    oaza = found.group(1) if found else address_key(location).removeprefix(town_key)
+    oaza = _oaza(values.get("propertyLocation", ""), town_key)
     lot = values.get("lotNumber") or values.get("buildingNumber") or ""
     numbers = "-".join(n.zfill(9) for n in _NUMBERS.findall(fold_text(lot)))
     return oaza, numbers, values.get("receiptNumber", "").zfill(10)
+
+
+@lru_cache(maxsize=1024)  # a file's 所在 are few: the town's 大字
+def _oaza(written: str, town_key: str) -> str:
+    location = fold_text(written)
+    found = _OAZA.search(location)
+    return found.group(1) if found else address_key(location).removeprefix(town_key)
+
+
+@lru_cache(maxsize=4096)  # owners' names recur through a file
+def _shown_name(name: str) -> str:
+    return " ".join(fold_text(name).split())
 
 
 def owners(values: dict[str, Any]) -> list[Owner]:
@@ -74,6 +84,7 @@ def rows_for(notice: Notice, matcher: OwnerMatcher, review: list[str]) -> list[L
         values.get("registrationCause", ""),
     ]
     people = owners(values) or [Owner("権利者", "")]
+    notice_key = notice.key.text()
     rows = []
     for seq, owner in enumerate(people):
         match = (
@@ -85,11 +96,11 @@ def rows_for(notice: Notice, matcher: OwnerMatcher, review: list[str]) -> list[L
                 notice.line,
                 seq,
                 key,
-                notice.key.text(),
+                notice_key,
                 [
                     *common,
                     owner.role,
-                    " ".join(fold_text(owner.name).split()),
+                    _shown_name(owner.name),
                     owner.share,
                     match.outcome.value,
                     match.addressee_number,

@@ -34,10 +34,13 @@ def fold_text(text: str) -> str:
     return to_half_width(_widen_kana(text).translate(_SIGNS)).translate(variant_table())
 
 
+_HALF_KANA = re.compile(r"[\uff61-\uff9f]+")
+
+
 def _widen_kana(text: str) -> str:
-    if not any("\uff61" <= ch <= "\uff9f" for ch in text):
+    if _HALF_KANA.search(text) is None:
         return text
-    return re.sub(r"[\uff61-\uff9f]+", lambda m: to_katakana(m.group()), text)
+    return _HALF_KANA.sub(lambda m: to_katakana(m.group()), text)
 
 
 def name_key(text: str) -> str:

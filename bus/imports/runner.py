@@ -23,7 +23,7 @@ from bus.imports.envelope import wrap
 from bus.imports.lines import RawLine, split_lines
 from bus.imports.listing import rows_for
 from bus.imports.matching import OwnerMatcher
-from bus.imports.outputs import ERROR_COLUMNS, LIST_COLUMNS, error_cells, write_csv, write_xlsx
+from bus.imports.outputs import ERROR_COLUMNS, error_cells, write_csv, write_list
 from bus.imports.records import Notice, NoticeParser, RecordError
 from bus.imports.residents import ResidentIndex
 from bus.imports.worklist import DONE, ErrorRow, ListRow, Worklist
@@ -215,9 +215,8 @@ class NoticeImport:
         xlsx = out / f"{stem}_評価変更リスト.xlsx"
         listing = out / f"{stem}_評価変更リスト.csv"
         report = out / f"{stem}_エラー.csv"
-        write_xlsx(xlsx, self.worklist.sorted_rows(), self.options.sheet_rows)
         encoding = self.options.out_encoding
-        write_csv(listing, LIST_COLUMNS, self.worklist.sorted_rows(), encoding)
+        write_list(xlsx, listing, self.worklist.sorted_rows(), encoding, self.options.sheet_rows)
         errors = (error_cells(e) for e in self.worklist.error_rows())
         write_csv(report, ERROR_COLUMNS, errors, encoding)
         return [xlsx, listing, report]

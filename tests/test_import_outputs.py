@@ -1,0 +1,124 @@
+"""The 評価変更リスト writers: the plain-row XLSX path against openpyxl's own, one-pass output."""
+
+from __future__ import annotations
+
+import csv
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+from openpyxl import Workbook, load_workbook
+from openpyxl.utils.exceptions import IllegalCharacterError
+
+from bus.imports.outputs import (
+    LIST_COLUMNS,
+    _plain_cells,
+    plain_row,
+    write_csv,
+    write_list,
+    write_xlsx,
+)
+
+SHEET = "xl/worksheets/sheet1.xml"
+TEXTS = [
+    "", "武雄市武雄町大字川古", "松尾 一郎", " lead", "trail ", "  ", "a&b<c>d", "tab\there",
+    "cr\r\nlf", "line\nbreak", "=SUM(A1:A2)", "=", "#N/A", "#REF!", "㈱佐賀不動産", "髙﨑①",
+    "\ue000〓", "1/2", "0123", "x" * 40_000, "𠮟る", "\"quoted\"", "'apos'",
+]  # fmt: skip
+OTHERS: list[Any] = [None, 0, 12, -3.5, 1e20, True]
+
+
+def _stock_sheet(path: Path, rows: list[list[Any]]) -> None:
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("評価変更リスト")
+    sheet.append(list(LIST_COLUMNS))
+    for row in rows:
+        sheet.append(row)
+    book.save(path)
+
+
+def _canonical(path: Path) -> bytes:
+    with zipfile.ZipFile(path) as archive:
+        return etree.tostring(etree.fromstring(archive.read(SHEET)), method="c14n")
+
+
+def _random_rows(rng: random.Random, count: int, pool: list[Any]) -> list[list[Any]]:
+    return [[rng.choice(pool) for _ in range(rng.randint(0, 20))] for _ in range(count)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_sheet_is_the_one_openpyxl_writes(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    pool = TEXTS + OTHERS if seed % 2 else [*TEXTS, None]
+    rows = [*_random_rows(rng, 1_500, pool), TEXTS[:8] * 8, TEXTS[:7] * 10]  # 64, 70 wide
+    assert any(not plain_row(r) for r in rows) and any(plain_row(r) for r in rows)
+    _stock_sheet(tmp_path / "stock.xlsx", rows)
+    assert write_xlsx(tmp_path / "plain.xlsx", iter(rows)) == len(rows)
+    assert _canonical(tmp_path / "plain.xlsx") == _canonical(tmp_path / "stock.xlsx")
+
+
+def test_plain_rows_are_only_text_openpyxl_keeps_as_it_is() -> None:
+    assert plain_row(["a", None, "", " b "]) and plain_row([])
+    for value in ["=A1", "#DIV/0!", "x" * 32_768, "bell\x07", "\uffff", 3, 1.5, b"x"]:
+        assert not plain_row(["a", value]), value
+    assert plain_row(["=", "#", "x" * 32_767])
+
+
+def test_a_row_checked_at_once_is_checked_cell_by_cell() -> None:
+    rng = random.Random(1)
+    pool = [*TEXTS, *OTHERS, "bell\x07", "\uffff", "x" * 20_000, "=A1"]
+    rows = _random_rows(rng, 5_000, pool) + _random_rows(rng, 5_000, TEXTS)
+    assert {plain_row(r) for r in rows} == {True, False}
+    assert [plain_row(r) for r in rows] == [_plain_cells(r) for r in rows]
+
+
+@pytest.mark.parametrize("bad", ["bell\x07", "form\x0c"])
+def test_a_control_character_is_refused_as_openpyxl_refuses_it(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(IllegalCharacterError):
+        _stock_sheet(tmp_path / "stock.xlsx", [["a", bad]])
+    with pytest.raises(IllegalCharacterError):
+        write_xlsx(tmp_path / "plain.xlsx", [["a"], ["a", bad]])
+
+
+def test_xlsx_and_csv_from_one_pass(tmp_path: Path) -> None:
+    rows = [["2024-04-08", str(n), "", f"大字{n % 3}", None, "〜"] for n in range(2_500)]
+    passes = []
+
+    def once() -> Any:
+        passes.append(1)
+        yield from rows
+
+    xlsx, listing = tmp_path / "l.xlsx", tmp_path / "l.csv"
+    assert write_list(xlsx, listing, once(), "cp932", sheet_rows=1_000) == 2_500
+    assert len(passes) == 1
+    write_csv(tmp_path / "alone.csv", LIST_COLUMNS, rows, "cp932")
+    assert listing.read_bytes() == (tmp_path / "alone.csv").read_bytes()
+    book = load_workbook(xlsx, read_only=True)
+    assert book.sheetnames == ["評価変更リスト", "評価変更リスト2", "評価変更リスト3"]
+    read = [r for s in book.worksheets for r in s.iter_rows(values_only=True)]
+    book.close()
+    assert [list(r) for r in read if r[0] != LIST_COLUMNS[0]] == [
+        [v or None for v in r] for r in rows
+    ]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp932"])
+def test_csv_cells_are_their_text(tmp_path: Path, encoding: str) -> None:
+    """As the writer did before: every cell through ``str`` (None empty), then the signs."""
+    rows = _random_rows(random.Random(2), 500, [*TEXTS[:-4], *OTHERS, 0.1, -0.0, "〜−¦"])
+    write_csv(tmp_path / "out.csv", ["a"], rows, encoding)
+    codec = "utf-8-sig" if encoding == "utf-8" else "cp932"
+    signs = str.maketrans({"\u301c": "\uff5e", "\u2212": "\uff0d", "\u00a6": "\uffe4"})
+    want = tmp_path / "want.csv"
+    with want.open("w", encoding=codec, errors="renkei-geta", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        writer.writerow(["a"])
+        for row in rows:
+            cells = ["" if c is None else str(c) for c in row]
+            if encoding == "cp932":
+                cells = [c.translate(signs) for c in cells]
+            writer.writerow(cells)
+    assert (tmp_path / "out.csv").read_bytes() == want.read_bytes()
