@@ -518,9 +518,9 @@ def test_dlq_commands(store: Store, store_settings: Settings) -> None:
             row.state, row.attempts, row.last_error = "dead", 12, "HTTP 503 Service Unavailable"
     listed = _cli(store_settings, "dlq", "list", "--destination", "juki", "--json")
     assert listed.exit_code == 0, listed.output
-    assert [d["id"] for d in json.loads(listed.output)] == ids[:2]
+    assert [d["id"] for d in json.loads(listed.stdout)] == ids[:2]
     assert (
-        json.loads(_cli(store_settings, "dlq", "list", "--tenant", "011002", "--json").output) == []
+        json.loads(_cli(store_settings, "dlq", "list", "--tenant", "011002", "--json").stdout) == []
     )
     redone = _cli(store_settings, "dlq", "redeliver", str(ids[0]), "--reason", "受信側修正")
     assert redone.exit_code == 0, redone.output
