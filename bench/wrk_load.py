@@ -2,7 +2,9 @@
 
 Every request carries a new messageId (the hub would answer a repeated one from its
 Idempotent Receiver, which is cheaper than a real ingest): the bodies are split around their
-messageId and a Lua script joins each with an id unique per run, thread and request.
+messageId and a Lua script joins each with an id unique per run, wrk invocation, thread and
+request — the warm-up and the measured run use the same script, so the invocation (its start
+second) is part of the id.
 """
 
 from __future__ import annotations
@@ -24,13 +26,18 @@ local thread_id = 0
 local threads = {}
 local headers = {["Content-Type"] = "text/xml; charset=utf-8", ["SOAPAction"] = '""'}
 
+local invocation = os.time() %% 4096  -- this wrk run's start second (the main state's)
+local started = 0
+
 function setup(thread)
   table.insert(threads, thread)
   thread:set("tid", #threads)
+  thread:set("invocation_id", invocation)
 end
 
 function init(args)
   thread_id = tonumber(tid) or 0
+  started = tonumber(invocation_id) or 0
 end
 
 function request()
@@ -38,7 +45,7 @@ function request()
   local p = parts[(counter + thread_id * 7919) %% #parts + 1]
   local id = ""
   if %(unique)s then
-    id = string.format("%(run)s-%%04x-4000-8000-%%012x", thread_id, counter)
+    id = string.format("%(run)s-%%04x-4%%03x-8000-%%012x", thread_id, started, counter)
   end
   return wrk.format("POST", nil, headers, p[1] .. id .. p[2])
 end
