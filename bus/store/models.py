@@ -74,7 +74,8 @@ class StoredMessage(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    message_id: Mapped[str] = mapped_column(String(36))
+    # Indexed: reads find a message by its id and tenant, without the sending system.
+    message_id: Mapped[str] = mapped_column(String(36), index=True)
     tenant: Mapped[str] = mapped_column(String(6), index=True)
     system: Mapped[str] = mapped_column(String(40))
     service: Mapped[str] = mapped_column(String(64), index=True)
@@ -97,11 +98,13 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("tenant", "destination", "subject_key", "sequence"),
         Index("ix_deliveries_claim", "state", "next_attempt_at"),
-        Index("ix_deliveries_order", "tenant", "destination", "subject_key", "sequence"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    # Indexed: a message's deliveries are read by it (status, console, purge, the cascade).
+    message_pk: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
     destination: Mapped[str] = mapped_column(String(40))
     tenant: Mapped[str] = mapped_column(String(6))
     # The ordering key: the Header's subject, or "" when a message has none.
@@ -129,7 +132,9 @@ class DeliveryAttempt(Base):
     __tablename__ = "delivery_attempts"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
     attempt: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime]
     outcome: Mapped[str] = mapped_column(String(16))  # delivered | retry | permanent
@@ -159,7 +164,7 @@ class IdempotencyKey(Base):
     message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     content_digest: Mapped[str] = mapped_column(String(64))
     message_pk: Mapped[int] = mapped_column(
-        ForeignKey("messages.id", ondelete="SET NULL"), nullable=True
+        ForeignKey("messages.id", ondelete="SET NULL"), nullable=True, index=True
     )
     created_at: Mapped[datetime]
 

@@ -43,7 +43,7 @@ def _expired_batch(session: Session, now: datetime, limit: int) -> list[tuple[in
     query = (
         select(StoredMessage.id, StoredMessage.tenant)
         .where(StoredMessage.expires_at < now, ~unresolved)
-        .order_by(StoredMessage.id)
+        .order_by(StoredMessage.expires_at, StoredMessage.id)  # by its index, oldest first
         .limit(limit)
     )
     return [(int(pk), str(tenant)) for pk, tenant in session.execute(query)]
