@@ -2,7 +2,8 @@
 (a local HTTP sink), driven by wrk, side by side in the same run with
 
 * the floor: a bare ASGI endpoint that only parses and XSD-validates the same body with lxml
-  (bench/soap_floor.py), same number of HTTP worker processes;
+  (bench/soap_floor.py), same number of HTTP worker processes (``--http-workers N`` adds the
+  embedded hub with N processes on its one SQLite file, and the floor with N);
 * Node-RED doing parse + content-based route + forward of the same message
   (bench/nodered_baseline.py).
 
@@ -11,7 +12,7 @@ workers). Sustained means: when wrk ends, the backlog of undelivered deliveries 
 second of traffic, and the sink has applied every acknowledged message within 10 s.
 
     .venv/bin/python bench/soap_throughput.py [--seconds 20] [--connections 50]
-        [--only inquiry|notification]
+        [--only inquiry|notification] [--http-workers N]
 
 Needs wrk (Debian package) and Node-RED (``npm ci`` in bench/nodered); a target whose tool is
 missing is reported as not run, with the reason.
@@ -212,6 +213,12 @@ def run_hub(work: Path, bodies: list[bytes], options: argparse.Namespace) -> Row
     return _run_hub(work, bodies, options, "renkei (embedded, 1 HTTP process)")
 
 
+def run_hub_multi(work: Path, bodies: list[bytes], options: argparse.Namespace) -> Row:
+    """The embedded default with ``--http-workers`` processes on the one SQLite file."""
+    label = f"renkei (embedded, {options.http_workers} HTTP processes)"
+    return _run_hub(work, bodies, options, label, None, options.http_workers)
+
+
 def run_hub_scaled(work: Path, bodies: list[bytes], options: argparse.Namespace) -> Row:
     """The same on PostgreSQL + RabbitMQ with ``--scale-out`` HTTP processes (each with its
     in-process dispatch workers), a fresh database."""
@@ -290,16 +297,27 @@ def run_soak(work: Path, bodies: list[bytes], minutes: int, rate: float) -> None
 
 
 def run_floor(work: Path, bodies: list[bytes], options: argparse.Namespace) -> Row:
+    return _run_floor(work, bodies, options, 1)
+
+
+def run_floor_multi(work: Path, bodies: list[bytes], options: argparse.Namespace) -> Row:
+    return _run_floor(work, bodies, options, options.http_workers)
+
+
+def _run_floor(work: Path, bodies: list[bytes], options: argparse.Namespace, processes: int) -> Row:
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "--factory", "soap_floor:app", "--port"]
     command += [str(port), "--log-level", "warning", "--no-access-log"]
+    command += ["--workers", str(processes)]
     floor = subprocess.Popen(command, cwd=Path(__file__).resolve().parent)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/")
         script = wrk_load.write_script(work, bodies, run=2)
         groups = {"floor": process_tree(floor.pid)}
         url = f"http://127.0.0.1:{port}{PATH}"
-        return measure("floor: lxml parse + XSD (1 process)", url, script, options, groups)
+        plural = "es" if processes > 1 else ""
+        label = f"floor: lxml parse + XSD ({processes} process{plural})"
+        return measure(label, url, script, options, groups)
     finally:
         floor.terminate()
         floor.wait(30)
@@ -402,6 +420,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--scale-out", type=int, default=0, help="also N HTTP processes on PostgreSQL + RabbitMQ"
     )
+    parser.add_argument(
+        "--http-workers",
+        type=int,
+        default=1,
+        help="also the embedded hub and the floor with N HTTP processes (N > 1)",
+    )
     options = parser.parse_args(argv)
     missing = wrk_load.available()
     if missing:
@@ -413,6 +437,8 @@ def main(argv: list[str] | None = None) -> None:
         ("nodered", run_nodered),
         ("hub", run_hub),
     ]
+    if options.http_workers > 1:
+        runs += [("floor_n", run_floor_multi), ("hub_n", run_hub_multi)]
     if options.scale_out:
         runs.append(("scaled", run_hub_scaled))
     if options.soak_only:
@@ -462,10 +488,12 @@ def print_notification_table(rows: dict[str, Row]) -> None:
     ]
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))
-    for key in ("hub", "scaled", "floor", "nodered"):
+    for key in ("hub", "hub_n", "scaled", "floor", "floor_n", "nodered"):
         if key not in rows:
             continue
-        print("| " + " | ".join(rows[key].cells(rows.get("floor"), rows.get("nodered"))) + " |")
+        # each hub against the floor with its own number of HTTP processes
+        floor = rows.get("floor_n" if key == "hub_n" else "floor")
+        print("| " + " | ".join(rows[key].cells(floor, rows.get("nodered"))) + " |")
     print()
 
 

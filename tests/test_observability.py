@@ -161,20 +161,31 @@ def test_readyz_refuses_when_the_broker_is_a_closed_port(tmp_path: Path) -> None
     assert finding["message_en"].startswith("The message broker cannot be reached")
 
 
-@pytest.mark.postgres
-@pytest.mark.services
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.services])]
+)
+def store_environment(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The embedded default (several processes on one SQLite file) or PostgreSQL + RabbitMQ."""
+    if request.param == "sqlite":
+        return {}
+    return {
+        "RENKEI_DATABASE_URL": request.getfixturevalue("postgres_url"),
+        "RENKEI_BROKER_URL": request.getfixturevalue("rabbitmq_url"),
+    }
+
+
 def test_renkei_serve_adds_up_metrics_across_its_http_processes(
-    tmp_path: Path, postgres_url: str, rabbitmq_url: str
+    tmp_path: Path, store_environment: dict[str, str]
 ) -> None:
     """``renkei serve --http-workers 2`` shares the counters of its processes through a
     multiprocess directory under RENKEI_DATA_DIR: any process answers the scrape with the
-    total of both; both processes log JSON."""
+    total of both (each message stored once, whichever process took it); both processes log
+    JSON."""
     port = free_port()
     data = tmp_path / "data"
     environment = {
         **{k: v for k, v in os.environ.items() if k != MULTIPROC_ENV},
-        "RENKEI_DATABASE_URL": postgres_url,
-        "RENKEI_BROKER_URL": rabbitmq_url,
+        **store_environment,
         "RENKEI_DATA_DIR": str(data),
         "RENKEI_CONFIG_DIR": str(SAMPLE_CONFIG_DIR),
         "RENKEI_DISPATCH_WORKERS": "0",  # ingest only: the sample systems are not running

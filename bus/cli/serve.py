@@ -77,7 +77,11 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
     http_workers: Annotated[
-        int, typer.Option(help="HTTP server processes (PostgreSQL only when more than one).")
+        int,
+        typer.Option(
+            help="HTTP server processes, each with its dispatch workers (on SQLite: one "
+            "machine, the processes take turns to write)."
+        ),
     ] = 1,
     samples: Annotated[
         bool | None,
@@ -109,14 +113,6 @@ def serve(
     import uvicorn
 
     settings = Settings()
-    if http_workers > 1 and settings.is_sqlite:
-        typer.echo(
-            "複数プロセスでの実行には PostgreSQL が必要です（RENKEI_DATABASE_URL）。\n"
-            "Several hub processes need PostgreSQL (set RENKEI_DATABASE_URL); "
-            "on SQLite run one process.",
-            err=True,
-        )
-        raise typer.Exit(2)
     from bus.observability.logs import configure_logging
     from bus.observability.metrics import MULTIPROC_ENV, reset_multiprocess_dir
 

@@ -11,19 +11,67 @@ needs none of this: its row locks are fine-grained.
 
 The turn is re-entrant: the Store stage's group commit takes it before choosing its group
 (:mod:`bus.store.group_commit`) and then opens the transaction inside it.
+
+Several processes on one SQLite file (``renkei serve --http-workers N``) share the turn
+through an exclusive ``flock`` on ``<database>.write.lock``, taken by the thread that holds its
+own process's turn: a writer of another process waits in the kernel and is woken when the
+turn is released, instead of polling SQLite's busy handler. The lock is only about waiting
+well: each transaction is still serialised by SQLite itself (``BEGIN IMMEDIATE``), so a
+writer that does not take the turn (a CLI command, the console) stays correct.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-_LOCKS: WeakKeyDictionary[Engine, threading.RLock] = WeakKeyDictionary()
+
+class _WriteTurn:
+    """One SQLite database's write turn: a re-entrant lock among this process's threads and,
+    for a database file, an exclusive ``flock`` among processes, held while the outermost
+    holder is inside."""
+
+    def __init__(self, database: str | None) -> None:
+        self._threads = threading.RLock()
+        self._depth = 0  # guarded by _threads
+        self._path = f"{database}.write.lock" if database and database != ":memory:" else None
+        self._fd: int | None = None
+        self._pid = 0  # the process that opened _fd (a forked child opens its own)
+
+    def __enter__(self) -> _WriteTurn:
+        self._threads.acquire()
+        if self._depth == 0 and self._path is not None:
+            try:
+                fcntl.flock(self._file(), fcntl.LOCK_EX)
+            except BaseException:
+                self._threads.release()
+                raise
+        self._depth += 1
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+    def _file(self) -> int:
+        assert self._path is not None
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._pid = os.getpid()
+            weakref.finalize(self, os.close, self._fd)  # the engine is gone: so is the turn
+        return self._fd
+
+
+_LOCKS: weakref.WeakKeyDictionary[Engine, _WriteTurn] = weakref.WeakKeyDictionary()
 _GUARD = threading.Lock()
 
 
@@ -39,8 +87,10 @@ def writer_turn(sessions: sessionmaker[Session]) -> AbstractContextManager[objec
     if engine is None or engine.dialect.name != "sqlite":
         return nullcontext()
     with _GUARD:
-        lock = _LOCKS.setdefault(engine, threading.RLock())
-    return lock
+        turn = _LOCKS.get(engine)
+        if turn is None:
+            turn = _LOCKS[engine] = _WriteTurn(engine.url.database)
+    return turn
 
 
 @contextmanager
