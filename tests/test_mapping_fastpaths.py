@@ -318,8 +318,9 @@ def test_the_writer_escapes_exactly_when_it_must(record: DictRecord) -> None:
     escaped, _ = _writer(SERVICE, True)(record.data)
     plain, texts = _writer(SERVICE, False)(record.data)
     written = write_service(SERVICE, record)
-    assert written == "".join(escaped)
-    assert written.startswith(f"<svc:{SERVICE} ") and written.endswith(f"</svc:{SERVICE}>")
+    assert written == b"".join(escaped)
+    text = written.decode()  # the values encoded one by one: the same as the text encoded
+    assert text.startswith(f"<svc:{SERVICE} ") and text.endswith(f"</svc:{SERVICE}>")
     if not any(ch in texts for ch in "&<>\r"):
         assert plain == escaped
     values = [v for v in record.data.values() if isinstance(v, str)]

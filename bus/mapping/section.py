@@ -103,7 +103,7 @@ class Section:
         try:
             if self.direction == "inbound":
                 assert isinstance(target, DictRecord)
-                output = write_service(self.service, target).encode("utf-8")
+                output = write_service(self.service, target)
                 return Translation(number, output, findings, target)
             output = self.format.render(target)
         except FieldFailure as failure:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from bus.mapping.formats import SpecError, option
@@ -20,6 +21,23 @@ from bus.mapping.values import DictRecord, FieldFailure, Source, Target, Text, V
 class SplitGroup:
     separator: str
     columns: list[str] = field(default_factory=list)
+    _getter: Callable[[Mapping[str, str]], Any] | None = field(default=None, init=False, repr=False)
+    _getter_width: int = field(default=0, init=False, repr=False)
+
+    def values(self, row: Mapping[str, str]) -> tuple[str, ...]:
+        """The group's columns' values in ``row``, in one C call (an ``itemgetter``, made
+        again if compiling has added a column since); KeyError when one is missing."""
+        if self._getter is None or self._getter_width != len(self.columns):
+            self._getter, self._getter_width = _tuple_getter(self.columns), len(self.columns)
+        values: tuple[str, ...] = self._getter(row)
+        return values
+
+
+def _tuple_getter(columns: list[str]) -> Callable[[Mapping[str, str]], Any]:
+    if len(columns) > 1:
+        return itemgetter(*columns)
+    # itemgetter of one key gives the value, not a tuple of one
+    return lambda row: tuple(row[c] for c in columns)
 
 
 class CsvRecord(dict[str, str]):
@@ -30,12 +48,24 @@ class CsvRecord(dict[str, str]):
 
     def groups(self, key: Any) -> list[Source]:
         assert isinstance(key, SplitGroup)
+        try:  # every column present, all text (nearly always): joined once, in C
+            values = key.values(self)
+            joined = "".join(values)
+        except (KeyError, TypeError):
+            return self._groups_read_one_by_one(key)
+        if key.separator in joined:
+            return _split_members(self, key)
+        # nothing to split (nearly always): one member, or none when all are empty (the
+        # values are the columns' own: no strict check, see CsvFormat.record)
+        return [CsvRecord(zip(key.columns, values))] if joined else []  # noqa: B905
+
+    def _groups_read_one_by_one(self, key: SplitGroup) -> list[Source]:
+        """:meth:`groups` for a row that lacks a column or holds a value that is not text."""
         separator, columns = key.separator, key.columns
         values = [self.get(c) or "" for c in columns]
         for value in values:
             if separator in value:
                 return _split_members(self, key)
-        # nothing to split (nearly always): one member, or none when all are empty
         return [CsvRecord(zip(columns, values, strict=True))] if any(values) else []
 
 
@@ -47,7 +77,8 @@ def _split_members(row: Mapping[str, str], key: SplitGroup) -> list[Source]:
     count = max(len(p) for p in parts)
     for p in parts:
         p += [""] * (count - len(p))
-    return [CsvRecord(zip(columns, member, strict=True)) for member in zip(*parts, strict=True)]
+    # every column has ``count`` parts (padded above): no strict check (CsvFormat.record)
+    return [CsvRecord(zip(columns, member)) for member in zip(*parts)]  # noqa: B905
 
 
 class CsvFormat:
@@ -131,7 +162,9 @@ class CsvFormat:
             return FieldFailure(
                 "RK-MAP005", expected=f"{len(self.columns)} columns", actual=str(len(fields))
             )
-        return CsvRecord(zip(self.columns, fields, strict=True))
+        # the lengths are equal (checked above): a strict= keyword, True or False, would
+        # only cost zip a call with keywords, which builds a dict for every record
+        return CsvRecord(zip(self.columns, fields))  # noqa: B905
 
     def new_target(self) -> Target:
         return DictRecord()
