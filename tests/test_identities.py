@@ -289,6 +289,19 @@ def test_secret_box_binds_the_ciphertext_to_its_row(tmp_path: Path) -> None:
         load_key(Settings(data_dir=tmp_path, secrets_key="c2hvcnQ="))
 
 
+def test_a_key_file_another_process_created_meanwhile_is_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hub processes' first use at once: this one saw no key file, another created it
+    before this one could. Its key is used (no error, no second key, nothing half-written)."""
+    settings = Settings(data_dir=tmp_path / "data")
+    theirs = load_key(settings)  # the other process's
+    monkeypatch.setattr(Path, "exists", lambda _self: False)  # checked before it was there
+    assert load_key(settings) == theirs
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["secrets.key"]
+
+
 # --- rate limits ---------------------------------------------------------------------------
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -29,12 +31,22 @@ class SecretKeyError(ValueError):
 
 
 def _key_file(settings: Settings) -> bytes:
+    """The key file, created on first use. Several hub processes may get there at once: each
+    writes a complete key to a file of its own and links it into place, and the first link
+    wins — nobody reads a half-written key or fails on another's."""
     path = Path(settings.data_dir) / KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(base64.b64encode(secrets.token_bytes(32)).decode())
+        descriptor, written = tempfile.mkstemp(dir=path.parent, prefix=f".{KEY_FILE}.")  # 0600
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(base64.b64encode(secrets.token_bytes(32)).decode())
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):  # another process's key won: it is the key
+                os.link(written, path)
+        finally:
+            os.unlink(written)
     return path.read_bytes().strip()
 
 
