@@ -269,15 +269,21 @@ def rss_kib(pids: list[int]) -> int:
     return total
 
 
-def run_soak(work: Path, bodies: list[bytes], minutes: int, rate: float) -> None:
+def run_soak(
+    work: Path, bodies: list[bytes], minutes: int, rate: float, http_workers: int = 1
+) -> None:
     """``minutes`` one-minute wrk runs at ``rate`` msg/s (10 paced connections): RSS of the
-    hub and p99 per minute."""
+    hub (all its processes) and p99 per minute."""
     connections = 10
     sink = Receiver(work, SINK, free_port()).start()
     try:
-        with running_hub(work, hub_config(work, sink.url)) as (hub, base):
+        config = hub_config(work, sink.url)
+        with running_hub(work, config, http_workers=http_workers) as (hub, base):
             script = wrk_load.write_script(work, bodies, run=6, delay_ms=connections * 1000 / rate)
-            print(f"soak: {minutes} min at ≤ {rate:.0f} msg/s ({connections} paced connections)")
+            print(
+                f"soak: {minutes} min at ≤ {rate:.0f} msg/s ({connections} paced connections, "
+                f"{http_workers} HTTP process{'es' if http_workers > 1 else ''})"
+            )
             print("| minute | msg/s | p50 ms | p99 ms | errors | hub RSS MiB |")
             print("| --- | --- | --- | --- | --- | --- |")
             rss = []
@@ -424,7 +430,8 @@ def main(argv: list[str] | None = None) -> None:
         "--http-workers",
         type=int,
         default=1,
-        help="also the embedded hub and the floor with N HTTP processes (N > 1)",
+        help="also the embedded hub and the floor with N HTTP processes (N > 1); with "
+        "--soak-only, the soaked hub runs N",
     )
     options = parser.parse_args(argv)
     missing = wrk_load.available()
@@ -444,7 +451,8 @@ def main(argv: list[str] | None = None) -> None:
     if options.soak_only:
         with tempfile.TemporaryDirectory(prefix="renkei-soak-") as temporary:
             minutes = options.soak_minutes or 10
-            run_soak(Path(temporary), bodies, minutes, options.soak_rate or 150)
+            rate = options.soak_rate or 150
+            run_soak(Path(temporary), bodies, minutes, rate, options.http_workers)
         return
     rows: dict[str, Row] = {}
     inquiry: tuple[Row, Row] | None = None

@@ -1,4 +1,5 @@
-"""One SQLite writer at a time per process, queued on a Python lock.
+"""One SQLite writer at a time: queued on a Python lock in a process, on a file lock between
+processes.
 
 SQLite allows one write transaction at a time (the engine opens each with ``BEGIN
 IMMEDIATE``). Threads of one process that collide there wait in SQLite's busy handler, which
@@ -6,8 +7,9 @@ polls with growing sleeps (1, 2, 5, 10 … ms): under load the lock sits idle wh
 waiter sleeps, and a hub that ingests and dispatches at once loses most of its throughput to
 those sleeps. The hot paths (grouped ingest commits, dispatch rounds) therefore queue on a
 lock per engine first, which hands the turn over as soon as the previous transaction ends;
-the busy timeout still arbitrates between processes (``renkei`` CLI commands). PostgreSQL
-needs none of this: its row locks are fine-grained.
+the busy timeout still arbitrates with writers that do not take the turn (configuration,
+console and security writes in a plain ``sessions.begin()``). PostgreSQL needs none of this:
+its row locks are fine-grained.
 
 The turn is re-entrant: the Store stage's group commit takes it before choosing its group
 (:mod:`bus.store.group_commit`) and then opens the transaction inside it.
@@ -17,7 +19,7 @@ through an exclusive ``flock`` on ``<database>.write.lock``, taken by the thread
 own process's turn: a writer of another process waits in the kernel and is woken when the
 turn is released, instead of polling SQLite's busy handler. The lock is only about waiting
 well: each transaction is still serialised by SQLite itself (``BEGIN IMMEDIATE``), so a
-writer that does not take the turn (a CLI command, the console) stays correct.
+writer that does not take the turn stays correct.
 """
 
 from __future__ import annotations
