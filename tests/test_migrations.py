@@ -62,6 +62,7 @@ def test_sqlite_message_keys_are_never_reused_after_the_upgrade(tmp_path: Path) 
 
     from bus.store.db import _alembic_config
     from bus.store.models import Delivery, FeedMark, StoredMessage
+    from tests.support.store_rows import pending_delivery
 
     engine = create_store_engine(Settings(data_dir=tmp_path / "data"))
     now = datetime.now(UTC)
@@ -81,19 +82,7 @@ def test_sqlite_message_keys_are_never_reused_after_the_upgrade(tmp_path: Path) 
                 connection.execute(
                     insert(StoredMessage).values(id=pk, message_id=f"m{pk}", **message)
                 )
-            connection.execute(
-                insert(Delivery).values(
-                    message_pk=2,
-                    destination="kotei",
-                    tenant="412066",
-                    subject_key="",
-                    sequence=1,
-                    state="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
+            connection.execute(insert(Delivery).values(**pending_delivery(2, now)))
             # messages 3-7 were purged (the newest of the store): SQLite would reuse 3
             connection.execute(
                 insert(FeedMark).values(

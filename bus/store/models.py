@@ -65,7 +65,9 @@ class StoredMessage(Base):
 
     __tablename__ = "messages"
     __table_args__ = (
-        UniqueConstraint("tenant", "system", "message_id"),
+        # The messageId first (migration 0007): the same index finds a message by its id and
+        # tenant, without the sending system (the API, the console, ``renkei messages``).
+        UniqueConstraint("message_id", "tenant", "system"),
         # PULL feeds read one (tenant, service) stream in primary-key order (bus/feeds/).
         Index("ix_messages_feed", "tenant", "service", "id"),
         # A purged key is never handed out again (a feed cursor would skip the new message):
@@ -74,9 +76,9 @@ class StoredMessage(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    # Indexed: reads find a message by its id and tenant, without the sending system.
-    message_id: Mapped[str] = mapped_column(String(36), index=True)
-    tenant: Mapped[str] = mapped_column(String(6), index=True)
+    message_id: Mapped[str] = mapped_column(String(36))
+    # Not indexed alone: searches on the tenant use ix_messages_feed, which starts with it.
+    tenant: Mapped[str] = mapped_column(String(6))
     system: Mapped[str] = mapped_column(String(40))
     service: Mapped[str] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(16))
