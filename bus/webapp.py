@@ -1,6 +1,7 @@
 """The one ASGI application the hub serves.
 
-Adapters contribute their routes through the ``renkei.routers`` entry-point group, so the
+Adapters contribute their routes through the ``renkei.routers`` entry-point group (and
+pure ASGI middleware, such as the SOAP fast lane, through ``renkei.middleware``), so the
 core composes the app without importing ``adapters`` (DESIGN §2: the core never imports
 adapters; a new transport is a new module, not an edit of the core). The lifespan opens the
 :class:`~bus.hub.Hub` (``app.state.hub``) and runs the in-process dispatch workers.
@@ -23,6 +24,7 @@ from bus.observability.routes import operations_router
 from bus.settings import Settings
 
 ROUTER_GROUP = "renkei.routers"
+MIDDLEWARE_GROUP = "renkei.middleware"
 log = get_logger(__name__)
 
 
@@ -82,4 +84,6 @@ def create_app() -> FastAPI:
         if not isinstance(router, APIRouter):
             raise TypeError(f"entry point {entry.name!r} is not an APIRouter")
         app.include_router(router)
+    for entry in sorted(entry_points(group=MIDDLEWARE_GROUP), key=lambda e: e.name):
+        app.add_middleware(entry.load())
     return app
