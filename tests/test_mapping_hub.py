@@ -17,6 +17,7 @@ from bus.hub import Hub
 from bus.mapping.stage import outbound_body
 from bus.settings import Settings
 from bus.validation.secure_parse import secure_parse
+from bus.validation.validator import Validator
 from tests.support.receivers import config_dir_for, wait_for
 from tests.test_hub import MOVE_OUT, resident_notice
 
@@ -109,6 +110,31 @@ def test_standard_messages_from_the_mapped_system_pass_unchanged(hub: tuple[Hub,
     raw = (SAMPLES / "DelinquencyActionNotice" / "valid-full.xml").read_bytes()
     message = opened.ingest(raw, adapter="test", source_address="127.0.0.1")
     assert message.ack is not None and message.raw == raw
+
+
+def test_a_standard_message_from_the_mapped_system_is_parsed_once(
+    hub: tuple[Hub, Recorder],
+) -> None:
+    """Translate in parses to look at the body; Validate checks that very parse."""
+    opened, _ = hub
+    raw = (SAMPLES / "DelinquencyActionNotice" / "valid-full.xml").read_bytes()
+    message = opened.ingest(raw, adapter="test", source_address="127.0.0.1")
+    assert message.ack is not None and message.parsed is not None
+    assert message.document is message.parsed.root
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"<Foo/>", b"<Foo><a></Foo>", b"<Envelope/>", b"<PlatformMessage/>", b"<a", b"\xff"],
+)
+def test_the_mapped_systems_refusals_are_validates_own(
+    hub: tuple[Hub, Recorder], raw: bytes
+) -> None:
+    opened, _ = hub
+    message = opened.ingest(raw, adapter="test", source_address="127.0.0.1")
+    assert message.identity is not None and "tainou" in message.identity.systems
+    alone = Validator().validate(raw).findings
+    assert [f.as_dict() for f in message.findings] == [f.as_dict() for f in alone]
 
 
 def test_egress_delivers_in_the_destinations_own_format(hub: tuple[Hub, Recorder]) -> None:

@@ -29,6 +29,7 @@ from bus.mapping.values import FieldFailure
 from bus.pipeline import Finding, Message, StageName
 from bus.protection.limits import UnreadableBody, limited_body
 from bus.validation.secure_parse import secure_parse
+from bus.validation.validator import MESSAGE_ROOT_NAMES
 
 if TYPE_CHECKING:
     from bus.config.snapshots import ConfigSource
@@ -69,7 +70,10 @@ class TranslateInStage:
         candidates = message.identity.systems if message.identity is not None else frozenset()
         if not any((s := index.system(c)) is not None and s.mapping for c in candidates):
             return message  # no calling system has a mapping: nothing to parse twice
-        parsed = message.parsed or secure_parse(message.raw)
+        if message.parsed is None:
+            # the parse Validate makes (an adapter's screening parse): kept for it below
+            message.parsed = secure_parse(message.raw, roots=MESSAGE_ROOT_NAMES)
+        parsed = message.parsed
         if parsed.root is None:
             return message  # Validate reports why
         header, body = header_and_body(parsed.root)
