@@ -15,7 +15,7 @@ from bus.imports.generator import COMPANIES, GIVEN, OAZA, SURNAMES, TOWN
 from bus.imports.matching import Owner, OwnerMatcher
 from bus.imports.normalize import fold_text
 from bus.imports.residents import ResidentIndex, resident
-from bus.mapping.text import to_katakana
+from bus.mapping.text import to_half_width, to_katakana
 
 TENANT = "412066"
 ADDRESSES = [
@@ -87,6 +87,26 @@ def test_the_half_width_kana_scan_is_its_definition() -> None:
         else:
             expected = re.sub(r"[\uff61-\uff9f]+", lambda m: to_katakana(m.group()), text)
         assert normalize._widen_kana(text) == expected, text
+
+
+def test_the_one_pass_fold_is_its_three_steps() -> None:
+    """Signs, then width, then the variant table, each over the whole text, as they were
+    written: every character the steps change, and random text of them with others."""
+    signs, variants = normalize._SIGNS, normalize.variant_table()
+
+    def stepwise(text: str) -> str:
+        return to_half_width(normalize._widen_kana(text).translate(signs)).translate(variants)
+
+    changed = [chr(c) for c in range(0x10000) if stepwise(chr(c)) != chr(c)]
+    changed += [chr(c) for c in variants]
+    assert {"〜", "－", "Ａ", "１", "\u3000", "髙", "﨑", "ｱ"} <= set(changed)
+    for ch in changed:
+        assert fold_text(ch) == stepwise(ch), ch
+    rng = random.Random(7)
+    alphabet = [*changed, *"斎斉高崎アあa1-~ 字番地"]
+    for _ in range(3_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert fold_text(text) == stepwise(text), text
 
 
 def test_the_remembered_oaza_and_names_are_computed_ones() -> None:

@@ -14,7 +14,9 @@ from openpyxl import Workbook, load_workbook
 from openpyxl.utils.exceptions import IllegalCharacterError
 
 from bus.imports.outputs import (
+    _KEPT_CELLS,
     LIST_COLUMNS,
+    PlainRows,
     _plain_cells,
     plain_row,
     write_csv,
@@ -58,6 +60,35 @@ def test_the_sheet_is_the_one_openpyxl_writes(tmp_path: Path, seed: int) -> None
     _stock_sheet(tmp_path / "stock.xlsx", rows)
     assert write_xlsx(tmp_path / "plain.xlsx", iter(rows)) == len(rows)
     assert _canonical(tmp_path / "plain.xlsx") == _canonical(tmp_path / "stock.xlsx")
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_the_sheet_has_the_bytes_openpyxl_writes(tmp_path: Path, seed: int) -> None:
+    """Plain rows are written as ready-made bytes between the XML stream's own writes: the
+    same bytes (ASCII, character references) in the same order, batches and stock rows mixed.
+    Empty text and empty rows, closed short here, are the next test's."""
+    rng = random.Random(seed)
+    texts = [t for t in TEXTS if t]
+    drawn = _random_rows(rng, 1_200, [*texts, None, *OTHERS[1:3]])
+    rows = [r for r in drawn if any(v is not None for v in r)] + [texts[:18]] * 300
+    rows += [[f"<{n % 1_500}>", f" {n % 7}"] for n in range(4_000)]  # more than a column keeps
+    _stock_sheet(tmp_path / "stock.xlsx", rows)
+    write_xlsx(tmp_path / "plain.xlsx", iter(rows))
+    assert _sheet(tmp_path / "plain.xlsx") == _sheet(tmp_path / "stock.xlsx")
+
+
+def test_empty_text_and_empty_rows_are_closed_short(tmp_path: Path) -> None:
+    write_xlsx(tmp_path / "plain.xlsx", iter([["", None, "a"], [], [None, None], ["b", ""]]))
+    assert (
+        b'<row r="2"><c r="A2" t="inlineStr"/><c r="C2" t="inlineStr"><is><t>a</t></is></c></row>'
+        b'<row r="3"/><row r="4"/>'
+        b'<row r="5"><c r="A5" t="inlineStr"><is><t>b</t></is></c><c r="B5" t="inlineStr"/></row>'
+    ) in _sheet(tmp_path / "plain.xlsx")
+
+
+def _sheet(path: Path) -> bytes:
+    with zipfile.ZipFile(path) as archive:
+        return archive.read(SHEET)
 
 
 def test_plain_rows_are_only_text_openpyxl_keeps_as_it_is() -> None:
@@ -122,3 +153,12 @@ def test_csv_cells_are_their_text(tmp_path: Path, encoding: str) -> None:
                 cells = [c.translate(signs) for c in cells]
             writer.writerow(cells)
     assert (tmp_path / "out.csv").read_bytes() == want.read_bytes()
+
+
+def test_the_cells_kept_per_column_are_bounded() -> None:
+    """Memory stays flat: a column of distinct values keeps at most ``_KEPT_CELLS`` cells."""
+    rows = PlainRows()
+    for n in range(5_000):
+        rows.row(n + 1, [str(n), "same"])
+    kept = rows._tails  # what the renderer remembers
+    assert 0 < len(kept[0]) <= _KEPT_CELLS and len(kept[1]) == 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from bus.mapping.text import to_half_width, to_katakana
+from bus.mapping.text import HALF_WIDTH, to_half_width, to_katakana
 from bus.rules.check_digits import corporate_number_valid
 
 VARIANT_TABLE = Path(__file__).with_name("variant_kanji.csv")
@@ -31,7 +31,20 @@ def variant_table(path: Path = VARIANT_TABLE) -> dict[int, str]:
 
 def fold_text(text: str) -> str:
     """Width (full-width ASCII → ASCII, half-width kana → full-width), signs and variants."""
-    return to_half_width(_widen_kana(text).translate(_SIGNS)).translate(variant_table())
+    return _widen_kana(text).translate(_fold_table())
+
+
+@cache
+def _fold_table() -> dict[int, str]:
+    """The signs, then the width (:func:`to_half_width`), then the variants, character by
+    character, as one table: one pass over the text instead of three."""
+    variants = variant_table()
+    table = {}
+    for code in {*_SIGNS, *HALF_WIDTH, *variants}:  # any other character stays as it is
+        folded = to_half_width(chr(code).translate(_SIGNS)).translate(variants)
+        if folded != chr(code):
+            table[code] = folded
+    return table
 
 
 _HALF_KANA = re.compile(r"[\uff61-\uff9f]+")

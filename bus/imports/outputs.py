@@ -15,11 +15,13 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from lxml import etree
 from openpyxl import Workbook
 from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from openpyxl.worksheet._writer import WorksheetWriter
+from openpyxl.xml.constants import SHEET_MAIN_NS
+from openpyxl.xml.functions import xmlfile
 
 from bus.imports.worklist import ErrorRow
 
@@ -117,9 +119,10 @@ def _add_sheet(book: Workbook, title: str) -> PlainRowSheet:
 
 # --- XLSX rows of plain text ----------------------------------------------------------------
 
-_BATCH = 256  # rows parsed into XML elements at once
+_BATCH = 256  # rows written at once
 _WIDEST = 64  # columns of a plain row (the list has 16): a wider row goes the stock way
-_CELL_HEADS = [f'<c r="{get_column_letter(n)}' for n in range(1, _WIDEST + 1)]
+_CELL_HEADS = [f'<c r="{get_column_letter(n)}'.encode() for n in range(1, _WIDEST + 1)]
+_KEPT_CELLS, _KEPT_TEXT = 1024, 32  # per column: cells remembered (at most), longest text kept
 _XML_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 # what lxml would refuse in an element's text: openpyxl's ILLEGAL_CHARACTERS_RE and more
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -156,56 +159,115 @@ def _plain_cells(row: Sequence[Any]) -> bool:
     return _NOT_XML.search("".join(v for v in row if v is not None)) is None
 
 
-def row_xml(number: int, row: Sequence[str | None]) -> str:
-    """One row as openpyxl writes it in write-only mode (inline strings, no style)."""
-    n = str(number)
-    cells = [f'<row r="{n}">']
-    for head, value in zip(_CELL_HEADS, row, strict=False):  # plain rows fit
-        if value is None:
-            continue
-        if not value:
-            cells.append(f'{head}{n}" t="inlineStr"/>')
-            continue
+class PlainRows:
+    """Plain rows as the sheet's bytes: what openpyxl writes in write-only mode (inline
+    strings, no style) in its stream's encoding (ASCII, other characters as decimal
+    references), but empty text closed short (``<c r="A1" t="inlineStr"/>``), as this module
+    always wrote it. A cell's XML after its reference is remembered per column (bounded):
+    most of the list's columns repeat a few values (大字, 地目, 照合結果 …)."""
+
+    def __init__(self) -> None:
+        self._tails: list[dict[str, bytes]] = [{} for _ in range(_WIDEST)]
+
+    def row(self, number: int, row: Sequence[str | None]) -> bytes:
+        n = str(number).encode()
+        parts: list[bytes] = []
+        for head, value, tails in zip(_CELL_HEADS, row, self._tails, strict=False):
+            if value is None:
+                continue
+            tail = tails.get(value)
+            if tail is None:
+                tail = _tail(value, tails)
+            parts += (head, n, tail)
+        if not parts:
+            return b'<row r="%s"/>' % n  # closed short, as lxml wrote it for this module before
+        return b'<row r="%s">%s</row>' % (n, b"".join(parts))
+
+
+def _tail(value: str, kept: dict[str, bytes]) -> bytes:
+    """``value``'s cell after its reference (``" t="inlineStr">…</c>``), kept when short."""
+    if not value:
+        tail = b'" t="inlineStr"/>'
+    else:
         space = ' xml:space="preserve"' if value != value.strip() else ""
         text = value.translate(_XML_TEXT)
-        cells.append(f'{head}{n}" t="inlineStr"><is><t{space}>{text}</t></is></c>')
-    cells.append("</row>")
-    return "".join(cells)
+        xml = f'" t="inlineStr"><is><t{space}>{text}</t></is></c>'
+        tail = xml.encode("ascii", "xmlcharrefreplace")
+    if len(value) <= _KEPT_TEXT:
+        if len(kept) >= _KEPT_CELLS:
+            kept.clear()
+        kept[value] = tail
+    return tail
 
 
 class PlainRowSheet(WriteOnlyWorksheet):
-    """A write-only sheet whose rows of plain text skip openpyxl's cell objects: they are
-    rendered as its XML text and parsed back by lxml in batches (an element per cell through
-    ``WriteOnlyCell`` cost most of the import's XLSX time). Any other row goes the stock way."""
+    """A write-only sheet whose rows of plain text skip openpyxl's cell objects and lxml's
+    serialiser: they are rendered as the bytes openpyxl would write (ASCII, other characters
+    as decimal references) and written in batches between the stream's own writes (an
+    element per cell through ``WriteOnlyCell``, then parsing that XML back for the stream,
+    cost most of the import's XLSX time). Any other row goes the stock way."""
+
+    _writer: _RawRowWriter | None = None  # openpyxl's attribute, not in its stubs
+
+    def _get_writer(self) -> None:
+        if self._writer is None:
+            self._writer = _RawRowWriter(self)
+            self._writer.write_top()
 
     def _write_rows(self) -> Generator[None, Sequence[Any], None]:
-        writer = self._writer  # type: ignore[attr-defined]
-        xf = writer.xf.send(True)
+        writer = self._writer
+        assert writer is not None
+        xf: Any = writer.xf.send(True)
         with xf.element("sheetData"):
-            pending: list[str] = []
+            pending: list[bytes] = []
+            plain = PlainRows()
             number = 1
             try:
                 while True:
                     given = yield
                     row = given if isinstance(given, list | tuple) else list(given)
                     if plain_row(row):
-                        pending.append(row_xml(number, row))
+                        pending.append(plain.row(number, row))
                         if len(pending) >= _BATCH:
-                            _flush(xf, pending)
+                            writer.write_raw(xf, pending)
                     else:
-                        _flush(xf, pending)
+                        writer.write_raw(xf, pending)
                         cells = self._values_to_row(row, number)  # type: ignore[attr-defined]
                         writer.write_row(xf, cells, number)
                     number += 1
             except GeneratorExit:
-                _flush(xf, pending)
+                writer.write_raw(xf, pending)
         writer.xf.send(None)
 
 
-def _flush(xf: Any, pending: list[str]) -> None:
-    if pending:
-        xf.write(*etree.fromstring(f"<rows>{''.join(pending)}</rows>".encode()))
-        pending.clear()
+class _RawRowWriter(WorksheetWriter):
+    """openpyxl's sheet writer with its XML stream on a file object this class holds, so
+    that rows already serialised can be written to it between the stream's writes."""
+
+    def get_stream(self) -> Generator[Any, Any, None]:
+        """``WorksheetWriter.get_stream`` with the stream on ``self._handle``."""
+        assert isinstance(self.out, str)  # the temporary file openpyxl named
+        with (
+            open(self.out, "wb") as self._handle,
+            xmlfile(self._handle) as xf,
+            xf.element("worksheet", xmlns=SHEET_MAIN_NS),
+        ):
+            try:
+                while True:
+                    given = yield
+                    if given is True:
+                        yield xf
+                    elif given is not None:
+                        xf.write(given)
+            except GeneratorExit:
+                pass
+
+    def write_raw(self, xf: Any, pending: list[bytes]) -> None:
+        """Rows' XML in the stream's encoding, after what the stream holds."""
+        if pending:
+            xf.flush()
+            self._handle.write(b"".join(pending))
+            pending.clear()
 
 
 def error_cells(error: ErrorRow) -> list[Any]:

@@ -23,7 +23,8 @@ SPACES = " \u3000\t"  # what trim removes: half- and full-width spaces, tabs
 # full-width katakana (ァ–ヶ, ー) in parts joined by one full-width space: to_katakana's fixed
 # points (no half-width kana, no hiragana, no voiced mark to compose, nothing NFC changes)
 STANDARD_KANA = re.compile("[\u30a1-\u30f6\u30fc]+(?:\u3000[\u30a1-\u30f6\u30fc]+)*")
-_HALF_WIDTH = {0x3000: " ", **{code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)}}
+# what to_half_width translates, by code point
+HALF_WIDTH = {0x3000: " ", **{code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)}}
 
 
 @cache
@@ -73,7 +74,7 @@ def to_full_width(text: str) -> str:
 def to_half_width(text: str) -> str:
     """Full-width digits, letters and symbols (！ U+FF01 – ～ U+FF5E) → ASCII, 　 → space;
     kana stay full-width. ASCII text is returned as it is."""
-    return text if text.isascii() else text.translate(_HALF_WIDTH)
+    return text if text.isascii() else text.translate(HALF_WIDTH)
 
 
 def strip_spaces(text: str, side: str = "both") -> str:
