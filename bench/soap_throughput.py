@@ -279,7 +279,7 @@ def run_soak(
     try:
         config = hub_config(work, sink.url)
         with running_hub(work, config, http_workers=http_workers) as (hub, base):
-            script = wrk_load.write_script(work, bodies, run=6, delay_ms=connections * 1000 / rate)
+            script = paced_script(work, bodies, base + PATH, connections, rate)
             print(
                 f"soak: {minutes} min at ≤ {rate:.0f} msg/s ({connections} paced connections, "
                 f"{http_workers} HTTP process{'es' if http_workers > 1 else ''})"
@@ -300,6 +300,19 @@ def run_soak(
             print(f"RSS growth after minute 1: {100 * growth:+.1f} % (target < 10 %)")
     finally:
         sink.stop()
+
+
+def paced_script(work: Path, bodies: list[bytes], url: str, connections: int, rate: float) -> Path:
+    """A wrk script whose ``connections`` send ``rate`` msg/s in all. wrk waits its delay
+    *before* each request, so a connection's cycle is delay + latency: a 15 s run at the
+    nominal delay measures the latency under that load, and the delay is shortened by it."""
+    nominal = connections * 1000 / rate
+    probe = wrk_load.write_script(work, bodies, run=7, delay_ms=nominal)
+    result, _ = wrk_load.run_wrk(url, probe, seconds=15, connections=connections)
+    latency_ms = max(0.0, connections * 1000 / max(result.per_second, 1) - nominal)
+    delay = max(1.0, nominal - latency_ms)
+    print(f"pacing: {result.per_second:.0f} msg/s at {nominal:.0f} ms delay -> {delay:.0f} ms")
+    return wrk_load.write_script(work, bodies, run=6, delay_ms=delay)
 
 
 def run_floor(work: Path, bodies: list[bytes], options: argparse.Namespace) -> Row:
