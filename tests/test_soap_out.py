@@ -4,6 +4,7 @@ outcome classification against a scripted local SOAP server."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -284,6 +285,27 @@ def test_a_timeout_is_a_retry(scripted: tuple[Scripted, str], transport: SoapTra
         script.delay = 0.0
     assert result.outcome is Outcome.RETRY and result.error is not None
     assert result.error.startswith("timeout")
+
+
+def test_an_operation_without_a_body_part_is_a_retry_and_the_wsdl_is_read_again(
+    scripted: tuple[Scripted, str], transport: SoapTransport
+) -> None:
+    script, url = scripted
+    whole = script.wsdl
+    script.wsdl = re.sub(
+        rb'<wsdl:message name="ResidentChangeNotice">.*?</wsdl:message>',
+        b'<wsdl:message name="ResidentChangeNotice"/>',
+        whole,
+        flags=re.S,
+    )
+    script.answer, script.delay = (200, b"", {}), 0.0
+    try:
+        result = _send(transport, _notice(), url)
+    finally:
+        script.wsdl = whole
+    assert result.outcome is Outcome.RETRY, result.error
+    assert result.error == "WSDL: operation ResidentChangeNotice has no body part"
+    assert _send(transport, _notice(), url).outcome is Outcome.DELIVERED  # read again
 
 
 def test_a_refused_connection_is_a_retry(transport: SoapTransport) -> None:

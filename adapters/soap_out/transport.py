@@ -241,6 +241,16 @@ class SoapTransport:
                 self._all.append(contract)
         return contract
 
+    def _forget(self, url: str, timeout: float) -> None:
+        """Drop this thread's contract for ``url``: the next send loads the WSDL again."""
+        contract = self._local.__dict__.get("contracts", {}).pop((url, timeout), None)
+        if contract is None:
+            return
+        with self._lock:
+            self._all.remove(contract)
+        contract.session.close()
+        contract.pool.clear()
+
     def send(self, message: OutboundMessage, endpoint: Endpoint) -> SendResult:
         if not endpoint.url:
             return SendResult(Outcome.PERMANENT, error="endpoint has no url")
@@ -259,7 +269,16 @@ class SoapTransport:
             return SendResult(
                 Outcome.PERMANENT, error=f"the system's WSDL has no operation {request.service}"
             )
-        fields = _fit_fields(request.fields, operation.input.body.type.elements)
+        body_element = operation.input.body if operation.input is not None else None
+        if body_element is None:
+            # The WSDL as read declares the operation without a body part (seen once, on the
+            # first delivery to a sample system after a fresh start; the next load was whole).
+            # Not kept: the next attempt reads the WSDL again.
+            self._forget(endpoint.url, endpoint.timeout_seconds)
+            return SendResult(
+                Outcome.RETRY, error=f"WSDL: operation {request.service} has no body part"
+            )
+        fields = _fit_fields(request.fields, body_element.type.elements)
         try:
             envelope = client.create_message(
                 client.service,
