@@ -74,6 +74,10 @@ class _Contract:
     session: requests.Session  # the WSDL's
     pool: urllib3.PoolManager  # the calls'
 
+    def close(self) -> None:
+        self.session.close()
+        self.pool.clear()
+
 
 class _Unavailable(Exception):
     """The WSDL could not be read now (connection, timeout, HTTP status): try again later."""
@@ -248,8 +252,7 @@ class SoapTransport:
             return
         with self._lock:
             self._all.remove(contract)
-        contract.session.close()
-        contract.pool.clear()
+        contract.close()
 
     def send(self, message: OutboundMessage, endpoint: Endpoint) -> SendResult:
         if not endpoint.url:
@@ -310,5 +313,4 @@ class SoapTransport:
         with self._lock:
             made, self._all = self._all, []
         for contract in made:
-            contract.session.close()
-            contract.pool.clear()
+            contract.close()
