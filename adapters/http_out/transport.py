@@ -7,30 +7,27 @@ message, retrying cannot help); 5xx, timeouts and connection errors retry. Error
 status and reason only: a response body may hold personal data and is never recorded.
 
 Requests go over keep-alive HTTP/1.1 connections kept per sending thread
-(:mod:`.connections`, :mod:`.wire`); an ``httpx.Client`` passed in explicitly is used instead
-(custom TLS, proxies, mocks). A kept-alive connection the server closed while it was idle is
-detected before use; if the server closes it just as the request goes out (nothing of an
-answer received), the request is sent once more on a new connection — at-least-once, as
-everywhere in dispatch: receivers deduplicate by ``Renkei-Message-Id``.
+(:mod:`.exchange`, which also sends a request once more when a kept-alive connection turns
+out dead); an ``httpx.Client`` passed in explicitly is used instead (custom TLS, proxies,
+mocks).
 """
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
 
 from adapters.http_out.connections import ThreadConnections, target
-from adapters.http_out.wire import ProtocolError, RemoteDisconnected
+from adapters.http_out.exchange import exchange
+from adapters.outbound_headers import renkei_headers
 from bus.config.models import Endpoint
 from bus.dispatch.transport import OutboundMessage, Outcome, SendResult
 
 CONTENT_TYPE = "application/xml; charset=utf-8"
 USER_AGENT = "renkei"
 RETRYABLE_4XX = frozenset({408, 429})
-_LINE_BREAK = re.compile(r"[\r\n]")
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -75,17 +72,12 @@ def classify(response: httpx.Response) -> SendResult:
 
 
 def _headers(message: OutboundMessage, length: int) -> dict[str, str]:
-    headers = {
+    return {
         "Content-Type": CONTENT_TYPE,
         "Content-Length": str(length),
         "User-Agent": USER_AGENT,
-        "Renkei-Message-Id": message.message_id,
-        "Renkei-Service": message.service,
-        "Renkei-Tenant": message.tenant,
+        **renkei_headers(message),
     }
-    if message.correlation_id:
-        headers["Renkei-Correlation-Id"] = message.correlation_id
-    return headers
 
 
 class HttpTransport:
@@ -106,38 +98,12 @@ class HttpTransport:
         except ValueError:
             return SendResult(Outcome.PERMANENT, error="endpoint url is not http(s)")
         headers = _headers(message, len(message.body))
-        if _LINE_BREAK.search("".join(headers.values())):
-            return SendResult(Outcome.PERMANENT, error="a header value holds a line break")
-        timeout = endpoint.timeout_seconds
-        for _ in range(2):  # a second time only after a dead kept-alive connection
-            connection = self._connections.get(where.origin)
-            reused = connection.is_open
-            phase = "Connect" if not reused else "Write"
-            try:
-                connection.send_request(where.path, headers, message.body, timeout)
-                phase = "Read"
-                response = connection.read_response()
-            except (BrokenPipeError, ConnectionResetError, RemoteDisconnected) as error:
-                connection.close()
-                if reused:
-                    continue  # a kept-alive connection the server had closed: send again once
-                return SendResult(Outcome.RETRY, error=f"connection: {type(error).__name__}")
-            except TimeoutError:
-                connection.close()
-                return SendResult(Outcome.RETRY, error=f"timeout: {phase}Timeout")
-            except ProtocolError:
-                connection.close()
-                return SendResult(Outcome.RETRY, error="connection: RemoteProtocolError")
-            except OSError as error:
-                connection.close()
-                return SendResult(Outcome.RETRY, error=f"connection: {_name(error)}")
-            return classify_status(
-                response.status,
-                response.reason,
-                response.headers.get("retry-after"),
-                response.body,
-            )
-        return SendResult(Outcome.RETRY, error="connection: RemoteDisconnected")
+        answer = exchange(self._connections, where, headers, message.body, endpoint.timeout_seconds)
+        if isinstance(answer, SendResult):
+            return answer
+        return classify_status(
+            answer.status, answer.reason, answer.headers.get("retry-after"), answer.body
+        )
 
     @staticmethod
     def _send_httpx(
@@ -163,8 +129,3 @@ class HttpTransport:
         self._connections.close()
         if self._client is not None:
             self._client.close()
-
-
-def _name(error: OSError) -> str:
-    """A short, body-free name for the error (``ConnectionRefusedError``, ``gaierror``)."""
-    return type(error).__name__

@@ -5,11 +5,14 @@ The system's WSDL is read from ``<endpoint url>?wsdl`` once per sending thread, 
 configured endpoint URL (never the WSDL's own address, which spyne fixes from the first
 caller's Host). The operation is the one named like the service (:mod:`.binding`).
 
-zeep builds the envelope; the call itself is posted with urllib3 from a pool kept per system
-and thread, not through zeep's ``requests`` session: a ``requests`` call re-reads the proxy
-and CA-bundle environment every time, which cost a third of an inquiry's outbound CPU. The
-environment is read once, with ``requests``' own rules, when the pool is made; redirects are
-not followed (like the HTTP transport).
+zeep builds the envelope; the call itself is not posted through zeep's ``requests`` session (a
+``requests`` call re-reads the proxy and CA-bundle environment every time, which cost a third
+of an inquiry's outbound CPU). The environment is read once per system, with ``requests``' own
+rules, when the WSDL is loaded: when it names a proxy for the system, or certificate checks
+other than the default ones for an ``https`` system, calls go through urllib3, which implements
+those; otherwise over the HTTP transport's own kept-alive connections (:mod:`adapters.http_out.
+exchange`: a third of urllib3's CPU per call). Either way redirects are not followed (like the
+HTTP transport) and a gzip or deflate answer is decoded.
 
 Before anything is sent, the Body zeep built is validated with lxml against the WSDL's schemas
 (:mod:`.wsdl_schema`), since zeep ignores patterns and enumerations. The messageId travels
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import io
 import threading
+import zlib
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -37,6 +41,8 @@ import requests
 import urllib3
 from lxml import etree
 
+from adapters.http_out.connections import ThreadConnections, target
+from adapters.http_out.exchange import exchange
 from adapters.http_out.transport import classify_status, retry_after_seconds
 from adapters.outbound_headers import renkei_headers
 from adapters.soap_out.binding import (
@@ -54,6 +60,7 @@ from bus.dispatch.transport import OutboundMessage, Outcome, SendResult
 from bus.samplegen.content_model import ContentModel
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+MAX_DECODED = 64 * 1024 * 1024  # a compressed answer decoded to more is refused (a bomb)
 _zeep: Any = __import__("zeep")
 _zeep_transports: Any = __import__("zeep.transports", fromlist=["Transport"])
 _zeep_loader: Any = __import__("zeep.loader", fromlist=["parse_xml"])
@@ -72,11 +79,12 @@ class _Contract:
     client: Any
     schema: WsdlSchema
     session: requests.Session  # the WSDL's
-    pool: urllib3.PoolManager  # the calls'
+    pool: urllib3.PoolManager | None  # the calls', when the environment needs urllib3
 
     def close(self) -> None:
         self.session.close()
-        self.pool.clear()
+        if self.pool is not None:
+            self.pool.clear()
 
 
 class _Unavailable(Exception):
@@ -119,18 +127,23 @@ def _load(url: str, timeout: float) -> _Contract:
     return _Contract(client, schema, session, _pool(session, url, timeout))
 
 
-def _pool(session: requests.Session, url: str, timeout: float) -> urllib3.PoolManager:
+def _pool(session: requests.Session, url: str, timeout: float) -> urllib3.PoolManager | None:
     """Connections to ``url`` kept between calls, with the proxy and certificate checks
-    ``requests`` would apply to it (its environment rules, read once) and no retries."""
+    ``requests`` would apply to it (its environment rules, read once) and no retries; None
+    when those are what the HTTP transport's own connections do (no proxy; for ``https``,
+    certifi's bundle)."""
     settings = session.merge_environment_settings(url, {}, None, None, None)
     verify = settings["verify"]
+    proxy = requests.utils.select_proxy(url, settings["proxies"])
+    default_checks = verify is True or verify == requests.utils.DEFAULT_CA_BUNDLE_PATH
+    if not proxy and (default_checks or not url.lower().startswith("https:")):
+        return None
     options: dict[str, Any] = {
         "timeout": urllib3.Timeout(connect=timeout, read=timeout),
         "retries": False,
         "cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE",
         "ca_certs": verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH,
     }
-    proxy = requests.utils.select_proxy(url, settings["proxies"])
     if proxy:
         return urllib3.ProxyManager(proxy, **options)
     return urllib3.PoolManager(**options)
@@ -188,9 +201,40 @@ def _reply_elements() -> frozenset[str]:
     return frozenset(tag for tag in ContentModel().elements if tag.endswith("Reply"))
 
 
-def _answer(service: str, response: urllib3.BaseHTTPResponse, settings: Any) -> SendResult:
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A system's HTTP answer, its body decoded, whichever client carried the call."""
+
+    status: int
+    reason: str
+    retry_after: str | None
+    data: bytes
+
+
+def _decoded(body: bytes, coding: str) -> bytes | None:
+    """The body under its ``Content-Encoding`` (gzip or deflate, as urllib3 decodes them;
+    any other coding as it is); None when it does not decode, or would decode to more than
+    ``MAX_DECODED`` bytes (a compression bomb)."""
+    coding = coding.strip().lower()
+    if coding in ("gzip", "x-gzip"):
+        formats: tuple[int, ...] = (zlib.MAX_WBITS | 16,)
+    elif coding == "deflate":  # zlib-wrapped, or raw as some servers send it
+        formats = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+    else:
+        return body
+    for window in formats:
+        decompressor = zlib.decompressobj(window)
+        try:
+            data = decompressor.decompress(body, MAX_DECODED)
+        except zlib.error:
+            continue
+        return None if decompressor.unconsumed_tail or not decompressor.eof else data
+    return None
+
+
+def _answer(service: str, response: _Answer, settings: Any) -> SendResult:
     """Classify a system's HTTP answer; an inquiry's reply becomes a PlatformMessage."""
-    retry_after = response.headers.get("Retry-After")
+    retry_after = response.retry_after
     envelope = None
     if response.data:
         try:
@@ -233,6 +277,7 @@ class SoapTransport:
         self._local = threading.local()
         self._all: list[_Contract] = []
         self._lock = threading.Lock()
+        self._connections = ThreadConnections()  # the calls' (no proxy), per thread
 
     def _contract(self, url: str, timeout: float) -> _Contract:
         contracts: dict[tuple[str, float], _Contract] = self._local.__dict__.setdefault(
@@ -301,16 +346,48 @@ class SoapTransport:
             )
         data = _zeep_wsdl_utils.etree_to_string(envelope)  # what zeep's post_xml sends
         headers = _headers(message, operation.soapaction)
+        if contract.pool is not None:
+            answer = _through_urllib3(contract.pool, endpoint.url, headers, data)
+        else:
+            answer = self._post(endpoint, headers, data)
+        if isinstance(answer, SendResult):
+            return answer
+        return _answer(request.service, answer, client.settings)
+
+    def _post(
+        self, endpoint: Endpoint, headers: dict[str, str], data: bytes
+    ) -> _Answer | SendResult:
+        assert endpoint.url is not None
+        headers["Content-Length"] = str(len(data))
         try:
-            response = contract.pool.request("POST", endpoint.url, body=data, headers=headers)
-        except urllib3.exceptions.TimeoutError as error:
-            return SendResult(Outcome.RETRY, error=f"timeout: {type(error).__name__}")
-        except urllib3.exceptions.HTTPError as error:
-            return SendResult(Outcome.RETRY, error=f"connection: {type(error).__name__}")
-        return _answer(request.service, response, client.settings)
+            where = target(endpoint.url)
+        except ValueError:
+            return SendResult(Outcome.PERMANENT, error="endpoint url is not http(s)")
+        got = exchange(self._connections, where, headers, data, endpoint.timeout_seconds)
+        if isinstance(got, SendResult):
+            return got
+        body = _decoded(got.body, got.headers.get("content-encoding", ""))
+        if body is None:
+            return SendResult(Outcome.RETRY, error="connection: DecodeError")
+        return _Answer(got.status, got.reason, got.headers.get("retry-after"), body)
 
     def close(self) -> None:
         with self._lock:
             made, self._all = self._all, []
         for contract in made:
             contract.close()
+        self._connections.close()
+
+
+def _through_urllib3(
+    pool: urllib3.PoolManager, url: str, headers: dict[str, str], data: bytes
+) -> _Answer | SendResult:
+    """The call through the proxy (or with the certificate checks) the environment names."""
+    try:
+        response = pool.request("POST", url, body=data, headers=headers)
+    except urllib3.exceptions.TimeoutError as error:
+        return SendResult(Outcome.RETRY, error=f"timeout: {type(error).__name__}")
+    except urllib3.exceptions.HTTPError as error:
+        return SendResult(Outcome.RETRY, error=f"connection: {type(error).__name__}")
+    retry_after = response.headers.get("Retry-After")
+    return _Answer(response.status, response.reason or "", retry_after, response.data)

@@ -1,0 +1,55 @@
+"""One POST and its answer over the sending thread's kept-alive connection, for every outbound
+transport that speaks plain HTTP/1.1 (the HTTP transport, and the SOAP transport's calls).
+
+A kept-alive connection the server closed while it was idle is detected before use
+(:mod:`.connections`); if the server closes it just as the request goes out (nothing of an
+answer received), the request is sent once more on a new connection — at-least-once, as
+everywhere in dispatch: receivers deduplicate by ``Renkei-Message-Id``. A failure is a
+:class:`SendResult` with a body-free reason.
+"""
+
+from __future__ import annotations
+
+import re
+
+from adapters.http_out.connections import Target, ThreadConnections
+from adapters.http_out.wire import ProtocolError, RemoteDisconnected, Response
+from bus.dispatch.transport import Outcome, SendResult
+
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
+def exchange(
+    connections: ThreadConnections,
+    where: Target,
+    headers: dict[str, str],
+    body: bytes,
+    timeout: float,
+) -> Response | SendResult:
+    """The answer to ``POST where`` (``headers`` must hold ``Content-Length``), or why there
+    is none: permanent for a header value that would split the request, else a retry."""
+    if _LINE_BREAK.search("".join(headers.values())):
+        return SendResult(Outcome.PERMANENT, error="a header value holds a line break")
+    for _ in range(2):  # a second time only after a dead kept-alive connection
+        connection = connections.get(where.origin)
+        reused = connection.is_open
+        phase = "Connect" if not reused else "Write"
+        try:
+            connection.send_request(where.path, headers, body, timeout)
+            phase = "Read"
+            return connection.read_response()
+        except (BrokenPipeError, ConnectionResetError, RemoteDisconnected) as error:
+            connection.close()
+            if reused:
+                continue  # a kept-alive connection the server had closed: send again once
+            return SendResult(Outcome.RETRY, error=f"connection: {type(error).__name__}")
+        except TimeoutError:
+            connection.close()
+            return SendResult(Outcome.RETRY, error=f"timeout: {phase}Timeout")
+        except ProtocolError:
+            connection.close()
+            return SendResult(Outcome.RETRY, error="connection: RemoteProtocolError")
+        except OSError as error:  # refused, unreachable, unresolvable, TLS (short names)
+            connection.close()
+            return SendResult(Outcome.RETRY, error=f"connection: {type(error).__name__}")
+    return SendResult(Outcome.RETRY, error="connection: RemoteDisconnected")
