@@ -388,9 +388,10 @@ def vendor_request(platform_body: bytes, url: str) -> bytes:
     return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
 
 
-def run_inquiry(work: Path, options: argparse.Namespace) -> tuple[Row, Row]:
+def run_inquiry(work: Path, options: argparse.Namespace) -> tuple[list[Row], Row]:
     """宛名照会 answered by the 住民記録 sample (spyne, its own process): called directly
-    with its own request, and through the hub's /soap/AddresseeInquiry."""
+    with its own request, and through the hub's /soap/AddresseeInquiry — one HTTP process,
+    then ``--http-workers`` processes when more than one (each a fresh hub)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/juki"
     command = [sys.executable, str(Path(__file__).resolve().parent / "sample_system.py")]
@@ -410,13 +411,19 @@ def run_inquiry(work: Path, options: argparse.Namespace) -> tuple[Row, Row]:
             options,
             {"juki": [juki_process.pid]},
         )
-        config = hub_config(work, "http://127.0.0.1:9/unused", juki_url=url)
-        with running_hub(work, config) as (hub, base):
-            bodies = [serialize(to_soap(document)) for document in documents]
-            script = wrk_load.write_script(work, bodies, run=5)
-            groups = {"hub": process_tree(hub.pid), "juki": [juki_process.pid]}
-            hub_url = base + "/soap/AddresseeInquiry"
-            through = measure("宛名照会 through the hub", hub_url, script, options, groups)
+        bodies = [serialize(to_soap(document)) for document in documents]
+        through: list[Row] = []
+        for processes in sorted({1, options.http_workers}):
+            hub_work = work / f"hub-{processes}"
+            hub_work.mkdir()
+            config = hub_config(hub_work, "http://127.0.0.1:9/unused", juki_url=url)
+            with running_hub(hub_work, config, http_workers=processes) as (hub, base):
+                script = wrk_load.write_script(hub_work, bodies, run=5)
+                groups = {"hub": process_tree(hub.pid), "juki": [juki_process.pid]}
+                hub_url = base + "/soap/AddresseeInquiry"
+                plural = "es" if processes > 1 else ""
+                label = f"宛名照会 through the hub ({processes} HTTP process{plural})"
+                through.append(measure(label, hub_url, script, options, groups))
         return through, direct
     finally:
         juki_process.terminate()
@@ -443,8 +450,8 @@ def main(argv: list[str] | None = None) -> None:
         "--http-workers",
         type=int,
         default=1,
-        help="also the embedded hub and the floor with N HTTP processes (N > 1); with "
-        "--soak-only, the soaked hub runs N",
+        help="also the embedded hub and the floor with N HTTP processes (N > 1), and the "
+        "inquiry through a hub with N; with --soak-only, the soaked hub runs N",
     )
     options = parser.parse_args(argv)
     missing = wrk_load.available()
@@ -468,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
             run_soak(Path(temporary), bodies, minutes, rate, options.http_workers)
         return
     rows: dict[str, Row] = {}
-    inquiry: tuple[Row, Row] | None = None
+    inquiry: tuple[list[Row], Row] | None = None
     with tempfile.TemporaryDirectory(prefix="renkei-soap-bench-") as temporary:
         for key, run in [] if options.only == "inquiry" else runs:
             if key == "nodered" and (reason := nodered_baseline.NodeRed.available()):
@@ -518,12 +525,12 @@ def print_notification_table(rows: dict[str, Row]) -> None:
     print()
 
 
-def print_inquiry_table(through: Row, direct: Row) -> None:
+def print_inquiry_table(through: list[Row], direct: Row) -> None:
     print(
         "| inquiry | msg/s | p50 / p99 ms | errors | vs direct | p50 added | CPU ms per message |"
     )
     print("|" + " --- |" * 7)
-    for row in (through, direct):
+    for row in (*through, direct):
         assert row.result is not None and direct.result is not None
         cells = row.cells(None, None)
         ratio = row.result.per_second / direct.result.per_second
