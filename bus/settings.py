@@ -27,8 +27,12 @@ def _default_config_dir() -> Path:
     return data_dir("samples") / "config"
 
 
+ENV_PREFIX = "RENKEI_"
+DISPATCH_WORKERS_ENV = f"{ENV_PREFIX}DISPATCH_WORKERS"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RENKEI_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     data_dir: Path = Field(default=Path(".renkei"), description="Where the SQLite file lives.")
     database_url: str | None = Field(
@@ -41,7 +45,10 @@ class Settings(BaseSettings):
     sqlite_synchronous: SqliteSync = SqliteSync.NORMAL
     public_url: str | None = None
     dispatch_workers: int = Field(
-        default=2, ge=0, description="Worker threads `renkei serve` runs in process (0: none)."
+        default=2,
+        ge=0,
+        description="Worker threads `renkei serve` runs in process (0: none); with several "
+        "HTTP processes on SQLite, 1 in each unless set.",
     )
     folder_watcher: bool = Field(
         default=True,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from bus.cli.app import app
-from bus.settings import Settings
+from bus.settings import DISPATCH_WORKERS_ENV, Settings
 
 SAMPLES_GROUP = "renkei.samples"
 
@@ -80,7 +80,8 @@ def serve(
         int,
         typer.Option(
             help="HTTP server processes, each with its dispatch workers (on SQLite: one "
-            "machine, the processes take turns to write)."
+            "machine, the processes take turns to write; one worker each unless "
+            "RENKEI_DISPATCH_WORKERS says otherwise)."
         ),
     ] = 1,
     samples: Annotated[
@@ -122,6 +123,11 @@ def serve(
         metrics_dir = settings.data_dir.resolve() / "metrics"
         reset_multiprocess_dir(metrics_dir)
         os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    if http_workers > 1 and settings.is_sqlite and DISPATCH_WORKERS_ENV not in os.environ:
+        # one dispatch worker a process: the processes' workers contend for the same
+        # deliveries and write turn, and each worker's send lanes for its process's one GIL
+        # (3 processes × 2 workers carried ~12 % fewer messages than × 1: docs/benchmarks.md)
+        os.environ[DISPATCH_WORKERS_ENV] = "1"
     if samples is None:  # another configuration's systems are real ones, or the tests' own
         samples = settings.config_dir is None
     running = start_samples(settings) if samples else []
