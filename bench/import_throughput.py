@@ -9,7 +9,9 @@ and its record, the key and 要確認 checks (``NoticeParser``) — no hub; (3) 
 ``run_import`` into a fresh SQLite hub (``Hub.ingest_many`` through every pipeline stage,
 1,000 records a transaction, routed to kotei), owner matching against a resident index, and
 the XLSX/CSV outputs. Each line gives wall seconds and this process's CPU seconds (the
-machine is shared: the CPU figure is the per-core one).
+machine is shared: the CPU figure is the per-core one). ``--every N`` also prints, while the
+end-to-end import runs, the rate and peak RSS of each N records (whether they stay flat as
+the store grows).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +39,7 @@ def decode_only(path: Path) -> dict[str, float]:
         start, cpu, records = time.perf_counter(), time.process_time(), 0
         for line in split_lines(stream):
             text = decode_line(line.data, encoding)
-            if isinstance(text, str) and len(csv_fields(text)) > 1:
+            if isinstance(text, str) and len(csv_fields(text) or ()) > 1:
                 records += 1
     return {  # less the header row
         "records": records - 1,
@@ -66,7 +69,30 @@ def decode_parse(path: Path) -> dict[str, float]:
     }
 
 
-def end_to_end(path: Path, work: Path) -> dict[str, float]:
+def interval_printer(every: int) -> Callable[[int, int, int], None]:
+    """A progress callback printing each ``every`` records' rate, CPU rate and peak RSS."""
+    last = [0, time.perf_counter(), time.process_time()]
+
+    def printed(records: int, _errors: int, _bytes: int) -> None:
+        if records - last[0] < every:
+            return
+        now, cpu = time.perf_counter(), time.process_time()
+        done = records - last[0]
+        print(
+            f"  up to {records:>9,} records: {done / (now - last[1]):7,.0f} records/s "
+            f"({done / (cpu - last[2]):7,.0f} records/CPU s), peak RSS {_peak_rss_mb():.0f} MB",
+            flush=True,
+        )
+        last[:] = [records, now, cpu]
+
+    return printed
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def end_to_end(path: Path, work: Path, every: int = 0) -> dict[str, float]:
     from bus.hub import Hub
     from bus.imports.residents import ResidentIndex
     from bus.imports.runner import ImportOptions, run_import
@@ -76,18 +102,20 @@ def end_to_end(path: Path, work: Path) -> dict[str, float]:
     index = ResidentIndex(work / "residents.sqlite")
     index.load_extract(ROOT / "samples" / "notices" / "residents-412066.csv", "412066")
     start, cpu = time.perf_counter(), time.process_time()
-    summary = run_import(hub, ImportOptions(path, "412066", out_dir=work / "out"), index)
+    progress = interval_printer(every) if every else None
+    options = ImportOptions(path, "412066", out_dir=work / "out")
+    summary = run_import(hub, options, index, progress)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     hub.close()
     return {"records": summary.new, "seconds": seconds, "cpu_seconds": cpu_seconds}
 
 
-def child(mode: str, path: Path, work: Path) -> None:
+def child(mode: str, path: Path, work: Path, every: int) -> None:
     if mode == "decode":
         result = decode_only(path)
     else:
-        result = decode_parse(path) if mode == "parse" else end_to_end(path, work)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result = decode_parse(path) if mode == "parse" else end_to_end(path, work, every)
+    result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result))
 
 
@@ -95,10 +123,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--modes", default="decode,parse,e2e")
+    parser.add_argument("--every", type=int, default=0, help="e2e: a line per N records")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], Path(args.child[1]), Path(args.child[2]))
+        child(args.child[0], Path(args.child[1]), Path(args.child[2]), args.every)
         return
     from bus.imports.generator import generate
 
@@ -110,10 +139,14 @@ def main() -> None:
             work = Path(tmp) / mode
             work.mkdir()
             out = subprocess.run(
-                [sys.executable, __file__, "--child", mode, str(path), str(work)],
+                [sys.executable, __file__, "--child", mode, str(path), str(work),
+                 "--every", str(args.every)],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
-            result = json.loads(out.stdout.strip().splitlines()[-1])
+            *intervals, last = out.stdout.rstrip().splitlines()
+            for line in intervals:
+                print(line)
+            result = json.loads(last)
             rate = result["records"] / result["seconds"]
             print(
                 f"{mode:6} {result['records']:>9,.0f} records {result['seconds']:8.1f} s "
