@@ -357,6 +357,8 @@ class SoapTransport:
     def _post(
         self, endpoint: Endpoint, headers: dict[str, str], data: bytes
     ) -> _Answer | SendResult:
+        """The call over this thread's kept-alive connection to the system (the usual case:
+        no proxy, default certificate checks), its answer decoded."""
         assert endpoint.url is not None
         headers["Content-Length"] = str(len(data))
         try:
