@@ -22,7 +22,7 @@ from bus.imports.runner import ImportOptions, run_import
 from bus.observability.metrics import MULTIPROC_ENV, exposition
 from bus.settings import Settings
 from tests.support.hub_server import ROOT, hub_server, sample, serialize
-from tests.support.receivers import SAMPLE_CONFIG_DIR, free_port, wait_for
+from tests.support.receivers import SAMPLE_CONFIG_DIR, answers, free_port, wait_for
 
 SERVICE = "ResidentChangeNotice"
 TENANT = "414247"  # the sample's client tenant
@@ -195,7 +195,7 @@ def test_renkei_serve_adds_up_metrics_across_its_http_processes(
     process = subprocess.Popen(command, env=environment, stderr=log, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _up(url), timeout=60)
+        wait_for(lambda: answers(url), timeout=60)
         counted = data / "metrics"
         sent = 0
         with ThreadPoolExecutor(8) as pool:  # until both processes have taken some
@@ -216,13 +216,6 @@ def test_renkei_serve_adds_up_metrics_across_its_http_processes(
     lines = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()]
     started = {line["event"] for line in lines if line["logger"] == "uvicorn.error"}
     assert sum("Started server process" in event for event in started) == 2
-
-
-def _up(url: str, path: str = "/healthz") -> bool:
-    try:
-        return httpx.get(f"{url}{path}", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_import_progress_is_counted_per_committed_chunk(tmp_path: Path) -> None:
@@ -270,7 +263,7 @@ def test_a_worker_on_another_host_serves_its_own_metrics(
     process = subprocess.Popen(command, env=environment, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _up(url, "/metrics"), timeout=60)
+        wait_for(lambda: answers(url, "/metrics"), timeout=60)
         samples = _scrape(url)
     finally:
         process.send_signal(signal.SIGTERM)

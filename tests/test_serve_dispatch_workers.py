@@ -11,12 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bus.observability.metrics import MULTIPROC_ENV
 from bus.settings import DISPATCH_WORKERS_ENV
-from tests.support.receivers import SAMPLE_CONFIG_DIR, free_port, wait_for
+from tests.support.receivers import SAMPLE_CONFIG_DIR, answers, free_port, wait_for
 
 RENKEI = str(Path(sys.executable).parent / "renkei")
 PROCESSES = 2
@@ -29,13 +28,6 @@ def _ready_lines(log: Path) -> list[dict[str, object]]:
         if '"hub.ready"' in text:
             ready.append(json.loads(text))
     return ready
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.mark.parametrize(("configured", "expected"), [(None, 1), ("3", 3)])
@@ -58,7 +50,7 @@ def test_each_process_runs_one_dispatch_worker_unless_told(
             [*command, "--no-samples"], env=environment, stderr=log, start_new_session=True
         )
         try:
-            wait_for(lambda: _up(f"http://127.0.0.1:{port}"), timeout=60)
+            wait_for(lambda: answers(f"http://127.0.0.1:{port}"), timeout=60)
             wait_for(lambda: len(_ready_lines(log_path)) == PROCESSES, timeout=30)
         finally:
             os.killpg(process.pid, signal.SIGTERM)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +27,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def answers(url: str, path: str = "/healthz") -> bool:
+    """Whether the server at ``url`` answers ``GET path`` with 200 (not yet up: False)."""
+    try:
+        return httpx.get(f"{url}{path}", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def wait_for(until: Callable[[], bool], timeout: float = 30.0) -> float:
