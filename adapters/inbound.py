@@ -1,31 +1,33 @@
 """What the SOAP and REST inbound adapters share: a bounded body, who is calling, the one
 pipeline run off the event loop, and whose fault a refusal is.
 
-Neither adapter validates or routes by itself: both hand bytes to :meth:`bus.hub.Hub.ingest`.
-Two lanes lead there. The pipeline is CPU-bound under one GIL, so messages run it in at most
-``RENKEI_INGEST_THREADS`` threads at once (more threads only add contention, and each one
-costs memory). Before that, the body is screened with the Validate stage's own secure parse
-(on the event loop when small): a body it refuses, or whose root cannot be a message, takes
-the same pipeline in a thread of the default pool instead, so a hostile request never queues
-behind valid ones — or on the event loop itself when nothing in that run can wait (a caller
-known by certificate or address); Authenticate still decides first and Audit records the
-refusal (after the answer: :mod:`bus.store.rejection_audit`).
+Neither adapter validates or routes by itself: both hand bytes to the hub's one pipeline,
+in one of three lanes. The body is first screened with the Validate stage's own secure parse
+(on the event loop when small). A notification (anything but an inquiry) that passes goes to
+the batch lane (:meth:`bus.hub.Hub.submit`): one thread runs the messages queued meanwhile
+together and stores them in one transaction. An inquiry waits for its provider, so it runs
+the pipeline in a thread of its own, at most ``RENKEI_INGEST_THREADS`` at once. A body the
+screening refuses, or whose root cannot be a message, takes the pipeline in a thread of the
+default pool instead, so a hostile request never queues behind valid ones — or on the event
+loop itself when nothing in that run can wait (a caller known by certificate or address);
+Authenticate still decides first and Audit records the refusal (after the answer:
+:mod:`bus.store.rejection_audit`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
 
 import anyio
 from starlette.requests import Request
 from starlette.types import Scope
 
-from bus.config.loader import request_services
+from bus.config.loader import is_inquiry, request_services
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding, Identity, Message, Severity, UsernameToken
@@ -213,27 +215,28 @@ async def ingest(
     caller = Caller.of(request)
     screened = screened or await screen(raw)
     refused = screened.root is None or not is_message_root(screened.root)
-    run = partial(
-        hub.ingest,
-        raw,
+    message = Message(
+        raw=raw,
         adapter=adapter,
         source_address=caller.source_address,
         api_key=caller.api_key,
         username_token=username_token,
         client_certificate=caller.client_certificate,
-        service=service,
+        endpoint_service=service,
         parsed=screened,
     )
     try:
         if refused and _refusal_needs_no_io(hub, caller, username_token):
-            return run()  # on the event loop: no thread hand-over (docs/benchmarks.md)
+            return hub.run(message)  # on the event loop: no thread hand-over (docs/benchmarks.md)
+        if not refused and not is_inquiry(service):
+            return await asyncio.wrap_future(hub.submit(message))
         return await anyio.to_thread.run_sync(
-            run, limiter=None if refused else ingest_limiter(request)
+            hub.run, message, limiter=None if refused else ingest_limiter(request)
         )
     except Exception as error:  # the adapter boundary: never a generic 500
-        message = Message(raw=raw, adapter=adapter)
-        message.add_findings([internal_error(error)])
-        return message
+        failed = Message(raw=raw, adapter=adapter)
+        failed.add_findings([internal_error(error)])
+        return failed
 
 
 def _refusal_needs_no_io(hub: Hub, caller: Caller, token: UsernameToken | None) -> bool:

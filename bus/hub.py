@@ -1,16 +1,19 @@
 """The assembled hub: store, configuration, the one ingest pipeline and dispatch workers.
 
-Every inbound adapter calls :meth:`Hub.ingest`; ``renkei serve`` also runs the workers in
-process (the embedded default), ``renkei worker`` runs them alone (PostgreSQL only).
+Every inbound adapter calls :meth:`Hub.ingest` (or hands a notification to the batch lane,
+:meth:`Hub.submit`); ``renkei serve`` also runs the workers in process (the embedded default),
+``renkei worker`` runs them alone (PostgreSQL only).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import cache
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from functools import cache, partial
 from time import perf_counter
 
+from bus.batch_lane import BatchLane
 from bus.config.index import ConfigIndex
 from bus.config.models import Direction, Route, System
 from bus.config.snapshots import ConfigProvider, ensure_config
@@ -147,6 +150,13 @@ class Hub:
     wakeups: Wakeups
     pipeline: Pipeline
     rejections: RejectionAuditWriter
+    lane: BatchLane = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.lane = BatchLane(partial(ingest_batch, self.pipeline), self._observed)
+
+    def _observed(self, message: Message, seconds: float) -> None:
+        ingest_observed(message, self.config.current().index, seconds)
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Hub:
@@ -190,10 +200,21 @@ class Hub:
             identity=identity,
             parsed=parsed,
         )
+        return self.run(message)
+
+    def run(self, message: Message) -> Message:
+        """:meth:`ingest` for a message an adapter has made."""
         started = perf_counter()
         message = self.pipeline.run(message)
-        ingest_observed(message, self.config.current().index, perf_counter() - started)
+        self._observed(message, perf_counter() - started)
         return message
+
+    def submit(self, message: Message) -> Future[Message]:
+        """:meth:`run` in the batch lane (:mod:`bus.batch_lane`): with the messages other
+        callers submit meanwhile, stored in one transaction. Not for an inquiry (it would hold
+        the lane while its provider answers). Raises :class:`bus.batch_lane.LaneClosed` once
+        the hub is closing."""
+        return self.lane.submit(message)
 
     def ingest_many(
         self,
@@ -246,6 +267,7 @@ class Hub:
         )
 
     def close(self) -> None:
+        self.lane.close()  # first: it finishes what it took, which writes to the store
         self.rejections.close()  # before the store: it writes what is pending
         self.wakeups.close()
         close_transports()

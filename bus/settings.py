@@ -57,10 +57,9 @@ class Settings(BaseSettings):
     ingest_threads: int = Field(
         default=16,
         ge=1,
-        description="Inbound HTTP messages run through the pipeline at once, each in a thread. "
-        "The pipeline is CPU-bound under one GIL, but a thread waiting for its grouped commit "
-        "or for an inquiry's provider holds no CPU: 4 threads cost ~10-30 % of the messages a "
-        "second that 16 give (smaller commit groups; docs/benchmarks.md).",
+        description="Inbound HTTP inquiries run through the pipeline at once, each in a thread "
+        "that waits for the provider's answer. Notifications take the batch lane instead (one "
+        "thread per HTTP process; docs/architecture.md).",
     )
     malloc_arenas: int = Field(
         default=2,

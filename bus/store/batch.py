@@ -8,11 +8,15 @@ together by the Store stage's group writer — their rows, deliveries and ``stor
 records — with the ``rejected`` audit records of the batch in the same transaction. The
 stages after Store (Reply, Audit) then run per message as usual, except that a message
 rejected before Store was already audited in the batch's transaction.
+
+A caller that gathers unrelated senders' messages into one batch (the HTTP adapters' batch
+lane, :mod:`bus.batch_lane`) passes ``on_error``: a message whose stage raises is then handed
+to it and left out, instead of the exception failing the whole batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -21,21 +25,34 @@ from bus.store.audit import AuditStage, append_audits, rejection_entry
 from bus.store.ingest import StoreStage
 
 
-def ingest_batch(pipeline: Pipeline, messages: Sequence[Message]) -> list[Message]:
+def ingest_batch(
+    pipeline: Pipeline,
+    messages: Sequence[Message],
+    on_error: Callable[[Message, Exception], None] | None = None,
+) -> list[Message]:
     """Run ``messages`` through ``pipeline``, the accepted ones stored in one transaction
     (retried one by one if it fails); each message ends as :meth:`Pipeline.run` leaves it
-    (``ack`` once committed, or findings)."""
+    (``ack`` once committed, or findings). With ``on_error``, a message whose stage before
+    Store raises is given to it with the exception and is not in the result; the others keep
+    their order."""
     stages = pipeline.stages
     names = [stage.name for stage in stages]
     at_store = names.index(StageName.STORE)
     store, audit = stages[at_store], stages[names.index(StageName.AUDIT)]
     assert isinstance(store, StoreStage) and isinstance(audit, AuditStage)
     ran: list[Message] = []
-    for message in messages:
-        for stage in stages[:at_store]:
-            if not message.rejected:
-                message = stage(message)
-                message.trace.append(stage.name)
+    for given in messages:
+        message = given
+        try:
+            for stage in stages[:at_store]:
+                if not message.rejected:
+                    message = stage(message)
+                    message.trace.append(stage.name)
+        except Exception as error:
+            if on_error is None:
+                raise
+            on_error(given, error)
+            continue
         ran.append(message)
     accepted = [message for message in ran if not message.rejected]
     refused = [message for message in ran if message.rejected]

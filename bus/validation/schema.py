@@ -71,8 +71,8 @@ class SchemaPool:
     with one object at once. A copy per thread (as before) cost ~1.3 MiB and ~5 ms of compile
     for every thread that ever validated, and the HTTP thread pool has up to 40; a pool
     compiles one only when every compiled one is lent out, so it holds as many as validations
-    ever ran at once (bounded by the threads that validate: RENKEI_INGEST_THREADS, the
-    dispatch workers), and keeps at most ``max_idle`` of them.
+    ever ran at once (bounded by the threads that validate: the batch lane's, the inquiries'
+    RENKEI_INGEST_THREADS, the dispatch workers), and keeps at most ``max_idle`` of them.
     """
 
     def __init__(
