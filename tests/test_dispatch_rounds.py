@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -215,3 +216,48 @@ def test_claim_jobs_returns_what_sending_needs(store: Store) -> None:
         job.body,
     )
     assert message_id.encode() in job.body
+
+
+class Timed:
+    """A transport that answers after ``delay`` seconds, noting the thread of each send."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.threads: list[int] = []
+
+    def send(self, message: object, endpoint: object) -> SendResult:
+        self.threads.append(threading.get_ident())
+        time.sleep(self.delay)
+        return SendResult(Outcome.DELIVERED)
+
+    def close(self) -> None:
+        pass
+
+
+def _round(store: Store, transport: Timed, jobs: int) -> float:
+    """One round of ``jobs`` deliveries (one subject each) on 4 send lanes: its seconds."""
+    for index in range(jobs):
+        add_message(store.sessions, f"S{index}", ("juki",))
+    worker = Worker(
+        store.sessions, _config, None, "w", transports={"http": transport}, send_concurrency=4
+    )
+    try:
+        started = time.perf_counter()
+        assert worker.run_once() == jobs
+        return time.perf_counter() - started
+    finally:
+        worker.close()
+
+
+def test_a_round_of_quick_sends_stays_on_the_workers_thread(store: Store) -> None:
+    transport = Timed(0.0)
+    _round(store, transport, 20)
+    assert len(transport.threads) == 20
+    assert set(transport.threads) == {threading.get_ident()}
+
+
+def test_a_round_of_slow_sends_brings_the_other_lanes_in(store: Store) -> None:
+    transport = Timed(0.25)
+    seconds = _round(store, transport, 8)
+    assert len(set(transport.threads)) == 4  # the worker's thread and three lanes joined it
+    assert seconds < 8 * 0.25 / 2, seconds  # alone it would take 2 s; four lanes ~0.55 s

@@ -1,9 +1,9 @@
 """Dispatch workers (DESIGN §1 stage 8): Competing Consumers over the database-as-queue.
 
 A worker claims a batch of deliveries (with a lease), sends them through their destinations'
-transports (concurrently: a batch holds at most one delivery per subject) and records the
-outcomes: delivered, retry later (exponential back-off with jitter), or dead (Dead Letter
-Channel). Every attempt is appended to ``delivery_attempts``. A batch's outcomes, their
+transports (concurrently when they are slow: a batch holds at most one delivery per subject)
+and records the outcomes: delivered, retry later (exponential back-off with jitter), or dead
+(Dead Letter Channel). Every attempt is appended to ``delivery_attempts``. A batch's outcomes, their
 attempt rows and audit records are written in one transaction, which also claims the next
 batch: one commit per round. A worker killed mid-send simply loses its lease: after expiry the
 delivery is claimed again (at-least-once; receivers deduplicate by messageId). A late result
@@ -72,6 +72,9 @@ def default_worker_id(index: int = 0) -> str:
 
 __all__ = ["Job", "Worker", "WorkerPool"]  # Job lives in bus.dispatch.claims
 
+#: How long a round's sends run on the worker's own thread before its other send lanes join.
+SOLO_SECONDS = 0.05
+
 _DELIVERIES = cast(Table, Delivery.__table__)
 _RELEASE = (
     update(_DELIVERIES)
@@ -96,6 +99,7 @@ class Worker:
         transports: Mapping[str, Transport] | None = None,
         poll_seconds: float = 1.0,
         send_concurrency: int = 8,
+        solo_seconds: float = SOLO_SECONDS,
         clock: Callable[[], datetime] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -110,6 +114,7 @@ class Worker:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._rng = rng or random.Random()
         self.send_concurrency = send_concurrency
+        self.solo_seconds = solo_seconds
         self._executor: ThreadPoolExecutor | None = None
         self._next: list[Job] = []  # claimed with the previous round's outcomes
 
@@ -154,8 +159,12 @@ class Worker:
     def _fan_out(
         self, jobs: Sequence[Job], attempt: Callable[[Job], SendResult | None]
     ) -> list[SendResult | None]:
-        """Send ``jobs`` on ``send_concurrency`` lanes (this thread is one of them), each
-        taking the next unsent job: one task per lane rather than per job."""
+        """Send ``jobs`` on up to ``send_concurrency`` lanes, each taking the next unsent job
+        (one task per lane rather than per job). This thread starts alone; the other lanes
+        join only when the round is still going after ``solo_seconds``. Deliveries to
+        systems that answer within a millisecond or two then finish on one thread: lanes
+        taking turns under the GIL cost a third more CPU per delivery and sent no faster
+        (docs/benchmarks.md). A slow system, or a large round, brings them in."""
         results: list[SendResult | None] = [None] * len(jobs)
         pending = iter(enumerate(jobs))
         lock = threading.Lock()
@@ -169,12 +178,23 @@ class Worker:
                 index, job = item
                 results[index] = attempt(job)
 
-        lanes = [
-            self._pool().submit(lane) for _ in range(min(self.send_concurrency, len(jobs)) - 1)
-        ]
-        lane()
-        for other in lanes:
-            other.result()
+        finished = threading.Event()
+
+        def reinforce() -> None:
+            if finished.wait(self.solo_seconds):
+                return
+            others = min(self.send_concurrency, len(jobs)) - 2  # this task is one more lane
+            lanes = [self._pool().submit(lane) for _ in range(others)]
+            lane()
+            for other in lanes:
+                other.result()
+
+        helper = self._pool().submit(reinforce)
+        try:
+            lane()
+        finally:
+            finished.set()
+        helper.result()
         return results
 
     def _pool(self) -> ThreadPoolExecutor:
