@@ -1,6 +1,6 @@
-"""The per-record fast paths of the notice parse against their general forms: the CSV group
-split reading the group's columns in one call; the standard writer encoding only the values
-(its tags are bytes literals)."""
+"""Fast paths against their general forms: the CSV group split reading the group's columns in
+one call; the standard writer encoding only the values (its tags are bytes literals); the parse
+of a body the hub stored itself, without the checks for untrusted bytes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from lxml import etree
 from bus.mapping.formats.csv import CsvRecord, SplitGroup
 from bus.mapping.standard import read_service, write_service
 from bus.mapping.values import DictRecord
+from bus.validation.secure_parse import parse_stored, secure_parse
+from bus.validation.validator import Validator
+from tests.support.hub_server import SAMPLES
 
 MANY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -58,3 +61,27 @@ def test_the_service_bytes_read_back_as_the_values(data: dict[str, str]) -> None
     written = write_service(SERVICE, DictRecord({"localGovernmentCode": "412066", **data}))
     element = etree.fromstring(written)
     assert read_service(element).data == {"localGovernmentCode": "412066", **data}
+
+
+def test_a_stored_body_parses_as_the_secure_parse_reads_it() -> None:
+    validator = Validator()
+    stored = [
+        etree.tostring(report.document)
+        for path in sorted(SAMPLES.glob("*/valid-*.xml"))
+        if (report := validator.validate(path.read_bytes())).document is not None
+    ]
+    assert len(stored) > 10
+    for body in stored:
+        fast, checked = parse_stored(body), secure_parse(body)
+        assert fast.findings == checked.findings == ()
+        assert fast.root is not None and checked.root is not None
+        assert etree.tostring(fast.root, method="c14n") == etree.tostring(
+            checked.root, method="c14n"
+        )
+
+
+def test_a_damaged_stored_body_gets_the_secure_parse_findings() -> None:
+    for damaged in (b"<env:PlatformMessage xmlns:env='urn:x'><a>", b"", b"\xff\xfe<a/>"):
+        result = parse_stored(damaged)
+        assert result.root is None and result.findings
+        assert result.findings == secure_parse(damaged).findings

@@ -255,8 +255,11 @@ def cached_mapping(path: Path) -> Mapping:
     return _cached(path, mtime)
 
 
+@lru_cache(maxsize=256)
 def resolve(name: str, directory: Path | None = None) -> Path:
-    """A system's ``mapping:`` setting → the file: absolute, or under the mappings folder."""
+    """A system's ``mapping:`` setting → the file: absolute, or under the mappings folder.
+    Cached: a dispatch worker asks for every delivery, and building the path costs more than
+    the rest of finding the compiled mapping."""
     from bus.resources import data_dir
 
     candidate = Path(name)

@@ -28,7 +28,7 @@ from bus.mapping.standard import service_element
 from bus.mapping.values import FieldFailure
 from bus.pipeline import Finding, Message, StageName
 from bus.protection.limits import UnreadableBody, limited_body
-from bus.validation.secure_parse import secure_parse
+from bus.validation.secure_parse import parse_stored, secure_parse
 from bus.validation.validator import MESSAGE_ROOT_NAMES
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def outbound_body(system: System, service: str, body: bytes) -> bytes:
         ) from None
     if section is None:
         return body
-    parsed = secure_parse(body)
+    parsed = parse_stored(body)
     if parsed.root is None:
         raise OutboundTranslationError(list(parsed.findings))
     header, _ = header_and_body(parsed.root)

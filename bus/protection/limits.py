@@ -21,7 +21,7 @@ from lxml import etree
 from bus.catalogue import NS_EXTENSION, NS_STANDARD, load_catalogue
 from bus.config.models import FieldLimits, System
 from bus.pipeline import Finding
-from bus.validation.secure_parse import secure_parse
+from bus.validation.secure_parse import parse_stored
 
 MY_NUMBER_RULE = "my_number"
 _ITEM_NAMESPACES = (NS_STANDARD, NS_EXTENSION)
@@ -130,7 +130,7 @@ def limited_body(system: System, body: bytes) -> bytes:
     removed_tags, kept = _withheld(system.fields)
     if kept is None and not any(_local(tag) in body for tag in removed_tags):
         return body  # none of the withheld items occurs: no parse
-    parsed = secure_parse(body)
+    parsed = parse_stored(body)
     if parsed.root is None:
         raise UnreadableBody(list(parsed.findings))
     if not limit_document(parsed.root, system):
