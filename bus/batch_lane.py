@@ -2,8 +2,8 @@
 
 The HTTP adapters used to run each message in a thread of its own, up to
 ``RENKEI_INGEST_THREADS`` at once. The pipeline is CPU-bound under one GIL, so those threads
-mostly waited for each other: under load each message changed threads some fifteen times and
-a quarter of the process's CPU went to the kernel, and the Store stage's group commit only
+mostly waited for each other: under load the process made some forty context switches a
+message and spent a quarter of its CPU in the kernel, and the Store stage's group commit only
 grouped the messages whose threads happened to be waiting in it.
 
 Here (an Aggregator, in EIP terms) a caller hands its message over and waits for its future;

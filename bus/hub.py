@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from functools import cache, partial
+from functools import cache
 from time import perf_counter
 
 from bus.batch_lane import BatchLane
@@ -153,7 +153,12 @@ class Hub:
     lane: BatchLane = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.lane = BatchLane(partial(ingest_batch, self.pipeline), self._observed)
+        self.lane = BatchLane(self._ingest_batch, self._observed)
+
+    def _ingest_batch(
+        self, messages: Sequence[Message], on_error: Callable[[Message, Exception], None]
+    ) -> list[Message]:
+        return ingest_batch(self.pipeline, messages, on_error)
 
     def _observed(self, message: Message, seconds: float) -> None:
         ingest_observed(message, self.config.current().index, seconds)
