@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from adapters.http_out.connections import Target, ThreadConnections
+from adapters.http_out.connections import ThreadConnections, target
 from adapters.http_out.wire import ProtocolError, RemoteDisconnected, Response
 from bus.dispatch.transport import Outcome, SendResult
 
@@ -21,13 +21,18 @@ _LINE_BREAK = re.compile(r"[\r\n]")
 
 def exchange(
     connections: ThreadConnections,
-    where: Target,
+    url: str,
     headers: dict[str, str],
     body: bytes,
     timeout: float,
 ) -> Response | SendResult:
-    """The answer to ``POST where`` (``headers`` must hold ``Content-Length``), or why there
-    is none: permanent for a header value that would split the request, else a retry."""
+    """The answer to ``POST url`` (``headers`` must hold ``Content-Length``), or why there
+    is none: permanent for a URL that is not http(s) or a header value that would split the
+    request, else a retry."""
+    try:
+        where = target(url)
+    except ValueError:
+        return SendResult(Outcome.PERMANENT, error="endpoint url is not http(s)")
     if _LINE_BREAK.search("".join(headers.values())):
         return SendResult(Outcome.PERMANENT, error="a header value holds a line break")
     for _ in range(2):  # a second time only after a dead kept-alive connection

@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from adapters.http_out.connections import ThreadConnections, target
+from adapters.http_out.connections import ThreadConnections
 from adapters.http_out.exchange import exchange
 from adapters.outbound_headers import renkei_headers
 from bus.config.models import Endpoint
@@ -93,12 +93,10 @@ class HttpTransport:
             return SendResult(Outcome.PERMANENT, error="endpoint has no url")
         if self._client is not None:
             return self._send_httpx(self._client, message, endpoint)
-        try:
-            where = target(endpoint.url)
-        except ValueError:
-            return SendResult(Outcome.PERMANENT, error="endpoint url is not http(s)")
         headers = _headers(message, len(message.body))
-        answer = exchange(self._connections, where, headers, message.body, endpoint.timeout_seconds)
+        answer = exchange(
+            self._connections, endpoint.url, headers, message.body, endpoint.timeout_seconds
+        )
         if isinstance(answer, SendResult):
             return answer
         return classify_status(

@@ -41,7 +41,7 @@ import requests
 import urllib3
 from lxml import etree
 
-from adapters.http_out.connections import ThreadConnections, target
+from adapters.http_out.connections import ThreadConnections
 from adapters.http_out.exchange import exchange
 from adapters.http_out.transport import classify_status, retry_after_seconds
 from adapters.outbound_headers import renkei_headers
@@ -361,11 +361,7 @@ class SoapTransport:
         no proxy, default certificate checks), its answer decoded."""
         assert endpoint.url is not None
         headers["Content-Length"] = str(len(data))
-        try:
-            where = target(endpoint.url)
-        except ValueError:
-            return SendResult(Outcome.PERMANENT, error="endpoint url is not http(s)")
-        got = exchange(self._connections, where, headers, data, endpoint.timeout_seconds)
+        got = exchange(self._connections, endpoint.url, headers, data, endpoint.timeout_seconds)
         if isinstance(got, SendResult):
             return got
         body = _decoded(got.body, got.headers.get("content-encoding", ""))

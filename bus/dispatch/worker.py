@@ -3,9 +3,9 @@
 A worker claims a batch of deliveries (with a lease), sends them through their destinations'
 transports (concurrently when they are slow: a batch holds at most one delivery per subject)
 and records the outcomes: delivered, retry later (exponential back-off with jitter), or dead
-(Dead Letter Channel). Every attempt is appended to ``delivery_attempts``. A batch's outcomes, their
-attempt rows and audit records are written in one transaction, which also claims the next
-batch: one commit per round. A worker killed mid-send simply loses its lease: after expiry the
+(Dead Letter Channel). Every attempt is appended to ``delivery_attempts``. A batch's outcomes,
+their attempt rows and audit records are written in one transaction, which also claims the
+next batch: one commit per round. A worker killed mid-send simply loses its lease: after expiry the
 delivery is claimed again (at-least-once; receivers deduplicate by messageId). A late result
 from a worker whose lease was taken over is dropped, never recorded over the new owner's.
 """
