@@ -93,14 +93,17 @@ def _peak_rss_mb() -> float:
 
 
 def end_to_end(path: Path, work: Path, every: int = 0) -> dict[str, float]:
+    from bus.collector import tune_collector
     from bus.hub import Hub
     from bus.imports.residents import ResidentIndex
     from bus.imports.runner import ImportOptions, run_import
     from bus.settings import Settings
 
-    hub = Hub.open(Settings(data_dir=work / "data"))
+    settings = Settings(data_dir=work / "data")
+    hub = Hub.open(settings)
     index = ResidentIndex(work / "residents.sqlite")
     index.load_extract(ROOT / "samples" / "notices" / "residents-412066.csv", "412066")
+    tune_collector(settings.gc_young_threshold)  # as `renkei import notices` does
     start, cpu = time.perf_counter(), time.process_time()
     progress = interval_printer(every) if every else None
     options = ImportOptions(path, "412066", out_dir=work / "out")

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
         description="glibc malloc arenas the HTTP process may use (0: glibc's default, 8 per "
         "core); each thread's own arena keeps a few MiB (bus/malloc_arenas.py).",
     )
+    gc_young_threshold: int = Field(
+        default=10_000,
+        ge=0,
+        description="Once startup is done, `renkei serve` and `renkei import` freeze what it "
+        "built out of the garbage collector's sight and collect its youngest generation every "
+        "this many allocations (0: Python's own collector settings; bus/collector.py).",
+    )
     dispatch_lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a claimed delivery stays with its worker."
     )

@@ -16,6 +16,7 @@ from rich.progress import (
 )
 
 from bus.cli.app import app
+from bus.collector import tune_collector
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.imports.residents import ResidentIndex
@@ -67,6 +68,7 @@ def notices(
         except Exception as error:  # the import goes on: owners are reported 未照合
             console.print(f"[yellow]住民データを更新できません（未照合になります）: {error}[/]")
         options = ImportOptions(file, tenant, layout, out, encoding)
+        tune_collector(settings.gc_young_threshold)
         size = file.stat().st_size
         with Progress(
             TextColumn("[bold]登記済通知"),
