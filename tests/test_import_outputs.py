@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import random
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from openpyxl.utils.exceptions import IllegalCharacterError
 from bus.imports.outputs import (
     _KEPT_CELLS,
     LIST_COLUMNS,
+    XLSX_COMPRESSION,
     PlainRows,
     _plain_cells,
     plain_row,
@@ -75,6 +77,24 @@ def test_the_sheet_has_the_bytes_openpyxl_writes(tmp_path: Path, seed: int) -> N
     _stock_sheet(tmp_path / "stock.xlsx", rows)
     write_xlsx(tmp_path / "plain.xlsx", iter(rows))
     assert _sheet(tmp_path / "plain.xlsx") == _sheet(tmp_path / "stock.xlsx")
+
+
+def _deflated_size(data: bytes, level: int) -> int:
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)  # a zip's raw deflate
+    return len(compressor.compress(data) + compressor.flush())
+
+
+def test_every_part_is_deflated_at_the_chosen_level(tmp_path: Path) -> None:
+    rows = _random_rows(random.Random(7), 3_000, [*TEXTS[:19], None])
+    write_xlsx(tmp_path / "list.xlsx", iter(rows))
+    with zipfile.ZipFile(tmp_path / "list.xlsx") as archive:
+        for info in archive.infolist():
+            data = archive.read(info)
+            assert info.compress_type == zipfile.ZIP_DEFLATED, info.filename
+            assert info.compress_size == _deflated_size(data, XLSX_COMPRESSION), info.filename
+        sheet = archive.read(SHEET)
+    assert _deflated_size(sheet, XLSX_COMPRESSION) != _deflated_size(sheet, 6)  # zlib's default
+    assert load_workbook(tmp_path / "list.xlsx", read_only=True).sheetnames == ["評価変更リスト"]
 
 
 def test_empty_text_and_empty_rows_are_closed_short(tmp_path: Path) -> None:
