@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from adapters.soap_out import SoapTransport
+from adapters.soap_out import SoapTransport, wsdl_schema
 from bus.config.models import Endpoint
 from bus.dispatch.transport import OutboundMessage, Outcome, SendResult, transport_for
 from bus.validation.validator import Validator
@@ -306,6 +306,22 @@ def test_an_operation_without_a_body_part_is_a_retry_and_the_wsdl_is_read_again(
     assert result.outcome is Outcome.RETRY, result.error
     assert result.error == "WSDL: operation ResidentChangeNotice has no body part"
     assert _send(transport, _notice(), url).outcome is Outcome.DELIVERED  # read again
+
+
+def test_a_wsdl_whose_schemas_are_never_read_whole_is_a_retry_and_not_kept(
+    scripted: tuple[Scripted, str], transport: SoapTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every compile of the WSDL's schemas misses its imports (as another thread's parse can
+    make it: tests/test_wsdl_schema.py): the delivery waits instead of being dead-lettered as
+    invalid for a schema without its elements, and the next send reads the WSDL again."""
+    script, url = scripted
+    script.answer, script.delay = (200, b"", {}), 0.0
+    with monkeypatch.context() as patched:
+        patched.setattr(wsdl_schema._Embedded, "resolve", lambda *args, **kwargs: None)
+        result = _send(transport, _notice(), url)
+    assert result.outcome is Outcome.RETRY, result.error
+    assert result.error == "WSDL unreadable: ValueError"
+    assert _send(transport, _notice(), url).outcome is Outcome.DELIVERED
 
 
 def test_a_refused_connection_is_a_retry(transport: SoapTransport) -> None:
