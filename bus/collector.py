@@ -1,17 +1,13 @@
-"""Tunes CPython's cyclic garbage collector for a batch import.
+"""Tunes CPython's cyclic garbage collector for a long-running hub or import process.
 
-Startup builds ~130,000 long-lived objects (SQLAlchemy, pydantic, the catalogue, the
-configuration). A full collection walks them all, ~0.1 s each time, and an import holding a
-1,000-record chunk crosses the full collection's trigger every couple of thousand records:
-10 full collections took 0.96 s of a 20,000-record import's 11 s (docs/benchmarks.md,
-*The collector*). ``gc.freeze()`` moves what startup built out of the
+Startup builds ~130,000 long-lived objects (SQLAlchemy, pydantic, FastAPI, the catalogue,
+the configuration). A full collection walks them all, ~0.1 s each time, and a hub at load or
+an import holding a 1,000-record chunk crosses the full collection's trigger every couple
+of thousand messages: 10 full collections took 0.96 s of a 20,000-record import's 11 s
+(docs/benchmarks.md, *The collector*). ``gc.freeze()`` moves what startup built out of the
 collector's sight (it is freed by reference counting as before, never by the cycle
 collector), and a higher first-generation threshold makes the young collections rarer;
 the older generations keep Python's own thresholds.
-
-``renkei serve`` does not call it: with it, the sample systems' demo
-(tests/test_serve_samples.py) dead-lettered a delivery as "invalid for the system's WSDL" in
-3 of 25 runs, against none in 20 without; the cause is not found (docs/benchmarks.md).
 """
 
 from __future__ import annotations

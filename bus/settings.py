@@ -70,8 +70,8 @@ class Settings(BaseSettings):
     gc_young_threshold: int = Field(
         default=10_000,
         ge=0,
-        description="When `renkei import notices` starts reading, it freezes what startup "
-        "built out of the garbage collector's sight and collects its youngest generation every "
+        description="Once startup is done, `renkei serve` and `renkei import` freeze what it "
+        "built out of the garbage collector's sight and collect its youngest generation every "
         "this many allocations (0: Python's own collector settings; bus/collector.py).",
     )
     dispatch_lease_seconds: float = Field(

@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from fastapi import APIRouter, FastAPI
 
 from bus import __version__
+from bus.collector import tune_collector
 from bus.folders.watcher import FolderWatcher
 from bus.hub import Hub
 from bus.malloc_arenas import cap_malloc_arenas
@@ -50,6 +51,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if watcher is not None:
         watcher.start()
     app.state.hub = hub
+    tune_collector(settings.gc_young_threshold)  # startup is done: the hub is open
     log.info(
         "hub.ready",
         store="SQLite" if settings.is_sqlite else "PostgreSQL",

@@ -1,6 +1,6 @@
 """bus/collector.py: what startup built is frozen and the youngest generation's threshold
-raised, in the process that imports — each in a fresh interpreter, so the test process's own
-collector is left alone."""
+raised, in the process that serves (the app's lifespan) — each in a fresh interpreter, so
+the test process's own collector is left alone."""
 
 from __future__ import annotations
 
@@ -18,6 +18,16 @@ tuned = tune_collector(int(sys.argv[1]))
 after = (gc.get_freeze_count(), gc.get_threshold())
 print(json.dumps({"tuned": tuned, "before": before, "after": after}))
 """
+
+SERVE = """
+import gc, json
+from fastapi.testclient import TestClient
+from bus.webapp import create_app
+with TestClient(create_app()) as client:
+    assert client.get("/healthz").status_code == 200
+    print(json.dumps({"frozen": gc.get_freeze_count(), "threshold": gc.get_threshold()}))
+"""
+
 
 IMPORT = """
 import gc, json, sys
@@ -51,6 +61,18 @@ def test_zero_leaves_the_collector_as_python_set_it() -> None:
     result = _run(PROBE, "0")
     assert result["tuned"] is False
     assert result["before"] == result["after"]
+
+
+def test_the_serving_process_is_tuned_once_the_hub_is_open(tmp_path: Path) -> None:
+    env = os.environ | {
+        "RENKEI_DATA_DIR": str(tmp_path / "data"),
+        "RENKEI_GC_YOUNG_THRESHOLD": "12345",
+        "RENKEI_DISPATCH_WORKERS": "0",
+        "RENKEI_FOLDER_WATCHER": "false",
+    }
+    result = _run(SERVE, env=env)
+    assert result["threshold"][0] == 12345  # type: ignore[index]
+    assert result["frozen"] > 10_000  # type: ignore[operator]
 
 
 def test_an_import_is_tuned(tmp_path: Path) -> None:
