@@ -14,11 +14,14 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
+from bus.cli import load_commands
 from bus.settings import Settings
 from tests.support.postgres import scratch_database
 
 if TYPE_CHECKING:
     from bus.hub import Hub
+
+load_commands()  # every command registered, for the tests that invoke the app in process
 
 # The shapes DESIGN §4 fixes (pinned here, independently of the code that produces them).
 FINDING_KEYS = [

@@ -32,7 +32,8 @@ with TestClient(create_app()) as client:
 IMPORT = """
 import gc, json, sys
 from typer.testing import CliRunner
-from bus.cli.app import app
+from bus.cli import load_commands
+app = load_commands("import")
 result = CliRunner().invoke(app, ["import", "notices", sys.argv[1], "--tenant", "412066"])
 assert "新規" in result.output, result.output
 print(json.dumps({"frozen": gc.get_freeze_count(), "threshold": gc.get_threshold()}))

@@ -10,3 +10,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def _group() -> None:
+    """Keeps ``renkei COMMAND`` a command group when the app holds a single command, as it
+    does when only that command's module is loaded (bus.cli.main)."""
