@@ -130,9 +130,9 @@ def write_script(
 def run_wrk(
     url: str, script: Path, *, seconds: int, connections: int, threads: int = 2
 ) -> tuple[WrkResult, int]:
-    """Run wrk; returns its result and its pid."""
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
-    command += ["-s", str(script), url]
+    """Run wrk; returns its result and its pid. (wrk wants a connection per thread at least.)"""
+    command = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s"]
+    command += ["--timeout", "10s", "-s", str(script), url]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     out, _ = process.communicate(timeout=seconds + 60)
     line = next(line for line in reversed(out.splitlines()) if line.startswith("{"))

@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS received (
     fields TEXT NOT NULL
 )
 """
+# the Idempotent Receiver's look-up on every message (without it, a scan of all received)
+_INDEX = "CREATE INDEX IF NOT EXISTS received_by_message ON received (system, message_id)"
 
 
 class ReceivedLog:
@@ -36,6 +38,7 @@ class ReceivedLog:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_INDEX)
 
     def record(
         self,
