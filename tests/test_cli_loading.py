@@ -1,4 +1,4 @@
-"""bus/cli/__init__.py: `renkei COMMAND` imports only that command's module, and gets the
+"""bus/cli/app.py: `renkei COMMAND` imports only that command's module, and gets the
 same command, with the same subcommands and options, as the app with every module."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from bus.cli import MODULE_OF_COMMAND, MODULES, load_commands
+from bus.cli.app import MODULE_OF_COMMAND, MODULES, load_commands
 
 SHAPE = """
 import json, sys
@@ -32,10 +32,10 @@ print(json.dumps({n: shape(group.commands[n]) for n in sys.argv[2:]}))
 
 LIGHT = """
 import sys
-from bus.cli import main
+from bus.cli import app  # what the console script calls
 sys.argv = ["renkei", "catalog", "--json"]
 try:
-    main()
+    app()
 except SystemExit as done:
     assert not done.code, done.code
 heavy = [m for m in ("sqlalchemy", "alembic", "openpyxl", "httpx", "bus.hub") if m in sys.modules]

@@ -49,7 +49,7 @@ def test_wheel_contains_the_data_directories(wheel: Path) -> None:
     assert "adapters/rest/validate.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "renkei = bus.cli:main" in text and "renkei.routers" in text
+    assert "renkei = bus.cli:app" in text and "renkei.routers" in text
 
 
 def test_installed_wheel_validates_without_the_checkout(wheel: Path, tmp_path: Path) -> None:
