@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -14,20 +15,16 @@ from typer.core import TyperGroup
 
 from bus.cli.app import MODULE_OF_COMMAND, MODULES, load_commands
 
+ROOT = Path(__file__).resolve().parents[1]
+
 SHAPE = """
 import json, sys
 import typer
-from typer.core import TyperGroup
 from bus.cli import load_commands
-
-def shape(command):
-    options = sorted(p.name for p in command.params)
-    if isinstance(command, TyperGroup):
-        return {"options": options, "sub": {n: shape(c) for n, c in command.commands.items()}}
-    return {"options": options}
+from tests.test_cli_loading import _shape
 
 group = typer.main.get_command(load_commands(sys.argv[1]))
-print(json.dumps({n: shape(group.commands[n]) for n in sys.argv[2:]}))
+print(json.dumps({n: _shape(group.commands[n]) for n in sys.argv[2:]}))
 """
 
 LIGHT = """
@@ -65,7 +62,10 @@ def test_each_command_alone_is_the_command_of_the_whole_app() -> None:
     full = {name: _shape(command) for name, command in _full().items()}
     runs = {
         command: subprocess.Popen(
-            [sys.executable, "-c", SHAPE, command, command], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", SHAPE, command, command],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         for command in MODULE_OF_COMMAND
     }

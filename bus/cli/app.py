@@ -9,23 +9,17 @@ before the first line of work, which ``renkei validate`` or ``renkei catalog`` n
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
 
-MODULES = (
-    "audit",
-    "config",
-    "demo",
-    "dispatch",
-    "folders",
-    "identities",
-    "imports",
-    "mapping",
-    "serve",
-    "store",
-    "validate",
+# every command module: the package's other files (so a new one is loaded by ``--help`` and
+# tests/test_cli_loading.py finds its commands missing from MODULE_OF_COMMAND)
+MODULES = tuple(
+    sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name != "app")
 )
 MODULE_OF_COMMAND = {
     "audit": "audit",
