@@ -437,7 +437,7 @@ def crash_run(
         problems.append(f"{len(failed)} dispatch rounds failed, e.g. {failed[:3]}")
     duplicates = sum(1 for r in receivers.values() for x in r.records() if x["duplicate"])
     run = Run(outcome, killer.history, ingest_seconds, drain, total, duplicates)
-    print(  # shown with -s; docs/reliability.md records measured runs
+    print(  # shown with -n 0 -s; docs/reliability.md records measured runs
         f"\n{size.messages} messages ({len(outcome.acknowledged)} acknowledged, "
         f"{len(outcome.refused)} refused, {outcome.resends} resends), {expected} deliveries, "
         f"{len(run.kills)} kills ({sum(1 for k in run.kills if k.in_flight)} with "

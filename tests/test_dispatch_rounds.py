@@ -17,7 +17,7 @@ from sqlalchemy import select
 from bus.config.models import HubConfig
 from bus.dispatch.claims import Job, claim_jobs
 from bus.dispatch.transport import Outcome, SendResult
-from bus.dispatch.worker import Worker
+from bus.dispatch.worker import SOLO_SECONDS, Worker
 from bus.settings import Settings
 from bus.store.audit import AuditEntry, append_audits, verify_chain
 from bus.store.db import Store, open_store
@@ -234,12 +234,18 @@ class Timed:
         pass
 
 
-def _round(store: Store, transport: Timed, jobs: int) -> float:
+def _round(store: Store, transport: Timed, jobs: int, solo_seconds: float = SOLO_SECONDS) -> float:
     """One round of ``jobs`` deliveries (one subject each) on 4 send lanes: its seconds."""
     for index in range(jobs):
         add_message(store.sessions, f"S{index}", ("juki",))
     worker = Worker(
-        store.sessions, _config, None, "w", transports={"http": transport}, send_concurrency=4
+        store.sessions,
+        _config,
+        None,
+        "w",
+        transports={"http": transport},
+        send_concurrency=4,
+        solo_seconds=solo_seconds,
     )
     try:
         started = time.perf_counter()
@@ -251,7 +257,9 @@ def _round(store: Store, transport: Timed, jobs: int) -> float:
 
 def test_a_round_of_quick_sends_stays_on_the_workers_thread(store: Store) -> None:
     transport = Timed(0.0)
-    _round(store, transport, 20)
+    # a round whose sends all end within the solo time; a long one, so that a busy machine
+    # (the suite runs on two processes) cannot stretch 20 instant sends past it
+    _round(store, transport, 20, solo_seconds=30.0)
     assert len(transport.threads) == 20
     assert set(transport.threads) == {threading.get_ident()}
 

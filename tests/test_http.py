@@ -34,7 +34,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {**os.environ, "RENKEI_DATA_DIR": str(tmp_path_factory.mktemp("hub-data"))}
     renkei = Path(sys.executable).with_name("renkei")
     process = subprocess.Popen(
-        [str(renkei), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [str(renkei), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-samples"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
