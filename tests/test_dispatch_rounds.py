@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from bus.config.models import HubConfig
 from bus.dispatch.claims import Job, claim_jobs
 from bus.dispatch.transport import Outcome, SendResult
-from bus.dispatch.worker import SOLO_SECONDS, Worker
+from bus.dispatch.worker import Worker
 from bus.settings import Settings
 from bus.store.audit import AuditEntry, append_audits, verify_chain
 from bus.store.db import Store, open_store
@@ -234,7 +235,7 @@ class Timed:
         pass
 
 
-def _round(store: Store, transport: Timed, jobs: int, solo_seconds: float = SOLO_SECONDS) -> float:
+def _round(store: Store, transport: Timed, jobs: int, **worker_options: Any) -> float:
     """One round of ``jobs`` deliveries (one subject each) on 4 send lanes: its seconds."""
     for index in range(jobs):
         add_message(store.sessions, f"S{index}", ("juki",))
@@ -245,7 +246,7 @@ def _round(store: Store, transport: Timed, jobs: int, solo_seconds: float = SOLO
         "w",
         transports={"http": transport},
         send_concurrency=4,
-        solo_seconds=solo_seconds,
+        **worker_options,
     )
     try:
         started = time.perf_counter()
