@@ -187,7 +187,11 @@ def deliveries(data_dir: Path, database_url: str | None = None) -> tuple[int, in
 
 @contextmanager
 def running_hub(
-    work: Path, config: Path, database_url: str | None = None, http_workers: int = 1
+    work: Path,
+    config: Path,
+    database_url: str | None = None,
+    http_workers: int = 1,
+    serve_options: tuple[str, ...] = (),
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``renkei serve --no-samples`` on a free port: (process, base URL). The embedded default,
     or ``http_workers`` processes on PostgreSQL + RabbitMQ when ``database_url`` is given."""
@@ -199,7 +203,7 @@ def running_hub(
     if database_url is not None:
         environment |= {"RENKEI_DATABASE_URL": database_url, "RENKEI_BROKER_URL": RABBITMQ_URL}
     command = [str(RENKEI), "serve", "--no-samples", "--port", str(port)]
-    command += ["--http-workers", str(http_workers)]
+    command += ["--http-workers", str(http_workers), *serve_options]
     hub = subprocess.Popen(command, env=environment, cwd=work, stdout=subprocess.DEVNULL)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz")
@@ -213,9 +217,16 @@ def run_hub(work: Path, bodies: list[bytes], options: argparse.Namespace) -> Row
     return _run_hub(work, bodies, options, "renkei (embedded, 1 HTTP process)")
 
 
+def run_hub_dispatch_process(work: Path, bodies: list[bytes], options: argparse.Namespace) -> Row:
+    """One HTTP process with its dispatch workers in a process of their own."""
+    label = "renkei (embedded, 1 HTTP process + 1 dispatch process)"
+    return _run_hub(work, bodies, options, label, serve_options=("--dispatch-processes", "1"))
+
+
 def run_hub_multi(work: Path, bodies: list[bytes], options: argparse.Namespace) -> Row:
-    """The embedded default with ``--http-workers`` processes on the one SQLite file."""
-    label = f"renkei (embedded, {options.http_workers} HTTP processes)"
+    """The embedded default with ``--http-workers`` processes on the one SQLite file (and, by
+    default, one dispatch process beside them)."""
+    label = f"renkei (embedded, {options.http_workers} HTTP processes + 1 dispatch process)"
     return _run_hub(work, bodies, options, label, None, options.http_workers)
 
 
@@ -234,11 +245,13 @@ def _run_hub(
     label: str,
     database_url: str | None = None,
     http_workers: int = 1,
+    serve_options: tuple[str, ...] = (),
 ) -> Row:
     sink = Receiver(work, SINK, free_port()).start()
     try:
         config = hub_config(work, sink.url)
-        with running_hub(work, config, database_url, http_workers) as (hub, base):
+        serving = running_hub(work, config, database_url, http_workers, serve_options)
+        with serving as (hub, base):
             script = wrk_load.write_script(work, bodies, run=1)
             groups = {"hub": process_tree(hub.pid), "sink": [sink.pid]}
             row = measure(label, base + PATH, script, options, groups)
@@ -463,6 +476,7 @@ def main(argv: list[str] | None = None) -> None:
         ("floor", run_floor),
         ("nodered", run_nodered),
         ("hub", run_hub),
+        ("hub_d", run_hub_dispatch_process),
     ]
     if options.http_workers > 1:
         runs += [("floor_n", run_floor_multi), ("hub_n", run_hub_multi)]
@@ -516,7 +530,7 @@ def print_notification_table(rows: dict[str, Row]) -> None:
     ]
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))
-    for key in ("hub", "hub_n", "scaled", "floor", "floor_n", "nodered"):
+    for key in ("hub", "hub_d", "hub_n", "scaled", "floor", "floor_n", "nodered"):
         if key not in rows:
             continue
         # each hub against the floor with its own number of HTTP processes

@@ -171,7 +171,7 @@ class Hub:
         store = open_store(settings)
         ensure_config(store.sessions, settings)
         config = ConfigProvider(store.sessions)
-        wakeups = Wakeups(settings.broker_url)
+        wakeups = Wakeups.for_settings(settings)
         rejections = RejectionAuditWriter(store.sessions)
         pipeline = assemble_pipeline(store, config, wakeups, settings, rejections)
         return cls(settings, store, config, wakeups, pipeline, rejections)

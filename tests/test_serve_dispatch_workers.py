@@ -1,6 +1,7 @@
-"""How many dispatch workers each process of ``renkei serve --http-workers N`` runs on the
-embedded store: one each by default (several processes' workers contend for the same
-deliveries and write turn), ``RENKEI_DISPATCH_WORKERS`` when it is set."""
+"""Where ``renkei serve --http-workers N`` runs its dispatch workers on the embedded store:
+by default in one dispatch process of their own beside the HTTP processes (one worker, or
+``RENKEI_DISPATCH_WORKERS``); with ``--dispatch-processes 0`` in each HTTP process (one
+each: several processes' workers contend for the same deliveries and write turn)."""
 
 from __future__ import annotations
 
@@ -21,18 +22,30 @@ RENKEI = str(Path(sys.executable).parent / "renkei")
 PROCESSES = 2
 
 
-def _ready_lines(log: Path) -> list[dict[str, object]]:
-    """The ``hub.ready`` lines written so far (each process logs one when it has started)."""
-    ready = []
+def _lines(log: Path, event: str) -> list[dict[str, object]]:
+    """The ``event`` lines written so far."""
+    found = []
     for text in log.read_text(encoding="utf-8").splitlines():
-        if '"hub.ready"' in text:
-            ready.append(json.loads(text))
-    return ready
+        if f'"{event}"' in text:
+            found.append(json.loads(text))
+    return found
 
 
-@pytest.mark.parametrize(("configured", "expected"), [(None, 1), ("3", 3)])
-def test_each_process_runs_one_dispatch_worker_unless_told(
-    tmp_path: Path, configured: str | None, expected: int
+@pytest.mark.parametrize(
+    ("options", "configured", "in_http", "dispatch_processes"),
+    [
+        ((), None, 0, [1]),
+        ((), "3", 0, [3]),
+        (("--dispatch-processes", "0"), None, 1, []),
+        (("--dispatch-processes", "0"), "3", 3, []),
+    ],
+)
+def test_where_the_dispatch_workers_run(
+    tmp_path: Path,
+    options: tuple[str, ...],
+    configured: str | None,
+    in_http: int,
+    dispatch_processes: list[int],
 ) -> None:
     port = free_port()
     environment = {
@@ -44,17 +57,23 @@ def test_each_process_runs_one_dispatch_worker_unless_told(
     if configured is not None:
         environment[DISPATCH_WORKERS_ENV] = configured
     log_path = tmp_path / "serve.log"
-    command = [RENKEI, "serve", "--port", str(port), "--http-workers", str(PROCESSES)]
+    command = [RENKEI, "serve", "--port", str(port), "--http-workers", str(PROCESSES), *options]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [*command, "--no-samples"], env=environment, stderr=log, start_new_session=True
         )
         try:
             wait_for(lambda: answers(f"http://127.0.0.1:{port}"), timeout=60)
-            wait_for(lambda: len(_ready_lines(log_path)) == PROCESSES, timeout=30)
+            wait_for(lambda: len(_lines(log_path, "hub.ready")) == PROCESSES, timeout=30)
+            wait_for(
+                lambda: len(_lines(log_path, "dispatch.process_ready")) == len(dispatch_processes),
+                timeout=30,
+            )
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=30)
-    ready = _ready_lines(log_path)
-    assert [line["dispatch_workers"] for line in ready] == [expected] * PROCESSES
+    ready = _lines(log_path, "hub.ready")
+    assert [line["dispatch_workers"] for line in ready] == [in_http] * PROCESSES
     assert {line["store"] for line in ready} == {"SQLite"}
+    started = _lines(log_path, "dispatch.process_ready")
+    assert [line["workers"] for line in started] == dispatch_processes

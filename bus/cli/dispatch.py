@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import signal
 import threading
 from typing import Annotated, Any
@@ -32,7 +33,7 @@ console = Console()
 SQLITE_REFUSAL = (
     "renkei worker needs PostgreSQL (RENKEI_DATABASE_URL=postgresql+psycopg://…): separate "
     "worker processes cannot share a SQLite file safely. On SQLite, `renkei serve` runs the "
-    "workers in-process."
+    "workers itself (in-process, or in dispatch processes it starts: --dispatch-processes)."
 )
 
 
@@ -121,7 +122,7 @@ def _act(action: str, ids: list[int], reason: str) -> None:
         if action == "redeliver" and changed:
             from bus.dispatch.wakeup import Wakeups
 
-            wakeups = Wakeups(Settings().broker_url)
+            wakeups = Wakeups.for_settings(Settings())
             wakeups.notify(())
             wakeups.close()
     finally:
@@ -181,7 +182,7 @@ def destinations_resume(
             operations.resume(session, system, reason=reason, actor=_actor(), tenants=tenants)
         from bus.dispatch.wakeup import Wakeups
 
-        wakeups = Wakeups(Settings().broker_url)
+        wakeups = Wakeups.for_settings(Settings())
         wakeups.notify([system])
         wakeups.close()
     finally:
@@ -202,22 +203,26 @@ def worker(
     metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Run dispatch workers (PostgreSQL only; start as many processes as needed)."""
+    from bus.dispatch.processes import serve_parent
+
     settings = Settings()
-    if settings.is_sqlite:
+    parent = serve_parent()  # a dispatch process of `renkei serve` (bus/dispatch/processes.py)
+    if settings.is_sqlite and parent is None:
         typer.echo(SQLITE_REFUSAL, err=True)
         raise typer.Exit(2)
     from bus.config.snapshots import ConfigProvider, ensure_config
     from bus.dispatch.wakeup import Wakeups
     from bus.dispatch.worker import WorkerPool
-    from bus.observability.logs import configure_logging
+    from bus.observability.logs import configure_logging, get_logger
     from bus.observability.metrics import serve_metrics
     from bus.observability.store_gauges import StoreCollector
 
     configure_logging()
+    log = get_logger(__name__)
     store = open_store(settings)
     ensure_config(store.sessions, settings)
     provider = ConfigProvider(store.sessions)
-    wakeups = Wakeups(settings.broker_url)
+    wakeups = Wakeups.for_settings(settings)
     pool = WorkerPool(
         concurrency,
         store.sessions,
@@ -233,11 +238,16 @@ def worker(
     if metrics_port is not None:
         gauges = StoreCollector(store.sessions, lambda: provider.current().version)
         serve_metrics(metrics_port, metrics_host, [gauges])
-    typer.echo(f"renkei worker: {concurrency} workers", err=True)
+    if parent is None:
+        typer.echo(f"renkei worker: {concurrency} workers", err=True)
     pool.start()
+    if parent is not None:
+        log.info("dispatch.process_ready", workers=concurrency, serve=parent)
     try:
         while not stop.wait(1.0):
-            pass
+            if parent is not None and os.getppid() != parent:
+                log.warning("dispatch.serve_gone", serve=parent)
+                break
     finally:
         pool.stop()
         wakeups.close()

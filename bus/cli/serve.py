@@ -1,8 +1,10 @@
-"""``renkei serve``: the hub's HTTP application with its in-process dispatch workers."""
+"""``renkei serve``: the hub's HTTP application with its dispatch workers (in-process, or in
+dispatch processes it starts and supervises: :mod:`bus.dispatch.processes`)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from bus.cli.app import app
+from bus.dispatch.processes import DispatchProcesses
 from bus.settings import DISPATCH_WORKERS_ENV, Settings
 
 SAMPLES_GROUP = "renkei.samples"
@@ -79,11 +82,20 @@ def serve(
     http_workers: Annotated[
         int,
         typer.Option(
-            help="HTTP server processes, each with its dispatch workers (on SQLite: one "
-            "machine, the processes take turns to write; one worker each unless "
-            "RENKEI_DISPATCH_WORKERS says otherwise)."
+            help="HTTP server processes (on SQLite: one machine, the processes take turns "
+            "to write)."
         ),
     ] = 1,
+    dispatch_processes: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Run the dispatch workers in this many processes of their own, started and "
+            "restarted by serve, instead of inside the HTTP processes (default: 1 with "
+            "--http-workers N > 1, else 0). RENKEI_DISPATCH_WORKERS then sets each one's "
+            "workers (default 1).",
+        ),
+    ] = None,
     samples: Annotated[
         bool | None,
         typer.Option(
@@ -118,12 +130,15 @@ def serve(
     from bus.observability.metrics import MULTIPROC_ENV, reset_multiprocess_dir
 
     configure_logging()
-    if http_workers > 1 and not os.environ.get(MULTIPROC_ENV):
+    processes, threads = _dispatch_layout(dispatch_processes, http_workers, settings)
+    if (http_workers > 1 or processes) and not os.environ.get(MULTIPROC_ENV):
         # several processes: /metrics adds up what each counted (set before they start)
         metrics_dir = settings.data_dir.resolve() / "metrics"
         reset_multiprocess_dir(metrics_dir)
         os.environ[MULTIPROC_ENV] = str(metrics_dir)
-    if http_workers > 1 and settings.is_sqlite and DISPATCH_WORKERS_ENV not in os.environ:
+    if processes:
+        os.environ[DISPATCH_WORKERS_ENV] = "0"  # the HTTP processes dispatch nothing themselves
+    elif http_workers > 1 and settings.is_sqlite and DISPATCH_WORKERS_ENV not in os.environ:
         # one dispatch worker a process: the processes' workers contend for the same
         # deliveries and write turn, and each worker's send lanes for its process's one GIL
         # (3 processes × 2 workers carried ~12 % fewer messages than × 1: docs/benchmarks.md)
@@ -131,6 +146,13 @@ def serve(
     if samples is None:  # another configuration's systems are real ones, or the tests' own
         samples = settings.config_dir is None
     running = start_samples(settings) if samples else []
+    dispatchers = DispatchProcesses(processes, threads) if processes else None
+    # uvicorn serving in this process re-raises SIGTERM after its graceful shutdown, to the
+    # handler found before it ran: let that unwind through the ``finally`` below (which stops
+    # the dispatch processes and the samples) instead of ending the process on the spot
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if dispatchers is not None:
+        dispatchers.start()
     try:
         uvicorn.run(
             "bus.webapp:create_app",
@@ -142,5 +164,28 @@ def serve(
             **_tls_options(tls_cert, tls_key, tls_client_ca, require_client_cert),
         )
     finally:
+        if dispatchers is not None:
+            dispatchers.stop()
         for handle in running:
             handle.stop()
+
+
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _dispatch_layout(asked: int | None, http_workers: int, settings: Settings) -> tuple[int, int]:
+    """(dispatch processes, workers in each). By default one dispatch process beside several
+    HTTP processes, none beside one (its workers run in the HTTP process); an explicit
+    ``RENKEI_DISPATCH_WORKERS=0`` asks for no dispatch here (e.g. ``renkei worker`` processes
+    run apart)."""
+    configured = settings.dispatch_workers if DISPATCH_WORKERS_ENV in os.environ else None
+    if asked is None:
+        asked = 1 if http_workers > 1 and configured != 0 else 0
+    if asked and configured == 0:
+        typer.echo(
+            f"--dispatch-processes {asked} with {DISPATCH_WORKERS_ENV}=0: nothing would dispatch",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return asked, configured or 1

@@ -6,16 +6,30 @@ inside this process: every :class:`Wakeups` with that URL shares one signal, wit
 polling virtual transport. Any other kombu URL (``amqp://…``) publishes to a fanout exchange;
 each :class:`Wakeups` consumes an exclusive auto-delete queue bound to it on a background
 thread, so every worker process wakes.
+
+Without a broker, the processes of one machine on one store (``renkei serve``'s HTTP
+processes and its dispatch process, a ``renkei import``) reach each other over a *machine
+channel* (:func:`machine_channel`): a Unix datagram socket named after the database. The
+process whose workers wait binds it; every other one sends it a one-byte datagram per
+notify (dropped when nobody listens or one is already queued: a hint, like the rest).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
+import os
+import socket
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 import kombu
+from sqlalchemy.engine import make_url
+
+from bus.settings import Settings
 
 # kombu's API is untyped: use it through an explicitly dynamic handle.
 _kombu: Any = kombu
@@ -57,13 +71,71 @@ def _local_signal(key: str) -> _Signal:
         return _LOCAL_SIGNALS.setdefault(key, _Signal())
 
 
+def machine_channel(settings: Settings) -> str | None:
+    """The machine channel of ``settings``' store: a Linux abstract socket name (no file to
+    create or clean up) derived from the SQLite file's real path (or from the database URL),
+    so every process of this machine that opens that store finds the same one. None with a
+    broker (it carries the wake-ups), for an in-memory database, or off Linux (workers then
+    rely on their poll)."""
+    if not settings.broker_url.startswith("memory:") or not sys.platform.startswith("linux"):
+        return None
+    store = settings.effective_database_url
+    if settings.is_sqlite:
+        database = make_url(store).database
+        if not database or database == ":memory:":
+            return None
+        store = os.path.realpath(database)
+    digest = hashlib.sha256(store.encode()).hexdigest()[:24]
+    return f"\0renkei-wakeups-{digest}"
+
+
+class _ChannelListener:
+    """This process's end of a machine channel: a thread receiving datagrams and firing the
+    process's signal for each (a worker busy meanwhile sees one wake-up for them all)."""
+
+    def __init__(self, channel: str, signal: _Signal) -> None:
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self._socket.bind(channel)
+        except OSError:
+            self._socket.close()
+            raise
+        self._socket.settimeout(0.5)  # to notice close()
+        self._signal = signal
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._receive, name="renkei-wakeups", daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self._socket.recv(16)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._signal.fire()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=5)
+        self._socket.close()
+
+
+#: Machine channels this process listens on (one listener each, whatever the instances).
+_LISTENERS: dict[str, _ChannelListener] = {}
+
+
 class Wakeups:
     """``notify(destinations)`` after a commit that created deliveries; ``wait(timeout)`` in a
     worker's loop. Thread-safe; broker failures are logged and swallowed (hints only)."""
 
-    def __init__(self, broker_url: str = MEMORY) -> None:
+    def __init__(self, broker_url: str = MEMORY, channel: str | None = None) -> None:
         self.broker_url = broker_url
         self._remote = not broker_url.startswith("memory:")
+        self._channel = None if self._remote else channel
+        self._sender: socket.socket | None = None
+        self._listener: _ChannelListener | None = None
         # One signal per process and URL: the Store stage's and the workers' instances meet.
         self._signal = _local_signal(broker_url) if not self._remote else _Signal()
         self._exchange = _kombu.Exchange(
@@ -75,10 +147,28 @@ class Wakeups:
         self._ready = threading.Event()
         self._closed = threading.Event()
 
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Wakeups:
+        """Wake-ups over ``settings``' broker, or its store's machine channel without one."""
+        return cls(settings.broker_url, machine_channel(settings))
+
     def notify(self, destinations: Iterable[str] = ()) -> None:
         self._signal.fire()  # workers of this process wake at once
         if self._remote:
             self._publish({"destinations": sorted(set(destinations))})
+        elif self._channel is not None and self._channel not in _LISTENERS:
+            self._send_to_channel(self._channel)
+
+    def _send_to_channel(self, channel: str) -> None:
+        with self._publish_lock:
+            try:
+                if self._sender is None:
+                    self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    self._sender.setblocking(False)
+                self._sender.sendto(b"!", channel)
+            except OSError as error:  # nobody listens, or a wake-up is queued already
+                if error.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.EAGAIN):
+                    log.warning("wake-up not sent: %s", error)
 
     def wait(self, timeout: float) -> bool:
         """True when woken (by this process or, with a broker, by any), False on timeout."""
@@ -94,11 +184,36 @@ class Wakeups:
         """Bind the consumer now (a worker calls this before its first claim, so a notify
         sent meanwhile is not missed); True once bound."""
         if not self._remote:
+            self._listen()
             return True
         self._start_consumer()
         return self._ready.wait(timeout)
 
+    def _listen(self) -> None:
+        """Bind the machine channel, unless this process listens already or another one does
+        (then this process's workers rely on their own signal and their poll)."""
+        if self._channel is None:
+            return
+        with _LOCAL_LOCK:
+            if self._channel in _LISTENERS:
+                return
+            try:
+                self._listener = _ChannelListener(self._channel, self._signal)
+            except OSError as error:
+                log.info("machine wake-up channel held by another process (%s)", error.strerror)
+                return
+            _LISTENERS[self._channel] = self._listener
+
     def close(self) -> None:
+        if self._listener is not None and self._channel is not None:
+            with _LOCAL_LOCK:
+                _LISTENERS.pop(self._channel, None)
+            self._listener.close()
+            self._listener = None
+        with self._publish_lock:
+            if self._sender is not None:
+                self._sender.close()
+                self._sender = None
         self._closed.set()
         if self._consumer is not None:
             self._consumer.join(timeout=5)

@@ -4,6 +4,7 @@ notifications delivered), and sample messages with fresh message ids."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ from bus.catalogue import NS_ENVELOPE
 from tests.support.receivers import SAMPLE_CONFIG_DIR, Receiver, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+RENKEI = str(Path(sys.executable).parent / "renkei")
 SAMPLES = ROOT / "samples" / "messages"
 NOTIFICATIONS = (
     "ResidentChangeNotice",
@@ -46,6 +48,7 @@ class HubServer:
     url: str
     receiver: Receiver
     config_dir: Path
+    process: subprocess.Popen[bytes]
 
 
 def sample(service: str, name: str = "valid-full.xml") -> etree._Element:
@@ -113,11 +116,14 @@ def hub_server(
     log_level: str = "warning",
     stderr: IO[bytes] | None = None,
     http: str = "auto",
+    serve_options: tuple[str, ...] | None = None,
 ) -> Iterator[HubServer]:
     """uvicorn serving ``bus.webapp:create_app`` (the one ASGI app: SOAP, REST, schemas).
     ``receiver_args``: the recording receiver's options (e.g. ``--fail-message-ids``);
     ``stderr``: where the hub's log lines go (default: inherited); ``http``: uvicorn's HTTP
-    implementation (``auto`` takes httptools; the mTLS listener uses ``h11``)."""
+    implementation (``auto`` takes httptools; the mTLS listener uses ``h11``).
+    With ``serve_options`` the hub is ``renkei serve --no-samples`` with those options
+    instead (``workers``, ``log_level`` and ``http`` do not apply)."""
     receiver = Receiver(tmp, "systems").start(*receiver_args)
     config = _config(tmp, config_source, receiver.port, loopback=loopback)
     port = free_port()
@@ -127,9 +133,12 @@ def hub_server(
         "RENKEI_CONFIG_DIR": str(config),
         **(env or {}),
     }
-    command = [sys.executable, "-m", "uvicorn", "bus.webapp:create_app", "--factory"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    command += ["--log-level", log_level, "--http", http]
+    if serve_options is None:
+        command = [sys.executable, "-m", "uvicorn", "bus.webapp:create_app", "--factory"]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        command += ["--log-level", log_level, "--http", http]
+    else:
+        command = [RENKEI, "serve", "--no-samples", "--port", str(port), *serve_options]
     process = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -140,9 +149,10 @@ def hub_server(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(url, process)
-        yield HubServer(url, receiver, config)
+        _wait_until_up(url, process, timeout=60)
+        yield HubServer(url, receiver, config, process)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already
+            os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=15)
         receiver.stop()
