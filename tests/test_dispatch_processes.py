@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bus.dispatch import processes
 from bus.dispatch.wakeup import Wakeups, machine_channel
 from bus.settings import Settings
 from tests.support.hub_server import HubServer, hub_server, sample, serialize
@@ -196,3 +197,26 @@ def test_no_dispatch_at_all_cannot_be_asked_for_with_dispatch_processes(tmp_path
     )
     assert result.returncode == 2
     assert "nothing would dispatch" in result.stderr
+
+
+def test_the_supervisor_outlives_a_process_that_cannot_be_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restart that fails to start (the interpreter gone mid-upgrade, say) is logged and
+    tried again after the longer delay; the supervisor keeps going."""
+    monkeypatch.setattr(processes, "RESTART_FIRST_SECONDS", 0.05)
+    supervisor = processes.DispatchProcesses(1, 1)
+    supervisor._command = [sys.executable, "-c", "raise SystemExit(3)"]  # exits at once
+    supervisor.start()
+    try:
+        [exiting] = supervisor.pids()
+        supervisor._command = [str(Path(sys.executable).with_name("no-such-interpreter"))]
+        time.sleep(1.0)  # restarts fail meanwhile
+        assert supervisor.pids() == [exiting]
+        supervisor._command = [sys.executable, "-c", "import time; time.sleep(60)"]
+        wait_for(lambda: supervisor.pids() != [exiting], timeout=30)
+        [running] = supervisor.pids()
+        assert _alive(running)
+    finally:
+        supervisor.stop(grace_seconds=5)
+    assert not _alive(running)

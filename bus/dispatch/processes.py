@@ -107,9 +107,13 @@ class DispatchProcesses:
         with self._lock:
             if self._stopping.is_set():
                 return
-            child.process = self._spawn()
             child.started = monotonic()
             child.delay = min(child.delay * 2, RESTART_MAX_SECONDS)
+            try:
+                child.process = self._spawn()
+            except OSError as error:  # tried again at the next look, after the longer delay
+                log.error("dispatch.process_not_started", error=str(error))
+                return
         log.info("dispatch.process_restarted", pid=child.process.pid)
 
     def stop(self, grace_seconds: float = 30.0) -> None:
