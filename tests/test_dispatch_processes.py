@@ -220,3 +220,22 @@ def test_the_supervisor_outlives_a_process_that_cannot_be_started(
     finally:
         supervisor.stop(grace_seconds=5)
     assert not _alive(running)
+
+
+def test_what_a_dead_dispatch_process_had_claimed_is_sent_again_without_waiting_for_its_lease(
+    tmp_path: Path,
+) -> None:
+    """Killed while its sends wait for a slow system (3 s), the dispatch process leaves
+    leases of 30 s; serve releases them before starting it again, so the deliveries are sent
+    again and recorded within seconds."""
+    options = ("--dispatch-processes", "1")
+    with hub_server(tmp_path, receiver_args=("--delay", "3"), serve_options=options) as hub:
+        wait_for(lambda: len(_dispatch_pids(hub.process.pid)) == 1, timeout=30)
+        [first] = _dispatch_pids(hub.process.pid)
+        posted = _post_notice(hub)
+        time.sleep(1.5)  # the sends are out, the system answers at 3 s
+        os.kill(first, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(lambda: _all_recorded(tmp_path / "hub-data"), timeout=60)
+        assert time.monotonic() - killed < 20  # the lease alone would hold them 30 s
+        assert _delivered(hub, posted)  # applied once each: the resends were duplicates

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import ssl
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
@@ -146,7 +147,9 @@ def serve(
     if samples is None:  # another configuration's systems are real ones, or the tests' own
         samples = settings.config_dir is None
     running = start_samples(settings) if samples else []
-    dispatchers = DispatchProcesses(processes, threads) if processes else None
+    dispatchers = (
+        DispatchProcesses(processes, threads, _claims_releaser(settings)) if processes else None
+    )
     # uvicorn serving in this process re-raises SIGTERM after its graceful shutdown, to the
     # handler found before it ran: let that unwind through the ``finally`` below (which stops
     # the dispatch processes and the samples) instead of ending the process on the spot
@@ -168,6 +171,25 @@ def serve(
             dispatchers.stop()
         for handle in running:
             handle.stop()
+
+
+def _claims_releaser(settings: Settings) -> Callable[[int], None]:
+    """What serve does when a dispatch process has died: release its claims (the store is
+    opened for that only)."""
+
+    def release(pid: int) -> None:
+        from bus.dispatch.worker import release_process_claims
+        from bus.observability.logs import get_logger
+        from bus.store.db import open_store
+
+        store = open_store(settings)
+        try:
+            released = release_process_claims(store.sessions, pid)
+        finally:
+            store.close()
+        get_logger(__name__).info("dispatch.claims_released", pid=pid, deliveries=released)
+
+    return release
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:

@@ -9,8 +9,10 @@ less CPU a message (docs/benchmarks.md, "A dispatch process").
 Each one is ``renkei worker`` started with :data:`SERVE_PARENT_ENV`, which lets it open the
 embedded SQLite file (it is this serve's child, on this machine, so the file's locks hold)
 and makes it stop once its parent is gone. One that exits unexpectedly is started again,
-after 1 s and then twice as long while it keeps failing (at most 30 s). Stopping sends
-SIGTERM (the worker releases what it had claimed), then SIGKILL after the grace period.
+after 1 s and then twice as long while it keeps failing (at most 30 s); what it had claimed
+is released first (serve's ``on_exit``), so its deliveries need not wait for their leases.
+Stopping sends SIGTERM (the worker releases what it had claimed), then SIGKILL after the
+grace period.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from time import monotonic
 
 from bus.observability.logs import get_logger
@@ -52,8 +55,13 @@ class _Child:
 class DispatchProcesses:
     """``count`` processes running ``renkei worker --concurrency threads``, supervised."""
 
-    def __init__(self, count: int, threads: int) -> None:
+    def __init__(
+        self, count: int, threads: int, on_exit: Callable[[int], None] | None = None
+    ) -> None:
+        """``on_exit(pid)`` is called when a process has exited unexpectedly, before it is
+        started again (serve releases what it had claimed)."""
         self._count = count
+        self._on_exit = on_exit
         self._command = [
             sys.executable,
             "-c",
@@ -102,6 +110,11 @@ class DispatchProcesses:
             returncode=code,
             restart_in_seconds=child.delay,
         )
+        if self._on_exit is not None:
+            try:
+                self._on_exit(child.process.pid)
+            except Exception:  # its claims then wait for their leases to expire
+                log.exception("dispatch.exit_handling_failed", pid=child.process.pid)
         if self._stopping.wait(child.delay):
             return
         with self._lock:

@@ -67,7 +67,27 @@ def find_system(config: HubConfig | SystemLookup, system_id: str) -> System | No
 
 
 def default_worker_id(index: int = 0) -> str:
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{index}"
+    return f"{_process_owner(os.getpid())}{index}"
+
+
+def _process_owner(pid: int) -> str:
+    """The start of the worker ids of process ``pid`` on this host."""
+    return f"{socket.gethostname()[:40]}:{pid}:"
+
+
+def release_process_claims(sessions: sessionmaker[Session], pid: int) -> int:
+    """Make what the workers of process ``pid`` (this host) had claimed claimable at once;
+    returns how many. Only for a process known to have exited: otherwise its leases hold
+    until they expire (``RENKEI_DISPATCH_LEASE_SECONDS``). A delivery it had sent but not yet
+    recorded is sent again, as after an expired lease (receivers are idempotent)."""
+    owner = _process_owner(pid)
+    statement = (
+        update(_DELIVERIES)
+        .where(_DELIVERIES.c.lease_owner.startswith(owner, autoescape=True))
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+    with write_transaction(sessions) as session:
+        return int(session.connection().execute(statement).rowcount)
 
 
 __all__ = ["Job", "Worker", "WorkerPool"]  # Job lives in bus.dispatch.claims
