@@ -283,7 +283,12 @@ def rss_kib(pids: list[int]) -> int:
 
 
 def run_soak(
-    work: Path, bodies: list[bytes], minutes: int, rate: float, http_workers: int = 1
+    work: Path,
+    bodies: list[bytes],
+    minutes: int,
+    rate: float,
+    http_workers: int = 1,
+    serve_options: tuple[str, ...] = (),
 ) -> None:
     """``minutes`` one-minute wrk runs at ``rate`` msg/s (10 paced connections): RSS of the
     hub (all its processes) and p99 per minute."""
@@ -291,11 +296,13 @@ def run_soak(
     sink = Receiver(work, SINK, free_port()).start()
     try:
         config = hub_config(work, sink.url)
-        with running_hub(work, config, http_workers=http_workers) as (hub, base):
+        serving = running_hub(work, config, None, http_workers, serve_options)
+        with serving as (hub, base):
             script = paced_script(work, bodies, base + PATH, connections, rate)
             print(
                 f"soak: {minutes} min at ≤ {rate:.0f} msg/s ({connections} paced connections, "
-                f"{http_workers} HTTP process{'es' if http_workers > 1 else ''})"
+                f"{http_workers} HTTP process{'es' if http_workers > 1 else ''} "
+                f"{' '.join(serve_options)})"
             )
             print("| minute | msg/s | p50 ms | p99 ms | errors | hub RSS MiB |")
             print("| --- | --- | --- | --- | --- | --- |")
@@ -466,6 +473,11 @@ def main(argv: list[str] | None = None) -> None:
         help="also the embedded hub and the floor with N HTTP processes (N > 1), and the "
         "inquiry through a hub with N; with --soak-only, the soaked hub runs N",
     )
+    parser.add_argument(
+        "--dispatch-processes",
+        type=int,
+        help="with --soak-only, the soaked hub's --dispatch-processes (default: serve's)",
+    )
     options = parser.parse_args(argv)
     missing = wrk_load.available()
     if missing:
@@ -486,7 +498,9 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="renkei-soak-") as temporary:
             minutes = options.soak_minutes or 10
             rate = options.soak_rate or 150
-            run_soak(Path(temporary), bodies, minutes, rate, options.http_workers)
+            layout = options.dispatch_processes
+            serve_options = () if layout is None else ("--dispatch-processes", str(layout))
+            run_soak(Path(temporary), bodies, minutes, rate, options.http_workers, serve_options)
         return
     rows: dict[str, Row] = {}
     inquiry: tuple[list[Row], Row] | None = None
