@@ -238,10 +238,10 @@ def worker(
     if metrics_port is not None:
         gauges = StoreCollector(store.sessions, lambda: provider.current().version)
         serve_metrics(metrics_port, metrics_host, [gauges])
+    pool.start()
     if parent is None:
         typer.echo(f"renkei worker: {concurrency} workers", err=True)
-    pool.start()
-    if parent is not None:
+    else:  # serve's dispatch process: a JSON line among serve's own
         log.info("dispatch.process_ready", workers=concurrency, serve=parent)
     try:
         while not stop.wait(1.0):
