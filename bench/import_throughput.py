@@ -8,16 +8,19 @@ before the mapping; (2) decode + parse: the same plus the houmu mapping to a ser
 and its record, the key and 要確認 checks (``NoticeParser``) — no hub; (3) end to end:
 ``run_import`` into a fresh SQLite hub (``Hub.ingest_many`` through every pipeline stage,
 1,000 records a transaction, routed to kotei), owner matching against a resident index, and
-the XLSX/CSV outputs. Each line gives wall seconds and this process's CPU seconds (the
-machine is shared: the CPU figure is the per-core one). ``--every N`` also prints, while the
-end-to-end import runs, the rate and peak RSS of each N records (whether they stay flat as
-the store grows).
+the XLSX/CSV outputs, with the chunks worked in this process (``e2e``) or in N worker
+processes (``e2e/jN``, ``renkei import notices --jobs N``). Each line gives wall seconds and
+the CPU seconds of the process and its workers (the machine is shared: the CPU figure is the
+per-core one); peak RSS is the importing process's, and each worker's peak beside it.
+``--every N`` also prints, while the end-to-end import runs, the rate and peak RSS of each N
+records (whether they stay flat as the store grows).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -50,9 +53,9 @@ def decode_only(path: Path) -> dict[str, float]:
 
 def decode_parse(path: Path) -> dict[str, float]:
     from bus.imports.encoding import detect_encoding
+    from bus.imports.layout import load_section
     from bus.imports.lines import split_lines
     from bus.imports.records import Notice, NoticeParser
-    from bus.imports.runner import load_section
 
     section = load_section(None)
     with path.open("rb") as stream:
@@ -70,17 +73,20 @@ def decode_parse(path: Path) -> dict[str, float]:
 
 
 def interval_printer(every: int) -> Callable[[int, int, int], None]:
-    """A progress callback printing each ``every`` records' rate, CPU rate and peak RSS."""
-    last = [0, time.perf_counter(), time.process_time()]
+    """A progress callback printing each ``every`` records' rate, CPU rate (this process and
+    its import workers) and peak RSS (this process's, and the largest worker's)."""
+    last = [0, time.perf_counter(), _cpu_with_workers()]
 
     def printed(records: int, _errors: int, _bytes: int) -> None:
         if records - last[0] < every:
             return
-        now, cpu = time.perf_counter(), time.process_time()
+        now, cpu = time.perf_counter(), _cpu_with_workers()
         done = records - last[0]
+        workers = max((_peak_kb(pid) for pid in _children()), default=0) / 1024
         print(
             f"  up to {records:>9,} records: {done / (now - last[1]):7,.0f} records/s "
-            f"({done / (cpu - last[2]):7,.0f} records/CPU s), peak RSS {_peak_rss_mb():.0f} MB",
+            f"({done / (cpu - last[2]):7,.0f} records/CPU s), peak RSS {_peak_rss_mb():.0f} MB"
+            + (f", workers <= {workers:.0f} MB" if workers else ""),
             flush=True,
         )
         last[:] = [records, now, cpu]
@@ -88,11 +94,41 @@ def interval_printer(every: int) -> Callable[[int, int, int], None]:
     return printed
 
 
+def _children() -> list[int]:
+    """This process's live children (Linux /proc): the import's worker processes."""
+    pids: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        pids += [int(pid) for pid in (task / "children").read_text().split()]
+    return pids
+
+
+def _cpu_with_workers() -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for pid in _children():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def _peak_kb(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next(
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0
+    )
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def end_to_end(path: Path, work: Path, every: int = 0) -> dict[str, float]:
+def end_to_end(path: Path, work: Path, every: int = 0, jobs: int = 1) -> dict[str, float]:
     from bus.collector import tune_collector
     from bus.hub import Hub
     from bus.imports.residents import ResidentIndex
@@ -106,18 +142,26 @@ def end_to_end(path: Path, work: Path, every: int = 0) -> dict[str, float]:
     tune_collector(settings.gc_young_threshold)  # as `renkei import notices` does
     start, cpu = time.perf_counter(), time.process_time()
     progress = interval_printer(every) if every else None
-    options = ImportOptions(path, "412066", out_dir=work / "out")
+    options = ImportOptions(path, "412066", out_dir=work / "out", jobs=jobs)
     summary = run_import(hub, options, index, progress)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     hub.close()
-    return {"records": summary.new, "seconds": seconds, "cpu_seconds": cpu_seconds}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "records": summary.new,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds + children.ru_utime + children.ru_stime,
+        "worker_peak_rss_mb": children.ru_maxrss / 1024 if jobs > 1 else 0.0,
+    }
 
 
 def child(mode: str, path: Path, work: Path, every: int) -> None:
     if mode == "decode":
         result = decode_only(path)
-    else:
-        result = decode_parse(path) if mode == "parse" else end_to_end(path, work, every)
+    elif mode == "parse":
+        result = decode_parse(path)
+    else:  # e2e, or e2e/jN: N worker processes
+        result = end_to_end(path, work, every, int(mode.partition("/j")[2] or 1))
     result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result))
 
@@ -125,7 +169,9 @@ def child(mode: str, path: Path, work: Path, every: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--modes", default="decode,parse,e2e")
+    parser.add_argument(
+        "--modes", default="decode,parse,e2e,e2e/j2", help="e2e/jN: end to end, N workers"
+    )
     parser.add_argument("--every", type=int, default=0, help="e2e: a line per N records")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -139,7 +185,7 @@ def main() -> None:
         generate(path, args.records)
         print(f"file: {args.records:,} records, {path.stat().st_size / 1e6:.1f} MB (CP932)")
         for mode in args.modes.split(","):
-            work = Path(tmp) / mode
+            work = Path(tmp) / mode.replace("/", "-")
             work.mkdir()
             out = subprocess.run(
                 [sys.executable, __file__, "--child", mode, str(path), str(work),
@@ -151,11 +197,13 @@ def main() -> None:
                 print(line)
             result = json.loads(last)
             rate = result["records"] / result["seconds"]
+            workers = result.get("worker_peak_rss_mb")
             print(
                 f"{mode:6} {result['records']:>9,.0f} records {result['seconds']:8.1f} s "
                 f"{rate:>9,.0f} records/s  (CPU {result['cpu_seconds']:.1f} s: "
                 f"{result['records'] / result['cpu_seconds']:,.0f} records/CPU s)  "
-                f"peak RSS {result['peak_rss_mb']:.0f} MB",
+                f"peak RSS {result['peak_rss_mb']:.0f} MB"
+                + (f", each worker <= {workers:.0f} MB" if workers else ""),
                 flush=True,
             )
 

@@ -554,6 +554,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "{line} 行目を項目に分けられません（引用符の外に改行文字 CR があるか、項目が長すぎます）。",
         "Line {line} cannot be split into fields (a CR outside quotes, or a field too long).",
     ),
+    (
+        "RK-IMP007",
+        E,
+        "取込みの作業プロセスが止まりました（{actual}）。同じコマンドをもう一度実行すると続きから取り込みます。",
+        "An import worker process stopped ({actual}); run the same command again to resume.",
+    ),
     # --- IO: reading inputs ------------------------------------------------------------------
     (
         "RK-IO001",

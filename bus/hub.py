@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cache
 from time import perf_counter
@@ -230,11 +231,12 @@ class Hub:
         api_key: str | None = None,
         service: str | None = None,
         identity: Identity | None = None,
+        store_turn: AbstractContextManager[object] | None = None,
     ) -> list[Message]:
         """Run a batch of inbound messages (one caller: a file import) through the pipeline,
         every per-message stage for each, the accepted ones committed in one transaction
-        (:mod:`bus.store.batch`); one message per raw, in order, each as :meth:`ingest`
-        would return it."""
+        (:mod:`bus.store.batch`, which holds ``store_turn`` around it); one message per raw,
+        in order, each as :meth:`ingest` would return it."""
         messages = [
             Message(
                 raw=raw,
@@ -247,7 +249,7 @@ class Hub:
             for raw in raws
         ]
         started = perf_counter()
-        done = ingest_batch(self.pipeline, messages)
+        done = ingest_batch(self.pipeline, messages, store_turn=store_turn)
         share = (perf_counter() - started) / max(len(done), 1)
         index = self.config.current().index
         for message in done:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from bus.imports.runner import ImportOptions, run_import
 from bus.samplegen.messages import MessageSpec, build_message, serialize
 from bus.settings import Settings
 from bus.store.models import Delivery, StoredMessage
+from tests.support.imports import cursor_line
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "notices" / "traps-cp932.csv"
@@ -151,18 +151,6 @@ def test_the_index_is_fed_by_resident_change_notices(tmp_path: Path) -> None:
         hub.close()
 
 
-def _cursor(work_dir: Path) -> int:
-    for path in work_dir.glob("*.sqlite"):
-        try:
-            with sqlite3.connect(path) as db:
-                row = db.execute("select cursor_line from batch").fetchone()
-        except sqlite3.Error:
-            continue
-        if row:
-            return int(row[0])
-    return 0
-
-
 def test_a_killed_import_resumes_where_it_stopped(tmp_path: Path) -> None:
     notices = tmp_path / "notices.csv"
     generate(notices, 2000)
@@ -174,12 +162,12 @@ def test_a_killed_import_resumes_where_it_stopped(tmp_path: Path) -> None:
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 60
-    while _cursor(tmp_path / "data" / "imports") <= 1 and time.monotonic() < deadline:
+    while cursor_line(tmp_path / "data" / "imports") <= 1 and time.monotonic() < deadline:
         assert process.poll() is None, "the import finished before it could be killed"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = _cursor(tmp_path / "data" / "imports")
+    killed_at = cursor_line(tmp_path / "data" / "imports")
     assert 1 < killed_at < 2002
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     assert resumed.stdout.strip().splitlines()[-1] == "新規 2000 / 重複 0 / エラー 0"

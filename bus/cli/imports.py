@@ -19,12 +19,14 @@ from bus.cli.app import app
 from bus.collector import tune_collector
 from bus.errors import make_finding
 from bus.hub import Hub
+from bus.imports.layout import ImportRefused
+from bus.imports.parallel import WorkerLost, default_jobs
 from bus.imports.residents import ResidentIndex
-from bus.imports.runner import ImportOptions, ImportRefused, run_import
+from bus.imports.runner import ImportOptions, run_import
 from bus.observability.logs import configure_logging
 from bus.settings import Settings
 
-EXIT_READ, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
+EXIT_READ, EXIT_REFUSED, EXIT_UNREADABLE, EXIT_STOPPED = 0, 1, 2, 3
 RECORDS = "{task.fields[records]:,} 件  {task.fields[rate]} 件/秒  エラー {task.fields[errors]:,}"
 
 import_app = typer.Typer(help="Batch imports (一括取込み).")
@@ -47,6 +49,13 @@ def notices(
     residents: Annotated[
         Path | None, typer.Option(help="宛名 extract CSV loaded into the resident index first")
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="worker processes (default: one per CPU, at most 4; 1 for a file under 4 MiB)",
+        ),
+    ] = None,
 ) -> None:
     """Import 登記済通知; summary: 新規 N / 重複 N / エラー N (exit 0 when the file was read)."""
     console = Console(stderr=True)
@@ -67,9 +76,10 @@ def notices(
             index.refresh(hub.store.sessions, tenant)
         except Exception as error:  # the import goes on: owners are reported 未照合
             console.print(f"[yellow]住民データを更新できません（未照合になります）: {error}[/]")
-        options = ImportOptions(file, tenant, layout, out, encoding)
-        tune_collector(settings.gc_young_threshold)
         size = file.stat().st_size
+        workers = jobs or default_jobs(size)
+        options = ImportOptions(file, tenant, layout, out, encoding, jobs=workers)
+        tune_collector(settings.gc_young_threshold)
         with Progress(
             TextColumn("[bold]登記済通知"),
             BarColumn(),
@@ -87,10 +97,11 @@ def notices(
 
             summary = run_import(hub, options, index, advance)
             bar.update(task, completed=size)
-    except ImportRefused as refused:
-        finding = refused.finding
+    except (ImportRefused, WorkerLost) as failed:
+        finding = failed.finding
         console.print(f"[red]{finding.code}[/] {finding.message_ja} / {finding.message_en}")
-        raise typer.Exit(EXIT_REFUSED) from None
+        code = EXIT_REFUSED if isinstance(failed, ImportRefused) else EXIT_STOPPED
+        raise typer.Exit(code) from None
     finally:
         index.close()
         hub.close()

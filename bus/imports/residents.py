@@ -77,6 +77,7 @@ def resident(
 class ResidentIndex:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.executescript(SCHEMA)
 

@@ -11,38 +11,26 @@ waiting for deliveries.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bus.errors import make_finding
 from bus.hub import Hub
+from bus.imports.chunk_work import ChunkResult, ChunkWork, Stored
 from bus.imports.encoding import detect_encoding
-from bus.imports.envelope import wrap
+from bus.imports.layout import load_section, refuse
 from bus.imports.lines import RawLine, split_lines
-from bus.imports.listing import rows_for
 from bus.imports.matching import OwnerMatcher
 from bus.imports.outputs import ERROR_COLUMNS, error_cells, write_csv, write_list
-from bus.imports.records import Notice, NoticeParser, RecordError
+from bus.imports.parallel import ChunkPool, Span, WorkerSpec
+from bus.imports.records import NoticeParser
 from bus.imports.residents import ResidentIndex
-from bus.imports.worklist import DONE, ErrorRow, ListRow, Worklist
-from bus.mapping import MappingError, Section, load_mapping, resolve
+from bus.imports.worklist import DONE, Worklist
 from bus.observability.metrics import observe_import_chunk
-from bus.pipeline import Finding, Message
 
 CHUNK = 1000
-DEFAULT_LAYOUT = "houmu.yaml"
-ADAPTER = "batch"
-SOURCE_ADDRESS = "127.0.0.1"  # a local import acts as the 法務局 system on the loopback
-
-
-class ImportRefused(Exception):
-    """The import cannot start (unknown tenant, unusable layout); carries the finding."""
-
-    def __init__(self, finding: Finding) -> None:
-        super().__init__(finding.message_en)
-        self.finding = finding
 
 
 @dataclass(slots=True)
@@ -65,25 +53,7 @@ class ImportOptions:
     out_dir: Path | None = None
     out_encoding: str = "utf-8"
     sheet_rows: int = 1_048_576
-
-
-def refuse(reason: str) -> ImportRefused:
-    return ImportRefused(make_finding("RK-IMP005", path="/import", actual=reason))
-
-
-def load_section(layout: str | None) -> Section:
-    """The layout's RegistrationNotice section: a file path (``mappings/houmu_fixed.yaml``)
-    or a name under the mappings folder (``houmu.yaml``, the default)."""
-    given = Path(layout) if layout else None
-    path = given if given is not None and given.is_file() else resolve(layout or DEFAULT_LAYOUT)
-    try:
-        mapping = load_mapping(path)
-    except MappingError as error:
-        raise refuse(error.problems[0]) from None
-    section = mapping.section("RegistrationNotice", "inbound")
-    if section is None:
-        raise refuse(f"{layout or DEFAULT_LAYOUT} has no RegistrationNotice inbound section")
-    return section
+    jobs: int = 1  # worker processes (bus.imports.parallel); 1: in this process
 
 
 def file_hash(path: Path) -> str:
@@ -112,7 +82,7 @@ class NoticeImport:
         tenant = hub.config.current().index.tenant(options.tenant)
         if tenant is None:
             raise refuse(f"団体コード {options.tenant} は設定にありません")
-        self.hub, self.options = hub, options
+        self.hub, self.options, self.index, self.town = hub, options, index, tenant.name
         self.section = load_section(options.layout)
         fixed = getattr(self.section.format, "columns", None) is None
         with options.path.open("rb") as stream:
@@ -125,87 +95,77 @@ class NoticeImport:
         self.worklist = Worklist(work, digest, options.tenant, self.encoding)
         if self.worklist.state.status == DONE:
             self.worklist.restart()
-        self.parser = NoticeParser(self.section, self.encoding, options.tenant, tenant.name)
-        self.parser.header_seen = self.worklist.state.cursor_offset > 0
-        self.matcher = OwnerMatcher(index, options.tenant, tenant.name)
-        # Records stored by a run killed before its chunk's commit come back as duplicates:
-        # those stored after the last commit are this batch's own (counted 新規 once).
-        self.own_since = self.worklist.state.last_commit_at if self.worklist.resumed else None
+        # A stopped run may have stored records past its cursor (a parallel run: several
+        # chunks). They come back as duplicates stored between that run's start and this one's
+        # with no list row committed: those are this batch's own (新規, once).
+        started = datetime.now(UTC)
+        stopped = self.worklist.begin_run(started) or self.worklist.state.last_commit_at
+        self.own_window: tuple[datetime, datetime] | None = None
+        if self.worklist.resumed and stopped is not None:
+            self.own_window = (stopped, started)
+        self.own_keys: set[str] = set()
 
     def run(self, progress: Progress | None = None) -> Summary:
         state = self.worklist.state
+        at_head = state.cursor_offset == 0
         with self.options.path.open("rb") as stream:
             lines = split_lines(stream, start=state.cursor_offset, first_number=state.cursor_line)
-            for chunk in chunks(lines, CHUNK):
+            for span, result in self._results(chunks(lines, CHUNK), at_head):
                 before = (state.new, state.duplicate, state.errors)
-                rows, errors = self._chunk(chunk)
-                last = chunk[-1]
-                self.worklist.commit(rows, errors, last.end, last.number + 1)
+                own = self._own(result.stored)
+                for stored in result.stored:
+                    if not stored.duplicate:
+                        state.new += 1
+                    elif stored.key in own and stored.key not in self.own_keys:
+                        self.own_keys.add(stored.key)  # few: what the stopped run left
+                        state.new += 1
+                    else:
+                        state.duplicate += 1
+                state.errors += len(result.errors)
+                self.worklist.commit(result.rows, result.errors, span.end, span.next_line)
                 observe_import_chunk(
                     self.options.tenant,
                     new=state.new - before[0],
                     duplicate=state.duplicate - before[1],
                     errors=state.errors - before[2],
-                    nbytes=last.end - chunk[0].offset,
+                    nbytes=span.end - span.first_offset,
                 )
-                self.own_since = None
                 if progress:
-                    progress(state.new + state.duplicate + state.errors, state.errors, last.end)
+                    progress(state.new + state.duplicate + state.errors, state.errors, span.end)
         self.worklist.finish()
         outputs = self._write_outputs() if self.options.out_dir else []
         return Summary(state.new, state.duplicate, state.errors, self.encoding, outputs)
 
-    def _chunk(self, chunk: list[RawLine]) -> tuple[list[ListRow], list[ErrorRow]]:
-        notices: list[Notice] = []
-        errors: list[ErrorRow] = []
-        for raw in chunk:
-            parsed = self.parser.parse(raw)
-            if isinstance(parsed, RecordError):
-                errors.append(_error_row(parsed))
-            elif parsed is not None:
-                notices.append(parsed)
-        issued = datetime.now(UTC).astimezone()
-        tenant = self.options.tenant
-        messages = self.hub.ingest_many(
-            [wrap(n.service_xml, tenant, n.key, issued) for n in notices],
-            adapter=ADAPTER,
-            source_address=SOURCE_ADDRESS,
-            service="RegistrationNotice",
-        )
-        rows: list[ListRow] = []
-        seen: set[str] = set()
-        state = self.worklist.state
-        for notice, message in zip(notices, messages, strict=True):
-            if message.ack is None:
-                codes = ",".join(f.code for f in message.findings)
-                parse_error = RecordError(
-                    notice.line,
-                    0,
-                    "",
-                    make_finding(
-                        "RK-IMP004", path=f"/line[{notice.line}]", line=notice.line, actual=codes
-                    ),
-                )
-                errors.append(_error_row(parse_error))
-                continue
-            if self._is_new(message, notice, seen):
-                state.new += 1
-            else:
-                state.duplicate += 1
-            rows.extend(rows_for(notice, self.matcher, notice.review))
-        state.errors += len(errors)
-        return rows, errors
+    def _results(
+        self, parts: Iterator[list[RawLine]], at_head: bool
+    ) -> Iterator[tuple[Span, ChunkResult]]:
+        """Each chunk's result in file order: from worker processes, or worked here."""
+        if self.options.jobs > 1:
+            spec = WorkerSpec(
+                self.hub.settings, self.options.layout, self.encoding, self.options.tenant,
+                self.town, self.index.path if self.index else None, os.getpid(),
+            )  # fmt: skip
+            pool = ChunkPool(spec, self.options.jobs)
+            try:
+                yield from pool.results(parts, at_head)
+            finally:
+                pool.close()
+            return
+        parser = NoticeParser(self.section, self.encoding, self.options.tenant, self.town)
+        matcher = OwnerMatcher(self.index, self.options.tenant, self.town)
+        work = ChunkWork(self.hub, parser, matcher, self.options.tenant)
+        for chunk in parts:
+            yield Span.of(chunk), work.process(chunk, at_head)
+            at_head = False
 
-    def _is_new(self, message: Message, notice: Notice, seen: set[str]) -> bool:
-        ack = message.ack
-        assert ack is not None
-        key = notice.key.text()
-        first = key not in seen
-        seen.add(key)
-        if not ack.duplicate:
-            return True
-        own = self.own_since is not None and ack.stored_at >= self.own_since
-        return own and first
+    def _own(self, stored: list[Stored]) -> set[str]:
+        """The keys of duplicates in ``stored`` that the stopped run stored itself."""
+        window = self.own_window
+        if window is None:
+            return set()
+        since, until = window
+        keys = {s.key for s in stored if s.duplicate and since <= s.stored_at < until}
+        return keys - self.worklist.committed_keys(keys) if keys else keys
 
     def _write_outputs(self) -> list[Path]:
         out = self.options.out_dir
@@ -223,13 +183,6 @@ class NoticeImport:
 
     def close(self) -> None:
         self.worklist.close()
-
-
-def _error_row(error: RecordError) -> ErrorRow:
-    finding = error.finding
-    return ErrorRow(
-        error.line, error.offset, error.field, finding.code, finding.message_ja, finding.message_en
-    )
 
 
 def run_import(

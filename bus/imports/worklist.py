@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ SCHEMA = """
 create table if not exists batch (
   id integer primary key check (id = 1), file_hash text, tenant text, encoding text,
   cursor_offset integer, cursor_line integer, new integer, duplicate integer, errors integer,
-  status text, last_commit_at text);
+  status text, last_commit_at text, run_started_at text);
 create table if not exists rows (
   line integer, seq integer, oaza text, lot text, receipt text, key text, cells text);
 create table if not exists errors (
@@ -39,6 +39,7 @@ class BatchState:
     errors: int = 0
     status: str = RUNNING
     last_commit_at: datetime | None = None
+    run_started_at: datetime | None = None  # the latest run's start (kept when it stops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +67,12 @@ class Worklist:
         self.path = path
         self._db = sqlite3.connect(path)
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("pragma table_info(batch)")}
+        if "run_started_at" not in columns:  # a work file from before the column
+            self._db.execute("alter table batch add column run_started_at text")
         found = self._db.execute(
-            "select cursor_offset, cursor_line, new, duplicate, errors, status, last_commit_at"
-            " from batch"
+            "select cursor_offset, cursor_line, new, duplicate, errors, status, last_commit_at,"
+            " run_started_at from batch"
         ).fetchone()
         # resumed: a run of this batch stopped before finishing (killed, or interrupted)
         self.resumed = found is not None and found[5] == RUNNING
@@ -77,25 +81,29 @@ class Worklist:
             self.state = BatchState(last_commit_at=now)
             with self._db:
                 self._db.execute(
-                    "insert into batch values (1, ?, ?, ?, 0, 1, 0, 0, 0, ?, ?)",
+                    "insert into batch values (1, ?, ?, ?, 0, 1, 0, 0, 0, ?, ?, null)",
                     (file_hash, tenant, encoding, RUNNING, now.isoformat()),
                 )
         else:
-            when = datetime.fromisoformat(found[6]) if found[6] else None
             offset, line, new, duplicate, errors, status = found[:6]
-            self.state = BatchState(offset, line, new, duplicate, errors, status, when)
+            commit, started = (datetime.fromisoformat(t) if t else None for t in found[6:])
+            self.state = BatchState(offset, line, new, duplicate, errors, status, commit, started)
+
+    def begin_run(self, started: datetime) -> datetime | None:
+        """Record that a run starts; returns when the previous run started (None if unknown)."""
+        previous = self.state.run_started_at
+        self.state.run_started_at = started
+        with self._db:
+            self._save(self.state)
+        return previous
 
     def restart(self) -> None:
         """A finished batch imported again: a fresh pass (its records come back 重複)."""
+        self.state = BatchState(last_commit_at=datetime.now(UTC))
         with self._db:
             self._db.execute("delete from rows")
             self._db.execute("delete from errors")
-            self._db.execute(
-                "update batch set cursor_offset = 0, cursor_line = 1, new = 0, duplicate = 0,"
-                " errors = 0, status = ?, last_commit_at = null",
-                (RUNNING,),
-            )
-        self.state = BatchState(last_commit_at=datetime.now(UTC))
+            self._save(self.state)
         self.resumed = False
 
     def commit(
@@ -122,15 +130,24 @@ class Worklist:
             self._save(self.state)
 
     def _save(self, state: BatchState) -> None:
-        when = state.last_commit_at.isoformat() if state.last_commit_at else None
+        commit, started = (
+            t.isoformat() if t else None for t in (state.last_commit_at, state.run_started_at)
+        )
         self._db.execute(
             "update batch set cursor_offset = ?, cursor_line = ?, new = ?, duplicate = ?,"
-            " errors = ?, status = ?, last_commit_at = ?",
+            " errors = ?, status = ?, last_commit_at = ?, run_started_at = ?",
             (
                 state.cursor_offset, state.cursor_line, state.new, state.duplicate,
-                state.errors, state.status, when,
+                state.errors, state.status, commit, started,
             ),
         )  # fmt: skip
+
+    def committed_keys(self, keys: Collection[str]) -> set[str]:
+        """Which of ``keys`` have list rows committed. A full scan (the table has no index):
+        only a resumed run asks, for the few records its stopped run left past the cursor."""
+        marks = ",".join("?" * len(keys))
+        query = f"select distinct key from rows where key in ({marks})"
+        return {key for (key,) in self._db.execute(query, tuple(keys))}
 
     def sorted_rows(self) -> Iterator[list[Any]]:
         """The rows in list order, a notice listed twice in the file only from its first line.

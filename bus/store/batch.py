@@ -11,12 +11,15 @@ rejected before Store was already audited in the batch's transaction.
 
 A caller that gathers unrelated senders' messages into one batch (the HTTP adapters' batch
 lane, :mod:`bus.batch_lane`) passes ``on_error``: a message whose stage raises is then handed
-to it and left out, instead of the exception failing the whole batch.
+to it and left out, instead of the exception failing the whole batch. A caller whose batches
+are worked in several processes but must be stored in order (a parallel file import) passes
+``store_turn``: held around the Store stage's transaction alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 from sqlalchemy.orm import Session
 
@@ -29,6 +32,7 @@ def ingest_batch(
     pipeline: Pipeline,
     messages: Sequence[Message],
     on_error: Callable[[Message, Exception], None] | None = None,
+    store_turn: AbstractContextManager[object] | None = None,
 ) -> list[Message]:
     """Run ``messages`` through ``pipeline``, the accepted ones stored in one transaction
     (retried one by one if it fails); each message ends as :meth:`Pipeline.run` leaves it
@@ -60,7 +64,8 @@ def ingest_batch(
     def audit_refused(session: Session) -> None:
         append_audits(session, [rejection_entry(message) for message in refused])
 
-    store.store_many(accepted, audit_refused if refused else None)
+    with store_turn or nullcontext():
+        store.store_many(accepted, audit_refused if refused else None)
     for message in accepted:
         message.trace.append(StageName.STORE)
         for stage in stages[at_store + 1 :]:

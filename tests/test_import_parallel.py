@@ -1,0 +1,158 @@
+"""A parallel import (`--jobs N`): the same result as one job, resumable, no orphan workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from bus.hub import Hub
+from bus.imports.generator import generate
+from bus.imports.parallel import PARALLEL_FROM_BYTES, default_jobs
+from bus.imports.residents import ResidentIndex
+from bus.imports.runner import ImportOptions, Summary, run_import
+from bus.settings import Settings
+from bus.store.models import StoredMessage
+from tests.support.imports import cursor_line, import_workers
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAPS = ROOT / "samples" / "notices" / "traps-cp932.csv"
+RESIDENTS = ROOT / "samples" / "notices" / "residents-412066.csv"
+TENANT = "412066"
+RENKEI = str(Path(sys.executable).with_name("renkei"))
+
+
+def _import(work: Path, notices: Path, jobs: int) -> tuple[Summary, dict[str, bytes], list[str]]:
+    """The summary, the CSV outputs and the messageIds in the order the hub stored them."""
+    hub = Hub.open(Settings(data_dir=work / "data"))
+    index = ResidentIndex(work / "residents.sqlite")
+    index.load_extract(RESIDENTS, TENANT)
+    try:
+        options = ImportOptions(notices, TENANT, out_dir=work / "out", jobs=jobs)
+        summary = run_import(hub, options, index)
+        with hub.store.sessions() as session:
+            query = select(StoredMessage.message_id).order_by(StoredMessage.id)
+            stored = list(session.scalars(query))
+    finally:
+        index.close()
+        hub.close()
+    outputs = {p.name: p.read_bytes() for p in summary.outputs if p.suffix == ".csv"}
+    return summary, outputs, stored
+
+
+def _with_repeats_and_errors(path: Path) -> Path:
+    """A generated file of three chunks and a half whose later chunks repeat earlier notices
+    (in-file duplicates in another worker's chunk) and hold record errors."""
+    generate(path, 3000)
+    lines = path.read_bytes().split(b"\r\n")
+    extra = [*lines[1:6], b"a,b,c", lines[2000], b"\xff\xfe,broken"]
+    path.write_bytes(b"\r\n".join([*lines[:-1], *extra, b""]))
+    return path
+
+
+def test_two_jobs_import_what_one_job_imports(tmp_path: Path) -> None:
+    notices = _with_repeats_and_errors(tmp_path / "notices.csv")
+    one, one_outputs, one_stored = _import(tmp_path / "one", notices, jobs=1)
+    two, two_outputs, two_stored = _import(tmp_path / "two", notices, jobs=2)
+    assert (one.new, one.duplicate, one.errors) == (3000, 6, 2)
+    assert (two.new, two.duplicate, two.errors) == (one.new, one.duplicate, one.errors)
+    assert two_outputs == one_outputs  # the sorted list and the error report, byte for byte
+    assert two_stored == one_stored  # stored in file order: chunks take turns
+    assert import_workers(os.getpid()) == []  # the pool is gone with the import
+
+
+def test_the_trap_sample_through_a_worker(tmp_path: Path) -> None:
+    """Header row, encodings traps and record errors in a worker's chunk (the file's head)."""
+    one, one_outputs, _ = _import(tmp_path / "one", TRAPS, jobs=1)
+    two, two_outputs, _ = _import(tmp_path / "two", TRAPS, jobs=2)
+    assert (two.new, two.duplicate, two.errors) == (one.new, one.duplicate, one.errors) == (6, 1, 3)
+    assert two_outputs == one_outputs
+
+
+def _start(notices: Path, data: Path, jobs: int) -> subprocess.Popen[bytes]:
+    command = [RENKEI, "import", "notices", str(notices), "--tenant", TENANT, "--jobs", str(jobs)]
+    env = {**os.environ, "RENKEI_DATA_DIR": str(data)}
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finish(notices: Path, data: Path, jobs: int) -> str:
+    process = _start(notices, data, jobs)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()
+    return out.decode().strip().splitlines()[-1]
+
+
+def _wait_for(condition: object, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():  # type: ignore[operator]
+        assert process.poll() is None, f"the import ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within 60 s"
+        time.sleep(0.02)
+
+
+def _stored(data: Path) -> int:
+    hub = Hub.open(Settings(data_dir=data))
+    try:
+        with hub.store.sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(StoredMessage)) or 0)
+    finally:
+        hub.close()
+
+
+def test_a_killed_parallel_import_leaves_no_worker_and_resumes(tmp_path: Path) -> None:
+    notices, data = tmp_path / "notices.csv", tmp_path / "data"
+    generate(notices, 8000)
+    lines = notices.read_bytes().split(b"\r\n")[:-1]
+    # the last 10 notices were imported before, from another file: 重複 in this one
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_bytes(b"\r\n".join([lines[0], *lines[-10:], b""]))
+    assert _finish(earlier, data, jobs=1) == "新規 10 / 重複 0 / エラー 0"
+    # the first 5 again at the end: stored (and committed) by the killed run, 重複 on resume
+    notices.write_bytes(b"\r\n".join([*lines, *lines[1:6], b""]))
+    process = _start(notices, data, jobs=2)
+    committed = lambda: cursor_line(data / "imports", notices) > 1  # noqa: E731
+    _wait_for(committed, process, "a chunk was committed")
+    workers = import_workers(process.pid)
+    assert len(workers) == 2
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    killed_at = cursor_line(data / "imports", notices)
+    assert 1 < killed_at < 8002
+    deadline = time.monotonic() + 5
+    while set(workers) & set(import_workers()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not set(workers) & set(import_workers()), "workers outlived the killed import"
+    # the killed run may have stored chunks past its cursor: they are counted 新規, once
+    assert _finish(notices, data, jobs=2) == "新規 7990 / 重複 15 / エラー 0"
+    assert _finish(notices, data, jobs=2) == "新規 0 / 重複 8005 / エラー 0"
+    assert _stored(data) == 8000
+
+
+def test_a_lost_worker_stops_the_import_with_rk_imp007_and_a_rerun_resumes(
+    tmp_path: Path,
+) -> None:
+    notices, data = tmp_path / "notices.csv", tmp_path / "data"
+    generate(notices, 8000)
+    process = _start(notices, data, jobs=2)
+    _wait_for(lambda: cursor_line(data / "imports") > 1, process, "a chunk was committed")
+    os.kill(import_workers(process.pid)[0], signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 3
+    assert "RK-IMP007" in err.decode() and "続きから取り込みます" in err.decode()
+    assert "Traceback" not in err.decode()
+    assert _finish(notices, data, jobs=1) == "新規 8000 / 重複 0 / エラー 0"
+    assert _stored(data) == 8000
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [(PARALLEL_FROM_BYTES - 1, 1), (PARALLEL_FROM_BYTES, min(len(os.sched_getaffinity(0)), 4))],
+)
+def test_default_jobs_by_file_size(size: int, expected: int) -> None:
+    assert default_jobs(size) == expected
