@@ -28,9 +28,11 @@ TENANT = "412066"
 RENKEI = str(Path(sys.executable).with_name("renkei"))
 
 
-def _import(work: Path, notices: Path, jobs: int) -> tuple[Summary, dict[str, bytes], list[str]]:
+def _import(
+    work: Path, notices: Path, jobs: int, settings: Settings | None = None
+) -> tuple[Summary, dict[str, bytes], list[str]]:
     """The summary, the CSV outputs and the messageIds in the order the hub stored them."""
-    hub = Hub.open(Settings(data_dir=work / "data"))
+    hub = Hub.open(settings or Settings(data_dir=work / "data"))
     index = ResidentIndex(work / "residents.sqlite")
     index.load_extract(RESIDENTS, TENANT)
     try:
@@ -56,10 +58,11 @@ def _with_repeats_and_errors(path: Path) -> Path:
     return path
 
 
-def test_two_jobs_import_what_one_job_imports(tmp_path: Path) -> None:
+def test_two_jobs_import_what_one_job_imports(tmp_path: Path, store_settings: Settings) -> None:
+    """One job on SQLite against two on each store (PostgreSQL: every worker its own pool)."""
     notices = _with_repeats_and_errors(tmp_path / "notices.csv")
     one, one_outputs, one_stored = _import(tmp_path / "one", notices, jobs=1)
-    two, two_outputs, two_stored = _import(tmp_path / "two", notices, jobs=2)
+    two, two_outputs, two_stored = _import(tmp_path / "two", notices, 2, store_settings)
     assert (one.new, one.duplicate, one.errors) == (3000, 6, 2)
     assert (two.new, two.duplicate, two.errors) == (one.new, one.duplicate, one.errors)
     assert two_outputs == one_outputs  # the sorted list and the error report, byte for byte
@@ -148,6 +151,22 @@ def test_a_lost_worker_stops_the_import_with_rk_imp007_and_a_rerun_resumes(
     assert "Traceback" not in err.decode()
     assert _finish(notices, data, jobs=1) == "新規 8000 / 重複 0 / エラー 0"
     assert _stored(data) == 8000
+
+
+def test_ctrl_c_stops_a_parallel_import_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
+    notices, data = tmp_path / "notices.csv", tmp_path / "data"
+    generate(notices, 8000)
+    process = _start(notices, data, jobs=2)
+    _wait_for(lambda: cursor_line(data / "imports") > 1, process, "a chunk was committed")
+    workers = import_workers(process.pid)
+    for pid in (process.pid, *workers):  # what a terminal's Ctrl-C does: the whole group
+        os.kill(pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err.decode()
+    assert "中断しました" in err.decode() and "Traceback" not in err.decode()
+    assert not set(workers) & set(import_workers())
+    assert cursor_line(data / "imports") > 1
+    assert _finish(notices, data, jobs=2) == "新規 8000 / 重複 0 / エラー 0"
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,11 @@ from bus.imports.runner import ImportOptions, run_import
 from bus.observability.logs import configure_logging
 from bus.settings import Settings
 
-EXIT_READ, EXIT_REFUSED, EXIT_UNREADABLE, EXIT_STOPPED = 0, 1, 2, 3
+EXIT_READ, EXIT_REFUSED, EXIT_UNREADABLE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+INTERRUPTED = (
+    "中断しました。同じコマンドをもう一度実行すると続きから取り込みます。"
+    " / Interrupted; run the same command again to resume."
+)
 RECORDS = "{task.fields[records]:,} 件  {task.fields[rate]} 件/秒  エラー {task.fields[errors]:,}"
 
 import_app = typer.Typer(help="Batch imports (一括取込み).")
@@ -102,6 +106,9 @@ def notices(
         console.print(f"[red]{finding.code}[/] {finding.message_ja} / {finding.message_en}")
         code = EXIT_REFUSED if isinstance(failed, ImportRefused) else EXIT_STOPPED
         raise typer.Exit(code) from None
+    except KeyboardInterrupt:  # the chunks in hand were finished and committed
+        console.print(f"[yellow]{INTERRUPTED}[/]")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         index.close()
         hub.close()

@@ -137,6 +137,9 @@ def _start_worker(spec: WorkerSpec, turn: StoreTurn) -> None:
     global _work, _turn
     _turn = turn
     _die_with_parent(spec.parent_pid)
+    # Ctrl-C reaches the whole process group: the importing process stops taking chunks and
+    # waits for the workers to finish (and store) the ones they hold.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging("WARNING")  # as the import command: library warnings, no line per record
     hub = Hub.open(spec.settings)
     index = ResidentIndex(spec.index_path) if spec.index_path is not None else None
