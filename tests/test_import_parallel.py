@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -165,7 +166,37 @@ def test_ctrl_c_stops_a_parallel_import_cleanly_and_a_rerun_resumes(tmp_path: Pa
     assert process.returncode == 130, err.decode()
     assert "中断しました" in err.decode() and "Traceback" not in err.decode()
     assert not set(workers) & set(import_workers())
-    assert cursor_line(data / "imports") > 1
+    committed = cursor_line(data / "imports") - 2  # the next line, less the header row's
+    assert 0 < committed < 8000
+    assert _stored(data) == committed  # the chunks in hand were finished and committed
+    assert _finish(notices, data, jobs=2) == "新規 8000 / 重複 0 / エラー 0"
+
+
+def test_an_import_stopped_twice_counts_both_tails(tmp_path: Path) -> None:
+    """The first run leaves stored records past its cursor; the second is killed before it
+    commits anything; the third still counts the first's records 新規."""
+    notices, data = tmp_path / "notices.csv", tmp_path / "data"
+    generate(notices, 8000)
+    first = _start(notices, data, jobs=2)
+
+    def stored_past_the_cursor() -> bool:
+        cursor = cursor_line(data / "imports")
+        if cursor <= 1:
+            return False
+        with sqlite3.connect(data / "renkei.db", timeout=10) as db:
+            (stored,) = db.execute("select count(*) from messages").fetchone()
+        return bool(stored > cursor - 2)
+
+    _wait_for(stored_past_the_cursor, first, "records stored past a committed cursor")
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    killed_at = cursor_line(data / "imports")
+    assert _stored(data) > killed_at - 2, "the first run left no stored records past its cursor"
+    second = _start(notices, data, jobs=2)
+    time.sleep(0.3)  # before its workers have started, let alone committed
+    second.send_signal(signal.SIGKILL)
+    second.communicate()
+    assert cursor_line(data / "imports") == killed_at
     assert _finish(notices, data, jobs=2) == "新規 8000 / 重複 0 / エラー 0"
 
 

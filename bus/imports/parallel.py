@@ -186,16 +186,29 @@ class ChunkPool:
         pending: deque[tuple[Span, Future[ChunkResult]]] = deque()
         limit = self.jobs * IN_FLIGHT_PER_JOB
         parent = self.spec.parent_pid
-        for number, chunk in enumerate(chunks):
-            future = self._executor.submit(_process, chunk, number, at_head, parent)
-            pending.append((Span.of(chunk), future))
-            at_head = False
-            if len(pending) >= limit:
-                span, done = pending.popleft()
-                yield span, done.result()
+        interrupted = False
+        try:
+            for number, chunk in enumerate(chunks):
+                future = self._executor.submit(_process, chunk, number, at_head, parent)
+                pending.append((Span.of(chunk), future))
+                at_head = False
+                if len(pending) >= limit:
+                    yield self._oldest(pending)
+        except KeyboardInterrupt:  # Ctrl-C: no new chunk; those in hand are still committed
+            interrupted = True
         while pending:
-            span, done = pending.popleft()
-            yield span, done.result()
+            yield self._oldest(pending)
+        if interrupted:
+            raise KeyboardInterrupt
+
+    @staticmethod
+    def _oldest(
+        pending: deque[tuple[Span, Future[ChunkResult]]],
+    ) -> tuple[Span, ChunkResult]:
+        span, future = pending[0]
+        result = future.result()  # left in ``pending`` while waiting (a Ctrl-C here)
+        pending.popleft()
+        return span, result
 
     def close(self) -> None:
         """Wait for the workers to finish and close their hubs; queued chunks are dropped

@@ -96,13 +96,14 @@ class NoticeImport:
         if self.worklist.state.status == DONE:
             self.worklist.restart()
         # A stopped run may have stored records past its cursor (a parallel run: several
-        # chunks). They come back as duplicates stored between that run's start and this one's
-        # with no list row committed: those are this batch's own (新規, once).
-        started = datetime.now(UTC)
-        stopped = self.worklist.begin_run(started) or self.worklist.state.last_commit_at
+        # chunks). They come back as duplicates stored since this pass began (the batch's
+        # first run: a run stopped twice leaves tails of both) with no list row committed:
+        # those are this batch's own (新規, once).
+        state = self.worklist.state
+        since = state.pass_started_at or state.last_commit_at
         self.own_window: tuple[datetime, datetime] | None = None
-        if self.worklist.resumed and stopped is not None:
-            self.own_window = (stopped, started)
+        if self.worklist.resumed and since is not None:
+            self.own_window = (since, datetime.now(UTC))
         self.own_keys: set[str] = set()
 
     def run(self, progress: Progress | None = None) -> Summary:

@@ -20,7 +20,7 @@ SCHEMA = """
 create table if not exists batch (
   id integer primary key check (id = 1), file_hash text, tenant text, encoding text,
   cursor_offset integer, cursor_line integer, new integer, duplicate integer, errors integer,
-  status text, last_commit_at text, run_started_at text);
+  status text, last_commit_at text, pass_started_at text);
 create table if not exists rows (
   line integer, seq integer, oaza text, lot text, receipt text, key text, cells text);
 create table if not exists errors (
@@ -39,7 +39,7 @@ class BatchState:
     errors: int = 0
     status: str = RUNNING
     last_commit_at: datetime | None = None
-    run_started_at: datetime | None = None  # the latest run's start (kept when it stops)
+    pass_started_at: datetime | None = None  # the first run's start (a restart: a new pass)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,38 +68,31 @@ class Worklist:
         self._db = sqlite3.connect(path)
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("pragma table_info(batch)")}
-        if "run_started_at" not in columns:  # a work file from before the column
-            self._db.execute("alter table batch add column run_started_at text")
+        if "pass_started_at" not in columns:  # a work file from before the column
+            self._db.execute("alter table batch add column pass_started_at text")
         found = self._db.execute(
             "select cursor_offset, cursor_line, new, duplicate, errors, status, last_commit_at,"
-            " run_started_at from batch"
+            " pass_started_at from batch"
         ).fetchone()
         # resumed: a run of this batch stopped before finishing (killed, or interrupted)
         self.resumed = found is not None and found[5] == RUNNING
         if found is None:
             now = datetime.now(UTC)
-            self.state = BatchState(last_commit_at=now)
+            self.state = BatchState(last_commit_at=now, pass_started_at=now)
             with self._db:
                 self._db.execute(
-                    "insert into batch values (1, ?, ?, ?, 0, 1, 0, 0, 0, ?, ?, null)",
-                    (file_hash, tenant, encoding, RUNNING, now.isoformat()),
+                    "insert into batch values (1, ?, ?, ?, 0, 1, 0, 0, 0, ?, ?, ?)",
+                    (file_hash, tenant, encoding, RUNNING, now.isoformat(), now.isoformat()),
                 )
         else:
             offset, line, new, duplicate, errors, status = found[:6]
             commit, started = (datetime.fromisoformat(t) if t else None for t in found[6:])
             self.state = BatchState(offset, line, new, duplicate, errors, status, commit, started)
 
-    def begin_run(self, started: datetime) -> datetime | None:
-        """Record that a run starts; returns when the previous run started (None if unknown)."""
-        previous = self.state.run_started_at
-        self.state.run_started_at = started
-        with self._db:
-            self._save(self.state)
-        return previous
-
     def restart(self) -> None:
         """A finished batch imported again: a fresh pass (its records come back 重複)."""
-        self.state = BatchState(last_commit_at=datetime.now(UTC))
+        now = datetime.now(UTC)
+        self.state = BatchState(last_commit_at=now, pass_started_at=now)
         with self._db:
             self._db.execute("delete from rows")
             self._db.execute("delete from errors")
@@ -131,11 +124,11 @@ class Worklist:
 
     def _save(self, state: BatchState) -> None:
         commit, started = (
-            t.isoformat() if t else None for t in (state.last_commit_at, state.run_started_at)
+            t.isoformat() if t else None for t in (state.last_commit_at, state.pass_started_at)
         )
         self._db.execute(
             "update batch set cursor_offset = ?, cursor_line = ?, new = ?, duplicate = ?,"
-            " errors = ?, status = ?, last_commit_at = ?, run_started_at = ?",
+            " errors = ?, status = ?, last_commit_at = ?, pass_started_at = ?",
             (
                 state.cursor_offset, state.cursor_line, state.new, state.duplicate,
                 state.errors, state.status, commit, started,
@@ -144,7 +137,7 @@ class Worklist:
 
     def committed_keys(self, keys: Collection[str]) -> set[str]:
         """Which of ``keys`` have list rows committed. A full scan (the table has no index):
-        only a resumed run asks, for the few records its stopped run left past the cursor."""
+        only a resumed run asks, for the few records its stopped runs left past the cursor."""
         marks = ",".join("?" * len(keys))
         query = f"select distinct key from rows where key in ({marks})"
         return {key for (key,) in self._db.execute(query, tuple(keys))}
