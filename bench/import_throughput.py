@@ -9,7 +9,9 @@ and its record, the key and 要確認 checks (``NoticeParser``) — no hub; (3) 
 ``run_import`` into a fresh SQLite hub (``Hub.ingest_many`` through every pipeline stage,
 1,000 records a transaction, routed to kotei), owner matching against a resident index, and
 the XLSX/CSV outputs, with the chunks worked in this process (``e2e``) or in N worker
-processes (``e2e/jN``, ``renkei import notices --jobs N``). Each line gives wall seconds and
+processes (``e2e/jN``, ``renkei import notices --jobs N``), into a scratch PostgreSQL
+database with ``/pg`` (``e2e/pg``, ``e2e/j2/pg``; the server's CPU is not counted). Each
+line gives wall seconds and
 the CPU seconds of the process and its workers (the machine is shared: the CPU figure is the
 per-core one); peak RSS is the importing process's, and each worker's peak beside it.
 ``--every N`` also prints, while the end-to-end import runs, the rate and peak RSS of each N
@@ -128,14 +130,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def end_to_end(path: Path, work: Path, every: int = 0, jobs: int = 1) -> dict[str, float]:
+def end_to_end(
+    path: Path, work: Path, every: int = 0, jobs: int = 1, database_url: str | None = None
+) -> dict[str, float]:
     from bus.collector import tune_collector
     from bus.hub import Hub
     from bus.imports.residents import ResidentIndex
     from bus.imports.runner import ImportOptions, run_import
     from bus.settings import Settings
 
-    settings = Settings(data_dir=work / "data")
+    settings = Settings(data_dir=work / "data", database_url=database_url)
     hub = Hub.open(settings)
     index = ResidentIndex(work / "residents.sqlite")
     index.load_extract(ROOT / "samples" / "notices" / "residents-412066.csv", "412066")
@@ -160,8 +164,15 @@ def child(mode: str, path: Path, work: Path, every: int) -> None:
         result = decode_only(path)
     elif mode == "parse":
         result = decode_parse(path)
-    else:  # e2e, or e2e/jN: N worker processes
-        result = end_to_end(path, work, every, int(mode.partition("/j")[2] or 1))
+    else:  # e2e, e2e/jN (N worker processes), either with /pg (a scratch PostgreSQL store)
+        jobs = next((int(part[1:]) for part in mode.split("/") if part.startswith("j")), 1)
+        if mode.endswith("/pg"):
+            from hub_fixtures import postgres_database
+
+            with postgres_database("import") as url:
+                result = end_to_end(path, work, every, jobs, url)
+        else:
+            result = end_to_end(path, work, every, jobs)
     result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result))
 
@@ -170,7 +181,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument(
-        "--modes", default="decode,parse,e2e,e2e/j2", help="e2e/jN: end to end, N workers"
+        "--modes",
+        default="decode,parse,e2e,e2e/j2",
+        help="e2e/jN: end to end, N workers; .../pg: into PostgreSQL (its CPU not counted)",
     )
     parser.add_argument("--every", type=int, default=0, help="e2e: a line per N records")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)

@@ -1,11 +1,14 @@
 """The Idempotent Receiver's reads for a group of ingests, one statement per group (per 256
 keys): which keys are stored already, and for the duplicates the acknowledgement first given.
 
-Keys are selected by an OR of equalities on the key's columns (a row-value ``IN`` list makes
-SQLite scan the table), through the DBAPI cursor (it is the first statement of every
-transaction, a group of one included); the key list is padded to a power of two (repeating
-its last key), so the drivers see a handful of distinct statements (SQLite's statement cache,
-psycopg's prepared statements) whatever sizes the groups take under load.
+On SQLite, keys are selected by an OR of equalities on the key's columns (a row-value ``IN``
+list makes SQLite scan the table), through the DBAPI cursor (it is the first statement of
+every transaction, a group of one included); the key list is padded to a power of two
+(repeating its last key), so the driver sees a handful of distinct statements whatever sizes
+the groups take under load. PostgreSQL plans that OR as a scan of the whole table (150–200 ms
+for 256 keys in a 30,000-key store, growing with it): there the keys are one statement that
+joins the table to the three columns ``unnest``-ed from arrays (~6–15 ms for 1,000 keys in
+the same store, by the primary key or a hash join as the planner judges).
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ def _select_keys(count: int) -> str:
     )
 
 
+_SELECT_KEYS_FROM_ARRAYS = (
+    "SELECT k.tenant, k.system, k.message_id, k.content_digest, k.created_at"
+    " FROM idempotency_keys AS k JOIN unnest(?::varchar[], ?::varchar[], ?::varchar[])"
+    " AS w(tenant, system, message_id)"
+    " ON k.tenant = w.tenant AND k.system = w.system AND k.message_id = w.message_id"
+)
+
+
 # by messageId alone (its index): with the tenant in the condition SQLite picks the
 # (tenant, seq) index and walks the tenant's whole chain; the rest is matched here
 _SELECT_STORED = select(
@@ -58,16 +69,25 @@ def existing_keys(connection: Connection, keys: Iterable[Key]) -> dict[Key, Stor
     created_at = _KEYS.c.created_at.type.dialect_impl(dialect).result_processor(dialect, None)
     every = sorted(set(keys))
     found: dict[Key, StoredKey] = {}
-    for start in range(0, len(every), KEYS_PER_SELECT):
-        chunk = every[start : start + KEYS_PER_SELECT]
+    for tenant, system, message_id, digest, created in _stored_rows(connection, every):
+        moment = cast(datetime, created if created_at is None else created_at(created))
+        found[(tenant, system, message_id)] = StoredKey(digest, utc(moment))
+    return found
+
+
+def _stored_rows(connection: Connection, keys: list[Key]) -> list[Any]:
+    if not keys:
+        return []
+    if connection.dialect.name == "postgresql":
+        columns = [list(column) for column in zip(*keys, strict=True)]
+        return query(connection, _SELECT_KEYS_FROM_ARRAYS, columns)
+    rows: list[Any] = []
+    for start in range(0, len(keys), KEYS_PER_SELECT):
+        chunk = keys[start : start + KEYS_PER_SELECT]
         chunk += chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
         parameters = [value for key in chunk for value in key]
-        for tenant, system, message_id, digest, created in query(
-            connection, _select_keys(len(chunk)), parameters
-        ):
-            moment = cast(datetime, created if created_at is None else created_at(created))
-            found[(tenant, system, message_id)] = StoredKey(digest, utc(moment))
-    return found
+        rows += query(connection, _select_keys(len(chunk)), parameters)
+    return rows
 
 
 def original_acks(
