@@ -3,9 +3,10 @@
 Lines are read from the batch's cursor, parsed through the mapping, and every ``CHUNK``
 lines' good records go through ``Hub.ingest_many`` (adapter ``batch``) as 登記済通知 messages:
 each runs every pipeline stage and the chunk is stored in one transaction, in file order; the
-hub routes them to 固定資産税. Then the chunk's list rows, errors, counts and cursor are
-committed to the batch's work file. The import returns once its records are stored, without
-waiting for deliveries.
+hub routes them to 固定資産税. The chunks are worked here or, with ``jobs`` > 1, in worker
+processes (:mod:`bus.imports.parallel`). Then each chunk's list rows, errors, counts and
+cursor are committed to the batch's work file, in file order. The import returns once its
+records are stored, without waiting for deliveries.
 """
 
 from __future__ import annotations
@@ -113,15 +114,9 @@ class NoticeImport:
             lines = split_lines(stream, start=state.cursor_offset, first_number=state.cursor_line)
             for span, result in self._results(chunks(lines, CHUNK), at_head):
                 before = (state.new, state.duplicate, state.errors)
-                own = self._own(result.stored)
-                for stored in result.stored:
-                    if not stored.duplicate:
-                        state.new += 1
-                    elif stored.key in own and stored.key not in self.own_keys:
-                        self.own_keys.add(stored.key)  # few: what the stopped run left
-                        state.new += 1
-                    else:
-                        state.duplicate += 1
+                new = self._new(result.stored)
+                state.new += new
+                state.duplicate += len(result.stored) - new
                 state.errors += len(result.errors)
                 self.worklist.commit(result.rows, result.errors, span.end, span.next_line)
                 observe_import_chunk(
@@ -159,14 +154,18 @@ class NoticeImport:
             yield Span.of(chunk), work.process(chunk, at_head)
             at_head = False
 
-    def _own(self, stored: list[Stored]) -> set[str]:
-        """The keys of duplicates in ``stored`` that the stopped run stored itself."""
+    def _new(self, stored: list[Stored]) -> int:
+        """How many of a chunk's records are 新規: stored now, or by a stopped run of this
+        pass past its cursor (once per key)."""
+        new = sum(not s.duplicate for s in stored)
         window = self.own_window
-        if window is None:
-            return set()
+        if window is None or new == len(stored):
+            return new
         since, until = window
         keys = {s.key for s in stored if s.duplicate and since <= s.stored_at < until}
-        return keys - self.worklist.committed_keys(keys) if keys else keys
+        own = keys - self.worklist.committed_keys(keys) - self.own_keys if keys else keys
+        self.own_keys |= own  # few: what the stopped runs left
+        return new + len(own)
 
     def _write_outputs(self) -> list[Path]:
         out = self.options.out_dir
