@@ -33,6 +33,19 @@ class Stored:
     stored_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Where a chunk lies in the file: what the resume cursor and the progress need."""
+
+    first_offset: int
+    end: int
+    next_line: int
+
+    @classmethod
+    def of(cls, chunk: list[RawLine]) -> Span:
+        return cls(chunk[0].offset, chunk[-1].end, chunk[-1].number + 1)
+
+
 @dataclass(slots=True)
 class ChunkResult:
     rows: list[ListRow]

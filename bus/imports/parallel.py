@@ -36,7 +36,7 @@ from pathlib import Path
 from bus.collector import tune_collector
 from bus.errors import make_finding
 from bus.hub import Hub
-from bus.imports.chunk_work import ChunkResult, ChunkWork
+from bus.imports.chunk_work import ChunkResult, ChunkWork, Span
 from bus.imports.layout import load_section
 from bus.imports.lines import RawLine
 from bus.imports.matching import OwnerMatcher
@@ -108,21 +108,9 @@ class WorkerSpec:
     parent_pid: int
 
 
-@dataclass(frozen=True, slots=True)
-class Span:
-    """Where a chunk lies in the file: what the resume cursor and the progress need."""
-
-    first_offset: int
-    end: int
-    next_line: int
-
-    @classmethod
-    def of(cls, chunk: list[RawLine]) -> Span:
-        return cls(chunk[0].offset, chunk[-1].end, chunk[-1].number + 1)
-
-
 _work: ChunkWork | None = None
 _turn: StoreTurn | None = None
+_parent_pid = 0
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -134,8 +122,8 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _start_worker(spec: WorkerSpec, turn: StoreTurn) -> None:
-    global _work, _turn
-    _turn = turn
+    global _work, _turn, _parent_pid
+    _turn, _parent_pid = turn, spec.parent_pid
     _die_with_parent(spec.parent_pid)
     # Ctrl-C reaches the whole process group: the importing process stops taking chunks and
     # waits for the workers to finish (and store) the ones they hold.
@@ -152,8 +140,8 @@ def _start_worker(spec: WorkerSpec, turn: StoreTurn) -> None:
     tune_collector(spec.settings.gc_young_threshold)
 
 
-def _process(chunk: list[RawLine], number: int, at_head: bool, parent_pid: int) -> ChunkResult:
-    if os.getppid() != parent_pid:  # the importing process is gone (without PDEATHSIG)
+def _process(chunk: list[RawLine], number: int, at_head: bool) -> ChunkResult:
+    if os.getppid() != _parent_pid:  # the importing process is gone (without PDEATHSIG)
         os._exit(1)
     assert _work is not None and _turn is not None, "worker not started"
     try:
@@ -185,11 +173,10 @@ class ChunkPool:
     ) -> Iterator[tuple[Span, ChunkResult]]:
         pending: deque[tuple[Span, Future[ChunkResult]]] = deque()
         limit = self.jobs * IN_FLIGHT_PER_JOB
-        parent = self.spec.parent_pid
         interrupted = False
         try:
             for number, chunk in enumerate(chunks):
-                future = self._executor.submit(_process, chunk, number, at_head, parent)
+                future = self._executor.submit(_process, chunk, number, at_head)
                 pending.append((Span.of(chunk), future))
                 at_head = False
                 if len(pending) >= limit:

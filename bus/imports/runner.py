@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bus.hub import Hub
-from bus.imports.chunk_work import ChunkResult, ChunkWork, Stored
+from bus.imports.chunk_work import ChunkResult, ChunkWork, Span, Stored
 from bus.imports.encoding import detect_encoding
 from bus.imports.layout import load_section, refuse
 from bus.imports.lines import RawLine, split_lines
 from bus.imports.matching import OwnerMatcher
 from bus.imports.outputs import ERROR_COLUMNS, error_cells, write_csv, write_list
-from bus.imports.parallel import ChunkPool, Span, WorkerSpec
+from bus.imports.parallel import ChunkPool, WorkerSpec
 from bus.imports.records import NoticeParser
 from bus.imports.residents import ResidentIndex
 from bus.imports.worklist import DONE, Worklist
