@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         description="Worker threads `renkei serve` runs in process (0: none); with several "
         "HTTP processes on SQLite, 1 in each unless set.",
     )
+    access_log: bool = Field(
+        default=False,
+        description="A line per HTTP request (uvicorn's access log). Off: every message already "
+        "has its own line (stored, duplicate, rejected) with its ids; refusals are audited.",
+    )
     folder_watcher: bool = Field(
         default=True,
         description="Whether `renkei serve` watches the configured hot folders in process.",

@@ -75,8 +75,9 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json",
         lifespan=_lifespan,
     )
-    configure_logging()  # in every uvicorn worker process
-    arenas = Settings().malloc_arenas
+    settings = Settings()
+    configure_logging(access_log=settings.access_log)  # in every HTTP process
+    arenas = settings.malloc_arenas
     if arenas:  # before the lifespan starts any thread
         cap_malloc_arenas(arenas)
     app.include_router(_health_router())

@@ -87,9 +87,27 @@ def test_a_real_hub_logs_one_json_line_per_event_without_personal_data(tmp_path:
     dead = next(line for (event, mid), line in by_event.items() if event == "delivery.dead")
     assert dead["messageId"] == ids[2] and dead["service"] == SERVICE
     assert dead["system"] in accepted["destinations"] and dead["tenant"] == "414247"
-    # uvicorn's own records went through the same formatter
-    assert any(line["logger"] == "uvicorn.access" for line in lines)
+    # uvicorn's own records went through the same formatter; no access line by default
     assert any(line["logger"] == "uvicorn.error" for line in lines)
+    assert not [line for line in lines if line["logger"] == "uvicorn.access"]
+
+
+def test_the_access_log_is_a_setting() -> None:
+    """uvicorn writes (and even formats) its line per request only when its access logger
+    has a handler to reach (``hasHandlers``, read as each connection starts): off by
+    default, on with ``RENKEI_ACCESS_LOG=true``, and then in the same JSON form."""
+    access = logging.getLogger("uvicorn.access")
+    stream = io.StringIO()
+    try:
+        configure_logging("INFO", stream=stream)
+        assert not access.hasHandlers()
+        configure_logging("INFO", stream=stream, access_log=True)
+        assert access.hasHandlers()
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST", "/soap/X", "1.1", 202)
+    finally:
+        configure_logging("INFO")  # back to stderr
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["logger"] == "uvicorn.access" and "POST /soap/X" in line["event"]
 
 
 def test_a_library_record_is_masked_and_keeps_the_bound_context() -> None:

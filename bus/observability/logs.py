@@ -28,7 +28,8 @@ from bus.masking import mask
 
 LEVEL_ENV = "RENKEI_LOG_LEVEL"
 FORMAT_ENV = "RENKEI_LOG_FORMAT"
-LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "zeep", "kombu", "sqlalchemy")
+ACCESS_LOGGER = "uvicorn.access"  # without a handler, uvicorn does not even format its line
+LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", ACCESS_LOGGER, "zeep", "kombu", "sqlalchemy")
 PERSONAL_KEYS = frozenset(
     {"name", "nameKana", "address", "myNumber", "individualNumber", "birthDate", "body", "raw"}
 )
@@ -130,7 +131,11 @@ def _route_structlog_to_stdlib() -> None:
 _route_structlog_to_stdlib()
 
 
-def configure_logging(level: str | None = None, stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str | None = None,
+    stream: TextIO | None = None,
+    access_log: bool = False,
+) -> None:
     """One JSON handler on the root logger for structlog's events and every library's.
 
     Idempotent: a second call replaces renkei's handler (other handlers, e.g. pytest's, stay).
@@ -149,7 +154,7 @@ def configure_logging(level: str | None = None, stream: TextIO | None = None) ->
     for name in LIBRARY_LOGGERS:  # uvicorn's own handlers would print a second, plain line
         library = logging.getLogger(name)
         library.handlers.clear()
-        library.propagate = True
+        library.propagate = access_log or name != ACCESS_LOGGER
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)  # its INFO is every statement
 
 
