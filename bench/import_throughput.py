@@ -30,6 +30,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bus.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -140,6 +144,7 @@ def end_to_end(
     from bus.settings import Settings
 
     settings = Settings(data_dir=work / "data", database_url=database_url)
+    _prepare_store(settings)
     hub = Hub.open(settings)
     index = ResidentIndex(work / "residents.sqlite")
     index.load_extract(ROOT / "samples" / "notices" / "residents-412066.csv", "412066")
@@ -157,6 +162,17 @@ def end_to_end(
         "cpu_seconds": cpu_seconds + children.ru_utime + children.ru_stime,
         "worker_peak_rss_mb": children.ru_maxrss / 1024 if jobs > 1 else 0.0,
     }
+
+
+def _prepare_store(settings: Settings) -> None:
+    """The store as the hub that serves it leaves it: migrated, its configuration loaded, by
+    another process (any command does it on an empty database), so the measured import
+    opens it as `renkei import notices` opens a store in use."""
+    environment = os.environ | {"RENKEI_DATA_DIR": str(settings.data_dir)}
+    if settings.database_url:
+        environment["RENKEI_DATABASE_URL"] = settings.database_url
+    renkei = Path(sys.executable).with_name("renkei")
+    subprocess.run([renkei, "config", "show"], env=environment, capture_output=True, check=True)
 
 
 def child(mode: str, path: Path, work: Path, every: int) -> None:

@@ -12,12 +12,20 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from bus.settings import Settings
-from bus.store.db import create_store_engine, migrate, migration_heads
+from bus.store.db import (
+    SCHEMA_HEAD,
+    create_store_engine,
+    migrate,
+    migration_heads,
+    schema_version,
+)
 from bus.store.models import Base
 
 
-def test_exactly_one_migration_head() -> None:
-    assert len(migration_heads()) == 1
+def test_exactly_one_migration_head_and_the_store_knows_it() -> None:
+    heads = migration_heads()
+    assert len(heads) == 1, heads
+    assert heads == [SCHEMA_HEAD], "a new migration: set SCHEMA_HEAD in bus/store/db.py to it"
 
 
 def test_models_match_the_migrations(store_settings: Settings) -> None:
@@ -29,6 +37,7 @@ def test_models_match_the_migrations(store_settings: Settings) -> None:
             differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
         assert differences == []
         assert "alembic_version" in inspect(engine).get_table_names()
+        assert schema_version(engine) == SCHEMA_HEAD
     finally:
         engine.dispose()
 
@@ -107,3 +116,23 @@ def test_sqlite_message_keys_are_never_reused_after_the_upgrade(tmp_path: Path) 
             assert again is not None and again[0] == 9
     finally:
         engine.dispose()
+
+
+def test_a_store_at_the_head_is_opened_without_loading_alembic(tmp_path: Path) -> None:
+    """Every process opens the store; one already migrated costs a query, not Alembic's
+    ~10 MB and its environment (a fresh interpreter, so nothing imported it before)."""
+    probe = (
+        "import sys\n"
+        "from bus.hub import Hub\n"
+        "from bus.settings import Settings\n"
+        f"Hub.open(Settings(data_dir={str(tmp_path / 'data')!r})).close()\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RENKEI_DATABASE_URL"}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()[-1]
+        for _ in range(2)
+    ]
+    assert runs == ["True", "False"]  # the first run migrated the empty store

@@ -7,20 +7,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.settings import Settings
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _PG_MIGRATION_LOCK = 4_242_001  # pg_advisory_lock key: one migrator at a time
+#: The newest migration (bus/migrations/versions; tests/test_migrations.py checks it is the
+#: one head). A store already there is opened without loading Alembic at all.
+SCHEMA_HEAD = "0007_messages_key_order"
 
 
 def create_store_engine(settings: Settings, **options: Any) -> Engine:
@@ -59,13 +63,6 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def _alembic_config(engine: Engine) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["engine"] = engine
-    return config
-
-
 @contextmanager
 def _migration_lock(engine: Engine) -> Iterator[None]:
     """One process migrates at a time: a file lock beside a SQLite file, an advisory lock on
@@ -90,12 +87,42 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the single head (no-op when it is there already)."""
+    """Bring the schema to the single head (no-op when it is there already).
+
+    Every process opens the store, and nearly always it is at the head already: that is one
+    query here. Alembic (~11 MB of a process's memory, and its environment run on every
+    start) is loaded only when there is something to migrate."""
+    if schema_version(engine) == SCHEMA_HEAD:
+        return
+    from alembic import command
+
     with _migration_lock(engine):
         command.upgrade(_alembic_config(engine), "head")
 
 
+def _alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["engine"] = engine
+    return config
+
+
+def schema_version(engine: Engine) -> str | None:
+    """The store's Alembic revision; None for a store never migrated."""
+    try:
+        with engine.connect() as connection:
+            versions = connection.execute(text("SELECT version_num FROM alembic_version"))
+            found = versions.scalars().all()
+    except DBAPIError:  # no version table yet
+        return None
+    return found[0] if len(found) == 1 else None
+
+
 def migration_heads() -> list[str]:
+    from alembic.script import ScriptDirectory
+
     return list(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
 
 
