@@ -139,8 +139,10 @@ def configure_logging(
     """One JSON handler on the root logger for structlog's events and every library's.
 
     Idempotent: a second call replaces renkei's handler (other handlers, e.g. pytest's, stay).
-    ``level``: default ``RENKEI_LOG_LEVEL`` or INFO. ``RENKEI_LOG_FORMAT=plain`` leaves the
-    standard library's configuration alone (a host application's own)."""
+    ``level``: default ``RENKEI_LOG_LEVEL`` or INFO. ``access_log``: uvicorn's line per
+    request (``RENKEI_ACCESS_LOG`` in a serving process; off, it is not even formatted).
+    ``RENKEI_LOG_FORMAT=plain`` leaves the standard library's configuration alone (a host
+    application's own)."""
     if os.environ.get(FORMAT_ENV, "json") == "plain":
         return
     handler = _RenkeiHandler(stream)
