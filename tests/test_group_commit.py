@@ -194,6 +194,18 @@ def test_store_stage_groups_concurrent_ingests(store: Store) -> None:
         return commit_group(items)  # type: ignore[arg-type]
 
     committer._commit_group = spy  # type: ignore[assignment]
+    commit_one, first_done = committer._commit_one, threading.Event()
+
+    def slow_first(item: object) -> object:
+        # the first leader may find no one queued yet; while it commits, the other threads
+        # must queue behind it, whatever the scheduler does (the suite once ran all twelve
+        # one after another on a busy machine)
+        if not first_done.is_set():
+            first_done.set()
+            time.sleep(0.2)
+        return commit_one(item)  # type: ignore[arg-type]
+
+    committer._commit_one = slow_first  # type: ignore[assignment]
     errors = _run_threads(len(messages), lambda i: shared_stage(messages[i]))
     assert errors == []
     assert all(m.ack is not None and not m.rejected for m in messages)
