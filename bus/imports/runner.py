@@ -113,17 +113,17 @@ class NoticeImport:
         with self.options.path.open("rb") as stream:
             lines = split_lines(stream, start=state.cursor_offset, first_number=state.cursor_line)
             for span, result in self._results(chunks(lines, CHUNK), at_head):
-                before = (state.new, state.duplicate, state.errors)
                 new = self._new(result.stored)
+                duplicate, errors = len(result.stored) - new, len(result.errors)
                 state.new += new
-                state.duplicate += len(result.stored) - new
-                state.errors += len(result.errors)
+                state.duplicate += duplicate
+                state.errors += errors
                 self.worklist.commit(result.rows, result.errors, span.end, span.next_line)
                 observe_import_chunk(
                     self.options.tenant,
-                    new=state.new - before[0],
-                    duplicate=state.duplicate - before[1],
-                    errors=state.errors - before[2],
+                    new=new,
+                    duplicate=duplicate,
+                    errors=errors,
                     nbytes=span.end - span.first_offset,
                 )
                 if progress:
