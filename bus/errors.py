@@ -76,6 +76,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     ("RK-SEC007", E, "XInclude は処理しません。", "XInclude is not processed and is refused."),
     ("RK-SEC008", E, "文書が空です。", "The document is empty."),
     ("RK-SEC009", E, "エンティティ参照は受け付けません。", "Entity references are refused."),
+    (
+        "RK-SEC010",
+        E,
+        "一つの要素の子要素が多すぎます（上限 {limit}）。",
+        "Too many child elements in one element (limit {limit}).",
+    ),
     # --- ENV: the PlatformMessage envelope and its SOAP binding -----------------------------
     (
         "RK-ENV001",
@@ -129,6 +135,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         E,
         "{field_ja}の属性が正しくありません。",
         "{field_en} has an invalid attribute.",
+    ),
+    (
+        "RK-XSD009",
+        E,
+        "指摘が多すぎるため最初の {limit} 件のみ示します（ほか {actual} 件を省略）。",
+        "Too many findings: the first {limit} are shown ({actual} more omitted).",
     ),
     (
         "RK-XSD099",

@@ -417,6 +417,36 @@ def test_custom_attribute_limit() -> None:
     assert_refused(secure_parse(b'<r><s a="1" b="2" c="3" d="4"/></r>', limits), "RK-SEC004")
 
 
+def many_children(count: int) -> bytes:
+    return b"<r><ok/><e>" + b"<c/>" * count + b"</e></r>"
+
+
+def test_10000_children_accepted() -> None:
+    root = assert_accepted(secure_parse(many_children(10_000)))
+    assert len(root[1]) == 10_000
+
+
+def test_10001_children_refused() -> None:
+    """libxml2 walks an element's siblings for each schema error's path: a message with tens
+    of thousands of failing children costs it seconds, so the parse refuses them first."""
+    result, elapsed = timed(many_children(10_001))
+    assert_refused(result, "RK-SEC010")
+    assert result.findings[0].path == "/r/e"
+    assert "(limit 10000)" in result.findings[0].message_en
+    assert elapsed < FAST
+
+
+def test_many_children_spread_over_elements_are_fine() -> None:
+    data = b"<r>" + b"<e>" + b"<c/>" * 9_000 + b"</e>" + b"<f>" + b"<c/>" * 9_000 + b"</f></r>"
+    assert_accepted(secure_parse(data))
+
+
+def test_custom_children_limit() -> None:
+    limits = ParseLimits(max_children=3)
+    assert_accepted(secure_parse(b"<r><a/><b/><c/></r>", limits))
+    assert_refused(secure_parse(b"<r><s><a/><b/><c/><d/></s></r>", limits), "RK-SEC010")
+
+
 # --- size and emptiness --------------------------------------------------------------------
 
 

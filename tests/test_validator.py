@@ -86,6 +86,48 @@ def test_xsd_finding_names_the_item_without_libxml2_text(validator: Validator) -
     assert "facet" not in finding.message_ja + finding.message_en
 
 
+def test_libxml2_detail_masks_a_personal_value(validator: Validator) -> None:
+    """libxml2 quotes the failing value in its text: for a personal item it is masked there
+    as in ``value_masked`` (a tab in a name, a letter in a 個人番号); a code stays readable."""
+    document = resident()
+    name, my_number = std(document, "name"), std(document, "myNumber")
+    name.text = (name.text or "").replace("\u3000", "\t") + "\t"
+    my_number.text = (my_number.text or "")[:-1] + "A"
+    std(document, "changeReason").text = "999"
+    findings = {f.item: f for f in validator.validate(serialize(document)).findings}
+    for item, element in (("name", name), ("myNumber", my_number)):
+        detail = findings[item].detail or ""
+        assert "The value '" in detail, detail
+        assert (element.text or "") not in detail and (element.text or "")[:-2] not in detail
+        assert f"'{findings[item].value_masked}'" in detail
+    assert "The value '999'" in (findings["changeReason"].detail or "")
+
+
+def test_findings_beyond_the_cap_are_counted_in_one(validator: Validator) -> None:
+    """4,000 faulty co-owners: 100 findings in full, then RK-XSD009 counting the other 3,900
+    (an error: the omitted ones are), instead of 4,000 findings (a 2 MB answer)."""
+    body = (SAMPLES / "RegistrationNotice" / "valid-full.xml").read_bytes()
+    at = body.index(b"<ext:rightHolder>")
+    holder = b"<ext:rightHolder><ext:rightHolderName>a</ext:rightHolderName>"
+    holder += b"<ext:share>0/4</ext:share></ext:rightHolder>"
+    report = validator.validate(body[:at] + holder * 4000 + body[at:])
+    assert len(report.findings) == 101 and not report.valid
+    assert {f.code for f in report.findings[:100]} == {"RK-XSD001"}
+    assert report.findings[99].path.endswith("/rightHolder[100]/share")
+    summary = report.findings[100]
+    assert summary.code == "RK-XSD009" and summary.severity.value == "error"
+    assert "3900" in summary.message_en and "100" in summary.message_ja
+
+
+def test_omitted_warnings_leave_the_message_valid() -> None:
+    name = "valid-warning-RK-DOM004-addressee-number-check-digit.xml"
+    body = (SAMPLES / "ResidentChangeNotice" / name).read_bytes()
+    assert [f.code for f in Validator().validate(body).findings] == ["RK-DOM004"]
+    report = Validator(ValidatorOptions(max_findings=0)).validate(body)
+    assert [f.code for f in report.findings] == ["RK-XSD009"]
+    assert report.findings[0].severity.value == "warning" and report.valid
+
+
 def test_personal_values_are_masked(validator: Validator) -> None:
     document = resident()
     my_number = std(document, "myNumber")

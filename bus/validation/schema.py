@@ -21,9 +21,10 @@ from lxml import etree
 from bus.catalogue import Catalogue, Item
 from bus.errors import make_finding
 from bus.masking import mask
-from bus.pipeline import Finding
+from bus.pipeline import Finding, Severity
 from bus.resources import schemas_dir
-from bus.validation.paths import element_path
+from bus.validation.budget import FindingBudget
+from bus.validation.paths import ElementPaths
 
 ROOT_SCHEMA = "renkei.xsd"
 
@@ -124,25 +125,38 @@ class SchemaValidator:
         self._catalogue = catalogue
         self._pool = pool or shared_pool()
 
-    def validate(self, root: etree._Element) -> SchemaResult:
+    def validate(
+        self,
+        root: etree._Element,
+        budget: FindingBudget | None = None,
+        paths: ElementPaths | None = None,
+    ) -> SchemaResult:
+        """Every failure as a finding, as far as ``budget`` admits them (the rest are only
+        counted in it); ``paths`` shares the element paths with the caller's other findings."""
         with self._pool.lend() as schema:
             if schema.validate(root):
                 return SchemaResult([], set())
             # the error log belongs to this run only while the schema is lent to this thread
             errors = list(cast(Iterable[etree._LogEntry], schema.error_log))  # stubs lack __iter__
+        budget = budget or FindingBudget()
+        paths = paths or ElementPaths()
         namespaces = _document_namespaces(root)
         result = SchemaResult([], set())
         for error in errors:
+            if not budget.admits(Severity.ERROR):  # every schema finding is an error
+                continue
             node = _node_at(root, error.path, namespaces)
-            finding = self._finding(error, node)
+            finding = self._finding(error, node, paths)
             result.findings.append(finding)
             if node is not None and finding.code != "RK-XSD004":
                 result.failed.add(node)
         return result
 
-    def _finding(self, error: etree._LogEntry, node: etree._Element | None) -> Finding:
+    def _finding(
+        self, error: etree._LogEntry, node: etree._Element | None, paths: ElementPaths
+    ) -> Finding:
         message = error.message
-        path = element_path(node) if node is not None else (error.path or "/")
+        path = paths(node) if node is not None else (error.path or "/")
         tag_match = _ELEMENT.search(message)
         tag = tag_match.group(1) if tag_match else (node.tag if node is not None else "")
         if error.type_name == "SCHEMAV_ELEMENT_CONTENT":
@@ -190,7 +204,7 @@ class SchemaValidator:
             path,
             item,
             value,
-            message,
+            _masked_detail(message, node, personal=item.personal if item else True),
             expected=expected,
             local_name=etree.QName(tag).localname if tag else "?",
         )
@@ -218,6 +232,32 @@ class SchemaValidator:
             detail=detail,
             expected=expected,
         )
+
+
+def _masked_detail(message: str, node: etree._Element | None, *, personal: bool) -> str:
+    """libxml2's text with the failing value masked like ``value_masked``: it quotes the
+    element's text or an attribute's value (``The value '…' is not accepted…``), possibly
+    with its white space collapsed. Without the element its values are unknown, so
+    everything after the element's name is left out for a personal (or unknown) item."""
+    if not personal:
+        return message
+    if node is None:
+        named = _ELEMENT.match(message)
+        return named.group(0) if named else ""
+    candidates = {
+        form
+        for raw in (node.text or "", *(str(value) for value in node.attrib.values()))
+        for form in (raw, raw.strip(), " ".join(raw.split()), _replaced_white_space(raw))
+        if form
+    }
+    for value in sorted(candidates, key=len, reverse=True):
+        message = message.replace(f"'{value}'", f"'{mask(value, personal=True)}'")
+    return message
+
+
+def _replaced_white_space(text: str) -> str:
+    """xs:normalizedString's form: tab, line feed and carriage return become spaces."""
+    return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
 def _expected_tags(message: str) -> list[str]:

@@ -16,12 +16,13 @@ from typing import cast
 from lxml import etree
 
 from bus.catalogue import NS_ENVELOPE, NS_SERVICE, Catalogue, Item, load_catalogue
-from bus.errors import make_finding
+from bus.errors import lookup, make_finding
 from bus.masking import mask
 from bus.pipeline import Envelope, Finding, Severity, SystemRef
 from bus.rules import RULES, RuleViolation
 from bus.rules.charset import is_clean, is_clean_layout
-from bus.validation.paths import element_path
+from bus.validation.budget import MAX_FINDINGS, FindingBudget
+from bus.validation.paths import ElementPaths, element_path
 from bus.validation.schema import SchemaValidator
 from bus.validation.secure_parse import ParseLimits, ParseResult, secure_parse
 
@@ -55,6 +56,15 @@ class AtenaCheck(StrEnum):
 class ValidatorOptions:
     limits: ParseLimits = field(default_factory=ParseLimits)
     atena_check: AtenaCheck = AtenaCheck.WARN
+    max_findings: int = MAX_FINDINGS  # reported in full; the rest counted (RK-XSD009)
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    """What one validation's findings share: the cap on their number, the element paths."""
+
+    budget: FindingBudget
+    paths: ElementPaths
 
 
 @dataclass(slots=True)
@@ -97,9 +107,13 @@ class Validator:
         document = _canonical(parsed.root, findings)
         if document is None:
             return ValidationReport(findings)
-        schema_result = self._schema.validate(document)
+        report = _Report(FindingBudget(self.options.max_findings), ElementPaths())
+        schema_result = self._schema.validate(document, report.budget, report.paths)
         findings.extend(schema_result.findings)
-        findings.extend(self._domain_findings(document, data, schema_result.failed))
+        findings.extend(self._domain_findings(document, data, schema_result.failed, report))
+        omitted = report.budget.summary()
+        if omitted is not None:
+            findings.append(omitted)
         service_element = _service_element(document)
         service = (
             service_element.tag[len(_SERVICE_PREFIX) :] if service_element is not None else None
@@ -110,7 +124,7 @@ class Validator:
         return ValidationReport(findings, document, envelope, service)
 
     def _domain_findings(
-        self, document: etree._Element, data: bytes, failed: set[etree._Element]
+        self, document: etree._Element, data: bytes, failed: set[etree._Element], report: _Report
     ) -> list[Finding]:
         findings: list[Finding] = []
         rule_items, rules = self._rule_items, RULES
@@ -124,13 +138,13 @@ class Validator:
             )
             violations = rules[item.rule](element.text or "", attributes)
             if violations and element not in failed:
-                findings.extend(self._findings(item, element, item.rule, violations))
+                findings.extend(self._findings(item, element, item.rule, violations, report))
         if not _document_text_is_clean(document, data):
-            findings.extend(self._repertoire_findings(document, failed))
+            findings.extend(self._repertoire_findings(document, failed, report))
         return findings
 
     def _repertoire_findings(
-        self, document: etree._Element, failed: set[etree._Element]
+        self, document: etree._Element, failed: set[etree._Element], report: _Report
     ) -> list[Finding]:
         """The slow path, only taken when the document's text holds a suspect character."""
         findings: list[Finding] = []
@@ -143,11 +157,16 @@ class Validator:
                 violations = RULES["text"](
                     element.text or "", cast(Mapping[str, str], element.attrib)
                 )
-                findings.extend(self._findings(item, element, "text", violations))
+                findings.extend(self._findings(item, element, "text", violations, report))
         return findings
 
     def _findings(
-        self, item: Item, element: etree._Element, rule: str, violations: list[RuleViolation]
+        self,
+        item: Item,
+        element: etree._Element,
+        rule: str,
+        violations: list[RuleViolation],
+        report: _Report,
     ) -> list[Finding]:
         value = element.text or ""
         severity = None
@@ -156,7 +175,7 @@ class Validator:
         return [
             make_finding(
                 violation.code,
-                path=element_path(element),
+                path=report.paths(element),
                 item=item.id,
                 name_ja=item.name_ja,
                 rule=rule,
@@ -166,6 +185,7 @@ class Validator:
                 **{k: mask(v, personal=item.personal) for k, v in violation.params.items()},
             )
             for violation in violations
+            if report.budget.admits(severity or lookup(violation.code).severity)
         ]
 
 
