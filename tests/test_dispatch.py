@@ -245,6 +245,45 @@ def test_expired_lease_is_claimed_again_and_a_late_result_dropped(
     assert states(store.sessions) == {delivery: "delivered"}
 
 
+def test_a_slow_round_keeps_its_leases_and_nothing_is_sent_twice(
+    store: Store, receivers: Callable[[str], Receiver]
+) -> None:
+    """A destination answering in 0.3 s, one round of 6 on one lane (1.8 s) and a 0.9 s
+    lease: the sending worker renews its round's leases, so the idle worker never claims them
+    and sends them again (it did, round after round: each worker's outcomes were dropped as
+    lost and the queue never drained)."""
+    x = receivers("juki").start("--delay", "0.3")
+    config = hub_config({"juki": x.url})
+    sent = [add_message(store.sessions, f"S{i}", ("juki",))[0] for i in range(6)]
+    options = {"lease_seconds": 0.9, "batch": 6, "send_concurrency": 1, "poll_seconds": 0.05}
+    with WorkerPool(2, store.sessions, lambda: config, None, **options):
+        wait_for(lambda: set(states(store.sessions).values()) == {"delivered"}, timeout=30)
+    assert sorted(r["messageId"] for r in x.records()) == sorted(sent)  # each once
+
+
+def test_stopping_ends_a_round_after_the_sends_in_flight(
+    store: Store, receivers: Callable[[str], Receiver]
+) -> None:
+    """SIGTERM stops the pool: the round under way sends nothing more, records what it sent
+    and releases the rest at once, instead of sending its whole batch first (50 deliveries
+    to a slow system outlived serve's wait, and were left leased and sent again later)."""
+    x = receivers("juki").start("--delay", "0.5")
+    config = hub_config({"juki": x.url})
+    for i in range(10):
+        add_message(store.sessions, f"S{i}", ("juki",))
+    pool = WorkerPool(1, store.sessions, lambda: config, None, send_concurrency=1)
+    pool.start()
+    wait_for(lambda: len(x.records()) >= 1, timeout=10)
+    started = time.monotonic()
+    pool.stop()
+    assert time.monotonic() - started < 2.5  # the send in flight, not the other 8 or 9
+    with store.sessions() as session:
+        rows = session.execute(select(Delivery.state, Delivery.lease_owner)).all()
+    delivered = sum(state == "delivered" for state, _ in rows)
+    assert delivered == len(x.records()) < 10  # what was sent is recorded
+    assert all(owner is None for _, owner in rows)  # the rest released, not left leased
+
+
 # --- retries and the Dead Letter Channel ---------------------------------------------------
 
 

@@ -8,6 +8,8 @@ their attempt rows and audit records are written in one transaction, which also 
 next batch: one commit per round. A worker killed mid-send simply loses its lease: after expiry the
 delivery is claimed again (at-least-once; receivers deduplicate by messageId). A late result
 from a worker whose lease was taken over is dropped, never recorded over the new owner's.
+A live worker keeps the leases of the round it is sending (:class:`_LeaseKeeper`), so a slow
+destination's long round is not taken over and sent again while it is still under way.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from bus.mapping.stage import OutboundTranslationError, outbound_body
 from bus.observability.events import delivery_context, round_committed
 from bus.observability.logs import bound, get_logger
 from bus.store.audit import append_audits
-from bus.store.models import Delivery
+from bus.store.models import Delivery, DeliveryState
 from bus.store.writers import write_transaction
 
 log = get_logger(__name__)
@@ -96,6 +98,15 @@ __all__ = ["Job", "Worker", "WorkerPool"]  # Job lives in bus.dispatch.claims
 SOLO_SECONDS = 0.05
 
 _DELIVERIES = cast(Table, Delivery.__table__)
+_RENEW = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+        _DELIVERIES.c.lease_owner == bindparam("owner"),
+        _DELIVERIES.c.state == DeliveryState.PENDING.value,
+    )
+    .values(lease_expires_at=bindparam("expires"))
+)
 _RELEASE = (
     update(_DELIVERIES)
     .where(
@@ -137,6 +148,8 @@ class Worker:
         self.solo_seconds = solo_seconds
         self._executor: ThreadPoolExecutor | None = None
         self._next: list[Job] = []  # claimed with the previous round's outcomes
+        self._leases = _LeaseKeeper(self)
+        self._stopping = threading.Event()  # run()'s stop: the round sends nothing more
 
     # --- one round ------------------------------------------------------------------------
 
@@ -157,7 +170,7 @@ class Worker:
         seconds: dict[int, float] = {}  # each send's duration (metrics)
 
         def attempt(job: Job) -> SendResult | None:
-            if job.destination in failing:
+            if job.destination in failing or self._stopping.is_set():
                 return None
             started = perf_counter()
             with bound(delivery_context(job)):
@@ -167,13 +180,19 @@ class Worker:
                 failing.add(job.destination)
             return result
 
-        if self.send_concurrency > 1 and len(jobs) > 1:
-            results = self._fan_out(jobs, attempt)
-        else:
-            results = [attempt(job) for job in jobs]
+        self._leases.keep(jobs)
+        try:
+            if self.send_concurrency > 1 and len(jobs) > 1:
+                results = self._fan_out(jobs, attempt)
+            else:
+                results = [attempt(job) for job in jobs]
+        finally:
+            self._leases.keep(())
         done = [(job, result) for job, result in zip(jobs, results, strict=True) if result]
         skipped = [job for job, result in zip(jobs, results, strict=True) if result is None]
-        self._next = self._record(done, config, release=skipped, claim_next=True, seconds=seconds)
+        self._next = self._record(
+            done, config, release=skipped, claim_next=not self._stopping.is_set(), seconds=seconds
+        )
         return len(done)
 
     def _fan_out(
@@ -226,6 +245,7 @@ class Worker:
 
     def close(self) -> None:
         """Stop sending; a batch claimed but not sent is released (not left to its lease)."""
+        self._leases.close()
         if self._next:
             try:
                 with write_transaction(self.sessions) as session:
@@ -240,6 +260,18 @@ class Worker:
     def _claim(self) -> list[Job]:
         with write_transaction(self.sessions) as session:
             return claim_jobs(session, self.worker_id, self._clock(), self.lease, self.batch)
+
+    def renew(self, jobs: Sequence[Job]) -> None:
+        """Extend the lease of ``jobs`` still held by this worker by a whole lease."""
+        with write_transaction(self.sessions) as session:
+            session.connection().execute(
+                _RENEW,
+                {
+                    "ids": [job.delivery_id for job in jobs],
+                    "owner": self.worker_id,
+                    "expires": self._clock() + self.lease,
+                },
+            )
 
     def _release(self, session: Session, jobs: Sequence[Job]) -> None:
         session.connection().execute(
@@ -342,7 +374,10 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Claim and send until ``stop`` is set; sleep on wake-ups with a poll fallback (which
-        also picks up retries that became due and deliveries whose lease expired)."""
+        also picks up retries that became due and deliveries whose lease expired). Once
+        ``stop`` is set, the round under way starts no more sends: those in flight finish and
+        are recorded, the rest are released, so stopping takes one send, not a round."""
+        self._stopping = stop
         if self.wakeups is not None:
             self.wakeups.start()
         try:
@@ -361,6 +396,50 @@ class Worker:
                     stop.wait(self.poll_seconds)
         finally:
             self.close()
+
+
+class _LeaseKeeper:
+    """Renews the leases of the round a worker is sending, every third of a lease, on a
+    thread of its own (started with the first round): a round of slow sends — 50 deliveries
+    to a system answering in 8 s over 8 lanes take 50 s — outlived its 30 s lease, another
+    worker claimed the deliveries and sent them again, the first one's outcomes were dropped
+    as lost, and so on without end. A worker that dies stops renewing: its leases expire as
+    before."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._round: Sequence[Job] = ()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def keep(self, jobs: Sequence[Job]) -> None:
+        """The round now being sent (``()``: none)."""
+        with self._lock:
+            self._round = jobs
+            if jobs and self._thread is None and not self._closed.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name=f"renkei-lease-{self._worker.worker_id}", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        interval = self._worker.lease.total_seconds() / 3
+        while not self._closed.wait(interval):
+            with self._lock:
+                jobs = self._round
+            if not jobs:
+                continue
+            try:
+                self._worker.renew(jobs)
+            except Exception:
+                log.warning("worker.lease_renewal_failed", worker=self._worker.worker_id)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
 
 
 class WorkerPool:
