@@ -107,6 +107,18 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "サービス要素 {actual} はこのエンドポイント（{expected}）では受け付けません。",
         "The service element {actual} is not accepted at the endpoint of {expected}.",
     ),
+    (
+        "RK-ENV005",
+        E,
+        "SOAP ヘッダブロック {actual} は mustUnderstand ですが、ハブはこれを処理しません。",
+        "The SOAP header block {actual} is marked mustUnderstand, but the hub does not process it.",
+    ),
+    (
+        "RK-ENV006",
+        E,
+        "SOAP Envelope の名前空間 {actual} は SOAP 1.1 のもの（{expected}）ではありません。",
+        "The SOAP Envelope's namespace {actual} is not SOAP 1.1's ({expected}).",
+    ),
     # --- XSD: schema validation, one code per kind of failure -----------------------------
     (
         "RK-XSD001",
@@ -671,6 +683,24 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         E,
         "この URL は SOAP 要求（POST）用です。WSDL は {expected} にあります。",
         "This URL takes SOAP requests (POST); the WSDL is at {expected}.",
+    ),
+    (
+        "RK-API006",
+        E,
+        "{actual} という URL はありません。",
+        "There is nothing at the URL {actual}.",
+    ),
+    (
+        "RK-API007",
+        E,
+        "この URL ではメソッド {actual} は使えません（使えるもの: {expected}）。",
+        "Method {actual} is not allowed at this URL (allowed: {expected}).",
+    ),
+    (
+        "RK-API008",
+        E,
+        "要求のパラメータが正しくありません（{actual}）。",
+        "A request parameter is not valid ({actual}).",
     ),
     # --- OPS: readiness of a running hub (/readyz) -----------------------------------------
     (

@@ -9,11 +9,20 @@ adapters; a new transport is a new module, not an edit of the core). The lifespa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 
 from bus import __version__
 from bus.collector import tune_collector
@@ -27,6 +36,46 @@ from bus.settings import Settings
 ROUTER_GROUP = "renkei.routers"
 MIDDLEWARE_GROUP = "renkei.middleware"
 log = get_logger(__name__)
+
+
+@runtime_checkable
+class AnswersHttpErrors(Protocol):
+    """A contributed router that answers the framework's own refusals (no route: 404, a
+    method no route takes: 405, unreadable parameters: 422) under its paths in its protocol's
+    form (a SOAP Fault, problem+json); ``None`` leaves the request to the next router, and
+    at last to FastAPI's plain JSON."""
+
+    def answer_http_error(
+        self, request: Request, status: int, headers: Mapping[str, str] | None, detail: str
+    ) -> Response | None: ...
+
+
+def _install_error_answers(app: FastAPI, routers: list[AnswersHttpErrors]) -> None:
+    def answer(
+        request: Request, status: int, headers: Mapping[str, str] | None, detail: str
+    ) -> Response | None:
+        answers = (r.answer_http_error(request, status, headers, detail) for r in routers)
+        return next((response for response in answers if response is not None), None)
+
+    async def on_http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        response = answer(request, error.status_code, error.headers, str(error.detail))
+        return response or await http_exception_handler(request, error)
+
+    async def on_invalid_request(request: Request, error: Exception) -> Response:
+        assert isinstance(error, RequestValidationError)
+        response = answer(request, 422, None, _first_error(error))
+        return response or await request_validation_exception_handler(request, error)
+
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_invalid_request)
+
+
+def _first_error(error: RequestValidationError) -> str:
+    """``where: what`` of the first parameter error, e.g. ``query.limit: …``."""
+    first: Mapping[str, Any] = next(iter(error.errors()), {})
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"{where}: {first.get('msg', 'invalid')}"
 
 
 def _health_router() -> APIRouter:
@@ -82,11 +131,15 @@ def create_app() -> FastAPI:
         cap_malloc_arenas(arenas)
     app.include_router(_health_router())
     app.include_router(operations_router())
+    answering: list[AnswersHttpErrors] = []
     for entry in sorted(entry_points(group=ROUTER_GROUP), key=lambda e: e.name):
         router = entry.load()
         if not isinstance(router, APIRouter):
             raise TypeError(f"entry point {entry.name!r} is not an APIRouter")
         app.include_router(router)
+        if isinstance(router, AnswersHttpErrors):
+            answering.append(router)
+    _install_error_answers(app, answering)
     for entry in sorted(entry_points(group=MIDDLEWARE_GROUP), key=lambda e: e.name):
         app.add_middleware(entry.load())
     return app

@@ -3,6 +3,7 @@ the same pipeline, message status, synchronous inquiries, problem+json, API keys
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 from lxml import etree
 
 from adapters.rest.json_form import JsonFormError, to_json, to_xml
+from adapters.rest.problem import PROBLEM_JSON
 from bus.catalogue import NS_ENVELOPE
+from bus.webapp import create_app
 from tests.conftest import FINDING_KEYS, ApiCredentials
 from tests.support.hub_server import SAMPLES, HubServer, hub_server, sample, serialize
 from tests.support.receivers import wait_for
@@ -162,6 +165,67 @@ def test_openapi_has_the_full_message_paths(hub: HubServer) -> None:
     assert {"application/json", "application/xml"} <= set(post["requestBody"]["content"])
     assert "application/problem+json" in post["responses"]["422"]["content"]
     assert "get" in spec["paths"][f"{API}/{{message_id}}"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("PUT", f"{API}/LevyNotice", 405, "RK-API007"),
+        ("DELETE", f"{API}/LevyNotice", 405, "RK-API007"),
+        ("POST", f"{API}/", 404, "RK-API006"),
+        ("GET", "/api/v1/nothing-here", 404, "RK-API006"),
+        ("POST", "/api/v1", 404, "RK-API006"),
+    ],
+)
+def test_framework_refusals_under_the_api_are_problem_json(
+    hub: HubServer, method: str, path: str, status: int, code: str
+) -> None:
+    response = httpx.request(method, f"{hub.url}{path}", json={})
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM_JSON
+    problem = response.json()
+    assert (problem["status"], problem["type"]) == (status, f"urn:renkei:error:{code}")
+    assert [f["code"] for f in problem["findings"]] == [code]
+    assert set(problem["findings"][0]) >= set(FINDING_KEYS)
+    if status == 405:
+        assert "POST" in response.headers["allow"] and method in problem["detail"]
+
+
+def test_unreadable_parameters_under_the_api_are_problem_json() -> None:
+    """No route of the hub's own has a parameter that can fail to convert; one that could
+    (here a probe) is answered as documented (422, problem+json)."""
+    app = create_app()
+
+    @app.get("/api/v1/probe/{number}")
+    def probe(number: int) -> int:
+        return number
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+            return await client.get("/api/v1/probe/not-a-number")
+
+    response = asyncio.run(get())
+    assert (response.status_code, response.headers["content-type"]) == (422, PROBLEM_JSON)
+    assert [f["code"] for f in response.json()["findings"]] == ["RK-API008"]
+    assert "number" in response.json()["findings"][0]["message_en"]
+
+
+def test_openapi_documents_errors_as_they_are_sent(hub: HubServer) -> None:
+    spec = httpx.get(f"{hub.url}/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    assert list(response.get("content", {})) == [PROBLEM_JSON], (
+                        method,
+                        path,
+                        status,
+                    )
+    status_responses = spec["paths"][f"{API}/{{message_id}}"]["get"]["responses"]
+    assert list(status_responses["422"]["content"]) == [PROBLEM_JSON]
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ synchronous inquiries, coded Faults (Client for bad input, Server for ours), hos
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import httpx
@@ -174,3 +175,140 @@ def test_wrong_api_key_is_refused_not_retried_by_address(hub: HubServer) -> None
 def test_platform_message_form_is_accepted_too(hub: HubServer) -> None:
     response = _post(hub, "PaymentNotice", serialize(sample("PaymentNotice")))
     assert response.status_code == 200, response.text
+
+
+def test_head_on_a_wsdl_is_the_gets_headers_without_a_body(hub: HubServer) -> None:
+    url = f"{hub.url}/soap/LevyNotice?wsdl"
+    get, head = httpx.get(url), httpx.head(url)
+    assert head.status_code == 200, head.text
+    assert head.content == b""
+    for name in ("content-type", "content-length"):
+        assert head.headers[name] == get.headers[name]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("PUT", "/soap/LevyNotice", 405, "RK-API005"),
+        ("DELETE", "/soap/LevyNotice", 405, "RK-API005"),
+        ("PUT", "/soap/NoSuchService", 404, "RK-API002"),
+        ("POST", "/soap/", 404, "RK-API002"),
+        ("POST", "/soap/LevyNotice/extra", 404, "RK-API002"),
+    ],
+)
+def test_framework_refusals_under_soap_are_client_faults(
+    hub: HubServer, method: str, path: str, status: int, code: str
+) -> None:
+    response = httpx.request(method, f"{hub.url}{path}", content=b"x", headers=SOAP_HEADERS)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("text/xml")
+    assert _codes(response) == ("soap:Client", [code])
+    if status == 405:
+        assert "POST" in response.headers["allow"]
+
+
+_OTHER_BLOCK = '<t:Trace xmlns:t="urn:example:trace" xmlns:soap="{soap}" {attributes}/>'
+_NEXT = "http://schemas.xmlsoap.org/soap/actor/next"
+
+
+def _with_header_block(document: etree._Element, block: str) -> bytes:
+    envelope = etree.fromstring(soap_envelope(document))
+    header = envelope.find(f"{{{SOAP11}}}Header")
+    assert header is not None
+    header.insert(0, etree.fromstring(block))
+    return serialize(envelope)
+
+
+def _stored(hub: HubServer, message_id: str | None) -> bool:
+    return httpx.get(f"{hub.url}/api/v1/messages/{message_id}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "attributes", ['soap:mustUnderstand="1"', f'soap:mustUnderstand="1" soap:actor="{_NEXT}"']
+)
+def test_a_must_understand_block_the_hub_does_not_process_is_refused(
+    hub: HubServer, attributes: str
+) -> None:
+    document = sample("LevyNotice")
+    message_id = document.findtext(f".//{{{NS_ENVELOPE}}}messageId")
+    block = _OTHER_BLOCK.format(soap=SOAP11, attributes=attributes)
+    response = _post(hub, "LevyNotice", _with_header_block(document, block))
+    assert response.status_code == 500
+    assert _codes(response) == ("soap:MustUnderstand", ["RK-ENV005"])
+    assert "{urn:example:trace}Trace" in response.text
+    assert not _stored(hub, message_id)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        _OTHER_BLOCK.format(soap=SOAP11, attributes='soap:mustUnderstand="0"'),
+        _OTHER_BLOCK.format(soap=SOAP11, attributes=""),
+        _OTHER_BLOCK.format(
+            soap=SOAP11, attributes='soap:mustUnderstand="1" soap:actor="urn:example:other"'
+        ),
+        f'<wsse:Security xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-'
+        f'wssecurity-secext-1.0.xsd" xmlns:soap="{SOAP11}" soap:mustUnderstand="1"/>',
+    ],
+)
+def test_blocks_the_hub_may_ignore_or_processes_are_accepted(hub: HubServer, block: str) -> None:
+    document = sample("LevyNotice")
+    message_id = document.findtext(f".//{{{NS_ENVELOPE}}}messageId")
+    response = _post(hub, "LevyNotice", _with_header_block(document, block))
+    assert response.status_code == 200, response.text
+    assert _stored(hub, message_id)
+
+
+def test_a_soap_12_envelope_is_a_version_mismatch(hub: HubServer) -> None:
+    soap12 = "http://www.w3.org/2003/05/soap-envelope"
+    document = sample("LevyNotice")
+    body = soap_envelope(document).replace(SOAP11.encode(), soap12.encode())
+    response = _post(hub, "LevyNotice", body)
+    assert response.status_code == 500
+    assert _codes(response) == ("soap:VersionMismatch", ["RK-ENV006"])
+    assert soap12 in response.text
+    message_id = document.findtext(f".//{{{NS_ENVELOPE}}}messageId")
+    assert not _stored(hub, message_id)
+
+
+def test_a_second_platform_header_is_refused_not_dropped(hub: HubServer) -> None:
+    document = sample("LevyNotice")
+    message_id = document.findtext(f".//{{{NS_ENVELOPE}}}messageId")
+    assert message_id is not None
+    envelope = etree.fromstring(soap_envelope(document))
+    header = envelope.find(f"{{{SOAP11}}}Header")
+    assert header is not None
+    second = copy.deepcopy(header[0])
+    tenant = second.find(f".//{{{NS_ENVELOPE}}}tenant")
+    assert tenant is not None
+    tenant.text = "012025"  # another tenant: must not be silently ignored
+    header.append(second)
+    response = _post(hub, "LevyNotice", serialize(envelope))
+    assert _codes(response) == ("soap:Client", ["RK-ENV002"])
+    assert not _stored(hub, message_id)
+
+
+def test_body_before_header_is_refused(hub: HubServer) -> None:
+    document = sample("LevyNotice")
+    message_id = document.findtext(f".//{{{NS_ENVELOPE}}}messageId")
+    assert message_id is not None
+    envelope = etree.fromstring(soap_envelope(document))
+    envelope.append(envelope[0])  # the Header moves after the Body
+    response = _post(hub, "LevyNotice", serialize(envelope))
+    assert _codes(response) == ("soap:Client", ["RK-ENV002"])
+    assert not _stored(hub, message_id)
+
+
+def test_soap_attributes_on_the_platform_header_are_not_its_content(hub: HubServer) -> None:
+    """A toolkit marking the platform Header block mustUnderstand="1" (it is one the hub
+    processes) used to be refused RK-XSD008: the attribute came along into the
+    PlatformMessage."""
+    document = sample("LevyNotice")
+    message_id = document.findtext(f".//{{{NS_ENVELOPE}}}messageId")
+    envelope = etree.fromstring(soap_envelope(document))
+    header = envelope.find(f"{{{SOAP11}}}Header")
+    assert header is not None
+    header[0].set(f"{{{SOAP11}}}mustUnderstand", "1")
+    response = _post(hub, "LevyNotice", serialize(envelope))
+    assert response.status_code == 200, response.text
+    assert _stored(hub, message_id)

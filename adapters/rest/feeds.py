@@ -15,14 +15,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from adapters.inbound import Caller, identify, internal_error, known_service, unknown_service
-from adapters.rest.problem import problem, problem_responses
+from adapters.rest.problem import ProblemRouter, problem, problem_responses
 from bus.errors import make_finding
 from bus.feeds import (
     Cursor,
@@ -44,7 +44,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 _STATUS = {"RK-FED001": 400, "RK-FED002": 403, "RK-FED003": 410, "RK-FED004": 400}
 
-router = APIRouter(prefix=PREFIX, tags=["feeds"])
+router = ProblemRouter(prefix=PREFIX, tags=["feeds"])
 
 
 class FeedItem(BaseModel):

@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from lxml import etree
 from pydantic import BaseModel
@@ -32,7 +32,7 @@ from adapters.inbound import (
     unknown_service,
 )
 from adapters.rest.json_form import JsonFormError, to_json, to_xml
-from adapters.rest.problem import problem, problem_responses
+from adapters.rest.problem import ProblemRouter, problem, problem_responses
 from adapters.rest.validate import XML_MEDIA_TYPES
 from bus.errors import make_finding
 from bus.hub import Hub
@@ -43,7 +43,7 @@ JSON_MEDIA_TYPE = "application/json"
 XML_RESPONSE_TYPE = "application/xml"
 PREFIX = "/api/v1/messages"
 
-router = APIRouter(prefix=PREFIX, tags=["messages"])
+router = ProblemRouter(prefix=PREFIX, tags=["messages"])
 
 
 class Accepted(BaseModel):
@@ -250,7 +250,7 @@ def _lookup(hub: Hub, caller: Caller, message_id: str, tenant: str | None) -> di
     "/{message_id}",
     summary="A message's status and deliveries (送信状況)",
     response_model=MessageStatus,
-    responses=problem_responses(401, 404, 409, 500),
+    responses=problem_responses(401, 404, 409, 422, 500),
 )
 async def get_message(message_id: str, request: Request, tenant: str | None = None) -> Response:
     hub: Hub = request.app.state.hub

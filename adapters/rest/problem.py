@@ -3,18 +3,23 @@ and the HTTP status each refusal maps to."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette._utils import get_route_path
+from starlette.requests import Request
 
 from adapters.inbound import errors
+from bus.errors import make_finding
 from bus.identity import retry_after
 from bus.pipeline import Finding
 
 PROBLEM_JSON = "application/problem+json"
+API_PREFIX = "/api/v1"
 
 # The first error's code decides (the pipeline stops at the first refusing stage). Input that
 # is not a readable document is 400; a readable one that breaks the rules is 422.
@@ -37,6 +42,9 @@ _STATUS_BY_CODE = {
     "RK-API002": 404,
     "RK-API003": 500,
     "RK-API004": 400,
+    "RK-API006": 404,
+    "RK-API007": 405,
+    "RK-API008": 422,
     "RK-RTE002": 503,
     "RK-RPL001": 504,
     "RK-RPL002": 502,
@@ -78,6 +86,39 @@ def problem(findings: Sequence[Finding], status: int | None = None) -> JSONRespo
         media_type=PROBLEM_JSON,
         headers={"Retry-After": str(wait)} if wait is not None else None,
     )
+
+
+class ProblemRouter(APIRouter):
+    """A router under ``/api/v1`` whose framework refusals (no such path, a method no route
+    takes, unreadable parameters) are problem+json with a coded finding, like its own
+    (bus/webapp.py asks)."""
+
+    def answer_http_error(
+        self, request: Request, status: int, headers: Mapping[str, str] | None, detail: str
+    ) -> JSONResponse | None:
+        path = get_route_path(request.scope)
+        if path != API_PREFIX and not path.startswith(f"{API_PREFIX}/"):
+            return None
+        finding = _framework_finding(request, status, headers, detail)
+        if finding is None:
+            return None
+        response = problem([finding], status)
+        if headers:
+            response.headers.update(headers)  # 405's Allow
+        return response
+
+
+def _framework_finding(
+    request: Request, status: int, headers: Mapping[str, str] | None, detail: str
+) -> Finding | None:
+    if status == 404:
+        return make_finding("RK-API006", path="/", actual=request.url.path[:128])
+    if status == 405:
+        allowed = (headers or {}).get("Allow", "-")
+        return make_finding("RK-API007", path="/", actual=request.method, expected=allowed)
+    if status == 422:
+        return make_finding("RK-API008", path="/", actual=detail[:256])
+    return None
 
 
 def _problem_schema() -> dict[str, Any]:

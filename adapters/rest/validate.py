@@ -5,20 +5,20 @@ from __future__ import annotations
 from functools import cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from adapters.inbound import read_body
-from adapters.rest.problem import PROBLEM_JSON, problem
+from adapters.rest.problem import PROBLEM_JSON, ProblemRouter, problem, problem_responses
 from bus.errors import make_finding
 from bus.pipeline import Finding
 from bus.validation.validator import ValidationReport, Validator
 
 XML_MEDIA_TYPES = ("application/xml", "text/xml", "application/soap+xml")
 
-router = APIRouter(prefix="/api/v1", tags=["validation"])
+router = ProblemRouter(prefix="/api/v1", tags=["validation"])
 
 
 class ValidationResult(BaseModel):
@@ -53,6 +53,7 @@ def report_body(report: ValidationReport) -> dict[str, Any]:
     responses={
         413: {"description": "Larger than the document limit", "content": {PROBLEM_JSON: {}}},
         415: {"description": "Not an XML media type", "content": {PROBLEM_JSON: {}}},
+        **problem_responses(422),
     },
     openapi_extra={
         "requestBody": {

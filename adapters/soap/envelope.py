@@ -15,6 +15,12 @@ SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 NS_SOAP_BINDING = "urn:renkei:soap:1"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 CONTENT_TYPE = "text/xml; charset=utf-8"
+# SOAP 1.1 §4.4.1 fault codes: the caller's input, ours, a header block we cannot obey, a
+# root that is not a SOAP 1.1 Envelope.
+CLIENT = "soap:Client"
+SERVER = "soap:Server"
+MUST_UNDERSTAND = "soap:MustUnderstand"
+VERSION_MISMATCH = "soap:VersionMismatch"
 
 _RKS = f"{{{NS_SOAP_BINDING}}}"
 _NSMAP = {"soap": SOAP11, "rks": NS_SOAP_BINDING}
@@ -85,12 +91,13 @@ def reply(document: etree._Element) -> bytes:
     return _envelope(_serialize(header), _serialize(body))
 
 
-def fault(findings: list[Finding], *, server: bool) -> bytes:
-    """A SOAP 1.1 Fault: ``soap:Client`` for the caller's input, ``soap:Server`` for ours;
-    ``faultstring`` is the first finding's Japanese message, ``detail`` all findings."""
+def fault(findings: list[Finding], *, faultcode: str = CLIENT) -> bytes:
+    """A SOAP 1.1 Fault: ``soap:Client`` for the caller's input, ``soap:Server`` for ours
+    (or another of SOAP's own codes); ``faultstring`` is the first finding's Japanese
+    message, ``detail`` all findings."""
     first = findings[0]
     body = etree.Element(f"{{{SOAP11}}}Fault", nsmap=_NSMAP)
-    etree.SubElement(body, "faultcode").text = "soap:Server" if server else "soap:Client"
+    etree.SubElement(body, "faultcode").text = faultcode
     faultstring = etree.SubElement(body, "faultstring")
     faultstring.text = _xml_text(f"{first.code} {first.message_ja}")
     faultstring.set(XML_LANG, "ja")

@@ -18,9 +18,7 @@ from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapters.soap.router import soap_endpoint
-
-PREFIX = "/soap/"
+from adapters.soap.router import PREFIX, soap_endpoint
 
 
 class SoapLane:

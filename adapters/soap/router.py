@@ -10,9 +10,12 @@ value are accepted alike.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 
 from fastapi import APIRouter
+from lxml import etree
+from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,6 +30,12 @@ from adapters.inbound import (
     unknown_service,
 )
 from adapters.soap import envelope
+from adapters.soap.headers import (
+    MUST_UNDERSTAND_ATTRIBUTE,
+    SOAP_ENVELOPE,
+    not_understood,
+    version_mismatch,
+)
 from adapters.soap.wsdl import render_wsdl
 from adapters.soap.wsse import username_token
 from bus.errors import make_finding
@@ -38,17 +47,23 @@ from bus.resources import schemas_dir
 SOAP_MEDIA_TYPES = frozenset({"text/xml", "application/soap+xml", "application/xml"})
 XML_CONTENT_TYPE = "application/xml; charset=utf-8"
 FAULT_STATUS = 500  # SOAP 1.1 §6.2: a Fault travels with HTTP 500
-
-router = APIRouter()
+PREFIX = "/soap/"
+ALLOWED_METHODS = "GET, HEAD, POST"
+_READ_METHODS = frozenset({"GET", "HEAD"})  # HEAD: the GET's headers, no body (the server's)
 
 
 def _fault(
-    findings: list[Finding], *, server: bool = False, status: int = FAULT_STATUS
+    findings: list[Finding],
+    *,
+    faultcode: str = envelope.CLIENT,
+    status: int = FAULT_STATUS,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     ordered = sorted(findings, key=lambda f: f.severity is not Severity.ERROR)  # errors first
-    body = envelope.fault(ordered, server=server)
+    body = envelope.fault(ordered, faultcode=faultcode)
     wait = retry_after(ordered)  # a rate-limited sender: a Client fault that says when
-    headers = {"Retry-After": str(wait)} if wait is not None else None
+    if wait is not None:
+        headers = {**(headers or {}), "Retry-After": str(wait)}
     return Response(body, status_code=status, media_type=envelope.CONTENT_TYPE, headers=headers)
 
 
@@ -61,13 +76,15 @@ def _base_url(request: Request) -> str:
 
 def _answer(message: Message) -> Response:
     if message.rejected:
-        return _fault(message.findings, server=is_server_side(message.findings))
+        server = is_server_side(message.findings)
+        return _fault(message.findings, faultcode=envelope.SERVER if server else envelope.CLIENT)
     if message.reply is not None and message.reply.document is not None:
         body = envelope.reply(message.reply.document)
     elif message.ack is not None:
         body = envelope.acknowledgement(message.ack, _warnings(message))
     else:  # accepted but neither stored nor answered: a pipeline defect, never the caller's
-        return _fault([internal_error(RuntimeError("accepted message without ack"))], server=True)
+        defect = internal_error(RuntimeError("accepted message without ack"))
+        return _fault([defect], faultcode=envelope.SERVER)
     return Response(body, media_type=envelope.CONTENT_TYPE)
 
 
@@ -79,11 +96,9 @@ async def soap_endpoint(request: Request) -> Response:
     service: str = request.path_params["service"]
     if not known_service(service):
         return _fault([unknown_service(service)], status=404)
-    if request.method == "GET":
-        wsdl_url = f"{_base_url(request)}/soap/{service}?wsdl"
+    if request.method in _READ_METHODS:
         if "wsdl" not in request.query_params:
-            finding = make_finding("RK-API005", path="/", expected=wsdl_url)
-            return _fault([finding], status=405)
+            return _not_allowed(request, service)
         return Response(render_wsdl(service, _base_url(request)), media_type=XML_CONTENT_TYPE)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in SOAP_MEDIA_TYPES:
@@ -95,6 +110,9 @@ async def soap_endpoint(request: Request) -> Response:
         raw, screened = body.head, body.screened
     else:
         raw, screened = body, await screen(body)
+    refusal = _soap_refusal(screened.root, raw)
+    if refusal is not None:
+        return refusal
     token = username_token(screened.root)
     if isinstance(token, Finding):
         return _fault([token])
@@ -103,6 +121,48 @@ async def soap_endpoint(request: Request) -> Response:
             request, raw, adapter="soap", service=service, username_token=token, screened=screened
         )
     )
+
+
+def _not_allowed(request: Request, service: str) -> Response:
+    """RK-API005 (405): this URL takes SOAP POSTs; the finding says where the WSDL is."""
+    wsdl_url = f"{_base_url(request)}/soap/{service}?wsdl"
+    finding = make_finding("RK-API005", path="/", expected=wsdl_url)
+    return _fault([finding], status=405, headers={"Allow": ALLOWED_METHODS})
+
+
+def _soap_refusal(root: etree._Element | None, raw: bytes) -> Response | None:
+    """SOAP 1.1's own Faults (adapters/soap/headers.py): an Envelope of another SOAP version,
+    a header block for the hub that it cannot obey. On the hot path (a 1.1 Envelope) the
+    blocks are looked at only when the bytes mention ``mustUnderstand`` at all (an attribute
+    name is never escaped); a root that did not parse is left to the Validate stage."""
+    if root is None:
+        return None
+    if root.tag == SOAP_ENVELOPE:
+        if MUST_UNDERSTAND_ATTRIBUTE not in raw:
+            return None
+        finding, faultcode = not_understood(root), envelope.MUST_UNDERSTAND
+    else:
+        finding, faultcode = version_mismatch(root), envelope.VERSION_MISMATCH
+    return None if finding is None else _fault([finding], faultcode=faultcode)
+
+
+class SoapRouter(APIRouter):
+    """The SOAP routes; the framework's own refusals under ``/soap/`` (no such path, a method
+    the endpoint does not take) are Client Faults too (bus/webapp.py asks)."""
+
+    def answer_http_error(
+        self, request: Request, status: int, headers: Mapping[str, str] | None, detail: str
+    ) -> Response | None:
+        path = get_route_path(request.scope)
+        if not path.startswith(PREFIX) or status not in (404, 405):
+            return None
+        service = path[len(PREFIX) :]
+        if status == 405 and known_service(service):
+            return _not_allowed(request, service)
+        return _fault([unknown_service(service or "-")], status=404)
+
+
+router = SoapRouter()
 
 
 @cache

@@ -34,6 +34,9 @@ _MESSAGE_ROOTS = frozenset({PLATFORM_MESSAGE, SOAP_ENVELOPE})
 #: parsed): anything else is refused before the parse (``secure_parse(roots=…)``).
 MESSAGE_ROOT_NAMES = frozenset({"PlatformMessage", "Envelope"})
 HEADER = f"{{{NS_ENVELOPE}}}Header"
+_SOAP_HEADER = f"{{{SOAP11}}}Header"
+_SOAP_BODY = f"{{{SOAP11}}}Body"
+_SOAP_PREFIX = f"{{{SOAP11}}}"
 REPLY_SUFFIX = "Reply"
 
 # Rules the XSD already enforces completely (pattern / xs:date) need no second pass.
@@ -217,16 +220,31 @@ def _canonical(root: etree._Element, findings: list[Finding]) -> etree._Element 
     if root.tag != SOAP_ENVELOPE:
         findings.append(make_finding("RK-ENV001", path="/", actual=etree.QName(root).localname))
         return None
-    header = root.find(f"{{{SOAP11}}}Header/{HEADER}")
-    body = root.find(f"{{{SOAP11}}}Body")
-    body_children = [c for c in body if isinstance(c.tag, str)] if body is not None else []
-    if header is None or len(body_children) != 1:
+    parts = _soap_parts(root)
+    if parts is None:
         findings.append(make_finding("RK-ENV002", path="/Envelope"))
         return None
     document = etree.Element(PLATFORM_MESSAGE, nsmap={"env": NS_ENVELOPE})
-    document.append(header)
-    document.append(body_children[0])
+    document.extend(parts)
     return document
+
+
+def _soap_parts(envelope: etree._Element) -> tuple[etree._Element, etree._Element] | None:
+    """The platform Header and the service element of a SOAP 1.1 Envelope in the one form
+    it may take: ``soap:Header`` first, then ``soap:Body`` (SOAP 1.1 §4.1.1), neither
+    repeated; the Header holds exactly one ``env:Header``, the Body exactly one element.
+    Any other form is ``None`` (RK-ENV002): a second platform Header is never dropped."""
+    children = [child for child in envelope if isinstance(child.tag, str)]
+    tags = [child.tag for child in children]
+    if tags[:2] != [_SOAP_HEADER, _SOAP_BODY] or {_SOAP_HEADER, _SOAP_BODY} & set(tags[2:]):
+        return None
+    headers = list(children[0].iterchildren(HEADER))
+    services = [child for child in children[1] if isinstance(child.tag, str)]
+    if len(headers) != 1 or len(services) != 1:
+        return None
+    for name in [name for name in headers[0].attrib if str(name).startswith(_SOAP_PREFIX)]:
+        del headers[0].attrib[name]  # SOAP's own (mustUnderstand, actor): not the platform's
+    return headers[0], services[0]
 
 
 _SERVICE_PREFIX = f"{{{NS_SERVICE}}}"
