@@ -373,6 +373,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "役割 {actual} はありません（viewer・operator・admin のいずれか）。",
         "There is no role {actual} (viewer, operator or admin).",
     ),
+    (
+        "RK-TEN012",
+        E,
+        "ファイル {actual} を PEM 形式のクライアント証明書として読み取れません。",
+        "The file {actual} cannot be read as a PEM client certificate.",
+    ),
     # --- STO: the Message Store ----------------------------------------------------------------
     (
         "RK-STO001",
@@ -403,6 +409,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         E,
         "メッセージ {actual} には再送できる配信先がありません（照会、または配信先なし）。",
         "Message {actual} has no destination to replay to (an inquiry, or no subscriber).",
+    ),
+    (
+        "RK-STO006",
+        E,
+        "配信 {actual} は配信不能（デッドレター）にありません。",
+        "Delivery {actual} is not in the Dead Letter Channel.",
     ),
     # --- AUD: the audit trail ---------------------------------------------------------------
     (

@@ -589,6 +589,86 @@ def test_dlq_commands(store: Store, store_settings: Settings) -> None:
     ]
 
 
+def test_destinations_refuse_a_system_that_is_not_configured(
+    store: Store, store_settings: Settings
+) -> None:
+    """As the console's 404: no pause recorded for a typo (nor a metrics label), the real
+    zeimu untouched; resume takes only a configured system or one still paused."""
+    for name in ("ZEIMU", "税務<script>"):
+        refused = _cli(store_settings, "destinations", "pause", name, "--reason", "typo")
+        assert refused.exit_code == 1 and "paused" not in refused.stdout
+        assert "RK-TEN005" in refused.stderr and f"System {name} is not" in refused.stderr
+        assert f"システム {name} は設定にありません" in refused.stderr
+    unknown = _cli(store_settings, "destinations", "resume", "ZEIMU", "--reason", "typo")
+    assert unknown.exit_code == 1 and "RK-TEN005" in unknown.stderr
+    with store.sessions() as session:
+        assert paused_destinations(session) == set()
+    assert audit_events(store.sessions) == []
+    with store.sessions.begin() as session:  # paused, then removed from the configuration
+        operations.pause(session, "retired", reason="保守", tenants=[])
+    resumed = _cli(store_settings, "destinations", "resume", "retired", "--reason", "廃止")
+    assert resumed.exit_code == 0, resumed.output
+    with store.sessions() as session:
+        assert paused_destinations(session) == set()
+
+
+@pytest.mark.parametrize("reason", ["", " ", "   ", "\u3000\t", "x" * 201])
+def test_operator_commands_refuse_a_blank_or_long_reason(
+    store: Store, store_settings: Settings, reason: str
+) -> None:
+    """The console's rule (RK-CON002): blank after stripping, or over 200 characters."""
+    dead = add_message(store.sessions, "A", ("juki",))[1][0]
+    with store.sessions.begin() as session:
+        session.get_one(Delivery, dead).state = "dead"
+    for command in (
+        ("dlq", "redeliver", str(dead)),
+        ("dlq", "discard", str(dead)),
+        ("destinations", "pause", "juki"),
+        ("destinations", "resume", "juki"),
+    ):
+        refused = _cli(store_settings, *command, "--reason", reason)
+        assert refused.exit_code == 2, (command, refused.output)
+        assert "RK-CON002" in refused.output, command
+        assert not isinstance(refused.exception, ValueError)
+    assert states(store.sessions) == {dead: "dead"}
+    with store.sessions() as session:
+        assert paused_destinations(session) == set()
+    assert audit_events(store.sessions) == []
+    assert [e for e, _ in audit_events(store.sessions, ADMIN_CHAIN) if e != "config.apply"] == []
+
+
+def test_operator_reason_is_recorded_as_the_console_records_it(
+    store: Store, store_settings: Settings
+) -> None:
+    dead = add_message(store.sessions, "A", ("juki",))[1][0]
+    with store.sessions.begin() as session:
+        session.get_one(Delivery, dead).state = "dead"
+    longest = "理" * 200
+    assert _cli(store_settings, "dlq", "discard", str(dead), "--reason", longest).exit_code == 0
+    paused = _cli(store_settings, "destinations", "pause", "juki", "--reason", "  計画\n停止 ")
+    assert paused.exit_code == 0, paused.output
+    with store.sessions() as session:
+        details = session.scalars(
+            select(AuditRecord.detail)
+            .where(AuditRecord.event.in_(["dlq.discarded", "destination.paused"]))
+            .order_by(AuditRecord.id)
+        ).all()
+    assert [d["reason"] for d in details] == [longest, "計画 停止"]
+
+
+def test_dlq_refuses_an_id_not_in_the_dead_letter_channel(
+    store: Store, store_settings: Settings
+) -> None:
+    pending = add_message(store.sessions, "A", ("juki",))[1][0]
+    for action in ("redeliver", "discard"):
+        refused = _cli(store_settings, "dlq", action, "999", str(pending), "--reason", "x")
+        assert refused.exit_code == 1, refused.output
+        for delivery in (999, pending):
+            assert f"RK-STO006 配信 {delivery} は配信不能" in refused.stderr
+            assert f"Delivery {delivery} is not in the Dead Letter Channel." in refused.stderr
+    assert states(store.sessions) == {pending: "pending"}
+
+
 @pytest.mark.postgres
 def test_worker_process_delivers_and_can_be_killed(
     postgres_url: str, rabbitmq_url: str, receivers: Callable[[str], Receiver], tmp_path: Path

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from bus.cli import app
 from bus.config.snapshots import load_snapshot
 from bus.security.api_keys import ApiKeyRegistry
-from bus.security.operators import authenticate
+from bus.security.operators import OperatorError, authenticate
 from bus.settings import Settings
 from bus.store.db import open_store
 from tests.conftest import SAMPLE_CONFIG_DIR
@@ -72,6 +72,18 @@ def test_soap_secret_and_certificate_fingerprint(env: Settings, tmp_path: Path) 
     assert _run("keys", "fingerprint", str(issued.certificate)).strip() == issued.fingerprint
 
 
+def test_fingerprint_refuses_a_file_that_is_not_a_certificate(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("junk\n", encoding="utf-8")
+    refused = _run("keys", "fingerprint", str(junk), code=1)
+    assert "RK-TEN012" in refused and "cannot be read as a PEM client certificate" in refused
+    assert "PEM 形式のクライアント証明書として読み取れません" in refused
+    for path in (tmp_path / "missing.pem", tmp_path):
+        unreadable = _run("keys", "fingerprint", str(path), code=1)
+        assert "RK-IO001" in unreadable and "ファイルを読み込めません" in unreadable
+        assert f"The file cannot be read ({path}: " in unreadable
+
+
 def test_tenants_add_list_disable_against_the_configuration_in_force(env: Settings) -> None:
     added = _run("tenants", "add", "412015", "佐賀市")
     assert "tenants/412015.yaml" in added and "configuration version 2" in added
@@ -110,6 +122,10 @@ def test_users_add_list_passwd_disable(env: Settings, monkeypatch: pytest.Monkey
         assert authenticate(store.sessions, "takeo.op", "second-password-2").tenants == {"412066"}
         _run("users", "disable", "takeo.op")
         assert "disabled" in _run("users", "list")
+        with pytest.raises(OperatorError):
+            authenticate(store.sessions, "takeo.op", "second-password-2")
+        assert "enabled: takeo.op" in _run("users", "enable", "takeo.op")
+        assert authenticate(store.sessions, "takeo.op", "second-password-2").enabled
     finally:
         store.close()
     assert "RK-TEN011" in _run("users", "add", "x.y", "--role", "root", "--tenant", "*", code=1)

@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -646,6 +647,67 @@ def test_cli_messages_and_audit(store_settings: Settings) -> None:
     assert broken.exit_code == 1 and "RK-AUD001" in broken.stdout
     purged = runner.invoke(app, ["purge", "--json"], env=env)
     assert purged.exit_code == 0 and json.loads(purged.stdout) == {"messages": 0, "deliveries": 0}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("messages", "list", "--since", "yesterday"),
+        ("messages", "list", "--since", "2026-13-01"),
+        ("messages", "list", "--since", "令和8年2月30日"),
+        ("audit", "verify", "--from", "bad"),
+        ("audit", "verify", "--to", "2026-02-30"),
+    ],
+)
+def test_cli_refuses_an_unreadable_date(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """A coded usage error (RK-CON004, as the console's date fields), never a traceback."""
+    env = {"RENKEI_DATA_DIR": str(tmp_path / "data"), "RENKEI_DATABASE_URL": ""}
+    refused = CliRunner().invoke(app, list(args), env=env)
+    assert refused.exit_code == 2, refused.output
+    assert isinstance(refused.exception, SystemExit)
+    assert "RK-CON004" in refused.output and args[-2] in refused.output
+
+
+def test_cli_reads_the_dates_the_console_reads(store_settings: Settings) -> None:
+    opened = open_store(store_settings)
+    try:
+        message = stage(opened)(accepted(sample()))
+    finally:
+        opened.close()
+    assert message.envelope is not None
+    env = {
+        "RENKEI_DATA_DIR": str(store_settings.data_dir),
+        "RENKEI_DATABASE_URL": store_settings.database_url or "",
+    }
+    for since, found in (("令和2年1月1日", 1), ("R99.01.01", 0), ("2020-01-01T00:00+09:00", 1)):
+        listed = CliRunner().invoke(app, ["messages", "list", "--since", since, "--json"], env=env)
+        assert listed.exit_code == 0, listed.output
+        assert len(json.loads(listed.stdout)) == found, since
+
+
+@pytest.mark.parametrize("reason", ["", "  ", "x" * 201])
+def test_cli_replay_refuses_a_blank_or_long_reason(store_settings: Settings, reason: str) -> None:
+    opened = open_store(store_settings)
+    try:
+        message = stage(opened)(accepted(sample()))
+    finally:
+        opened.close()
+    assert message.envelope is not None
+    env = {
+        "RENKEI_DATA_DIR": str(store_settings.data_dir),
+        "RENKEI_DATABASE_URL": store_settings.database_url or "",
+    }
+    args = ["messages", "replay", message.envelope.message_id, "--reason", reason]
+    refused = CliRunner().invoke(app, args, env=env)
+    assert refused.exit_code == 2 and "RK-CON002" in refused.output, refused.output
+    opened = open_store(store_settings)
+    try:
+        with opened.sessions() as session:
+            assert session.scalar(select(func.count()).select_from(DeliveryRow)) == len(
+                message.deliveries
+            )
+    finally:
+        opened.close()
 
 
 def test_next_sequences_hands_out_repeated_keys_in_order(store: Store) -> None:

@@ -20,6 +20,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
+from bus import reasons
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding
@@ -32,7 +33,6 @@ COOKIE = "renkei_console"
 LANG_COOKIE = "renkei_lang"
 MAX_AGE_SECONDS = 8 * 3600  # one working day
 MAX_FORM_BYTES = 64 * 1024
-REASON_CAP = 200  # characters of an action's stated reason
 _SALT = "renkei.console.session"
 
 
@@ -154,8 +154,8 @@ async def posted_form(request: Request) -> Form:
 
 
 def stated_reason(form: Form) -> str:
-    """The required reason of an action (RK-CON002 when blank or too long)."""
-    reason = " ".join(form.one("reason").split())
-    if not reason or len(reason) > REASON_CAP:
-        raise ConsoleRefusal(400, make_finding("RK-CON002", path="/reason", limit=REASON_CAP))
-    return reason
+    """The required reason of an action (RK-CON002 when blank or too long: bus/reasons.py)."""
+    try:
+        return reasons.stated_reason(form.one("reason"))
+    except reasons.ReasonRefused as refused:
+        raise ConsoleRefusal(400, refused.finding) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +9,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 
+from bus.cli import options
 from bus.cli.store import EXIT_FAILED, JsonOption, TenantOption, _fail, _json, _store, audit_app
 from bus.errors import make_finding
 from bus.settings import Settings
@@ -28,17 +28,6 @@ AnchorOption = Annotated[
     Path | None,
     typer.Option("--anchor", help="Anchor directory (default: RENKEI_AUDIT_ANCHOR_DIR)."),
 ]
-
-
-def _moment(value: str | None) -> datetime | None:
-    """ISO date or date-time; without a zone it is the operator's local time."""
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an ISO date or date-time") from None
-    return moment if moment.tzinfo else moment.astimezone()
 
 
 def _key_problem(path: Path | None, error: Exception | None = None) -> typer.Exit:
@@ -97,7 +86,7 @@ def checkpoint(anchor: AnchorOption = None, as_json: JsonOption = False) -> None
 def verify(
     tenant: TenantOption = None,
     start: Annotated[
-        str | None, typer.Option("--from", help="Records stamped at or after (ISO).")
+        str | None, typer.Option("--from", help="Records stamped at or after (ISO, or a 和暦 day).")
     ] = None,
     end: Annotated[str | None, typer.Option("--to", help="Records stamped at or before.")] = None,
     anchor: AnchorOption = None,
@@ -108,6 +97,7 @@ def verify(
 ) -> None:
     """Recompute the hash chains, check the signed checkpoints and (``--anchor``) the anchor
     directory; report each chain's first broken link; exit 1 when one is broken."""
+    since, until = options.moment(start, "--from"), options.moment(end, "--to")
     settings = Settings()
     key_path = key or settings.audit_signing_key
     verify_key: Ed25519PublicKey | None = None
@@ -123,8 +113,8 @@ def verify(
         verdicts = verify_audit(
             session,
             chains=[tenant] if tenant else None,
-            start=_moment(start),
-            end=_moment(end),
+            start=since,
+            end=until,
             key=verify_key,
             anchor=anchor,
         )

@@ -15,8 +15,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bus.cli import options
 from bus.cli.app import app
+from bus.cli.config import configured_store
 from bus.dispatch import operations
+from bus.dispatch.claims import paused_destinations
+from bus.errors import make_finding
+from bus.pipeline import Finding
 from bus.settings import Settings
 from bus.store.db import Store, open_store
 
@@ -30,6 +35,10 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(destinations_app, name="destinations")
 
 console = Console()
+EXIT_REFUSED = 1
+ReasonOption = Annotated[
+    str, typer.Option(help="Why (recorded in the audit trail).", callback=options.reason)
+]
 SQLITE_REFUSAL = (
     "renkei worker needs PostgreSQL (RENKEI_DATABASE_URL=postgresql+psycopg://…): separate "
     "worker processes cannot share a SQLite file safely. On SQLite, `renkei serve` runs the "
@@ -48,18 +57,29 @@ def _open() -> Store:
     return open_store(Settings())
 
 
-def _system_tenants(store: Store, system: str) -> list[str] | None:
-    """The tenants a system serves, from the configuration in force (None when unknown)."""
-    try:
-        from bus.config.snapshots import ensure_config, load_snapshot
+def _report(finding: Finding) -> None:
+    typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
 
-        ensure_config(store.sessions, Settings())
-        index = load_snapshot(store.sessions).index
-    except Exception:
-        return None
-    if index.system(system) is None:
-        return None
-    return [t.code for t in index.config.tenants if index.serves(system, t.code)]
+
+def _refuse(finding: Finding) -> typer.Exit:
+    _report(finding)
+    return typer.Exit(EXIT_REFUSED)
+
+
+def _system_tenants(store: Store, system: str, *, resuming: bool = False) -> list[str] | None:
+    """The tenants ``system`` serves in the configuration in force. A system that is not
+    configured is refused (RK-TEN005; the console answers 404), except to resume one still
+    paused after it left the configuration: None (audited to its deliveries' tenants)."""
+    from bus.config.snapshots import load_snapshot
+
+    index = load_snapshot(store.sessions).index
+    if index.system(system) is not None:
+        return [t.code for t in index.config.tenants if index.serves(system, t.code)]
+    if resuming:
+        with store.sessions() as session:
+            if system in paused_destinations(session):
+                return None
+    raise _refuse(make_finding("RK-TEN005", path="/system", actual=system[:40]))
 
 
 @dlq_app.command("list")
@@ -131,14 +151,15 @@ def _act(action: str, ids: list[int], reason: str) -> None:
     verb = "redelivered" if action == "redeliver" else "discarded"
     typer.echo(f"{verb}: {', '.join(map(str, changed)) or 'none'}")
     if skipped:
-        typer.echo(f"not in the Dead Letter Channel: {', '.join(map(str, skipped))}", err=True)
-        raise typer.Exit(1)
+        for delivery in skipped:
+            _report(make_finding("RK-STO006", path="/", actual=delivery))
+        raise typer.Exit(EXIT_REFUSED)
 
 
 @dlq_app.command("redeliver")
 def dlq_redeliver(
     ids: Annotated[list[int], typer.Argument(help="Delivery ids (see `renkei dlq list`).")],
-    reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail).")],
+    reason: ReasonOption,
 ) -> None:
     """Back to pending with attempts reset; the subject's later deliveries follow it."""
     _act("redeliver", ids, reason)
@@ -147,7 +168,7 @@ def dlq_redeliver(
 @dlq_app.command("discard")
 def dlq_discard(
     ids: Annotated[list[int], typer.Argument(help="Delivery ids (see `renkei dlq list`).")],
-    reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail).")],
+    reason: ReasonOption,
 ) -> None:
     """Give up on dead letters: their subjects' later deliveries flow on."""
     _act("discard", ids, reason)
@@ -156,10 +177,10 @@ def dlq_discard(
 @destinations_app.command("pause")
 def destinations_pause(
     system: Annotated[str, typer.Argument(help="The destination system id.")],
-    reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail).")],
+    reason: ReasonOption,
 ) -> None:
     """Hold deliveries to SYSTEM (planned downtime) without burning attempts."""
-    store = _open()
+    store = configured_store()
     try:
         tenants = _system_tenants(store, system)
         with store.sessions.begin() as session:
@@ -172,12 +193,14 @@ def destinations_pause(
 @destinations_app.command("resume")
 def destinations_resume(
     system: Annotated[str, typer.Argument(help="The destination system id.")],
-    reason: Annotated[str | None, typer.Option(help="Recorded in the audit trail.")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Recorded in the audit trail.", callback=options.reason)
+    ] = None,
 ) -> None:
     """Resume deliveries to SYSTEM."""
-    store = _open()
+    store = configured_store()
     try:
-        tenants = _system_tenants(store, system)
+        tenants = _system_tenants(store, system, resuming=True)
         with store.sessions.begin() as session:
             operations.resume(session, system, reason=reason, actor=_actor(), tenants=tenants)
         from bus.dispatch.wakeup import Wakeups

@@ -178,13 +178,24 @@ def keys_soap(
 
 @keys_app.command("fingerprint")
 def keys_fingerprint(
-    certificate: Annotated[Path, typer.Argument(help="A PEM client certificate.", exists=True)],
+    certificate: Annotated[Path, typer.Argument(help="A PEM client certificate.")],
 ) -> None:
     """The SHA-256 fingerprint to list under credentials.certificate_fingerprints."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 
-    loaded = x509.load_pem_x509_certificate(certificate.read_bytes())
+    from bus.errors import make_finding
+
+    try:
+        pem = certificate.read_bytes()
+    except OSError as error:
+        reason = f"{certificate}: {error.strerror or error}"
+        raise _refuse(make_finding("RK-IO001", path=str(certificate), actual=reason)) from None
+    try:
+        loaded = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        finding = make_finding("RK-TEN012", path=str(certificate), actual=str(certificate))
+        raise _refuse(finding) from None
     typer.echo(loaded.fingerprint(hashes.SHA256()).hex())
 
 
@@ -385,6 +396,12 @@ def _enable(username: str, enabled: bool) -> None:
 def users_disable(username: Annotated[str, typer.Argument()]) -> None:
     """Lock an account (its logins are refused; nothing is deleted)."""
     _enable(username, False)
+
+
+@users_app.command("enable")
+def users_enable(username: Annotated[str, typer.Argument()]) -> None:
+    """Unlock an account that was disabled (its password is unchanged)."""
+    _enable(username, True)
 
 
 @users_app.command("passwd")

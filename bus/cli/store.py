@@ -7,7 +7,6 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from bus.cli import options
 from bus.cli.app import app
 from bus.pipeline import Finding
 from bus.settings import Settings
@@ -71,31 +71,26 @@ def _fail(finding: Finding) -> typer.Exit:
     return typer.Exit(EXIT_FAILED)
 
 
-def _since(value: str | None) -> datetime | None:
-    """ISO date or date-time; without a zone it is the operator's local time."""
-    if value is None:
-        return None
-    moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo else moment.astimezone()
-
-
 @messages_app.command("list")
 def list_command(
     tenant: TenantOption = None,
     service: Annotated[str | None, typer.Option(help="Service name.")] = None,
     status: Annotated[MessageStatus | None, typer.Option(help="Derived status.")] = None,
-    since: Annotated[str | None, typer.Option(help="Received at or after (ISO).")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Received at or after (ISO, or a 和暦 day).")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = DEFAULT_LIMIT,
     as_json: JsonOption = False,
 ) -> None:
     """The newest stored messages (subjects masked)."""
+    start = options.moment(since, "--since")
     with _store() as store, store.sessions() as session:
         rows = list_messages(
             session,
             tenant=tenant,
             service=service,
             status=status,
-            since=_since(since),
+            since=start,
             limit=limit,
         )
     if as_json:
@@ -185,7 +180,10 @@ def _print_detail(detail: MessageDetail) -> None:
 @messages_app.command("replay")
 def replay_command(
     message_id: Annotated[str, typer.Argument(help="The Header messageId.")],
-    reason: Annotated[str, typer.Option(help="Why (kept as a digest in the audit trail).")],
+    reason: Annotated[
+        str,
+        typer.Option(help="Why (kept as a digest in the audit trail).", callback=options.reason),
+    ],
     tenant: TenantOption = None,
     to: Annotated[str | None, typer.Option("--to", help="Only this destination system.")] = None,
 ) -> None:
