@@ -575,8 +575,8 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-IMP004",
         E,
-        "{line} 行目をハブが受け付けませんでした（{actual}）。",
-        "Line {line} was refused by the hub ({actual}).",
+        "{line} 行目をハブが受け付けませんでした（{actual}: {reason_ja}）。",
+        "Line {line} was refused by the hub ({actual}: {reason_en}).",
     ),
     (
         "RK-IMP005",
@@ -596,12 +596,57 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "取込みの作業プロセスが止まりました（{actual}）。同じコマンドをもう一度実行すると続きから取り込みます。",
         "An import worker process stopped ({actual}); run the same command again to resume.",
     ),
+    (
+        "RK-IMP008",
+        E,
+        "宛名抽出ファイル（--residents）の見出し（1 行目）に列 {expected} がありません（見出し: {actual}）。何も投入していません。",
+        "The 宛名 extract (--residents) has no column {expected} in its header, line 1 ({actual}); nothing was loaded.",
+    ),
+    (
+        "RK-IMP009",
+        W,
+        "住民データの索引を読めません（{actual}）。名寄せをせずに取り込みます（照合結果は未照合）。",
+        "The resident index cannot be read ({actual}); importing without owner matching (未照合).",
+    ),
+    (
+        "RK-IMP010",
+        E,
+        "住民データの索引が壊れているため宛名抽出を投入できません（{actual}）。索引のファイルを削除してから同じコマンドをもう一度実行してください（索引は作り直されます）。",
+        "The resident index is damaged, so the 宛名 extract cannot be loaded ({actual}); delete the index file and run the same command again (the index is rebuilt).",
+    ),
+    (
+        "RK-IMP011",
+        E,
+        "{line} 行目の通知は、同じキー（受付年月日・受付番号・不動産番号）で内容の違う通知が既に"
+        "取り込まれているため取り込めません。訂正の通知であれば、取り込み済みの通知を確認してください。",
+        "Line {line}: a notice with the same key (receipt date, receipt number, real-estate "
+        "number) but other content was imported before; if this one corrects it, check the "
+        "stored notice.",
+    ),
+    (
+        "RK-IMP012",
+        E,
+        "見出し行の列が取込みの定義と違います（{actual}）。列の並びを確かめてください。",
+        "The header row's columns differ from the layout's ({actual}); check the column order.",
+    ),
+    (
+        "RK-IMP013",
+        E,
+        "このファイルは別の取込みが処理中です。終わってからもう一度実行してください。",
+        "This file is being imported by another run; run the command again once it has ended.",
+    ),
     # --- IO: reading inputs ------------------------------------------------------------------
     (
         "RK-IO001",
         E,
         "ファイルを読み込めません（{actual}）。",
         "The file cannot be read ({actual}).",
+    ),
+    (
+        "RK-IO002",
+        E,
+        "出力フォルダを作れないか、書き込めません（{actual}）。何も取り込んでいません。",
+        "The output folder cannot be created or written to ({actual}); nothing was imported.",
     ),
     # --- FIL: file linkage (hot folders) ------------------------------------------------------
     (

@@ -27,6 +27,7 @@ from bus.mapping.stage import TranslateInStage
 from bus.observability.events import ingest_observed
 from bus.pipeline import (
     STAGE_ORDER,
+    Finding,
     Identity,
     Message,
     Pipeline,
@@ -232,13 +233,16 @@ class Hub:
         service: str | None = None,
         identity: Identity | None = None,
         store_turn: AbstractContextManager[object] | None = None,
+        amend: Callable[[int, list[Finding]], bytes | None] | None = None,
     ) -> list[Message]:
         """Run a batch of inbound messages (one caller: a file import) through the pipeline,
         every per-message stage for each, the accepted ones committed in one transaction
         (:mod:`bus.store.batch`, which holds ``store_turn`` around it); one message per raw,
-        in order, each as :meth:`ingest` would return it."""
-        messages = [
-            Message(
+        in order, each as :meth:`ingest` would return it. ``amend(i, findings)`` may give a
+        corrected body for the i-th raw when it is refused, to run in its place."""
+
+        def inbound(raw: bytes) -> Message:
+            return Message(
                 raw=raw,
                 adapter=adapter,
                 source_address=source_address,
@@ -246,10 +250,19 @@ class Hub:
                 endpoint_service=service,
                 identity=identity,
             )
-            for raw in raws
-        ]
+
+        def corrected(index: int, refused: Message) -> Message | None:
+            assert amend is not None
+            raw = amend(index, refused.findings)
+            return None if raw is None else inbound(raw)
+
         started = perf_counter()
-        done = ingest_batch(self.pipeline, messages, store_turn=store_turn)
+        done = ingest_batch(
+            self.pipeline,
+            [inbound(raw) for raw in raws],
+            store_turn=store_turn,
+            amend=corrected if amend is not None else None,
+        )
         share = (perf_counter() - started) / max(len(done), 1)
         index = self.config.current().index
         for message in done:

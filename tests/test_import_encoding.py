@@ -20,6 +20,7 @@ def test_crlf_lf_bom_eof_mark_and_blank_lines() -> None:
     data = b"\xef\xbb\xbfa,1\r\nb,2\n\r\n\nc,3\r\n\x1a"
     assert lines_of(data) == [(1, 0, b"a,1"), (2, 8, b"b,2"), (5, 15, b"c,3")]
     assert lines_of(b"a\nb\x1a") == [(1, 0, b"a"), (2, 2, b"b")]
+    assert lines_of(b"a\r\n  \r\n\t\nb\n \t") == [(1, 0, b"a"), (4, 9, b"b")]  # spaces only
 
 
 def test_resume_from_an_offset_keeps_line_numbers() -> None:

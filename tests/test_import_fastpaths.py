@@ -73,14 +73,15 @@ def test_corpus_lines_split_as_csv_reads_them() -> None:
 
 
 def lines_by_definition(data: bytes, start: int) -> list[tuple[int, int, bytes, int]]:
-    """Every line cut at LF, each cleaned by ``_clean`` (BOM, CR, EOF mark), blanks skipped."""
+    """Every line cut at LF, each cleaned by ``_clean`` (BOM, CR, EOF mark), blanks (empty,
+    or white space only) skipped."""
     found, offset = [], start
     parts = data[start:].split(b"\n")
     for number, part in enumerate(parts, start=1):
         last = number == len(parts)
         end = offset + len(part) + (0 if last else 1)
         line = _clean(part, offset)
-        if line:
+        if line and not line.isspace():
             found.append((number, offset, line, end))
         offset = end
     return found
@@ -88,7 +89,10 @@ def lines_by_definition(data: bytes, start: int) -> list[tuple[int, int, bytes, 
 
 @settings(max_examples=500, deadline=None)
 @given(
-    st.lists(st.sampled_from([b"a", b",", b"\r", b"\n", b"\x1a", BOM, b"\x82\xa0"]), max_size=40),
+    st.lists(
+        st.sampled_from([b"a", b",", b"\r", b"\n", b"\x1a", b" ", b"\t", BOM, b"\x82\xa0"]),
+        max_size=40,
+    ),
     st.integers(1, 9),
     st.integers(0, 3),
 )

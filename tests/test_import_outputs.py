@@ -13,6 +13,7 @@ import pytest
 from lxml import etree
 from openpyxl import Workbook, load_workbook
 from openpyxl.utils.exceptions import IllegalCharacterError
+from openpyxl.writer.excel import ExcelWriter
 
 from bus.imports.outputs import (
     _KEPT_CELLS,
@@ -182,3 +183,37 @@ def test_the_cells_kept_per_column_are_bounded() -> None:
         rows.row(n + 1, [str(n), "same"])
     kept = rows._tails  # what the renderer remembers
     assert 0 < len(kept[0]) <= _KEPT_CELLS and len(kept[1]) == 1
+
+
+def _rows_then_failure(count: int) -> Any:
+    for n in range(count):
+        yield [str(n)]
+    raise OSError("disk full")  # the writer stops midway (a kill, a full disk)
+
+
+class _StoppedWriter(ExcelWriter):
+    def save(self) -> None:
+        self._archive.writestr("[Content_Types].xml", b"<Types/>")  # type: ignore[attr-defined]
+        raise OSError("disk full")
+
+
+def test_an_output_appears_under_its_name_only_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written under a temporary name and renamed when complete: a writer stopped midway
+    leaves no file under an output's name, and none of its temporary files."""
+    xlsx, listing, report = tmp_path / "l.xlsx", tmp_path / "l.csv", tmp_path / "e.csv"
+    rows = [[str(n)] * len(LIST_COLUMNS) for n in range(600)]
+    with monkeypatch.context() as patched:
+        patched.setattr("bus.imports.outputs.ExcelWriter", _StoppedWriter)
+        with pytest.raises(OSError, match="disk full"):
+            write_list(xlsx, listing, rows, "utf-8", 1_048_576)
+    with pytest.raises(OSError, match="disk full"):
+        write_csv(report, ["a"], _rows_then_failure(600), "cp932")
+    assert list(tmp_path.iterdir()) == []
+    write_list(xlsx, listing, rows, "utf-8", 1_048_576)
+    write_csv(report, ["a"], [["x"]], "cp932")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.csv", "l.csv", "l.xlsx"]
+    book = load_workbook(xlsx, read_only=True)
+    assert len(list(book["評価変更リスト"].iter_rows())) == 601
+    book.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -20,10 +20,12 @@ from bus.collector import tune_collector
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.imports.layout import ImportRefused
+from bus.imports.outputs import out_problem
 from bus.imports.parallel import WorkerLost, default_jobs
-from bus.imports.residents import ResidentIndex
+from bus.imports.residents import ExtractRefused, ResidentIndex
 from bus.imports.runner import ImportOptions, run_import
 from bus.observability.logs import configure_logging
+from bus.pipeline import Finding
 from bus.settings import Settings
 
 EXIT_READ, EXIT_REFUSED, EXIT_UNREADABLE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -41,12 +43,43 @@ def resident_index(settings: Settings) -> ResidentIndex:
     return ResidentIndex(settings.data_dir / "imports" / "residents.sqlite")
 
 
+def show(console: Console, finding: Finding, colour: str = "red") -> None:
+    console.print(f"[{colour}]{finding.code}[/] {finding.message_ja} / {finding.message_en}")
+
+
+def unusable(console: Console, finding: Finding) -> NoReturn:
+    """An input or output that cannot be used: refused before anything is imported."""
+    show(console, finding)
+    raise typer.Exit(EXIT_UNREADABLE)
+
+
+def feed_index(
+    console: Console, index: ResidentIndex, hub: Hub, tenant: str, residents: Path | None
+) -> None:
+    """The extract (when given) and the 住民異動通知 stored since the last import into the
+    index; an unreadable index is only a warning (owners 未照合), loading into it is refused."""
+    if residents is not None:
+        index.load_extract(residents, tenant)
+    if index.unreadable is not None:
+        actual = f"{index.path}: {index.unreadable}"
+        show(console, make_finding("RK-IMP009", path="/residents", actual=actual), "yellow")
+        return
+    try:
+        index.refresh(hub.store.sessions, tenant)
+    except Exception as error:  # the import goes on: owners are reported 未照合
+        console.print(f"[yellow]住民データを更新できません（未照合になります）: {error}[/]")
+
+
 @import_app.command("notices")
 def notices(
     file: Annotated[Path, typer.Argument(help="登記済通知ファイル (CSV or fixed width)")],
     tenant: Annotated[str, typer.Option(help="団体コード (6 digits)")],
     layout: Annotated[
-        str | None, typer.Option(help="mapping file (default: houmu.yaml, the CSV layout)")
+        str | None,
+        typer.Option(
+            help="mapping: a file, or the name of a shipped one (houmu_fixed);"
+            " default: houmu, the CSV layout"
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="folder for the list and error report")] = None,
     encoding: Annotated[str, typer.Option(help="CSV outputs: utf-8 (with BOM) or cp932")] = "utf-8",
@@ -63,23 +96,19 @@ def notices(
 ) -> None:
     """Import 登記済通知; summary: 新規 N / 重複 N / エラー N (exit 0 when the file was read)."""
     console = Console(stderr=True)
+    encoding = encoding.lower()
     if encoding not in ("utf-8", "cp932"):
         raise typer.BadParameter("utf-8 or cp932", param_hint="--encoding")
     if not file.is_file():
-        finding = make_finding("RK-IO001", path=str(file), actual="not a file")
-        console.print(f"[red]{finding.code}[/] {finding.message_ja} / {finding.message_en}")
-        raise typer.Exit(EXIT_UNREADABLE)
+        unusable(console, make_finding("RK-IO001", path=str(file), actual="not a file"))
+    if out is not None and (problem := out_problem(out)) is not None:
+        unusable(console, problem)
     configure_logging("WARNING")  # library warnings as JSON; no line per record
     settings = Settings()
     hub = Hub.open(settings)
     index = resident_index(settings)
     try:
-        if residents is not None:
-            index.load_extract(residents, tenant)
-        try:
-            index.refresh(hub.store.sessions, tenant)
-        except Exception as error:  # the import goes on: owners are reported 未照合
-            console.print(f"[yellow]住民データを更新できません（未照合になります）: {error}[/]")
+        feed_index(console, index, hub, tenant, residents)
         size = file.stat().st_size
         workers = jobs or default_jobs(size)
         options = ImportOptions(file, tenant, layout, out, encoding, jobs=workers)
@@ -101,11 +130,10 @@ def notices(
 
             summary = run_import(hub, options, index, advance)
             bar.update(task, completed=size)
-    except (ImportRefused, WorkerLost) as failed:
-        finding = failed.finding
-        console.print(f"[red]{finding.code}[/] {finding.message_ja} / {finding.message_en}")
-        code = EXIT_REFUSED if isinstance(failed, ImportRefused) else EXIT_STOPPED
-        raise typer.Exit(code) from None
+    except (ImportRefused, WorkerLost, ExtractRefused) as failed:
+        show(console, failed.finding)
+        codes = {ImportRefused: EXIT_REFUSED, WorkerLost: EXIT_STOPPED}
+        raise typer.Exit(codes.get(type(failed), EXIT_UNREADABLE)) from None
     except KeyboardInterrupt:  # the chunks in hand were finished and committed
         console.print(f"[yellow]{INTERRUPTED}[/]")
         raise typer.Exit(EXIT_INTERRUPTED) from None

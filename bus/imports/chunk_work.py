@@ -13,12 +13,13 @@ from datetime import UTC, datetime
 
 from bus.errors import make_finding
 from bus.hub import Hub
-from bus.imports.envelope import wrap
+from bus.imports.envelope import SERVICE, wrap
 from bus.imports.lines import RawLine
 from bus.imports.listing import rows_for
 from bus.imports.matching import OwnerMatcher
-from bus.imports.records import Notice, NoticeParser, RecordError
+from bus.imports.records import MAX_BLANKED, Notice, NoticeParser, RecordError
 from bus.imports.worklist import ErrorRow, ListRow
+from bus.pipeline import Finding, Severity
 
 ADAPTER = "batch"
 SOURCE_ADDRESS = "127.0.0.1"  # a local import acts as the 法務局 system on the loopback
@@ -68,6 +69,7 @@ class ChunkWork:
         processes)."""
         self.parser.header_seen = not at_head
         notices: list[Notice] = []
+        lines: list[RawLine] = []
         errors: list[ErrorRow] = []
         for raw in chunk:
             parsed = self.parser.parse(raw)
@@ -75,27 +77,61 @@ class ChunkWork:
                 errors.append(error_row(parsed))
             elif parsed is not None:
                 notices.append(parsed)
+                lines.append(raw)
         issued = datetime.now(UTC).astimezone()
+        blanked: dict[int, set[str]] = {}
+
+        def amend(index: int, findings: list[Finding]) -> bytes | None:
+            """The record again with the columns the hub refused blanked (要確認): only the
+            three kinds of record error stop a record (docs/batch-import.md)."""
+            columns = self.parser.refused_columns(findings)
+            done = blanked.get(index, set())
+            if columns is None or columns <= done or len(columns | done) > MAX_BLANKED:
+                return None
+            blanked[index] = columns | done
+            again = self.parser.parse(lines[index], sorted(blanked[index]))
+            if not isinstance(again, Notice):
+                return None
+            notices[index] = again
+            return wrap(again.service_xml, self.tenant, again.key, issued)
+
         messages = self.hub.ingest_many(
             [wrap(n.service_xml, self.tenant, n.key, issued) for n in notices],
             adapter=ADAPTER,
             source_address=SOURCE_ADDRESS,
-            service="RegistrationNotice",
+            service=SERVICE,
             store_turn=store_turn,
+            amend=amend,
         )
         rows: list[ListRow] = []
         stored: list[Stored] = []
-        for notice, message in zip(notices, messages, strict=True):
+        for notice, raw, message in zip(notices, lines, messages, strict=True):
             ack = message.ack
             if ack is None:
-                codes = ",".join(f.code for f in message.findings)
-                path = f"/line[{notice.line}]"
-                finding = make_finding("RK-IMP004", path=path, line=notice.line, actual=codes)
-                errors.append(error_row(RecordError(notice.line, 0, "", finding)))
+                errors.append(error_row(refusal(raw, message.findings)))
                 continue
             stored.append(Stored(notice.key.text(), ack.duplicate, ack.stored_at))
             rows.extend(rows_for(notice, self.matcher, notice.review))
         return ChunkResult(rows, errors, stored)
+
+
+def refusal(raw: RawLine, findings: list[Finding]) -> RecordError:
+    """Why the hub refused a record it could not take even with columns blanked: a notice of
+    the same key with other content already stored (RK-IMP011), or the hub's first error."""
+    path, line = f"/line[{raw.number}]", raw.number
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    if errors and errors[0].code == "RK-STO001":
+        return RecordError(line, raw.offset, "", make_finding("RK-IMP011", path=path, line=line))
+    first = errors[0] if errors else None
+    finding = make_finding(
+        "RK-IMP004",
+        path=path,
+        line=line,
+        actual=",".join(f.code for f in errors),
+        reason_ja=first.message_ja if first else "",
+        reason_en=first.message_en if first else "",
+    )
+    return RecordError(line, raw.offset, first.name_ja or "" if first else "", finding)
 
 
 def error_row(error: RecordError) -> ErrorRow:

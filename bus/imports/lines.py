@@ -33,8 +33,9 @@ _new = tuple.__new__  # RawLine(*fields) is its Python __new__ calling this
 def split_lines(
     stream: BinaryIO, *, start: int = 0, first_number: int = 1, chunk: int = CHUNK
 ) -> Iterator[RawLine]:
-    """Every line from ``start``; blank lines are skipped (their number is still used up),
-    a BOM at the head of the file and the EOF mark at its end are dropped."""
+    """Every line from ``start``; blank lines (empty, or spaces and tabs only) are skipped
+    (their number is still used up), a BOM at the head of the file and the EOF mark at its
+    end are dropped."""
     stream.seek(start)
     offset, number, pending = start, first_number, b""
     while True:
@@ -51,13 +52,13 @@ def split_lines(
                 line = data[:-1] if data.endswith(b"\r") else data
             else:
                 line = _clean(data, offset)
-            if line:
+            if line and not line.isspace():
                 yield _new(RawLine, (number, offset, line, end))
             number += 1
             offset = end
     if pending:
         line = _clean(pending, offset)
-        if line:
+        if line and not line.isspace():
             yield RawLine(number, offset, line, offset + len(pending))
 
 

@@ -3,15 +3,20 @@
 CSV in what Japanese Excel opens correctly: UTF-8 with a BOM by default, or CP932, CRLF line
 ends. In CP932, ～/〜 and −/－ take the code Excel expects and a character CP932 lacks is written
 as 〓 (the 要確認 column already says why). The XLSX is written in openpyxl's write-only mode
-(rows streamed to disk) and opens a new sheet before Excel's row limit.
+(rows streamed to disk) and opens a new sheet before Excel's row limit. Each output is written
+under a temporary name in its folder and renamed to its own only when complete, so a run killed
+while writing leaves no cut-short file under an output's name.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import os
 import re
+import tempfile
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,9 @@ from openpyxl.writer.excel import ExcelWriter
 from openpyxl.xml.constants import SHEET_MAIN_NS
 from openpyxl.xml.functions import xmlfile
 
+from bus.errors import make_finding
 from bus.imports.worklist import ErrorRow
+from bus.pipeline import Finding
 
 LIST_COLUMNS = (
     "受付年月日", "受付番号", "不動産番号", "所在", "地番/家屋番号", "地目/種類",
@@ -66,11 +73,23 @@ class CsvOut:
         self._writer.writerow(row)
 
 
+@contextmanager
+def replaced(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to, renamed to ``path`` when the block ends
+    without an exception (removed when it raises)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def write_csv(
     path: Path, header: Iterable[str], rows: Iterable[Iterable[Any]], encoding: str
 ) -> int:
     count = 0
-    with _open_csv(path, encoding) as handle:
+    with replaced(path) as temporary, _open_csv(temporary, encoding) as handle:
         out = CsvOut(handle, header, encoding)
         for row in rows:
             out.row(row)
@@ -86,7 +105,7 @@ def write_list(
     xlsx: Path, listing: Path, rows: Iterable[Sequence[Any]], encoding: str, sheet_rows: int
 ) -> int:
     """The 評価変更リスト as XLSX and CSV from one pass over ``rows``."""
-    with _open_csv(listing, encoding) as handle:
+    with replaced(listing) as temporary, _open_csv(temporary, encoding) as handle:
         out = CsvOut(handle, LIST_COLUMNS, encoding)
 
         def fed() -> Iterator[Sequence[Any]]:
@@ -100,6 +119,25 @@ def write_list(
 def write_xlsx(path: Path, rows: Iterable[Sequence[Any]], sheet_rows: int = EXCEL_ROWS) -> int:
     """Rows in sheets of at most ``sheet_rows`` lines each (the header included)."""
     book = Workbook(write_only=True)
+    try:
+        count = _fill(book, rows, sheet_rows)
+        with replaced(path) as temporary:
+            _save(book, temporary)
+    except BaseException:
+        _close_sheets(book)
+        raise
+    return count
+
+
+def _close_sheets(book: Workbook) -> None:
+    """A failed write's sheets closed in order, each its rows then its stream: left to the
+    garbage collector, a sheet's row writer may outlive its stream and fail noisily."""
+    for sheet in book.worksheets:
+        if isinstance(sheet, WriteOnlyWorksheet) and not sheet.closed:
+            sheet.close()
+
+
+def _fill(book: Workbook, rows: Iterable[Sequence[Any]], sheet_rows: int) -> int:
     sheet, used, sheets, count = None, sheet_rows, 0, 0
     for row in rows:
         if used >= sheet_rows:
@@ -112,7 +150,6 @@ def write_xlsx(path: Path, rows: Iterable[Sequence[Any]], sheet_rows: int = EXCE
         count += 1
     if sheet is None:
         _add_sheet(book, LIST_NAME)
-    _save(book, path)
     return count
 
 
@@ -285,3 +322,15 @@ class _RawRowWriter(WorksheetWriter):
 
 def error_cells(error: ErrorRow) -> list[Any]:
     return [error.line, error.offset, error.field, error.code, error.message_ja, error.message_en]
+
+
+def out_problem(out: Path) -> Finding | None:
+    """Why ``--out`` cannot take the outputs (created here when missing), checked before
+    anything is imported: at the end the records would be stored and the list lost."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        return make_finding("RK-IO002", path="/out", actual=f"{out}: {error.strerror or error}")
+    return None

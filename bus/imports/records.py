@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -20,6 +20,7 @@ from bus.imports.encoding import UTF8, Undecodable, csv_fields, decode_line
 from bus.imports.lines import RawLine
 from bus.imports.normalize import address_key
 from bus.mapping import Section
+from bus.mapping.compiler import CompiledEntry
 from bus.mapping.memo import short_text_cache
 from bus.mapping.values import DictRecord, FieldFailure, Text
 from bus.pipeline import Finding, Severity
@@ -84,9 +85,11 @@ class NoticeParser:
         self.outside_town = short_text_cache(maxsize=1024, longest=200)(self._outside_town)
         self.columns: list[str] | None = getattr(section.format, "columns", None)
         self.header_seen = False
+        self._by_item, self._by_member = _columns_by_item(section.entries)
 
-    def parse(self, raw: RawLine) -> Notice | RecordError | None:
-        """The notice, the record error, or None for the header row."""
+    def parse(self, raw: RawLine, blank: Collection[str] = ()) -> Notice | RecordError | None:
+        """The notice, the record error, or None for the header row. ``blank``: columns to
+        import empty (flagged 要確認), which the hub refused as they were written."""
         try:
             decode = self.decode
             text = raw.data.decode(self.encoding) if decode is None else decode(raw.data)[0]
@@ -103,7 +106,7 @@ class NoticeParser:
             if split is None:
                 return self._error(raw, "", "RK-IMP006")
             fields = split
-            if not self.header_seen and fields == self.columns:
+            if not self.header_seen and [f.strip() for f in fields] == self.columns:
                 self.header_seen = True
                 return None
             self.header_seen = True
@@ -112,7 +115,32 @@ class NoticeParser:
                     raw, "", "RK-IMP002", expected=len(self.columns), actual=len(fields)
                 )
             source = fields
+            for column in blank:
+                fields[self.columns.index(column)] = ""
+                review.append(f"{column}を読めないため空で取込み")
         return self._translate(raw, source, fields, review)
+
+    def refused_columns(self, findings: Sequence[Finding]) -> set[str] | None:
+        """The columns to blank so the hub can take a record it refused with ``findings``, or
+        None when the refusal is not about columns it can do without: a key item, the
+        envelope, a conflict in the store, or a fixed-width record. A required item missing
+        from a group member (a co-owner with an empty name) blanks the whole group."""
+        if self.columns is None:
+            return None
+        columns: set[str] = set()
+        for finding in findings:
+            if finding.severity is not Severity.ERROR:
+                continue
+            item = finding.item
+            if item is None or item in KEY_ITEMS:
+                return None
+            found = self._by_item.get(item, set())
+            if finding.code == "RK-XSD004":
+                found = self._by_member.get(item, found)
+            if not found:
+                return None
+            columns |= found
+        return columns or None
 
     def _undecodable(self, raw: RawLine) -> RecordError:
         failed = decode_line(raw.data, self.encoding)
@@ -145,11 +173,26 @@ class NoticeParser:
                 return self._notice(raw, translation.output, translation.record, review)
             blanked = [_column(f) for f in errors]
             if not fields or not all(c in (self.columns or ()) for c in blanked):
-                return self._error(raw, "", "RK-IMP004", actual=",".join(f.code for f in errors))
+                first = errors[0]
+                return self._error(
+                    raw,
+                    "",
+                    "RK-IMP004",
+                    actual=",".join(f.code for f in errors),
+                    reason_ja=first.message_ja,
+                    reason_en=first.message_en,
+                )
             for column in blanked:
                 fields[self.columns.index(column)] = ""  # type: ignore[union-attr]
                 review.append(f"{column}を読めないため空で取込み")
-        return self._error(raw, "", "RK-IMP004", actual="too many unreadable fields")
+        return self._error(
+            raw,
+            "",
+            "RK-IMP004",
+            actual="RK-IMP004",
+            reason_ja=f"読めない項目が {MAX_BLANKED} を超えます",
+            reason_en=f"more than {MAX_BLANKED} fields cannot be read",
+        )
 
     def _notice(
         self, raw: RawLine, output: bytes, record: DictRecord, review: list[str]
@@ -196,6 +239,42 @@ def _decoder(encoding: str) -> Callable[[bytes], tuple[str, int]] | None:
     except LookupError:
         return None
     return None if info.name == UTF8 else info.decode
+
+
+def header_problem(fields: list[str], columns: list[str]) -> str | None:
+    """Why the file's first line, a header row naming columns, does not match the layout's
+    (None: it matches, or it is a record). A line naming two of the layout's columns is
+    taken as a header: read by position, a reordered one would put every value in the wrong
+    item (権利者住所 as the name)."""
+    given = [field.strip() for field in fields]
+    if given == columns or len(set(given) & set(columns)) < 2:
+        return None
+    if len(given) != len(columns):
+        return f"{len(given)} 列 / {len(given)} columns ≠ {len(columns)}"
+    position, found, expected = next(
+        (i, g, c) for i, (g, c) in enumerate(zip(given, columns, strict=True), 1) if g != c
+    )
+    return f"{position}: {found} ≠ {expected}"
+
+
+def _columns_by_item(
+    entries: Sequence[CompiledEntry],
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Each catalogue item's source columns, and for an item of a repeating group the
+    columns of its whole group."""
+    by_item: dict[str, set[str]] = {}
+    by_member: dict[str, set[str]] = {}
+    for entry in entries:
+        if entry.plan.kind == "group":
+            members, group = _columns_by_item(entry.plan.children)
+            whole = set().union(*members.values()) if members else set()
+            for item, columns in members.items():
+                by_item.setdefault(item, set()).update(columns)
+                by_member[item] = whole
+            by_member.update(group)
+        elif entry.item is not None and entry.plan.source_key is not None:
+            by_item.setdefault(entry.item, set()).add(entry.label)
+    return by_item, by_member
 
 
 def _read_fixed(section: Section, data: bytes) -> Any:

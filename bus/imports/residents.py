@@ -3,12 +3,15 @@
 Fed by the 住民異動通知 (ResidentChangeNotice) messages already in the hub's Message Store
 (incrementally, by stored id) and, for the first full load and for corporations and 住登外者,
 by a 宛名 extract CSV. Matching a million notices is then local look-ups, not a million
-宛名照会 round trips (see docs/batch-import.md for the choice).
+宛名照会 round trips (see docs/batch-import.md for the choice). An index file that is not a
+database (overwritten) is :attr:`ResidentIndex.unreadable`: it holds nobody, so owners are 未照合
+and the import goes on, but an extract is refused rather than loaded into it.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,7 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.catalogue import NS_STANDARD
+from bus.errors import make_finding
+from bus.imports.encoding import UTF8, detect_encoding
 from bus.imports.normalize import address_key, corporation, kana_key, name_key
+from bus.pipeline import Finding
 from bus.store.models import StoredMessage
 
 SCHEMA = """
@@ -34,6 +40,17 @@ create index if not exists ix_corp_bare on residents (tenant, corporate_bare);
 create table if not exists feeds (tenant text primary key, last_message integer not null);
 """
 EXTRACT_COLUMNS = ("宛名番号", "氏名", "氏名カナ", "住所", "住民種別", "住民状態", "法人番号")
+REQUIRED_COLUMNS = ("宛名番号", "氏名")  # the others may be missing or empty
+_TEXT = {UTF8: "utf-8-sig"}  # a detected encoding → the codec reading it (a BOM or none)
+
+
+class ExtractRefused(Exception):
+    """A 宛名 extract that cannot be loaded (unreadable, wrong header, damaged index); nothing
+    of it was loaded. Carries the finding."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.message_en)
+        self.finding = finding
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +96,11 @@ class ResidentIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False)
-        self._db.executescript(SCHEMA)
+        self.unreadable: str | None = None  # why the file is no index, when it is not
+        try:
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as error:  # e.g. "file is not a database"
+            self.unreadable = str(error)
 
     def close(self) -> None:
         self._db.close()
@@ -93,6 +114,9 @@ class ResidentIndex:
         return len(rows)
 
     def count(self, tenant: str) -> int:
+        """0 for an unreadable index: its owners are 未照合, the import goes on."""
+        if self.unreadable is not None:
+            return 0
         row = self._db.execute("select count(*) from residents where tenant = ?", (tenant,))
         return int(row.fetchone()[0])
 
@@ -135,9 +159,20 @@ class ResidentIndex:
         return count
 
     def load_extract(self, path: Path, tenant: str) -> int:
-        """A 宛名 extract (UTF-8 CSV, header ``EXTRACT_COLUMNS``): the full load."""
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            return self.put(tenant, _extract_rows(csv.DictReader(handle)))
+        """A 宛名 extract (CSV with a header of ``EXTRACT_COLUMNS``; UTF-8 with or without a
+        BOM, or CP932, detected as a notice file's is): the full load, all or nothing."""
+        if self.unreadable is not None:
+            raise _refused("RK-IMP010", f"{self.path}: {self.unreadable}")
+        try:
+            with path.open("rb") as raw:
+                encoding = detect_encoding(raw).encoding
+                raw.seek(0)
+                text = io.TextIOWrapper(raw, _TEXT.get(encoding, encoding), newline="")
+                return self.put(tenant, _extract_rows(csv.DictReader(text)))
+        except OSError as error:  # missing, a folder, no permission
+            raise _refused("RK-IO001", f"{path}: {error.strerror or error}") from None
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise _refused("RK-IO001", f"{path}: {error}") from None
 
 
 def vars_of(entry: Resident) -> tuple[str, ...]:
@@ -148,11 +183,20 @@ def vars_of(entry: Resident) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-def _extract_rows(rows: Iterable[dict[str, str]]) -> Iterator[Resident]:
+def _refused(code: str, actual: str, expected: str = "") -> ExtractRefused:
+    return ExtractRefused(make_finding(code, path="/residents", actual=actual, expected=expected))
+
+
+def _extract_rows(rows: csv.DictReader[str]) -> Iterator[Resident]:
+    missing = [c for c in REQUIRED_COLUMNS if c not in (rows.fieldnames or ())]
+    if missing:
+        header = ",".join(rows.fieldnames or ())
+        raise _refused("RK-IMP008", header, expected=", ".join(missing))
     for row in rows:
+        # a short row's missing cells are None
         yield resident(
-            row["宛名番号"],
-            row["氏名"],
+            row["宛名番号"] or "",
+            row["氏名"] or "",
             row.get("氏名カナ") or "",
             row.get("住所") or "",
             row.get("住民種別") or "1",

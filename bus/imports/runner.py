@@ -18,15 +18,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bus.config.index import ConfigIndex
+from bus.config.models import Direction
+from bus.errors import make_finding
 from bus.hub import Hub
 from bus.imports.chunk_work import ChunkResult, ChunkWork, Span, Stored
-from bus.imports.encoding import detect_encoding
-from bus.imports.layout import load_section, refuse
+from bus.imports.encoding import csv_fields, decode_line, detect_encoding
+from bus.imports.envelope import SENDER, SERVICE
+from bus.imports.layout import ImportRefused, load_section
 from bus.imports.lines import RawLine, split_lines
 from bus.imports.matching import OwnerMatcher
-from bus.imports.outputs import ERROR_COLUMNS, error_cells, write_csv, write_list
+from bus.imports.outputs import (
+    ERROR_COLUMNS,
+    error_cells,
+    out_problem,
+    write_csv,
+    write_list,
+)
 from bus.imports.parallel import ChunkPool, WorkerSpec
-from bus.imports.records import NoticeParser
+from bus.imports.records import NoticeParser, header_problem
 from bus.imports.residents import ResidentIndex
 from bus.imports.worklist import DONE, Worklist
 from bus.observability.metrics import observe_import_chunk
@@ -76,21 +86,54 @@ def chunks(lines: Iterator[RawLine], size: int) -> Iterator[list[RawLine]]:
         yield chunk
 
 
+def _town(index: ConfigIndex, code: str) -> str:
+    """The tenant's name, once the hub is known to take its notices from the 法務局 system:
+    a tenant unknown or disabled, or not served by that system, is refused before the
+    import starts (RK-AUT005, RK-AUT003, RK-AUT004), not record by record."""
+    tenant = index.tenant(code)
+    path = "/import/tenant"
+    if tenant is None or not tenant.enabled:
+        raise ImportRefused(make_finding("RK-AUT005", path=path, actual=code))
+    if not index.serves(SENDER, code):
+        raise ImportRefused(make_finding("RK-AUT003", path=path, actual=SENDER, expected=code))
+    if not index.allowed(SENDER, Direction.SEND, SERVICE, code):
+        expected = f"{Direction.SEND.value} {SERVICE} ({code})"
+        raise ImportRefused(make_finding("RK-AUT004", path=path, actual=SENDER, expected=expected))
+    return tenant.name
+
+
+def _check_header(path: Path, encoding: str, columns: list[str]) -> None:
+    """Refuse (RK-IMP012) a file whose header row names the layout's columns in another
+    order or with others, before anything is imported."""
+    with path.open("rb") as stream:
+        first = next((line for line in split_lines(stream) if line.data.strip()), None)
+    if first is None:
+        return
+    text = decode_line(first.data, encoding)
+    fields = csv_fields(text) if isinstance(text, str) else None
+    problem = header_problem(fields, columns) if fields else None
+    if problem is not None:
+        raise ImportRefused(make_finding("RK-IMP012", path="/line[1]", actual=problem))
+
+
 class NoticeImport:
     """One run over one file; see :func:`run_import`."""
 
     def __init__(self, hub: Hub, options: ImportOptions, index: ResidentIndex | None) -> None:
-        tenant = hub.config.current().index.tenant(options.tenant)
-        if tenant is None:
-            raise refuse(f"団体コード {options.tenant} は設定にありません")
-        self.hub, self.options, self.index, self.town = hub, options, index, tenant.name
+        town = _town(hub.config.current().index, options.tenant)
+        self.hub, self.options, self.index, self.town = hub, options, index, town
         self.section = load_section(options.layout)
-        fixed = getattr(self.section.format, "columns", None) is None
+        unwritable = out_problem(options.out_dir) if options.out_dir is not None else None
+        if unwritable is not None:
+            raise ImportRefused(unwritable)
+        columns: list[str] | None = getattr(self.section.format, "columns", None)
         with options.path.open("rb") as stream:
             detected = detect_encoding(stream)
-        self.encoding = (
-            str(getattr(self.section.format, "encoding", "cp932")) if fixed else (detected.encoding)
-        )
+        if columns is None:  # fixed width: the layout names its encoding
+            self.encoding = str(getattr(self.section.format, "encoding", "cp932"))
+        else:
+            self.encoding = detected.encoding
+            _check_header(options.path, self.encoding, columns)
         digest = file_hash(options.path)
         work = hub.settings.data_dir / "imports" / f"{digest[:32]}-{options.tenant}.sqlite"
         self.worklist = Worklist(work, digest, options.tenant, self.encoding)

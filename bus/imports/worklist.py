@@ -8,13 +8,17 @@ kept with their sort key, so the 評価変更リスト is written sorted without
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from bus.errors import make_finding
+from bus.imports.layout import ImportRefused
 
 SCHEMA = """
 create table if not exists batch (
@@ -65,6 +69,7 @@ class Worklist:
     def __init__(self, path: Path, file_hash: str, tenant: str, encoding: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._lock = _exclusive(path.with_name(path.name + ".lock"))
         self._db = sqlite3.connect(path)
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("pragma table_info(batch)")}
@@ -161,3 +166,16 @@ class Worklist:
 
     def close(self) -> None:
         self._db.close()
+        self._lock.close()  # releases the lock
+
+
+def _exclusive(path: Path) -> TextIO:
+    """The batch's lock, held while the import runs (released when the process dies): two
+    runs of one file at once each wrote every list row into the work file (RK-IMP013)."""
+    handle = path.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ImportRefused(make_finding("RK-IMP013", path="/import")) from None
+    return handle

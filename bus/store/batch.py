@@ -13,7 +13,10 @@ A caller that gathers unrelated senders' messages into one batch (the HTTP adapt
 lane, :mod:`bus.batch_lane`) passes ``on_error``: a message whose stage raises is then handed
 to it and left out, instead of the exception failing the whole batch. A caller whose batches
 are worked in several processes but must be stored in order (a parallel file import) passes
-``store_turn``: held around the Store stage's transaction alone.
+``store_turn``: held around the Store stage's transaction alone. A caller that can correct a
+refused message (a file import blanking a field the hub refused) passes ``amend``: the
+corrected message then takes the refused one's place, through every stage again, before
+anything is stored.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 from sqlalchemy.orm import Session
 
-from bus.pipeline import Message, Pipeline, StageName
+from bus.pipeline import Message, Pipeline, Stage, StageName
 from bus.store.audit import AuditStage, append_audits, rejection_entry
 from bus.store.ingest import StoreStage
 
@@ -33,6 +36,7 @@ def ingest_batch(
     messages: Sequence[Message],
     on_error: Callable[[Message, Exception], None] | None = None,
     store_turn: AbstractContextManager[object] | None = None,
+    amend: Callable[[int, Message], Message | None] | None = None,
 ) -> list[Message]:
     """Run ``messages`` through ``pipeline``, the accepted ones stored in one transaction
     (retried one by one if it fails); each message ends as :meth:`Pipeline.run` leaves it
@@ -45,13 +49,14 @@ def ingest_batch(
     store, audit = stages[at_store], stages[names.index(StageName.AUDIT)]
     assert isinstance(store, StoreStage) and isinstance(audit, AuditStage)
     ran: list[Message] = []
-    for given in messages:
-        message = given
+    for index, given in enumerate(messages):
         try:
-            for stage in stages[:at_store]:
-                if not message.rejected:
-                    message = stage(message)
-                    message.trace.append(stage.name)
+            message = _before_store(stages[:at_store], given)
+            while message.rejected and amend is not None:
+                corrected = amend(index, message)
+                if corrected is None:
+                    break
+                message = _before_store(stages[:at_store], corrected)
         except Exception as error:
             if on_error is None:
                 raise
@@ -75,3 +80,11 @@ def ingest_batch(
     for message in refused:
         message.trace.append(StageName.AUDIT)
     return ran
+
+
+def _before_store(stages: Sequence[Stage], message: Message) -> Message:
+    for stage in stages:
+        if not message.rejected:
+            message = stage(message)
+            message.trace.append(stage.name)
+    return message
