@@ -45,6 +45,7 @@ from bus.store.audit import AuditStage
 from bus.store.batch import ingest_batch
 from bus.store.db import Store, open_store
 from bus.store.ingest import StoreStage
+from bus.store.queries import stored_reply_body
 from bus.store.rejection_audit import RejectionAuditWriter
 from bus.validation.secure_parse import ParseResult
 from bus.validation.stage import ValidateStage
@@ -121,6 +122,10 @@ def assemble_pipeline(
     def store_reply(reply: Message) -> None:
         store_stage(reply)
 
+    def stored_reply(tenant: str, request_id: str) -> bytes | None:
+        with store.sessions() as session:
+            return stored_reply_body(session, tenant, request_id)
+
     return build_pipeline(
         [
             authenticate,
@@ -137,6 +142,7 @@ def assemble_pipeline(
                 _provider_lookup(index),
                 validator.validate,
                 store_reply=store_reply,
+                stored_reply=stored_reply,
                 caller_for=lambda system: index().system(system),
             ),
             AuditStage(store.sessions, rejections),

@@ -108,6 +108,29 @@ def test_inquiry_is_answered_by_its_provider(running: tuple[Hub, dict[str, Recei
     assert kinds == ["inquiry", "reply"]
 
 
+def test_an_inquiry_sent_again_gets_its_stored_reply(
+    running: tuple[Hub, dict[str, Receiver]],
+) -> None:
+    """A caller's retry with the same messageId (its answer was lost) gets the reply stored
+    for it: the provider is not asked again and no second copy of the resident's data is
+    stored (each resend used to add one)."""
+    hub, started = running
+    raw = serialize(build_message(MessageSpec("AddresseeInquiry", 6)))
+    first = hub.ingest(raw, adapter="test", source_address="127.0.0.1")
+    again = hub.ingest(raw, adapter="test", source_address="127.0.0.1")
+    assert first.reply is not None and again.reply is not None
+    assert again.ack is not None and again.ack.duplicate
+    assert first.reply.envelope is not None and again.reply.envelope is not None
+    assert again.reply.envelope.message_id == first.reply.envelope.message_id
+    assert first.reply.document is not None and again.reply.document is not None
+    same = [etree.tostring(r.document, method="c14n") for r in (first.reply, again.reply)]  # type: ignore[union-attr]
+    assert same[0] == same[1]
+    assert len(started["juki"].records()) == 1
+    with hub.store.sessions() as session:
+        kinds = sorted(session.scalars(select(StoredMessage.kind)))
+    assert kinds == ["inquiry", "reply"]
+
+
 def test_unknown_caller_is_refused_and_audited(running: tuple[Hub, dict[str, Receiver]]) -> None:
     hub, _ = running
     message = hub.ingest(resident_notice(5, MOVE_OUT), adapter="test", source_address="10.1.2.3")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -134,12 +135,19 @@ def test_hostile_input_is_refused_while_every_ingest_thread_is_held(hub: HubServ
         response, elapsed = _post(hub, f"{REST}/ResidentChangeNotice", notice, "application/xml")
         # a notification takes the batch lane: it does not wait for an ingest thread
         assert response.status_code == 202 and elapsed < 1.5, (response.text, elapsed)
-        third, elapsed = _post(hub, f"{REST}/AddresseeInquiry", inquiry, "application/xml")
-        # a third inquiry waits for one of the two ingest threads, then for the provider
+        other = inquiry.replace(_message_id(inquiry), str(uuid.uuid4()).encode())
+        third, elapsed = _post(hub, f"{REST}/AddresseeInquiry", other, "application/xml")
+        # a third inquiry (not a resend: that gets its stored reply) waits for one of the
+        # two ingest threads, then for the provider
         assert third.status_code == 200 and elapsed > PROVIDER_DELAY + 1.5, (third.text, elapsed)
         for call in held:
             answered, _ = call.result(timeout=60)
             assert answered.status_code == 200, answered.text
+
+
+def _message_id(document: bytes) -> bytes:
+    start = document.index(b"<env:messageId>") + len(b"<env:messageId>")
+    return document[start : document.index(b"</env:messageId>", start)]
 
 
 def test_a_refusal_runs_on_the_event_loop_only_when_nothing_in_it_can_wait(

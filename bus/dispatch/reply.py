@@ -5,7 +5,10 @@ never retried and never dead-lettered: the caller is waiting and gets a coded er
 (RK-RPL001 no answer in time, RK-RPL003 refused, RK-RPL002 an invalid reply). The reply is
 validated like any inbound message; it has its own messageId and its correlationId must be
 the request's (Correlation Identifier). The caller gets the reply as its 項目制限 and
-支援措置 allow (:mod:`bus.protection.replies`), and that is what is stored.
+支援措置 allow (:mod:`bus.protection.replies`), and that is what is stored. An inquiry sent
+again with the same messageId (a duplicate: the caller's retry after a lost answer) gets the
+reply stored for it, instead of asking the provider once more and storing another copy of
+the resident's data; without a stored reply (the first attempt failed) the provider is asked.
 
 A provider with a mapping file (e.g. 滞納管理, ``mappings/tainou.yaml``) gets the request in its
 own dialect (the service's outbound section, the Header kept) and answers in it: the reply's
@@ -46,6 +49,8 @@ class ReplyStage:
     provider_for: Callable[[str, str], System | None]  # (service, tenant) → provider
     validate: Callable[[bytes], ValidationReport]
     store_reply: Callable[[Message], None] | None = None
+    # (tenant, request messageId) → the body of the reply stored for it, if any
+    stored_reply: Callable[[str, str], bytes | None] | None = None
     transports: Mapping[str, Transport] | None = None
     # system id → System: whose 項目制限 the reply is limited to (None: entitled to nothing)
     caller_for: Callable[[str], System | None] = lambda _system: None
@@ -56,6 +61,12 @@ class ReplyStage:
         if message.kind != MessageKind.INQUIRY.value or envelope is None or message.rejected:
             return message
         tenant = envelope.client.tenant
+        if message.ack is not None and message.ack.duplicate and self.stored_reply is not None:
+            stored = self.stored_reply(tenant, envelope.message_id)
+            earlier = self._reply(message, stored)[0] if stored is not None else None
+            if earlier is not None:
+                message.reply = earlier
+                return message
         provider = self.provider_for(envelope.service, tenant)
         if provider is None or provider.endpoint is None:
             message.add_findings(

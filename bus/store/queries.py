@@ -23,7 +23,7 @@ from bus.errors import make_finding
 from bus.masking import mask
 from bus.pipeline import Finding
 from bus.store.audit import append_audit, utc
-from bus.store.models import AuditRecord, Delivery, DeliveryState, StoredMessage
+from bus.store.models import AuditRecord, Delivery, DeliveryState, MessageKind, StoredMessage
 from bus.store.sequences import next_sequence
 
 DEFAULT_LIMIT = 50
@@ -357,3 +357,27 @@ def replay(
             at=moment,
         )
         return ReplayReport(row.message_id, row.tenant, tuple(added))
+
+
+def stored_reply_body(session: Session, tenant: str, request_id: str) -> bytes | None:
+    """The body of the reply stored for the inquiry ``request_id`` of ``tenant`` (its
+    correlationId), or None. Only when that messageId names one inquiry in the tenant: two
+    callers' inquiries under one messageId would leave it unclear whose reply it is (each
+    caller's reply is limited to what that caller may see)."""
+    inquiries = select(StoredMessage.id).where(
+        StoredMessage.tenant == tenant,
+        StoredMessage.message_id == request_id,
+        StoredMessage.kind == MessageKind.INQUIRY.value,
+    )
+    if len(session.scalars(inquiries.limit(2)).all()) != 1:
+        return None
+    return session.scalar(
+        select(StoredMessage.body)
+        .where(
+            StoredMessage.tenant == tenant,
+            StoredMessage.correlation_id == request_id,
+            StoredMessage.kind == MessageKind.REPLY.value,
+        )
+        .order_by(StoredMessage.id)
+        .limit(1)
+    )
