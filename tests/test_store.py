@@ -606,17 +606,23 @@ def test_show_needs_the_tenant_when_an_id_is_ambiguous(store: Store) -> None:
     assert ambiguous.value.finding.code == "RK-STO003"
 
 
-def test_cli_messages_and_audit(store_settings: Settings) -> None:
+def one_stored_message(store_settings: Settings) -> tuple[Message, dict[str, str]]:
+    """A store holding one accepted message, and the environment the CLI needs for it."""
     opened = open_store(store_settings)
     try:
         message = stage(opened)(accepted(sample()))
     finally:
         opened.close()
-    assert message.envelope is not None
     env = {
         "RENKEI_DATA_DIR": str(store_settings.data_dir),
         "RENKEI_DATABASE_URL": store_settings.database_url or "",
     }
+    return message, env
+
+
+def test_cli_messages_and_audit(store_settings: Settings) -> None:
+    message, env = one_stored_message(store_settings)
+    assert message.envelope is not None
     runner = CliRunner()
     listed = runner.invoke(app, ["messages", "list", "--json"], env=env)
     assert listed.exit_code == 0, listed.output
@@ -669,16 +675,8 @@ def test_cli_refuses_an_unreadable_date(tmp_path: Path, args: tuple[str, ...]) -
 
 
 def test_cli_reads_the_dates_the_console_reads(store_settings: Settings) -> None:
-    opened = open_store(store_settings)
-    try:
-        message = stage(opened)(accepted(sample()))
-    finally:
-        opened.close()
+    message, env = one_stored_message(store_settings)
     assert message.envelope is not None
-    env = {
-        "RENKEI_DATA_DIR": str(store_settings.data_dir),
-        "RENKEI_DATABASE_URL": store_settings.database_url or "",
-    }
     for since, found in (("令和2年1月1日", 1), ("R99.01.01", 0), ("2020-01-01T00:00+09:00", 1)):
         listed = CliRunner().invoke(app, ["messages", "list", "--since", since, "--json"], env=env)
         assert listed.exit_code == 0, listed.output
@@ -687,16 +685,8 @@ def test_cli_reads_the_dates_the_console_reads(store_settings: Settings) -> None
 
 @pytest.mark.parametrize("reason", ["", "  ", "x" * 201])
 def test_cli_replay_refuses_a_blank_or_long_reason(store_settings: Settings, reason: str) -> None:
-    opened = open_store(store_settings)
-    try:
-        message = stage(opened)(accepted(sample()))
-    finally:
-        opened.close()
+    message, env = one_stored_message(store_settings)
     assert message.envelope is not None
-    env = {
-        "RENKEI_DATA_DIR": str(store_settings.data_dir),
-        "RENKEI_DATABASE_URL": store_settings.database_url or "",
-    }
     args = ["messages", "replay", message.envelope.message_id, "--reason", reason]
     refused = CliRunner().invoke(app, args, env=env)
     assert refused.exit_code == 2 and "RK-CON002" in refused.output, refused.output
