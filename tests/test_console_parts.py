@@ -12,6 +12,7 @@ import pytest
 
 from adapters.console.dashboard import dashboard
 from adapters.console.dates import DateRefused, display, parse_day
+from adapters.console.i18n import waiting_labeller
 from adapters.console.imports_view import batch_csv, find_batch, list_batches
 from bus.hub import Hub
 from bus.imports.worklist import ErrorRow, Worklist
@@ -86,3 +87,11 @@ def test_dashboard_and_search_count_only_the_operators_tenants(store_settings: S
     assert {f.tenant for f in takeo.per_destination} == {"412066"}
     assert everyone.totals["messages"] == 2
     assert [m.message_id for m in found] == [ids["412074"]] and later == []
+
+
+def test_what_a_pending_delivery_waits_for_is_said_in_the_pages_language() -> None:
+    japanese, english = waiting_labeller("ja"), waiting_labeller("en")
+    assert japanese("paused") == "配信先が一時停止中"
+    assert english("paused") == "destination paused"
+    assert japanese("#44 dead") == "先の配信を待機中 #44（配信不能）"
+    assert english("#44 dead") == "waiting for delivery #44 (dead)"

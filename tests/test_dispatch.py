@@ -31,6 +31,7 @@ from bus.settings import Settings
 from bus.store.admin_audit import ADMIN_CHAIN
 from bus.store.db import Store, open_store
 from bus.store.models import AuditRecord, Delivery, DeliveryAttempt, StoredMessage
+from bus.store.queries import show_message
 from tests.support.receivers import Receiver, receiver_factory, wait_for
 from tests.support.receivers import free_port as free_port  # re-exported for other modules
 
@@ -558,6 +559,10 @@ def test_dlq_commands(store: Store, store_settings: Settings) -> None:
     listed = _cli(store_settings, "dlq", "list", "--destination", "juki", "--json")
     assert listed.exit_code == 0, listed.output
     assert [d["id"] for d in json.loads(listed.stdout)] == ids[:2]
+    first = _cli(store_settings, "dlq", "list", "--limit", "1", "--json")
+    assert [d["id"] for d in json.loads(first.stdout)] == ids[:1]
+    assert "--limit" in first.stderr  # more than shown: said, not silently cut
+    assert "--limit" not in _cli(store_settings, "dlq", "list", "--limit", "2").stderr
     assert (
         json.loads(_cli(store_settings, "dlq", "list", "--tenant", "011002", "--json").stdout) == []
     )
@@ -795,3 +800,23 @@ def test_pipeline_to_receivers_with_a_correction_following_its_original(
     firsts = [r for r in records if r["messageId"] in (original_id, fix.envelope.message_id)]  # type: ignore[union-attr]
     for system in {d.destination for d in fix.deliveries}:
         assert [r["relatesTo"] for r in firsts if r["system"] == system] == [None, original_id]
+
+
+def test_message_detail_says_why_a_pending_delivery_waits(store: Store) -> None:
+    """Behind a dead letter of its subject, or its destination paused: the operator saw only
+    'pending, 0 attempts, next attempt in the past'."""
+    first, (dead,) = add_message(store.sessions, "A", ("juki",))
+    second, _ = add_message(store.sessions, "A", ("juki",))
+    other, _ = add_message(store.sessions, "B", ("juki",))
+    with store.sessions.begin() as session:
+        session.get_one(Delivery, dead).state = "dead"
+
+    def waiting(message_id: str) -> list[str | None]:
+        with store.sessions() as session:
+            return [d.waiting_for for d in show_message(session, message_id).deliveries]
+
+    assert waiting(first) == [None] and waiting(other) == [None]
+    assert waiting(second) == [f"#{dead} dead"]
+    with store.sessions.begin() as session:
+        operations.pause(session, "juki", reason="計画停止", tenants=[TENANT])
+    assert waiting(other) == ["paused"] and waiting(second) == ["paused"]

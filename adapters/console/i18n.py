@@ -79,6 +79,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "last_error": ("最後のエラー", "Last error"),
     "done": ("処理しました", "Done"),
     "paused": ("一時停止中", "Paused"),
+    "destination_paused": ("配信先が一時停止中", "destination paused"),
+    "waiting_behind": ("先の配信を待機中", "waiting for delivery"),
     "active": ("稼働中", "Active"),
     "pause": ("一時停止", "Pause"),
     "resume": ("再開", "Resume"),
@@ -142,6 +144,21 @@ STATES: dict[str, tuple[str, str]] = {
 def state_labeller(lang: str) -> Callable[[str], str]:
     column = 1 if lang == "en" else 0
     return lambda value: STATES[value][column] if value in STATES else value
+
+
+def waiting_labeller(lang: str) -> Callable[[str], str]:
+    """What a pending delivery waits for (``DeliveryView.waiting_for``: ``paused``, or
+    ``#<id> <state>`` of the earlier delivery of its subject), in the page's language."""
+    t, state = translator(lang), state_labeller(lang)
+
+    def label(waiting_for: str) -> str:
+        if waiting_for == "paused":
+            return t("destination_paused")
+        ahead, _, ahead_state = waiting_for.partition(" ")
+        opening, closing = ("（", "）") if lang != "en" else (" (", ")")
+        return f"{t('waiting_behind')} {ahead}{opening}{state(ahead_state)}{closing}"
+
+    return label
 
 
 def translator(lang: str) -> Callable[[str], str]:

@@ -87,17 +87,21 @@ def dlq_list(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant (団体コード).")] = None,
     destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 1000,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 1000,
 ) -> None:
     """Dead letters with their last error (``--json``: with the whole attempt history)."""
     store = _open()
     try:
         with store.sessions() as session:
             dead = operations.list_dead(
-                session, tenant=tenant, destination=destination, limit=limit
+                session, tenant=tenant, destination=destination, limit=limit + 1
             )
     finally:
         store.close()
+    if len(dead) > limit:  # said on stderr, so --json output stays one document
+        dead = dead[:limit]
+        shown = f"最初の {limit} 件のみ表示しています / the first {limit} only (--limit)"
+        typer.echo(shown, err=True)
     if as_json:
         typer.echo(json.dumps([_as_json(d) for d in dead], ensure_ascii=False, indent=2))
         return

@@ -156,13 +156,23 @@ def _print_detail(detail: MessageDetail) -> None:
         header.add_row(name, value)
     console.print(header)
     deliveries = Table(title="deliveries")
-    for column in ("destination", "seq", "state", "attempts", "next attempt", "last error"):
+    columns = (
+        "destination",
+        "seq",
+        "state",
+        "waiting for",
+        "attempts",
+        "next attempt",
+        "last error",
+    )
+    for column in columns:
         deliveries.add_column(column)
     for d in detail.deliveries:
         deliveries.add_row(
             d.destination,
             str(d.sequence),
             d.state,
+            d.waiting_for or "",
             str(d.attempts),
             d.next_attempt_at.isoformat(),
             d.last_error or "",

@@ -23,7 +23,14 @@ from bus.errors import make_finding
 from bus.masking import mask
 from bus.pipeline import Finding
 from bus.store.audit import append_audit, utc
-from bus.store.models import AuditRecord, Delivery, DeliveryState, MessageKind, StoredMessage
+from bus.store.models import (
+    AuditRecord,
+    Delivery,
+    DeliveryState,
+    DestinationState,
+    MessageKind,
+    StoredMessage,
+)
 from bus.store.sequences import next_sequence
 
 DEFAULT_LIMIT = 50
@@ -187,6 +194,9 @@ class DeliveryView:
     last_error: str | None
     created_at: datetime
     finished_at: datetime | None
+    # why a pending delivery is not sent yet: "paused" (its destination), or "#<id> <state>"
+    # (an earlier delivery of its subject to that destination, which it must follow)
+    waiting_for: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +265,7 @@ def show_message(session: Session, message_id: str, tenant: str | None = None) -
             .order_by(Delivery.destination, Delivery.sequence)
         )
     )
+    paused = set(session.scalars(select(DestinationState.system).where(DestinationState.paused)))
     audit = session.scalars(
         select(AuditRecord)
         .where(AuditRecord.tenant == row.tenant, AuditRecord.message_id == row.message_id)
@@ -276,12 +287,36 @@ def show_message(session: Session, message_id: str, tenant: str | None = None) -
                 last_error=d.last_error,
                 created_at=utc(d.created_at),
                 finished_at=utc(d.finished_at) if d.finished_at else None,
+                waiting_for=_waiting_for(session, d, paused),
             )
             for d in deliveries
         ],
         audit=[AuditView(a.seq, utc(a.at), a.event, a.actor, a.detail) for a in audit],
         body=masked_body(row.body),
     )
+
+
+def _waiting_for(session: Session, delivery: Delivery, paused: set[str]) -> str | None:
+    """Why a pending delivery waits, when it is not only its next attempt: its destination
+    paused, or an earlier delivery of its subject not yet done — a dead letter holds every
+    later one of its subject until it is redelivered or discarded."""
+    if delivery.state != DeliveryState.PENDING.value:
+        return None
+    if delivery.destination in paused:
+        return "paused"
+    ahead = session.execute(
+        select(Delivery.id, Delivery.state)
+        .where(
+            Delivery.tenant == delivery.tenant,
+            Delivery.destination == delivery.destination,
+            Delivery.subject_key == delivery.subject_key,
+            Delivery.sequence < delivery.sequence,
+            Delivery.state.in_((DeliveryState.PENDING.value, DeliveryState.DEAD.value)),
+        )
+        .order_by(Delivery.sequence)
+        .limit(1)
+    ).first()
+    return f"#{ahead.id} {ahead.state}" if ahead is not None else None
 
 
 @dataclass(frozen=True, slots=True)
