@@ -465,8 +465,8 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-RPL001",
         E,
-        "回答システム {actual} から時間内に応答がありません。",
-        "The provider {actual} did not answer in time.",
+        "回答システム {actual} に接続できないか、時間内に応答がありません。",
+        "The provider {actual} could not be reached or did not answer in time.",
     ),
     (
         "RK-RPL002",

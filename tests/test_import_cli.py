@@ -143,3 +143,12 @@ def test_a_layout_is_a_file_here_or_a_shipped_name(
         assert "no such file" in caught.value.finding.message_en
         shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
     assert isinstance(load_section(layout).format, FixedFormat)  # not the default CSV layout
+
+
+def test_more_jobs_than_cpus_are_cut_to_the_cpus(tmp_path: Path) -> None:
+    """30 jobs on 2 CPUs took 3.4 GB and four times as long; the command says it uses the
+    CPUs there are and imports as usual."""
+    cpus = len(os.sched_getaffinity(0))
+    done = renkei(tmp_path / "data", "--jobs", str(cpus + 5))
+    assert summary(done) == ALL_NEW
+    assert f"--jobs {cpus + 5} is more than the {cpus} CPUs available" in done.stderr

@@ -21,7 +21,7 @@ from bus.errors import make_finding
 from bus.hub import Hub
 from bus.imports.layout import ImportRefused
 from bus.imports.outputs import out_problem
-from bus.imports.parallel import WorkerLost, default_jobs
+from bus.imports.parallel import WorkerLost, available_cpus, default_jobs
 from bus.imports.residents import ExtractRefused, ResidentIndex
 from bus.imports.runner import ImportOptions, run_import
 from bus.observability.logs import configure_logging
@@ -111,6 +111,12 @@ def notices(
         feed_index(console, index, hub, tenant, residents)
         size = file.stat().st_size
         workers = jobs or default_jobs(size)
+        if workers > (cpus := available_cpus()):
+            console.print(
+                f"[yellow]作業プロセスは CPU の数（{cpus}）までにします / --jobs {workers} is"
+                f" more than the {cpus} CPUs available: {cpus} are used[/]"
+            )
+            workers = cpus
         options = ImportOptions(file, tenant, layout, out, encoding, jobs=workers)
         tune_collector(settings.gc_young_threshold)
         with Progress(

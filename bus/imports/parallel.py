@@ -66,8 +66,14 @@ def default_jobs(file_size: int) -> int:
     use (at most ``MAX_DEFAULT_JOBS``), or 1 — in-process — for a small file."""
     if file_size < PARALLEL_FROM_BYTES:
         return 1
+    return min(available_cpus(), MAX_DEFAULT_JOBS)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: more worker processes than that only cost memory
+    (about 130 MB each) and time (30 jobs on 2 CPUs: 3.4 GB, four times slower)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cpus or 1, MAX_DEFAULT_JOBS))
+    return max(1, cpus or 1)
 
 
 class StoreTurn:
