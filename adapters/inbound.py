@@ -31,6 +31,7 @@ from bus.config.loader import is_inquiry, request_services
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding, Identity, Message, Severity, UsernameToken
+from bus.validation.http_body import decode_body, unsupported_coding
 from bus.validation.secure_parse import ParseLimits, ParseResult, refuse_early, secure_parse
 from bus.validation.validator import MESSAGE_ROOT_NAMES, is_message_root
 
@@ -135,6 +136,28 @@ async def read_message_body(request: Request) -> bytes | Finding | RefusedHead:
     refusal, except a body with a NUL byte only further on, which the whole-body check would
     report first (RK-SEC006)."""
     return await _read(request, MAX_BODY_BYTES, platform_xml=True)
+
+
+async def read_request_body(
+    request: Request, *, platform_xml: bool
+) -> bytes | Finding | RefusedHead:
+    """The body with its ``Content-Encoding`` undone (bus/validation/http_body.py), or the
+    refusal: RK-API009 (an unsupported coding, before the body is read), RK-SEC002 (too
+    large, compressed or decoded), RK-API010 (not valid gzip). ``platform_xml``: a body that
+    must be a platform message, whose head is judged while it arrives
+    (:func:`read_message_body`) when it is not encoded. Only a request with a
+    ``Content-Encoding`` header pays for any of this."""
+    coding = request.headers.get("content-encoding")
+    if coding is None:
+        return await (read_message_body(request) if platform_xml else read_body(request))
+    refusal = unsupported_coding(coding)
+    if refusal is not None:
+        return refusal
+    body = await read_body(request)  # encoded bytes: their head says nothing about the XML
+    if isinstance(body, Finding) or "gzip" not in coding.lower():  # identity: as sent
+        return body
+    # off the event loop: a few compressed KiB may decode to the whole document limit
+    return await anyio.to_thread.run_sync(decode_body, body, coding, MAX_BODY_BYTES)
 
 
 async def _read(

@@ -138,8 +138,8 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-XSD006",
         E,
-        "{field_ja}の値が型（{expected}）に合いません。",
-        "{field_en} is not a valid {expected}.",
+        "{field_ja}の値が正しくありません（{type_ja}）。",
+        "{field_en} has an invalid value ({type_en}).",
     ),
     ("RK-XSD007", E, "{field_ja}の値が範囲外です。", "{field_en} is out of the allowed range."),
     (
@@ -305,6 +305,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         E,
         "利用者名またはパスワードが正しくないか、アカウントが停止中です。",
         "Unknown username or wrong password, or the account is disabled.",
+    ),
+    (
+        "RK-AUT013",
+        E,
+        "WS-Security の XML 署名（ds:Signature）はハブでは検証できないため受け付けません。",
+        "A WS-Security XML Signature (ds:Signature) cannot be verified by the hub and is refused.",
     ),
     # --- TEN: tenants, operator accounts and credentials (administration) ------------------
     (
@@ -758,6 +764,36 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         E,
         "要求のパラメータが正しくありません（{actual}）。",
         "A request parameter is not valid ({actual}).",
+    ),
+    (
+        "RK-API009",
+        E,
+        "対応していない Content-Encoding です（{actual}）。使えるのは gzip と identity です。",
+        "Unsupported Content-Encoding ({actual}); gzip and identity are accepted.",
+    ),
+    (
+        "RK-API010",
+        E,
+        "gzip で圧縮された本文を展開できません（{actual}）。",
+        "The gzip-compressed body cannot be decompressed ({actual}).",
+    ),
+    (
+        "RK-API011",
+        E,
+        "対応していない charset です（{actual}）。文字コードは UTF-8 だけを受け付けます。",
+        "Unsupported charset ({actual}); only UTF-8 is accepted.",
+    ),
+    (
+        "RK-API012",
+        E,
+        "Content-Type の charset（{actual}）が文書自身の文字コード（{expected}）と矛盾します。",
+        "The Content-Type charset ({actual}) contradicts the document's own encoding ({expected}).",
+    ),
+    (
+        "RK-API013",
+        E,
+        "要求された形式（Accept: {actual}）では応答できません（使えるもの: {expected}）。",
+        "No acceptable response for Accept: {actual} (available: {expected}).",
     ),
     # --- OPS: readiness of a running hub (/readyz) -----------------------------------------
     (

@@ -9,7 +9,7 @@ adapters; a new transport is a new module, not an edit of the core). The lifespa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -23,6 +23,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from bus import __version__
 from bus.collector import tune_collector
@@ -50,7 +52,33 @@ class AnswersHttpErrors(Protocol):
     ) -> Response | None: ...
 
 
-def _install_error_answers(app: FastAPI, routers: list[AnswersHttpErrors]) -> None:
+def route_path(scope: Scope) -> str:
+    """The request's path below the application's mount point, as the routes match it:
+    ``scope["path"]`` without the ``root_path`` prefix (ASGI: ``path`` includes it), or the
+    path itself when it is not under ``root_path`` (a server that already strips it)."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path") or ""
+    if not root_path or not path.startswith(root_path):
+        return path
+    rest = path[len(root_path) :]
+    return rest if not rest or rest.startswith("/") else path
+
+
+def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route takes at this request's path (``Allow`` of a 405): Starlette
+    names only the first route whose path matches, and two routes may share a path (``POST
+    /api/v1/messages/{service}``, ``GET /api/v1/messages/{message_id}``)."""
+    methods: set[str] = set()
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def _install_error_answers(
+    app: FastAPI, routers: list[AnswersHttpErrors], routes: list[BaseRoute]
+) -> None:
     def answer(
         request: Request, status: int, headers: Mapping[str, str] | None, detail: str
     ) -> Response | None:
@@ -59,6 +87,10 @@ def _install_error_answers(app: FastAPI, routers: list[AnswersHttpErrors]) -> No
 
     async def on_http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
+        if error.status_code == 405:
+            allowed = allowed_methods(routes, request.scope)
+            if allowed:
+                error.headers = {**(error.headers or {}), "Allow": ", ".join(allowed)}
         response = answer(request, error.status_code, error.headers, str(error.detail))
         return response or await http_exception_handler(request, error)
 
@@ -129,17 +161,18 @@ def create_app() -> FastAPI:
     arenas = settings.malloc_arenas
     if arenas:  # before the lifespan starts any thread
         cap_malloc_arenas(arenas)
-    app.include_router(_health_router())
-    app.include_router(operations_router())
+    routers = [_health_router(), operations_router()]
     answering: list[AnswersHttpErrors] = []
     for entry in sorted(entry_points(group=ROUTER_GROUP), key=lambda e: e.name):
         router = entry.load()
         if not isinstance(router, APIRouter):
             raise TypeError(f"entry point {entry.name!r} is not an APIRouter")
-        app.include_router(router)
+        routers.append(router)
         if isinstance(router, AnswersHttpErrors):
             answering.append(router)
-    _install_error_answers(app, answering)
+    for router in routers:
+        app.include_router(router)
+    _install_error_answers(app, answering, [r for router in routers for r in router.routes])
     for entry in sorted(entry_points(group=MIDDLEWARE_GROUP), key=lambda e: e.name):
         app.add_middleware(entry.load())
     return app

@@ -41,7 +41,9 @@ _NSMAP = {
 
 
 class JsonFormError(ValueError):
-    """The JSON cannot be written as XML; ``path`` is where (``/AddresseeInquiry/name``)."""
+    """The JSON cannot be written as XML; ``path`` is where, as a JSON Pointer (RFC 6901):
+    ``/AddresseeInquiry/name``, ``/RegistrationNotice/Extension/rightHolder/1/share`` for
+    the second of a repeated element."""
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
@@ -151,13 +153,16 @@ def _fill(
         node = table.get(key) or Node(f"{{{namespace}}}{key}", len(table), True, {})
         entries.append((node.position, node, key, value))
     for _, node, key, value in sorted(entries, key=lambda entry: entry[0]):
-        child_path = f"{path}/{key}"
-        values = value if isinstance(value, list) else [value]
-        for item in values:
-            if isinstance(item, list):
+        child_path = f"{path}/{pointer_token(key)}"
+        if not isinstance(value, list):
+            if value is not None:
+                _element(element, node, value, child_path, depth + 1)
+            continue
+        for index, item in enumerate(value):
+            if isinstance(item, list):  # the field's value is what cannot be written
                 raise JsonFormError(child_path, "an array inside an array")
-            if item is not None:
-                _element(element, node, item, child_path, depth + 1)
+            if item is not None:  # an item's own path: which of the repeats is at fault
+                _element(element, node, item, f"{child_path}/{index}", depth + 1)
 
 
 def _element(parent: etree._Element, node: Node, value: object, path: str, depth: int) -> None:
@@ -174,17 +179,25 @@ def _element(parent: etree._Element, node: Node, value: object, path: str, depth
     _set_text(element, value, path)
 
 
+def pointer_token(key: str) -> str:
+    """``key`` as one step of a JSON Pointer (RFC 6901): ``~`` and ``/`` escaped."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
 def _leaf_with_attributes(element: etree._Element, value: dict[str, Any], path: str) -> None:
     for key, item in value.items():
+        key_path = f"{path}/{pointer_token(key)}"
         if key == TEXT_KEY:
             _set_text(element, item, path)
         elif key.startswith(ATTRIBUTE_PREFIX):
             try:
-                element.set(key[1:], _scalar(item, f"{path}/{key}"))
+                element.set(key[1:], _scalar(item, key_path))
             except ValueError as error:
-                raise JsonFormError(f"{path}/{key}", "not an XML attribute") from error
+                if isinstance(error, JsonFormError):
+                    raise
+                raise JsonFormError(key_path, "not an XML attribute") from error
         else:
-            raise JsonFormError(f"{path}/{key}", "a leaf with attributes has only $ and @ keys")
+            raise JsonFormError(key_path, "a leaf with attributes has only $ and @ keys")
 
 
 def _set_text(element: etree._Element, value: object, path: str) -> None:

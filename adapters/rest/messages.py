@@ -3,8 +3,11 @@
 A message is the platform XML or its JSON form (adapters/rest/json_form.py); the JSON form is
 written as the same XML and both go through the one pipeline (:meth:`bus.hub.Hub.ingest`).
 A notification is answered 202 once stored; an inquiry synchronously with its provider's
-reply (JSON form, or the XML with ``Accept: application/xml``). Refusals are
-``application/problem+json`` with the coded findings.
+reply. The answer's form is negotiated (adapters/rest/negotiation.py): JSON and
+``application/problem+json`` by default, XML (``rks:Acknowledgement``, the reply's
+``PlatformMessage``) and ``application/problem+xml`` when the caller prefers XML, 406 when
+it accepts neither. The SOAP form of a message obeys SOAP's own header rules, as on
+``/soap/`` (adapters/soap/headers.py).
 """
 
 from __future__ import annotations
@@ -27,17 +30,23 @@ from adapters.inbound import (
     ingest,
     internal_error,
     known_service,
-    read_body,
-    read_message_body,
+    read_request_body,
+    screen,
     unknown_service,
 )
 from adapters.rest.json_form import JsonFormError, to_json, to_xml
+from adapters.rest.negotiation import Choice, negotiate
 from adapters.rest.problem import ProblemRouter, problem, problem_responses
 from adapters.rest.validate import XML_MEDIA_TYPES
+from adapters.soap import envelope as soap_envelope
+from adapters.soap.headers import PIPELINE_REFUSALS, soap_rules
 from bus.errors import make_finding
 from bus.hub import Hub
-from bus.pipeline import Finding, Message, Severity
+from bus.pipeline import Finding, Message, Severity, UsernameToken
 from bus.store.queries import MessageDetail, StoreQueryError, show_message
+from bus.validation.http_body import charset_refusal
+from bus.validation.secure_parse import ParseResult
+from bus.validation.validator import normalised_id
 
 JSON_MEDIA_TYPE = "application/json"
 XML_RESPONSE_TYPE = "application/xml"
@@ -102,10 +111,6 @@ _JSON_FORM_SCHEMA: dict[str, Any] = {
 }
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
 def _as_xml(raw: bytes, media_type: str) -> bytes | Finding:
     """The platform XML to ingest: as sent, or written from the JSON form."""
     if media_type in XML_MEDIA_TYPES:
@@ -122,14 +127,18 @@ def _findings(message: Message) -> list[dict[str, Any]]:
     return [f.as_dict() for f in message.findings if f.severity is not Severity.ERROR]
 
 
-def _answer(request: Request, message: Message) -> Response:
+def _xml(element: etree._Element, choice: Choice, status: int = 200, **headers: str) -> Response:
+    body = etree.tostring(element, encoding="UTF-8", xml_declaration=True)
+    return Response(body, status_code=status, media_type=choice.media_type, headers=headers)
+
+
+def _answer(choice: Choice, message: Message) -> Response:
     if message.rejected:
-        return problem(message.findings)
+        return problem(message.findings, xml=choice.xml)
     reply, envelope = message.reply, message.envelope
     if reply is not None and reply.document is not None and reply.envelope and envelope:
-        if XML_RESPONSE_TYPE in request.headers.get("accept", ""):
-            body = etree.tostring(reply.document, encoding="UTF-8", xml_declaration=True)
-            return Response(body, media_type=XML_RESPONSE_TYPE)
+        if choice.xml:
+            return _xml(reply.document, choice)
         return JSONResponse(
             {
                 "message_id": envelope.message_id,
@@ -141,8 +150,13 @@ def _answer(request: Request, message: Message) -> Response:
         )
     ack = message.ack
     if ack is None:  # accepted but neither stored nor answered: a pipeline defect
-        return problem([internal_error(RuntimeError("accepted message without ack"))])
+        defect = internal_error(RuntimeError("accepted message without ack"))
+        return problem([defect], xml=choice.xml)
     status_url = f"{PREFIX}/{ack.message_id}"
+    if choice.xml:
+        warnings = [f for f in message.findings if f.severity is not Severity.ERROR]
+        element = soap_envelope.acknowledgement_element(ack, warnings)
+        return _xml(element, choice, 202, Location=status_url)
     return JSONResponse(
         {
             "message_id": ack.message_id,
@@ -162,8 +176,11 @@ def _answer(request: Request, message: Message) -> Response:
     summary="Send a platform message (通知・照会の送信)",
     description=(
         "The platform XML (`PlatformMessage` or its SOAP 1.1 form) or its JSON form. "
-        "A notification is answered 202 once stored; an inquiry 200 with its provider's reply "
-        "(JSON form; the XML with `Accept: application/xml`)."
+        "A notification is answered 202 once stored; an inquiry 200 with its provider's reply. "
+        "JSON by default; with `Accept: application/xml` (or `text/xml`) the acknowledgement "
+        "is `rks:Acknowledgement`, the reply its `PlatformMessage` and an error "
+        "`application/problem+xml`; an Accept allowing neither is 406. A gzip body "
+        "(`Content-Encoding: gzip`) is decoded within the document limit."
     ),
     status_code=202,
     response_model=Accepted,
@@ -173,7 +190,8 @@ def _answer(request: Request, message: Message) -> Response:
             "description": "The inquiry's reply",
             "content": {XML_RESPONSE_TYPE: {"schema": {"type": "string"}}},
         },
-        **problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 500, 502, 503, 504),
+        202: {"content": {XML_RESPONSE_TYPE: {"schema": {"type": "string"}}}},
+        **problem_responses(400, 401, 403, 404, 406, 409, 413, 415, 422, 500, 502, 503, 504),
     },
     openapi_extra={
         "requestBody": {
@@ -186,24 +204,48 @@ def _answer(request: Request, message: Message) -> Response:
     },
 )
 async def post_message(service: str, request: Request) -> Response:
+    choice = negotiate(request.headers.get("accept"))
+    if isinstance(choice, Finding):  # before anything is read or stored
+        return problem([choice])
     if not known_service(service):
-        return problem([unknown_service(service)])
-    media_type = _media_type(request)
+        return problem([unknown_service(service)], xml=choice.xml)
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
     if media_type not in (*XML_MEDIA_TYPES, JSON_MEDIA_TYPE):
-        return problem([make_finding("RK-API001", path="/", actual=media_type[:64] or "-")])
+        refused = make_finding("RK-API001", path="/", actual=media_type[:64] or "-")
+        return problem([refused], xml=choice.xml)
     xml_media = media_type in XML_MEDIA_TYPES
-    raw = await (read_message_body(request) if xml_media else read_body(request))
-    if isinstance(raw, Finding):
-        return problem([raw])
-    if isinstance(raw, RefusedHead):
-        refused = await ingest(
-            request, raw.head, adapter="rest", service=service, screened=raw.screened
+    body = await read_request_body(request, platform_xml=xml_media)
+    if isinstance(body, Finding):
+        return problem([body], xml=choice.xml)
+    raw = body.head if isinstance(body, RefusedHead) else body
+    unreadable = charset_refusal(content_type, raw)
+    if unreadable is not None:
+        return problem([unreadable], xml=choice.xml)
+    if isinstance(body, RefusedHead):
+        refused_head = await ingest(
+            request, raw, adapter="rest", service=service, screened=body.screened
         )
-        return _answer(request, refused)
-    xml = _as_xml(raw, media_type)
-    if isinstance(xml, Finding):
-        return problem([xml])
-    return _answer(request, await ingest(request, xml, adapter="rest", service=service))
+        return _answer(choice, refused_head)
+    if not xml_media:
+        xml = _as_xml(raw, media_type)
+        if isinstance(xml, Finding):
+            return problem([xml], xml=choice.xml)
+        return _answer(choice, await ingest(request, xml, adapter="rest", service=service))
+    # the platform XML, possibly in its SOAP form: SOAP's own header rules apply as on /soap/
+    screened = await screen(raw)
+    rules = soap_rules(screened.root, raw)
+    token: UsernameToken | None = None
+    if isinstance(rules, Finding):
+        if rules.code not in PIPELINE_REFUSALS:
+            return problem([rules], xml=choice.xml)
+        screened = ParseResult(None, (rules,))  # the pipeline: authenticated first, audited
+    else:
+        token = rules
+    message = await ingest(
+        request, raw, adapter="rest", service=service, username_token=token, screened=screened
+    )
+    return _answer(choice, message)
 
 
 def _status(detail: MessageDetail) -> dict[str, Any]:
@@ -254,8 +296,9 @@ def _lookup(hub: Hub, caller: Caller, message_id: str, tenant: str | None) -> di
 )
 async def get_message(message_id: str, request: Request, tenant: str | None = None) -> Response:
     hub: Hub = request.app.state.hub
+    message_id = normalised_id(message_id[:64])  # as stored: a UUID in lowercase
     try:
-        status = await run_in_threadpool(_lookup, hub, Caller.of(request), message_id[:64], tenant)
+        status = await run_in_threadpool(_lookup, hub, Caller.of(request), message_id, tenant)
     except StoreQueryError as refusal:
         return problem([refusal.finding])
     except Exception as error:  # the adapter boundary: never a generic 500

@@ -5,20 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from lxml import etree
 from pydantic import BaseModel
-from starlette._utils import get_route_path
 from starlette.requests import Request
+from starlette.responses import Response
 
 from adapters.inbound import errors
+from adapters.soap import envelope
 from bus.errors import make_finding
 from bus.identity import retry_after
 from bus.pipeline import Finding
+from bus.webapp import route_path
 
 PROBLEM_JSON = "application/problem+json"
+PROBLEM_XML = "application/problem+xml"
+PROBLEM_XML_NS = "urn:ietf:rfc:7807"  # RFC 9457 Appendix B
 API_PREFIX = "/api/v1"
 
 # The first error's code decides (the pipeline stops at the first refusing stage). Input that
@@ -45,6 +50,12 @@ _STATUS_BY_CODE = {
     "RK-API006": 404,
     "RK-API007": 405,
     "RK-API008": 422,
+    "RK-API009": 415,
+    "RK-API010": 400,
+    "RK-API011": 415,
+    "RK-API012": 400,
+    "RK-API013": 406,
+    "RK-AUT013": 401,
     "RK-RTE002": 503,
     "RK-RPL001": 504,
     "RK-RPL002": 502,
@@ -68,12 +79,23 @@ def status_for(findings: Sequence[Finding]) -> int:
     return 400 if first.code.startswith(_UNREADABLE_PREFIX) else 422
 
 
-def problem(findings: Sequence[Finding], status: int | None = None) -> JSONResponse:
-    """The problem document; errors first, then warnings."""
+def problem(
+    findings: Sequence[Finding], status: int | None = None, *, xml: bool = False
+) -> Response:
+    """The problem document; errors first, then warnings. ``xml``: RFC 9457's XML form
+    (``application/problem+xml``) with the findings as ``rks:Findings``, for a caller that
+    asked for XML (adapters/rest/negotiation.py)."""
     ordered = errors(findings) + [f for f in findings if f not in errors(findings)]
     first = ordered[0]
     status = status or status_for(ordered)
     wait = retry_after(ordered)
+    if xml:
+        return Response(
+            _problem_xml(ordered, status),
+            status_code=status,
+            media_type=PROBLEM_XML,
+            headers={"Retry-After": str(wait)} if wait is not None else None,
+        )
     return JSONResponse(
         {
             "type": f"urn:renkei:error:{first.code}",
@@ -88,6 +110,21 @@ def problem(findings: Sequence[Finding], status: int | None = None) -> JSONRespo
     )
 
 
+def _problem_xml(ordered: Sequence[Finding], status: int) -> bytes:
+    first = ordered[0]
+    default_namespace = cast(dict[str, str], {None: PROBLEM_XML_NS})  # stubs: str prefixes
+    root = etree.Element(f"{{{PROBLEM_XML_NS}}}problem", nsmap=default_namespace)
+    for name, value in (
+        ("type", f"urn:renkei:error:{first.code}"),
+        ("title", HTTPStatus(status).phrase),
+        ("status", str(status)),
+        ("detail", first.message_en),
+    ):
+        etree.SubElement(root, f"{{{PROBLEM_XML_NS}}}{name}").text = envelope.xml_text(value)
+    envelope.findings_element(root, ordered)
+    return etree.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
 class ProblemRouter(APIRouter):
     """A router under ``/api/v1`` whose framework refusals (no such path, a method no route
     takes, unreadable parameters) are problem+json with a coded finding, like its own
@@ -95,8 +132,8 @@ class ProblemRouter(APIRouter):
 
     def answer_http_error(
         self, request: Request, status: int, headers: Mapping[str, str] | None, detail: str
-    ) -> JSONResponse | None:
-        path = get_route_path(request.scope)
+    ) -> Response | None:
+        path = route_path(request.scope)
         if path != API_PREFIX and not path.startswith(f"{API_PREFIX}/"):
             return None
         finding = _framework_finding(request, status, headers, detail)

@@ -9,6 +9,7 @@ from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from adapters.inbound import read_body
 from adapters.rest.problem import PROBLEM_JSON, ProblemRouter, problem, problem_responses
@@ -64,7 +65,7 @@ def report_body(report: ValidationReport) -> dict[str, Any]:
 )
 async def validate(
     request: Request, content_type: Annotated[str | None, Header()] = None
-) -> JSONResponse:
+) -> Response:
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type not in XML_MEDIA_TYPES:
         return problem([make_finding("RK-API001", path="/", actual=media_type or "-")])

@@ -57,7 +57,7 @@ def _serialize(element: etree._Element) -> bytes:
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def _xml_text(value: str) -> str:
+def xml_text(value: str) -> str:
     """``value`` with what XML cannot carry replaced by U+FFFD: a finding may quote the
     caller's input, and the Fault must still be written (found by bench/fuzz_inputs.py)."""
     return _NOT_XML_CHAR.sub("\ufffd", value)
@@ -68,11 +68,25 @@ def _finding_element(parent: etree._Element, finding: Finding) -> None:
     for name, attribute in _FINDING_FIELDS:
         value = getattr(finding, attribute)
         if value is not None:
-            etree.SubElement(element, f"{_RKS}{name}").text = _xml_text(str(value))
+            etree.SubElement(element, f"{_RKS}{name}").text = xml_text(str(value))
 
 
-def acknowledgement(ack: Acknowledgement, findings: Iterable[Finding] = ()) -> bytes:
-    """``rks:Acknowledgement``: sent only once the message is stored; warnings included."""
+def findings_element(parent: etree._Element, findings: Iterable[Finding]) -> etree._Element:
+    """``rks:Findings`` under ``parent``, one ``rks:Finding`` each (as in a Fault's detail;
+    REST's problem+xml carries the same)."""
+    declared = parent.nsmap.get("rks") == NS_SOAP_BINDING
+    nsmap = None if declared else {"rks": NS_SOAP_BINDING}
+    element = etree.SubElement(parent, f"{_RKS}Findings", nsmap=nsmap)
+    for finding in findings:
+        _finding_element(element, finding)
+    return element
+
+
+def acknowledgement_element(
+    ack: Acknowledgement, findings: Iterable[Finding] = ()
+) -> etree._Element:
+    """``rks:Acknowledgement`` (schemas/soap.xsd): the SOAP Body of a stored notification,
+    and REST's answer to one in XML."""
     root = etree.Element(f"{_RKS}Acknowledgement", nsmap={"rks": NS_SOAP_BINDING})
     etree.SubElement(root, f"{_RKS}messageId").text = ack.message_id
     etree.SubElement(root, f"{_RKS}storedAt").text = ack.stored_at.isoformat()
@@ -81,7 +95,12 @@ def acknowledgement(ack: Acknowledgement, findings: Iterable[Finding] = ()) -> b
         etree.SubElement(root, f"{_RKS}destination").text = destination
     for finding in findings:
         _finding_element(root, finding)
-    return _envelope(b"", _serialize(root))
+    return root
+
+
+def acknowledgement(ack: Acknowledgement, findings: Iterable[Finding] = ()) -> bytes:
+    """``rks:Acknowledgement``: sent only once the message is stored; warnings included."""
+    return _envelope(b"", _serialize(acknowledgement_element(ack, findings)))
 
 
 def reply(document: etree._Element) -> bytes:
@@ -99,9 +118,7 @@ def fault(findings: list[Finding], *, faultcode: str = CLIENT) -> bytes:
     body = etree.Element(f"{{{SOAP11}}}Fault", nsmap=_NSMAP)
     etree.SubElement(body, "faultcode").text = faultcode
     faultstring = etree.SubElement(body, "faultstring")
-    faultstring.text = _xml_text(f"{first.code} {first.message_ja}")
+    faultstring.text = xml_text(f"{first.code} {first.message_ja}")
     faultstring.set(XML_LANG, "ja")
-    detail = etree.SubElement(etree.SubElement(body, "detail"), f"{_RKS}Findings")
-    for finding in findings:
-        _finding_element(detail, finding)
+    findings_element(etree.SubElement(body, "detail"), findings)
     return _envelope(b"", _serialize(body))

@@ -14,11 +14,11 @@ server's plain 500 without a traceback.
 
 from __future__ import annotations
 
-from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters.soap.router import PREFIX, soap_endpoint
+from bus.webapp import route_path
 
 
 class SoapLane:
@@ -42,7 +42,7 @@ def _soap_post_service(scope: Scope) -> str | None:
     route's ``{service}`` matches it), else ``None``."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
-    path = get_route_path(scope)  # below the mount point, as the router matches it
+    path = route_path(scope)  # below the mount point, as the router matches it
     if not path.startswith(PREFIX):
         return None
     service = path[len(PREFIX) :]

@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from functools import cache
 
 from fastapi import APIRouter
-from lxml import etree
-from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -25,24 +23,21 @@ from adapters.inbound import (
     internal_error,
     is_server_side,
     known_service,
-    read_message_body,
+    read_request_body,
     screen,
     unknown_service,
 )
 from adapters.soap import envelope
-from adapters.soap.headers import (
-    MUST_UNDERSTAND_ATTRIBUTE,
-    SOAP_ENVELOPE,
-    not_understood,
-    version_mismatch,
-)
+from adapters.soap.headers import PIPELINE_REFUSALS, faultcode, soap_rules
 from adapters.soap.wsdl import render_wsdl
-from adapters.soap.wsse import username_token
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.identity import retry_after
-from bus.pipeline import Finding, Message, Severity
+from bus.pipeline import Finding, Message, Severity, UsernameToken
 from bus.resources import schemas_dir
+from bus.validation.http_body import charset_refusal
+from bus.validation.secure_parse import ParseResult
+from bus.webapp import route_path
 
 SOAP_MEDIA_TYPES = frozenset({"text/xml", "application/soap+xml", "application/xml"})
 XML_CONTENT_TYPE = "application/xml; charset=utf-8"
@@ -77,7 +72,8 @@ def _base_url(request: Request) -> str:
 def _answer(message: Message) -> Response:
     if message.rejected:
         server = is_server_side(message.findings)
-        return _fault(message.findings, faultcode=envelope.SERVER if server else envelope.CLIENT)
+        code = envelope.SERVER if server else faultcode(message.findings)
+        return _fault(message.findings, faultcode=code)
     if message.reply is not None and message.reply.document is not None:
         body = envelope.reply(message.reply.document)
     elif message.ack is not None:
@@ -100,22 +96,26 @@ async def soap_endpoint(request: Request) -> Response:
         if "wsdl" not in request.query_params:
             return _not_allowed(request, service)
         return Response(render_wsdl(service, _base_url(request)), media_type=XML_CONTENT_TYPE)
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
     if media_type not in SOAP_MEDIA_TYPES:
         return _fault([make_finding("RK-API001", path="/", actual=media_type[:64] or "-")])
-    body = await read_message_body(request)
+    body = await read_request_body(request, platform_xml=True)
     if isinstance(body, Finding):
         return _fault([body])
-    if isinstance(body, RefusedHead):
-        raw, screened = body.head, body.screened
+    raw = body.head if isinstance(body, RefusedHead) else body
+    unreadable = charset_refusal(content_type, raw)
+    if unreadable is not None:
+        return _fault([unreadable])
+    screened = body.screened if isinstance(body, RefusedHead) else await screen(raw)
+    rules = soap_rules(screened.root, raw)
+    token: UsernameToken | None = None
+    if isinstance(rules, Finding):
+        if rules.code not in PIPELINE_REFUSALS:
+            return _fault([rules])
+        screened = ParseResult(None, (rules,))  # the pipeline: authenticated first, audited
     else:
-        raw, screened = body, await screen(body)
-    refusal = _soap_refusal(screened.root, raw)
-    if refusal is not None:
-        return refusal
-    token = username_token(screened.root)
-    if isinstance(token, Finding):
-        return _fault([token])
+        token = rules
     return _answer(
         await ingest(
             request, raw, adapter="soap", service=service, username_token=token, screened=screened
@@ -130,22 +130,6 @@ def _not_allowed(request: Request, service: str) -> Response:
     return _fault([finding], status=405, headers={"Allow": ALLOWED_METHODS})
 
 
-def _soap_refusal(root: etree._Element | None, raw: bytes) -> Response | None:
-    """SOAP 1.1's own Faults (adapters/soap/headers.py): an Envelope of another SOAP version,
-    a header block for the hub that it cannot obey. On the hot path (a 1.1 Envelope) the
-    blocks are looked at only when the bytes mention ``mustUnderstand`` at all (an attribute
-    name is never escaped); a root that did not parse is left to the Validate stage."""
-    if root is None:
-        return None
-    if root.tag == SOAP_ENVELOPE:
-        if MUST_UNDERSTAND_ATTRIBUTE not in raw:
-            return None
-        finding, faultcode = not_understood(root), envelope.MUST_UNDERSTAND
-    else:
-        finding, faultcode = version_mismatch(root), envelope.VERSION_MISMATCH
-    return None if finding is None else _fault([finding], faultcode=faultcode)
-
-
 class SoapRouter(APIRouter):
     """The SOAP routes; the framework's own refusals under ``/soap/`` (no such path, a method
     the endpoint does not take) are Client Faults too (bus/webapp.py asks)."""
@@ -153,7 +137,7 @@ class SoapRouter(APIRouter):
     def answer_http_error(
         self, request: Request, status: int, headers: Mapping[str, str] | None, detail: str
     ) -> Response | None:
-        path = get_route_path(request.scope)
+        path = route_path(request.scope)
         if not path.startswith(PREFIX) or status not in (404, 405):
             return None
         service = path[len(PREFIX) :]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
-from typing import cast
+from typing import Any, cast
 
 from lxml import etree
 
@@ -27,6 +27,8 @@ from bus.validation.budget import FindingBudget
 from bus.validation.paths import ElementPaths
 
 ROOT_SCHEMA = "renkei.xsd"
+XS = "http://www.w3.org/2001/XMLSchema"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 _ELEMENT = re.compile(r"Element '(\{[^}]*\}[^']+)'")
 _EXPECTED = re.compile(r"Expected is (?:one of )?\( ([^)]*) \)")
@@ -193,12 +195,14 @@ class SchemaValidator:
         if code is None and error.type_name.startswith("SCHEMAV_CVC_DATATYPE_VALID"):
             code = "RK-XSD008" if "attribute '" in message else "RK-XSD006"
         expected = ""
+        readable: dict[str, Any] = {}
         if code == "RK-XSD001":
             pattern = _PATTERN.search(message)
             expected = pattern.group(1) if pattern else (item.pattern if item else "") or ""
         elif code == "RK-XSD006":
             atomic = _ATOMIC_TYPE.search(message)
-            expected = atomic.group(1) if atomic else ""
+            type_ja, type_en = readable_type(atomic.group(1) if atomic else "")
+            readable = {"type_ja": type_ja, "type_en": type_en}
         return self._make(
             code or "RK-XSD099",
             path,
@@ -207,6 +211,7 @@ class SchemaValidator:
             _masked_detail(message, node, personal=item.personal if item else True),
             expected=expected,
             local_name=etree.QName(tag).localname if tag else "?",
+            **readable,
         )
 
     def _make(
@@ -219,6 +224,7 @@ class SchemaValidator:
         *,
         local_name: str,
         expected: str = "",
+        **params: Any,
     ) -> Finding:
         return make_finding(
             code,
@@ -231,7 +237,62 @@ class SchemaValidator:
             else None,
             detail=detail,
             expected=expected,
+            **params,
         )
+
+
+# What a value of an XSD built-in type looks like, for RK-XSD006's message (ja, en).
+_BUILTIN_TYPES: dict[str, tuple[str, str]] = {
+    "date": ("年月日（YYYY-MM-DD）", "a date, YYYY-MM-DD"),
+    "dateTime": ("日時（YYYY-MM-DDThh:mm:ss）", "a date and time, YYYY-MM-DDThh:mm:ss"),
+    "gYear": ("西暦年（4 桁）", "a year, 4 digits"),
+    "boolean": ("true または false", "true or false"),
+    "decimal": ("数値", "a number"),
+    "integer": ("整数", "a whole number"),
+    "int": ("整数", "a whole number"),
+    "long": ("整数", "a whole number"),
+    "nonNegativeInteger": ("0 以上の整数", "a whole number, 0 or more"),
+    "positiveInteger": ("1 以上の整数", "a whole number, 1 or more"),
+    "NCName": ("英字で始まる名前（空白・コロンなし）", "a name without spaces or colons"),
+    "anyURI": ("URI", "a URI"),
+}
+_XS_PREFIX = "xs:"
+_SCHEMA_FILES = ("envelope.xsd", "standard.xsd", "extension.xsd")
+
+
+@cache
+def _documented_types() -> dict[str, tuple[str, str]]:
+    """The ja/en documentation of every named simple type of renkei's schemas (the XSDs are
+    the source of truth: ``Amount`` is 金額（円、0以上）), by Clark name."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    directory = schemas_dir()
+    paths = [directory / name for name in _SCHEMA_FILES]
+    paths += sorted((directory / "services").glob("*.xsd"))
+    documented: dict[str, tuple[str, str]] = {}
+    for path in paths:
+        root = etree.parse(str(path), parser).getroot()
+        namespace = root.get("targetNamespace")
+        for node in root.iterfind(f"{{{XS}}}simpleType[@name]"):
+            texts = {
+                str(doc.get(XML_LANG)): " ".join((doc.text or "").split())
+                for doc in node.iterfind(f"{{{XS}}}annotation/{{{XS}}}documentation")
+            }
+            if texts.get("ja") and texts.get("en"):
+                documented[f"{{{namespace}}}{node.get('name')}"] = (texts["ja"], texts["en"])
+    return documented
+
+
+def readable_type(name: str) -> tuple[str, str]:
+    """What a value of the type libxml2 names (``{urn:…}Amount``, ``xs:date``) must be, in
+    Japanese and English words for RK-XSD006: the type's own documentation in the XSDs, a
+    built-in's description, else the type's local name (never the raw Clark name)."""
+    documented = _documented_types().get(name)
+    if documented is not None:
+        return documented
+    local = name.rsplit("}", 1)[-1].removeprefix(_XS_PREFIX)
+    if name.startswith((_XS_PREFIX, f"{{{XS}}}")) and local in _BUILTIN_TYPES:
+        return _BUILTIN_TYPES[local]
+    return local or "?", local or "?"
 
 
 def _masked_detail(message: str, node: etree._Element | None, *, personal: bool) -> str:

@@ -48,6 +48,7 @@ __all__ = [
     "XINCLUDE_NAMESPACES",
     "ParseLimits",
     "ParseResult",
+    "own_encoding",
     "parse_stored",
     "refuse_early",
     "root_local_name",
@@ -258,6 +259,25 @@ def _check_prolog(data: bytes) -> ParseResult | None:
         detail = f"DOCTYPE in the prolog at offset {pos}"
         return _refuse(make_finding("RK-SEC001", path=_ROOT_PATH, detail=detail))
     return None  # the root element, or something libxml2 will reject
+
+
+def own_encoding(data: bytes) -> str | None:
+    """The encoding a document names for itself (XML 1.0 §4.3.3, Appendix F): its byte-order
+    mark or the first bytes of ``<?xml`` in another encoding, else its XML declaration's
+    ``encoding``; ``None`` when it names none (then it is UTF-8). A byte check, no parse."""
+    head = data[:4]
+    if data.startswith(_UTF8_BOM):
+        return "UTF-8"
+    if b"\x00" in head or head[:1] in (b"\xfe", b"\xff") or head == b"\x4c\x6f\xa7\x94":
+        for signature, name in _FOREIGN_SIGNATURES:
+            if head.startswith(signature):
+                return name
+    if not data.startswith(b"<?xml"):
+        return None
+    declared = _DECLARED_ENCODING.match(data)
+    if declared is None:
+        return None
+    return _shown_encoding((declared.group(1) or declared.group(2) or b"").decode("latin-1"))
 
 
 # The first start tag's name (an optional prefix, then the local name), ASCII names only.

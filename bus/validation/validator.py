@@ -6,6 +6,7 @@ own XSD check failed is not checked again), so a caller sees every problem at on
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -110,6 +111,7 @@ class Validator:
         document = _canonical(parsed.root, findings)
         if document is None:
             return ValidationReport(findings)
+        _normalise_ids(document)
         report = _Report(FindingBudget(self.options.max_findings), ElementPaths())
         schema_result = self._schema.validate(document, report.budget, report.paths)
         findings.extend(schema_result.findings)
@@ -248,6 +250,33 @@ def _soap_parts(envelope: etree._Element) -> tuple[etree._Element, etree._Elemen
 
 
 _SERVICE_PREFIX = f"{{{NS_SERVICE}}}"
+
+# RFC 9562 §4: a UUID's hex digits may come in either case and mean the same UUID.
+_UUID_ANY_CASE = re.compile(
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+)
+#: The Header's message ids (env:Uuid): messageId, and the ids that refer to one.
+_ID_TAGS = tuple(f"{{{NS_ENVELOPE}}}{name}" for name in ("messageId", "correlationId", "relatesTo"))
+
+
+def normalised_id(value: str) -> str:
+    """A UUID in any case as the lowercase form the envelope schema and the store use;
+    any other text as it is (the schema then judges it)."""
+    lowered = value.lower()
+    return lowered if lowered != value and _UUID_ANY_CASE.fullmatch(value) else value
+
+
+def _normalise_ids(document: etree._Element) -> None:
+    """The Header's UUIDs in lowercase, before the schema sees them: the same message sent
+    with ``ABC…`` and ``abc…`` has one id, so the Idempotent Receiver knows it as one (the
+    schema's ``env:Uuid`` stays lowercase-only: it describes the canonical form)."""
+    header = document[0] if len(document) and document[0].tag == HEADER else None
+    if header is None:
+        return
+    for element in header.iterchildren(*_ID_TAGS):
+        text = element.text
+        if text is not None:
+            element.text = normalised_id(text)
 
 
 def _service_element(document: etree._Element) -> etree._Element | None:
