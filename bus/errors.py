@@ -454,6 +454,20 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "アンカーファイル {actual} を書き込めません（既存のファイルは書き換えません）。",
         "The anchor file {actual} cannot be written (an existing file is never rewritten).",
     ),
+    (
+        "RK-AUD006",
+        E,
+        "アンカーディレクトリ（--anchor または RENKEI_AUDIT_ANCHOR_DIR）の検証には鍵が必要です。"
+        "--key に公開鍵を指定してください。",
+        "Verifying the anchor directory (--anchor or RENKEI_AUDIT_ANCHOR_DIR) needs the key: "
+        "pass the public key with --key.",
+    ),
+    (
+        "RK-AUD007",
+        E,
+        "監査の署名鍵が設定されていません（RENKEI_AUDIT_SIGNING_KEY に秘密鍵のパスを設定）。",
+        "No audit signing key is configured (set RENKEI_AUDIT_SIGNING_KEY to the private key).",
+    ),
     # --- RTE: routing ----------------------------------------------------------------------------
     (
         "RK-RTE001",
@@ -813,6 +827,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         E,
         "設定が読み込まれていません（{actual}）。",
         "No configuration is loaded ({actual}).",
+    ),
+    (
+        "RK-OPS004",
+        E,
+        "配信ワーカーが動いていません（{actual}）。受け付けたメッセージは配信されません。",
+        "The dispatch workers are not running ({actual}); accepted messages are not delivered.",
     ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (

@@ -19,7 +19,7 @@ from bus.pipeline import Finding
 from bus.protection.suppression import withhold_suppressed_addresses
 from bus.store.admin_audit import record_admin_action
 from bus.store.audit import append_audit
-from bus.store.models import Delivery, DeliveryAttempt, StoredMessage
+from bus.store.models import Delivery, DeliveryAttempt, DeliveryState, StoredMessage
 from bus.store.queries import MessageDetail, find_message, show_message
 from bus.validation.stage import apply_atena_setting
 from bus.validation.validator import Validator
@@ -34,8 +34,17 @@ class AttemptLine:
     sequence: int
     attempt: int
     at: Any
-    outcome: str
+    outcome: str  # as the transport answered: delivered | retry | permanent
     error: str | None
+    dead_lettered: bool = False  # this attempt sent its delivery to the Dead Letter Channel
+
+    @property
+    def label(self) -> str:
+        """What the attempt led to (i18n STATES): the one that dead-lettered its delivery is
+        not a "retry" even though the destination asked for one — no retry followed."""
+        if not self.dead_lettered:
+            return self.outcome
+        return "dead_permanent" if self.outcome == "permanent" else "dead_retries"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +64,37 @@ def message_tenants(session: Session, message_id: str) -> set[str]:
     return set(session.scalars(query))
 
 
+_ENDED_DEAD = frozenset({DeliveryState.DEAD.value, DeliveryState.DISCARDED.value})
+
+
 def _attempts(session: Session, message_pk: int) -> list[AttemptLine]:
-    rows = session.execute(
-        select(DeliveryAttempt, Delivery.destination, Delivery.sequence)
-        .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
-        .where(Delivery.message_pk == message_pk)
-        .order_by(DeliveryAttempt.at, DeliveryAttempt.id)
+    """Every attempt, each marked when it dead-lettered its delivery: a permanent refusal;
+    a failure after which the delivery's attempts restart at 1 (an operator redelivered the
+    dead letter); or the last failure of a delivery that is dead (or was discarded, which
+    only a dead letter can be)."""
+    rows = list(
+        session.execute(
+            select(DeliveryAttempt, Delivery.destination, Delivery.sequence, Delivery.state)
+            .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
+            .where(Delivery.message_pk == message_pk)
+            .order_by(DeliveryAttempt.at, DeliveryAttempt.id)
+        )
     )
-    return [
-        AttemptLine(destination, sequence, a.attempt, a.at, a.outcome, a.error)
-        for a, destination, sequence in rows
-    ]
+    following: dict[int, int] = {}  # row index -> the index of its delivery's next attempt
+    last: dict[int, int] = {}  # delivery id -> the index of its latest attempt
+    for index, (attempt, *_) in enumerate(rows):
+        if attempt.delivery_id in last:
+            following[last[attempt.delivery_id]] = index
+        last[attempt.delivery_id] = index
+    lines = []
+    for index, (a, destination, sequence, state) in enumerate(rows):
+        after = following.get(index)
+        dead = a.outcome == "permanent" or (
+            a.outcome != "delivered"
+            and (rows[after][0].attempt == 1 if after is not None else state in _ENDED_DEAD)
+        )
+        lines.append(AttemptLine(destination, sequence, a.attempt, a.at, a.outcome, a.error, dead))
+    return lines
 
 
 @cache

@@ -86,10 +86,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     "resume": ("再開", "Resume"),
     "queue_depth": ("配信待ち", "Queue depth"),
     "dead": ("配信不能", "Dead letters"),
-    "failures": ("配信失敗（試行）", "Failed attempts"),
+    "failures": ("失敗した配信試行（直近24時間）", "Failed delivery attempts (last 24 hours)"),
+    "received_24h": ("受信件数（直近24時間）", "Messages received (last 24 hours)"),
+    "o_clock": ("時", ":00"),
     "delivered": ("配信済み", "Delivered"),
     "count": ("件数", "Count"),
-    "last_24h": ("直近24時間", "Last 24 hours"),
     "per_hour": ("1時間ごとの受信件数（直近24時間）", "Messages received per hour (last 24 hours)"),
     "per_service": (
         "業務・団体別の受信件数（直近24時間）",
@@ -138,6 +139,9 @@ STATES: dict[str, tuple[str, str]] = {
     "delivered": ("配信済み", "delivered"),
     "retry": ("再試行", "retry"),
     "permanent": ("恒久エラー", "permanent"),
+    # the attempt that dead-lettered its delivery (``AttemptLine.label``)
+    "dead_retries": ("配信不能（再試行の上限）", "dead letter (retries exhausted)"),
+    "dead_permanent": ("配信不能（恒久エラー）", "dead letter (permanent error)"),
 }
 
 
@@ -159,6 +163,14 @@ def waiting_labeller(lang: str) -> Callable[[str], str]:
         return f"{t('waiting_behind')} {ahead}{opening}{state(ahead_state)}{closing}"
 
     return label
+
+
+def parenthesised(lang: str) -> Callable[[object], str]:
+    """A remark in parentheses after what it qualifies: full-width （） in Japanese, a space
+    and ASCII ( ) in English."""
+    if lang == "en":
+        return lambda text: f" ({text})"
+    return lambda text: f"（{text}）"
 
 
 def translator(lang: str) -> Callable[[str], str]:

@@ -30,9 +30,11 @@ AnchorOption = Annotated[
 ]
 
 
-def _key_problem(path: Path | None, error: Exception | None = None) -> typer.Exit:
-    detail = str(error) if error else "set RENKEI_AUDIT_SIGNING_KEY or pass --key"
-    return _fail(make_finding("RK-AUD004", path="/", actual=str(path or "-"), detail=detail))
+def _key_problem(path: Path, error: Exception) -> typer.Exit:
+    """A key file that is there but cannot be used (RK-AUD004, with the reason)."""
+    finding = make_finding("RK-AUD004", path="/", actual=str(path), detail=str(error))
+    typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en} ({error})", err=True)
+    return typer.Exit(EXIT_FAILED)
 
 
 @audit_app.command("keygen")
@@ -55,7 +57,7 @@ def checkpoint(anchor: AnchorOption = None, as_json: JsonOption = False) -> None
     settings = Settings()
     anchor = anchor or settings.audit_anchor_dir
     if settings.audit_signing_key is None:
-        raise _key_problem(None)
+        raise _fail(make_finding("RK-AUD007", path="/"))
     try:
         key = load_signing_key(settings.audit_signing_key)
     except CheckpointError as error:
@@ -107,8 +109,8 @@ def verify(
         except CheckpointError as error:
             raise _key_problem(key_path, error) from None
     anchor = anchor or settings.audit_anchor_dir
-    if anchor is not None and verify_key is None:
-        raise _key_problem(None)
+    if anchor is not None and verify_key is None:  # an anchor file is only as good as its signature
+        raise options.usage_error(make_finding("RK-AUD006", path="--key"), "--key")
     with _store() as store, store.sessions() as session:
         verdicts = verify_audit(
             session,

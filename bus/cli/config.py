@@ -100,9 +100,7 @@ def apply(
 @config_app.command("show")
 def show() -> None:
     """The configuration in force: version and a summary."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from bus.cli import output
     from bus.config.models import ALL
     from bus.config.snapshots import load_snapshot
     from bus.store.models import ConfigSnapshot
@@ -118,17 +116,26 @@ def show() -> None:
     finally:
         store.close()
     config = loaded.config
-    console = Console()
-    console.print(f"configuration version {loaded.version} (applied {applied}, sha256 {digest})")
-    tenants = Table(title="団体 tenants")
-    for column in ("code", "name", "atena_check", "enabled"):
-        tenants.add_column(column)
+    console = output.console()
+    console.print(
+        f"configuration version {loaded.version} (applied {applied}, sha256 {digest})",
+        soft_wrap=True,  # the digest whole on its line, whatever the width
+    )
+    tenants = output.table(
+        "code", "name", "atena_check", "enabled", title="団体 tenants", ids=("code",)
+    )
     for tenant in config.tenants:
         tenants.add_row(tenant.code, tenant.name, tenant.atena_check.value, str(tenant.enabled))
-    console.print(tenants)
-    systems = Table(title="接続システム systems")
-    for column in ("id", "name", "kind", "tenants", "endpoint", "identified by"):
-        systems.add_column(column)
+    systems = output.table(
+        "id",
+        "name",
+        "kind",
+        "tenants",
+        "endpoint",
+        "identified by",
+        title="接続システム systems",
+        ids=("id", "endpoint"),
+    )
     for system in config.systems:
         credentials = system.credentials
         ways = [f"{len(credentials.api_key_hashes)} API key(s)"] * bool(credentials.api_key_hashes)
@@ -141,16 +148,13 @@ def show() -> None:
             system.endpoint.url or system.endpoint.transport if system.endpoint else "-",
             "; ".join(ways) or "-",
         )
-    console.print(systems)
-    routes = Table(title="配信経路 routes")
-    for column in ("service", "tenants", "destinations"):
-        routes.add_column(column)
+    routes = output.table("service", "tenants", "destinations", title="配信経路 routes")
     for route in config.routes:
         destinations = [route.provider] if route.provider else []
         destinations += [s.system + (" (when …)" if s.when else "") for s in route.subscribers]
         tenant_scope = ALL if route.tenants == ALL else ", ".join(route.tenants)
         routes.add_row(route.service, tenant_scope, ", ".join(destinations) or "-")
-    console.print(routes)
+    output.print_tables(tenants, systems, routes, to=console)
 
 
 def actor() -> str:

@@ -5,17 +5,14 @@
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import signal
 import threading
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from bus.cli import options
+from bus.cli import options, output
 from bus.cli.app import app
 from bus.cli.config import configured_store
 from bus.dispatch import operations
@@ -34,7 +31,6 @@ destinations_app = typer.Typer(
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(destinations_app, name="destinations")
 
-console = Console()
 EXIT_REFUSED = 1
 ReasonOption = Annotated[
     str, typer.Option(help="Why (recorded in the audit trail).", callback=options.reason)
@@ -103,9 +99,19 @@ def dlq_list(
         shown = f"最初の {limit} 件のみ表示しています / the first {limit} only (--limit)"
         typer.echo(shown, err=True)
     if as_json:
-        typer.echo(json.dumps([_as_json(d) for d in dead], ensure_ascii=False, indent=2))
+        output.print_json([_as_json(d) for d in dead])
         return
-    table = Table("id", "tenant", "destination", "service", "messageId", "attempts", "last error")
+    table = output.table(
+        "id",
+        "tenant",
+        "destination",
+        "service",
+        "messageId",
+        "attempts",
+        "last error",
+        ids=("id", "destination", "messageId"),
+        right=("id", "attempts"),
+    )
     for d in dead:
         table.add_row(
             str(d.id),
@@ -116,7 +122,7 @@ def dlq_list(
             str(d.attempts),
             d.last_error or "",
         )
-    console.print(table)
+    output.print_tables(table)
 
 
 def _as_json(dead: operations.DeadLetter) -> dict[str, Any]:
@@ -129,9 +135,9 @@ def _as_json(dead: operations.DeadLetter) -> dict[str, Any]:
         "sequence": dead.sequence,
         "attempts": dead.attempts,
         "last_error": dead.last_error,
-        "finished_at": dead.finished_at.isoformat() if dead.finished_at else None,
+        "finished_at": dead.finished_at,  # output.print_json: ISO 8601 with the offset
         "history": [
-            {"attempt": h.attempt, "at": h.at.isoformat(), "outcome": h.outcome, "error": h.error}
+            {"attempt": h.attempt, "at": h.at, "outcome": h.outcome, "error": h.error}
             for h in dead.history
         ],
     }
@@ -238,6 +244,7 @@ def worker(
         typer.echo(SQLITE_REFUSAL, err=True)
         raise typer.Exit(2)
     from bus.config.snapshots import ConfigProvider, ensure_config
+    from bus.dispatch import heartbeat
     from bus.dispatch.wakeup import Wakeups
     from bus.dispatch.worker import WorkerPool
     from bus.observability.logs import configure_logging, get_logger
@@ -270,12 +277,20 @@ def worker(
         typer.echo(f"renkei worker: {concurrency} workers", err=True)
     else:  # serve's dispatch process: a JSON line among serve's own
         log.info("dispatch.process_ready", workers=concurrency, serve=parent)
+    beats = heartbeat.beat_dir(settings.data_dir) if parent is not None else None
     try:
         while not stop.wait(1.0):
             if parent is not None and os.getppid() != parent:
                 log.warning("dispatch.serve_gone", serve=parent)
                 break
+            if beats is not None:  # serve's /readyz reads it (bus/dispatch/heartbeat.py)
+                try:
+                    heartbeat.write_beat(beats, pool.heartbeat)
+                except OSError as error:
+                    log.warning("dispatch.heartbeat_not_written", error=str(error))
     finally:
+        if beats is not None:
+            heartbeat.remove_beat(beats)
         pool.stop()
         wakeups.close()
         store.close()

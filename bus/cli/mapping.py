@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from bus.catalogue import load_catalogue
+from bus.cli import output
 from bus.cli.app import app
 from bus.mapping import Mapping, MappingError, load_mapping
 from bus.mapping.coverage import coverage
@@ -192,16 +190,18 @@ def coverage_command(
             }
             for i in catalogue.catalogue_items()
         ]
-        sys.stdout.write(
-            json.dumps({**counts, "items": items}, ensure_ascii=False, indent=2) + "\n"
-        )
+        output.print_json({**counts, "items": items})
         return
-    table = Table(
+    table = output.table(
+        "id",
+        "名称",
+        "kind",
+        "produced",
+        "consumed",
         title=f"{counts['standard_used']} of {counts['standard_total']} standard items used, "
-        f"{counts['extension_used']} of {counts['extension_total']} extension items"
+        f"{counts['extension_used']} of {counts['extension_total']} extension items",
+        ids=("id",),
     )
-    for column in ("id", "名称", "kind", "produced", "consumed"):
-        table.add_column(column)
     for item in catalogue.catalogue_items():
         table.add_row(
             item.id,
@@ -210,4 +210,4 @@ def coverage_command(
             "○" if item.id in found.produced else "",
             "○" if item.id in found.consumed else "",
         )
-    Console().print(table)
+    output.print_tables(table)

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from bus.cli.app import app
+from bus.dispatch.heartbeat import EXPECTED_PROCESSES_ENV
 from bus.dispatch.processes import DispatchProcesses
 from bus.settings import DISPATCH_WORKERS_ENV, Settings
 
@@ -139,6 +140,7 @@ def serve(
         os.environ[MULTIPROC_ENV] = str(metrics_dir)
     if processes:
         os.environ[DISPATCH_WORKERS_ENV] = "0"  # the HTTP processes dispatch nothing themselves
+        os.environ[EXPECTED_PROCESSES_ENV] = str(processes)  # /readyz reads their heartbeats
     elif http_workers > 1 and settings.is_sqlite and DISPATCH_WORKERS_ENV not in os.environ:
         # one dispatch worker a process: the processes' workers contend for the same
         # deliveries and write turn, and each worker's send lanes for its process's one GIL

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import getpass
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.syntax import Syntax
-from rich.table import Table
 
-from bus.cli import options
+from bus.cli import options, output
 from bus.cli.app import app
 from bus.pipeline import Finding
 from bus.settings import Settings
@@ -63,7 +60,7 @@ def _actor() -> str:
 
 
 def _json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2, default=str) + "\n")
+    output.print_json(payload)
 
 
 def _fail(finding: Finding) -> typer.Exit:
@@ -100,10 +97,19 @@ def list_command(
 
 
 def _print_summaries(rows: list[MessageSummary]) -> None:
-    table = Table(title=f"messages ({len(rows)})")
-    for column in ("received", "messageId", "tenant", "system", "service", "kind", "status"):
-        table.add_column(column)
-    table.add_column("deliveries", justify="right")
+    table = output.table(
+        "received",
+        "messageId",
+        "tenant",
+        "system",
+        "service",
+        "kind",
+        "status",
+        "deliveries",
+        title=f"messages ({len(rows)})",
+        ids=("messageId",),
+        right=("deliveries",),
+    )
     for row in rows:
         table.add_row(
             row.received_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
@@ -115,7 +121,7 @@ def _print_summaries(rows: list[MessageSummary]) -> None:
             row.status.value,
             str(row.deliveries),
         )
-    Console().print(table)
+    output.print_tables(table)
 
 
 @messages_app.command("show")
@@ -137,9 +143,11 @@ def show(
 
 
 def _print_detail(detail: MessageDetail) -> None:
-    console = Console()
+    console = output.console()
     summary = detail.summary
-    header = Table(show_header=False, title=f"message {summary.message_id}")
+    header = output.table(
+        "name", "value", show_header=False, title=f"message {summary.message_id}", ids=("value",)
+    )
     for name, value in (
         ("tenant", summary.tenant),
         ("system", summary.system),
@@ -154,9 +162,7 @@ def _print_detail(detail: MessageDetail) -> None:
         ("digest", detail.digest),
     ):
         header.add_row(name, value)
-    console.print(header)
-    deliveries = Table(title="deliveries")
-    columns = (
+    deliveries = output.table(
         "destination",
         "seq",
         "state",
@@ -164,9 +170,10 @@ def _print_detail(detail: MessageDetail) -> None:
         "attempts",
         "next attempt",
         "last error",
+        title="deliveries",
+        ids=("destination", "waiting for"),
+        right=("seq", "attempts"),
     )
-    for column in columns:
-        deliveries.add_column(column)
     for d in detail.deliveries:
         deliveries.add_row(
             d.destination,
@@ -177,13 +184,12 @@ def _print_detail(detail: MessageDetail) -> None:
             d.next_attempt_at.isoformat(),
             d.last_error or "",
         )
-    console.print(deliveries)
-    trail = Table(title="audit")
-    for column in ("seq", "at", "event", "actor", "detail"):
-        trail.add_column(column)
+    trail = output.table(
+        "seq", "at", "event", "actor", "detail", title="audit", ids=("actor",), right=("seq",)
+    )
     for a in detail.audit:
         trail.add_row(str(a.seq), a.at.isoformat(), a.event, a.actor or "", json.dumps(a.detail))
-    console.print(trail)
+    output.print_tables(header, deliveries, trail, to=console)
     console.print(Syntax(detail.body, "xml", word_wrap=True))
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from bus.catalogue import load_catalogue
+from bus.cli import output
 from bus.cli.app import app
 from bus.errors import make_finding
 from bus.pipeline import Finding, Severity
@@ -29,18 +27,21 @@ def catalog(
     catalogue = load_catalogue()
     items = list(catalogue.catalogue_items())
     if as_json:
-        sys.stdout.write(json.dumps([i.as_json() for i in items], ensure_ascii=False, indent=2))
-        sys.stdout.write("\n")
+        output.print_json([i.as_json() for i in items])
         return
-    table = Table(
+    table = output.table(
+        "id",
+        "名称",
+        "kind",
+        "rule",
+        "type",
         title=f"renkei catalogue: {catalogue.count('standard')} standard + "
-        f"{catalogue.count('extension')} extension items"
+        f"{catalogue.count('extension')} extension items",
+        ids=("id",),
     )
-    for column in ("id", "名称", "kind", "rule", "type"):
-        table.add_column(column)
     for item in items:
         table.add_row(item.id, item.name_ja, item.kind, item.rule, item.xsd_type)
-    Console().print(table)
+    output.print_tables(table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ def validate(
     results = [result for result, _ in outcomes]
     if as_json:
         payload = [result.as_dict() for result in results]
-        sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+        output.print_json(payload)
     else:
         _print_results(results)
     if not all(readable for _, readable in outcomes):

@@ -28,6 +28,7 @@ from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.config.models import HubConfig, RetryPolicy, System
+from bus.dispatch import heartbeat as heartbeats
 from bus.dispatch.claims import Job, claim_jobs
 from bus.dispatch.outcomes import Failure, record_outcomes
 from bus.dispatch.retry import decide
@@ -150,6 +151,12 @@ class Worker:
         self._next: list[Job] = []  # claimed with the previous round's outcomes
         self._leases = _LeaseKeeper(self)
         self._stopping = threading.Event()  # run()'s stop: the round sends nothing more
+        self.heartbeat: heartbeats.Heartbeat | None = None  # set by WorkerPool (/readyz)
+
+    def beat(self) -> None:
+        """This worker is working (bus/dispatch/heartbeat.py)."""
+        if self.heartbeat is not None:
+            self.heartbeat.beat()
 
     # --- one round ------------------------------------------------------------------------
 
@@ -176,6 +183,7 @@ class Worker:
             with bound(delivery_context(job)):
                 result = self._send(job, config)
             seconds[job.delivery_id] = perf_counter() - started
+            self.beat()
             if result.outcome is Outcome.RETRY:
                 failing.add(job.destination)
             return result
@@ -382,6 +390,7 @@ class Worker:
             self.wakeups.start()
         try:
             while not stop.is_set():
+                self.beat()
                 try:
                     attempted = self.run_once()
                 except Exception:
@@ -432,6 +441,7 @@ class _LeaseKeeper:
                 continue
             try:
                 self._worker.renew(jobs)
+                self._worker.beat()  # a slow round is still work under way
             except Exception:
                 log.warning("worker.lease_renewal_failed", worker=self._worker.worker_id)
 
@@ -463,8 +473,12 @@ class WorkerPool:
         self.wakeups = wakeups
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.heartbeat = heartbeats.Heartbeat(sessions, size)
+        for worker in self.workers:
+            worker.heartbeat = self.heartbeat
 
     def start(self) -> None:
+        heartbeats.register(self.heartbeat)
         for worker in self.workers:
             thread = threading.Thread(
                 target=worker.run,
@@ -478,6 +492,7 @@ class WorkerPool:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the current sends (a lease left behind simply expires)."""
         self._stop.set()
+        heartbeats.unregister(self.heartbeat)  # /readyz: no longer dispatching
         if self.wakeups is not None:
             self.wakeups.interrupt()
         for thread in self._threads:

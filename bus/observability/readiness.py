@@ -1,9 +1,12 @@
 """Readiness (``/readyz``): may a load balancer send this process traffic?
 
 Ready when the database answers, the broker that carries wake-ups accepts a connection
-(``memory://`` is in-process and always ready) and a configuration is loaded. Each failed
-check is a coded finding (RK-OPS…) with the reason; a check never waits longer than
-``timeout`` seconds, so a probe does not hang on a dead peer.
+(``memory://`` is in-process and always ready), a configuration is loaded and — where this
+hub runs dispatch workers (in process, or serve's dispatch processes) — at least one of them
+beat recently (bus/dispatch/heartbeat.py): a hub that accepts but cannot deliver is not
+ready. Where the workers run elsewhere (``renkei worker``), there is no dispatch check.
+Each failed check is a coded finding (RK-OPS…) with the reason; a check never waits longer
+than ``timeout`` seconds, so a probe does not hang on a dead peer.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import kombu
 from sqlalchemy import text
 
+from bus.dispatch import heartbeat
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding
@@ -76,13 +80,37 @@ def _no_config() -> Finding:
     return make_finding("RK-OPS003", path="/readyz/configuration", actual="no version")
 
 
+def check_dispatch(hub: Hub) -> Check | None:
+    """Are this hub's dispatch workers alive? serve's dispatch processes (their beat files)
+    when serve runs some, else this process's own workers; None when neither is expected."""
+    stale = heartbeat.stale_seconds()
+    expected = heartbeat.expected_processes()
+    if expected:
+        beats = heartbeat.process_ages(heartbeat.beat_dir(hub.settings.data_dir))
+        alive = sum(1 for age in beats.values() if age <= stale)
+        if alive:
+            return Check("dispatch", None)
+        reason = f"0 of {expected} dispatch process(es) beat within {stale:g} s"
+    elif hub.settings.dispatch_workers > 0:
+        ages = heartbeat.running_ages(hub.store.sessions)
+        if any(age is not None and age <= stale for age in ages):
+            return Check("dispatch", None)
+        state = "stale" if ages else "not running"
+        reason = f"in-process workers {state} (no beat within {stale:g} s)"
+    else:
+        return None
+    return Check("dispatch", make_finding("RK-OPS004", path="/readyz/dispatch", actual=reason))
+
+
 def readiness(hub: Hub | None, timeout: float = 2.0) -> list[Check]:
     """Every check, in order; ``hub`` is None while the process is starting (not ready)."""
     if hub is None:
         starting = make_finding("RK-OPS003", path="/readyz", actual="the hub is starting")
         return [Check("hub", starting)]
-    return [
+    checks = [
         check_database(hub),
         check_broker(hub.settings.broker_url, timeout),
         check_configuration(hub),
     ]
+    dispatch = check_dispatch(hub)
+    return checks if dispatch is None else [*checks, dispatch]
