@@ -655,6 +655,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "このファイルは別の取込みが処理中です。終わってからもう一度実行してください。",
         "This file is being imported by another run; run the command again once it has ended.",
     ),
+    (
+        "RK-IMP014",
+        E,
+        "{line} 行目の長さが {actual} バイトです（{expected} バイトのはずです）。",
+        "Line {line} is {actual} bytes long ({expected} bytes expected).",
+    ),
     # --- IO: reading inputs ------------------------------------------------------------------
     (
         "RK-IO001",

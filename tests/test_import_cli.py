@@ -42,7 +42,8 @@ def refused(done: subprocess.CompletedProcess[str], code: str) -> None:
 
 
 def matching(out: Path, encoding: str = "utf-8-sig") -> set[str]:
-    with (out / "traps-cp932_評価変更リスト.csv").open(encoding=encoding, newline="") as handle:
+    [listing] = out.glob("traps-cp932_*_評価変更リスト.csv")
+    with listing.open(encoding=encoding, newline="") as handle:
         return {row["照合結果"] for row in csv.DictReader(handle)}
 
 
@@ -54,7 +55,7 @@ def test_an_unusable_out_folder_is_refused_before_importing(tmp_path: Path, wher
     refused(renkei(tmp_path / "data", "--out", str(out[where])), "RK-IO002")
     done = renkei(tmp_path / "data", "--out", str(tmp_path / "new" / "out"))
     assert summary(done) == ALL_NEW  # the refused run stored nothing
-    assert (tmp_path / "new" / "out" / "traps-cp932_評価変更リスト.xlsx").is_file()
+    assert len(list((tmp_path / "new" / "out").glob("traps-cp932_*_評価変更リスト.xlsx"))) == 1
 
 
 @pytest.mark.parametrize("problem", ["missing", "a folder", "wrong columns"])

@@ -62,7 +62,7 @@ def test_values_the_hub_refuses_are_imported_empty_and_flagged(tmp_path: Path) -
     write_rows(path, rows)
     summary, stored = run(tmp_path, path)
     assert (summary.new, summary.errors, stored) == (4, 0, 4)
-    listed = rows_of(tmp_path / "out" / "notices_評価変更リスト.csv")
+    listed = rows_of(next((tmp_path / "out").glob("notices_*_評価変更リスト.csv")))
     reasons = {row[1]: row[-1] for row in listed[1:]}
     number = header.index("受付番号")
     assert "地積を読めないため空で取込み" in reasons[rows[1][number]]
@@ -105,7 +105,7 @@ def test_a_key_imported_with_other_content_is_reported_as_such(tmp_path: Path) -
     write_rows(corrected, rows)
     summary, stored = run(tmp_path, corrected)
     assert (summary.new, summary.duplicate, summary.errors, stored) == (0, 1, 1, 2)
-    [error] = rows_of(tmp_path / "out" / "corrected_エラー.csv")[1:]
+    [error] = rows_of(next((tmp_path / "out").glob("corrected_*_エラー.csv")))[1:]
     assert (error[0], error[3]) == ("3", "RK-IMP011")
     assert int(error[1]) > 0  # the line's byte offset
 

@@ -20,10 +20,10 @@ from bus.collector import tune_collector
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.imports.layout import ImportRefused
-from bus.imports.outputs import out_problem
+from bus.imports.outputs import OutUnusable
 from bus.imports.parallel import WorkerLost, available_cpus, default_jobs
 from bus.imports.residents import ExtractRefused, ResidentIndex
-from bus.imports.runner import ImportOptions, run_import
+from bus.imports.runner import ImportOptions, NoticeImport
 from bus.observability.logs import configure_logging
 from bus.pipeline import Finding
 from bus.settings import Settings
@@ -60,14 +60,14 @@ def feed_index(
     index; an unreadable index is only a warning (owners 未照合), loading into it is refused."""
     if residents is not None:
         index.load_extract(residents, tenant)
+    if index.unreadable is None:
+        try:
+            index.refresh(hub.store.sessions, tenant)  # a damaged index: unreadable
+        except Exception as error:  # the import goes on: owners are reported 未照合
+            console.print(f"[yellow]住民データを更新できません（未照合になります）: {error}[/]")
     if index.unreadable is not None:
         actual = f"{index.path}: {index.unreadable}"
         show(console, make_finding("RK-IMP009", path="/residents", actual=actual), "yellow")
-        return
-    try:
-        index.refresh(hub.store.sessions, tenant)
-    except Exception as error:  # the import goes on: owners are reported 未照合
-        console.print(f"[yellow]住民データを更新できません（未照合になります）: {error}[/]")
 
 
 @import_app.command("notices")
@@ -101,14 +101,12 @@ def notices(
         raise typer.BadParameter("utf-8 or cp932", param_hint="--encoding")
     if not file.is_file():
         unusable(console, make_finding("RK-IO001", path=str(file), actual="not a file"))
-    if out is not None and (problem := out_problem(out)) is not None:
-        unusable(console, problem)
     configure_logging("WARNING")  # library warnings as JSON; no line per record
     settings = Settings()
     hub = Hub.open(settings)
     index = resident_index(settings)
+    job: NoticeImport | None = None
     try:
-        feed_index(console, index, hub, tenant, residents)
         size = file.stat().st_size
         workers = jobs or default_jobs(size)
         if workers > (cpus := available_cpus()):
@@ -118,6 +116,10 @@ def notices(
             )
             workers = cpus
         options = ImportOptions(file, tenant, layout, out, encoding, jobs=workers)
+        # refused here (tenant, layout, header, --out: RK-IO002, a run in progress) before
+        # anything is stored, the extract included
+        job = NoticeImport(hub, options, index)
+        feed_index(console, index, hub, tenant, residents)
         tune_collector(settings.gc_young_threshold)
         with Progress(
             TextColumn("[bold]登記済通知"),
@@ -134,16 +136,22 @@ def notices(
                 rate = f"{records / elapsed:,.0f}" if elapsed else "-"
                 bar.update(task, completed=read, records=records, errors=errors, rate=rate)
 
-            summary = run_import(hub, options, index, advance)
+            summary = job.run(advance)
             bar.update(task, completed=size)
     except (ImportRefused, WorkerLost, ExtractRefused) as failed:
         show(console, failed.finding)
-        codes = {ImportRefused: EXIT_REFUSED, WorkerLost: EXIT_STOPPED}
+        codes = {
+            ImportRefused: EXIT_REFUSED,
+            OutUnusable: EXIT_UNREADABLE,
+            WorkerLost: EXIT_STOPPED,
+        }
         raise typer.Exit(codes.get(type(failed), EXIT_UNREADABLE)) from None
     except KeyboardInterrupt:  # the chunks in hand were finished and committed
         console.print(f"[yellow]{INTERRUPTED}[/]")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
+        if job is not None:
+            job.close()  # and an --out folder it created, when nothing was written in it
         index.close()
         hub.close()
     for path in summary.outputs:

@@ -4,18 +4,14 @@ order staff work through it (大字 → 地番 → 受付番号)."""
 from __future__ import annotations
 
 import csv
-import re
 from functools import cache, lru_cache
 from typing import Any
 
 from bus.imports.matching import Match, Outcome, Owner, OwnerMatcher
-from bus.imports.normalize import address_key, fold_text
+from bus.imports.normalize import fold_text, lot_key, oaza_key
 from bus.imports.records import Notice
 from bus.imports.worklist import ListRow
 from bus.resources import data_dir
-
-_OAZA = re.compile(r"大字(.+?)(?:字|[0-9]|$)")
-_NUMBERS = re.compile(r"[0-9]+")
 
 
 @cache
@@ -30,17 +26,13 @@ def land_category_name(code: str) -> str:
 
 
 def sort_key(values: dict[str, Any], town_key: str) -> tuple[str, str, str]:
+    """大字 (however written: :func:`oaza_key`) → 地番 as numbers → 受付番号."""
     oaza = _oaza(values.get("propertyLocation", ""), town_key)
-    lot = values.get("lotNumber") or values.get("buildingNumber") or ""
-    numbers = "-".join(n.zfill(9) for n in _NUMBERS.findall(fold_text(lot)))
-    return oaza, numbers, values.get("receiptNumber", "").zfill(10)
+    lot = lot_key(values.get("lotNumber") or values.get("buildingNumber") or "")
+    return oaza, lot, values.get("receiptNumber", "").zfill(10)
 
 
-@lru_cache(maxsize=1024)  # a file's 所在 are few: the town's 大字
-def _oaza(written: str, town_key: str) -> str:
-    location = fold_text(written)
-    found = _OAZA.search(location)
-    return found.group(1) if found else address_key(location).removeprefix(town_key)
+_oaza = lru_cache(maxsize=1024)(oaza_key)  # a file's 所在 are few: the town's 大字
 
 
 @lru_cache(maxsize=4096)  # owners' names recur through a file

@@ -65,8 +65,9 @@ class OwnerMatcher:
         self._find: Callable[[str, str], tuple[Resident, ...]] = lru_cache(cache)(self._lookup)
 
     def match(self, owner: Owner) -> Match:
-        if not self.available or self.index is None:
-            return Match(Outcome.UNCHECKED, reasons=["住民データなし"])
+        index = self.index
+        if not self.available or index is None or index.unreadable is not None:
+            return Match(Outcome.UNCHECKED, reasons=["住民データなし"])  # none, or damaged
         corp = self._corporation(owner.name)
         if corp is not None:
             return self._by_corporation(owner, corp.key, corp.bare, corp.number)

@@ -101,6 +101,41 @@ def address_key(text: str) -> str:
     return _SEPARATORS.sub("-", folded).strip("-")
 
 
+_OAZA_MARK = "大字"
+_SECTION_MARK = "字"  # 字 before the 大字's name, or 小字 after it
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def oaza_key(text: str, town_key: str = "") -> str:
+    """The 大字 a 所在 names, to sort and group the list by: what follows the prefecture, 郡
+    and the town (``town_key``: :func:`address_key` of its name), written with or without the
+    marks 大字 and 字, up to a 小字 (字…) — 武雄市武雄町大字富岡字下町, 武雄市武雄町富岡 →
+    武雄町富岡. Width, spaces and 漢数字 are folded as :func:`address_key` folds them, 丁目
+    and the like as one separator, and numbers padded so that they sort as numbers (中央2丁目
+    before 中央10丁目)."""
+    folded = _SPACE.sub("", fold_text(text))
+    folded = _NUMBER_IN_ADDRESS.sub(lambda m: str(kanji_to_int(m.group(1))), folded)
+    folded = _PREFIX.sub("", folded, count=1)
+    if town_key and folded.startswith(town_key):
+        folded = folded[len(town_key) :]
+    folded = folded.replace(_OAZA_MARK, "").removeprefix(_SECTION_MARK)
+    oaza = folded.split(_SECTION_MARK, 1)[0]  # a 小字 after the name is not the 大字
+    oaza = _SEPARATORS.sub("-", oaza).strip("-")
+    return _DIGITS.sub(lambda m: m.group().zfill(9), oaza)
+
+
+def lot_key(text: str) -> str:
+    """A 地番 or 家屋番号 in numeric order: its numbers, each padded (2 before 10, 5番2 and
+    5-2 before 5-10; full-width digits and 漢数字 in number positions read as numbers)."""
+    folded = fold_text(text)
+    if _HAS_KANJI_NUMBER.search(folded) is not None:
+        folded = _NUMBER_IN_ADDRESS.sub(lambda m: str(kanji_to_int(m.group(1))), folded)
+    return "-".join(n.zfill(9) for n in _DIGITS.findall(folded))
+
+
+_HAS_KANJI_NUMBER = re.compile(f"[{_KANJI_NUMBER}]")
+
+
 # --- corporations ---------------------------------------------------------------------------
 
 _CORPORATE_FORMS = {

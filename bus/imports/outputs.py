@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import glob
 import os
 import re
 import tempfile
@@ -32,8 +33,8 @@ from openpyxl.xml.constants import SHEET_MAIN_NS
 from openpyxl.xml.functions import xmlfile
 
 from bus.errors import make_finding
+from bus.imports.layout import ImportRefused
 from bus.imports.worklist import ErrorRow
-from bus.pipeline import Finding
 
 LIST_COLUMNS = (
     "受付年月日", "受付番号", "不動産番号", "所在", "地番/家屋番号", "地目/種類",
@@ -324,13 +325,41 @@ def error_cells(error: ErrorRow) -> list[Any]:
     return [error.line, error.offset, error.field, error.code, error.message_ja, error.message_en]
 
 
-def out_problem(out: Path) -> Finding | None:
-    """Why ``--out`` cannot take the outputs (created here when missing), checked before
-    anything is imported: at the end the records would be stored and the list lost."""
+class OutUnusable(ImportRefused):
+    """``--out`` cannot take the outputs (RK-IO002): refused as an unreadable input is."""
+
+
+def prepare_out(out: Path) -> list[Path]:
+    """``--out`` made ready for the outputs — created when missing, probed with a temporary
+    file — once the import is otherwise accepted and before anything is stored: at the end
+    the records would be stored and the list lost. Returns the folders created here, the
+    outermost first (see :func:`remove_created`); raises :class:`OutUnusable`, leaving none
+    of them behind."""
+    missing = [f for f in (out, *out.parents) if not f.exists()][::-1]
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as error:
-        return make_finding("RK-IO002", path="/out", actual=f"{out}: {error.strerror or error}")
-    return None
+        remove_created(missing)
+        actual = f"{out}: {error.strerror or error}"
+        raise OutUnusable(make_finding("RK-IO002", path="/out", actual=actual)) from None
+    return missing
+
+
+def remove_created(created: Sequence[Path]) -> None:
+    """The folders :func:`prepare_out` created, innermost first, those still empty (an
+    import that stopped before writing its outputs leaves no empty folder behind)."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): kept as it is
+            return
+
+
+def remove_stale_parts(paths: Iterable[Path]) -> None:
+    """Temporary files (``.<name>.<pid>.part``) of ``paths`` a killed run left: the batch's
+    lock is held, so no other run is writing them."""
+    for path in paths:
+        for stale in path.parent.glob(glob.escape(f".{path.name}.") + "*.part"):
+            stale.unlink(missing_ok=True)

@@ -1,10 +1,10 @@
 """One line of a notice file → a 登記済通知 service element, through the mapping engine.
 
 Only three things make a record an error (RK-IMP001–003): an undecodable line, a wrong field
-count, an unreadable key field (受付年月日, 受付番号, 不動産番号). Any other field the mapping
-cannot translate is imported empty and flagged 要確認, as are 外字 without a table (kept as
-private-use characters with ``alt="〓"``), half-width kana, a 所在 outside the tenant and an
-empty 登記原因.
+count (a fixed-width record of the wrong length in bytes: RK-IMP014), an unreadable key field
+(受付年月日, 受付番号, 不動産番号). Any other field the mapping cannot translate is imported
+empty and flagged 要確認, as are 外字 without a table (kept as private-use characters with
+``alt="〓"``), half-width kana, a 所在 outside the tenant and an empty 登記原因.
 """
 
 from __future__ import annotations
@@ -157,7 +157,11 @@ class NoticeParser:
                 else _read_fixed(self.section, source)
             )
             if isinstance(record, FieldFailure):
-                expected = record.params.get("expected", "layout")  # fixed: the record length
+                if not fields:  # fixed width: the layout counts bytes, not fields
+                    expected = getattr(self.section.format, "length", "?")
+                    actual = record.params.get("actual", len(source))
+                    return self._error(raw, "", "RK-IMP014", expected=expected, actual=actual)
+                expected = record.params.get("expected", "layout")
                 actual = record.params.get("actual", record.code)
                 return self._error(raw, "", "RK-IMP002", expected=expected, actual=actual)
             translation = self.section.run(record, raw.number, self.params)

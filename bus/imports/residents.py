@@ -4,8 +4,10 @@ Fed by the 住民異動通知 (ResidentChangeNotice) messages already in the hub
 (incrementally, by stored id) and, for the first full load and for corporations and 住登外者,
 by a 宛名 extract CSV. Matching a million notices is then local look-ups, not a million
 宛名照会 round trips (see docs/batch-import.md for the choice). An index file that is not a
-database (overwritten) is :attr:`ResidentIndex.unreadable`: it holds nobody, so owners are 未照合
-and the import goes on, but an extract is refused rather than loaded into it.
+database (overwritten), or one damaged past its header (cut short, garbled pages: SQLite's
+``quick_check`` when it is opened, or any read that fails later), is
+:attr:`ResidentIndex.unreadable`: it holds nobody, so owners are 未照合 and the import goes on,
+but an extract is refused rather than loaded into it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ create table if not exists feeds (tenant text primary key, last_message integer 
 """
 EXTRACT_COLUMNS = ("宛名番号", "氏名", "氏名カナ", "住所", "住民種別", "住民状態", "法人番号")
 REQUIRED_COLUMNS = ("宛名番号", "氏名")  # the others may be missing or empty
+_DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # a damaged file, not a busy one
 _TEXT = {UTF8: "utf-8-sig"}  # a detected encoding → the codec reading it (a BOM or none)
 
 
@@ -99,40 +102,75 @@ class ResidentIndex:
         self.unreadable: str | None = None  # why the file is no index, when it is not
         try:
             self._db.executescript(SCHEMA)
+            # the header and schema may read while pages past them are cut off or garbled:
+            # every page's structure checked once (~0.1 s for 300,000 宛名), not per look-up
+            found = self._db.execute("pragma quick_check(1)").fetchone()
+            if found is None or found[0] != "ok":
+                self.unreadable = f"quick_check: {found[0] if found else 'no answer'}"
         except sqlite3.DatabaseError as error:  # e.g. "file is not a database"
             self.unreadable = str(error)
 
     def close(self) -> None:
         self._db.close()
 
+    def damaged(self, error: sqlite3.DatabaseError) -> None:
+        """A read or write failed: on a damaged index (cut short, garbled), from now on it
+        holds nobody; anything else (a lock held too long) is raised as it was."""
+        if (getattr(error, "sqlite_errorcode", 0) & 0xFF) not in _DAMAGED:
+            raise error
+        self.unreadable = self.unreadable or str(error)
+
     def put(self, tenant: str, residents: Iterable[Resident]) -> int:
         rows = [(tenant, *vars_of(r)) for r in residents]
-        with self._db:
-            self._db.executemany(
-                "insert or replace into residents values (?,?,?,?,?,?,?,?,?,?)", rows
-            )
+        try:
+            with self._db:
+                self._db.executemany(
+                    "insert or replace into residents values (?,?,?,?,?,?,?,?,?,?)", rows
+                )
+        except sqlite3.DatabaseError as error:
+            self.damaged(error)  # raises what is not damage
+            raise
         return len(rows)
 
     def count(self, tenant: str) -> int:
         """0 for an unreadable index: its owners are 未照合, the import goes on."""
         if self.unreadable is not None:
             return 0
-        row = self._db.execute("select count(*) from residents where tenant = ?", (tenant,))
-        return int(row.fetchone()[0])
+        try:
+            row = self._db.execute("select count(*) from residents where tenant = ?", (tenant,))
+            return int(row.fetchone()[0])
+        except sqlite3.DatabaseError as error:
+            self.damaged(error)
+            return 0
 
     def find(self, tenant: str, column: str, value: str) -> list[Resident]:
-        if not value:
+        """Nobody for an index found damaged (then :attr:`unreadable`: owners 未照合)."""
+        if not value or self.unreadable is not None:
             return []
         assert column in ("name_key", "kana_key", "corporate_number", "corporate_bare")
-        rows = self._db.execute(
-            f"select * from residents where tenant = ? and {column} = ?", (tenant, value)
-        )
+        try:
+            rows = self._db.execute(
+                f"select * from residents where tenant = ? and {column} = ?", (tenant, value)
+            ).fetchall()
+        except sqlite3.DatabaseError as error:
+            self.damaged(error)
+            return []
         return [Resident(*row[1:]) for row in rows]
 
     # --- feeds ------------------------------------------------------------------------------
 
     def refresh(self, sessions: sessionmaker[Session], tenant: str) -> int:
-        """Read the 住民異動通知 stored since the last refresh; returns how many."""
+        """Read the 住民異動通知 stored since the last refresh; returns how many. An index
+        found damaged on the way reads none (then :attr:`unreadable`)."""
+        if self.unreadable is not None:
+            return 0
+        try:
+            return self._refresh(sessions, tenant)
+        except sqlite3.DatabaseError as error:
+            self.damaged(error)
+            return 0
+
+    def _refresh(self, sessions: sessionmaker[Session], tenant: str) -> int:
         row = self._db.execute("select last_message from feeds where tenant = ?", (tenant,))
         found = row.fetchone()
         last = int(found[0]) if found else 0
@@ -173,6 +211,10 @@ class ResidentIndex:
             raise _refused("RK-IO001", f"{path}: {error.strerror or error}") from None
         except (UnicodeDecodeError, csv.Error) as error:
             raise _refused("RK-IO001", f"{path}: {error}") from None
+        except sqlite3.DatabaseError as error:  # damaged past its header: nothing loaded
+            if self.unreadable is None:
+                raise
+            raise _refused("RK-IMP010", f"{self.path}: {error}") from None
 
 
 def vars_of(entry: Resident) -> tuple[str, ...]:

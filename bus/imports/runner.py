@@ -31,7 +31,9 @@ from bus.imports.matching import OwnerMatcher
 from bus.imports.outputs import (
     ERROR_COLUMNS,
     error_cells,
-    out_problem,
+    prepare_out,
+    remove_created,
+    remove_stale_parts,
     write_csv,
     write_list,
 )
@@ -116,16 +118,22 @@ def _check_header(path: Path, encoding: str, columns: list[str]) -> None:
         raise ImportRefused(make_finding("RK-IMP012", path="/line[1]", actual=problem))
 
 
+def output_stem(path: Path, tenant: str, digest: str) -> str:
+    """The outputs' names begin with the file's name, the tenant and the file's short hash
+    (the batch's): same-named files from two folders keep their own outputs in one ``--out``,
+    and a file imported again replaces its own."""
+    return f"{path.stem}_{tenant}_{digest[:8]}"
+
+
 class NoticeImport:
-    """One run over one file; see :func:`run_import`."""
+    """One run over one file; see :func:`run_import`. Constructing it is where an import is
+    refused (:class:`ImportRefused`: tenant, layout, header, ``--out``, a run of the same
+    batch in progress), before anything is stored; :meth:`close` it in any case."""
 
     def __init__(self, hub: Hub, options: ImportOptions, index: ResidentIndex | None) -> None:
         town = _town(hub.config.current().index, options.tenant)
         self.hub, self.options, self.index, self.town = hub, options, index, town
         self.section = load_section(options.layout)
-        unwritable = out_problem(options.out_dir) if options.out_dir is not None else None
-        if unwritable is not None:
-            raise ImportRefused(unwritable)
         columns: list[str] | None = getattr(self.section.format, "columns", None)
         with options.path.open("rb") as stream:
             detected = detect_encoding(stream)
@@ -134,9 +142,15 @@ class NoticeImport:
         else:
             self.encoding = detected.encoding
             _check_header(options.path, self.encoding, columns)
-        digest = file_hash(options.path)
+        digest = self.digest = file_hash(options.path)
         work = hub.settings.data_dir / "imports" / f"{digest[:32]}-{options.tenant}.sqlite"
-        self.worklist = Worklist(work, digest, options.tenant, self.encoding)
+        # --out last (only RK-IMP013 after it): a refused import leaves no folder behind
+        self.created = prepare_out(options.out_dir) if options.out_dir is not None else []
+        try:
+            self.worklist = Worklist(work, digest, options.tenant, self.encoding)
+        except BaseException:
+            remove_created(self.created)
+            raise
         if self.worklist.state.status == DONE:
             self.worklist.restart()
         # A stopped run may have stored records past its cursor (a parallel run: several
@@ -171,8 +185,10 @@ class NoticeImport:
                 )
                 if progress:
                     progress(state.new + state.duplicate + state.errors, state.errors, span.end)
-        self.worklist.finish()
+        # finished once the outputs are written: a run killed while writing them resumes
+        # at the end of the file and writes them again (not a fresh pass, all 重複)
         outputs = self._write_outputs() if self.options.out_dir else []
+        self.worklist.finish()
         return Summary(state.new, state.duplicate, state.errors, self.encoding, outputs)
 
     def _results(
@@ -182,7 +198,7 @@ class NoticeImport:
         if self.options.jobs > 1:
             spec = WorkerSpec(
                 self.hub.settings, self.options.layout, self.encoding, self.options.tenant,
-                self.town, self.index.path if self.index else None, os.getpid(),
+                self.town, self._readable_index(), os.getpid(),
             )  # fmt: skip
             pool = ChunkPool(spec, self.options.jobs)
             try:
@@ -196,6 +212,11 @@ class NoticeImport:
         for chunk in parts:
             yield Span.of(chunk), work.process(chunk, at_head)
             at_head = False
+
+    def _readable_index(self) -> Path | None:
+        """The index file for the workers: none when it is unreadable (owners 未照合)."""
+        index = self.index
+        return index.path if index is not None and index.unreadable is None else None
 
     def _new(self, stored: list[Stored]) -> int:
         """How many of a chunk's records are 新規: stored now, or by a stopped run of this
@@ -214,10 +235,11 @@ class NoticeImport:
         out = self.options.out_dir
         assert out is not None
         out.mkdir(parents=True, exist_ok=True)
-        stem = self.options.path.stem
+        stem = output_stem(self.options.path, self.options.tenant, self.digest)
         xlsx = out / f"{stem}_評価変更リスト.xlsx"
         listing = out / f"{stem}_評価変更リスト.csv"
         report = out / f"{stem}_エラー.csv"
+        remove_stale_parts((xlsx, listing, report))
         encoding = self.options.out_encoding
         write_list(xlsx, listing, self.worklist.sorted_rows(), encoding, self.options.sheet_rows)
         errors = (error_cells(e) for e in self.worklist.error_rows())
@@ -226,6 +248,7 @@ class NoticeImport:
 
     def close(self) -> None:
         self.worklist.close()
+        remove_created(self.created)  # when nothing was written into them
 
 
 def run_import(
