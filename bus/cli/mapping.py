@@ -11,6 +11,7 @@ import typer
 from bus.catalogue import load_catalogue
 from bus.cli import output
 from bus.cli.app import app
+from bus.errors import make_finding
 from bus.mapping import Mapping, MappingError, load_mapping
 from bus.mapping.coverage import coverage
 from bus.mapping.envelope import wrap
@@ -37,8 +38,12 @@ def _load(path: Path) -> Mapping:
 
 def _print_findings(findings: list[Finding]) -> None:
     for finding in findings:
+        where = (
+            f" ({finding.detail})" if finding.code.startswith("RK-MAP") and finding.detail else ""
+        )
         typer.echo(
-            f"  {finding.code} {finding.path} {finding.message_ja} / {finding.message_en}", err=True
+            f"  {finding.code} {finding.path} {finding.message_ja} / {finding.message_en}{where}",
+            err=True,
         )
 
 
@@ -136,7 +141,10 @@ def apply(
     name = service or (services[0] if len(services) == 1 else "")
     section = mapping.section(name, chosen)
     if section is None:
-        typer.echo(f"choose --service from {', '.join(services)}", err=True)
+        if not services:
+            typer.echo(f"{path}: no {chosen} section (choose --direction)", err=True)
+        else:
+            typer.echo(f"choose --service from {', '.join(services)}", err=True)
         raise typer.Exit(EXIT_INVALID_FILE)
     try:
         data = input_file.read_bytes()
@@ -145,6 +153,11 @@ def apply(
         raise typer.Exit(EXIT_INVALID_FILE) from None
     if chosen == "inbound" and section.format.multi_record:
         results = list(section.translate_records(data))
+        if not results:  # an empty file, or a header alone: say so rather than print nothing
+            finding = make_finding(
+                "RK-MAP005", path="/", expected=section.format.name, actual="no record"
+            )
+            results = [Translation(1, None, [finding])]
     else:
         results = [section.translate(data)]
     validator = Validator()

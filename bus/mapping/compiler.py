@@ -114,6 +114,18 @@ class SectionContext:
         self.problems.append(SpecProblem(where, message))
 
 
+def flag(spec: Any, key: str, at: Position) -> bool:
+    """A yes/no key (``kana``, ``required``, ``reverse``…): ``true`` or ``false`` in any case;
+    anything else (``yes``, ``on``, ``1``) is a load error, never read as false."""
+    value = spec.get(key)
+    if value is None:
+        return False
+    written = str(value).lower()
+    if written not in ("true", "false"):
+        raise SpecProblem(position_of(value, at), f"{key} is true or false, not {str(value)!r}")
+    return written == "true"
+
+
 def _text(value: Value | None) -> str | None:
     return value.text if isinstance(value, Text) else value
 
@@ -186,6 +198,9 @@ class EntryCompiler:
                 result = self.entry(entry, scope, group_key, at)
             except SpecProblem as problem:
                 self.c.problems.append(problem)
+                if self.c.inbound and isinstance(entry.get("to"), str):
+                    # reported already: not also a "missing required target"
+                    self.c.mapped.add(str(entry["to"]).partition("@")[0])
                 continue
             target = repr(entry.get("to"))
             first = unconditional.get(target)
@@ -253,7 +268,7 @@ class EntryCompiler:
         default = entry.get("default")
         if default is not None and item is not None and inbound:
             self.check_constant(default, item, position_of(default, at))
-        required = str(entry.get("required") or "false") == "true"
+        required = flag(entry, "required", at)
         finish = self.finisher(entry, item, leaf, at)
         source_key = getattr(read, "source_key", None)
         plain = not steps and finish is _identity and condition is None and default is None
@@ -395,8 +410,12 @@ class EntryCompiler:
             steps.append(ops.extract(pattern))
         if "split" in entry:
             spec = entry["split"]
-            if not isinstance(spec, dict) or "sep" not in spec:
-                raise SpecProblem(position_of(spec, at), "split is {sep, index, parts}")
+            usage = (
+                "split is {sep, index, parts}: a separator that is not empty, index from 0, "
+                "fewer than parts"
+            )
+            if not isinstance(spec, dict) or not spec.get("sep"):
+                raise SpecProblem(position_of(spec, at), usage)
             try:
                 index = int(spec.get("index") or 0)
                 parts = int(spec["parts"]) if spec.get("parts") else None
@@ -404,15 +423,17 @@ class EntryCompiler:
                 raise SpecProblem(
                     position_of(spec, at), "index and parts are whole numbers"
                 ) from None
+            if index < 0 or (parts is not None and not 0 <= index < parts):
+                raise SpecProblem(position_of(spec, at), usage)
             steps.append(ops.split(str(spec["sep"]), index, parts))
         if "trim" in entry:
-            side = str(entry["trim"])
+            side = str(entry["trim"]).lower()
             if side not in ("true", "both", "left", "right"):
                 raise SpecProblem(position_of(entry["trim"], at), "trim is true, left or right")
             steps.append(ops.trim("both" if side == "true" else side))
         if "gaiji" in entry and not self.c.inbound:
             steps.append(ops.gaiji_out(self._gaiji(self._gaiji_spec(entry["gaiji"], at)[0], at)))
-        if str(entry.get("kana") or "false") == "true":
+        if flag(entry, "kana", at):
             if self.c.inbound and item is not None and item.rule != "kana":
                 raise SpecProblem(
                     position_of(entry["kana"], at), f"kana on {item.id}, which is not a kana item"
@@ -422,7 +443,7 @@ class EntryCompiler:
             if str(entry["width"]) not in ("full", "half"):
                 raise SpecProblem(position_of(entry["width"], at), "width is full or half")
             steps.append(ops.width(str(entry["width"])))
-        if str(entry.get("share") or "false") == "true":
+        if flag(entry, "share", at):
             steps.append(ops.share())
         if "codes" in entry:
             steps.append(self.codes(entry["codes"], item, at))
@@ -451,15 +472,13 @@ class EntryCompiler:
             steps.append(ops.function(name, hook))
         if "pad" in entry:
             spec = entry["pad"]
-            if not isinstance(spec, dict) or "length" not in spec:
-                raise SpecProblem(position_of(spec, at), "pad is {length, char, side}")
-            steps.append(
-                ops.pad(
-                    int(spec["length"]),
-                    str(spec.get("char") or " ")[:1],
-                    str(spec.get("side") or "left"),
-                )
-            )
+            usage = "pad is {length, char, side}: length a whole number, one char, side left|right"
+            if not isinstance(spec, dict) or not str(spec.get("length") or "").isdigit():
+                raise SpecProblem(position_of(spec, at), usage)
+            char, side = str(spec.get("char") or " "), str(spec.get("side") or "left")
+            if len(char) != 1 or side not in ("left", "right"):
+                raise SpecProblem(position_of(spec, at), usage)
+            steps.append(ops.pad(int(spec["length"]), char, side))
         return steps
 
     def _gaiji_spec(self, spec: Any, at: Position) -> tuple[Any, str | None]:
@@ -508,9 +527,7 @@ class EntryCompiler:
                 )
         else:
             raise SpecProblem(where, "codes needs table: or values:")
-        mapping = (
-            table.reversed() if str(spec.get("reverse") or "false") == "true" else table.forward
-        )
+        mapping = table.reversed() if flag(spec, "reverse", where) else table.forward
         if self.c.inbound and item is not None and item.code_list:
             allowed = set(content_model().enumeration(_type_qname(item)))
             if allowed:
@@ -520,6 +537,8 @@ class EntryCompiler:
                         where, f"table gives {bad[0]!r}, not a code of {item.id} ({item.code_list})"
                     )
         fallback = None if spec.get("default") is None else str(spec["default"])
+        if fallback is not None and self.c.inbound and item is not None:
+            self.check_constant(fallback, item, position_of(spec["default"], where))
         return ops.codes(mapping, table.name, unknown, fallback)
 
     def finisher(
@@ -624,7 +643,7 @@ class EntryCompiler:
                 )
             allowed = frozenset(str(v) for v in values)
             return lambda source: _text(source.get(key)) in allowed
-        wanted = str(spec["exists"]) == "true"
+        wanted = flag(spec, "exists", where)
         return lambda source: bool(_text(source.get(key))) is wanted
 
 

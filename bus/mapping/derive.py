@@ -69,7 +69,8 @@ def _invert(entry: PDict, where: Position, to_inbound: bool) -> list[PDict]:
         if isinstance(values, dict):
             spec["values"] = {v: k for k, v in reversed(list(values.items()))}
         else:
-            spec["reverse"] = "false" if str(spec.get("reverse") or "false") == "true" else "true"
+            reverse = str(spec.get("reverse") or "false").lower() == "true"
+            spec["reverse"] = "false" if reverse else "true"
         spec.pop("unknown", None)
         spec.pop("default", None)
         base["codes"] = spec
@@ -87,6 +88,11 @@ def _invert(entry: PDict, where: Position, to_inbound: bool) -> list[PDict]:
     elif "date" in entry and str(entry["date"]) == "iso":
         base["date"] = "iso"
     if isinstance(sources, list):
+        if not all(isinstance(part, str) for part in sources):  # it would be left out
+            raise SpecProblem(
+                where,
+                "cannot derive a join member with operations of its own: write that direction out",
+            )
         separator = str(entry.get("join") or "")
         if not separator:
             raise SpecProblem(

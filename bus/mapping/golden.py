@@ -81,7 +81,14 @@ def run_case(mapping: Mapping, case: GoldenCase) -> GoldenResult:
     section = mapping.section(case.service, case.direction)
     if section is None:
         return GoldenResult(case, False, f"no {case.direction} section for {case.service}", [])
-    translation: Translation = section.translate(case.input.read_bytes())
+    data = case.input.read_bytes()
+    if case.direction == "inbound" and section.format.multi_record:
+        count = sum(1 for _ in section.format.records(data))
+        if count != 1:  # translate reads the first: the others would pass unseen
+            return GoldenResult(
+                case, False, f"{case.input.name} holds {count} records: a case is one record", []
+            )
+    translation: Translation = section.translate(data)
     if translation.output is None:
         return GoldenResult(case, False, "translation failed", translation.findings)
     try:
@@ -89,7 +96,14 @@ def run_case(mapping: Mapping, case: GoldenCase) -> GoldenResult:
     except OSError as error:
         return GoldenResult(case, False, f"expected output unreadable: {error}", [])
     suffix = case.expected.suffix
-    want, got = canonical(expected, suffix), canonical(translation.output, suffix)
+    try:
+        want = canonical(expected, suffix)
+    except (etree.XMLSyntaxError, ValueError) as error:  # JSONDecodeError is a ValueError
+        kind = {".xml": "well-formed XML", ".json": "JSON"}.get(suffix, suffix)
+        return GoldenResult(
+            case, False, f"{case.expected}: expected output is not {kind} ({error})", []
+        )
+    got = canonical(translation.output, suffix)
     if want == got:
         return GoldenResult(case, True, "", translation.findings)
     diff = "".join(

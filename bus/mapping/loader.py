@@ -168,6 +168,16 @@ class _FileLoader:
                     )
                 )
                 return None
+            extra = sorted(set(raw) - {"derive", "note"})
+            if extra:  # they would be ignored: the derived section is the other one inverted
+                self.problems.append(
+                    SpecProblem(
+                        raw.key_positions.get(extra[0], at),
+                        f"derive: takes the other direction as it is; {', '.join(extra)} would "
+                        "be ignored (write this direction out instead)",
+                    )
+                )
+                return None
             base = spec[other]
             try:
                 fields = derive_fields(

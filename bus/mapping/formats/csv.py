@@ -94,7 +94,10 @@ class CsvFormat:
             raise SpecError("columns must be unique")
         self.encoding = option(section, "encoding", "utf-8")
         self.delimiter = option(section, "delimiter", ",")
-        self.header = option(section, "header", "true") == "true"
+        header = option(section, "header", "true").lower()
+        if header not in ("true", "false"):
+            raise SpecError(f"header is true or false, not {section.get('header')!r}")
+        self.header = header == "true"
 
     def compile_path(self, path: Any, group: Any, writing: bool) -> Any:
         if path not in self.columns:
@@ -159,9 +162,11 @@ class CsvFormat:
         if isinstance(fields, Mapping):
             return CsvRecord(fields)
         if len(fields) != len(self.columns):
-            return FieldFailure(
-                "RK-MAP005", expected=f"{len(self.columns)} columns", actual=str(len(fields))
-            )
+            actual = str(len(fields))
+            breaks = sum(f.count("\n") for f in fields)
+            if breaks:  # an unclosed quote takes in the lines after it (often the whole rest)
+                actual += f': a quoted value runs over {breaks} line breaks (a closing " missing?)'
+            return FieldFailure("RK-MAP005", expected=f"{len(self.columns)} columns", actual=actual)
         # the lengths are equal (checked above): a strict= keyword, True or False, would
         # only cost zip a call with keywords, which builds a dict for every record
         return CsvRecord(zip(self.columns, fields))  # noqa: B905

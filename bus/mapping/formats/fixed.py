@@ -21,6 +21,7 @@ from bus.mapping.values import DictRecord, FieldFailure, Source, Target, Text, V
 
 PADS = ("half", "full", "zero", "none")
 TYPES = ("text", "zoned", "packed")
+PATH_KEYS = frozenset({"start", "bytes", "pad", "type", "align", "name"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,12 @@ class FixedFormat:
     def compile_path(self, path: Any, group: Any, writing: bool) -> Any:
         if not isinstance(path, dict):
             raise SpecError("a fixed-width path is {start, bytes, pad, type}")
+        unknown = sorted(set(path) - PATH_KEYS)
+        if unknown:  # a misspelt pad or type would silently give the default
+            raise SpecError(
+                f"unknown key(s) in a fixed-width path: {', '.join(unknown)} "
+                f"(one of {', '.join(sorted(PATH_KEYS))})"
+            )
         start, size = _span(path)
         pad, kind = str(path.get("pad") or "half"), str(path.get("type") or "text")
         align = str(path.get("align") or ("right" if pad == "zero" else "left"))
@@ -205,15 +212,14 @@ class FixedFormat:
         step = self.length + len(self.separator)
         for number, offset in enumerate(range(0, len(data), step), start=1):
             chunk = data[offset : offset + self.length]
-            if len(chunk) != self.length or (
-                self.separator
-                and data[offset + self.length : offset + step] not in (self.separator, b"")
-            ):
+            after = data[offset + self.length : offset + step]
+            if len(chunk) != self.length or (self.separator and after not in (self.separator, b"")):
+                actual = str(len(chunk))
+                if len(chunk) == self.length:  # the length is right, the separator is not
+                    actual = f"{after!r} where the separator {self.separator!r} belongs"
                 yield (
                     number,
-                    FieldFailure(
-                        "RK-MAP005", expected=f"{self.length} bytes", actual=str(len(chunk))
-                    ),
+                    FieldFailure("RK-MAP005", expected=f"{self.length} bytes", actual=actual),
                 )
                 return
             yield number, FixedRecord(chunk, self.codec)

@@ -51,17 +51,41 @@ class JsonFormat:
     name = "json"
     multi_record = False
 
+    def __init__(self) -> None:
+        # written paths per scope (the section, or a group's members): a value cannot also
+        # be an object holding other values (``lg`` and ``lg.code``)
+        self._written: dict[Any, set[tuple[str, ...]]] = {}
+
+    def _claim(self, steps: tuple[str, ...], scope: Any) -> None:
+        taken = self._written.setdefault(scope, set())
+        for other in taken:
+            shorter, longer = sorted((steps, other), key=len)
+            if shorter != longer and longer[: len(shorter)] == shorter:
+                raise SpecError(
+                    f"{'.'.join(shorter)!r} is written as a value and as an object "
+                    f"(holding {'.'.join(longer)!r})"
+                )
+        taken.add(steps)
+
     def compile_path(self, path: Any, group: Any, writing: bool) -> Any:
-        return _steps(path)
+        steps = _steps(path)
+        if writing:
+            self._claim(steps, group)
+        return steps
 
     def compile_group(self, spec: dict[str, Any], parent: Any, writing: bool) -> Any:
-        return _steps(spec.get("path"))
+        steps = _steps(spec.get("path"))
+        if writing:
+            self._claim(steps, parent)
+        return steps
 
     def read(self, data: bytes) -> Source:
         if len(data) > _MAX_BYTES:
             raise FieldFailure("RK-MAP005", expected="JSON", actual="too large")
-        try:
-            document = json.loads(data.decode("utf-8"))
+        try:  # a BOM (Windows editors write one) is not part of the document
+            document = json.loads(data.decode("utf-8").removeprefix("\ufeff"))
+        except json.JSONDecodeError as error:  # where: line and column
+            raise FieldFailure("RK-MAP005", expected="JSON", actual=str(error)[:200]) from None
         except (UnicodeDecodeError, ValueError, RecursionError) as error:
             raise FieldFailure("RK-MAP005", expected="JSON", actual=type(error).__name__) from None
         if not isinstance(document, dict):
