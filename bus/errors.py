@@ -705,6 +705,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "システム {actual} の変換定義に {expected} の受信側（inbound）定義がありません。",
         "The mapping of system {actual} has no inbound section for {expected}.",
     ),
+    (
+        "RK-FIL006",
+        E,
+        "フォルダ {actual} を使えません（{expected}）。このフォルダは次の周期に再試行し、ほかのフォルダの処理は続けます。",
+        "The folder {actual} cannot be used ({expected}); it is retried at the next poll and the other folders are served meanwhile.",
+    ),
     # --- FED: PULL feeds ------------------------------------------------------------------------
     (
         "RK-FED001",

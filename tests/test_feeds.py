@@ -149,6 +149,11 @@ def test_feed_order_cursor_entitlement_export_and_retention(
         other_service = get(server, keys["kotei"], "/api/v1/feeds/LevyNotice", tenant=TAKEN)
         assert other_service.status_code == 403
         assert get(server, "rk_kotei_wrong", tenant=TAKEN).status_code == 401
+        # a tenant code is six digits: one with more is refused, never cut to a served town's
+        for bad in (TAKEN + "9", TAKEN[:5], "４１２０６６"):
+            wrong = get(server, keys["kotei"], tenant=bad)
+            assert wrong.status_code == 400, bad
+            assert wrong.json()["findings"][0]["code"] == "RK-FED005"
 
         # 全件: streamed, then a 差分 reader continues from its cursor
         export = httpx.get(

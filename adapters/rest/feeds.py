@@ -42,7 +42,13 @@ PREFIX = "/api/v1/feeds"
 NDJSON = "application/x-ndjson"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-_STATUS = {"RK-FED001": 400, "RK-FED002": 403, "RK-FED003": 410, "RK-FED004": 400}
+_STATUS = {
+    "RK-FED001": 400,
+    "RK-FED002": 403,
+    "RK-FED003": 410,
+    "RK-FED004": 400,
+    "RK-FED005": 400,
+}
 
 router = ProblemRouter(prefix=PREFIX, tags=["feeds"])
 
@@ -87,9 +93,9 @@ def _entitled(
 ) -> Entitlement:
     """Who is reading (the one system the caller is, or the one it names) and what it may
     read; raises :class:`_Refusal` or :class:`FeedRefused`."""
-    if not tenant:
+    if not tenant or len(tenant) != 6 or not tenant.isascii() or not tenant.isdigit():
         raise FeedRefused(
-            make_finding("RK-FED005", path="/", actual="tenant", expected="団体コード")
+            make_finding("RK-FED005", path="/", actual="tenant", expected="団体コード（6桁）")
         )
     identity = identify(hub, caller, "feed")
     if identity is None:
@@ -103,7 +109,7 @@ def _entitled(
     else:
         listed = ", ".join(sorted(identity.systems))
         raise FeedRefused(make_finding("RK-FED004", path="/", actual=listed))
-    return entitlement(hub.config.current().index, chosen, tenant[:6], service)
+    return entitlement(hub.config.current().index, chosen, tenant, service)
 
 
 def _refusal(finding: Finding) -> Response:

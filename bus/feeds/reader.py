@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bus.errors import make_finding
 from bus.feeds.cursor import Cursor
-from bus.feeds.entitlement import Entitlement
+from bus.feeds.entitlement import Entitlement, FeedRefused
 from bus.mapping.stage import OutboundTranslationError, outbound_body
 from bus.pipeline import Finding
 from bus.routing import conditions_hold, service_element_of
@@ -150,9 +150,23 @@ def _entry(
     return FeedEntry(int(pk), message_id, utc(received_at), relates_to, translated, findings)
 
 
-def _check_retention(session: Session, cursor: Cursor) -> None:
-    if cursor.position and purged_through(session, cursor.tenant, cursor.service) > cursor.position:
+def _check_cursor(session: Session, cursor: Cursor) -> None:
+    """RK-FED003 (410) when retention purged messages after the cursor; RK-FED001 when the
+    cursor lies beyond every key this store has issued (kept from before a database restore,
+    or from another hub): reading from it would silently skip every message up to it. Keys
+    leave the store only by retention, which records them (``feed_marks``), so the largest
+    key issued is the larger of the largest stored and the largest purged."""
+    if not cursor.position:
+        return
+    if purged_through(session, cursor.tenant, cursor.service) > cursor.position:
         raise FeedGone(cursor)
+    issued = max(
+        int(session.scalar(select(func.coalesce(func.max(StoredMessage.id), 0))) or 0),
+        int(session.scalar(select(func.coalesce(func.max(FeedMark.purged_through), 0))) or 0),
+    )
+    if cursor.position > issued:
+        expected = f"{cursor.service} ({cursor.tenant})"
+        raise FeedRefused(make_finding("RK-FED001", path="/", expected=expected))
 
 
 def read_feed(
@@ -169,7 +183,7 @@ def read_feed(
     entries: list[FeedEntry] = []
     position, budget = cursor.position, limit * SCAN_FACTOR
     with sessions() as session:
-        _check_retention(session, cursor)
+        _check_cursor(session, cursor)
         keep = _Filter(entitled, session)
         exhausted = False
         while len(entries) < limit and budget > 0 and not exhausted:

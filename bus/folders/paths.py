@@ -4,6 +4,7 @@ deleted."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -25,6 +26,29 @@ def free_name(directory: Path, name: str) -> Path:
         number += 1
         candidate = directory / f"{name}.{number}"
     return candidate
+
+
+def move_unless_there(source: Path, target: Path) -> bool:
+    """Move ``source`` to ``target`` (same file system) unless ``target`` exists, never
+    replacing it; False when ``target`` exists or ``source`` is gone. A hard link is the
+    atomic no-clobber move; a file system without hard links (some network shares) gets a
+    check before the rename."""
+    try:
+        os.link(source, target)
+    except (FileExistsError, FileNotFoundError):
+        return False
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if target.exists():
+            return False
+        try:
+            source.rename(target)
+        except FileNotFoundError:
+            return False
+        return True
+    source.unlink(missing_ok=True)
+    return True
 
 
 def fsync_dir(directory: Path) -> None:

@@ -9,6 +9,7 @@ fixed width without separators as the first and last record; XML as the root's `
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,10 +50,19 @@ def _tokens(line: str, tag: str) -> list[str]:
     return [token for token in _TOKENS.split(line[len(tag) :].strip()) if token]
 
 
+def shape(line: str) -> str:
+    """What a line that is not a header or trailer looks like, without its content: it is
+    usually a data record (names, addresses), which a report never shows in clear."""
+    if not line:
+        return "0文字/chars"
+    first = line[0] if line[0].isascii() and line[0].isprintable() else "?"
+    return f"{first}… {len(line)}文字/chars"
+
+
 def parse_header(line: str, records: FileRecords) -> Extent:
     tag = records.header or ""
     if not line.startswith(tag):
-        raise FileRefused(make_finding("RK-FIL001", path="/header", actual=line[:40]))
+        raise FileRefused(make_finding("RK-FIL001", path="/header", actual=shape(line)))
     tokens = _tokens(line, tag)
     flags = {records.flags.full: Extent.FULL, records.flags.differential: Extent.DIFFERENTIAL}
     flag = tokens[0] if tokens else ""
@@ -71,7 +81,7 @@ def parse_trailer(line: str, records: FileRecords) -> int:
     tag = records.trailer or ""
     tokens = _tokens(line, tag) if line.startswith(tag) else []
     if not tokens or not tokens[0].isdigit():
-        raise FileRefused(make_finding("RK-FIL002", path="/trailer", actual=line[:40]))
+        raise FileRefused(make_finding("RK-FIL002", path="/trailer", actual=shape(line)))
     return int(tokens[0])
 
 
@@ -91,6 +101,8 @@ def unframe(data: bytes, records: FileRecords, encoding: str, record_length: int
     """Split off the header and trailer (``record_length``: fixed width without separators,
     where they are records of that many bytes). Raises :class:`FileRefused`."""
     extent, declared = Extent.DIFFERENTIAL, None
+    if encoding == "utf-8":
+        data = data.removeprefix(codecs.BOM_UTF8)  # Windows tools write one
     if records.header:
         if record_length:
             head, data = data[:record_length], data[record_length:]

@@ -54,21 +54,52 @@ def _journal(folder: Path, service: str, tenant: str) -> Path:
 
 
 @contextmanager
-def _locked(journal: Path) -> Iterator[None]:
+def _locked(journal: Path) -> Iterator[int]:
+    """The journal's exclusive lock; yields the lock file's descriptor, which holds the
+    journal's length after the last complete append (a hint, see :func:`_complete`)."""
     journal.parent.mkdir(parents=True, exist_ok=True)
-    with Path(f"{journal}.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    descriptor = os.open(f"{journal}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         try:
-            yield
+            yield descriptor
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
+def _remember(lock: int, length: int) -> None:
+    os.ftruncate(lock, 0)
+    if length:
+        os.pwrite(lock, b"%d" % length, 0)
+
+
+def _complete(journal: Path, lock: int) -> int:
+    """The journal's length without a torn tail, which is cut off first: an append killed
+    half-way (or failed on a full disk) was never acknowledged, and appending after it would
+    hide every later, acknowledged delivery from the reader. The lock file remembers the
+    length after the last complete append, so the journal is only scanned after a failure."""
+    try:
+        size = journal.stat().st_size
+    except FileNotFoundError:
+        return 0
+    remembered = os.pread(lock, 20, 0)
+    if remembered.isdigit() and int(remembered) == size:
+        return size
+    complete = _parse(journal.read_bytes())[2]
+    if complete < size:
+        with journal.open("r+b") as handle:
+            handle.truncate(complete)
+            os.fsync(handle.fileno())
+    return complete
 
 
 def append(folder: Path, service: str, tenant: str, message_id: str, body: bytes) -> None:
     """Add one delivery to the open batch of (service, tenant); durable on return."""
     journal = _journal(folder, service, tenant)
-    with _locked(journal):
-        fresh = not journal.exists()
+    with _locked(journal) as lock:
+        fresh = _complete(journal, lock) == 0
         with journal.open("ab") as handle:
             if fresh:
                 stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
@@ -77,16 +108,19 @@ def append(folder: Path, service: str, tenant: str, message_id: str, body: bytes
             handle.write(b"%s %d\n" % (message_id.encode("ascii"), len(body)) + body + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
+            length = handle.tell()
         if fresh:
             fsync_dir(journal.parent)
+        _remember(lock, length)
 
 
-def _read(journal: Path, service: str, tenant: str) -> Batch | None:
-    data = journal.read_bytes()
-    head, _, rest = data.partition(b"\n")
+def _parse(data: bytes) -> tuple[list[bytes] | None, list[SpooledRecord], int]:
+    """The journal's head (None when torn or not a journal), its complete records (each
+    messageId once) and the length they end at."""
+    head, newline, rest = data.partition(b"\n")
     parts = head.split(b" ")
-    if len(parts) != 3 or parts[0] != _MAGIC:
-        return None
+    if not newline or len(parts) != 3 or parts[0] != _MAGIC or not parts[2].isdigit():
+        return None, [], 0
     records: list[SpooledRecord] = []
     seen: set[str] = set()
     offset = 0
@@ -98,13 +132,20 @@ def _read(journal: Path, service: str, tenant: str) -> Batch | None:
         if len(fields) != 2 or not fields[1].isdigit():
             break
         start, size = line_end + 1, int(fields[1])
-        if start + size + 1 > len(rest):
+        if start + size + 1 > len(rest) or rest[start + size : start + size + 1] != b"\n":
             break  # an incomplete tail: never acknowledged
-        message_id = fields[0].decode("ascii")
+        message_id = fields[0].decode("ascii", "replace")
         if message_id not in seen:  # a redelivery after a crash: once per batch
             seen.add(message_id)
             records.append(SpooledRecord(message_id, rest[start : start + size]))
         offset = start + size + 1
+    return parts, records, len(head) + 1 + offset
+
+
+def _read(journal: Path, service: str, tenant: str) -> Batch | None:
+    parts, records, _ = _parse(journal.read_bytes())
+    if parts is None:
+        return None
     created = datetime.fromtimestamp(int(parts[2]), UTC)
     return Batch(service, tenant, parts[1].decode(), created, records)
 
@@ -130,7 +171,7 @@ def close_due(
     moment = now or datetime.now(UTC)
     written: list[Path] = []
     for journal, service, tenant in _journals(folder):
-        with _locked(journal):
+        with _locked(journal) as lock:
             if not journal.exists():
                 continue
             batch = _read(journal, service, tenant)
@@ -140,6 +181,7 @@ def close_due(
                 written.append(_write(folder, batch, render, end_suffix))
             journal.unlink()
             fsync_dir(journal.parent)
+            _remember(lock, 0)
     return written
 
 

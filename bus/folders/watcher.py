@@ -14,6 +14,7 @@ their report; end files follow their data file.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import threading
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from bus.config.models import InboundFolder, System
+from bus.config.models import InboundFolder, OutboundFolder, System
+from bus.errors import make_finding
 from bus.folders.inbound import FileReport, InboundFile
 from bus.folders.outbound import renderer
 from bus.folders.paths import (
@@ -33,6 +35,7 @@ from bus.folders.paths import (
     REPORT_SUFFIX,
     WORK,
     free_name,
+    move_unless_there,
     resolve_folder,
     write_atomically,
 )
@@ -72,6 +75,7 @@ class FolderWatcher:
     hub: Hub
     lanes: int = 4
     _seen: dict[Path, _Seen] = field(default_factory=dict)
+    _failing: dict[str, str] = field(default_factory=dict)  # folder → why it cannot be used
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -85,16 +89,42 @@ class FolderWatcher:
             linkage = system.file_linkage
             assert linkage is not None
             for folder in linkage.inbound:
-                moved.extend(self._inbound(system, folder))
+                with self._guarded(folder.path):
+                    moved.extend(self._inbound(system, folder))
             if linkage.outbound is not None:
-                out = self._path(linkage.outbound.path)
-                close_due(
-                    out,
-                    linkage.outbound.interval,
-                    renderer(system, linkage.outbound),
-                    linkage.outbound.end_suffix,
-                )
+                with self._guarded(linkage.outbound.path):
+                    self._outbound(system, linkage.outbound)
         return moved
+
+    @contextmanager
+    def _guarded(self, configured: str) -> Iterator[None]:
+        """One folder that cannot be used (a share not mounted, no permission, a full disk)
+        is logged (RK-FIL006, once until it recovers) and retried at the next poll; the
+        other folders are served meanwhile."""
+        try:
+            yield
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            if self._failing.get(configured) != reason:
+                self._failing[configured] = reason
+                finding = make_finding("RK-FIL006", path="/", actual=configured, expected=reason)
+                log.error("%s %s", finding.code, finding.message_en)
+        except Exception as error:
+            reason = type(error).__name__
+            if self._failing.get(configured) != reason:
+                self._failing[configured] = reason
+                log.exception("folder %s: pass failed; retrying at the next poll", configured)
+        else:
+            if self._failing.pop(configured, None) is not None:
+                log.info("folder %s is served again", configured)
+
+    def _outbound(self, system: System, folder: OutboundFolder) -> None:
+        close_due(
+            self._path(folder.path),
+            folder.interval,
+            renderer(system, folder),
+            folder.end_suffix,
+        )
 
     def _systems(self) -> list[System]:
         config = self.hub.config.current().index.config
@@ -148,10 +178,10 @@ class FolderWatcher:
         return ready
 
     def _take(self, base: Path, name: str, end_suffix: str) -> bool:
-        """Claim a file by renaming it into work/ (a watcher that loses the race skips)."""
-        try:
-            (base / name).rename(base / WORK / name)
-        except FileNotFoundError:
+        """Claim a file by moving it into work/ (a watcher that loses the race skips). A file
+        of that name still in work/ (another watcher is processing an earlier delivery, or it
+        is to be resumed) is never replaced: the new one waits in the folder until it is gone."""
+        if not move_unless_there(base / name, base / WORK / name):
             return False
         self._seen.pop(base / name, None)
         end = base / f"{name}{end_suffix}"
@@ -168,10 +198,12 @@ class FolderWatcher:
                 return None  # another watcher is processing it
             processor = InboundFile(self.hub, system, folder, self.lanes)
             try:
-                report = processor.process(name, work.read_bytes())
+                data = work.read_bytes()
+                report = processor.process(name, data)
                 destination = DONE
             except FileRefused as refusal:
-                report = FileReport(name, system.id, folder.service, folder.tenant, "")
+                digest = hashlib.sha256(data).hexdigest()
+                report = FileReport(name, system.id, folder.service, folder.tenant, digest)
                 report.refused = refusal.finding.as_dict()
                 destination = ERROR
             except Exception:
