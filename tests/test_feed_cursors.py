@@ -6,20 +6,23 @@ stays valid after retention purged the newest messages of every stream."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
 from bus.feeds import Cursor
 from bus.settings import Settings
-from bus.store.db import open_store
-from bus.store.models import Delivery
-from bus.store.retention import purge
 from tests.support.hub_server import hub_server
-from tests.support.receivers import wait_for
-from tests.test_feeds import MOVE_IN, TAKEN, feed_config, get, notice, read_all, send
+from tests.test_feeds import (
+    MOVE_IN,
+    TAKEN,
+    feed_config,
+    get,
+    notice,
+    purge_once_delivered,
+    read_all,
+    send,
+)
 
 pytestmark = pytest.mark.feed
 
@@ -52,18 +55,7 @@ def test_a_cursor_this_store_never_issued_is_refused_and_an_issued_one_outlives_
 
         # retention purges everything, the newest message included: the issued cursor is
         # still this store's (nothing after it was lost), the forged one still is not
-        store = open_store(Settings(data_dir=tmp_path / "hub-data"))
-        try:
-
-            def resolved() -> bool:
-                with store.sessions() as session:
-                    query = select(func.count()).where(Delivery.state == "pending")
-                    return int(session.scalar(query) or 0) == 0
-
-            wait_for(resolved)
-            assert purge(store.sessions, datetime.now(UTC) + timedelta(days=3650)).messages >= 4
-        finally:
-            store.close()
+        assert purge_once_delivered(Settings(data_dir=tmp_path / "hub-data")) >= 4
         after = get(server, keys["kotei"], tenant=TAKEN, since=end)
         assert after.status_code == 200 and after.json()["entries"] == []
         assert get(server, keys["kotei"], tenant=TAKEN, since=ahead).status_code == 400

@@ -106,6 +106,23 @@ def read_all(
             return ids, str(cursor)
 
 
+def purge_once_delivered(settings: Settings) -> int:
+    """Once no delivery is pending, retention purges every message (the cut-off ten years
+    ahead); how many it purged."""
+    store = open_store(settings)
+    try:
+
+        def resolved() -> bool:
+            with store.sessions() as session:
+                query = select(func.count()).where(Delivery.state == "pending")
+                return int(session.scalar(query) or 0) == 0
+
+        wait_for(resolved)
+        return purge(store.sessions, datetime.now(UTC) + timedelta(days=3650)).messages
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def setup(
     tmp_path: Path, store_settings: Settings
@@ -180,18 +197,8 @@ def test_feed_order_cursor_entitlement_export_and_retention(
             ]
 
         # retention purges what the cursor has not read yet: a clear 410
-        store = open_store(settings.model_copy(update={"data_dir": tmp_path / "hub-data"}))
-        try:
-
-            def resolved() -> bool:
-                with store.sessions() as session:
-                    query = select(func.count()).where(Delivery.state == "pending")
-                    return int(session.scalar(query) or 0) == 0
-
-            wait_for(resolved)
-            assert purge(store.sessions, datetime.now(UTC) + timedelta(days=3650)).messages >= 11
-        finally:
-            store.close()
+        hub_data = settings.model_copy(update={"data_dir": tmp_path / "hub-data"})
+        assert purge_once_delivered(hub_data) >= 11
         gone = get(server, keys["kotei"], tenant=TAKEN, since=first["next_cursor"])
         assert gone.status_code == 410 and gone.json()["findings"][0]["code"] == "RK-FED003"
         fresh = get(server, keys["kotei"], tenant=TAKEN)

@@ -6,7 +6,6 @@ records; and the CSV batch files written for a file-linkage destination."""
 from __future__ import annotations
 
 import copy
-import json
 import os
 import subprocess
 import sys
@@ -27,25 +26,13 @@ from bus.samplegen.messages import MessageSpec, build_message, serialize
 from bus.samplegen.values import TOWNS
 from bus.settings import Settings
 from bus.store.models import Delivery, StoredMessage
-from tests.support.folders import ROOT, folder_config
+from tests.support.folders import ROOT, drop, folder_config, report_of
 from tests.support.receivers import wait_for
 
 pytestmark = pytest.mark.hotfolder
 
 MAPPINGS = ROOT / "mappings"
 TAINOU = "urn:example:tainou:1"
-
-
-def report_of(path: Path) -> dict[str, Any]:
-    report = json.loads(Path(f"{path}.report.json").read_text(encoding="utf-8"))
-    assert isinstance(report, dict)
-    return report
-
-
-def drop(inbox: Path, name: str, data: bytes) -> None:
-    """A vendor's delivery: the data file, then its end file."""
-    (inbox / name).write_bytes(data)
-    (inbox / f"{name}.end").write_bytes(b"")
 
 
 def stored(hub: Hub) -> list[StoredMessage]:

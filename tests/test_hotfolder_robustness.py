@@ -13,7 +13,6 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -26,7 +25,7 @@ from bus.folders.watcher import FolderWatcher
 from bus.hub import Hub
 from bus.settings import Settings
 from bus.store.models import StoredMessage
-from tests.support.folders import ROOT, folder_config, inbound_folder, nhi_file
+from tests.support.folders import ROOT, drop, folder_config, inbound_folder, nhi_file, report_of
 
 pytestmark = pytest.mark.hotfolder
 
@@ -34,17 +33,6 @@ pytestmark = pytest.mark.hotfolder
 def stored(hub: Hub) -> int:
     with hub.store.sessions() as session:
         return int(session.scalar(select(func.count()).select_from(StoredMessage)) or 0)
-
-
-def report_of(path: Path) -> dict[str, Any]:
-    report = json.loads(Path(f"{path}.report.json").read_text(encoding="utf-8"))
-    assert isinstance(report, dict)
-    return report
-
-
-def drop(inbox: Path, name: str, data: bytes) -> None:
-    (inbox / name).write_bytes(data)
-    (inbox / f"{name}.end").write_bytes(b"")
 
 
 def open_hub(settings: Settings, config: Path) -> Hub:

@@ -29,6 +29,7 @@ from bus.settings import Settings
 from bus.store.models import AuditRecord
 from bus.webapp import create_app
 from tests.support.hub_server import HubServer, hub_server, sample, serialize, soap_envelope
+from tests.support.soap import fault_codes
 
 ROOT = Path(__file__).resolve().parents[1]
 API = "/api/v1/messages"
@@ -58,14 +59,6 @@ def _soap(hub: HubServer, service: str, body: bytes, **headers: str) -> httpx.Re
 def _rest(hub: HubServer, service: str, body: bytes, **headers: str) -> httpx.Response:
     headers = {**XML, **headers}
     return httpx.post(f"{hub.url}{API}/{service}", content=body, headers=headers, timeout=30)
-
-
-def _fault(response: httpx.Response) -> tuple[str, list[str]]:
-    root = etree.fromstring(response.content)
-    fault = root.find(f"{{{SOAP11}}}Body/{{{SOAP11}}}Fault")
-    assert fault is not None, response.text
-    codes = [e.text or "" for e in fault.iter(f"{{{NS_SOAP_BINDING}}}code")]
-    return fault.findtext("faultcode") or "", codes
 
 
 def _problem(response: httpx.Response) -> tuple[int, str]:
@@ -111,7 +104,7 @@ def test_a_decompression_bomb_is_refused_at_the_body_limit(hub: HubServer) -> No
     assert _problem(rest) == (413, "RK-SEC002")
     assert str(LIMIT) in rest.json()["findings"][0]["message_en"]
     soap = _soap(hub, "LevyNotice", bomb, **{"Content-Encoding": "gzip"})
-    assert (soap.status_code, _fault(soap)) == (500, ("soap:Client", ["RK-SEC002"]))
+    assert (soap.status_code, fault_codes(soap)) == (500, ("soap:Client", ["RK-SEC002"]))
 
 
 @pytest.mark.parametrize("coding", ["br", "deflate, gzip", "compress"])
@@ -124,7 +117,7 @@ def test_an_unknown_content_encoding_is_refused(hub: HubServer, coding: str) -> 
     soap = _soap(
         hub, "LevyNotice", soap_envelope(sample("LevyNotice")), **{"Content-Encoding": coding}
     )
-    assert (soap.status_code, _fault(soap)) == (500, ("soap:Client", ["RK-API009"]))
+    assert (soap.status_code, fault_codes(soap)) == (500, ("soap:Client", ["RK-API009"]))
 
 
 def test_a_broken_gzip_body_is_refused(hub: HubServer) -> None:
@@ -153,7 +146,7 @@ def test_a_charset_contradicting_the_declaration_is_refused(hub: HubServer) -> N
         soap_envelope(sample("LevyNotice")),
         **{"Content-Type": "text/xml; charset=iso-8859-1"},
     )
-    assert _fault(soap) == ("soap:Client", ["RK-API012"])
+    assert fault_codes(soap) == ("soap:Client", ["RK-API012"])
 
 
 def test_a_charset_contradicting_the_byte_order_mark_is_refused(hub: HubServer) -> None:
@@ -169,7 +162,7 @@ def test_a_charset_contradicting_the_byte_order_mark_is_refused(hub: HubServer) 
 def test_a_utf8_charset_leaves_a_foreign_document_to_the_secure_parse(hub: HubServer) -> None:
     sjis = soap_envelope(sample("LevyNotice")).replace(b"'UTF-8'", b"'Shift_JIS'")
     soap = _soap(hub, "LevyNotice", sjis, **{"Content-Type": "text/xml; charset=utf-8"})
-    assert _fault(soap) == ("soap:Client", ["RK-SEC005"])
+    assert fault_codes(soap) == ("soap:Client", ["RK-SEC005"])
 
 
 def test_a_charset_other_than_utf8_is_refused(hub: HubServer) -> None:
@@ -349,7 +342,7 @@ def test_an_xml_signature_is_refused_not_ignored(hub: HubServer, must: str) -> N
     document = sample("LevyNotice")
     body = _with_block(document, _SIGNED.format(must=must))
     response = _soap(hub, "LevyNotice", body)
-    assert (response.status_code, _fault(response)) == (500, ("soap:Client", ["RK-AUT013"]))
+    assert (response.status_code, fault_codes(response)) == (500, ("soap:Client", ["RK-AUT013"]))
     assert not _stored(hub, _message_id(document))
     rest = _rest(hub, "LevyNotice", _with_block(sample("LevyNotice"), _SIGNED.format(must=must)))
     assert _problem(rest) == (401, "RK-AUT013")
@@ -389,11 +382,11 @@ def _rejected_codes(hub: Hub) -> list[list[str]]:
 def test_must_understand_and_version_mismatch_refusals_are_audited(local_hub: Hub) -> None:
     must = _with_block(sample("LevyNotice"), _MUST)
     response = _asgi_post(local_hub, "/soap/LevyNotice", must, SOAP_HEADERS)
-    assert _fault(response) == ("soap:MustUnderstand", ["RK-ENV005"])
+    assert fault_codes(response) == ("soap:MustUnderstand", ["RK-ENV005"])
     soap12 = "http://www.w3.org/2003/05/soap-envelope"
     body = soap_envelope(sample("LevyNotice")).replace(SOAP11.encode(), soap12.encode())
     response = _asgi_post(local_hub, "/soap/LevyNotice", body, SOAP_HEADERS)
-    assert _fault(response) == ("soap:VersionMismatch", ["RK-ENV006"])
+    assert fault_codes(response) == ("soap:VersionMismatch", ["RK-ENV006"])
     rest = _asgi_post(local_hub, f"{API}/LevyNotice", must, {"Content-Type": "text/xml"})
     assert _problem(rest) == (422, "RK-ENV005")
     assert _rejected_codes(local_hub) == [["RK-ENV005"], ["RK-ENV006"], ["RK-ENV005"]]

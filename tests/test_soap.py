@@ -21,6 +21,7 @@ from tests.support.hub_server import (
     soap_envelope,
 )
 from tests.support.receivers import wait_for
+from tests.support.soap import fault_codes
 
 WSDL = "http://schemas.xmlsoap.org/wsdl/"
 XS = "http://www.w3.org/2001/XMLSchema"
@@ -37,14 +38,6 @@ def _post(hub: HubServer, service: str, body: bytes, **headers: str) -> httpx.Re
     return httpx.post(
         f"{hub.url}/soap/{service}", content=body, headers={**SOAP_HEADERS, **headers}, timeout=30
     )
-
-
-def _codes(response: httpx.Response) -> tuple[str, list[str]]:
-    root = etree.fromstring(response.content)
-    fault = root.find(f"{{{SOAP11}}}Body/{{{SOAP11}}}Fault")
-    assert fault is not None, response.text
-    codes = [e.text or "" for e in fault.iter(f"{{{NS_SOAP_BINDING}}}code")]
-    return fault.findtext("faultcode") or "", codes
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -102,7 +95,7 @@ def test_invalid_input_is_a_client_fault_with_the_coded_findings(hub: HubServer)
     response = _post(hub, "LevyNotice", soap_envelope(document))
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("text/xml")
-    assert _codes(response) == ("soap:Client", ["RK-XSD002"])
+    assert fault_codes(response) == ("soap:Client", ["RK-XSD002"])
     finding = etree.fromstring(response.content).find(f".//{{{NS_SOAP_BINDING}}}Finding")
     assert finding is not None
     assert finding.findtext(f"{{{NS_SOAP_BINDING}}}nameJa") == "税目"
@@ -113,7 +106,7 @@ def test_another_services_element_is_refused_and_not_stored(hub: HubServer) -> N
     document = sample("LevyNotice")
     message_id = document.findtext(f".//{{{NS_ENVELOPE}}}messageId")
     response = _post(hub, "PaymentNotice", soap_envelope(document))
-    assert _codes(response) == ("soap:Client", ["RK-ENV004"])
+    assert fault_codes(response) == ("soap:Client", ["RK-ENV004"])
     status = httpx.get(f"{hub.url}/api/v1/messages/{message_id}")
     assert status.status_code == 404
 
@@ -131,7 +124,7 @@ def test_another_services_element_is_refused_and_not_stored(hub: HubServer) -> N
 def test_hostile_input_is_refused_as_a_client_fault(hub: HubServer, body: bytes, code: str) -> None:
     response = _post(hub, "ResidentChangeNotice", body)
     assert response.status_code == 500
-    assert _codes(response) == ("soap:Client", [code])
+    assert fault_codes(response) == ("soap:Client", [code])
     assert b"Traceback" not in response.content
 
 
@@ -145,7 +138,7 @@ def test_oversize_body_is_refused_while_streaming(hub: HubServer) -> None:
     response = httpx.post(
         f"{hub.url}/soap/ResidentChangeNotice", content=chunks(), headers=SOAP_HEADERS, timeout=30
     )
-    assert _codes(response) == ("soap:Client", ["RK-SEC002"])
+    assert fault_codes(response) == ("soap:Client", ["RK-SEC002"])
 
 
 def test_provider_trouble_is_a_server_fault(hub: HubServer) -> None:
@@ -155,21 +148,21 @@ def test_provider_trouble_is_a_server_fault(hub: HubServer) -> None:
         response = _post(hub, "TaxAssessmentInquiry", soap_envelope(document))
     finally:
         hub.receiver.start()
-    assert _codes(response) == ("soap:Server", ["RK-RPL001"])
+    assert fault_codes(response) == ("soap:Server", ["RK-RPL001"])
 
 
 def test_unknown_service_and_get_without_wsdl(hub: HubServer) -> None:
     unknown = _post(hub, "NoSuchService", b"<x/>")
-    assert unknown.status_code == 404 and _codes(unknown) == ("soap:Client", ["RK-API002"])
+    assert unknown.status_code == 404 and fault_codes(unknown) == ("soap:Client", ["RK-API002"])
     plain_get = httpx.get(f"{hub.url}/soap/LevyNotice")
-    assert plain_get.status_code == 405 and _codes(plain_get)[1] == ["RK-API005"]
+    assert plain_get.status_code == 405 and fault_codes(plain_get)[1] == ["RK-API005"]
     assert httpx.get(f"{hub.url}/schemas/../pyproject.toml").status_code == 404
 
 
 def test_wrong_api_key_is_refused_not_retried_by_address(hub: HubServer) -> None:
     document = sample("LevyNotice")
     response = _post(hub, "LevyNotice", soap_envelope(document), Authorization="Bearer nope")
-    assert _codes(response) == ("soap:Client", ["RK-AUT001"])
+    assert fault_codes(response) == ("soap:Client", ["RK-AUT001"])
 
 
 def test_platform_message_form_is_accepted_too(hub: HubServer) -> None:
@@ -202,7 +195,7 @@ def test_framework_refusals_under_soap_are_client_faults(
     response = httpx.request(method, f"{hub.url}{path}", content=b"x", headers=SOAP_HEADERS)
     assert response.status_code == status
     assert response.headers["content-type"].startswith("text/xml")
-    assert _codes(response) == ("soap:Client", [code])
+    assert fault_codes(response) == ("soap:Client", [code])
     if status == 405:
         assert "POST" in response.headers["allow"]
 
@@ -234,7 +227,7 @@ def test_a_must_understand_block_the_hub_does_not_process_is_refused(
     block = _OTHER_BLOCK.format(soap=SOAP11, attributes=attributes)
     response = _post(hub, "LevyNotice", _with_header_block(document, block))
     assert response.status_code == 500
-    assert _codes(response) == ("soap:MustUnderstand", ["RK-ENV005"])
+    assert fault_codes(response) == ("soap:MustUnderstand", ["RK-ENV005"])
     assert "{urn:example:trace}Trace" in response.text
     assert not _stored(hub, message_id)
 
@@ -265,7 +258,7 @@ def test_a_soap_12_envelope_is_a_version_mismatch(hub: HubServer) -> None:
     body = soap_envelope(document).replace(SOAP11.encode(), soap12.encode())
     response = _post(hub, "LevyNotice", body)
     assert response.status_code == 500
-    assert _codes(response) == ("soap:VersionMismatch", ["RK-ENV006"])
+    assert fault_codes(response) == ("soap:VersionMismatch", ["RK-ENV006"])
     assert soap12 in response.text
     message_id = document.findtext(f".//{{{NS_ENVELOPE}}}messageId")
     assert not _stored(hub, message_id)
@@ -284,7 +277,7 @@ def test_a_second_platform_header_is_refused_not_dropped(hub: HubServer) -> None
     tenant.text = "012025"  # another tenant: must not be silently ignored
     header.append(second)
     response = _post(hub, "LevyNotice", serialize(envelope))
-    assert _codes(response) == ("soap:Client", ["RK-ENV002"])
+    assert fault_codes(response) == ("soap:Client", ["RK-ENV002"])
     assert not _stored(hub, message_id)
 
 
@@ -295,7 +288,7 @@ def test_body_before_header_is_refused(hub: HubServer) -> None:
     envelope = etree.fromstring(soap_envelope(document))
     envelope.append(envelope[0])  # the Header moves after the Body
     response = _post(hub, "LevyNotice", serialize(envelope))
-    assert _codes(response) == ("soap:Client", ["RK-ENV002"])
+    assert fault_codes(response) == ("soap:Client", ["RK-ENV002"])
     assert not _stored(hub, message_id)
 
 

@@ -4,6 +4,7 @@ sample with distinct 被保険者証番号)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,16 @@ def inbound_folder(path: Path, **options: Any) -> dict[str, Any]:
         "encoding": "cp932",
         **options,
     }
+
+
+def report_of(path: Path) -> dict[str, Any]:
+    """The watcher's report beside a moved file."""
+    report = json.loads(Path(f"{path}.report.json").read_text(encoding="utf-8"))
+    assert isinstance(report, dict)
+    return report
+
+
+def drop(inbox: Path, name: str, data: bytes) -> None:
+    """A vendor's delivery: the data file, then its end file."""
+    (inbox / name).write_bytes(data)
+    (inbox / f"{name}.end").write_bytes(b"")
