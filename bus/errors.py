@@ -573,6 +573,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "システム {actual} の変換定義 {expected} を使えません。",
         "The mapping {expected} of system {actual} cannot be used.",
     ),
+    # load errors of a mapping file: path is file:line:column, detail the English specifics
     # --- IMP: batch imports (登記済通知 files); a record error never stops the file ----------
     (
         "RK-IMP001",
@@ -870,6 +871,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         E,
         "日付 {actual} を読み取れません（例: 令和8年11月26日、2026-11-26）。",
         "The date {actual} cannot be read (e.g. 令和8年11月26日, 2026-11-26).",
+    ),
+    (
+        "RK-CON005",
+        E,
+        "このアカウントへのログイン試行が多すぎます（1 分間に {limit} 回まで）。しばらく待ってから再度ログインしてください。",
+        "Too many login attempts for this account (at most {limit} a minute); wait a moment and log in again.",
     ),
 )
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
@@ -38,7 +38,9 @@ class Handler(BaseHTTPRequestHandler):
         answer = b"<reply/>" if status == 200 else b"personal data never recorded"
         if status == 204:
             answer = b""  # no content, and no Content-Length body either
-        self.send_response(status)
+        # ?reason=…: the status line's reason phrase, as UTF-8 bytes (what a careless system sends)
+        reason = query["reason"].encode().decode("latin-1") if "reason" in query else None
+        self.send_response(status, reason)
         if "retry_after" in query:
             self.send_header("Retry-After", query["retry_after"])
         self.send_header("Content-Length", str(len(answer)))
@@ -125,6 +127,19 @@ def test_status_mapping(
     if outcome is not Outcome.DELIVERED:
         assert result.error.startswith(f"HTTP {status} ")
         assert "personal" not in result.error  # the response body is never recorded
+
+
+def test_a_reason_phrase_is_kept_to_short_plain_ascii(
+    server: str, transport: HttpTransport
+) -> None:
+    """The reason phrase is the one part of an error text the receiving system chooses: one
+    that echoes a resident's name reaches neither the logs nor the stored attempts."""
+    echoed = _send(transport, f"{server}/status/400?reason=" + quote("山田 太郎 not found"))
+    assert echoed.outcome is Outcome.PERMANENT
+    assert echoed.error is not None and echoed.error.startswith("HTTP 400 ")
+    assert "山" not in echoed.error and echoed.error.endswith(" not found")
+    long = _send(transport, f"{server}/status/503?reason=" + "x" * 500)
+    assert long.outcome is Outcome.RETRY and long.error == "HTTP 503 " + "x" * 40
 
 
 def test_retry_after_seconds_and_http_date(server: str, transport: HttpTransport) -> None:

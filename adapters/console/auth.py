@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -16,18 +17,32 @@ from adapters.console.session import (
     ConsoleRefusal,
     LoginRequired,
     console_state,
+    end_session,
     hub_of,
     posted_form,
     signed_in,
 )
+from bus.config.models import RateLimit
+from bus.errors import make_finding
 from bus.security.operators import OperatorError, authenticate
+from bus.security.rate_limit import RateLimiter
 
 HOME = "/console/"
 STATIC = Path(__file__).with_name("static")
 _STATIC_NAME = re.compile(r"^[a-z][a-z0-9_-]*\.(css|js|svg)$")
 _MEDIA = {"css": "text/css", "js": "text/javascript", "svg": "image/svg+xml"}
+#: Login attempts per account and minute (counted in the database, for every hub process).
+LOGIN_LIMIT = RateLimit(per_minute=10)
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
+
+
+def login_throttled(request: Request, username: str) -> int | None:
+    """Count one login attempt for ``username`` (whatever its outcome, before the password
+    is checked); the seconds to wait when the account had too many this minute."""
+    account = hashlib.sha256(username.strip().lower().encode("utf-8")).hexdigest()[:32]
+    limiter = RateLimiter(hub_of(request).store.sessions)
+    return limiter.admit(f"login:{account}", LOGIN_LIMIT)  # ':' is in no system id
 
 
 def safe_next(target: str) -> str:
@@ -54,6 +69,12 @@ async def login(request: Request) -> Response:
     form = await posted_form(request)
     target = safe_next(form.one("next"))
     sessions = hub_of(request).store.sessions
+    wait = await run_in_threadpool(login_throttled, request, form.one("username"))
+    if wait is not None:
+        finding = make_finding("RK-CON005", path="/", limit=LOGIN_LIMIT.per_minute)
+        page = render(request, "login.html", status=429, next=target, finding=finding)
+        page.headers["Retry-After"] = str(wait)
+        return page
     try:
         operator = await run_in_threadpool(
             authenticate, sessions, form.one("username"), form.one("password")
@@ -67,7 +88,9 @@ async def login(request: Request) -> Response:
 @router.post("/console/logout")
 async def logout(request: Request) -> Response:
     await posted_form(request)
-    console_state(request).sign_out()
+    state = console_state(request)
+    await run_in_threadpool(end_session, hub_of(request).store.sessions, state)
+    state.sign_out()
     return RedirectResponse(LOGIN_PATH, status_code=303)
 
 

@@ -62,8 +62,11 @@ def dead_letters_page(request: Request) -> Response:
     return render(request, "dead_letters.html", dead=dead, done=_done(request))
 
 
+_MAX_KEY = 2**63 - 1  # the largest key a database holds (a larger one overflows the query)
+
+
 def _delivery_ids(values: Sequence[str]) -> list[int]:
-    ids = sorted({int(v) for v in values if v.isdigit()})
+    ids = sorted({n for v in values if v.isascii() and v.isdigit() and (n := int(v)) <= _MAX_KEY})
     if not ids:
         raise ConsoleRefusal(400, make_finding("RK-CON003", path="/delivery"))
     return ids

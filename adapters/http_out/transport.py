@@ -14,6 +14,7 @@ mocks).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -27,6 +28,11 @@ from bus.dispatch.transport import OutboundMessage, Outcome, SendResult
 
 CONTENT_TYPE = "application/xml; charset=utf-8"
 USER_AGENT = "renkei"
+# The reason phrase is the one text of an error a receiving system chooses: kept to what a
+# status line should hold, so a system echoing a resident's name never puts it into the
+# hub's logs or the Message Store's attempts (docs/data-protection.md).
+_REASON_CAP = 40
+_NOT_PLAIN_ASCII = re.compile(r"[^\x20-\x7e]")
 RETRYABLE_4XX = frozenset({408, 429})
 
 
@@ -52,6 +58,7 @@ def classify_status(
     """The outcome of an HTTP answer (status line, ``Retry-After``, body)."""
     if 200 <= status < 300:
         return SendResult(Outcome.DELIVERED, reply=content or None)
+    reason = _NOT_PLAIN_ASCII.sub("?", reason[:_REASON_CAP])
     error = f"HTTP {status} {reason}".strip()
     if status in RETRYABLE_4XX or status >= 500:
         return SendResult(

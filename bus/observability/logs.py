@@ -36,6 +36,17 @@ PERSONAL_KEYS = frozenset(
 # Twelve digits on their own — but not the last group of a UUID (a messageId may end in
 # twelve decimal digits).
 _MY_NUMBER_SHAPE = re.compile(r"(?<![0-9])(?<![0-9A-Fa-f]{4}-)[0-9]{12}(?![0-9A-Fa-f])")
+# The correlation fields come from a Header that may not have been validated (a refused
+# message's): a value that does not look like what it claims to be may be anything, personal
+# data included, and is masked (the shapes the audit trail keeps: bus/store/audit.py).
+_MESSAGE_ID_SHAPE = re.compile(r"[0-9A-Za-z\-]{1,36}")
+SHAPED_KEYS = {
+    "messageId": _MESSAGE_ID_SHAPE,
+    "correlationId": _MESSAGE_ID_SHAPE,
+    "tenant": re.compile(r"[0-9]{6}"),
+    "system": re.compile(r"[a-z][a-z0-9_\-]{1,39}"),
+    "service": re.compile(r"[A-Z][A-Za-z0-9]{1,63}"),
+}
 
 
 def _mask_text(text: str) -> str:
@@ -57,10 +68,16 @@ def merge_message_context(_logger: WrappedLogger, _method: str, event: EventDict
 
 
 def mask_personal(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
-    """Mask personal keys' values and 個人番号-shaped digit runs in every text value."""
+    """Mask personal keys' values, correlation fields that do not have their shape and
+    個人番号-shaped digit runs in every text value."""
     for key, value in event.items():
         if key in PERSONAL_KEYS and value is not None:
             event[key] = mask(str(value), personal=True)
+        elif (shape := SHAPED_KEYS.get(key)) and isinstance(value, str):
+            if not shape.fullmatch(value):
+                event[key] = mask(value, personal=True)
+            elif len(value) >= 12:
+                event[key] = _mask_text(value)
         elif isinstance(value, str) and len(value) >= 12:
             event[key] = _mask_text(value)
     return event
