@@ -12,6 +12,12 @@ default pool instead, so a hostile request never queues behind valid ones — or
 loop itself when nothing in that run can wait (a caller known by certificate or address);
 Authenticate still decides first and Audit records the refusal (after the answer:
 :mod:`bus.store.rejection_audit`).
+
+A refusal an adapter makes before the pipeline (the media type, the Content-Encoding, the body
+limit, the charset, WS-Security…, answered there because the pipeline would answer an
+unidentified caller RK-AUT001 instead) is audited too: :func:`audited_refusal` gives its
+answer a task that runs once the answer is sent and hands the record to the rejection audit
+without waiting (:meth:`bus.store.rejection_audit.RejectionAuditWriter.offer`).
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import anyio
+from starlette.background import BackgroundTask
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Scope
 
 from bus.config.loader import is_inquiry, request_services
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding, Identity, Message, Severity, UsernameToken
+from bus.store.rejection_audit import edge_rejection_entry
 from bus.validation.http_body import decode_body, unsupported_coding
 from bus.validation.secure_parse import ParseLimits, ParseResult, refuse_early, secure_parse
 from bus.validation.validator import MESSAGE_ROOT_NAMES, is_message_root
@@ -53,6 +62,12 @@ HEAD_BYTES = 4 * 1024
 SERVER_SIDE_CODES = frozenset({"RK-RTE002", "RK-RPL001", "RK-RPL002", "RK-RPL003", "RK-API003"})
 
 _BEARER = "bearer "
+
+#: Callers named by an API key for the audit of edge refusals at once (each a database read,
+#: perhaps a scrypt, in a thread); past it a refusal is recorded without the system's name.
+EDGE_LOOKUPS = 4
+_edge_lookups = 0
+_NAMING_METHODS = frozenset({"certificate", "api_key"})
 
 
 def peer_certificate(scope: Scope) -> bytes | None:
@@ -139,25 +154,27 @@ async def read_message_body(request: Request) -> bytes | Finding | RefusedHead:
 
 
 async def read_request_body(
-    request: Request, *, platform_xml: bool
+    request: Request, *, platform_xml: bool, limit: int = MAX_BODY_BYTES
 ) -> bytes | Finding | RefusedHead:
     """The body with its ``Content-Encoding`` undone (bus/validation/http_body.py), or the
     refusal: RK-API009 (an unsupported coding, before the body is read), RK-SEC002 (too
     large, compressed or decoded), RK-API010 (not valid gzip). ``platform_xml``: a body that
     must be a platform message, whose head is judged while it arrives
     (:func:`read_message_body`) when it is not encoded. Only a request with a
-    ``Content-Encoding`` header pays for any of this."""
+    ``Content-Encoding`` header pays for any of this. ``limit``: the document limit, for a
+    caller with its own (``POST /api/v1/validate``'s validator); a platform-XML body is read
+    with the pipeline's."""
     coding = request.headers.get("content-encoding")
     if coding is None:
-        return await (read_message_body(request) if platform_xml else read_body(request))
+        return await (read_message_body(request) if platform_xml else read_body(request, limit))
     refusal = unsupported_coding(coding)
     if refusal is not None:
         return refusal
-    body = await read_body(request)  # encoded bytes: their head says nothing about the XML
+    body = await read_body(request, limit)  # encoded bytes: their head says nothing of the XML
     if isinstance(body, Finding) or "gzip" not in coding.lower():  # identity: as sent
         return body
     # off the event loop: a few compressed KiB may decode to the whole document limit
-    return await anyio.to_thread.run_sync(decode_body, body, coding, MAX_BODY_BYTES)
+    return await anyio.to_thread.run_sync(decode_body, body, coding, limit)
 
 
 async def _read(
@@ -274,6 +291,81 @@ def _refusal_needs_no_io(hub: Hub, caller: Caller, token: UsernameToken | None) 
         and hub.config.fresh()
         and hub.rejections.has_room()
     )
+
+
+def audited_refusal(
+    request: Request,
+    answer: Response,
+    refusal: Finding,
+    *,
+    adapter: str,
+    service: str | None,
+    raw: bytes | None = None,
+) -> Response:
+    """``answer`` (unchanged) to a refusal made before the pipeline, with the refusal's audit
+    record written once it is sent (bus/store/rejection_audit.py, ``edge_rejection_entry``):
+    ``service`` the endpoint's (``None`` when unknown), ``raw`` the bytes read when the body
+    was judged (recorded by size only)."""
+    size = None if raw is None else len(raw)
+    answer.background = BackgroundTask(
+        _audit_refusal, request, refusal.code, adapter, service, size
+    )
+    return answer
+
+
+async def _audit_refusal(
+    request: Request, code: str, adapter: str, service: str | None, size: int | None
+) -> None:
+    """After the answer: who the credentials name (config only on the event loop; an API key
+    in a thread, at most :data:`EDGE_LOOKUPS` at once), then the record, offered without
+    waiting. Never raises: the answer is sent already and the log says what failed."""
+    global _edge_lookups
+    try:
+        hub: Hub = request.app.state.hub
+        caller = Caller.of(request)
+        credential = (
+            "certificate"
+            if caller.client_certificate is not None
+            else "api_key"
+            if caller.api_key is not None
+            else None
+        )
+        identity: Identity | None = None
+        if credential is not None:
+            if caller.api_key is None and hub.config.fresh():
+                identity = _credential_identity(hub, caller, adapter)
+            elif _edge_lookups < EDGE_LOOKUPS:
+                _edge_lookups += 1
+                try:
+                    identity = await anyio.to_thread.run_sync(
+                        _credential_identity, hub, caller, adapter
+                    )
+                finally:
+                    _edge_lookups -= 1
+        system = None
+        if identity is not None and len(identity.systems) == 1:
+            (system,) = identity.systems
+            credential = identity.method
+        entry = edge_rejection_entry(
+            code,
+            adapter=adapter,
+            service=service,
+            source_address=caller.source_address,
+            credential=credential,
+            system=system,
+            raw_bytes=size,
+        )
+        hub.rejections.offer(entry)
+    except Exception:
+        log.exception("a refusal made before the pipeline was not audited (%s)", code)
+
+
+def _credential_identity(hub: Hub, caller: Caller, adapter: str) -> Identity | None:
+    """The system a certificate or API key names (never the source address: it is recorded
+    as it is)."""
+    credentials = Caller(None, caller.api_key, caller.client_certificate)
+    identity = identify(hub, credentials, adapter)
+    return identity if identity is not None and identity.method in _NAMING_METHODS else None
 
 
 def errors(findings: Iterable[Finding]) -> list[Finding]:

@@ -13,7 +13,7 @@ import pytest
 from lxml import etree
 
 from adapters.rest.json_form import JsonFormError, to_json, to_xml
-from adapters.rest.problem import PROBLEM_JSON
+from adapters.rest.problem import PROBLEM_JSON, PROBLEM_XML
 from bus.catalogue import NS_ENVELOPE
 from bus.webapp import create_app
 from tests.conftest import FINDING_KEYS, ApiCredentials
@@ -212,20 +212,21 @@ def test_unreadable_parameters_under_the_api_are_problem_json() -> None:
 
 
 def test_openapi_documents_errors_as_they_are_sent(hub: HubServer) -> None:
+    """Every error is a problem document: problem+json, and problem+xml too where the answer
+    is negotiated (the messages POST and GET), except 406, which is always problem+json."""
     spec = httpx.get(f"{hub.url}/openapi.json").json()
+    negotiated = {("post", f"{API}/{{service}}"), ("get", f"{API}/{{message_id}}")}
     for path, operations in spec["paths"].items():
         if not path.startswith("/api/v1/"):
             continue
         for method, operation in operations.items():
             for status, response in operation["responses"].items():
                 if int(status) >= 400:
-                    assert list(response.get("content", {})) == [PROBLEM_JSON], (
-                        method,
-                        path,
-                        status,
-                    )
+                    xml = (method, path) in negotiated and status != "406"
+                    expected = [PROBLEM_JSON, PROBLEM_XML] if xml else [PROBLEM_JSON]
+                    assert list(response.get("content", {})) == expected, (method, path, status)
     status_responses = spec["paths"][f"{API}/{{message_id}}"]["get"]["responses"]
-    assert list(status_responses["422"]["content"]) == [PROBLEM_JSON]
+    assert list(status_responses["422"]["content"]) == [PROBLEM_JSON, PROBLEM_XML]
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,12 @@
 A message is the platform XML or its JSON form (adapters/rest/json_form.py); the JSON form is
 written as the same XML and both go through the one pipeline (:meth:`bus.hub.Hub.ingest`).
 A notification is answered 202 once stored; an inquiry synchronously with its provider's
-reply. The answer's form is negotiated (adapters/rest/negotiation.py): JSON and
-``application/problem+json`` by default, XML (``rks:Acknowledgement``, the reply's
-``PlatformMessage``) and ``application/problem+xml`` when the caller prefers XML, 406 when
-it accepts neither. The SOAP form of a message obeys SOAP's own header rules, as on
-``/soap/`` (adapters/soap/headers.py).
+reply. The answer's form is negotiated (adapters/rest/negotiation.py), for the status GET
+too: JSON and ``application/problem+json`` by default, XML (``rks:Acknowledgement``, the
+reply's ``PlatformMessage``, ``rks:MessageStatus``) and ``application/problem+xml`` when the
+caller prefers XML, 406 when it accepts neither. A POST refused before the pipeline is
+audited after its answer (adapters/inbound.py, ``audited_refusal``). The SOAP form of a
+message obeys SOAP's own header rules, as on ``/soap/`` (adapters/soap/headers.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from starlette.responses import Response
 from adapters.inbound import (
     Caller,
     RefusedHead,
+    audited_refusal,
     identify,
     ingest,
     internal_error,
@@ -35,7 +37,7 @@ from adapters.inbound import (
     unknown_service,
 )
 from adapters.rest.json_form import JsonFormError, to_json, to_xml
-from adapters.rest.negotiation import Choice, negotiate
+from adapters.rest.negotiation import DEFAULT, Choice, negotiate
 from adapters.rest.problem import ProblemRouter, problem, problem_responses
 from adapters.rest.validate import XML_MEDIA_TYPES
 from adapters.soap import envelope as soap_envelope
@@ -51,6 +53,7 @@ from bus.validation.validator import normalised_id
 JSON_MEDIA_TYPE = "application/json"
 XML_RESPONSE_TYPE = "application/xml"
 PREFIX = "/api/v1/messages"
+_RKS = f"{{{soap_envelope.NS_SOAP_BINDING}}}"
 
 router = ProblemRouter(prefix=PREFIX, tags=["messages"])
 
@@ -132,6 +135,18 @@ def _xml(element: etree._Element, choice: Choice, status: int = 200, **headers: 
     return Response(body, status_code=status, media_type=choice.media_type, headers=headers)
 
 
+def _refused(
+    request: Request,
+    refusal: Finding,
+    choice: Choice,
+    service: str | None,
+    raw: bytes | None = None,
+) -> Response:
+    """The problem document of a POST refused before the pipeline, audited after it is sent."""
+    answer = problem([refusal], xml=choice.xml)
+    return audited_refusal(request, answer, refusal, adapter="rest", service=service, raw=raw)
+
+
 def _answer(choice: Choice, message: Message) -> Response:
     if message.rejected:
         return problem(message.findings, xml=choice.xml)
@@ -191,7 +206,8 @@ def _answer(choice: Choice, message: Message) -> Response:
             "content": {XML_RESPONSE_TYPE: {"schema": {"type": "string"}}},
         },
         202: {"content": {XML_RESPONSE_TYPE: {"schema": {"type": "string"}}}},
-        **problem_responses(400, 401, 403, 404, 406, 409, 413, 415, 422, 500, 502, 503, 504),
+        **problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 500, 502, 503, 504, xml=True),
+        **problem_responses(406),  # nothing acceptable: problem+json
     },
     openapi_extra={
         "requestBody": {
@@ -206,22 +222,22 @@ def _answer(choice: Choice, message: Message) -> Response:
 async def post_message(service: str, request: Request) -> Response:
     choice = negotiate(request.headers.get("accept"))
     if isinstance(choice, Finding):  # before anything is read or stored
-        return problem([choice])
+        return _refused(request, choice, DEFAULT, service)
     if not known_service(service):
-        return problem([unknown_service(service)], xml=choice.xml)
+        return _refused(request, unknown_service(service), choice, None)
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";")[0].strip().lower()
     if media_type not in (*XML_MEDIA_TYPES, JSON_MEDIA_TYPE):
         refused = make_finding("RK-API001", path="/", actual=media_type[:64] or "-")
-        return problem([refused], xml=choice.xml)
+        return _refused(request, refused, choice, service)
     xml_media = media_type in XML_MEDIA_TYPES
     body = await read_request_body(request, platform_xml=xml_media)
     if isinstance(body, Finding):
-        return problem([body], xml=choice.xml)
+        return _refused(request, body, choice, service)
     raw = body.head if isinstance(body, RefusedHead) else body
     unreadable = charset_refusal(content_type, raw)
     if unreadable is not None:
-        return problem([unreadable], xml=choice.xml)
+        return _refused(request, unreadable, choice, service, raw)
     if isinstance(body, RefusedHead):
         refused_head = await ingest(
             request, raw, adapter="rest", service=service, screened=body.screened
@@ -230,15 +246,15 @@ async def post_message(service: str, request: Request) -> Response:
     if not xml_media:
         xml = _as_xml(raw, media_type)
         if isinstance(xml, Finding):
-            return problem([xml], xml=choice.xml)
+            return _refused(request, xml, choice, service, raw)
         return _answer(choice, await ingest(request, xml, adapter="rest", service=service))
     # the platform XML, possibly in its SOAP form: SOAP's own header rules apply as on /soap/
     screened = await screen(raw)
     rules = soap_rules(screened.root, raw)
     token: UsernameToken | None = None
     if isinstance(rules, Finding):
-        if rules.code not in PIPELINE_REFUSALS:
-            return problem([rules], xml=choice.xml)
+        if rules.code not in PIPELINE_REFUSALS:  # WS-Security: RK-AUT006/013
+            return _refused(request, rules, choice, service, raw)
         screened = ParseResult(None, (rules,))  # the pipeline: authenticated first, audited
     else:
         token = rules
@@ -288,21 +304,76 @@ def _lookup(hub: Hub, caller: Caller, message_id: str, tenant: str | None) -> di
     return _status(detail)
 
 
+_STATUS_FIELDS = (
+    ("messageId", "message_id"),
+    ("tenant", "tenant"),
+    ("system", "system"),
+    ("service", "service"),
+    ("kind", "kind"),
+    ("status", "status"),
+    ("receivedAt", "received_at"),
+    ("correlationId", "correlation_id"),
+    ("relatesTo", "relates_to"),
+)
+_DELIVERY_FIELDS = (
+    ("destination", "destination"),
+    ("state", "state"),
+    ("attempts", "attempts"),
+    ("nextAttemptAt", "next_attempt_at"),
+    ("finishedAt", "finished_at"),
+    ("lastError", "last_error"),
+)
+
+
+def _status_element(status: dict[str, Any]) -> etree._Element:
+    """``rks:MessageStatus``: the JSON status as XML, in the namespace of ``rks:Acknowledgement``
+    (camelCase names as there; a field without a value is left out; one ``rks:delivery``
+    per destination)."""
+    root = etree.Element(f"{_RKS}MessageStatus", nsmap={"rks": soap_envelope.NS_SOAP_BINDING})
+    _fields(root, status, _STATUS_FIELDS)
+    for delivery in status["deliveries"]:
+        _fields(etree.SubElement(root, f"{_RKS}delivery"), delivery, _DELIVERY_FIELDS)
+    return root
+
+
+def _fields(
+    parent: etree._Element, values: dict[str, Any], names: tuple[tuple[str, str], ...]
+) -> None:
+    for element, key in names:
+        value = values[key]
+        if value is not None:
+            etree.SubElement(parent, f"{_RKS}{element}").text = soap_envelope.xml_text(str(value))
+
+
 @router.get(
     "/{message_id}",
     summary="A message's status and deliveries (送信状況)",
+    description=(
+        "JSON by default; with `Accept: application/xml` (or `text/xml`) the status is "
+        "`rks:MessageStatus` and an error `application/problem+xml`, as for the POST; an "
+        "Accept allowing neither is 406."
+    ),
     response_model=MessageStatus,
-    responses=problem_responses(401, 404, 409, 422, 500),
+    responses={
+        200: {"content": {XML_RESPONSE_TYPE: {"schema": {"type": "string"}}}},
+        **problem_responses(401, 404, 409, 422, 500, xml=True),
+        **problem_responses(406),  # nothing acceptable: problem+json
+    },
 )
 async def get_message(message_id: str, request: Request, tenant: str | None = None) -> Response:
+    choice = negotiate(request.headers.get("accept"))
+    if isinstance(choice, Finding):  # before anything is read
+        return problem([choice])
     hub: Hub = request.app.state.hub
     message_id = normalised_id(message_id[:64])  # as stored: a UUID in lowercase
     try:
         status = await run_in_threadpool(_lookup, hub, Caller.of(request), message_id, tenant)
     except StoreQueryError as refusal:
-        return problem([refusal.finding])
+        return problem([refusal.finding], xml=choice.xml)
     except Exception as error:  # the adapter boundary: never a generic 500
-        return problem([internal_error(error)])
+        return problem([internal_error(error)], xml=choice.xml)
+    if choice.xml:
+        return _xml(_status_element(status), choice)
     return JSONResponse(status)
 
 

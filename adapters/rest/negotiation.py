@@ -1,9 +1,10 @@
-"""Content negotiation of ``POST /api/v1/messages/{Service}`` (RFC 9110 §12.5.1): the JSON
-form by default, XML when the caller prefers it, 406 (RK-API013, problem+json) when it
-accepts neither, decided before the message is read, so nothing is stored that the caller
-could not be told about. Success and error replies follow the same choice: JSON and
-``application/problem+json``, or XML (``rks:Acknowledgement``, the reply's
-``PlatformMessage``) and ``application/problem+xml``.
+"""Content negotiation of ``POST /api/v1/messages/{Service}`` and ``GET
+/api/v1/messages/{id}`` (RFC 9110 §12.5.1): the JSON form by default, XML when the caller
+prefers it, 406 (RK-API013, problem+json) when it accepts neither, decided before the message
+is read, so nothing is stored that the caller could not be told about. Success and error
+replies follow the same choice: JSON and ``application/problem+json``, or XML
+(``rks:Acknowledgement``, the reply's ``PlatformMessage``, ``rks:MessageStatus``) and
+``application/problem+xml``.
 """
 
 from __future__ import annotations

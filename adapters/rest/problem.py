@@ -165,13 +165,14 @@ def _problem_schema() -> dict[str, Any]:
     return schema
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for these statuses, all problem+json."""
+def problem_responses(*statuses: int, xml: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these statuses, problem+json; ``xml``: also
+    problem+xml, for a route whose answer is negotiated (adapters/rest/negotiation.py)."""
     schema = _problem_schema()
+    content: dict[str, Any] = {PROBLEM_JSON: {"schema": schema}}
+    if xml:
+        content[PROBLEM_XML] = {"schema": {"type": "string"}}
     return {
-        status: {
-            "description": HTTPStatus(status).phrase,
-            "content": {PROBLEM_JSON: {"schema": schema}},
-        }
+        status: {"description": HTTPStatus(status).phrase, "content": dict(content)}
         for status in statuses
     }

@@ -1,4 +1,10 @@
-"""``POST /api/v1/validate``: the validator over HTTP, the same code as ``renkei validate``."""
+"""``POST /api/v1/validate``: the validator over HTTP, the same code as ``renkei validate``.
+
+The body is read as the message endpoints read theirs (adapters/inbound.py,
+bus/validation/http_body.py): ``Content-Encoding: gzip`` decoded within the document limit,
+another coding RK-API009, broken gzip RK-API010, a ``charset`` other than UTF-8 RK-API011 or
+RK-API012. Nothing is stored, so nothing is audited.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,11 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from adapters.inbound import read_body
-from adapters.rest.problem import PROBLEM_JSON, ProblemRouter, problem, problem_responses
+from adapters.inbound import read_request_body
+from adapters.rest.problem import ProblemRouter, problem, problem_responses
 from bus.errors import make_finding
 from bus.pipeline import Finding
+from bus.validation.http_body import charset_refusal
 from bus.validation.validator import ValidationReport, Validator
 
 XML_MEDIA_TYPES = ("application/xml", "text/xml", "application/soap+xml")
@@ -49,13 +56,12 @@ def report_body(report: ValidationReport) -> dict[str, Any]:
     summary="Validate a platform message (検証)",
     description=(
         "Send a PlatformMessage (or its SOAP 1.1 form) as XML. The answer lists every finding; "
-        "`valid` is false when any has severity error. Warnings do not make it invalid."
+        "`valid` is false when any has severity error. Warnings do not make it invalid. "
+        "A gzip body (`Content-Encoding: gzip`) is decoded within the document limit; another "
+        "coding (415), broken gzip (400) or a `charset` other than UTF-8 (415, or 400 when it "
+        "contradicts the document's own encoding) is refused."
     ),
-    responses={
-        413: {"description": "Larger than the document limit", "content": {PROBLEM_JSON: {}}},
-        415: {"description": "Not an XML media type", "content": {PROBLEM_JSON: {}}},
-        **problem_responses(422),
-    },
+    responses=problem_responses(400, 413, 415, 422),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -70,8 +76,13 @@ async def validate(
     if media_type not in XML_MEDIA_TYPES:
         return problem([make_finding("RK-API001", path="/", actual=media_type or "-")])
     validator = _validator()
-    body = await read_body(request, validator.options.limits.max_bytes)
+    limit = validator.options.limits.max_bytes
+    body = await read_request_body(request, platform_xml=False, limit=limit)
     if isinstance(body, Finding):
         return problem([body])
+    assert isinstance(body, bytes)  # only a platform-XML read is judged by its head
+    unreadable = charset_refusal(content_type or "", body)
+    if unreadable is not None:
+        return problem([unreadable])
     report = await run_in_threadpool(validator.validate, body)
     return JSONResponse(report_body(report))

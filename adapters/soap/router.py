@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from adapters.inbound import (
     RefusedHead,
+    audited_refusal,
     ingest,
     internal_error,
     is_server_side,
@@ -88,10 +89,24 @@ def _warnings(message: Message) -> list[Finding]:
     return [f for f in message.findings if f.severity is not Severity.ERROR]
 
 
+def _refused(
+    request: Request,
+    refusal: Finding,
+    service: str | None,
+    raw: bytes | None = None,
+    status: int = FAULT_STATUS,
+) -> Response:
+    """The Client Fault of a POST refused before the pipeline, audited after it is sent."""
+    answer = _fault([refusal], status=status)
+    return audited_refusal(request, answer, refusal, adapter="soap", service=service, raw=raw)
+
+
 async def soap_endpoint(request: Request) -> Response:
     service: str = request.path_params["service"]
     if not known_service(service):
-        return _fault([unknown_service(service)], status=404)
+        if request.method in _READ_METHODS:
+            return _fault([unknown_service(service)], status=404)
+        return _refused(request, unknown_service(service), None, status=404)
     if request.method in _READ_METHODS:
         if "wsdl" not in request.query_params:
             return _not_allowed(request, service)
@@ -99,20 +114,21 @@ async def soap_endpoint(request: Request) -> Response:
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";")[0].strip().lower()
     if media_type not in SOAP_MEDIA_TYPES:
-        return _fault([make_finding("RK-API001", path="/", actual=media_type[:64] or "-")])
+        unsupported = make_finding("RK-API001", path="/", actual=media_type[:64] or "-")
+        return _refused(request, unsupported, service)
     body = await read_request_body(request, platform_xml=True)
     if isinstance(body, Finding):
-        return _fault([body])
+        return _refused(request, body, service)
     raw = body.head if isinstance(body, RefusedHead) else body
     unreadable = charset_refusal(content_type, raw)
     if unreadable is not None:
-        return _fault([unreadable])
+        return _refused(request, unreadable, service, raw)
     screened = body.screened if isinstance(body, RefusedHead) else await screen(raw)
     rules = soap_rules(screened.root, raw)
     token: UsernameToken | None = None
     if isinstance(rules, Finding):
         if rules.code not in PIPELINE_REFUSALS:
-            return _fault([rules])
+            return _refused(request, rules, service, raw)  # WS-Security: RK-AUT006/013
         screened = ParseResult(None, (rules,))  # the pipeline: authenticated first, audited
     else:
         token = rules

@@ -15,19 +15,37 @@ the same records; :meth:`close` writes everything still pending. What a refusal 
 only the interval between the answer and the writer's commit (normally one write turn): a
 process killed in it loses those records of refusals, while the ``message.rejected`` log line
 written with the answer still shows them.
+
+Refusals an HTTP edge makes before the pipeline (a media type, a Content-Encoding, the body
+limit, a charset, WS-Security: :func:`edge_rejection_entry`) are handed over with
+:meth:`RejectionAuditWriter.offer`, from the event loop after the answer, which never waits:
+when the queue is full, such a refusal is counted instead, and the writer appends one
+aggregated record per kind (codes, adapter, service, caller) with the count, after what was
+queued. A flood of them therefore adds records no faster than the writer commits them — as a
+flood of pipeline refusals, which wait for room — and none is lost from the count.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from bus.store.audit import AuditEntry, append_audits
+from bus.store.audit import (
+    _SERVICE,
+    _SYSTEM,
+    UNATTRIBUTED_TENANT,
+    AuditEntry,
+    _safe,
+    append_audits,
+)
 from bus.store.writers import write_transaction
 
 log = logging.getLogger(__name__)
@@ -36,6 +54,10 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 #: Seconds between attempts while the database refuses the records.
 RETRY_SECONDS = 1.0
+#: What an aggregated record leaves out of the refusals it counts (it varies per request).
+PER_REQUEST = frozenset({"raw_bytes", "source_address"})
+#: The count of refusals an aggregated record stands for.
+REFUSALS = "refusals"
 
 
 class RejectionAuditWriter:
@@ -46,6 +68,8 @@ class RejectionAuditWriter:
         self._max_pending = max_pending
         self._pending: deque[AuditEntry] = deque()
         self._in_flight = 0  # taken off the queue, not yet committed
+        # refusals offered while the queue was full: (record without PER_REQUEST, count)
+        self._overflow: dict[str, tuple[AuditEntry, int]] = {}
         self._changed = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(
@@ -65,6 +89,38 @@ class RejectionAuditWriter:
                 return
         self._write([entry])
 
+    def offer(self, entry: AuditEntry) -> None:
+        """Queue one record without ever waiting (the caller is an event loop): when the queue
+        is full, count it into an aggregated record instead (see the module's docstring).
+        After :meth:`close`, the record is written at once in the caller's thread."""
+        with self._changed:
+            if not self._closing:
+                if len(self._pending) < self._max_pending:
+                    self._pending.append(entry)
+                else:
+                    self._count_overflow(entry)
+                self._changed.notify_all()
+                return
+        self._write([entry])
+
+    def _count_overflow(self, entry: AuditEntry) -> None:
+        detail = {k: v for k, v in (entry.detail or {}).items() if k not in PER_REQUEST}
+        kind = AuditEntry(entry.tenant, entry.event, None, detail, entry.actor)
+        key = json.dumps([kind.tenant, kind.event, kind.actor, detail], sort_keys=True)
+        _, count = self._overflow.get(key, (kind, 0))
+        self._overflow[key] = (kind, count + 1)
+
+    def _take_overflow(self) -> list[AuditEntry]:
+        """The aggregated records of what overflowed so far (the caller holds the lock)."""
+        taken = [
+            AuditEntry(
+                kind.tenant, kind.event, None, {**(kind.detail or {}), REFUSALS: n}, kind.actor
+            )
+            for kind, n in self._overflow.values()
+        ]
+        self._overflow.clear()
+        return taken
+
     def has_room(self) -> bool:
         """Whether :meth:`submit` would queue without waiting (at this moment)."""
         return len(self._pending) < self._max_pending and not self._closing
@@ -73,13 +129,13 @@ class RejectionAuditWriter:
     def pending(self) -> int:
         """Records not yet committed."""
         with self._changed:
-            return len(self._pending) + self._in_flight
+            return len(self._pending) + self._in_flight + len(self._overflow)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record submitted so far is committed; False on timeout."""
         with self._changed:
             return self._changed.wait_for(
-                lambda: not self._pending and not self._in_flight, timeout
+                lambda: not self._pending and not self._in_flight and not self._overflow, timeout
             )
 
     def close(self, timeout: float = 30.0) -> None:
@@ -94,10 +150,11 @@ class RejectionAuditWriter:
     def _run(self) -> None:
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: self._pending or self._closing)
-                if not self._pending:
+                self._changed.wait_for(lambda: self._pending or self._overflow or self._closing)
+                if not self._pending and not self._overflow:
                     return  # closing, nothing left
                 batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
+                batch += self._take_overflow()  # counted while the queue was full
                 self._in_flight = len(batch)
                 self._changed.notify_all()  # room for waiting submitters
             self._write_until_done(batch)
@@ -117,3 +174,44 @@ class RejectionAuditWriter:
     def _write(self, batch: Sequence[AuditEntry]) -> None:
         with write_transaction(self._sessions) as session:
             append_audits(session, batch)
+
+
+def edge_rejection_entry(
+    code: str,
+    *,
+    adapter: str,
+    service: str | None,
+    source_address: str | None,
+    credential: str | None,
+    system: str | None,
+    raw_bytes: int | None,
+) -> AuditEntry:
+    """The ``rejected`` record of a refusal an HTTP edge made before the pipeline (so with no
+    Header read): the pseudo-tenant's chain, the code, the adapter, the endpoint's service,
+    the source address, which credential was presented (``api_key``, ``certificate``; never
+    its value) and the system it names, if it does. ``raw_bytes``: the size of what was read
+    when the refusal was about the body — a size, not a digest (docs/audit.md)."""
+    detail: dict[str, Any] = {
+        "codes": [code],
+        "adapter": adapter,
+        "before_pipeline": True,
+        "credential": credential,
+        "source_address": _address(source_address),
+    }
+    if (known := _safe(service, _SERVICE)) is not None:
+        detail["service"] = known
+    if raw_bytes is not None:
+        detail["raw_bytes"] = raw_bytes
+    return AuditEntry(
+        tenant=UNATTRIBUTED_TENANT, event="rejected", detail=detail, actor=_safe(system, _SYSTEM)
+    )
+
+
+def _address(value: str | None) -> str | None:
+    """An IP address as the transport gave it; anything else (a proxy's text) is left out."""
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
