@@ -712,6 +712,18 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "フォルダ {actual} を使えません（{expected}）。このフォルダは次の周期に再試行し、ほかのフォルダの処理は続けます。",
         "The folder {actual} cannot be used ({expected}); it is retried at the next poll and the other folders are served meanwhile.",
     ),
+    (
+        "RK-FIL007",
+        W,
+        "ファイル {actual} を読み込めません（{expected}）。一時的な障害とみて、間隔をあけて再試行します。",
+        "The file {actual} cannot be read ({expected}); taken as a passing fault, it is retried at growing intervals.",
+    ),
+    (
+        "RK-FIL008",
+        E,
+        "ファイル {actual} を読み込めないため、1 件も取り込まずに error/ へ移しました（{expected}）。原因を取り除いてから受信フォルダに置き直してください。",
+        "The file {actual} cannot be read ({expected}); it was moved to error/ and nothing of it was taken. Remove the cause, then put the file back in the folder.",
+    ),
     # --- FED: PULL feeds ------------------------------------------------------------------------
     (
         "RK-FED001",

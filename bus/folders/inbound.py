@@ -15,10 +15,12 @@ stored twice. Records of one subject keep the file's order (one lane per subject
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +34,7 @@ from bus.errors import make_finding
 from bus.folders.records import Extent, FileRefused, Framed, unframe
 from bus.hub import Hub
 from bus.mapping import MappingError, Section, Translation
+from bus.mapping.formats.csv import CsvFormat
 from bus.mapping.formats.fixed import FixedFormat
 from bus.mapping.formats.xml import XmlFormat
 from bus.mapping.stage import section_for
@@ -60,7 +63,7 @@ class FileReport:
     system: str
     service: str
     tenant: str
-    sha256: str
+    sha256: str | None  # None: the file could not be read (RK-FIL008)
     extent: str | None = None
     records: int = 0
     stored: int = 0
@@ -93,6 +96,17 @@ class FileReport:
         self.rejected += 1
         errors = [f.as_dict() for f in findings if f.severity is Severity.ERROR]
         self.errors.append({"record": number, "findings": errors})
+
+    def locate(self, lines: Callable[[Collection[int]], dict[int, int]]) -> None:
+        """Give each refused record the physical line where it starts (staff look for a line
+        in an editor), after its record number; only the refused records are located."""
+        if not self.errors:
+            return
+        found = lines({int(error["record"]) for error in self.errors})
+        for index, error in enumerate(self.errors):
+            line = found.get(int(error["record"]))
+            if line is not None:
+                self.errors[index] = {"record": error["record"], "line": line, **error}
 
 
 def record_message_id(system: str, folder: InboundFolder, digest: str, number: int) -> str:
@@ -149,11 +163,18 @@ def inbound_section(system: System, folder: InboundFolder) -> Section:
 # --- reading the records -------------------------------------------------------------------
 
 
+def _no_lines(numbers: Collection[int]) -> dict[int, int]:
+    return {}
+
+
 @dataclass(frozen=True, slots=True)
 class _Records:
     extent: Extent
     count: int
     translations: Iterator[Translation]
+    # record number → the physical line where it starts (formats with lines), asked for the
+    # refused records only once the file is done: nothing is spent on the good ones
+    lines: Callable[[Collection[int]], dict[int, int]] = _no_lines
 
 
 def _parse_xml(data: bytes, encoding: str) -> etree._Element:
@@ -204,7 +225,16 @@ def _xml_records(data: bytes, section: Section, folder: InboundFolder) -> _Recor
                 continue
             yield section.run(source, number)
 
-    return _Records(extent, len(children), translations())
+    def lines(numbers: Collection[int]) -> dict[int, int]:
+        found: dict[int, int] = {}
+        for number in numbers:
+            if 0 < number <= len(children):
+                line: object = children[number - 1].sourceline  # of the record's start tag
+                if isinstance(line, int):
+                    found[number] = line
+        return found
+
+    return _Records(extent, len(children), translations(), lines)
 
 
 def _line_records(data: bytes, section: Section, folder: InboundFolder) -> _Records:
@@ -215,7 +245,48 @@ def _line_records(data: bytes, section: Section, folder: InboundFolder) -> _Reco
     count = sum(1 for _ in form.records(framed.data))
     if framed.declared is not None:
         _check_count(framed.declared, count)
-    return _Records(framed.extent, count, section.translate_records(framed.data))
+    first = 2 if folder.records.header else 1  # the physical line of the first data line
+
+    def lines(numbers: Collection[int]) -> dict[int, int]:
+        if isinstance(form, CsvFormat):
+            return _csv_lines(framed.data, form, first, numbers)
+        if isinstance(form, FixedFormat) and form.separator:
+            return {n: first + n - 1 for n in numbers}  # one record a line
+        return {}  # fixed width without separators: no lines
+
+    return _Records(framed.extent, count, section.translate_records(framed.data), lines)
+
+
+def _csv_lines(
+    data: bytes, form: CsvFormat, first: int, numbers: Collection[int]
+) -> dict[int, int]:
+    """The line where each of the CSV records ``numbers`` starts, numbered as
+    :meth:`CsvFormat.records` numbers them (a quoted line break continues the record: the
+    reader counts the lines it consumed). One pass up to the last record asked for."""
+    wanted, found = set(numbers), {}
+    try:
+        text = form.decode(data)
+    except FieldFailure:
+        return {1: first} if 1 in wanted else {}
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=form.delimiter)
+    last, number, start = max(wanted, default=0), 0, first
+    try:
+        for row in reader:
+            if form.header and reader.line_num == 1 and number == 0 and start == first:
+                if row != form.columns:  # the format reports the column names as record 1
+                    return {1: first} if 1 in wanted else {}
+                start = first + reader.line_num
+                continue
+            number += 1
+            if number in wanted:
+                found[number] = start
+            if number >= last:
+                break
+            start = first + reader.line_num
+    except csv.Error:
+        if number + 1 in wanted:
+            found[number + 1] = start
+    return found
 
 
 def _check_count(declared: int, actual: int) -> None:
@@ -257,6 +328,7 @@ class InboundFile:
             for chunk in _chunks(records.translations, CHUNK):
                 self._ingest_chunk(chunk, digest, issued, report, pool)
         report.errors.sort(key=lambda error: int(error["record"]))
+        report.locate(records.lines)
         report.finished_at = datetime.now(UTC).isoformat()
         return report
 

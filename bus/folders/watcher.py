@@ -7,16 +7,26 @@ stable``) its size and modification time have not changed for ``stable_for``. Ta
 rename into ``work/`` (so two watchers never both take it); a file found in ``work/`` at the
 next poll — a watcher was killed while processing it — is processed again from the start,
 which stores nothing twice (its records' messageIds are derived from the file). Finished files
-go to ``done/`` (with a report when records were refused), refused files to ``error/`` with
-their report; end files follow their data file.
+go to ``done/``, refused files to ``error/``, each with its report: the report is written
+first (under a temporary name, renamed), then the end file and last the data file are moved,
+so a kill leaves the file in ``work/`` — and the next pass, finding the report that matches its
+SHA-256, completes the move without processing it again.
+
+A file that cannot be read is retried with a growing interval while the error may pass (an
+I/O error, a share that went away: RK-FIL007, logged once) and moved to ``error/`` with its
+report when it will not (no permission, not a readable file) or has failed for
+``read_give_up`` (RK-FIL008). Under ``trigger: stable`` an empty file is taken only once it
+is ``EMPTY_AGE`` old: vendors create the file and write it later.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +45,7 @@ from bus.folders.paths import (
     REPORT_SUFFIX,
     WORK,
     free_name,
+    fsync_dir,
     move_unless_there,
     resolve_folder,
     write_atomically,
@@ -45,6 +56,25 @@ from bus.hub import Hub
 
 log = logging.getLogger(__name__)
 DEFAULT_POLL = timedelta(seconds=2)
+# trigger: stable takes an empty file only once it was last modified this long ago (or
+# stable_for, when longer): a vendor's tool often creates the file, then writes it later
+EMPTY_AGE = timedelta(minutes=10)
+# read errors that retrying does not cure: the file goes to error/ at once (RK-FIL008)
+PERMANENT = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EINVAL,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EFBIG,
+        errno.EOVERFLOW,
+        errno.ENXIO,
+        errno.ENODEV,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -52,6 +82,21 @@ class _Seen:
     size: int
     mtime_ns: int
     since: float
+
+
+@dataclass(slots=True)
+class _Unreadable:
+    """A file in work/ whose read failed: why, since when, and when to try again."""
+
+    reason: str
+    since: float
+    attempts: int
+    retry_at: float
+
+
+def _reason(error: OSError) -> str:
+    code = errno.errorcode.get(error.errno or 0, type(error).__name__)
+    return f"{code}: {error.strerror}" if error.strerror else code
 
 
 @contextmanager
@@ -74,8 +119,15 @@ def _exclusive(path: Path) -> Iterator[bool]:
 class FolderWatcher:
     hub: Hub
     lanes: int = 4
+    # a file that cannot be read for now: first retried after read_retry, then at doubling
+    # intervals up to read_retry_max; moved to error/ once it has failed for read_give_up
+    read_retry: timedelta = timedelta(seconds=30)
+    read_retry_max: timedelta = timedelta(minutes=10)
+    read_give_up: timedelta = timedelta(hours=1)
     _seen: dict[Path, _Seen] = field(default_factory=dict)
     _failing: dict[str, str] = field(default_factory=dict)  # folder → why it cannot be used
+    _unreadable: dict[Path, _Unreadable] = field(default_factory=dict)  # work/ file → state
+    _broken: dict[Path, str] = field(default_factory=dict)  # work/ file → its failure, logged
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -85,16 +137,25 @@ class FolderWatcher:
         """Process every complete inbound file and close every due batch; returns where the
         processed files went."""
         moved: list[Path] = []
+        bases: set[Path] = set()
         for system in self._systems():
             linkage = system.file_linkage
             assert linkage is not None
             for folder in linkage.inbound:
+                bases.add(resolve_folder(folder.path, self.hub.settings.data_dir))
                 with self._guarded(folder.path):
                     moved.extend(self._inbound(system, folder))
             if linkage.outbound is not None:
                 with self._guarded(linkage.outbound.path):
                     self._outbound(system, linkage.outbound)
+        # folders no longer configured: forget what was observed in them
+        for path in [path for path in self._seen if path.parent not in bases]:
+            del self._seen[path]
         return moved
+
+    def watching(self) -> int:
+        """How many files (``trigger: stable``) are being observed until they settle."""
+        return len(self._seen)
 
     @contextmanager
     def _guarded(self, configured: str) -> Iterator[None]:
@@ -139,7 +200,9 @@ class FolderWatcher:
         base = self._path(folder.path)
         for sub in (WORK, DONE, ERROR):
             (base / sub).mkdir(exist_ok=True)
-        moved = [self._finish(system, folder, base, name) for name in self._resumable(base, folder)]
+        resumable = self._resumable(base, folder)
+        self._forget_gone(base / WORK, set(resumable))
+        moved = [self._finish(system, folder, base, name) for name in resumable]
         for name in self._ready(base, folder):
             if self._take(base, name, folder.end_suffix):
                 moved.append(self._finish(system, folder, base, name))
@@ -161,21 +224,42 @@ class FolderWatcher:
     def _resumable(self, base: Path, folder: InboundFolder) -> list[str]:
         return [path.name for path in self._data_files(base / WORK, folder)]
 
+    def _forget_gone(self, work: Path, names: set[str]) -> None:
+        """Read failures of files no longer in work/ (taken away, or finished elsewhere)."""
+        for record in (self._unreadable, self._broken):
+            for path in [p for p in record if p.parent == work and p.name not in names]:
+                del record[path]
+
     def _ready(self, base: Path, folder: InboundFolder) -> list[str]:
         ready = []
         now = time.monotonic()
-        for path in self._data_files(base, folder):
+        listed = self._data_files(base, folder)
+        for path in listed:
             if folder.trigger == "end_file":
                 if Path(f"{path}{folder.end_suffix}").exists():
                     ready.append(path.name)
                 continue
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # gone since the listing: forgotten below
             seen = self._seen.get(path)
             if seen is None or (seen.size, seen.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
                 self._seen[path] = _Seen(stat.st_size, stat.st_mtime_ns, now)
-            elif now - seen.since >= folder.stable_for.total_seconds():
+            elif now - seen.since >= folder.stable_for.total_seconds() and (
+                stat.st_size > 0 or self._empty_long_enough(stat.st_mtime, folder)
+            ):
                 ready.append(path.name)
+        present = set(listed)
+        for path in [path for path in self._seen if path.parent == base and path not in present]:
+            del self._seen[path]  # vanished before it settled
         return ready
+
+    @staticmethod
+    def _empty_long_enough(mtime: float, folder: InboundFolder) -> bool:
+        """An empty file is usually one a vendor has created and not written yet."""
+        age = max(EMPTY_AGE, folder.stable_for).total_seconds()
+        return time.time() - mtime >= age
 
     def _take(self, base: Path, name: str, end_suffix: str) -> bool:
         """Claim a file by moving it into work/ (a watcher that loses the race skips). A file
@@ -193,32 +277,41 @@ class FolderWatcher:
 
     def _finish(self, system: System, folder: InboundFolder, base: Path, name: str) -> Path | None:
         work = base / WORK / name
-        with _exclusive(base / WORK / f".{name}.lock") as mine:
-            if not mine or not work.exists():
+        lock = base / WORK / f".{name}.lock"
+        with _exclusive(lock) as mine:
+            if not mine or not os.path.lexists(work):
                 return None  # another watcher is processing it
-            processor = InboundFile(self.hub, system, folder, self.lanes)
+            if not self._due(work):
+                return None  # could not be read: backing off
+            self._complete_take(base, name, folder.end_suffix)
             try:
-                data = work.read_bytes()
-                report = processor.process(name, data)
-                destination = DONE
-            except FileRefused as refusal:
-                digest = hashlib.sha256(data).hexdigest()
-                report = FileReport(name, system.id, folder.service, folder.tenant, digest)
-                report.refused = refusal.finding.as_dict()
-                destination = ERROR
-            except Exception:
-                log.exception("file %s of %s stays in work/ and is retried", name, system.id)
+                data: bytes | None = work.read_bytes()
+            except FileNotFoundError:
+                return None  # taken away since the listing
+            except OSError as error:
+                if not self._give_up(system, work, error):
+                    return None
+                data = None
+            digest = hashlib.sha256(data).hexdigest() if data is not None else None
+            target = self._reported(base, name, digest)
+            if target is not None:  # an earlier pass wrote the report and was killed
+                log.info("file %s of %s: report found, moving it beside it", name, system.id)
+                self._move(base, name, folder.end_suffix, target)
+                lock.unlink(missing_ok=True)
+                return target
+            report, destination = self._report(system, folder, name, data, work)
+            if report is None:
                 return None
             target = free_name(base / destination, name)
-            work.rename(target)
+            # the report first, then the end file, the data file last: a kill at any point
+            # leaves the file in work/ (completed by the next pass) or beside its report
             write_atomically(
                 Path(f"{target}{REPORT_SUFFIX}"),
                 json.dumps(report.as_dict(), ensure_ascii=False, indent=1).encode("utf-8"),
             )
-            end = base / WORK / f"{name}{folder.end_suffix}"
-            if end.exists():
-                end.rename(Path(f"{target}{folder.end_suffix}"))
-        (base / WORK / f".{name}.lock").unlink(missing_ok=True)
+            fsync_dir(target.parent)
+            self._move(base, name, folder.end_suffix, target)
+        lock.unlink(missing_ok=True)
         log.info(
             "file %s of %s: %d stored, %d duplicates, %d refused → %s",
             name,
@@ -229,6 +322,114 @@ class FolderWatcher:
             destination,
         )
         return target
+
+    def _report(
+        self, system: System, folder: InboundFolder, name: str, data: bytes | None, work: Path
+    ) -> tuple[FileReport | None, str]:
+        """Process the file (``data`` None: it cannot be read and goes to error/)."""
+        if data is None:
+            report = FileReport(name, system.id, folder.service, folder.tenant, None)
+            failed = self._unreadable.pop(work)
+            finding = make_finding("RK-FIL008", path="/", actual=name, expected=failed.reason)
+            report.refused = finding.as_dict()
+            return report, ERROR
+        processor = InboundFile(self.hub, system, folder, self.lanes)
+        try:
+            report = processor.process(name, data)
+            self._broken.pop(work, None)
+            return report, DONE
+        except FileRefused as refusal:
+            digest = hashlib.sha256(data).hexdigest()
+            report = FileReport(name, system.id, folder.service, folder.tenant, digest)
+            report.refused = refusal.finding.as_dict()
+            return report, ERROR
+        except Exception as error:
+            why = type(error).__name__
+            if self._broken.get(work) != why:  # the traceback once, not at every poll
+                self._broken[work] = why
+                log.exception("file %s of %s stays in work/ and is retried", name, system.id)
+            else:
+                log.debug("file %s of %s: %s again; retried", name, system.id, why)
+            return None, ERROR
+
+    # --- files that cannot be read -------------------------------------------------------
+
+    def _due(self, work: Path) -> bool:
+        failed = self._unreadable.get(work)
+        return failed is None or time.monotonic() >= failed.retry_at
+
+    def _give_up(self, system: System, work: Path, error: OSError) -> bool:
+        """Record a failed read; True when the file is to go to error/ (RK-FIL008: the error
+        will not pass, or has lasted read_give_up), else it is retried later (RK-FIL007,
+        logged once per reason)."""
+        now, reason = time.monotonic(), _reason(error)
+        failed = self._unreadable.get(work)
+        if failed is None:
+            failed = self._unreadable[work] = _Unreadable(reason, now, 0, now)
+        failed.attempts += 1
+        permanent = error.errno in PERMANENT
+        if permanent or now - failed.since >= self.read_give_up.total_seconds():
+            failed.reason = reason
+            finding = make_finding("RK-FIL008", path="/", actual=work.name, expected=reason)
+            log.error("%s %s (%s)", finding.code, finding.message_en, system.id)
+            return True
+        if failed.attempts == 1 or failed.reason != reason:
+            failed.reason = reason
+            finding = make_finding("RK-FIL007", path="/", actual=work.name, expected=reason)
+            log.warning("%s %s (%s)", finding.code, finding.message_en, system.id)
+        backoff = self.read_retry * 2 ** min(failed.attempts - 1, 20)
+        failed.retry_at = now + min(backoff, self.read_retry_max).total_seconds()
+        return False
+
+    # --- moving ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _complete_take(base: Path, name: str, end_suffix: str) -> None:
+        """Finish a take a kill interrupted: the data file still linked in the folder too,
+        or its end file left there. (A new delivery's end file only ever follows its data
+        file, so an end file without one is this file's.)"""
+        source, work, end = base / name, base / WORK / name, base / f"{name}{end_suffix}"
+        try:
+            if os.path.lexists(source) and os.path.samefile(source, work):
+                source.unlink()
+            if end.exists() and not os.path.lexists(source):
+                end.rename(base / WORK / end.name)
+        except OSError:
+            pass  # best effort: the file itself is in work/ and is processed
+
+    @staticmethod
+    def _reported(base: Path, name: str, digest: str | None) -> Path | None:
+        """Where an earlier pass wrote this file's report before a kill stopped it from
+        moving the file there: a report of that name and SHA-256 without its data file."""
+        for directory in (base / DONE, base / ERROR):
+            candidate, number = directory / name, 0
+            while True:
+                report = Path(f"{candidate}{REPORT_SUFFIX}")
+                if not report.exists():
+                    if not os.path.lexists(candidate):
+                        break
+                elif not os.path.lexists(candidate):
+                    try:
+                        written = json.loads(report.read_bytes())
+                    except (OSError, ValueError):
+                        written = None
+                    if (
+                        isinstance(written, dict)
+                        and written.get("file") == name
+                        and written.get("sha256") == digest
+                    ):
+                        return candidate
+                number += 1
+                candidate = directory / f"{name}.{number}"
+        return None
+
+    @staticmethod
+    def _move(base: Path, name: str, end_suffix: str, target: Path) -> None:
+        """The end file, then the data file (last: its arrival means the pair is complete)."""
+        end = base / WORK / f"{name}{end_suffix}"
+        if end.exists():
+            end.rename(Path(f"{target}{end_suffix}"))
+        (base / WORK / name).rename(target)
 
     # --- running -------------------------------------------------------------------------
 
