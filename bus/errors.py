@@ -574,6 +574,48 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "The mapping {expected} of system {actual} cannot be used.",
     ),
     # load errors of a mapping file: path is file:line:column, detail the English specifics
+    (
+        "RK-MAP013",
+        E,
+        "変換定義ファイルを読めないか、YAML として正しくありません。",
+        "The mapping file cannot be read or is not well-formed YAML.",
+    ),
+    (
+        "RK-MAP014",
+        E,
+        "キー {actual} はここでは使えません（綴りを確認してください）。",
+        "The key {actual} is not known here (check its spelling).",
+    ),
+    (
+        "RK-MAP015",
+        E,
+        "{field_ja}はカタログにないか、サービス {expected} のここで使える項目ではありません。",
+        "{field_en} is not a catalogue item that service {expected} has here.",
+    ),
+    (
+        "RK-MAP016",
+        E,
+        "{field_ja}: 操作または参照（表、関数、パス、形式）の指定が正しくありません。",
+        "{field_en}: an operation or a reference (table, function, path, format) is set wrongly.",
+    ),
+    (
+        "RK-MAP017",
+        E,
+        "{field_ja}: 値の型が合いません（true/false、日付、コード、書式）。",
+        "{field_en}: a value has the wrong type (true/false, date, code, pattern).",
+    ),
+    (
+        "RK-MAP018",
+        E,
+        "{field_ja}: 変換定義の組み立ての規則に反しています。",
+        "{field_en}: a structural rule of mapping files is broken.",
+    ),
+    (
+        "RK-MAP019",
+        E,
+        "{field_ja}の入力が値（文字列・数値・真偽値）ではなく JSON の {actual} です。",
+        "{field_en}: the input is a JSON {actual}, not a value (string, number, true/false).",
+    ),
     # --- IMP: batch imports (登記済通知 files); a record error never stops the file ----------
     (
         "RK-IMP001",

@@ -146,6 +146,19 @@ def test_a_layout_is_a_file_here_or_a_shipped_name(
     assert isinstance(load_section(layout).format, FixedFormat)  # not the default CSV layout
 
 
+def test_a_broken_layout_is_refused_with_the_mapping_code(tmp_path: Path) -> None:
+    """A layout file with a mistake is refused before anything is read (RK-IMP005), saying
+    what mapping check would say: the load error's code and where it is."""
+    broken = tmp_path / "broken.yaml"
+    text = (ROOT / "mappings" / "houmu_fixed.yaml").read_text(encoding="utf-8")
+    broken.write_text(text.replace("system: houmu", "system: houmu\nsystme: typo", 1), "utf-8")
+    with pytest.raises(ImportRefused) as caught:
+        load_section(str(broken))
+    assert caught.value.finding.code == "RK-IMP005"
+    assert "RK-MAP014" in caught.value.finding.message_en
+    assert "broken.yaml:" in caught.value.finding.message_en
+
+
 def test_more_jobs_than_cpus_are_cut_to_the_cpus(tmp_path: Path) -> None:
     """30 jobs on 2 CPUs took 3.4 GB and four times as long; the command says it uses the
     CPUs there are and imports as usual."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,7 +15,7 @@ from bus.errors import make_finding
 from bus.mapping import Mapping, MappingError, load_mapping
 from bus.mapping.coverage import coverage
 from bus.mapping.envelope import wrap
-from bus.mapping.golden import cases, run_case
+from bus.mapping.golden import cases, run_case, stray_files
 from bus.mapping.section import Direction, Translation
 from bus.pipeline import Finding
 from bus.validation.validator import Validator
@@ -31,38 +31,73 @@ def _load(path: Path) -> Mapping:
     try:
         return load_mapping(path)
     except MappingError as error:
-        for problem in error.problems:
-            typer.echo(problem, err=True)
+        _print_load_errors(path, error)
         raise typer.Exit(EXIT_INVALID_FILE) from None
 
 
+def _print_load_errors(path: Path, error: MappingError) -> None:
+    count = len(error.findings)
+    typer.echo(f"{path}: {count} problem{'s' if count != 1 else ''}", err=True)
+    _print_findings(error.findings)
+
+
 def _print_findings(findings: list[Finding]) -> None:
+    """One line a finding: code, path (``/record[n]/field``, or ``file:line:column`` for a
+    load error), Japanese / English, the value (masked when personal) and the specifics."""
     for finding in findings:
+        value = f" 値/value: {finding.value_masked}" if finding.value_masked is not None else ""
         where = (
             f" ({finding.detail})" if finding.code.startswith("RK-MAP") and finding.detail else ""
         )
         typer.echo(
-            f"  {finding.code} {finding.path} {finding.message_ja} / {finding.message_en}{where}",
+            f"  {finding.code} {finding.path} {finding.message_ja} / {finding.message_en}"
+            f"{value}{where}",
             err=True,
         )
 
 
 @mapping_app.command("check")
-def check(files: Annotated[list[Path], typer.Argument(help="Mapping files.")]) -> None:
-    """Load and check mapping files against the catalogue (errors as file:line:column)."""
+def check(
+    files: Annotated[list[Path], typer.Argument(help="Mapping files.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Per file: ok, system, sections, findings (JSON).")
+    ] = False,
+) -> None:
+    """Load and check mapping files against the catalogue (each problem a coded finding at
+    its file:line:column)."""
     failed = False
+    report: list[dict[str, Any]] = []
     for path in files:
         try:
             mapping = load_mapping(path)
         except MappingError as error:
             failed = True
-            for problem in error.problems:
-                typer.echo(problem, err=True)
+            report.append(
+                {
+                    "file": str(path),
+                    "ok": False,
+                    "system": None,
+                    "sections": [],
+                    "findings": [finding.as_dict() for finding in error.findings],
+                }
+            )
+            if not as_json:
+                _print_load_errors(path, error)
             continue
-        sections = ", ".join(
-            f"{service} {direction}" for service, direction in sorted(mapping.sections)
+        names = [f"{service} {direction}" for service, direction in sorted(mapping.sections)]
+        report.append(
+            {
+                "file": str(path),
+                "ok": True,
+                "system": mapping.system,
+                "sections": names,
+                "findings": [],
+            }
         )
-        typer.echo(f"{path}: ok ({mapping.system}: {sections})")
+        if not as_json:
+            typer.echo(f"{path}: ok ({mapping.system}: {', '.join(names)})")
+    if as_json:
+        output.print_json(report)
     raise typer.Exit(EXIT_INVALID_FILE if failed else EXIT_OK)
 
 
@@ -108,6 +143,13 @@ def test(path: FileArgument) -> None:
         if result.diff:
             typer.echo(result.diff)
         _print_findings(problems or result.findings)
+    for stray in stray_files(mapping):  # a misspelt name would otherwise be skipped unseen
+        failed += 1
+        typer.echo(
+            f"FAIL {stray.name}: not a golden sample "
+            "(<Service>.<inbound|outbound>.<label>.input|expected.<ext>, an expected output "
+            "beside its input)"
+        )
     typer.echo(f"{passed} passed, {failed} failed")
     if passed + failed == 0:
         typer.echo(f"no golden samples under {mapping.golden_dir}", err=True)

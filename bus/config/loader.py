@@ -379,8 +379,8 @@ class _Checker:
         try:
             mapping = cached_mapping(resolve(system.mapping))
         except MappingError as error:
-            problem = error.problems[0] if error.problems else "invalid"
-            self.report(located, ("mapping",), f"mapping {system.mapping!r}: {problem}")
+            # the first load error with its code (RK-MAP013…018), as renkei mapping check
+            self.report(located, ("mapping",), f"mapping {system.mapping!r}: {error.first}")
             return
         if mapping.system != system.id:
             wrong = f"mapping {system.mapping!r} is for system {mapping.system!r}"

@@ -45,7 +45,7 @@ def load_section(layout: str | None) -> Section:
     try:
         mapping = load_mapping(path)
     except MappingError as error:
-        raise refuse(error.problems[0]) from None
+        raise refuse(error.first) from None  # with its code (RK-MAP013…), as mapping check
     section = mapping.section("RegistrationNotice", "inbound")
     if section is None:
         raise refuse(f"{layout or DEFAULT_LAYOUT} has no RegistrationNotice inbound section")

@@ -99,10 +99,11 @@ class _Writer:
         inline = self.inline(plan.finish)
         if not plan.steps and (reads_iso is not None or inline is not None):  # read text
             self.text(depth, plan)
-        if reads_iso is not None:  # date: iso, inlined: the ISO text or RK-MAP004
-            self.emit(depth, f"value = {self.bind(reads_iso)}(value)")
-            self.emit(depth, "if value is None:")
-            self.emit(depth + 1, 'raise FieldFailure("RK-MAP004")')
+        if reads_iso is not None:  # date: iso, inlined: the ISO text or RK-MAP004 (the value)
+            self.emit(depth, f"iso = {self.bind(reads_iso)}(value)")
+            self.emit(depth, "if iso is None:")
+            self.emit(depth + 1, 'raise FieldFailure("RK-MAP004", value=value)')
+            self.emit(depth, "value = iso")
         elif plan.finish is not None:
             self.step(depth, plan.finish)
         self.emit(depth, "if value:")

@@ -18,6 +18,7 @@ from bus.mapping import operations as ops
 from bus.mapping.formats import SpecError, SystemFormat
 from bus.mapping.hooks import find_function
 from bus.mapping.layout import Group, Leaf
+from bus.mapping.problems import BAD_ARGUMENT, STRUCTURE, UNKNOWN_ITEM, UNKNOWN_KEY, WRONG_TYPE
 from bus.mapping.tables import (
     TableError,
     inline_code_table,
@@ -63,10 +64,31 @@ GROUP_KEYS = frozenset({"group", "path", "split", "fields", "when", "note"})
 
 
 class SpecProblem(ValueError):
-    def __init__(self, position: Position, message: str) -> None:
+    """A load error at ``position``: ``code`` its kind (:mod:`bus.mapping.problems`),
+    ``message`` the English specifics, ``item`` the catalogue item it concerns (as written),
+    ``key`` the unknown key(s) of RK-MAP014, ``service`` the service of its section."""
+
+    def __init__(
+        self,
+        position: Position,
+        message: str,
+        code: str,
+        *,
+        item: str | None = None,
+        key: str | None = None,
+    ) -> None:
         super().__init__(f"{position}: {message}")
         self.position = position
         self.message = message
+        self.code = code
+        self.item = item
+        self.key = key
+        self.service: str | None = None
+
+    @classmethod
+    def of(cls, position: Position, error: SpecError) -> SpecProblem:
+        """A format's :class:`SpecError` at the place it was written."""
+        return cls(position, str(error), error.code, key=error.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +132,8 @@ class SectionContext:
     mapped: set[str] = field(default_factory=set)  # standard keys written (inbound)
     used_items: set[str] = field(default_factory=set)
 
-    def problem(self, where: Position, message: str) -> None:
-        self.problems.append(SpecProblem(where, message))
+    def problem(self, where: Position, message: str, code: str, item: str | None = None) -> None:
+        self.problems.append(SpecProblem(where, message, code, item=item))
 
 
 def flag(spec: Any, key: str, at: Position) -> bool:
@@ -122,7 +144,9 @@ def flag(spec: Any, key: str, at: Position) -> bool:
         return False
     written = str(value).lower()
     if written not in ("true", "false"):
-        raise SpecProblem(position_of(value, at), f"{key} is true or false, not {str(value)!r}")
+        raise SpecProblem(
+            position_of(value, at), f"{key} is true or false, not {str(value)!r}", WRONG_TYPE
+        )
     return written == "true"
 
 
@@ -160,21 +184,40 @@ class EntryCompiler:
     def standard_key(self, raw: Any, scope: Group, where: Position) -> tuple[str, Leaf, str | None]:
         """(record key, layout leaf, attribute) for a catalogue id (``dateOfBirth@iso``)."""
         if not isinstance(raw, str):
-            raise SpecProblem(where, "a catalogue id is text")
+            raise SpecProblem(where, "a catalogue id is text", STRUCTURE)
         item_id, _, attribute = raw.partition("@")
         if item_id not in self.catalogue.by_id:
-            raise SpecProblem(where, f"unknown catalogue id {item_id!r}")
+            raise SpecProblem(
+                where, f"unknown catalogue id {item_id!r}", UNKNOWN_ITEM, item=item_id
+            )
         leaf = _leaves(scope).get(item_id)
         if leaf is None:
-            raise SpecProblem(where, f"{item_id!r} is not an item of {self.c.service} here")
+            raise SpecProblem(
+                where,
+                f"{item_id!r} is not an item of {self.c.service} here",
+                UNKNOWN_ITEM,
+                item=item_id,
+            )
         if attribute and (self.c.inbound or attribute not in ("iso", "asGiven", "alt")):
             raise SpecProblem(
-                where, f"{raw!r}: only an outbound source may name @iso, @asGiven or @alt"
+                where,
+                f"{raw!r}: only an outbound source may name @iso, @asGiven or @alt",
+                BAD_ARGUMENT,
+                item=item_id,
             )
         return item_id, leaf, attribute or None
 
     def item(self, item_id: str) -> Item:
         return self.catalogue.by_id[item_id]
+
+    def _item_of(self, entry: dict[str, Any]) -> str | None:
+        """The catalogue item an entry writes (inbound) or reads (outbound), if it names one:
+        what a load error in the entry is about."""
+        raw = entry.get("to") if self.c.inbound else entry.get("from")
+        if not isinstance(raw, str):
+            return None
+        item_id = raw.partition("@")[0]
+        return item_id if item_id in self.catalogue.by_id else None
 
     # --- entries -------------------------------------------------------------------------
 
@@ -182,7 +225,7 @@ class EntryCompiler:
         self, raw: Any, scope: Group, group_key: Any, where: Position
     ) -> list[CompiledEntry]:
         if not isinstance(raw, list):
-            self.c.problem(where, "fields must be a list of entries")
+            self.c.problem(where, "fields must be a list of entries", STRUCTURE)
             return []
         compiled: list[CompiledEntry] = []
         unconditional: dict[str, Position] = {}
@@ -190,13 +233,15 @@ class EntryCompiler:
             at = position_of(entry, where)
             try:
                 if not isinstance(entry, dict):
-                    raise SpecProblem(at, "an entry is a mapping {to, from, …}")
+                    raise SpecProblem(at, "an entry is a mapping {to, from, …}", STRUCTURE)
                 assert isinstance(entry, PDict)  # what load_positioned makes
                 if "group" in entry:
                     compiled.append(self.group(entry, scope, group_key, at))
                     continue
                 result = self.entry(entry, scope, group_key, at)
             except SpecProblem as problem:
+                if problem.item is None and isinstance(entry, dict):
+                    problem.item = self._item_of(entry)
                 self.c.problems.append(problem)
                 if self.c.inbound and isinstance(entry.get("to"), str):
                     # reported already: not also a "missing required target"
@@ -206,7 +251,10 @@ class EntryCompiler:
             first = unconditional.get(target)
             if first is not None:
                 self.c.problem(
-                    at, f"unreachable: {target} is always written by the entry at line {first.line}"
+                    at,
+                    f"unreachable: {target} is always written by the entry at line {first.line}",
+                    STRUCTURE,
+                    self._item_of(entry),
                 )
             elif "when" not in entry and ("const" in entry or "default" in entry):
                 unconditional[target] = at  # it always writes: later entries never run
@@ -216,17 +264,21 @@ class EntryCompiler:
     def group(self, entry: PDict, scope: Group, parent_key: Any, at: Position) -> CompiledEntry:
         unknown = set(entry) - GROUP_KEYS
         if unknown:
-            raise SpecProblem(at, f"unknown key(s) in a group entry: {', '.join(sorted(unknown))}")
+            keys = ", ".join(sorted(unknown))
+            raise SpecProblem(at, f"unknown key(s) in a group entry: {keys}", UNKNOWN_KEY, key=keys)
         name = entry["group"]
         group = _groups(scope).get(str(name))
         if group is None:
             raise SpecProblem(
-                position_of(name, at), f"{name!r} is not a repeating group of {self.c.service}"
+                position_of(name, at),
+                f"{name!r} is not a repeating group of {self.c.service}",
+                UNKNOWN_ITEM,
+                item=str(name),
             )
         try:
             key = self.c.format.compile_group(entry, parent_key, writing=not self.c.inbound)
         except SpecError as error:
-            raise SpecProblem(at, str(error)) from None
+            raise SpecProblem.of(at, error) from None
         children = self.entries(
             entry.get("fields"), group, key, position_of(entry.get("fields"), at)
         )
@@ -244,9 +296,10 @@ class EntryCompiler:
     def entry(self, entry: PDict, scope: Group, group_key: Any, at: Position) -> CompiledEntry:
         unknown = set(entry) - ENTRY_KEYS
         if unknown:
-            raise SpecProblem(at, f"unknown key(s): {', '.join(sorted(unknown))}")
+            keys = ", ".join(sorted(unknown))
+            raise SpecProblem(at, f"unknown key(s): {keys}", UNKNOWN_KEY, key=keys)
         if "to" not in entry:
-            raise SpecProblem(at, "an entry needs to:")
+            raise SpecProblem(at, "an entry needs to:", STRUCTURE)
         where_to = position_of(entry["to"], at)
         inbound = self.c.inbound
         leaf: Leaf | None = None
@@ -295,14 +348,14 @@ class EntryCompiler:
         try:
             return self.c.format.compile_path(raw, group_key, writing)
         except SpecError as error:
-            raise SpecProblem(where, str(error)) from None
+            raise SpecProblem.of(where, error) from None
 
     def reader(
         self, entry: PDict, scope: Group, group_key: Any, at: Position
     ) -> Callable[[Source, dict[str, str]], Value | None]:
         sources = [k for k in ("from", "const", "param") if k in entry]
         if len(sources) != 1:
-            raise SpecProblem(at, "an entry needs exactly one of from, const, param")
+            raise SpecProblem(at, "an entry needs exactly one of from, const, param", STRUCTURE)
         if "const" in entry:
             constant = str(entry["const"])
             if self.c.inbound:
@@ -315,13 +368,14 @@ class EntryCompiler:
                 raise SpecProblem(
                     position_of(entry["param"], at),
                     f"unknown parameter {name!r} (declare it under params)",
+                    BAD_ARGUMENT,
                 )
             return _parameter(name)
         raw = entry["from"]
         if isinstance(raw, PList):
             return self.joined(entry, raw, scope, group_key, at)
         if "join" in entry:
-            raise SpecProblem(at, "join needs from: a list")
+            raise SpecProblem(at, "join needs from: a list", STRUCTURE)
         return self.single(raw, scope, group_key, position_of(raw, at))
 
     def single(
@@ -390,7 +444,9 @@ class EntryCompiler:
         path = table_path(self.c.directory, str(name))
         if not path.is_file():
             raise SpecProblem(
-                position_of(name, at), f"table {name!r} not found ({path.name} under tables/)"
+                position_of(name, at),
+                f"table {name!r} not found ({path.name} under tables/)",
+                BAD_ARGUMENT,
             )
         return path
 
@@ -403,10 +459,14 @@ class EntryCompiler:
                 pattern = re.compile(str(entry["extract"]))
             except re.error as error:
                 raise SpecProblem(
-                    position_of(entry["extract"], at), f"bad regular expression: {error}"
+                    position_of(entry["extract"], at),
+                    f"bad regular expression: {error}",
+                    BAD_ARGUMENT,
                 ) from None
             if pattern.groups < 1:
-                raise SpecProblem(position_of(entry["extract"], at), "extract needs one (group)")
+                raise SpecProblem(
+                    position_of(entry["extract"], at), "extract needs one (group)", BAD_ARGUMENT
+                )
             steps.append(ops.extract(pattern))
         if "split" in entry:
             spec = entry["split"]
@@ -415,33 +475,39 @@ class EntryCompiler:
                 "fewer than parts"
             )
             if not isinstance(spec, dict) or not spec.get("sep"):
-                raise SpecProblem(position_of(spec, at), usage)
+                raise SpecProblem(position_of(spec, at), usage, BAD_ARGUMENT)
             try:
                 index = int(spec.get("index") or 0)
                 parts = int(spec["parts"]) if spec.get("parts") else None
             except ValueError:
                 raise SpecProblem(
-                    position_of(spec, at), "index and parts are whole numbers"
+                    position_of(spec, at), "index and parts are whole numbers", BAD_ARGUMENT
                 ) from None
             if index < 0 or (parts is not None and not 0 <= index < parts):
-                raise SpecProblem(position_of(spec, at), usage)
+                raise SpecProblem(position_of(spec, at), usage, BAD_ARGUMENT)
             steps.append(ops.split(str(spec["sep"]), index, parts))
         if "trim" in entry:
             side = str(entry["trim"]).lower()
             if side not in ("true", "both", "left", "right"):
-                raise SpecProblem(position_of(entry["trim"], at), "trim is true, left or right")
+                raise SpecProblem(
+                    position_of(entry["trim"], at), "trim is true, left or right", BAD_ARGUMENT
+                )
             steps.append(ops.trim("both" if side == "true" else side))
         if "gaiji" in entry and not self.c.inbound:
             steps.append(ops.gaiji_out(self._gaiji(self._gaiji_spec(entry["gaiji"], at)[0], at)))
         if flag(entry, "kana", at):
             if self.c.inbound and item is not None and item.rule != "kana":
                 raise SpecProblem(
-                    position_of(entry["kana"], at), f"kana on {item.id}, which is not a kana item"
+                    position_of(entry["kana"], at),
+                    f"kana on {item.id}, which is not a kana item",
+                    WRONG_TYPE,
                 )
             steps.append(ops.kana())
         if "width" in entry:
             if str(entry["width"]) not in ("full", "half"):
-                raise SpecProblem(position_of(entry["width"], at), "width is full or half")
+                raise SpecProblem(
+                    position_of(entry["width"], at), "width is full or half", BAD_ARGUMENT
+                )
             steps.append(ops.width(str(entry["width"])))
         if flag(entry, "share", at):
             steps.append(ops.share())
@@ -450,15 +516,16 @@ class EntryCompiler:
         if "lookup" in entry:
             spec = entry["lookup"]
             if not isinstance(spec, dict) or "table" not in spec or "column" not in spec:
-                raise SpecProblem(position_of(spec, at), "lookup is {table, column}")
+                raise SpecProblem(position_of(spec, at), "lookup is {table, column}", BAD_ARGUMENT)
             try:
                 columns, rows = read_lookup_table(self.table_file(spec["table"], at))
             except TableError as error:
-                raise SpecProblem(position_of(spec, at), str(error)) from None
+                raise SpecProblem(position_of(spec, at), str(error), BAD_ARGUMENT) from None
             if str(spec["column"]) not in columns:
                 raise SpecProblem(
                     position_of(spec["column"], at),
                     f"table {spec['table']} has no column {spec['column']!r}",
+                    BAD_ARGUMENT,
                 )
             steps.append(ops.lookup(rows, str(spec["column"]), str(spec["table"])))
         if "function" in entry:
@@ -468,16 +535,17 @@ class EntryCompiler:
                 raise SpecProblem(
                     position_of(entry["function"], at),
                     f"unknown function {name!r} (no renkei.mapping.functions entry point)",
+                    BAD_ARGUMENT,
                 )
             steps.append(ops.function(name, hook))
         if "pad" in entry:
             spec = entry["pad"]
             usage = "pad is {length, char, side}: length a whole number, one char, side left|right"
             if not isinstance(spec, dict) or not str(spec.get("length") or "").isdigit():
-                raise SpecProblem(position_of(spec, at), usage)
+                raise SpecProblem(position_of(spec, at), usage, BAD_ARGUMENT)
             char, side = str(spec.get("char") or " "), str(spec.get("side") or "left")
             if len(char) != 1 or side not in ("left", "right"):
-                raise SpecProblem(position_of(spec, at), usage)
+                raise SpecProblem(position_of(spec, at), usage, BAD_ARGUMENT)
             steps.append(ops.pad(int(spec["length"]), char, side))
         return steps
 
@@ -488,9 +556,13 @@ class EntryCompiler:
             return spec, None
         unknown = spec.get("unknown")
         if unknown is not None and len(str(unknown)) != 1:
-            raise SpecProblem(position_of(unknown, at), "unknown is one 代替文字 (e.g. 〓)")
+            raise SpecProblem(
+                position_of(unknown, at), "unknown is one 代替文字 (e.g. 〓)", BAD_ARGUMENT
+            )
         if spec.get("table") is None and unknown is None:
-            raise SpecProblem(position_of(spec, at), "gaiji is a table name or {table, unknown}")
+            raise SpecProblem(
+                position_of(spec, at), "gaiji is a table name or {table, unknown}", BAD_ARGUMENT
+            )
         return spec.get("table"), None if unknown is None else str(unknown)
 
     def _gaiji(self, name: Any, at: Position) -> dict[str, Any]:
@@ -499,34 +571,37 @@ class EntryCompiler:
         try:
             return read_gaiji_table(self.table_file(name, at))
         except TableError as error:
-            raise SpecProblem(position_of(name, at), str(error)) from None
+            raise SpecProblem(position_of(name, at), str(error), BAD_ARGUMENT) from None
 
     def codes(self, spec: Any, item: Item | None, at: Position) -> ops.Op:
         where = position_of(spec, at)
         if isinstance(spec, str):
             spec = {"table": spec}
         if not isinstance(spec, dict):
-            raise SpecProblem(where, "codes is a table name or {table|values, unknown, default}")
+            raise SpecProblem(
+                where, "codes is a table name or {table|values, unknown, default}", BAD_ARGUMENT
+            )
         unknown = str(spec.get("unknown") or "error")
         if unknown not in ("error", "default", "pass"):
-            raise SpecProblem(where, "unknown is error, default or pass")
+            raise SpecProblem(where, "unknown is error, default or pass", BAD_ARGUMENT)
         if unknown == "default" and spec.get("default") is None:
-            raise SpecProblem(where, "unknown: default needs default:")
+            raise SpecProblem(where, "unknown: default needs default:", BAD_ARGUMENT)
         if "values" in spec and isinstance(spec["values"], dict):
             table = inline_code_table("inline", spec["values"])
         elif "table" in spec:
             try:
                 table = read_code_table(self.table_file(spec["table"], where))
             except TableError as error:
-                raise SpecProblem(where, str(error)) from None
+                raise SpecProblem(where, str(error), BAD_ARGUMENT) from None
             if table.duplicates:
                 raise SpecProblem(
                     where,
                     f"unreachable: table {table.name} maps a code twice "
                     f"(CSV line {table.duplicates[0]})",
+                    STRUCTURE,
                 )
         else:
-            raise SpecProblem(where, "codes needs table: or values:")
+            raise SpecProblem(where, "codes needs table: or values:", BAD_ARGUMENT)
         mapping = table.reversed() if flag(spec, "reverse", where) else table.forward
         if self.c.inbound and item is not None and item.code_list:
             allowed = set(content_model().enumeration(_type_qname(item)))
@@ -534,7 +609,9 @@ class EntryCompiler:
                 bad = sorted({v for v in mapping.values() if v not in allowed})
                 if bad:
                     raise SpecProblem(
-                        where, f"table gives {bad[0]!r}, not a code of {item.id} ({item.code_list})"
+                        where,
+                        f"table gives {bad[0]!r}, not a code of {item.id} ({item.code_list})",
+                        WRONG_TYPE,
                     )
         fallback = None if spec.get("default") is None else str(spec["default"])
         if fallback is not None and self.c.inbound and item is not None:
@@ -552,30 +629,40 @@ class EntryCompiler:
             kind = str(date_spec)
             if self.c.inbound and final:
                 if kind not in ops.INBOUND_DATES:
-                    raise SpecProblem(where, f"inbound date is one of {ops.INBOUND_DATES}")
+                    raise SpecProblem(
+                        where, f"inbound date is one of {ops.INBOUND_DATES}", BAD_ARGUMENT
+                    )
                 if leaf is not None and (kind == "resident") != leaf.resident_date:
                     want = "resident" if leaf.resident_date else "iso"
-                    raise SpecProblem(where, f"wrong type: {leaf.item} needs date: {want}")
+                    raise SpecProblem(
+                        where, f"wrong type: {leaf.item} needs date: {want}", WRONG_TYPE
+                    )
                 if item is not None and kind == "iso" and not item.xsd_type.endswith(":Date"):
                     raise SpecProblem(
-                        where, f"wrong type: {item.id} is not a date ({item.xsd_type})"
+                        where, f"wrong type: {item.id} is not a date ({item.xsd_type})", WRONG_TYPE
                     )
                 date_step = ops.date_in(kind)
             else:
                 if kind not in ops.DATE_FORMS:
-                    raise SpecProblem(where, f"an output date form is one of {ops.DATE_FORMS}")
+                    raise SpecProblem(
+                        where, f"an output date form is one of {ops.DATE_FORMS}", BAD_ARGUMENT
+                    )
                 if item is not None and item.rule not in (
                     "date_birth",
                     "date_event",
                     "date_deadline",
                 ):
-                    raise SpecProblem(where, f"wrong type: {item.id} is not a date")
+                    raise SpecProblem(where, f"wrong type: {item.id} is not a date", WRONG_TYPE)
                 date_step = ops.date_out(kind)
         elif self.c.inbound and final and leaf is not None and leaf.resident_date:
-            raise SpecProblem(at, f"wrong type: {leaf.item} is a ResidentDate: add date: resident")
+            raise SpecProblem(
+                at, f"wrong type: {leaf.item} is a ResidentDate: add date: resident", WRONG_TYPE
+            )
         if "written" in entry and str(entry["written"]) not in ops.DATE_FORMS:
             raise SpecProblem(
-                position_of(entry["written"], at), f"written is one of {ops.DATE_FORMS}"
+                position_of(entry["written"], at),
+                f"written is one of {ops.DATE_FORMS}",
+                BAD_ARGUMENT,
             )
         gaiji_step = None
         if "gaiji" in entry and self.c.inbound:
@@ -600,7 +687,9 @@ class EntryCompiler:
         allowed = content_model().enumeration(_type_qname(item)) if item.code_list else []
         if allowed and text not in allowed:
             raise SpecProblem(
-                where, f"wrong type: {text!r} is not a code of {item.id} ({item.code_list})"
+                where,
+                f"wrong type: {text!r} is not a code of {item.id} ({item.code_list})",
+                WRONG_TYPE,
             )
         if item.pattern and "\\p" not in item.pattern:
             try:
@@ -608,6 +697,7 @@ class EntryCompiler:
                     raise SpecProblem(
                         where,
                         f"wrong type: {text!r} does not match {item.id}'s pattern {item.pattern}",
+                        WRONG_TYPE,
                     )
             except re.error:
                 return
@@ -622,10 +712,12 @@ class EntryCompiler:
             return None
         where = position_of(spec, at)
         if not isinstance(spec, dict) or "field" not in spec:
-            raise SpecProblem(where, "when is {field, equals | in | exists}")
+            raise SpecProblem(where, "when is {field, equals | in | exists}", BAD_ARGUMENT)
         tests = [k for k in ("equals", "in", "exists") if k in spec]
         if len(tests) != 1:
-            raise SpecProblem(where, "a condition needs exactly one of equals, in, exists")
+            raise SpecProblem(
+                where, "a condition needs exactly one of equals, in, exists", BAD_ARGUMENT
+            )
         if self.c.inbound:
             key = self._system_key(
                 spec["field"], group_key, position_of(spec["field"], where), writing=False
@@ -639,7 +731,9 @@ class EntryCompiler:
             values = spec["in"]
             if not isinstance(values, list) or not values:
                 raise SpecProblem(
-                    where, "unreachable: in: needs a non-empty list (an empty one never holds)"
+                    where,
+                    "unreachable: in: needs a non-empty list (an empty one never holds)",
+                    STRUCTURE,
                 )
             allowed = frozenset(str(v) for v in values)
             return lambda source: _text(source.get(key)) in allowed

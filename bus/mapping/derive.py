@@ -14,6 +14,7 @@ from typing import Any
 
 from bus.catalogue import load_catalogue
 from bus.mapping.compiler import SpecProblem
+from bus.mapping.problems import STRUCTURE
 from bus.mapping.yamlpos import PDict, PList, Position, position_of
 
 _NOT_INVERTIBLE = ("extract", "split", "lookup", "function")
@@ -30,7 +31,7 @@ def _copy(data: dict[str, Any], position: Position) -> PDict:
 
 def derive_fields(fields: Any, at: Position, to_inbound: bool) -> PList:
     if not isinstance(fields, list):
-        raise SpecProblem(at, "the section derived from has no fields list")
+        raise SpecProblem(at, "the section derived from has no fields list", STRUCTURE)
     derived = PList()
     derived.position = position_of(fields, at)
     seen: set[str] = set()
@@ -46,7 +47,9 @@ def derive_fields(fields: Any, at: Position, to_inbound: bool) -> PList:
         blocked = [k for k in _NOT_INVERTIBLE if k in entry]
         if blocked:
             raise SpecProblem(
-                where, f"cannot derive the inverse of {blocked[0]}: write that direction out"
+                where,
+                f"cannot derive the inverse of {blocked[0]}: write that direction out",
+                STRUCTURE,
             )
         if repr(entry.get("to")) in seen:
             continue
@@ -92,11 +95,14 @@ def _invert(entry: PDict, where: Position, to_inbound: bool) -> list[PDict]:
             raise SpecProblem(
                 where,
                 "cannot derive a join member with operations of its own: write that direction out",
+                STRUCTURE,
             )
         separator = str(entry.get("join") or "")
         if not separator:
             raise SpecProblem(
-                where, "cannot derive a join without a separator: write that direction out"
+                where,
+                "cannot derive a join without a separator: write that direction out",
+                STRUCTURE,
             )
         return [
             _copy(

@@ -53,6 +53,23 @@ def cases(mapping: Mapping) -> Iterator[GoldenCase]:
         yield GoldenCase(parts[0], direction, ".".join(parts[2:-2]), path, expected)
 
 
+def stray_files(mapping: Mapping) -> list[Path]:
+    """Files of the golden folder that belong to no case: a name matching neither pattern
+    (``X.inbond.a.input.csv``), or an expected output whose input is missing or misnamed.
+    Hidden files and a README are not samples."""
+    directory = mapping.golden_dir
+    if not directory.is_dir():
+        return []
+    used = {path for case in cases(mapping) for path in (case.input, case.expected)}
+    return [
+        path
+        for path in sorted(directory.iterdir())
+        if path not in used
+        and not path.name.startswith(".")
+        and not path.name.upper().startswith("README")
+    ]
+
+
 def canonical(data: bytes, suffix: str) -> str:
     """Text for comparison: C14N 2.0 XML, one element per line; sorted JSON; else as is."""
     if suffix == ".xml":

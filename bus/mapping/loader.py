@@ -1,6 +1,6 @@
 """Loads a mapping file (``mappings/<system>.yaml``, DESIGN §5), checks it against the
-catalogue and compiles every section. All problems are collected, each as
-``file:line:column: message``.
+catalogue and compiles every section. All problems are collected, each a coded finding
+(:mod:`bus.mapping.problems`) whose path is ``file:line:column``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from bus.mapping.formats.fixed import FixedFormat
 from bus.mapping.formats.json import JsonFormat
 from bus.mapping.formats.xml import XmlFormat
 from bus.mapping.layout import service_layout, services
+from bus.mapping.problems import BAD_ARGUMENT, STRUCTURE, UNKNOWN_KEY, YAML, load_finding
 from bus.mapping.section import Direction, Section
 from bus.mapping.yamlpos import PDict, Position, YamlSyntaxError, load_positioned, position_of
+from bus.pipeline import Finding
 
 FILE_KEYS = frozenset({"system", "description", "namespaces", "params", "services"})
 SECTION_KEYS = frozenset(
@@ -41,11 +43,35 @@ FORMATS = ("xml", "json", "csv", "fixed")
 
 
 class MappingError(ValueError):
-    """The mapping file is invalid; ``problems`` are ``file:line:column: message`` lines."""
+    """The mapping file is invalid. ``findings`` are its load errors, coded (path
+    ``file:line:column``, the English specifics as detail); ``problems`` the same as
+    ``file:line:column: specifics`` lines."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+    def __init__(self, findings: list[Finding]) -> None:
+        self.findings = findings
+        self.problems = [f"{finding.path}: {finding.detail}" for finding in findings]
+        super().__init__("\n".join(self.problems))
+
+    @property
+    def first(self) -> str:
+        """The first problem in one line with its code (``RK-MAP015 file:line:column: …``)."""
+        finding = self.findings[0]
+        return f"{finding.code} {finding.path}: {finding.detail}"
+
+
+def _error(code: str, where: str, detail: str) -> MappingError:
+    return MappingError([load_finding(code, where, detail)])
+
+
+def _finding(problem: SpecProblem) -> Finding:
+    return load_finding(
+        problem.code,
+        str(problem.position),
+        problem.message,
+        item=problem.item,
+        key=problem.key,
+        service=problem.service,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +100,9 @@ def _make_format(section: PDict, namespaces: dict[str, str], at: Position) -> Sy
         if kind == "xml":
             root = section.get("root")
             if not isinstance(root, str):
-                raise SpecError("an XML section needs root: the system's document element")
+                raise SpecError(
+                    "an XML section needs root: the system's document element", STRUCTURE
+                )
             return XmlFormat(root, namespaces)
         if kind == "json":
             return JsonFormat()
@@ -83,8 +111,10 @@ def _make_format(section: PDict, namespaces: dict[str, str], at: Position) -> Sy
         if kind == "fixed":
             return FixedFormat(section)
     except SpecError as error:
-        raise SpecProblem(at, str(error)) from None
-    raise SpecProblem(position_of(section.get("format"), at), f"format must be one of {FORMATS}")
+        raise SpecProblem.of(at, error) from None
+    raise SpecProblem(
+        position_of(section.get("format"), at), f"format must be one of {FORMATS}", BAD_ARGUMENT
+    )
 
 
 class _FileLoader:
@@ -101,44 +131,63 @@ class _FileLoader:
     def load(self) -> Mapping:
         data = self.data
         for key in sorted(set(data) - FILE_KEYS):
-            self.problems.append(SpecProblem(self.at(key), f"unknown key {key!r}"))
+            self.problems.append(
+                SpecProblem(self.at(key), f"unknown key {key!r}", UNKNOWN_KEY, key=repr(key))
+            )
         system = data.get("system")
         if not isinstance(system, str) or not system:
-            self.problems.append(SpecProblem(data.position, "missing system: (the system id)"))
+            self.problems.append(
+                SpecProblem(data.position, "missing system: (the system id)", STRUCTURE)
+            )
         namespaces = data.get("namespaces") or {}
         if not isinstance(namespaces, dict):
-            self.problems.append(SpecProblem(self.at("namespaces"), "namespaces is prefix: URI"))
+            self.problems.append(
+                SpecProblem(self.at("namespaces"), "namespaces is prefix: URI", STRUCTURE)
+            )
         else:
             self.namespaces = {str(k): str(v) for k, v in namespaces.items()}
         params = data.get("params") or {}
         if isinstance(params, dict):
             self.params = {str(k): "" if v is None else str(v) for k, v in params.items()}
         else:
-            self.problems.append(SpecProblem(self.at("params"), "params is name: default"))
+            self.problems.append(
+                SpecProblem(self.at("params"), "params is name: default", STRUCTURE)
+            )
         sections: dict[tuple[str, Direction], Section] = {}
         raw_services = data.get("services")
         if not isinstance(raw_services, PDict) or not raw_services:
-            self.problems.append(SpecProblem(data.position, "services: needs at least one service"))
+            self.problems.append(
+                SpecProblem(data.position, "services: needs at least one service", STRUCTURE)
+            )
             raw_services = PDict()
             raw_services.position, raw_services.key_positions = data.position, {}
         known = set(services())
         for service, spec in raw_services.items():
             where = raw_services.key_positions.get(service, raw_services.position)
             if service not in known:
-                self.problems.append(SpecProblem(where, f"unknown service {service!r}"))
+                self.problems.append(
+                    SpecProblem(
+                        where, f"unknown service {service!r}", UNKNOWN_KEY, key=repr(service)
+                    )
+                )
                 continue
             if not isinstance(spec, PDict) or not set(spec) <= {"inbound", "outbound"} or not spec:
-                self.problems.append(SpecProblem(where, "a service has inbound: and/or outbound:"))
+                self.problems.append(
+                    SpecProblem(where, "a service has inbound: and/or outbound:", STRUCTURE)
+                )
                 continue
             for direction in ("inbound", "outbound"):
                 if direction in spec:
+                    before = len(self.problems)
                     section = self.section(
                         service, direction, spec, position_of(spec[direction], where)
                     )
+                    for problem in self.problems[before:]:
+                        problem.service = problem.service or service
                     if section is not None:
                         sections[(service, direction)] = section
         if self.problems:
-            raise MappingError([str(p) for p in sorted(self.problems, key=_order)])
+            raise MappingError([_finding(p) for p in sorted(self.problems, key=_order)])
         return Mapping(self.path, str(system), self.namespaces, self.params, sections)
 
     def section(
@@ -147,12 +196,17 @@ class _FileLoader:
         raw = spec[direction]
         if not isinstance(raw, PDict):
             self.problems.append(
-                SpecProblem(at, f"{direction} is a mapping {{format, root, fields}}")
+                SpecProblem(at, f"{direction} is a mapping {{format, root, fields}}", STRUCTURE)
             )
             return None
         for key in sorted(set(raw) - SECTION_KEYS):
             self.problems.append(
-                SpecProblem(raw.key_positions.get(key, at), f"unknown key {key!r}")
+                SpecProblem(
+                    raw.key_positions.get(key, at),
+                    f"unknown key {key!r}",
+                    UNKNOWN_KEY,
+                    key=repr(key),
+                )
             )
         if "derive" in raw:
             other = str(raw["derive"])
@@ -165,6 +219,7 @@ class _FileLoader:
                     SpecProblem(
                         position_of(raw["derive"], at),
                         f"derive names the other direction of {service}, which must be written out",
+                        BAD_ARGUMENT,
                     )
                 )
                 return None
@@ -175,6 +230,7 @@ class _FileLoader:
                         raw.key_positions.get(extra[0], at),
                         f"derive: takes the other direction as it is; {', '.join(extra)} would "
                         "be ignored (write this direction out instead)",
+                        STRUCTURE,
                     )
                 )
                 return None
@@ -209,7 +265,10 @@ class _FileLoader:
                     and leaf.item not in context.mapped
                 ):
                     context.problem(
-                        at, f"missing required target {leaf.item} ({service} requires it)"
+                        at,
+                        f"missing required target {leaf.item} ({service} requires it)",
+                        STRUCTURE,
+                        leaf.item,
                     )
         self.problems.extend(context.problems)
         if context.problems:
@@ -228,13 +287,15 @@ def load_mapping(path: Path) -> Mapping:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise MappingError([f"{name}:0:0: cannot be read ({error})"]) from None
+        raise _error(YAML, f"{name}:0:0", f"cannot be read ({error})") from None
     try:
         data = load_positioned(text, name)
     except YamlSyntaxError as error:
-        raise MappingError([str(error)]) from None
+        raise _error(YAML, str(error.position), error.problem) from None
     if not isinstance(data, PDict):
-        raise MappingError([f"{name}:1:1: a mapping file is a YAML mapping (system, services…)"])
+        raise _error(
+            STRUCTURE, f"{name}:1:1", "a mapping file is a YAML mapping (system, services…)"
+        )
     return _FileLoader(path, data).load()
 
 
@@ -260,7 +321,7 @@ def cached_mapping(path: Path) -> Mapping:
         mtime = path.stat().st_mtime_ns
     except OSError:
         _checked.pop(path, None)
-        raise MappingError([f"{path}:0:0: not found"]) from None
+        raise _error(YAML, f"{path}:0:0", "not found") from None
     _checked[path] = (now, mtime)
     return _cached(path, mtime)
 

@@ -241,9 +241,10 @@ def date_in(kind: str) -> Callable[[Value], Value]:
     if kind == "iso":
 
         def to_iso(value: Value) -> Value:
-            iso = iso_day(value.text if isinstance(value, Text) else value)
+            text = value.text if isinstance(value, Text) else value
+            iso = iso_day(text)
             if iso is None:
-                raise FieldFailure("RK-MAP004")
+                raise FieldFailure("RK-MAP004", value=text)
             return iso
 
         to_iso.reads_iso = iso_day  # type: ignore[attr-defined]  # codegen inlines the call
@@ -275,7 +276,7 @@ def format_date(day: date, form: str) -> str:
         return day.strftime("%Y/%m/%d")
     written = wareki.from_gregorian(day)
     if written is None or written.era is None or written.era_year is None:
-        raise FieldFailure("RK-MAP004")
+        raise FieldFailure("RK-MAP004", value=day.isoformat())  # before 明治
     era = era_table.lookup(written.era)
     assert era is not None
     year = written.era_year
@@ -304,7 +305,7 @@ def date_out(form: str) -> Callable[[Value], Value]:
             text = value
         day = calendar_day(text)
         if day is None:
-            raise FieldFailure("RK-MAP004")
+            raise FieldFailure("RK-MAP004", value=text)
         return format_date(day, form)
 
     return run

@@ -21,6 +21,7 @@ from bus.mapping.formats import SystemFormat
 from bus.mapping.formats.csv import CsvFormat
 from bus.mapping.standard import read_service, service_element, write_service
 from bus.mapping.values import DictRecord, FieldFailure, Source
+from bus.masking import mask
 from bus.pipeline import Finding, Severity
 from bus.validation.secure_parse import secure_parse
 
@@ -47,6 +48,11 @@ def _finding(failure: FieldFailure, number: int, entry: CompiledEntry | None) ->
     item = load_catalogue().by_id.get(entry.item) if entry and entry.item else None
     label = entry.label if entry else ""
     path = f"/record[{number}]" + (f"/{label}" if label else "")
+    params = failure.params
+    value = params.get("value")
+    if value is not None:  # the value itself (RK-MAP004), masked as validation masks it
+        params = {k: v for k, v in params.items() if k != "value"}
+        value = mask(str(value), personal=item.personal if item else True)
     return make_finding(
         failure.code,
         path=path,
@@ -54,7 +60,8 @@ def _finding(failure: FieldFailure, number: int, entry: CompiledEntry | None) ->
         name_ja=item.name_ja if item else (label or None),
         rule=item.rule if item else None,
         detail=f"mapping entry at {entry.position}" if entry else None,
-        **failure.params,
+        value_masked=value,
+        **params,
     )
 
 

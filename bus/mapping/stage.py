@@ -100,7 +100,7 @@ def inbound_document(
     try:
         section = section_for(system, service, "inbound")
     except MappingError as error:
-        return None, [_refusal(system.id, system.mapping, error.problems[0])]
+        return None, [_refusal(system.id, system.mapping, error.first)]
     if section is None or not isinstance(section.format, XmlFormat):
         return None, [_refusal(system.id, system.mapping, f"no inbound XML section for {service}")]
     try:
@@ -127,9 +127,7 @@ def outbound_body(system: System, service: str, body: bytes) -> bytes:
     try:
         section = section_for(system, service, "outbound")
     except MappingError as error:
-        raise OutboundTranslationError(
-            [_refusal(system.id, system.mapping, error.problems[0])]
-        ) from None
+        raise OutboundTranslationError([_refusal(system.id, system.mapping, error.first)]) from None
     if section is None:
         return body
     parsed = parse_stored(body)

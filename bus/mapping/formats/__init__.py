@@ -10,11 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from bus.mapping.problems import BAD_ARGUMENT
 from bus.mapping.values import FieldFailure, Source, Target
 
 
 class SpecError(ValueError):
-    """A section or path is wrong; the loader adds file, line and column."""
+    """A section or path is wrong; the loader adds file, line and column. ``code`` is the
+    kind of load error (:mod:`bus.mapping.problems`), ``key`` the unknown key(s) if any."""
+
+    def __init__(self, message: str, code: str = BAD_ARGUMENT, key: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.key = key
 
 
 class SystemFormat(Protocol):

@@ -14,6 +14,7 @@ from operator import itemgetter
 from typing import Any
 
 from bus.mapping.formats import SpecError, option
+from bus.mapping.problems import STRUCTURE, WRONG_TYPE
 from bus.mapping.values import DictRecord, FieldFailure, Source, Target, Text, Value
 
 
@@ -88,7 +89,7 @@ class CsvFormat:
     def __init__(self, section: dict[str, Any]) -> None:
         columns = section.get("columns")
         if not isinstance(columns, list) or not columns:
-            raise SpecError("a CSV section needs columns: the header names in order")
+            raise SpecError("a CSV section needs columns: the header names in order", STRUCTURE)
         self.columns = [str(c) for c in columns]
         if len(set(self.columns)) != len(self.columns):
             raise SpecError("columns must be unique")
@@ -96,7 +97,7 @@ class CsvFormat:
         self.delimiter = option(section, "delimiter", ",")
         header = option(section, "header", "true").lower()
         if header not in ("true", "false"):
-            raise SpecError(f"header is true or false, not {section.get('header')!r}")
+            raise SpecError(f"header is true or false, not {section.get('header')!r}", WRONG_TYPE)
         self.header = header == "true"
 
     def compile_path(self, path: Any, group: Any, writing: bool) -> Any:

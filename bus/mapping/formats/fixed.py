@@ -17,6 +17,7 @@ from typing import Any
 
 from bus.mapping.formats import SpecError, option
 from bus.mapping.hooks import Codec, find_codec
+from bus.mapping.problems import STRUCTURE, UNKNOWN_KEY
 from bus.mapping.values import DictRecord, FieldFailure, Source, Target, Text, Value
 
 PADS = ("half", "full", "zero", "none")
@@ -128,6 +129,9 @@ def _number(value: str, kind: str) -> tuple[bool, str]:
     return negative, digits
 
 
+EOF_MARK = b"\x1a"  # the MS-DOS end-of-file byte (bus/imports/lines.py drops it too)
+
+
 class FixedFormat:
     name = "fixed"
     multi_record = True
@@ -135,7 +139,7 @@ class FixedFormat:
     def __init__(self, section: dict[str, Any]) -> None:
         length = section.get("record_length")
         if length is None or not str(length).isdigit() or int(length) < 1:
-            raise SpecError("a fixed-width section needs record_length (bytes)")
+            raise SpecError("a fixed-width section needs record_length (bytes)", STRUCTURE)
         self.length = int(length)
         self.encoding = option(section, "encoding", "cp932")
         codec = find_codec(self.encoding)
@@ -157,7 +161,9 @@ class FixedFormat:
         if unknown:  # a misspelt pad or type would silently give the default
             raise SpecError(
                 f"unknown key(s) in a fixed-width path: {', '.join(unknown)} "
-                f"(one of {', '.join(sorted(PATH_KEYS))})"
+                f"(one of {', '.join(sorted(PATH_KEYS))})",
+                UNKNOWN_KEY,
+                ", ".join(unknown),
             )
         start, size = _span(path)
         pad, kind = str(path.get("pad") or "half"), str(path.get("type") or "text")
@@ -201,7 +207,21 @@ class FixedFormat:
         )  # the group's bytes, so a field overlapping them is refused
         return FixedGroup(start - 1, size, int(occurs))
 
+    def _file_end(self, data: bytes) -> bytes:
+        """The file without what offices' tools leave at its end and is no record: one MS-DOS
+        end-of-file byte (0x1A), and one record separator after the last record's own (an
+        empty last line) before it; nothing more (as the batch import's line reader). Without
+        separators, a last byte 0x1A is the mark only when it is one byte too many (it may be
+        a packed number's last byte)."""
+        separator = self.separator
+        if data.endswith(EOF_MARK) and (separator or len(data) % self.length == 1):
+            data = data[:-1]
+        if separator and data.endswith(separator + separator):
+            data = data[: -len(separator)]
+        return data
+
     def read(self, data: bytes) -> Source:
+        data = self._file_end(data)
         if self.separator and data.endswith(self.separator):
             data = data[: -len(self.separator)]
         if len(data) != self.length:
@@ -209,6 +229,7 @@ class FixedFormat:
         return FixedRecord(data, self.codec)
 
     def records(self, data: bytes) -> Iterator[tuple[int, Source | Exception]]:
+        data = self._file_end(data)
         step = self.length + len(self.separator)
         for number, offset in enumerate(range(0, len(data), step), start=1):
             chunk = data[offset : offset + self.length]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bus.mapping.formats import SpecError, single_record
+from bus.mapping.problems import STRUCTURE
 from bus.mapping.values import DictRecord, FieldFailure, Source, Target, Text, Value
 
 _MAX_BYTES = 10 * 1024 * 1024
@@ -33,9 +34,16 @@ class JsonSource:
         return current
 
     def get(self, key: Any) -> Value | None:
+        """The value at a path, or None when there is none; an object or array there is no
+        value (RK-MAP019: the path points one level too high, e.g. ``kojin`` for
+        ``kojin.shimei``). JSON has no schema, so this is known only when a document shows it."""
         found = self._walk(key)
-        if found is None or isinstance(found, (dict, list)):
+        if found is None:
             return None
+        if isinstance(found, dict):
+            raise FieldFailure("RK-MAP019", actual="object")
+        if isinstance(found, list):
+            raise FieldFailure("RK-MAP019", actual="array")
         if isinstance(found, bool):
             return "true" if found else "false"
         return str(found)
@@ -63,7 +71,8 @@ class JsonFormat:
             if shorter != longer and longer[: len(shorter)] == shorter:
                 raise SpecError(
                     f"{'.'.join(shorter)!r} is written as a value and as an object "
-                    f"(holding {'.'.join(longer)!r})"
+                    f"(holding {'.'.join(longer)!r})",
+                    STRUCTURE,
                 )
         taken.add(steps)
 

@@ -18,6 +18,7 @@ from typing import Any
 from lxml import etree
 
 from bus.mapping.formats import SpecError, single_record
+from bus.mapping.problems import STRUCTURE
 from bus.mapping.standard import escape, escape_attr
 from bus.mapping.values import FieldFailure, Source, Target, Text, Value
 from bus.validation.secure_parse import secure_parse
@@ -147,7 +148,9 @@ class XmlFormat:
             if child is None:
                 child = node.children[tag] = Node(step, tag, repeating=last and repeating_last)
             elif last and repeating_last != child.repeating:
-                raise SpecError(f"{path!r} is used both as a repeating group and as a field")
+                raise SpecError(
+                    f"{path!r} is used both as a repeating group and as a field", STRUCTURE
+                )
             elif not last and child.repeating:
                 child.traversed = True  # read through the group's first member
             node = child
