@@ -24,11 +24,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lxml import etree
 
+from bus.catalogue import NS_ENVELOPE
 from bus.observability.logs import configure_logging, get_logger
 from bus.security.operators import Role, add_operator, set_password
 from bus.store.db import open_store
-from tests.support.towns import Towns, message, soap_with_token, towns_hub
+from tests.support.hub_server import serialize
+from tests.support.towns import Towns, message, message_id, soap_with_token, towns_hub
 
 TOWN = "412015"
 PASSWORD = "correct horse battery"
@@ -165,3 +168,35 @@ def test_a_delivery_id_beyond_any_key_is_nothing_selected_not_a_crash(towns: Tow
         answer = client.post("/console/dead-letters", data=form)
         assert answer.status_code == 400 and "RK-CON003" in answer.text
         assert answer.headers["x-frame-options"] == "DENY"  # a console page, not a bare 500
+
+
+def _send_rest(towns: Towns, document: etree._Element, system: str) -> httpx.Response:
+    return httpx.post(
+        f"{towns.hub.url}/api/v1/messages/ResidentChangeNotice",
+        content=serialize(document),
+        headers={"Content-Type": "application/xml", **towns.bearer(system)},
+        timeout=30,
+    )
+
+
+def test_a_status_lookup_says_nothing_of_another_towns_message_with_the_same_id(
+    towns: Towns,
+) -> None:
+    """Town B's message id, reused by town C for a message of its own: C's status lookup
+    (without ``tenant=``) finds C's message, as if B's did not exist. It was 409 RK-STO003
+    ("several stored messages have the id"), which confirmed B's id to C."""
+    theirs = message("ResidentChangeNotice", "412023", "juki-412023")
+    assert _send_rest(towns, theirs, "juki-412023").status_code == 202
+    reused = message("ResidentChangeNotice", "412031", "juki-412031")
+    taken = message_id(theirs)
+    element = reused.find(f".//{{{NS_ENVELOPE}}}messageId")
+    assert element is not None
+    element.text = taken
+    assert _send_rest(towns, reused, "juki-412031").status_code == 202
+    url = f"{towns.hub.url}/api/v1/messages/{taken}"
+    mine = httpx.get(url, headers=towns.bearer("juki-412031"), timeout=30)
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["tenant"] == "412031"
+    # a town party to neither gets the 404 of a message that does not exist
+    neither = httpx.get(url, headers=towns.bearer("zeimu-412015"), timeout=30)
+    assert neither.status_code == 404 and neither.json()["findings"][0]["code"] == "RK-STO002"

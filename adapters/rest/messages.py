@@ -297,11 +297,7 @@ def _lookup(hub: Hub, caller: Caller, message_id: str, tenant: str | None) -> di
     if identity is None:
         raise StoreQueryError(make_finding("RK-AUT001", path="/"))
     with hub.store.sessions() as session:
-        detail = show_message(session, message_id, tenant)
-    parties = {detail.summary.system, *(d.destination for d in detail.deliveries)}
-    if not parties & identity.systems:
-        raise StoreQueryError(make_finding("RK-STO002", path="/", actual=message_id))
-    return _status(detail)
+        return _status(show_message(session, message_id, tenant, parties=identity.systems))
 
 
 _STATUS_FIELDS = (

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from lxml import etree
-from sqlalchemy import ColumnElement, and_, exists, not_, select
+from sqlalchemy import ColumnElement, and_, exists, not_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.catalogue import NS_ENVELOPE, Catalogue, load_catalogue
@@ -170,11 +170,24 @@ def list_messages(
     return [_summary(row, states[row.id]) for row in rows]
 
 
-def find_message(session: Session, message_id: str, tenant: str | None = None) -> StoredMessage:
-    """The one stored message with this id (and tenant); a coded error otherwise."""
+def find_message(
+    session: Session,
+    message_id: str,
+    tenant: str | None = None,
+    parties: Collection[str] | None = None,
+) -> StoredMessage:
+    """The one stored message with this id (and tenant); a coded error otherwise.
+    ``parties``: only a message one of these systems sent or receives counts, so a caller
+    learns nothing of others' messages — not even that another tenant has one with this id
+    (several others' would otherwise make RK-STO003, an existence oracle)."""
     query = select(StoredMessage).where(StoredMessage.message_id == message_id)
     if tenant:
         query = query.where(StoredMessage.tenant == tenant)
+    if parties is not None:
+        receives = select(Delivery.id).where(
+            Delivery.message_pk == StoredMessage.id, Delivery.destination.in_(parties)
+        )
+        query = query.where(or_(StoredMessage.system.in_(parties), receives.exists()))
     rows = list(session.scalars(query.limit(2)))
     if not rows:
         raise StoreQueryError(make_finding("RK-STO002", path="/", actual=message_id))
@@ -256,8 +269,13 @@ def masked_body(body: bytes, catalogue: Catalogue | None = None) -> str:
     return etree.tostring(root, encoding="unicode")
 
 
-def show_message(session: Session, message_id: str, tenant: str | None = None) -> MessageDetail:
-    row = find_message(session, message_id, tenant)
+def show_message(
+    session: Session,
+    message_id: str,
+    tenant: str | None = None,
+    parties: Collection[str] | None = None,
+) -> MessageDetail:
+    row = find_message(session, message_id, tenant, parties)
     deliveries = list(
         session.scalars(
             select(Delivery)
