@@ -310,6 +310,9 @@ def test_a_translation_finding_names_the_mapping_entry(tmp_path: Path) -> None:
     code, output = run("apply", str(path), str(data))
     assert code == 1 and "RK-MAP003 /record[1]/続柄" in output, output
     assert f"(mapping entry at {path}:13:11)" in output, output
+    # 続柄 is personal: its value is masked in the message as in value_masked
+    line = next(line for line in output.splitlines() if "RK-MAP003" in line)
+    assert "続柄の値（**）は変換表" in line and "the value ** is not" in line, line
 
 
 def test_derive_refuses_a_join_member_it_cannot_invert(tmp_path: Path) -> None:

@@ -185,6 +185,8 @@ def test_an_unreadable_date_shows_its_value(tmp_path: Path) -> None:
     assert code == 1, output
     line = next(line for line in output.splitlines() if "RK-MAP004" in line)
     assert "20261345" in line, output
+    # the path names the field (a fixed-width one by its name, not its layout's dict)
+    assert "/record[1]/資格取得日 " in line and "'start'" not in line, line
 
 
 def test_an_unreadable_personal_date_is_masked(tmp_path: Path) -> None:

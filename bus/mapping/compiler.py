@@ -306,7 +306,7 @@ class EntryCompiler:
         if inbound:
             item_id, leaf, _ = self.standard_key(entry["to"], scope, where_to)
             target_key: Any = item_id
-            label = str(entry.get("from") or entry.get("const") or entry.get("param") or item_id)
+            label = _label(entry.get("from") or entry.get("const") or entry.get("param") or item_id)
             self.c.mapped.add(item_id)
         else:
             target_key = self._system_key(entry["to"], group_key, where_to, writing=True)

@@ -114,7 +114,7 @@ def codes(table: dict[str, str], name: str, unknown: str, fallback: str | None) 
             return value
         if unknown == "default" and fallback is not None:
             return fallback
-        raise FieldFailure("RK-MAP003", expected=name, actual=value[:20])
+        raise FieldFailure("RK-MAP003", expected=name, value=value)
 
     def run(value: str) -> str:
         found = table.get(value)
@@ -128,7 +128,7 @@ def lookup(rows: dict[str, dict[str, str]], column: str, name: str) -> Op:
     def run(value: str) -> str:
         row = rows.get(value)
         if row is None:
-            raise FieldFailure("RK-MAP003", expected=name, actual=value[:20])
+            raise FieldFailure("RK-MAP003", expected=name, value=value)
         return row.get(column) or ""
 
     return run

@@ -50,9 +50,9 @@ def _finding(failure: FieldFailure, number: int, entry: CompiledEntry | None) ->
     path = f"/record[{number}]" + (f"/{label}" if label else "")
     params = failure.params
     value = params.get("value")
-    if value is not None:  # the value itself (RK-MAP004), masked as validation masks it
-        params = {k: v for k, v in params.items() if k != "value"}
+    if value is not None:  # the value itself (RK-MAP003/004), masked as validation masks it
         value = mask(str(value), personal=item.personal if item else True)
+        params = {k: v for k, v in params.items() if k != "value"} | {"actual": value}
     return make_finding(
         failure.code,
         path=path,
