@@ -119,6 +119,26 @@ def test_trailer_count_mismatch_sends_the_whole_file_to_error(hub: Hub, inbox: P
     assert count(hub, StoredMessage) == 0
 
 
+@pytest.mark.parametrize("tail", [b"\x1a", b"\r\n\x1a"])
+def test_a_dos_end_of_file_mark_after_the_trailer_is_dropped(
+    hub: Hub, inbox: Path, tail: bytes
+) -> None:
+    """Offices' tools still end a file with 0x1A (MS-DOS's end-of-file mark): one after the
+    trailer is dropped, as the batch import and the mapping reader drop it."""
+    watcher = FolderWatcher(hub)
+    watcher.poll_once()
+    (inbox / "NHI009.dat").write_bytes(nhi_file(3).rstrip(b"\r\n") + tail)
+    (inbox / "NHI009.dat.end").write_bytes(b"")
+    (moved,) = watcher.poll_once()
+    assert moved == inbox / "done" / "NHI009.dat", report_of(moved)
+    assert report_of(moved)["stored"] == 3
+    # one mark only: two are not an office's file end but damage
+    (inbox / "NHI010.dat").write_bytes(nhi_file(3) + b"\x1a\x1a")
+    (inbox / "NHI010.dat.end").write_bytes(b"")
+    (refused,) = watcher.poll_once()
+    assert refused == inbox / "error" / "NHI010.dat"
+
+
 def test_header_without_a_known_flag_is_refused(hub: Hub, inbox: Path) -> None:
     watcher = FolderWatcher(hub)
     watcher.poll_once()

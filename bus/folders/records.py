@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from bus.config.models import FileRecords
 from bus.errors import make_finding
+from bus.mapping.formats.fixed import EOF_MARK
 from bus.pipeline import Finding
 
 _TOKENS = re.compile(r"[,\s]+")
@@ -110,6 +111,10 @@ def unframe(data: bytes, records: FileRecords, encoding: str, record_length: int
             head, data = _first_line(data)
         extent = parse_header(_text(head, encoding, "/header", "RK-FIL001"), records)
     if records.trailer:
+        # one MS-DOS end-of-file mark after the trailer (0x1A), as offices' tools still write
+        # it (with fixed-width records, only when it is the one byte too many)
+        if data.endswith(EOF_MARK) and (not record_length or len(data) % record_length == 1):
+            data = data[:-1]
         if record_length:
             tail, data = data[-record_length:], data[:-record_length]
         else:
