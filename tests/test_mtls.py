@@ -132,3 +132,13 @@ def test_no_or_an_unmapped_certificate_is_not_recognised(tls_hub: TlsHub, which:
 def test_a_certificate_from_another_ca_fails_the_handshake(tls_hub: TlsHub) -> None:
     with pytest.raises(httpx.TransportError):
         _send(tls_hub, tls_hub.foreign)
+
+
+def test_the_console_over_tls_tells_browsers_to_stay_on_https(tls_hub: TlsHub) -> None:
+    """Over HTTPS the console's answers carry HSTS (and its cookie is Secure), so a browser
+    never falls back to plain HTTP for the operator's session."""
+    with httpx.Client(verify=_context(tls_hub.ca, None), timeout=30) as client:
+        login = client.get(f"{tls_hub.url}/console/login")
+    assert login.status_code == 200
+    assert login.headers["strict-transport-security"] == "max-age=31536000"
+    assert "secure" in login.headers["set-cookie"].lower()

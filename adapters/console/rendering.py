@@ -42,6 +42,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+HSTS = "max-age=31536000"  # one year; sent only over HTTPS (RFC 6797 §7.2)
 
 
 @cache
@@ -117,6 +118,8 @@ class ConsoleRoute(APIRoute):
                 )
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
+            if request.url.scheme == "https":  # a browser then never falls back to HTTP
+                response.headers.setdefault("Strict-Transport-Security", HSTS)
             return response
 
         return console_handler
