@@ -371,6 +371,7 @@ def users_add(
 
 @users_app.command("list")
 def users_list() -> None:
+    """Operator accounts: username, role, enabled or disabled, and their tenants."""
     from bus.security.operators import list_operators
 
     with _store() as store:

@@ -76,7 +76,9 @@ def list_command(
     since: Annotated[
         str | None, typer.Option(help="Received at or after (ISO, or a 和暦 day).")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = DEFAULT_LIMIT,
+    limit: Annotated[
+        int, typer.Option(min=1, max=10_000, help="At most this many (1–10,000).")
+    ] = DEFAULT_LIMIT,
     as_json: JsonOption = False,
 ) -> None:
     """The newest stored messages (subjects masked)."""
