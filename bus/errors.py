@@ -797,6 +797,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "パラメータ {actual} が正しくありません（{expected}）。",
         "Parameter {actual} is invalid ({expected}).",
     ),
+    (
+        "RK-FED006",
+        E,
+        "呼出し元はシステム {actual} ではありません。system には呼出し元自身のシステムを指定してください。",
+        "The caller is not the system {actual}; system= names one of the caller's own systems.",
+    ),
     # --- API: HTTP edges ---------------------------------------------------------------------
     (
         "RK-API001",

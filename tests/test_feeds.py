@@ -166,6 +166,11 @@ def test_feed_order_cursor_entitlement_export_and_retention(
         other_service = get(server, keys["kotei"], "/api/v1/feeds/LevyNotice", tenant=TAKEN)
         assert other_service.status_code == 403
         assert get(server, "rk_kotei_wrong", tenant=TAKEN).status_code == 401
+        # system= names one of the caller's own systems; another one is RK-FED006 (not the
+        # Header's RK-AUT002: a feed request has no Header)
+        foreign = get(server, keys["kotei"], tenant=TAKEN, system="tainou")
+        assert foreign.status_code == 403
+        assert foreign.json()["findings"][0]["code"] == "RK-FED006"
         # a tenant code is six digits: one with more is refused, never cut to a served town's
         for bad in (TAKEN + "9", TAKEN[:5], "４１２０６６"):
             wrong = get(server, keys["kotei"], tenant=bad)

@@ -48,6 +48,7 @@ _STATUS = {
     "RK-FED003": 410,
     "RK-FED004": 400,
     "RK-FED005": 400,
+    "RK-FED006": 403,
 }
 
 router = ProblemRouter(prefix=PREFIX, tags=["feeds"])
@@ -102,7 +103,7 @@ def _entitled(
         raise FeedRefused(make_finding("RK-AUT001", path="/"))
     if system is not None:
         if system not in identity.systems:
-            raise FeedRefused(make_finding("RK-AUT002", path="/", actual=system[:40]))
+            raise FeedRefused(make_finding("RK-FED006", path="/", actual=system[:40]))
         chosen = system
     elif len(identity.systems) == 1:
         (chosen,) = identity.systems
