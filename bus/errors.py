@@ -907,6 +907,22 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "配信ワーカーが動いていません（{actual}）。受け付けたメッセージは配信されません。",
         "The dispatch workers are not running ({actual}); accepted messages are not delivered.",
     ),
+    (
+        "RK-OPS005",
+        E,
+        "保存済みの WS-Security 秘密を復号できません（{actual}）。バックアップの secrets.key を"
+        "戻すか RENKEI_SECRETS_KEY を設定してから起動してください。",
+        "The stored WS-Security secrets cannot be decrypted ({actual}); restore secrets.key from"
+        " the backup or set RENKEI_SECRETS_KEY, then start again.",
+    ),
+    (
+        "RK-OPS006",
+        W,
+        "この設定にない接続システム宛ての未完了の配信があります（{actual}）。配信先を戻すか、"
+        "再試行の後に配信不能となったものを renkei dlq で処理してください。",
+        "Unfinished deliveries are addressed to systems this configuration no longer has"
+        " ({actual}); add the system back, or handle them with renkei dlq once dead-lettered.",
+    ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (
         "RK-CON001",

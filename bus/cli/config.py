@@ -16,6 +16,7 @@ from bus.cli.app import app
 
 if TYPE_CHECKING:
     from bus.config.loader import ConfigError
+    from bus.settings import Settings
     from bus.store.db import Store
 
 EXIT_OK, EXIT_INVALID = 0, 1
@@ -95,6 +96,38 @@ def apply(
         store.close()
     state = "unchanged" if version == before else "applied"
     typer.echo(f"{state}: configuration version {version}")
+    if version != before:
+        _warn_orphaned_deliveries(settings)
+
+
+def _warn_orphaned_deliveries(settings: Settings) -> None:
+    """RK-OPS006 when pending or dead-lettered deliveries are addressed to systems the version
+    now in force no longer has: they are kept (retried, then dead-lettered with "no endpoint
+    configured"), but the operator should know at once, not 72 hours later."""
+    from sqlalchemy import func, select
+
+    from bus.config.snapshots import load_snapshot
+    from bus.errors import make_finding
+    from bus.store.db import open_store
+    from bus.store.models import Delivery, DeliveryState
+
+    store = open_store(settings)
+    try:
+        systems = {system.id for system in load_snapshot(store.sessions).config.systems}
+        unresolved = (DeliveryState.PENDING.value, DeliveryState.DEAD.value)
+        with store.sessions() as session:
+            counts = session.execute(
+                select(Delivery.destination, func.count())
+                .where(Delivery.state.in_(unresolved), Delivery.destination.not_in(systems))
+                .group_by(Delivery.destination)
+                .order_by(Delivery.destination)
+            ).all()
+    finally:
+        store.close()
+    if counts:
+        actual = ", ".join(f"{destination}: {count}" for destination, count in counts)
+        finding = make_finding("RK-OPS006", path="/", actual=actual)
+        typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
 
 
 @config_app.command("show")

@@ -35,6 +35,52 @@ def _configured_endpoints(settings: Settings) -> dict[str, str]:
     return {s.id: s.endpoint.url for s in systems if s.endpoint is not None and s.endpoint.url}
 
 
+def check_secrets_key(settings: Settings) -> None:
+    """Refuse to start (RK-OPS005, exit 1) when the store holds WS-Security secrets that the
+    secrets key cannot open: a store restored without its ``secrets.key`` (the hub would
+    otherwise make a new key on first use and answer every SOAP caller with a 500) or with
+    another deployment's ``RENKEI_SECRETS_KEY``. A store without secrets needs no key."""
+    from sqlalchemy import select
+
+    from bus.errors import make_finding
+    from bus.security.secret_box import KEY_FILE, SecretBox, SecretKeyError, load_key
+    from bus.store.db import open_store
+    from bus.store.models import SoapCredential
+
+    store = open_store(settings)
+    try:
+        with store.sessions() as session:
+            sealed = [
+                (row.system, bytes(row.secret_encrypted))
+                for row in session.scalars(select(SoapCredential).order_by(SoapCredential.system))
+            ]
+    finally:
+        store.close()
+    if not sealed:
+        return
+    key_file = Path(settings.data_dir) / KEY_FILE
+    if not settings.secrets_key and not key_file.exists():
+        actual = f"{key_file} missing, RENKEI_SECRETS_KEY unset"
+    else:
+        try:
+            box = SecretBox(load_key(settings))
+        except SecretKeyError as error:
+            actual = str(error)
+        else:
+            closed = []
+            for system, secret in sealed:
+                try:
+                    box.open(secret, system)
+                except SecretKeyError:
+                    closed.append(system)
+            if not closed:
+                return
+            actual = "not with this key: " + ", ".join(closed)
+    finding = make_finding("RK-OPS005", path="/", actual=actual)
+    typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
+    raise typer.Exit(1)
+
+
 def start_samples(settings: Settings) -> list[Any]:
     """Start the sample connected systems registered under ``renkei.samples`` (each plugin is
     called with the configured endpoints and a data directory, and starts those it knows);
@@ -132,6 +178,7 @@ def serve(
     from bus.observability.metrics import MULTIPROC_ENV, reset_multiprocess_dir
 
     configure_logging()
+    check_secrets_key(settings)
     processes, threads = _dispatch_layout(dispatch_processes, http_workers, settings)
     if (http_workers > 1 or processes) and not os.environ.get(MULTIPROC_ENV):
         # several processes: /metrics adds up what each counted (set before they start)
