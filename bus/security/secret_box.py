@@ -3,7 +3,7 @@ the password itself), encrypted at rest with AES-256-GCM.
 
 The key is ``RENKEI_SECRETS_KEY`` (Base64 of 32 bytes; every hub process of a deployment
 needs the same one), else ``<data_dir>/secrets.key``, created with mode 0600 on first use —
-fine for one machine, but keep it out of database backups. The associated data binds each
+fine for one machine; back it up apart from the database's backups. The associated data binds each
 ciphertext to its row (the system id), so a ciphertext copied to another row does not open.
 """
 
