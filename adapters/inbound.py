@@ -40,6 +40,7 @@ from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding, Identity, Message, Severity, UsernameToken
 from bus.store.rejection_audit import edge_rejection_entry
+from bus.store.write_health import is_storage_full, write_health
 from bus.validation.http_body import decode_body, unsupported_coding
 from bus.validation.secure_parse import ParseLimits, ParseResult, refuse_early, secure_parse
 from bus.validation.validator import MESSAGE_ROOT_NAMES, is_message_root
@@ -59,7 +60,23 @@ HEAD_BYTES = 4 * 1024
 
 #: Refusals that are the hub's (or its provider's) doing, not the caller's: SOAP Server
 #: faults, HTTP 5xx. Everything else is the caller's input (Client faults, HTTP 4xx).
-SERVER_SIDE_CODES = frozenset({"RK-RTE002", "RK-RPL001", "RK-RPL002", "RK-RPL003", "RK-API003"})
+SERVER_SIDE_CODES = frozenset(
+    {
+        "RK-RTE002",
+        "RK-RPL001",
+        "RK-RPL002",
+        "RK-RPL003",
+        "RK-API003",
+        "RK-STO007",
+        "RK-AUT014",
+    }
+)
+
+#: Refusals of a hub that cannot take the message *now* (its store is full, it cannot verify
+#: credentials): answered 503 (REST) or a Server fault, with ``Retry-After`` of this many
+#: seconds, so the sender resends later (the Idempotent Receiver makes a resend safe).
+RETRY_LATER_CODES = frozenset({"RK-STO007", "RK-AUT014"})
+RETRY_LATER_SECONDS = 30
 
 _BEARER = "bearer "
 
@@ -275,8 +292,18 @@ async def ingest(
         )
     except Exception as error:  # the adapter boundary: never a generic 500
         failed = Message(raw=raw, adapter=adapter)
-        failed.add_findings([internal_error(error)])
+        failed.add_findings([_refusal_for(hub, error)])
         return failed
+
+
+def _refusal_for(hub: Hub, error: Exception) -> Finding:
+    """RK-STO007 when a stage's write found the store full (a rate-limit counter, a nonce:
+    the Store stage answers its own), logged once (bus/store/write_health.py); else
+    RK-API003 with the traceback in the log."""
+    if is_storage_full(error):
+        write_health(hub.store.engine).failed(error)
+        return make_finding("RK-STO007", path="/")
+    return internal_error(error)
 
 
 def _refusal_needs_no_io(hub: Hub, caller: Caller, token: UsernameToken | None) -> bool:
@@ -370,6 +397,12 @@ def _credential_identity(hub: Hub, caller: Caller, adapter: str) -> Identity | N
 
 def errors(findings: Iterable[Finding]) -> list[Finding]:
     return [f for f in findings if f.severity is Severity.ERROR]
+
+
+def retry_later(findings: Iterable[Finding]) -> int | None:
+    """``Retry-After`` seconds when the first error is one of :data:`RETRY_LATER_CODES`."""
+    first = next(iter(errors(findings)), None)
+    return RETRY_LATER_SECONDS if first is not None and first.code in RETRY_LATER_CODES else None
 
 
 def is_server_side(findings: Iterable[Finding]) -> bool:

@@ -312,6 +312,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "WS-Security の XML 署名（ds:Signature）はハブでは検証できないため受け付けません。",
         "A WS-Security XML Signature (ds:Signature) cannot be verified by the hub and is refused.",
     ),
+    (
+        "RK-AUT014",
+        E,
+        "ハブは現在、資格情報を検証できません。しばらくしてから再送してください。",
+        "The hub cannot verify credentials now; send again later.",
+    ),
     # --- TEN: tenants, operator accounts and credentials (administration) ------------------
     (
         "RK-TEN001",
@@ -421,6 +427,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         E,
         "配信 {actual} は配信不能（デッドレター）にありません。",
         "Delivery {actual} is not in the Dead Letter Channel.",
+    ),
+    (
+        "RK-STO007",
+        E,
+        "メッセージを保存できません（記憶領域の不足）。しばらくしてから再送してください。",
+        "The message cannot be stored (storage full); send it again later.",
     ),
     # --- AUD: the audit trail ---------------------------------------------------------------
     (
@@ -704,6 +716,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "{line} 行目の長さが {actual} バイトです（{expected} バイトのはずです）。",
         "Line {line} is {actual} bytes long ({expected} bytes expected).",
     ),
+    (
+        "RK-IMP015",
+        E,
+        "ハブの保存先に空きがないため取込みを中断しました（{actual}）。空きを作ってから同じコマンドをもう一度実行すると続きから取り込みます。",
+        "The import stopped: the hub's store has no room ({actual}); free space and run the same command again to resume.",
+    ),
     # --- IO: reading inputs ------------------------------------------------------------------
     (
         "RK-IO001",
@@ -922,6 +940,14 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "再試行の後に配信不能となったものを renkei dlq で処理してください。",
         "Unfinished deliveries are addressed to systems this configuration no longer has"
         " ({actual}); add the system back, or handle them with renkei dlq once dead-lettered.",
+    ),
+    (
+        "RK-OPS007",
+        E,
+        "メッセージストアに書き込めません（{actual}）。データディレクトリの空き領域を確保してください。"
+        "書き込めるようになると自動で復旧します。",
+        "The message store cannot be written ({actual}); free space in the data directory."
+        " The hub recovers by itself once a write succeeds.",
     ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (

@@ -15,6 +15,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from bus.hub import Hub
+from bus.imports.chunk_work import StoreUnwritable
 from bus.imports.generator import generate
 from bus.imports.outputs import LIST_COLUMNS, write_xlsx
 from bus.imports.residents import ResidentIndex
@@ -23,6 +24,7 @@ from bus.samplegen.messages import MessageSpec, build_message, serialize
 from bus.settings import Settings
 from bus.store.models import Delivery, StoredMessage
 from tests.support.imports import cursor_line
+from tests.support.page_limit import PageLimit
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "notices" / "traps-cp932.csv"
@@ -244,3 +246,28 @@ def test_a_fixed_width_layout_imports_through_the_cli(tmp_path: Path) -> None:
     assert "外字（変換表なし）" in gaiji[column["要確認理由"]]
     again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     assert again.stdout.strip().splitlines()[-1] == "新規 0 / 重複 5 / エラー 2"
+
+
+def test_an_import_into_a_full_store_stops_and_resumes_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """A full store is not a record error: the import stops with RK-IMP015 before its cursor
+    passes the chunk (no record counted as an error), and the same run again, once there is
+    room, imports every record — as after a kill."""
+    notices = tmp_path / "notices.csv"
+    generate(notices, 2_500)
+    hub = Hub.open(Settings(data_dir=tmp_path / "data", dispatch_workers=0))
+    limit = PageLimit(hub)
+    try:
+        limit.freeze()  # no page beyond those of the empty store
+        with pytest.raises(StoreUnwritable) as stopped:
+            run_import(hub, ImportOptions(notices, TENANT))
+        assert stopped.value.finding.code == "RK-IMP015"
+        with hub.store.sessions() as session:
+            assert session.scalar(select(func.count()).select_from(StoredMessage)) == 0
+        limit.lift()
+        limit.remove()
+        summary = run_import(hub, ImportOptions(notices, TENANT))
+        assert (summary.new, summary.errors) == (2_500, 0)
+    finally:
+        hub.close()

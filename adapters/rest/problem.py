@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.inbound import errors
+from adapters.inbound import errors, retry_later
 from adapters.soap import envelope
 from bus.errors import make_finding
 from bus.identity import retry_after
@@ -42,6 +42,8 @@ _STATUS_BY_CODE = {
     "RK-STO001": 409,
     "RK-STO002": 404,
     "RK-STO003": 409,
+    "RK-STO007": 503,
+    "RK-AUT014": 503,
     "RK-SEC002": 413,
     "RK-API001": 415,
     "RK-API002": 404,
@@ -88,7 +90,7 @@ def problem(
     ordered = errors(findings) + [f for f in findings if f not in errors(findings)]
     first = ordered[0]
     status = status or status_for(ordered)
-    wait = retry_after(ordered)
+    wait = retry_after(ordered) or retry_later(ordered)
     if xml:
         return Response(
             _problem_xml(ordered, status),

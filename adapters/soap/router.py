@@ -25,6 +25,7 @@ from adapters.inbound import (
     is_server_side,
     known_service,
     read_request_body,
+    retry_later,
     screen,
     unknown_service,
 )
@@ -43,6 +44,10 @@ from bus.webapp import route_path
 SOAP_MEDIA_TYPES = frozenset({"text/xml", "application/soap+xml", "application/xml"})
 XML_CONTENT_TYPE = "application/xml; charset=utf-8"
 FAULT_STATUS = 500  # SOAP 1.1 §6.2: a Fault travels with HTTP 500
+#: A Server fault of a hub that cannot take the message now (store full, credentials not
+#: verifiable): 503 with Retry-After, so a load balancer or sender backs off (WS-I BP 1.2
+#: allows other 5xx codes with a Fault).
+UNAVAILABLE_STATUS = 503
 PREFIX = "/soap/"
 ALLOWED_METHODS = "GET, HEAD, POST"
 _READ_METHODS = frozenset({"GET", "HEAD"})  # HEAD: the GET's headers, no body (the server's)
@@ -57,7 +62,9 @@ def _fault(
 ) -> Response:
     ordered = sorted(findings, key=lambda f: f.severity is not Severity.ERROR)  # errors first
     body = envelope.fault(ordered, faultcode=faultcode)
-    wait = retry_after(ordered)  # a rate-limited sender: a Client fault that says when
+    # a rate-limited sender (a Client fault), or a hub that cannot take it now (a Server
+    # fault, 503): both say when to send again
+    wait = retry_after(ordered) or retry_later(ordered)
     if wait is not None:
         headers = {**(headers or {}), "Retry-After": str(wait)}
     return Response(body, status_code=status, media_type=envelope.CONTENT_TYPE, headers=headers)
@@ -74,7 +81,8 @@ def _answer(message: Message) -> Response:
     if message.rejected:
         server = is_server_side(message.findings)
         code = envelope.SERVER if server else faultcode(message.findings)
-        return _fault(message.findings, faultcode=code)
+        status = UNAVAILABLE_STATUS if retry_later(message.findings) else FAULT_STATUS
+        return _fault(message.findings, faultcode=code, status=status)
     if message.reply is not None and message.reply.document is not None:
         body = envelope.reply(message.reply.document)
     elif message.ack is not None:

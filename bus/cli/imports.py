@@ -19,6 +19,7 @@ from bus.cli.app import app
 from bus.collector import tune_collector
 from bus.errors import make_finding
 from bus.hub import Hub
+from bus.imports.chunk_work import StoreUnwritable
 from bus.imports.layout import ImportRefused
 from bus.imports.outputs import OutUnusable
 from bus.imports.parallel import WorkerLost, available_cpus, default_jobs
@@ -138,12 +139,13 @@ def notices(
 
             summary = job.run(advance)
             bar.update(task, completed=size)
-    except (ImportRefused, WorkerLost, ExtractRefused) as failed:
+    except (ImportRefused, WorkerLost, StoreUnwritable, ExtractRefused) as failed:
         show(console, failed.finding)
         codes = {
             ImportRefused: EXIT_REFUSED,
             OutUnusable: EXIT_UNREADABLE,
             WorkerLost: EXIT_STOPPED,
+            StoreUnwritable: EXIT_STOPPED,
         }
         raise typer.Exit(codes.get(type(failed), EXIT_UNREADABLE)) from None
     except KeyboardInterrupt:  # the chunks in hand were finished and committed

@@ -54,6 +54,19 @@ class ChunkResult:
     stored: list[Stored]  # one per accepted record, in file order
 
 
+STORE_FULL = "RK-STO007"
+
+
+class StoreUnwritable(Exception):
+    """The hub's store is full (its Store stage refused the chunk's records RK-STO007):
+    not a record error. The import stops with RK-IMP015 before the work file's cursor passes
+    the chunk, so running it again once there is room resumes (as after a kill)."""
+
+    def __init__(self, reason: str) -> None:  # one argument: it crosses a process pipe
+        self.finding = make_finding("RK-IMP015", path="/import", actual=reason)
+        super().__init__(reason)
+
+
 class ChunkWork:
     def __init__(self, hub: Hub, parser: NoticeParser, matcher: OwnerMatcher, tenant: str) -> None:
         self.hub, self.parser, self.matcher, self.tenant = hub, parser, matcher, tenant
@@ -103,6 +116,8 @@ class ChunkWork:
             store_turn=store_turn,
             amend=amend,
         )
+        if any(f.code == STORE_FULL for m in messages if m.ack is None for f in m.findings):
+            raise StoreUnwritable(STORE_FULL)
         rows: list[ListRow] = []
         stored: list[Stored] = []
         for notice, raw, message in zip(notices, lines, messages, strict=True):

@@ -1,9 +1,10 @@
 """Readiness (``/readyz``): may a load balancer send this process traffic?
 
-Ready when the database answers, the broker that carries wake-ups accepts a connection
-(``memory://`` is in-process and always ready), a configuration is loaded and — where this
-hub runs dispatch workers (in process, or serve's dispatch processes) — at least one of them
-beat recently (bus/dispatch/heartbeat.py): a hub that accepts but cannot deliver is not
+Ready when the database answers (and, after a write failed because the store is full, can be
+written again: RK-OPS007, bus/store/write_health.py), the broker that carries wake-ups accepts
+a connection (``memory://`` is in-process and always ready), a configuration is loaded and —
+where this hub runs dispatch workers (in process, or serve's dispatch processes) — at least
+one of them beat recently (bus/dispatch/heartbeat.py): a hub that accepts but cannot deliver is not
 ready. Where the workers run elsewhere (``renkei worker``), there is no dispatch check.
 Each failed check is a coded finding (RK-OPS…) with the reason; a check never waits longer
 than ``timeout`` seconds, so a probe does not hang on a dead peer.
@@ -21,6 +22,7 @@ from bus.dispatch import heartbeat
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding
+from bus.store.write_health import write_health
 
 _kombu: Any = kombu  # untyped library
 
@@ -52,7 +54,18 @@ def check_database(hub: Hub) -> Check:
     except Exception as error:
         finding = make_finding("RK-OPS001", path="/readyz/database", actual=_reason(error))
         return Check("database", finding)
-    return Check("database", None)
+    return check_writable(hub)
+
+
+def check_writable(hub: Hub) -> Check:
+    """Not ready while the last write found the store full. A load balancer then sends
+    nothing, so the check itself probes with a real write (at most once a second); the first
+    write that succeeds, the probe's or a message's, makes it ready again."""
+    health = write_health(hub.store.engine)
+    if not health.failing or health.probe(hub.store.sessions):
+        return Check("database", None)
+    reason = health.reason or "storage full"
+    return Check("database", make_finding("RK-OPS007", path="/readyz/database", actual=reason))
 
 
 def check_broker(broker_url: str, timeout: float) -> Check:

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bus.errors import make_finding
 from bus.pipeline import Finding, UsernameToken
-from bus.security.secret_box import SecretBox
+from bus.security.secret_box import SecretBox, SecretKeyError
 from bus.store.admin_audit import record_admin_action
 from bus.store.models import SoapCredential, UsedNonce
 
@@ -35,6 +36,8 @@ MAX_SKEW = timedelta(minutes=5)
 _NONCE_BYTES = (16, 64)  # accepted decoded nonce lengths
 _PURGE_EVERY = 64  # delete expired nonces once per this many accepted tokens (per process)
 TOKEN_PATH = "/Envelope/Header/Security/UsernameToken"
+
+log = logging.getLogger(__name__)
 
 
 def set_soap_secret(
@@ -89,6 +92,7 @@ class UsernameTokenVerifier:
         self._sessions = sessions
         self._box = box  # opened on first use: no key file is made for a hub without tokens
         self._accepted = 0
+        self._key_failing = False  # logged once until a secret opens again
 
     def verify(self, token: UsernameToken, now: datetime | None = None) -> str | Finding:
         """The system the token authenticates, or the refusal."""
@@ -106,7 +110,11 @@ class UsernameTokenVerifier:
             return make_finding(
                 "RK-AUT008", path=f"{TOKEN_PATH}/Created", actual=token.created[:40]
             )
-        checked = self._check_digest(token, nonce)
+        try:
+            checked = self._check_digest(token, nonce)
+        except SecretKeyError as error:
+            return self._key_refusal(error)
+        self._key_failing = False
         if checked is None:
             return make_finding("RK-AUT007", path=TOKEN_PATH)
         system, username = checked
@@ -116,6 +124,20 @@ class UsernameTokenVerifier:
         if not self._first_use(username, seen, created + 2 * MAX_SKEW, now):
             return make_finding("RK-AUT009", path=f"{TOKEN_PATH}/Nonce")
         return system
+
+    def _key_refusal(self, error: SecretKeyError) -> Finding:
+        """RK-AUT014 (the hub's fault: 503, a Server fault) for a stored secret that the
+        running hub's key does not open; the cause, RK-OPS005, goes to the log once, never to
+        the caller."""
+        if not self._key_failing:
+            self._key_failing = True
+            log.warning(
+                "RK-OPS005 the stored WS-Security secrets cannot be decrypted (%s): "
+                "UsernameToken callers are refused with RK-AUT014 (503); restore secrets.key "
+                "from the backup or set RENKEI_SECRETS_KEY, then restart",
+                error,
+            )
+        return make_finding("RK-AUT014", path=TOKEN_PATH)
 
     def _check_digest(self, token: UsernameToken, nonce: bytes) -> tuple[str, str] | None:
         """The system and its stored username when the digest is right (the stored name

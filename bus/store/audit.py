@@ -380,10 +380,16 @@ def _safe(value: str | None, pattern: re.Pattern[str]) -> str | None:
     return value if value is not None and pattern.fullmatch(value) else None
 
 
+#: The refusal of a message the store had no room for (bus/store/ingest.py).
+STORE_FULL = "RK-STO007"
+
+
 class RejectionWriter(Protocol):
     """Writes rejection records after the answer (:mod:`bus.store.rejection_audit`)."""
 
     def submit(self, entry: AuditEntry) -> None: ...
+
+    def offer(self, entry: AuditEntry) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +408,11 @@ class AuditStage:
             return message
         entry = rejection_entry(message)
         if self.writer is not None:
-            self.writer.submit(entry)
+            if any(f.code == STORE_FULL for f in message.findings):
+                # the store is full: the writer cannot drain, so never wait for its room
+                self.writer.offer(entry)
+            else:
+                self.writer.submit(entry)
             return message
         # in the process's write turn: in SQLite's busy handler a refusal slept up to
         # hundreds of ms behind the ingest and dispatch commits (docs/benchmarks.md)

@@ -70,7 +70,7 @@ def ingest_batch(
         append_audits(session, [rejection_entry(message) for message in refused])
 
     with store_turn or nullcontext():
-        store.store_many(accepted, audit_refused if refused else None)
+        audited = store.store_many(accepted, audit_refused if refused else None)
     for message in accepted:
         message.trace.append(StageName.STORE)
         for stage in stages[at_store + 1 :]:
@@ -78,6 +78,8 @@ def ingest_batch(
                 message = stage(message)
                 message.trace.append(stage.name)
     for message in refused:
+        if not audited:  # the store was full: audited as a single refusal is (write-behind)
+            audit(message)
         message.trace.append(StageName.AUDIT)
     return ran
 

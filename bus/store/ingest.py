@@ -10,6 +10,11 @@ Commits are grouped (DESIGN §6): messages arriving while a transaction is being
 stored together in the next one (:mod:`bus.store.group_commit`), each still acknowledged only
 after the commit that holds it. An idle hub commits a message at once.
 
+A store that is full (:func:`bus.store.write_health.is_storage_full`: SQLite's "database or
+disk is full", PostgreSQL's disk_full 53100) refuses the message with RK-STO007 instead of raising:
+the transaction is rolled back, the adapters answer 503 with ``Retry-After``, and
+:class:`bus.store.write_health.WriteHealth` logs it once and tells readiness.
+
 Idempotent Receiver: the key is (tenant, sending system, messageId). A resend with the same
 content digest gets the original acknowledgement back (``duplicate=True``) and stores nothing;
 different content under the same key is refused with RK-STO001. Two ingests of one key racing
@@ -38,6 +43,7 @@ from bus.store.outbox import (
     store_incoming,
     store_incomings,
 )
+from bus.store.write_health import WriteHealth, is_storage_full, write_health
 from bus.store.writers import write_connection, write_transaction, writer_turn
 
 __all__ = [
@@ -73,43 +79,81 @@ class StoreStage:
     retention: Retention
     name: StageName = StageName.STORE
     _group: GroupCommit[Incoming, StoreOutcome] = field(init=False, repr=False, compare=False)
+    _health: WriteHealth = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         group = GroupCommit(
             self._commit_group, self._commit, MAX_GROUP, lambda: writer_turn(self.sessions)
         )
         object.__setattr__(self, "_group", group)
+        object.__setattr__(self, "_health", write_health(self.sessions))
 
     def __call__(self, message: Message) -> Message:
         if message.rejected:
             return message
         incoming = Incoming.from_message(message, self.retention)
-        _settle(message, incoming, self._group.submit(incoming))
+        try:
+            outcome = self._group.submit(incoming)
+        except SQLAlchemyError as error:
+            if not is_storage_full(error):
+                raise
+            self._refuse(message, error)
+            return message
+        self._health.succeeded()
+        _settle(message, incoming, outcome)
         return message
 
     def store_many(
         self, messages: Sequence[Message], also: Callable[[Session], None] | None = None
-    ) -> None:
+    ) -> bool:
         """A batch of accepted messages in one transaction with their audit records, plus
         ``also`` (e.g. the batch's rejection audits) in the same transaction. When that
-        transaction fails, each message is stored alone, so nothing is half-stored."""
+        transaction fails, each message is stored alone, so nothing is half-stored. When it
+        fails because the store is full, nothing is retried: each message is refused with
+        RK-STO007 and ``also`` is not written (``False``: the caller audits otherwise)."""
         incomings = [Incoming.from_message(message, self.retention) for message in messages]
+        outcomes: list[StoreOutcome | None]
         try:
             with write_transaction(self.sessions) as session:
                 now = datetime.now(UTC)
-                outcomes = store_incomings(session, incomings, now=now) if incomings else []
+                stored = store_incomings(session, incomings, now=now) if incomings else []
                 if also is not None:
                     also(session)
-        except SQLAlchemyError:
+        except SQLAlchemyError as error:
+            if is_storage_full(error):
+                for message in messages:
+                    self._refuse(message, error)
+                return also is None
             log.info("batch commit failed; storing its messages one by one")
-            outcomes = [self._commit(incoming) for incoming in incomings]
+            pairs = zip(messages, incomings, strict=True)
+            outcomes = [self._commit_or_refuse(m, i) for m, i in pairs]
             if also is not None:
                 with write_transaction(self.sessions) as session:
                     also(session)
         else:
-            self._wake(outcomes)
+            self._health.succeeded()
+            self._wake(stored)
+            outcomes = list(stored)
         for message, incoming, outcome in zip(messages, incomings, outcomes, strict=True):
-            _settle(message, incoming, outcome)
+            if outcome is not None:
+                _settle(message, incoming, outcome)
+        return True
+
+    def _commit_or_refuse(self, message: Message, incoming: Incoming) -> StoreOutcome | None:
+        try:
+            outcome = self._commit(incoming)
+        except SQLAlchemyError as error:
+            if not is_storage_full(error):
+                raise
+            self._refuse(message, error)
+            return None
+        self._health.succeeded()
+        return outcome
+
+    def _refuse(self, message: Message, error: SQLAlchemyError) -> None:
+        """RK-STO007: the store is full (its transaction was rolled back)."""
+        self._health.failed(error)
+        message.add_findings([make_finding("RK-STO007", path="/")])
 
     def _commit_group(self, incomings: Sequence[Incoming]) -> list[StoreOutcome]:
         """Several messages in one transaction (a failure is retried message by message)."""

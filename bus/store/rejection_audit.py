@@ -46,6 +46,7 @@ from bus.store.audit import (
     _safe,
     append_audits,
 )
+from bus.store.write_health import is_storage_full, write_health
 from bus.store.writers import write_transaction
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class RejectionAuditWriter:
 
     def __init__(self, sessions: sessionmaker[Session], max_pending: int = 10_000) -> None:
         self._sessions = sessions
+        self._health = write_health(sessions)
         self._max_pending = max_pending
         self._pending: deque[AuditEntry] = deque()
         self._in_flight = 0  # taken off the queue, not yet committed
@@ -166,10 +168,16 @@ class RejectionAuditWriter:
         while True:
             try:
                 self._write(batch)
-                return
-            except Exception:
-                log.exception("rejection audit records not written; retrying")
+            except Exception as error:
+                if is_storage_full(error):  # logged once, as the Store stage's refusals are
+                    self._health.failed(error)
+                else:
+                    log.exception("rejection audit records not written; retrying")
                 time.sleep(RETRY_SECONDS)
+            else:
+                # not proof of room for a message (a record may fit a page's free space):
+                # only a message or readiness's probe clears a full store
+                return
 
     def _write(self, batch: Sequence[AuditEntry]) -> None:
         with write_transaction(self._sessions) as session:

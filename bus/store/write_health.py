@@ -1,0 +1,176 @@
+"""Whether the Message Store can be written: a full disk (or SQLite's page limit, or
+PostgreSQL's disk_full) recognised, remembered, logged once, and probed.
+
+The pipeline tells :class:`WriteHealth` of each write that failed because the store is full
+(:func:`is_storage_full`): the first such failure logs one warning (RK-OPS007) and marks the
+store *failing*; the adapters answer each message refused meanwhile with RK-STO007 (503 and
+``Retry-After``), without a traceback. The first message stored again, or the probe ``/readyz``
+makes, clears it with one more warning (not a small record such as a refusal's audit: it may
+fit the free space of a page while a message does not). A successful write pays only
+:meth:`WriteHealth.succeeded`'s attribute check.
+
+While the store is failing, readiness (bus/observability/readiness.py) is not ready, so a load
+balancer stops sending; since no traffic then arrives, readiness itself probes at most once
+per :data:`PROBE_INTERVAL` with a real write (:func:`probe_write`): a row of
+:data:`PROBE_BYTES` that must allocate new pages, inserted and deleted in one committed
+transaction. A transaction rolled back would prove nothing: SQLite writes nothing to disk
+before the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+import threading
+import weakref
+from datetime import UTC, datetime
+from time import monotonic
+
+from sqlalchemy import Engine, delete, insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from bus.store.models import DestinationState
+from bus.store.writers import write_connection
+
+log = logging.getLogger(__name__)
+
+#: SQLite's result codes that mean the database could not be written for want of room or of
+#: a writable disk: SQLITE_FULL, and the SQLITE_IOERR variants of a failed write.
+_SQLITE_FULL = 13
+_SQLITE_WRITE_IOERRS = frozenset(
+    {
+        10 | (3 << 8),  # SQLITE_IOERR_WRITE
+        10 | (4 << 8),  # SQLITE_IOERR_FSYNC
+        10 | (5 << 8),  # SQLITE_IOERR_DIR_FSYNC
+        10 | (6 << 8),  # SQLITE_IOERR_TRUNCATE
+        10 | (19 << 8),  # SQLITE_IOERR_SHMSIZE
+    }
+)
+_SQLITE_FULL_TEXT = "database or disk is full"
+#: PostgreSQL's disk_full (class 53 "insufficient resources" also holds out_of_memory and
+#: too_many_connections, which are not a full store and must not be answered as one).
+_PG_DISK_FULL = frozenset({"53100"})
+
+#: Seconds between readiness probes while the store is failing.
+PROBE_INTERVAL = 1.0
+#: The probe's row: a few pages, as a message with its deliveries and audit record takes.
+PROBE_BYTES = 16 * 1024
+#: The probe's row key: never a system id (those are ``[a-z0-9_-]``).
+PROBE_SYSTEM = "~write-probe"
+
+
+def is_storage_full(error: BaseException) -> bool:
+    """Whether ``error`` (SQLAlchemy's wrapper, or the driver's own) says the store has no
+    room or its disk cannot be written."""
+    original = getattr(error, "orig", None) or error
+    if isinstance(original, sqlite3.Error):
+        code = getattr(original, "sqlite_errorcode", None)
+        if code is None:
+            return _SQLITE_FULL_TEXT in str(original)
+        return code & 0xFF == _SQLITE_FULL or code in _SQLITE_WRITE_IOERRS
+    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return state in _PG_DISK_FULL
+
+
+def describe(error: BaseException) -> str:
+    original = getattr(error, "orig", None) or error
+    text = str(original).splitlines()[0] if str(original) else ""
+    return f"{type(original).__name__}: {text}"[:200]
+
+
+class WriteHealth:
+    """One store's write state in this process (see the module)."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.reason: str | None = None
+        self.since: float | None = None  # monotonic
+        self.refused = 0  # writes failed since
+        self._probed = 0.0
+        self._lock = threading.Lock()
+
+    def failed(self, error: BaseException) -> None:
+        """A write failed because the store is full; the first one is logged."""
+        with self._lock:
+            self.refused += 1
+            if self.failing:
+                return
+            self.failing, self.reason, self.refused = True, describe(error), 1
+            self.since = monotonic()
+        log.warning(
+            "RK-OPS007 the message store cannot be written (%s): messages are refused with "
+            "RK-STO007 (503, Retry-After) and /readyz is not ready until a write succeeds; "
+            "free space in the data directory (docs/operations.md)",
+            self.reason,
+        )
+
+    def succeeded(self) -> None:
+        """A write committed: clears a failing state (a plain check otherwise)."""
+        if self.failing:
+            self._recover()
+
+    def _recover(self) -> None:
+        with self._lock:
+            if not self.failing:  # another thread recovered first
+                return
+            self.failing = False
+            seconds = monotonic() - (self.since or monotonic())
+            refused = self.refused
+        log.warning(
+            "RK-OPS007 cleared: the message store is writable again after %.0f s "
+            "(%d writes refused meanwhile)",
+            seconds,
+            refused,
+        )
+
+    def probe(self, sessions: sessionmaker[Session], *, force: bool = False) -> bool:
+        """While failing, a real write at most once per :data:`PROBE_INTERVAL` (``force``:
+        now); whether the store is writable."""
+        if not self.failing:
+            return True
+        now = monotonic()
+        with self._lock:
+            if not force and now - self._probed < PROBE_INTERVAL:
+                return False
+            self._probed = now
+        try:
+            probe_write(sessions)
+        except Exception as error:
+            if not is_storage_full(error):  # another fault: the database check reports it
+                log.info("store write probe failed: %s", describe(error))
+            return False
+        self.succeeded()
+        return True
+
+
+def probe_write(sessions: sessionmaker[Session]) -> None:
+    """Insert and delete a :data:`PROBE_BYTES` row in one committed transaction (in the
+    process's write turn); it needs new pages and a write to disk, as a message would.
+    Nothing of it remains (other transactions never see the row)."""
+    with write_connection(sessions) as connection:
+        connection.execute(
+            insert(DestinationState).values(
+                system=PROBE_SYSTEM,
+                paused=False,
+                reason=secrets.token_hex(PROBE_BYTES // 2),  # incompressible
+                changed_at=datetime.now(UTC),
+            )
+        )
+        connection.execute(delete(DestinationState).where(DestinationState.system == PROBE_SYSTEM))
+
+
+_HEALTH: weakref.WeakKeyDictionary[Engine, WriteHealth] = weakref.WeakKeyDictionary()
+_GUARD = threading.Lock()
+
+
+def write_health(bind: Engine | sessionmaker[Session]) -> WriteHealth:
+    """The write state of the store behind ``bind`` (an engine, or sessions bound to one)."""
+    engine = bind if isinstance(bind, Engine) else bind.kw.get("bind")
+    if not isinstance(engine, Engine):
+        return WriteHealth()  # unbound sessions (tools): a state of their own
+    health = _HEALTH.get(engine)
+    if health is None:
+        with _GUARD:
+            health = _HEALTH.setdefault(engine, WriteHealth())
+    return health
