@@ -106,6 +106,20 @@ def hub(store_settings: Settings) -> Iterator[Hub]:
         opened.close()
 
 
+@pytest.fixture
+def local_hub(tmp_path: Path) -> Iterator[Hub]:
+    """A hub on a SQLite file of its own with no dispatch workers (what an adapter does with
+    a message, in process)."""
+    from bus.hub import Hub
+    from bus.settings import Settings
+
+    opened = Hub.open(Settings(data_dir=tmp_path / "data", dispatch_workers=0))
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
 # --- credentials: every later test can go through Authenticate + Authorize ------------------
 
 SAMPLE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "samples" / "config"

@@ -49,15 +49,6 @@ RKS = f"{{{NS_SOAP_BINDING}}}"
 
 
 @pytest.fixture
-def local_hub(tmp_path: Path) -> Iterator[Hub]:
-    opened = Hub.open(Settings(data_dir=tmp_path / "data", dispatch_workers=0))
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
 def keyed_hub(tmp_path: Path) -> Iterator[tuple[Hub, str]]:
     """A hub whose ``juki`` holds an API key."""
     directory, key = config_with_api_key(tmp_path, "juki")

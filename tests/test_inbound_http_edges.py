@@ -25,7 +25,6 @@ from adapters.soap.envelope import NS_SOAP_BINDING, SOAP11
 from bus import webapp
 from bus.catalogue import NS_ENVELOPE
 from bus.hub import Hub
-from bus.settings import Settings
 from bus.store.models import AuditRecord
 from bus.webapp import create_app
 from tests.support.hub_server import HubServer, hub_server, sample, serialize, soap_envelope
@@ -349,15 +348,6 @@ def test_an_xml_signature_is_refused_not_ignored(hub: HubServer, must: str) -> N
 
 
 # --- 8. SOAP's own refusals are audited ---------------------------------------------------
-
-
-@pytest.fixture
-def local_hub(tmp_path: Path) -> Iterator[Hub]:
-    opened = Hub.open(Settings(data_dir=tmp_path / "data", dispatch_workers=0))
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def _asgi_post(hub: Hub, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bus.cli import app
+from tests.support.mappings import JSON_HEAD
 
 # a 住記 vendor's CSV (no header) for 住民異動通知
 CSV_HEAD = """\
@@ -30,17 +31,6 @@ services:
 """
 ROW = "412066,000000000000019,101,R06.04.01,ﾔﾏﾀﾞ ﾀﾛｳ,01,山田 太郎\r\n"
 
-JSON_HEAD = """\
-system: kokuho
-services:
-  NhiEligibilityNotice:
-    inbound:
-      format: json
-      fields:
-        - {to: localGovernmentCode, from: lg, required: true}
-        - {to: addresseeNumber, from: atena}
-        - {to: insuredNumber, from: "no", required: true}
-"""
 JSON_DOC = '{"lg": "412066", "atena": "000000000000019", "no": "80981928"}'
 
 

@@ -10,20 +10,7 @@ from pathlib import Path
 import pytest
 
 from bus.mapping import MappingError, load_mapping
-
-HEAD = """\
-system: vendor
-namespaces: {v: "urn:example:vendor"}
-services:
-  NhiEligibilityNotice:
-    inbound:
-      format: xml
-      root: v:R
-      fields:
-        - {to: localGovernmentCode, from: v:lg}
-        - {to: addresseeNumber, from: v:a}
-        - {to: insuredNumber, from: v:no}
-"""
+from tests.support.mappings import HEAD
 
 
 def problems(tmp_path: Path, extra: str, head: str = HEAD) -> list[str]:

@@ -18,25 +18,12 @@ from bus.catalogue import load_catalogue
 from bus.cli import app
 from bus.errors import REGISTRY
 from bus.mapping import MappingError, load_mapping
+from tests.support.mappings import HEAD, JSON_HEAD
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "mappings"
 KOKUHO_IN = MAPPINGS / "golden" / "kokuho" / "NhiEligibilityNotice.inbound.full.input.dat"
 KOKUHO_OUT = MAPPINGS / "golden" / "kokuho" / "NhiEligibilityNotice.outbound.full.input.xml"
-
-HEAD = """\
-system: vendor
-namespaces: {v: "urn:example:vendor"}
-services:
-  NhiEligibilityNotice:
-    inbound:
-      format: xml
-      root: v:R
-      fields:
-        - {to: localGovernmentCode, from: v:lg}
-        - {to: addresseeNumber, from: v:a}
-        - {to: insuredNumber, from: v:no}
-"""
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -204,18 +191,6 @@ def test_an_unreadable_personal_date_is_masked(tmp_path: Path) -> None:
 
 
 # --- 4. a JSON path at an object or array ----------------------------------------------------
-
-JSON_HEAD = """\
-system: kokuho
-services:
-  NhiEligibilityNotice:
-    inbound:
-      format: json
-      fields:
-        - {to: localGovernmentCode, from: lg, required: true}
-        - {to: addresseeNumber, from: atena}
-        - {to: insuredNumber, from: "no", required: true}
-"""
 
 
 @pytest.mark.parametrize(

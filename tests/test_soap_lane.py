@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,7 +13,6 @@ from starlette.responses import PlainTextResponse
 
 from adapters.soap.lane import SoapLane
 from bus.hub import Hub
-from bus.settings import Settings
 from bus.webapp import create_app
 from tests.support.hub_server import sample, serialize, soap_envelope
 
@@ -25,12 +22,8 @@ TIMESTAMP = re.compile(rb"(<[^>]*(?:timestamp|storedAt)>)[^<]*<")
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    opened = Hub.open(Settings(data_dir=tmp_path / "data", dispatch_workers=0))
-    try:
-        yield opened
-    finally:
-        opened.close()
+def hub(local_hub: Hub) -> Hub:
+    return local_hub
 
 
 def _post(app: object, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:

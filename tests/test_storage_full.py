@@ -15,7 +15,6 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +45,8 @@ CODE = "RK-STO007"
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    opened = Hub.open(Settings(data_dir=tmp_path / "data", dispatch_workers=0))
-    try:
-        yield opened
-    finally:
-        opened.close()
+def hub(local_hub: Hub) -> Hub:
+    return local_hub  # this module's tests all work on the one in-process hub
 
 
 def _message() -> tuple[str, bytes]:
