@@ -30,6 +30,7 @@ from adapters.rest.problem import PROBLEM_JSON, PROBLEM_XML
 from adapters.soap.envelope import NS_SOAP_BINDING, SOAP11
 from bus.catalogue import NS_ENVELOPE
 from bus.hub import Hub
+from bus.resources import schemas_dir
 from bus.settings import Settings
 from bus.store.audit import UNATTRIBUTED_TENANT, verify_chain
 from bus.store.models import AuditRecord
@@ -400,6 +401,9 @@ def test_the_status_in_xml(local_hub: Hub, accept: str) -> None:
         d["destination"] for d in expected["deliveries"]
     ]
     assert all(d.findtext(f"{RKS}attempts") is not None for d in deliveries)
+    # the form is declared: a client can validate it with the binding's own schema
+    binding = etree.XMLSchema(etree.parse(str(schemas_dir() / "soap.xsd")))
+    assert binding.validate(status), binding.error_log
 
 
 def test_status_errors_follow_the_negotiated_form(local_hub: Hub) -> None:
