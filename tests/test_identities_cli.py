@@ -134,3 +134,11 @@ def test_users_add_list_passwd_disable(env: Settings, monkeypatch: pytest.Monkey
     )
     monkeypatch.setenv("RENKEI_PASSWORD", "short")
     assert "RK-TEN007" in _run("users", "add", "x.y", "--role", "viewer", "--tenant", "*", code=1)
+
+
+@pytest.mark.parametrize("command", [("keys", "rotate"), ("keys", "soap")])
+def test_an_overlap_is_at_most_thirty_days(env: Settings, command: tuple[str, ...]) -> None:
+    """An overlap is a change-over, not a second credential; an absurd one was an overflow
+    traceback."""
+    output = _run(*command, "--system", "juki", "--overlap-hours", "1e12", code=2)
+    assert "--overlap-hours" in output and "720" in output

@@ -104,11 +104,18 @@ def _key_for_config(system: str) -> None:
     typer.echo(f'  - "{hash_api_key(key)}"')
 
 
+# A credential overlap is for a change-over, not a second credential: at most 30 days.
+MAX_OVERLAP_HOURS = 720.0
+
+
 @keys_app.command("rotate")
 def keys_rotate(
     system: SystemOption,
     overlap_hours: Annotated[
-        float, typer.Option(min=0, help="How long the old keys keep working.")
+        float,
+        typer.Option(
+            min=0, max=MAX_OVERLAP_HOURS, help="How long the old keys keep working (hours)."
+        ),
     ] = 168.0,
 ) -> None:
     """Issue a new key; the system's current keys expire after the overlap."""
@@ -141,18 +148,31 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (keys lis
 def keys_list(
     system: Annotated[str | None, typer.Option("--system", help="Only this system.")] = None,
 ) -> None:
-    """Issued keys (never the keys themselves): id, system, created, expiry, revocation."""
+    """Issued keys (never the keys themselves): id, system, created, expiry, revocation; then
+    the WS-Security UsernameTokens, with a previous password still valid and until when."""
     from datetime import UTC, datetime
 
     from bus.security.api_keys import list_keys
+    from bus.security.wsse import list_soap_credentials
 
     with _store() as store:
         keys = list_keys(store.sessions, system)
+        soap = list_soap_credentials(store.sessions, system)
     now = datetime.now(UTC)
     for info in keys:
         state = "valid" if info.valid_at(now) else "revoked" if info.revoked_at else "expired"
         expires = f"{info.expires_at:%Y-%m-%d %H:%M}" if info.expires_at else "-"
         typer.echo(f"{info.key_id}  {info.system:<12} {state:<8} expires {expires}")
+    for credential in soap:
+        line = (
+            f"soap {credential.username}  {credential.system:<12} "
+            f"changed {credential.changed_at:%Y-%m-%d %H:%M} UTC"
+        )
+        if credential.previous_valid_at(now):
+            line += (
+                f"; previous password valid until {credential.previous_until:%Y-%m-%d %H:%M} UTC"
+            )
+        typer.echo(line)
 
 
 @keys_app.command("soap")
@@ -161,19 +181,41 @@ def keys_soap(
     username: Annotated[
         str | None, typer.Option(help="UsernameToken username (default: the system id).")
     ] = None,
+    overlap_hours: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=MAX_OVERLAP_HOURS,
+            help="How long the replaced password keeps working (default 0: it stops at once).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Set a fresh WS-Security UsernameToken password (PasswordDigest): shown once, stored
-    encrypted with RENKEI_SECRETS_KEY."""
+    encrypted with RENKEI_SECRETS_KEY. With --overlap-hours the password replaced is accepted
+    too until then."""
     from bus.security.secret_box import SecretBox
-    from bus.security.wsse import set_soap_secret
+    from bus.security.wsse import list_soap_credentials, set_soap_secret
     from bus.settings import Settings
 
     with _store() as store:
         _configured_system(store, system)
         box = SecretBox.from_settings(Settings())
-        name, password = set_soap_secret(store.sessions, box, system, username, actor=actor())
+        name, password = set_soap_secret(
+            store.sessions,
+            box,
+            system,
+            username,
+            actor=actor(),
+            overlap=timedelta(hours=overlap_hours),
+        )
+        (credential,) = list_soap_credentials(store.sessions, system)
     typer.echo(f"UsernameToken for {system} (shown once): username {name}")
     typer.echo(f"  password {password}")
+    if credential.previous_until is not None:
+        until = f"{credential.previous_until:%Y-%m-%d %H:%M:%S}"
+        typer.echo(f"previous password valid until {until} UTC")
+    elif overlap_hours > 0:
+        typer.echo("no previous password kept: there was none, or the key in force cannot open it")
 
 
 @keys_app.command("fingerprint")

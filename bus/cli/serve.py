@@ -39,21 +39,31 @@ def check_secrets_key(settings: Settings) -> None:
     """Refuse to start (RK-OPS005, exit 1) when the store holds WS-Security secrets that the
     secrets key cannot open: a store restored without its ``secrets.key`` (the hub would
     otherwise make a new key on first use and answer every SOAP caller with a 500) or with
-    another deployment's ``RENKEI_SECRETS_KEY``. A store without secrets needs no key."""
+    another deployment's ``RENKEI_SECRETS_KEY``. A previous password still in its overlap
+    (``renkei keys soap --overlap-hours``) is checked like the current one and named
+    ``<system> (previous)``. A store without secrets needs no key."""
+    from datetime import UTC, datetime
+
     from sqlalchemy import select
 
     from bus.errors import make_finding
     from bus.security.secret_box import KEY_FILE, SecretBox, SecretKeyError, load_key
+    from bus.security.wsse import previous_secret
     from bus.store.db import open_store
     from bus.store.models import SoapCredential
 
+    now = datetime.now(UTC)
     store = open_store(settings)
+    sealed: list[tuple[str, str, bytes]] = []  # (name in the message, system, ciphertext)
     try:
         with store.sessions() as session:
-            sealed = [
-                (row.system, bytes(row.secret_encrypted))
-                for row in session.scalars(select(SoapCredential).order_by(SoapCredential.system))
-            ]
+            for row in session.scalars(select(SoapCredential).order_by(SoapCredential.system)):
+                sealed.append((row.system, row.system, bytes(row.secret_encrypted)))
+                # a previous password still in its overlap is checked too (an expired one
+                # is never opened again)
+                previous = previous_secret(row, now)
+                if previous is not None:
+                    sealed.append((f"{row.system} (previous)", row.system, previous))
     finally:
         store.close()
     if not sealed:
@@ -68,11 +78,11 @@ def check_secrets_key(settings: Settings) -> None:
             actual = str(error)
         else:
             closed = []
-            for system, secret in sealed:
+            for name, system, secret in sealed:
                 try:
                     box.open(secret, system)
                 except SecretKeyError:
-                    closed.append(system)
+                    closed.append(name)
             if not closed:
                 return
             actual = "not with this key: " + ", ".join(closed)

@@ -5,6 +5,9 @@ A token is fresh only when its ``Created`` is within :data:`MAX_SKEW` of the hub
 its nonce has not been seen for that user within the window; the nonce cache is a database
 table (``used_nonces``), so a token replayed to another hub worker is refused too. The
 password is stored encrypted (:mod:`bus.security.secret_box`): the digest needs it in clear.
+After ``renkei keys soap --overlap-hours N`` the previous password, sealed the same way, is
+accepted too until its expiry; the nonce cache is keyed by the stored username, so a token
+replayed is refused whichever password it used.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -40,6 +44,33 @@ TOKEN_PATH = "/Envelope/Header/Security/UsernameToken"
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class SoapCredentialInfo:
+    """A system's UsernameToken credential as ``renkei keys list`` shows it (never a secret):
+    ``previous_until`` is when its previous password stops working (None: there is none)."""
+
+    system: str
+    username: str
+    changed_at: datetime
+    previous_until: datetime | None
+
+    def previous_valid_at(self, now: datetime) -> bool:
+        return self.previous_until is not None and self.previous_until > now
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes for timezone-aware columns; they were stored as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def previous_secret(row: SoapCredential, now: datetime) -> bytes | None:
+    """The row's previous sealed secret while its overlap lasts (None: none, or expired)."""
+    until, sealed = row.previous_expires_at, row.previous_secret_encrypted
+    if sealed is None or until is None or _aware(until) <= now:
+        return None
+    return bytes(sealed)
+
+
 def set_soap_secret(
     sessions: sessionmaker[Session],
     box: SecretBox,
@@ -47,29 +78,64 @@ def set_soap_secret(
     username: str | None = None,
     *,
     actor: str | None = None,
+    overlap: timedelta = timedelta(0),
 ) -> tuple[str, str]:
-    """Give ``system`` a fresh random UsernameToken password (replacing any earlier one;
-    ``key.soap`` on the admin chain, without the password); returns (username, password) —
-    the password is shown once, stored only encrypted."""
+    """Give ``system`` a fresh random UsernameToken password (``key.soap`` on the admin chain,
+    without the password); returns (username, password) — the password is shown once, stored
+    only encrypted. With an ``overlap`` the password replaced stays valid until now + overlap
+    (any older one is dropped); without one (the default) it stops working at once. A
+    replaced password that the key in force cannot open (a key lost for good) is dropped
+    too: it could never be checked."""
     username = username or system
     password = secrets.token_urlsafe(24)
+    now = datetime.now(UTC)
+    detail: dict[str, str] = {"system": system, "username": username}
     with sessions.begin() as session:
         row = session.get(SoapCredential, system)
         sealed = box.seal(password, system)
         if row is None:
             session.add(
                 SoapCredential(
-                    system=system,
-                    username=username,
-                    secret_encrypted=sealed,
-                    changed_at=datetime.now(UTC),
+                    system=system, username=username, secret_encrypted=sealed, changed_at=now
                 )
             )
         else:
+            previous = bytes(row.secret_encrypted)
+            keep = overlap > timedelta(0) and _opens(box, previous, system)
+            row.previous_secret_encrypted = previous if keep else None
+            row.previous_expires_at = now + overlap if keep else None
+            if keep:
+                detail["previous_until"] = (now + overlap).isoformat(timespec="seconds")
             row.username, row.secret_encrypted = username, sealed
-            row.changed_at = datetime.now(UTC)
-        record_admin_action(session, actor, "key.soap", {"system": system, "username": username})
+            row.changed_at = now
+        record_admin_action(session, actor, "key.soap", detail)
     return username, password
+
+
+def _opens(box: SecretBox, sealed: bytes, system: str) -> bool:
+    try:
+        box.open(sealed, system)
+    except SecretKeyError:
+        return False
+    return True
+
+
+def list_soap_credentials(
+    sessions: sessionmaker[Session], system: str | None = None
+) -> list[SoapCredentialInfo]:
+    query = select(SoapCredential).order_by(SoapCredential.system)
+    if system is not None:
+        query = query.where(SoapCredential.system == system)
+    with sessions() as session:
+        return [
+            SoapCredentialInfo(
+                row.system,
+                row.username,
+                _aware(row.changed_at),
+                None if row.previous_expires_at is None else _aware(row.previous_expires_at),
+            )
+            for row in session.scalars(query)
+        ]
 
 
 def password_digest(nonce: bytes, created: str, password: str) -> str:
@@ -111,7 +177,7 @@ class UsernameTokenVerifier:
                 "RK-AUT008", path=f"{TOKEN_PATH}/Created", actual=token.created[:40]
             )
         try:
-            checked = self._check_digest(token, nonce)
+            checked = self._check_digest(token, nonce, now)
         except SecretKeyError as error:
             return self._key_refusal(error)
         self._key_failing = False
@@ -139,9 +205,13 @@ class UsernameTokenVerifier:
             )
         return make_finding("RK-AUT014", path=TOKEN_PATH)
 
-    def _check_digest(self, token: UsernameToken, nonce: bytes) -> tuple[str, str] | None:
-        """The system and its stored username when the digest is right (the stored name
-        keys the nonce cache, so an over-long username cannot make a nonce look new)."""
+    def _check_digest(
+        self, token: UsernameToken, nonce: bytes, now: datetime
+    ) -> tuple[str, str] | None:
+        """The system and its stored username when the digest is right for the current
+        password, or for the previous one while its overlap lasts (the stored name keys the
+        nonce cache, whichever password was used, so an over-long username cannot make a
+        nonce look new and a token replayed is refused for either password)."""
         if len(token.username) > 64:
             return None
         with self._sessions() as session:
@@ -150,12 +220,16 @@ class UsernameTokenVerifier:
             ).first()
             if row is None:
                 return None
-            system, username, sealed = row.system, row.username, row.secret_encrypted
-        expected = password_digest(nonce, token.created, self._box().open(sealed, system))
+            system, username, sealed = row.system, row.username, bytes(row.secret_encrypted)
+            previous = previous_secret(row, now)
         given = token.password_digest.strip().encode("ascii", "replace")
-        if not hmac.compare_digest(expected.encode("ascii"), given):
-            return None
-        return system, username
+        for secret in (sealed, previous):
+            if secret is None:
+                continue
+            expected = password_digest(nonce, token.created, self._box().open(secret, system))
+            if hmac.compare_digest(expected.encode("ascii"), given):
+                return system, username
+        return None
 
     def _first_use(self, username: str, nonce: str, expires_at: datetime, now: datetime) -> bool:
         """Record the nonce; false when it is already recorded (a replay)."""

@@ -287,7 +287,9 @@ class OperatorAccount(Base):
 
 class SoapCredential(Base):
     """A system's WS-Security UsernameToken secret, encrypted (AES-256-GCM, the system id as
-    associated data): a PasswordDigest check needs the secret itself, so it cannot be hashed."""
+    associated data): a PasswordDigest check needs the secret itself, so it cannot be hashed.
+    After ``renkei keys soap --overlap-hours N`` the previous secret, sealed the same way, is
+    accepted too until ``previous_expires_at`` (migration 0008)."""
 
     __tablename__ = "soap_credentials"
 
@@ -295,6 +297,8 @@ class SoapCredential(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     changed_at: Mapped[datetime]
+    previous_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    previous_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class UsedNonce(Base):
