@@ -19,6 +19,8 @@ from bus.settings import Settings
 from tests.support.postgres import scratch_database
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from bus.hub import Hub
 
 load_commands()  # every command registered, for the tests that invoke the app in process
@@ -106,12 +108,23 @@ def hub(store_settings: Settings) -> Iterator[Hub]:
         opened.close()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A bare store engine (no migration run) on SQLite or a scratch PostgreSQL database:
+    for tests that migrate it themselves."""
+    from bus.store.db import create_store_engine
+
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    created = create_store_engine(Settings(data_dir=tmp_path / "data", database_url=url))
+    yield created
+    created.dispose()
+
+
 @pytest.fixture
 def local_hub(tmp_path: Path) -> Iterator[Hub]:
     """A hub on a SQLite file of its own with no dispatch workers (what an adapter does with
     a message, in process)."""
     from bus.hub import Hub
-    from bus.settings import Settings
 
     opened = Hub.open(Settings(data_dir=tmp_path / "data", dispatch_workers=0))
     try:

@@ -6,9 +6,7 @@ refused."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +14,7 @@ from alembic import command
 from sqlalchemy import Engine, delete, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from bus.settings import Settings
-from bus.store.db import _alembic_config, create_store_engine, migrate
+from bus.store.db import _alembic_config, migrate
 from bus.store.models import Base, Delivery, IdempotencyKey, StoredMessage
 from tests.support.store_rows import pending_delivery
 
@@ -25,14 +22,6 @@ BEFORE = "0006_read_indexes"
 NOW = datetime.now(UTC)
 BY_TENANT = ["tenant", "system", "message_id"]
 BY_MESSAGE_ID = ["message_id", "tenant", "system"]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    created = create_store_engine(Settings(data_dir=tmp_path / "data", database_url=url))
-    yield created
-    created.dispose()
 
 
 def store_message(engine: Engine, message_id: str, system: str = "houmu") -> int:

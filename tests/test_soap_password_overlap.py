@@ -168,14 +168,6 @@ def test_without_an_overlap_the_old_password_is_refused_at_once(
 # --- the migration on SQLite and PostgreSQL ---------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    created = create_store_engine(Settings(data_dir=tmp_path / "data", database_url=url))
-    yield created
-    created.dispose()
-
-
 def _token(password: str, now: datetime, username: str = "juki") -> UsernameToken:
     from bus.security.wsse import password_digest
 

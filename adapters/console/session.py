@@ -35,6 +35,7 @@ from bus.pipeline import Finding
 from bus.security.operators import Operator, Role
 from bus.security.secret_box import load_key
 from bus.settings import Settings
+from bus.store.audit import utc
 from bus.store.models import OperatorAccount, UsedNonce
 
 COOKIE = "renkei_console"
@@ -122,11 +123,6 @@ def cookie_value(request: Request, state: ConsoleSession) -> str:
     return serializer(hub_of(request).settings).dumps(data)
 
 
-def _epoch(moment: datetime) -> float:
-    """SQLite returns naive datetimes for aware columns; they were stored as UTC."""
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
 def load_operator(
     sessions: sessionmaker[Session], username: str, session_id: str, started: float
 ) -> Operator | None:
@@ -134,7 +130,7 @@ def load_operator(
     ended (logout) or older than the account's password."""
     with sessions() as session:
         row = session.get(OperatorAccount, username)
-        if row is None or not row.enabled or started < _epoch(row.password_changed_at):
+        if row is None or not row.enabled or started < utc(row.password_changed_at).timestamp():
             return None
         if session.get(UsedNonce, (ENDED_SESSIONS, session_id[:128])) is not None:
             return None

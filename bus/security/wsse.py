@@ -30,6 +30,7 @@ from bus.errors import make_finding
 from bus.pipeline import Finding, UsernameToken
 from bus.security.secret_box import SecretBox, SecretKeyError
 from bus.store.admin_audit import record_admin_action
+from bus.store.audit import utc
 from bus.store.models import SoapCredential, UsedNonce
 
 PASSWORD_DIGEST = (
@@ -58,15 +59,10 @@ class SoapCredentialInfo:
         return self.previous_until is not None and self.previous_until > now
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite returns naive datetimes for timezone-aware columns; they were stored as UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def previous_secret(row: SoapCredential, now: datetime) -> bytes | None:
     """The row's previous sealed secret while its overlap lasts (None: none, or expired)."""
     until, sealed = row.previous_expires_at, row.previous_secret_encrypted
-    if sealed is None or until is None or _aware(until) <= now:
+    if sealed is None or until is None or utc(until) <= now:
         return None
     return bytes(sealed)
 
@@ -131,8 +127,8 @@ def list_soap_credentials(
             SoapCredentialInfo(
                 row.system,
                 row.username,
-                _aware(row.changed_at),
-                None if row.previous_expires_at is None else _aware(row.previous_expires_at),
+                utc(row.changed_at),
+                None if row.previous_expires_at is None else utc(row.previous_expires_at),
             )
             for row in session.scalars(query)
         ]
