@@ -15,9 +15,7 @@ stored twice. Records of one subject keep the file's order (one lane per subject
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import uuid
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -261,31 +259,24 @@ def _csv_lines(
     data: bytes, form: CsvFormat, first: int, numbers: Collection[int]
 ) -> dict[int, int]:
     """The line where each of the CSV records ``numbers`` starts, numbered as
-    :meth:`CsvFormat.records` numbers them (a quoted line break continues the record: the
-    reader counts the lines it consumed). One pass up to the last record asked for."""
+    :meth:`CsvFormat.records` numbers them (:meth:`CsvFormat.rows` gives each row's first
+    line, a quoted line break continuing a record). One pass up to the last record asked for."""
     wanted, found = set(numbers), {}
     try:
         text = form.decode(data)
     except FieldFailure:
         return {1: first} if 1 in wanted else {}
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=form.delimiter)
-    last, number, start = max(wanted, default=0), 0, first
-    try:
-        for row in reader:
-            if form.header and reader.line_num == 1 and number == 0 and start == first:
-                if row != form.columns:  # the format reports the column names as record 1
-                    return {1: first} if 1 in wanted else {}
-                start = first + reader.line_num
-                continue
-            number += 1
-            if number in wanted:
-                found[number] = start
-            if number >= last:
-                break
-            start = first + reader.line_num
-    except csv.Error:
-        if number + 1 in wanted:
-            found[number + 1] = start
+    last, number = max(wanted, default=0), 0
+    for line, row in form.rows(text):
+        if form.header and line == 1:
+            if row != form.columns:  # the format reports the column names as record 1
+                return {1: first} if 1 in wanted else {}
+            continue
+        number += 1
+        if number in wanted:
+            found[number] = first + line - 1
+        if number >= last:
+            break
     return found
 
 

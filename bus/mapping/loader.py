@@ -34,6 +34,7 @@ SECTION_KEYS = frozenset(
         "encoding",
         "delimiter",
         "header",
+        "line_breaks",
         "record_length",
         "separator",
         "note",

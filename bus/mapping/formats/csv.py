@@ -95,10 +95,8 @@ class CsvFormat:
             raise SpecError("columns must be unique")
         self.encoding = option(section, "encoding", "utf-8")
         self.delimiter = option(section, "delimiter", ",")
-        header = option(section, "header", "true").lower()
-        if header not in ("true", "false"):
-            raise SpecError(f"header is true or false, not {section.get('header')!r}", WRONG_TYPE)
-        self.header = header == "true"
+        self.header = _flag(section, "header")
+        self.line_breaks = _flag(section, "line_breaks")
 
     def compile_path(self, path: Any, group: Any, writing: bool) -> Any:
         if path not in self.columns:
@@ -135,28 +133,47 @@ class CsvFormat:
         except FieldFailure as failure:
             yield 1, failure
             return
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter)
-        header = self.columns
         number = 0
-        try:
-            for row in reader:
-                if self.header and reader.line_num == 1 and number == 0 and header is self.columns:
-                    if row != self.columns:
-                        yield (
-                            1,
-                            FieldFailure(
-                                "RK-MAP005",
-                                expected="header " + ",".join(self.columns),
-                                actual=",".join(row)[:200],
-                            ),
-                        )
-                        return
-                    header = list(row)
-                    continue
-                number += 1
-                yield number, self.record(row)
-        except csv.Error as error:
-            yield number + 1, FieldFailure("RK-MAP005", expected="CSV", actual=str(error)[:200])
+        for line, row in self.rows(text):
+            if self.header and line == 1:
+                if row != self.columns:
+                    actual = ",".join(row)[:200] if isinstance(row, list) else str(row)[:200]
+                    yield 1, FieldFailure("RK-MAP005", expected=self.header_text, actual=actual)
+                    return
+                continue
+            number += 1
+            if isinstance(row, csv.Error):
+                yield number, FieldFailure("RK-MAP005", expected="CSV", actual=_reason(row))
+                if self.line_breaks:  # the reader cannot go on past it
+                    return
+                continue
+            yield number, self.record(row)
+
+    @property
+    def header_text(self) -> str:
+        return "header " + ",".join(self.columns)
+
+    def rows(self, text: str) -> Iterator[tuple[int, list[str] | csv.Error]]:
+        """Each row with the physical line (from 1) where it starts. With ``line_breaks``
+        (RFC 4180, the default) a quoted value may hold line breaks, so a quote left open
+        takes in every line after it and ends the file; without, each line is read alone
+        and strictly: an open quote is that line's error, and the next line is read."""
+        if self.line_breaks:
+            reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter)
+            start = 1
+            try:
+                for row in reader:
+                    yield start, row
+                    start = reader.line_num + 1
+            except csv.Error as error:
+                yield start, error
+            return
+        for number, line in enumerate(io.StringIO(text, newline=""), 1):
+            alone = csv.reader((line.rstrip("\r\n"),), delimiter=self.delimiter, strict=True)
+            try:
+                yield number, next(alone)  # an empty line: [] (a record of no fields)
+            except csv.Error as error:
+                yield number, error
 
     def record(self, fields: list[str] | Mapping[str, str]) -> Source | Exception:
         """One record from its fields (a list in column order, or column → value)."""
@@ -166,7 +183,10 @@ class CsvFormat:
             actual = str(len(fields))
             breaks = sum(f.count("\n") for f in fields)
             if breaks:  # an unclosed quote takes in the lines after it (often the whole rest)
-                actual += f': a quoted value runs over {breaks} line breaks (a closing " missing?)'
+                actual += (
+                    f': a quoted value runs over {breaks} line breaks (a closing " missing?'
+                    " line_breaks: false in the layout reads each line alone)"
+                )
             return FieldFailure("RK-MAP005", expected=f"{len(self.columns)} columns", actual=actual)
         # the lengths are equal (checked above): a strict= keyword, True or False, would
         # only cost zip a call with keywords, which builds a dict for every record
@@ -197,6 +217,20 @@ class CsvFormat:
                 expected=self.encoding,
                 actual=f"U+{ord(error.object[error.start]):04X}",
             ) from None
+
+
+def _reason(error: csv.Error) -> str:
+    if not str(error).startswith("unexpected end of data"):
+        return str(error)[:200]
+    return 'a quoted value is not closed (a closing " missing?)'
+
+
+def _flag(section: dict[str, Any], key: str) -> bool:
+    """A yes/no option, ``true`` unless given: ``true`` or ``false`` in any case."""
+    value = option(section, key, "true").lower()
+    if value not in ("true", "false"):
+        raise SpecError(f"{key} is true or false, not {section.get(key)!r}", WRONG_TYPE)
+    return value == "true"
 
 
 def _text(value: Value) -> str:
