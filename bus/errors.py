@@ -662,8 +662,8 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-IMP006",
         E,
-        "{line} 行目を項目に分けられません（引用符の外に改行文字 CR があるか、項目が長すぎます）。",
-        "Line {line} cannot be split into fields (a CR outside quotes, or a field too long).",
+        "{line} 行目を項目に分けられません（引用符の外に改行文字 CR があるか、項目が長すぎるか、行が 1 MiB を超えます）。",
+        "Line {line} cannot be split into fields (a CR outside quotes, a field too long, or a line over 1 MiB).",
     ),
     (
         "RK-IMP007",

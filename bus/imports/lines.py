@@ -3,7 +3,10 @@
 Offices write CRLF or LF, sometimes a UTF-8 BOM and sometimes a trailing EOF byte (0x1A, the
 MS-DOS end-of-file mark). Splitting bytes first means one undecodable line can never spoil its
 neighbours. Reading is in fixed-size chunks, so memory stays flat whatever the file size;
-``start`` resumes at a byte offset the previous run recorded.
+``start`` resumes at a byte offset the previous run recorded. A line longer than
+``MAX_LINE`` bytes (a file whose lines end in CR alone is one such line) is kept only to that
+length plus one byte, the rest skipped up to its LF: the parser reports it, and memory stays
+bounded even then.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import BinaryIO, NamedTuple
 BOM = b"\xef\xbb\xbf"
 EOF_MARK = b"\x1a"
 CHUNK = 1 << 20
+MAX_LINE = 1 << 20  # bytes; a notice line is a few hundred
 
 
 class RawLine(NamedTuple):
@@ -40,9 +44,7 @@ def split_lines(
     offset, number, pending = start, first_number, b""
     while True:
         block = stream.read(chunk)
-        if not block:
-            break
-        pending += block
+        pending += block  # after a skip, pending may hold whole lines even at the end
         lines = pending.split(b"\n")
         pending = lines.pop()
         for data in lines:
@@ -56,6 +58,16 @@ def split_lines(
                 yield _new(RawLine, (number, offset, line, end))
             number += 1
             offset = end
+        if len(pending) > MAX_LINE:  # no LF in sight: keep its head, skip to the next LF
+            head, skipped = pending[: MAX_LINE + 1], len(pending)
+            while b"\n" not in (pending := stream.read(chunk)) and pending:
+                skipped += len(pending)
+            after, found, pending = pending.partition(b"\n")
+            end = offset + skipped + len(after) + len(found)
+            yield RawLine(number, offset, head, end)
+            number, offset = number + 1, end
+        elif not block:
+            break
     if pending:
         line = _clean(pending, offset)
         if line and not line.isspace():

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from bus.errors import make_finding
 from bus.imports.encoding import UTF8, Undecodable, csv_fields, decode_line
-from bus.imports.lines import RawLine
+from bus.imports.lines import MAX_LINE, RawLine
 from bus.imports.normalize import address_key
 from bus.mapping import Section
 from bus.mapping.compiler import CompiledEntry
@@ -90,6 +90,8 @@ class NoticeParser:
     def parse(self, raw: RawLine, blank: Collection[str] = ()) -> Notice | RecordError | None:
         """The notice, the record error, or None for the header row. ``blank``: columns to
         import empty (flagged 要確認), which the hub refused as they were written."""
+        if len(raw.data) > MAX_LINE:  # split_lines kept only its head
+            return self._error(raw, "", "RK-IMP006")
         try:
             decode = self.decode
             text = raw.data.decode(self.encoding) if decode is None else decode(raw.data)[0]
