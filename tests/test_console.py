@@ -312,7 +312,9 @@ def test_pages_render_for_hub_staff_and_pause_resume_is_audited(
         ):
             page = client.get(path)
             assert page.status_code == 200 and expected in page.text, path
-        by_subject = client.post("/console/messages", data={"csrf": csrf, "subject": SUBJECT})
+        by_subject = client.post(
+            "/console/messages", data={"csrf": csrf, "subject": SUBJECT}, follow_redirects=True
+        )
         results = by_subject.text.split('id="results"')[1]
         assert console_hub.dead_id in results and console_hub.kashima_id in results
         assert SUBJECT not in results and "*********7" in results  # shown masked

@@ -32,6 +32,11 @@ class DateRefused(ValueError):
         self.finding = finding
 
 
+#: The days a search can name: a search runs from a day's first instant in JST to the next
+#: day's, both of which must exist as datetimes (0001-01-01 and 9999-12-31 do not).
+FIRST_DAY, LAST_DAY = date(1, 1, 2), date(9999, 12, 30)
+
+
 def parse_day(text: str) -> date | None:
     """A day typed as 和暦 or 西暦 (令和8年11月26日, R08.11.26, 2026-11-26); None when blank."""
     text = text.strip()
@@ -39,7 +44,7 @@ def parse_day(text: str) -> date | None:
         return None
     written = wareki.parse(text)
     day = wareki.to_gregorian(written) if written is not None else None
-    if day is None:
+    if day is None or not FIRST_DAY <= day <= LAST_DAY:
         raise DateRefused(make_finding("RK-CON004", path="/date", actual=text[:40]))
     return day
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 LANGUAGES = ("ja", "en")
@@ -142,7 +143,98 @@ STATES: dict[str, tuple[str, str]] = {
     # the attempt that dead-lettered its delivery (``AttemptLine.label``)
     "dead_retries": ("配信不能（再試行の上限）", "dead letter (retries exhausted)"),
     "dead_permanent": ("配信不能（恒久エラー）", "dead letter (permanent error)"),
+    # import batches (bus/imports/worklist.py)
+    "running": ("取込中", "running"),
+    "done": ("完了", "done"),
 }
+
+_REFUSED = (
+    "受信側システムがこのメッセージを受け付けませんでした。受信側で理由を確かめてから再送してください。",
+    "The receiving system refused this message; find out why there before redelivering.",
+)
+_FAILED = ("受信側システムで障害が起きています。", "The receiving system is failing.")
+#: What a delivery error means, for staff: the error is the transport's own short text
+#: (bus/dispatch, adapters/*_out), in English; the first pattern that matches explains it.
+ERROR_MEANINGS: tuple[tuple[re.Pattern[str], tuple[str, str]], ...] = tuple(
+    (re.compile(pattern), meaning)
+    for pattern, meaning in (
+        (
+            r"HTTP (408|429)\b",
+            (
+                "受信側システムが混雑していて受け付けませんでした。",
+                "The receiving system was busy.",
+            ),
+        ),
+        (r"HTTP 5\d\d\b", _FAILED),
+        (r"HTTP 4\d\d\b", _REFUSED),
+        (r"SOAP Fault Client", _REFUSED),
+        (r"SOAP Fault", _FAILED),
+        (
+            r"unexpected HTTP",
+            (
+                "受信側システムが想定外の応答（転送など）を返しました。",
+                "The receiving system answered unexpectedly (e.g. a redirect).",
+            ),
+        ),
+        (
+            r"(timeout|connection): WSDL|WSDL",
+            (
+                "受信側システムの WSDL を取得または解釈できませんでした。",
+                "The receiving system's WSDL could not be fetched or read.",
+            ),
+        ),
+        (
+            r"timeout:",
+            (
+                "受信側システムが時間内に応答しませんでした。",
+                "The receiving system did not answer in time.",
+            ),
+        ),
+        (
+            r"connection:",
+            (
+                "受信側システムに接続できませんでした（停止中、またはネットワークの障害）。",
+                "The receiving system could not be reached (down, or a network fault).",
+            ),
+        ),
+        (
+            r"translation:",
+            (
+                "配信先の形式への変換（マッピング）に失敗しました。マッピングファイルを確かめてください。",
+                "Translating to the destination's format (its mapping) failed; check the mapping.",
+            ),
+        ),
+        (
+            r"(invalid for|not expressible in|the system's WSDL has no)",
+            (
+                "メッセージが受信側システムの WSDL に合いません。",
+                "The message does not fit the receiving system's WSDL.",
+            ),
+        ),
+        (
+            r"(no endpoint configured|endpoint has no url|endpoint url is not|unknown transport"
+            r"|file endpoint without|binding:)",
+            (
+                "配信先の接続設定（systems.yaml）に誤りがあります。",
+                "The destination's endpoint settings (systems.yaml) are wrong.",
+            ),
+        ),
+        (
+            r"broker:",
+            (
+                "メッセージブローカーに接続できませんでした。",
+                "The message broker could not be reached.",
+            ),
+        ),
+        (
+            r"folder:",
+            (
+                "配信先のフォルダに書き込めませんでした。",
+                "The destination folder could not be written.",
+            ),
+        ),
+    )
+)
 
 
 def state_labeller(lang: str) -> Callable[[str], str]:
@@ -163,6 +255,19 @@ def waiting_labeller(lang: str) -> Callable[[str], str]:
         return f"{t('waiting_behind')} {ahead}{opening}{state(ahead_state)}{closing}"
 
     return label
+
+
+def error_explainer(lang: str) -> Callable[[str | None], str]:
+    """What a delivery error means, in the page's language ("" when it is not one known)."""
+    column = 1 if lang == "en" else 0
+
+    def explain(error: str | None) -> str:
+        for pattern, meaning in ERROR_MEANINGS:
+            if error and pattern.match(error):
+                return meaning[column]
+        return ""
+
+    return explain
 
 
 def parenthesised(lang: str) -> Callable[[object], str]:

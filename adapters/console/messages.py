@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
 
+from cryptography.exceptions import InvalidTag
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from adapters.console.access import (
     actor,
@@ -18,10 +22,19 @@ from adapters.console.access import (
     visible_tenants,
 )
 from adapters.console.dashboard import dashboard
-from adapters.console.dates import day_start, parse_day
+from adapters.console.dates import DateRefused, day_start, parse_day
 from adapters.console.detail import console_message, message_tenants, unmask
 from adapters.console.rendering import ConsoleRoute, render
-from adapters.console.session import ConsoleRefusal, hub_of, posted_form, signed_in, stated_reason
+from adapters.console.session import (
+    ConsoleRefusal,
+    console_state,
+    hub_of,
+    posted_form,
+    signed_in,
+    stated_reason,
+)
+from bus.errors import make_finding
+from bus.security.secret_box import SecretBox
 from bus.store.queries import MessageStatus, list_messages
 
 SEARCH_LIMIT = 100
@@ -37,6 +50,32 @@ def dashboard_page(request: Request) -> Response:
 
 
 SEARCH_FIELDS = ("message_id", "service", "tenant", "subject", "status", "date_from", "date_to")
+LINK_FIELDS = tuple(name for name in SEARCH_FIELDS if name != "subject")
+SEALED_SUBJECT = "s"  # the query parameter holding the subject, sealed for this session
+
+
+def _subject_context(request: Request) -> str:
+    """A sealed subject opens only in the session that searched for it."""
+    return f"renkei.console.subject:{console_state(request).session_id}"
+
+
+def seal_subject(request: Request, subject: str) -> str:
+    """The subject encrypted (AES-GCM, the hub's key) for a URL: what reaches browser history
+    and access logs is not the 宛名番号, and it opens in this session only."""
+    box = SecretBox.from_settings(hub_of(request).settings)
+    sealed = box.seal(subject, _subject_context(request))
+    return base64.urlsafe_b64encode(sealed).decode("ascii").rstrip("=")
+
+
+def open_subject(request: Request, token: str) -> str:
+    """The subject of a search link; RK-CON001 when it is not this session's (logged out
+    since, another operator's link, altered)."""
+    box = SecretBox.from_settings(hub_of(request).settings)
+    try:
+        sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return box.open(sealed, _subject_context(request))
+    except (ValueError, InvalidTag):  # binascii.Error and SecretKeyError are ValueErrors
+        raise ConsoleRefusal(400, make_finding("RK-CON001", path=f"/{SEALED_SUBJECT}")) from None
 
 
 @router.get("/console/messages")
@@ -48,13 +87,16 @@ def search_page(
     status: str = "",
     date_from: str = "",
     date_to: str = "",
+    s: str = "",
 ) -> Response:
-    """Links carry every filter but the subject: a 宛名番号 in a URL would reach access logs."""
+    """Links carry every filter, the subject only sealed (a 宛名番号 in a URL would reach
+    access logs)."""
+    signed_in(request)
     query = {
         "message_id": message_id,
         "service": service,
         "tenant": tenant,
-        "subject": "",
+        "subject": open_subject(request, s) if s else "",
         "status": status,
         "date_from": date_from,
         "date_to": date_to,
@@ -62,21 +104,48 @@ def search_page(
     return _search(request, query)
 
 
+def search_url(request: Request, query: dict[str, str]) -> str:
+    params = [(name, query[name]) for name in LINK_FIELDS if query[name].strip()]
+    if query["subject"].strip():
+        params.append((SEALED_SUBJECT, seal_subject(request, query["subject"].strip())))
+    return f"/console/messages?{urlencode(params)}" if params else "/console/messages"
+
+
 @router.post("/console/messages")
 async def search_posted(request: Request) -> Response:
-    """The search form is POSTed, so the subject it may hold stays out of URLs."""
+    """The search form is POSTed (the subject it may hold stays out of URLs) and answered
+    with a redirect to the results (Post/Redirect/Get), so that the browser's back button
+    returns to them; a form with an unreadable date is shown again with the finding."""
     form = await posted_form(request)
     query = {name: form.one(name) for name in SEARCH_FIELDS}
-    return await run_in_threadpool(_search, request, query)
+    await run_in_threadpool(signed_in, request)
+    try:
+        for typed in (query["date_from"], query["date_to"]):
+            parse_day(typed)
+    except DateRefused:
+        return await run_in_threadpool(_search, request, query)
+    return RedirectResponse(search_url(request, query), status_code=303)
 
 
 def _search(request: Request, query: dict[str, str]) -> Response:
     operator = signed_in(request)
     index = config_index(request)
-    first, last = parse_day(query["date_from"]), parse_day(query["date_to"])
     tenant, status = query["tenant"], query["status"]
     if tenant:
         require_view(operator, tenant)
+    page: dict[str, Any] = {
+        "query": query,
+        "services": sorted({route.service for route in index.config.routes}),
+        "tenants": visible_tenants(operator, index),
+        "statuses": [s.value for s in MessageStatus],
+        "limit": SEARCH_LIMIT,
+    }
+    try:
+        first, last = parse_day(query["date_from"]), parse_day(query["date_to"])
+    except DateRefused as refused:  # the form again, as typed, with what to correct
+        return render(
+            request, "messages.html", status=400, found=[], finding=refused.finding, **page
+        )
     with hub_of(request).store.sessions() as session:
         found = list_messages(
             session,
@@ -90,16 +159,7 @@ def _search(request: Request, query: dict[str, str]) -> Response:
             until=day_start(last + timedelta(days=1)) if last else None,
             limit=SEARCH_LIMIT,
         )
-    return render(
-        request,
-        "messages.html",
-        found=found,
-        query=query,
-        services=sorted({route.service for route in index.config.routes}),
-        tenants=visible_tenants(operator, index),
-        statuses=[s.value for s in MessageStatus],
-        limit=SEARCH_LIMIT,
-    )
+    return render(request, "messages.html", found=found, finding=None, **page)
 
 
 def _detail_page(request: Request, tenant: str, message_id: str, clear: str | None) -> Response:

@@ -17,7 +17,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from adapters.console.dates import DateRefused, display
-from adapters.console.i18n import parenthesised, state_labeller, translator, waiting_labeller
+from adapters.console.i18n import (
+    error_explainer,
+    parenthesised,
+    state_labeller,
+    translator,
+    waiting_labeller,
+)
 from adapters.console.session import (
     COOKIE,
     MAX_AGE_SECONDS,
@@ -66,6 +72,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         state=state_labeller(lang),
         waiting=waiting_labeller(lang),
         paren=parenthesised(lang),
+        explain=error_explainer(lang),
         lang=lang,
         when=lambda moment: display(moment, lang),
         operator=state.operator,
