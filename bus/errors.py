@@ -722,6 +722,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "ハブの保存先に空きがないため取込みを中断しました（{actual}）。空きを作ってから同じコマンドをもう一度実行すると続きから取り込みます。",
         "The import stopped: the hub's store has no room ({actual}); free space and run the same command again to resume.",
     ),
+    (
+        "RK-IMP016",
+        E,
+        "宛名抽出ファイル（--residents）の {line} 行目の{field_ja}が空か、使えない値です（値: {actual}、使える値: {expected}）。何も投入していません。",
+        "Line {line} of the 宛名 extract (--residents): {field_en} is empty or not allowed (value: {actual}; allowed: {expected}); nothing was loaded.",
+    ),
     # --- IO: reading inputs ------------------------------------------------------------------
     (
         "RK-IO001",

@@ -26,11 +26,11 @@ GOLDEN = Path(__file__).resolve().parent / "golden" / "imports"
 TENANT = "412066"
 GENERATED = {  # 1,500 records, seed 11: (評価変更リスト, エラー) CSV sha256
     "utf-8": (
-        "32e440479fa621329fa585c161ae92c256671bbeea12386ffce767ba9f2c928b",
+        "bdb8092760e7ee5880521f3f24d5231ca13e696670565f8ad24a1c42b26d7eb1",
         "5a4df592fcd8ae0b98c39be8889eaa665c63041ef90827bddd155379a4897ae6",
     ),
     "cp932": (
-        "888780473bc3ed181ab6ba8a3f86271960a9821d77f1566b41f6ba9dd4fb9a95",
+        "f6f01156af9d28592a5d5f22a53689aefd77d41fd77d811abb3c8952fcd2e051",
         "c690c3591015df3c316358c450250a3e4500b3a427990b7dc19f9d5dab0f5268",
     ),
 }

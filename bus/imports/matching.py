@@ -2,8 +2,12 @@
 
 A natural person is looked up by normalised name and by kana, and scored: name 0.5, address
 0.3, kana 0.2 (a 消除 resident loses 0.1). A corporation is found by 法人番号 when the notice
-carries one, else by its name with the form (株式会社 …) spelled out; the same name with the
-form on the other side (前株/後株) is only a candidate, since those are different companies.
+carries one, else by its name with the form (株式会社 …) spelled out *and* its address: many
+companies share a name, so the name alone (0.7) is only a candidate, and a company of the same
+name whose 法人番号 differs from the notice's is another company, never a candidate. The same
+name with the form on the other side (前株/後株) is only a candidate (0.6), since those are
+different companies. An owner whose address lies outside the town and whom no candidate
+matches by address is 住登外, whoever in the town shares the name (listed as candidates).
 
 A matcher remembers (bounded) the keys it computed and the index look-ups it made: owners'
 names recur through a file, and the index is read as it was when the look-up was first made.
@@ -113,31 +117,64 @@ class OwnerMatcher:
         if len(strong) == 1:
             resident, _, reasons = strong[0]
             return Match(Outcome.MATCHED, resident.addressee_number, candidates, reasons)
+        if (
+            scored
+            and self._outside(owner, address)
+            and all(r.address_key != address for r, *_ in scored)
+        ):
+            # none of them lives at the owner's address: someone else of the same name
+            reasons = ["住所が団体外（住登外）", "候補あり（住所相違）"]
+            return Match(Outcome.NOT_RESIDENT, candidates=candidates, reasons=reasons)
         if len(scored) > 1:
             return Match(Outcome.CANDIDATES, candidates=candidates, reasons=["候補が複数"])
         if scored:
             return Match(Outcome.UNMATCHED, candidates=candidates, reasons=scored[0][2])
         return self._nobody(owner, address)
 
-    def _nobody(self, owner: Owner, address: str) -> Match:
+    def _outside(self, owner: Owner, address: str) -> bool:
+        """Whether the owner's address (``address``: its key) lies outside the town."""
+        return bool(owner.address) and not address.startswith(self.town_key)
+
+    def _nobody(self, owner: Owner, address: str, reasons: tuple[str, ...] = ()) -> Match:
         """``address``: the key of ``owner.address``."""
-        if owner.address and not address.startswith(self.town_key):
-            return Match(Outcome.NOT_RESIDENT, reasons=["住所が団体外（住登外）"])
-        return Match(Outcome.UNMATCHED, reasons=["該当なし"])
+        if self._outside(owner, address):
+            return Match(Outcome.NOT_RESIDENT, reasons=["住所が団体外（住登外）", *reasons])
+        return Match(Outcome.UNMATCHED, reasons=["該当なし", *reasons])
 
     def _by_corporation(self, owner: Owner, key: str, bare: str, number: str | None) -> Match:
         if number:
             by_number = self._find("corporate_number", number)
             if len(by_number) == 1:
                 return Match(Outcome.MATCHED, by_number[0].addressee_number, reasons=["法人番号"])
-        same_name = self._find("corporate_bare", bare)
-        exact = [r for r in same_name if r.corporate_key == key]
-        if len(exact) == 1:
-            return Match(Outcome.MATCHED, exact[0].addressee_number, reasons=["法人名"])
-        candidates = [(r.addressee_number, 1.0 if r in exact else 0.6) for r in same_name]
+        address = self._address_key(owner.address) if owner.address else ""
+        named = self._find("corporate_bare", bare)
+        # the same name under another 法人番号 is another company
+        same_name = [r for r in named if not (number and r.corporate_number not in ("", number))]
+        scored = sorted(
+            ((r, _corporate_score(r, key, address)) for r in same_name),
+            key=lambda s: (-s[1], s[0].addressee_number),
+        )
+        here = [r for r, score in scored if score >= MATCH]
+        if len(here) == 1:
+            return Match(Outcome.MATCHED, here[0].addressee_number, reasons=["法人名"])
+        candidates = [(r.addressee_number, score) for r, score in scored]
         if len(candidates) > 1:
             return Match(Outcome.CANDIDATES, candidates=candidates, reasons=["候補が複数"])
         if candidates:
-            reasons = ["法人の種類の位置（前株・後株）が相違"]
+            resident = scored[0][0]
+            reasons = (
+                ["住所相違"]
+                if resident.corporate_key == key
+                else ["法人の種類の位置（前株・後株）が相違"]
+            )
             return Match(Outcome.UNMATCHED, candidates=candidates, reasons=reasons)
-        return self._nobody(owner, self._address_key(owner.address) if owner.address else "")
+        other = ("同名の法人は法人番号が相違",) if named else ()
+        return self._nobody(owner, address, other)
+
+
+def _corporate_score(resident: Resident, key: str, address: str) -> float:
+    """The same name with the form where the notice writes it: 0.7, 1.0 at the owner's
+    address (a match); the form on the other side (前株/後株, another company): 0.6."""
+    if resident.corporate_key != key:
+        return 0.6
+    return 1.0 if address and resident.address_key == address else 0.7

@@ -17,8 +17,11 @@ from bus.mapping.text import HALF_WIDTH, to_half_width, to_katakana
 from bus.rules.check_digits import corporate_number_valid
 
 VARIANT_TABLE = Path(__file__).with_name("variant_kanji.csv")
-# 〜 (WAVE DASH, what Shift_JIS decoders give for 0x8160) and ～ (what CP932 gives) are one sign
-_SIGNS = str.maketrans({"\u301c": "～", "\u2212": "－", "\u2015": "－", "\u2010": "－"})
+# 〜 (WAVE DASH, what Shift_JIS decoders give for 0x8160) and ～ (what CP932 gives) are one sign;
+# the hyphens and dashes people type between numbers (‐ ‑ ‒ – — ― − ﹣) are one hyphen
+_SIGNS = str.maketrans(
+    {"\u301c": "～", **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63", "－")}
+)
 _SPACE = re.compile(r"[\s\u3000]+")
 
 
@@ -67,8 +70,9 @@ def kana_key(text: str) -> str:
 
 # --- addresses ------------------------------------------------------------------------------
 
-_KANJI_DIGITS = {c: i for i, c in enumerate("〇一二三四五六七八九")}
-_KANJI_NUMBER = "〇一二三四五六七八九十百千"
+# 零 and ○ (a circle typed for 〇: 一○二番地) are 0 too
+_KANJI_DIGITS = {c: i for i, c in enumerate("〇一二三四五六七八九")} | {"零": 0, "○": 0}
+_KANJI_NUMBER = "〇零○一二三四五六七八九十百千"
 _UNIT = r"(?:丁目|番地|番|号|の|-|－)"
 _NUMBER_IN_ADDRESS = re.compile(rf"([{_KANJI_NUMBER}]+)(?={_UNIT}|$)")
 _PREFIX = re.compile(r"^(?:.{2,3}?[都道府県])?(?:[^0-9]{1,4}?郡)?")
@@ -138,14 +142,14 @@ _HAS_KANJI_NUMBER = re.compile(f"[{_KANJI_NUMBER}]")
 
 # --- corporations ---------------------------------------------------------------------------
 
-_CORPORATE_FORMS = {
-    "株式会社": ("㈱", "(株)", "（株）"),
-    "有限会社": ("㈲", "(有)", "（有）"),
-    "合同会社": ("(同)", "（同）"),
-    "合名会社": ("㈴", "(名)", "（名）"),
-    "合資会社": ("㈾", "(資)", "（資）"),
-    "一般社団法人": ("(一社)", "（一社）"),
-    "一般財団法人": ("(一財)", "（一財）"),
+_CORPORATE_FORMS = {  # the form and how else it is written (kana: ｶﾌﾞｼｷｶﾞｲｼｬ once widened)
+    "株式会社": ("㈱", "(株)", "（株）", "カブシキガイシャ", "カブシキカイシャ"),
+    "有限会社": ("㈲", "(有)", "（有）", "ユウゲンガイシャ", "ユウゲンカイシャ"),
+    "合同会社": ("(同)", "（同）", "ゴウドウガイシャ", "ゴウドウカイシャ"),
+    "合名会社": ("㈴", "(名)", "（名）", "ゴウメイガイシャ", "ゴウメイカイシャ"),
+    "合資会社": ("㈾", "(資)", "（資）", "ゴウシガイシャ", "ゴウシカイシャ"),
+    "一般社団法人": ("(一社)", "（一社）", "イッパンシャダンホウジン"),
+    "一般財団法人": ("(一財)", "（一財）", "イッパンザイダンホウジン"),
 }
 _CORPORATE_NUMBER = re.compile(r"(?<![0-9])([0-9]{13})(?![0-9])")
 _NUMBER_NOTE = re.compile(r"[（(]?(?:法人番号|会社法人等番号)?[:：]?[0-9\-－]{12,16}[)）]?")

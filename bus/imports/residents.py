@@ -27,6 +27,7 @@ from bus.catalogue import NS_STANDARD
 from bus.errors import make_finding
 from bus.imports.encoding import UTF8, detect_encoding
 from bus.imports.normalize import address_key, corporation, kana_key, name_key
+from bus.mapping.text import to_half_width
 from bus.pipeline import Finding
 from bus.store.models import StoredMessage
 
@@ -229,22 +230,64 @@ def _refused(code: str, actual: str, expected: str = "") -> ExtractRefused:
     return ExtractRefused(make_finding(code, path="/residents", actual=actual, expected=expected))
 
 
+_CODES = {  # the coded columns: their values (empty: the first)
+    "住民種別": ("1", "2", "3"),
+    "住民状態": ("1", "2", "3", "4", "5"),
+}
+_ITEMS = {  # a column → its catalogue item, for the English message
+    "宛名番号": "addresseeNumber",
+    "住民種別": "residentType",
+    "住民状態": "residentStatus",
+}
+
+
 def _extract_rows(rows: csv.DictReader[str]) -> Iterator[Resident]:
     missing = [c for c in REQUIRED_COLUMNS if c not in (rows.fieldnames or ())]
     if missing:
         header = ",".join(rows.fieldnames or ())
         raise _refused("RK-IMP008", header, expected=", ".join(missing))
     for row in rows:
-        # a short row's missing cells are None
+        line = rows.line_num
+        # a short row's missing cells are None; codes and numbers in either width. Without
+        # its 宛名番号 a row would be matched (一致) to no one: refused. An empty 氏名 matches
+        # no owner, so it may stay.
+        number = _plain(row["宛名番号"])
+        if not number:
+            raise _bad_cell(line, "宛名番号", '""', '≠ ""')
+        codes = {
+            column: _plain(row.get(column)) or allowed[0] for column, allowed in _CODES.items()
+        }
+        for column, value in codes.items():
+            if value not in _CODES[column]:
+                raise _bad_cell(line, column, f'"{value}"', ", ".join(_CODES[column]))
         yield resident(
-            row["宛名番号"] or "",
+            number,
             row["氏名"] or "",
             row.get("氏名カナ") or "",
             row.get("住所") or "",
-            row.get("住民種別") or "1",
-            row.get("住民状態") or "1",
-            row.get("法人番号") or "",
+            codes["住民種別"],
+            codes["住民状態"],
+            _plain(row.get("法人番号")).replace("-", ""),
         )
+
+
+def _plain(cell: str | None) -> str:
+    """A code or number cell as ASCII without spaces (３ → 3, ４０１１-００１０ → 4011-0010)."""
+    return "".join(to_half_width(cell or "").split())
+
+
+def _bad_cell(line: int, column: str, actual: str, expected: str) -> ExtractRefused:
+    """A row the extract cannot be loaded with; the message names the cell, never a name."""
+    finding = make_finding(
+        "RK-IMP016",
+        path="/residents",
+        item=_ITEMS[column],
+        name_ja=column,
+        line=line,
+        actual=actual,
+        expected=expected,
+    )
+    return ExtractRefused(finding)
 
 
 def _from_notice(body: bytes) -> Resident:
