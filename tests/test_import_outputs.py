@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from lxml import etree
 from openpyxl import Workbook, load_workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.utils.exceptions import IllegalCharacterError
 from openpyxl.writer.excel import ExcelWriter
 
@@ -37,12 +39,23 @@ OTHERS: list[Any] = [None, 0, 12, -3.5, 1e20, True]
 
 
 def _stock_sheet(path: Path, rows: list[list[Any]]) -> None:
+    """The sheet stock openpyxl writes, but text kept text: ``=…`` and ``#N/A`` as strings,
+    not the formula and the error openpyxl makes of them."""
     book = Workbook(write_only=True)
     sheet = book.create_sheet("評価変更リスト")
     sheet.append(list(LIST_COLUMNS))
     for row in rows:
-        sheet.append(row)
+        sheet.append([_text_cell(sheet, value) for value in row])
     book.save(path)
+
+
+def _text_cell(sheet: Any, value: Any) -> Any:
+    formula = isinstance(value, str) and len(value) > 1 and value[0] == "="
+    if not formula and value not in ERROR_CODES:
+        return value  # (a cell made here would raise on a control character outside append)
+    cell = WriteOnlyCell(sheet, value)
+    cell.data_type = "s"
+    return cell
 
 
 def _canonical(path: Path) -> bytes:
@@ -114,9 +127,41 @@ def _sheet(path: Path) -> bytes:
 
 def test_plain_rows_are_only_text_openpyxl_keeps_as_it_is() -> None:
     assert plain_row(["a", None, "", " b "]) and plain_row([])
-    for value in ["=A1", "#DIV/0!", "x" * 32_768, "bell\x07", "\uffff", 3, 1.5, b"x"]:
+    for value in ["x" * 32_768, "bell\x07", "\uffff", 3, 1.5, b"x"]:
         assert not plain_row(["a", value]), value
-    assert plain_row(["=", "#", "x" * 32_767])
+    assert plain_row(["=", "#", "x" * 32_767, "=A1", "#DIV/0!"])
+
+
+@pytest.mark.parametrize("stock", [False, True])
+def test_text_that_looks_like_a_formula_stays_text_in_the_xlsx(tmp_path: Path, stock: bool) -> None:
+    """A 所在 or a name is data: never a formula or an error cell when staff open the list,
+    in a plain row and in a row that goes openpyxl's way (a number in it)."""
+    hostile = ['=HYPERLINK("http://example.invalid","x")', "#N/A", "=1+1", "+1+1", "@SUM(A1)"]
+    write_xlsx(tmp_path / "list.xlsx", iter([[*hostile, *([0] if stock else [])]]))
+    row = next(load_workbook(tmp_path / "list.xlsx")["評価変更リスト"].iter_rows(min_row=2))
+    assert [(c.value, c.data_type) for c in row[:5]] == [(v, "s") for v in hostile]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp932"])
+def test_text_that_looks_like_a_formula_is_quoted_in_the_csv(tmp_path: Path, encoding: str) -> None:
+    cells = ["=1+1", "+81", "-2+3", "@SUM(A1)", "\t=1", "=", "-", "1-2", "a=b", 7, None]
+    write_csv(tmp_path / "out.csv", ["a"], [cells], encoding)
+    codec = "utf-8-sig" if encoding == "utf-8" else "cp932"
+    with (tmp_path / "out.csv").open(encoding=codec, newline="") as handle:
+        read = list(csv.reader(handle))
+    assert read[1] == [
+        "'=1+1",
+        "'+81",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\t=1",
+        "=",
+        "-",
+        "1-2",
+        "a=b",
+        "7",
+        "",
+    ]
 
 
 def test_a_row_checked_at_once_is_checked_cell_by_cell() -> None:
@@ -170,6 +215,11 @@ def test_csv_cells_are_their_text(tmp_path: Path, encoding: str) -> None:
         writer.writerow(["a"])
         for row in rows:
             cells = ["" if c is None else str(c) for c in row]
+            # text Excel would run as a formula: after an apostrophe (numbers are not text)
+            cells = [
+                f"'{c}" if isinstance(v, str) and len(c) > 1 and c[0] in "=+-@\t\r" else c
+                for c, v in zip(cells, row, strict=True)
+            ]
             if encoding == "cp932":
                 cells = [c.translate(signs) for c in cells]
             writer.writerow(cells)

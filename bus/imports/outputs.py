@@ -24,7 +24,6 @@ from typing import Any
 from zipfile import ZIP_DEFLATED, ZipFile
 
 from openpyxl import Workbook
-from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from openpyxl.worksheet._writer import WorksheetWriter
@@ -68,10 +67,31 @@ class CsvOut:
         self._writer.writerow(header)
 
     def row(self, row: Iterable[Any]) -> None:
-        """None is written empty, anything else as its ``str`` (what :mod:`csv` does)."""
+        """None is written empty, anything else as its ``str`` (what :mod:`csv` does), text
+        that Excel would run as a formula after an apostrophe (:func:`_as_text`)."""
+        cells = list(row)
+        try:
+            joined = "\x1f".join(cells)
+        except TypeError:  # None or not text in the row
+            joined = None
+        if joined is None or _MAYBE_FORMULA.search(joined):
+            cells = [_as_text(c) for c in cells]
         if self._cp932:
-            row = ["" if c is None else str(c).translate(_CP932_SIGNS) for c in row]
-        self._writer.writerow(row)
+            cells = ["" if c is None else str(c).translate(_CP932_SIGNS) for c in cells]
+        self._writer.writerow(cells)
+
+
+# text Excel takes for a formula when it opens a CSV (OWASP, "CSV injection"): a 所在 or a
+# name from the 法務局's file is data, and must never run as =HYPERLINK(…) on staff's screen
+_FORMULA_HEADS = frozenset("=+-@\t\r")
+_MAYBE_FORMULA = re.compile("(?:^|\x1f)[-=+@\t\r]")  # a row worth checking cell by cell
+
+
+def _as_text(cell: Any) -> Any:
+    """A text cell that starts as a formula would, kept as text by a leading apostrophe."""
+    if type(cell) is str and len(cell) > 1 and cell[0] in _FORMULA_HEADS:
+        return "'" + cell
+    return cell
 
 
 @contextmanager
@@ -181,17 +201,14 @@ _MAX_TEXT = 32_767
 
 
 def plain_row(row: Sequence[Any]) -> bool:
-    """Only text (or empty) cells that openpyxl would store as they are, as inline strings:
-    no formula (``=…``), error code (``#N/A``), overlong or control-character text."""
+    """Only text (or empty) cells that openpyxl would store as inline strings: no overlong
+    or control-character text. ``=…`` and ``#N/A`` are text here too (openpyxl would make
+    them a formula and an error: :meth:`PlainRowSheet._values_to_row`)."""
     try:
         text = "".join(row)  # nearly every row: its text, checked at once
     except TypeError:  # None or not text in the row
         return _plain_cells(row)
     if len(row) > _WIDEST or (len(text) > _MAX_TEXT and not _plain_cells(row)):
-        return False
-    if "=" in text and any(v[:1] == "=" and len(v) > 1 for v in row):
-        return False
-    if "#" in text and any(v in ERROR_CODES for v in row):
         return False
     return _NOT_XML.search(text) is None
 
@@ -204,8 +221,6 @@ def _plain_cells(row: Sequence[Any]) -> bool:
         if value is None:
             continue
         if type(value) is not str or len(value) > _MAX_TEXT:
-            return False
-        if (value[:1] == "=" and len(value) > 1) or value in ERROR_CODES:
             return False
     return _NOT_XML.search("".join(v for v in row if v is not None)) is None
 
@@ -260,6 +275,15 @@ class PlainRowSheet(WriteOnlyWorksheet):
 
     _writer: _RawRowWriter | None = None  # openpyxl's attribute, not in its stubs
 
+    def _values_to_row(self, values: Iterable[Any], row_idx: int) -> Iterator[Any]:
+        """openpyxl's cells of a row, text kept text: openpyxl makes ``=…`` a formula and
+        ``#N/A`` an error, and a 所在 or a name from the 法務局's file must never run as
+        ``=HYPERLINK(…)`` when staff open the list."""
+        for cell in super()._values_to_row(values, row_idx):  # type: ignore[misc]
+            if cell.data_type in ("f", "e"):
+                cell.data_type = "s"
+            yield cell
+
     def _get_writer(self) -> None:
         if self._writer is None:
             self._writer = _RawRowWriter(self)
@@ -283,7 +307,7 @@ class PlainRowSheet(WriteOnlyWorksheet):
                             writer.write_raw(xf, pending)
                     else:
                         writer.write_raw(xf, pending)
-                        cells = self._values_to_row(row, number)  # type: ignore[attr-defined]
+                        cells = self._values_to_row(row, number)
                         writer.write_row(xf, cells, number)
                     number += 1
             except GeneratorExit:
