@@ -11,6 +11,7 @@ everywhere in dispatch: receivers deduplicate by ``Renkei-Message-Id``. A failur
 from __future__ import annotations
 
 import re
+from time import monotonic
 
 from adapters.http_out.connections import ThreadConnections, target
 from adapters.http_out.wire import ProtocolError, RemoteDisconnected, Response
@@ -26,23 +27,25 @@ def exchange(
     body: bytes,
     timeout: float,
 ) -> Response | SendResult:
-    """The answer to ``POST url`` (``headers`` must hold ``Content-Length``), or why there
-    is none: permanent for a URL that is not http(s) or a header value that would split the
-    request, else a retry."""
+    """The answer to ``POST url`` (``headers`` must hold ``Content-Length``), whole within
+    ``timeout`` seconds (connect, request and answer together; a resend on a new connection
+    shares them), or why there is none: permanent for a URL that is not http(s) or a header
+    value that would split the request, else a retry."""
     try:
         where = target(url)
     except ValueError:
         return SendResult(Outcome.PERMANENT, error="endpoint url is not http(s)")
     if _LINE_BREAK.search("".join(headers.values())):
         return SendResult(Outcome.PERMANENT, error="a header value holds a line break")
+    deadline = monotonic() + timeout
     for _ in range(2):  # a second time only after a dead kept-alive connection
         connection = connections.get(where.origin)
         reused = connection.is_open
         phase = "Connect" if not reused else "Write"
         try:
-            connection.send_request(where.path, headers, body, timeout)
+            connection.send_request(where.path, headers, body, deadline, timeout)
             phase = "Read"
-            return connection.read_response()
+            return connection.read_response(deadline)
         except (BrokenPipeError, ConnectionResetError, RemoteDisconnected) as error:
             connection.close()
             if reused:

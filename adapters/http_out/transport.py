@@ -4,7 +4,8 @@ The messageId travels outside the payload (``Renkei-Message-Id``) so receivers c
 (Idempotent Receiver). Status mapping: 2xx delivered (the body is an inquiry's reply); 408 and
 429 retry, honouring ``Retry-After``; any other 4xx is permanent (the receiver refuses this
 message, retrying cannot help); 5xx, timeouts and connection errors retry. Errors carry the
-status and reason only: a response body may hold personal data and is never recorded.
+status and reason only: a response body may hold personal data and is never recorded. A body
+longer than ``wire.MAX_BODY`` is not read: a 2xx so answered is delivered without a reply.
 
 Requests go over keep-alive HTTP/1.1 connections kept per sending thread
 (:mod:`.exchange`, which also sends a request once more when a kept-alive connection turns
@@ -22,6 +23,7 @@ import httpx
 
 from adapters.http_out.connections import ThreadConnections
 from adapters.http_out.exchange import exchange
+from adapters.http_out.wire import MAX_BODY
 from adapters.outbound_headers import renkei_headers
 from bus.config.models import Endpoint
 from bus.dispatch.transport import OutboundMessage, Outcome, SendResult
@@ -34,6 +36,7 @@ USER_AGENT = "renkei"
 _REASON_CAP = 40
 _NOT_PLAIN_ASCII = re.compile(r"[^\x20-\x7e]")
 RETRYABLE_4XX = frozenset({408, 429})
+OVERSIZED = f"answer body over {MAX_BODY // (1024 * 1024)} MiB not read"
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -41,7 +44,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²" or "٣": str.isdigit takes those too
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -106,9 +109,13 @@ class HttpTransport:
         )
         if isinstance(answer, SendResult):
             return answer
-        return classify_status(
+        result = classify_status(
             answer.status, answer.reason, answer.headers.get("retry-after"), answer.body
         )
+        if answer.oversized and result.outcome is Outcome.DELIVERED:
+            # accepted, but an inquiry's reply this long is not read (the Reply stage says so)
+            return SendResult(Outcome.DELIVERED, error=OVERSIZED)
+        return result
 
     @staticmethod
     def _send_httpx(

@@ -20,7 +20,8 @@ outside the payload twice: in the SOAP header block and as ``Renkei-Message-Id``
 
 Outcomes: a SOAP Fault whose code is ``Client…`` is permanent (the system refuses this
 message); any other Fault retries. Without a Fault, HTTP statuses are classified like the HTTP
-transport's (408/429 retry honouring ``Retry-After``, other 4xx permanent, 5xx retry);
+transport's (408/429 retry honouring ``Retry-After``, other 4xx permanent, 5xx retry), except
+that a 2xx whose body is not a SOAP envelope (an HTML page) or is too long to read retries;
 timeouts and connection errors retry; a message the system's contract cannot carry is
 permanent. Errors carry codes and names only — a fault string may quote personal data.
 
@@ -43,7 +44,7 @@ from lxml import etree
 
 from adapters.http_out.connections import ThreadConnections
 from adapters.http_out.exchange import exchange
-from adapters.http_out.transport import classify_status, retry_after_seconds
+from adapters.http_out.transport import OVERSIZED, classify_status, retry_after_seconds
 from adapters.outbound_headers import renkei_headers
 from adapters.soap_out.binding import (
     BindingError,
@@ -254,6 +255,12 @@ def _answer(service: str, response: _Answer, settings: Any) -> SendResult:
         )
     if not 200 <= response.status < 300:
         return classify_status(response.status, response.reason or "", retry_after, b"")
+    if body is None and response.data.strip():
+        # accepted by something that is not the SOAP service (a proxy's login or maintenance
+        # page, a web server's index): the message did not reach the system
+        return SendResult(
+            Outcome.RETRY, error=f"HTTP {response.status} answer is not a SOAP envelope"
+        )
     if not _is_inquiry(service):
         return SendResult(Outcome.DELIVERED)
     if body is None or len(body) == 0:
@@ -364,6 +371,10 @@ class SoapTransport:
         got = exchange(self._connections, endpoint.url, headers, data, endpoint.timeout_seconds)
         if isinstance(got, SendResult):
             return got
+        if got.oversized:  # not read: neither a Fault nor a reply can be told from it
+            if 200 <= got.status < 300:
+                return SendResult(Outcome.RETRY, error=f"HTTP {got.status} {OVERSIZED}")
+            return classify_status(got.status, got.reason, got.headers.get("retry-after"), b"")
         body = _decoded(got.body, got.headers.get("content-encoding", ""))
         if body is None:
             return SendResult(Outcome.RETRY, error="connection: DecodeError")

@@ -85,7 +85,8 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 1000,
 ) -> None:
-    """Dead letters with their last error (``--json``: with the whole attempt history)."""
+    """Dead letters with why (permanent: refused by the destination; attempts / age: the
+    retry policy ran out) and their last error (``--json``: with the whole attempt history)."""
     store = _open()
     try:
         with store.sessions() as session:
@@ -108,6 +109,7 @@ def dlq_list(
         "service",
         "messageId",
         "attempts",
+        "why",
         "last error",
         ids=("id", "destination", "messageId"),
         right=("id", "attempts"),
@@ -120,6 +122,7 @@ def dlq_list(
             d.service,
             d.message_id,
             str(d.attempts),
+            d.reason or "",
             d.last_error or "",
         )
     output.print_tables(table)
@@ -134,6 +137,7 @@ def _as_json(dead: operations.DeadLetter) -> dict[str, Any]:
         "destination": dead.destination,
         "sequence": dead.sequence,
         "attempts": dead.attempts,
+        "reason": dead.reason,  # permanent | attempts | age
         "last_error": dead.last_error,
         "finished_at": dead.finished_at,  # output.print_json: ISO 8601 with the offset
         "history": [
@@ -155,15 +159,43 @@ def _act(action: str, ids: list[int], reason: str) -> None:
             wakeups = Wakeups.for_settings(Settings())
             wakeups.notify(())
             wakeups.close()
+        skipped = sorted(set(ids) - set(changed))
+        if skipped:
+            with store.sessions() as session:
+                found = operations.deliveries_at(session, skipped)
     finally:
         store.close()
-    skipped = sorted(set(ids) - set(changed))
     verb = "redelivered" if action == "redeliver" else "discarded"
     typer.echo(f"{verb}: {', '.join(map(str, changed)) or 'none'}")
     if skipped:
         for delivery in skipped:
             _report(make_finding("RK-STO006", path="/", actual=delivery))
+            typer.echo(f"  {_where(delivery, found.get(delivery))}", err=True)
         raise typer.Exit(EXIT_REFUSED)
+
+
+_STATES_JA = {
+    "pending": "配信待ち（再試行中を含む）",
+    "delivered": "配信済み",
+    "discarded": "破棄済み",
+}
+
+
+def _where(delivery: int, found: operations.DeliveryAt | None) -> str:
+    """What an operator needs to know about a delivery that is not dead: it does not exist,
+    it is still being tried, or — delivered or discarded — how to send its message again."""
+    if found is None:
+        return f"配信 {delivery} はありません / there is no delivery {delivery} (renkei dlq list)"
+    line = (
+        f"配信 {delivery} は{_STATES_JA.get(found.state, found.state)}です / "
+        f"delivery {delivery} is {found.state}"
+    )
+    if found.state == "pending":
+        return line
+    return (
+        f"{line}; 再送 / to send it again: renkei messages replay {found.message_id} "
+        f"--tenant {found.tenant} --to {found.destination} --reason …"
+    )
 
 
 @dlq_app.command("redeliver")

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from bus.store.admin_audit import record_admin_action
 from bus.store.audit import append_audit
 from bus.store.models import (
+    AuditRecord,
     Delivery,
     DeliveryAttempt,
     DeliveryState,
@@ -48,6 +49,9 @@ class DeadLetter:
     last_error: str | None
     finished_at: datetime | None
     history: tuple[AttemptRecord, ...]
+    # why it is dead, as its ``dead`` audit record says: "permanent" (the destination refused
+    # it), "attempts" or "age" (the retry policy ran out while it kept failing)
+    reason: str | None = None
 
 
 def list_dead(
@@ -81,6 +85,7 @@ def list_dead(
             history.setdefault(a.delivery_id, []).append(
                 AttemptRecord(a.attempt, a.at, a.outcome, a.error)
             )
+    reasons = _dead_reasons(session, {message_id for _, message_id, _ in rows})
     return [
         DeadLetter(
             id=delivery.id,
@@ -93,9 +98,54 @@ def list_dead(
             last_error=delivery.last_error,
             finished_at=delivery.finished_at,
             history=tuple(history.get(delivery.id, ())),
+            reason=reasons.get(delivery.id),
         )
         for delivery, message_id, service in rows
     ]
+
+
+def _dead_reasons(session: Session, message_ids: set[str]) -> dict[int, str]:
+    """Delivery id → the reason of its latest ``dead`` audit record (the worker's)."""
+    if not message_ids:
+        return {}
+    records = session.scalars(
+        select(AuditRecord.detail)
+        .where(AuditRecord.message_id.in_(sorted(message_ids)), AuditRecord.event == "dead")
+        .order_by(AuditRecord.id)
+    )
+    return {
+        detail["delivery"]: detail["reason"]
+        for detail in records
+        if isinstance(detail.get("delivery"), int) and isinstance(detail.get("reason"), str)
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAt:
+    """Where a delivery is: its state, message and destination."""
+
+    id: int
+    state: str
+    message_id: str
+    tenant: str
+    destination: str
+
+
+def deliveries_at(session: Session, ids: Sequence[int]) -> dict[int, DeliveryAt]:
+    """The deliveries among ``ids`` that exist (to tell an operator why one was not acted
+    on: unknown, or not dead)."""
+    rows = session.execute(
+        select(
+            Delivery.id,
+            Delivery.state,
+            StoredMessage.message_id,
+            Delivery.tenant,
+            Delivery.destination,
+        )
+        .join(StoredMessage, StoredMessage.id == Delivery.message_pk)
+        .where(Delivery.id.in_(list(ids)))
+    )
+    return {row.id: DeliveryAt(*row) for row in rows}
 
 
 def _dead(session: Session, ids: Sequence[int]) -> list[tuple[Delivery, str]]:

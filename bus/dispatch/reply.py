@@ -103,6 +103,9 @@ class ReplyStage:
         if result.outcome is Outcome.RETRY:
             message.add_findings([_finding("RK-RPL001", provider, result.error)])
             return message
+        if result.reply is None and result.error:  # accepted, but the answer was not read
+            message.add_findings([_finding("RK-RPL002", provider, result.error)])
+            return message
         data, problem = _standard_reply(provider, envelope.service, result.reply or b"")
         reply, problem = self._reply(message, data) if problem is None else (None, problem)
         if reply is None:

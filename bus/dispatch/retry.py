@@ -3,7 +3,8 @@
 Full jitter (a uniform delay in ``[0, min(max_delay, base·2ⁿ⁻¹)]``) spreads a burst of failed
 deliveries so a recovering receiver is not hit by all of them at once. A transport's
 ``retry_after_seconds`` (HTTP ``Retry-After``) is a floor on the delay. No attempt is
-scheduled past ``first_attempt_at + max_age``: the last one happens at that deadline.
+scheduled past ``first_attempt_at + max_age``: the last one happens at that deadline — also
+when a destination asks for a wait beyond it (a date centuries ahead, a 30-digit number).
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def decide(
     deadline = first_attempt_at + policy.max_age
     if now >= deadline:
         return RetryDecision(dead=True, next_attempt_at=None, reason="age")
+    left = (deadline - now).total_seconds()
     delay = backoff(policy, attempts, rng)
     if retry_after_seconds is not None:
-        delay = max(delay, timedelta(seconds=max(retry_after_seconds, 0.0)))
+        # capped before it becomes a timedelta: a destination's wait of 10²⁰ s must not
+        # overflow (and fail the worker's whole round), it means "at the age limit"
+        delay = max(delay, timedelta(seconds=min(max(retry_after_seconds, 0.0), left)))
     return RetryDecision(dead=False, next_attempt_at=min(now + delay, deadline))
