@@ -955,6 +955,22 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "The message store cannot be written ({actual}); free space in the data directory."
         " The hub recovers by itself once a write succeeds.",
     ),
+    (
+        "RK-OPS008",
+        E,
+        "このデータベースは renkei のメッセージストアではありません（{actual}）。何も変更していません。"
+        "RENKEI_DATABASE_URL / RENKEI_DATA_DIR が空のデータベースか renkei のストアを指すようにしてください。",
+        "This database is not a renkei message store ({actual}); nothing was changed. Point"
+        " RENKEI_DATABASE_URL / RENKEI_DATA_DIR at an empty database or a renkei store.",
+    ),
+    (
+        "RK-OPS009",
+        E,
+        "メッセージストアのスキーマ（{actual}）がこの renkei（{expected} まで）より新しい版のものです。"
+        "このホストの renkei を更新してください。何も変更していません。",
+        "The message store's schema ({actual}) is newer than this renkei knows (up to"
+        " {expected}); upgrade renkei on this host. Nothing was changed.",
+    ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (
         "RK-CON001",

@@ -5,7 +5,9 @@ arriving (workers poll as a fallback). ``memory://`` (the embedded default) is a
 inside this process: every :class:`Wakeups` with that URL shares one signal, without kombu's
 polling virtual transport. Any other kombu URL (``amqp://…``) publishes to a fanout exchange;
 each :class:`Wakeups` consumes an exclusive auto-delete queue bound to it on a background
-thread, so every worker process wakes.
+thread, so every worker process wakes. Publishing too runs on a thread of its own
+(:class:`_Publisher`): ``notify`` never waits for the broker, so a broker that hangs or is
+unreachable costs the ingest that notified nothing (it cost each grouped commit 2 s).
 
 Without a broker, the processes of one machine on one store (``renkei serve``'s HTTP
 processes and its dispatch process, a ``renkei import``) reach each other over a *machine
@@ -23,6 +25,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -142,10 +145,12 @@ class Wakeups:
             EXCHANGE_NAME, type="fanout", durable=False, auto_delete=False
         )
         self._publish_lock = threading.Lock()
-        self._producer_connection: Any = None
         self._consumer: threading.Thread | None = None
         self._ready = threading.Event()
         self._closed = threading.Event()
+        # Broker publishing happens on a thread of its own (:class:`_Publisher`): a broker
+        # that is slow or unreachable must not hold up the commit that notified.
+        self._publisher: _Publisher | None = None
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Wakeups:
@@ -155,7 +160,11 @@ class Wakeups:
     def notify(self, destinations: Iterable[str] = ()) -> None:
         self._signal.fire()  # workers of this process wake at once
         if self._remote:
-            self._publish({"destinations": sorted(set(destinations))})
+            if self._publisher is None:
+                with self._publish_lock:
+                    if self._publisher is None:
+                        self._publisher = _Publisher(self.broker_url, self._exchange)
+            self._publisher.post(destinations)
         elif self._channel is not None and self._channel not in _LISTENERS:
             self._send_to_channel(self._channel)
 
@@ -217,34 +226,11 @@ class Wakeups:
         self._closed.set()
         if self._consumer is not None:
             self._consumer.join(timeout=5)
-        with self._publish_lock:
-            if self._producer_connection is not None:
-                self._producer_connection.release()
-                self._producer_connection = None
+        if self._publisher is not None:  # what was notified last is still sent (a CLI's)
+            self._publisher.close()
+            self._publisher = None
 
     # --- broker side ----------------------------------------------------------------------
-
-    def _publish(self, body: dict[str, list[str]]) -> None:
-        with self._publish_lock:
-            try:
-                if self._producer_connection is None:
-                    self._producer_connection = _kombu.Connection(
-                        self.broker_url, connect_timeout=2
-                    )
-                producer = self._producer_connection.Producer(serializer="json")
-                producer.publish(
-                    body,
-                    exchange=self._exchange,
-                    declare=[self._exchange],
-                    retry=True,
-                    retry_policy={"max_retries": 1, "interval_start": 0.1},
-                    delivery_mode=1,
-                )
-            except Exception as error:
-                log.warning("wake-up not published: %s", type(error).__name__)
-                if self._producer_connection is not None:
-                    self._producer_connection.release()
-                    self._producer_connection = None
 
     def _start_consumer(self) -> None:
         if self._consumer is None:
@@ -283,3 +269,128 @@ class Wakeups:
 
     def _on_message(self, _body: object, _message: object) -> None:
         self._signal.fire()
+
+
+#: Seconds a publisher waits after a failed publish before it tries the broker again (doubling
+#: while it keeps failing); wake-ups notified meanwhile only wake this process's workers.
+PUBLISH_RETRY_FIRST_SECONDS = 1.0
+PUBLISH_RETRY_MAX_SECONDS = 30.0
+#: Seconds to connect to the broker (and to have a publish confirmed by the socket).
+PUBLISH_TIMEOUT_SECONDS = 2.0
+
+
+class _Publisher:
+    """Publishes a :class:`Wakeups`' notifications to the broker from a thread of its own.
+
+    ``post`` only records the destinations and returns: an ingest notifies right after its
+    commit, and a broker that does not answer (a firewall dropping packets, a broker blocked
+    by its memory alarm) held each grouped commit for the 2 s connect timeout, one group at
+    a time, while wake-ups are only hints. Notifications posted while a publish is under way
+    are merged into the next one. After a failure the broker is left alone for a while
+    (1 s, doubling to 30 s): what is posted meanwhile is dropped, as the workers' poll finds
+    the deliveries anyway. The first failure is logged once (RK-OPS002), and so is the
+    recovery."""
+
+    def __init__(self, broker_url: str, exchange: Any) -> None:
+        self._url = broker_url
+        self._exchange = exchange
+        self._lock = threading.Lock()
+        self._pending: set[str] | None = None  # None: nothing to publish
+        self._posted = threading.Event()
+        self._closing = False
+        self._connection: Any = None
+        self._retry_at = 0.0  # monotonic; no publish before
+        self._delay = PUBLISH_RETRY_FIRST_SECONDS
+        self._failing_since: float | None = None
+        self._dropped = 0
+        self._thread = threading.Thread(target=self._run, name="renkei-wakeups-out", daemon=True)
+        self._thread.start()
+
+    def post(self, destinations: Iterable[str]) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            if self._failing_since is not None and time.monotonic() < self._retry_at:
+                self._dropped += 1
+                return
+            self._pending = (self._pending or set()) | set(destinations)
+        self._posted.set()
+
+    def close(self, timeout: float = 2 * PUBLISH_TIMEOUT_SECONDS + 1) -> None:
+        """Publish what is pending (bounded by ``timeout``), then stop."""
+        with self._lock:
+            self._closing = True
+        self._posted.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._posted.wait()
+            with self._lock:
+                self._posted.clear()
+                pending, self._pending = self._pending, None
+                closing = self._closing
+            if pending is not None:
+                self._publish(sorted(pending))
+            if closing:
+                break
+        self._disconnect()
+
+    def _publish(self, destinations: list[str]) -> None:
+        try:
+            if self._connection is None:
+                self._connection = _kombu.Connection(
+                    self._url, connect_timeout=PUBLISH_TIMEOUT_SECONDS
+                )
+            producer = self._connection.Producer(serializer="json")
+            producer.publish(
+                {"destinations": destinations},
+                exchange=self._exchange,
+                declare=[self._exchange],
+                retry=True,
+                retry_policy={"max_retries": 1, "interval_start": 0.1},
+                delivery_mode=1,
+                timeout=PUBLISH_TIMEOUT_SECONDS,
+            )
+        except Exception as error:
+            self._disconnect()
+            self._failed(error)
+            return
+        self._succeeded()
+
+    def _failed(self, error: BaseException) -> None:
+        with self._lock:
+            first = self._failing_since is None
+            if first:
+                self._failing_since = time.monotonic()
+                self._delay = PUBLISH_RETRY_FIRST_SECONDS
+            else:
+                self._delay = min(self._delay * 2, PUBLISH_RETRY_MAX_SECONDS)
+            self._retry_at = time.monotonic() + self._delay
+        if first:
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            log.warning(
+                "RK-OPS002 wake-ups cannot be published to the broker (%s); the dispatch "
+                "workers find new deliveries by their poll (1 s) until it answers again",
+                reason[:200],
+            )
+
+    def _succeeded(self) -> None:
+        with self._lock:
+            since, self._failing_since = self._failing_since, None
+            dropped, self._dropped = self._dropped, 0
+        if since is not None:
+            log.warning(
+                "RK-OPS002 cleared: wake-ups are published again after %.0f s "
+                "(%d not sent meanwhile)",
+                time.monotonic() - since,
+                dropped,
+            )
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.release()
+            except Exception:  # a broken connection may fail to close: it is dropped anyway
+                log.debug("broker connection not closed cleanly")
+            self._connection = None

@@ -25,6 +25,7 @@ from time import perf_counter
 from typing import Protocol, cast
 
 from sqlalchemy import Table, bindparam, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.config.models import HubConfig, RetryPolicy, System
@@ -388,15 +389,21 @@ class Worker:
         self._stopping = stop
         if self.wakeups is not None:
             self.wakeups.start()
+        outage = _Outage(self.worker_id)
         try:
             while not stop.is_set():
                 self.beat()
                 try:
                     attempted = self.run_once()
+                except OperationalError as error:  # the database is gone, locked, refusing
+                    outage.failed(error)
+                    stop.wait(self.poll_seconds)
+                    continue
                 except Exception:
                     log.exception("worker.round_failed", worker=self.worker_id)
                     stop.wait(self.poll_seconds)
                     continue
+                outage.passed()
                 if attempted:
                     continue  # a delivered message may have released its subject's next one
                 if self.wakeups is not None:
@@ -405,6 +412,46 @@ class Worker:
                     stop.wait(self.poll_seconds)
         finally:
             self.close()
+
+
+class _Outage:
+    """A worker's rounds failing because the database does not answer (connections
+    terminated, server down, a lock or statement timeout): one coded warning when it starts
+    (RK-OPS001, the driver's reason, no traceback) and one when a round succeeds again, not a
+    traceback per round and poll. The round's deliveries keep their leases and are sent again
+    once those expire (at-least-once)."""
+
+    def __init__(self, worker_id: str) -> None:
+        self._worker_id = worker_id
+        self._since: float | None = None
+        self._rounds = 0
+
+    def failed(self, error: OperationalError) -> None:
+        self._rounds += 1
+        if self._since is not None:
+            return
+        self._since = perf_counter()
+        original = error.orig if error.orig is not None else error
+        first = str(original).splitlines()[0] if str(original) else ""
+        reason = f"{type(original).__name__}: {first}"
+        log.warning(
+            "worker.database_unavailable",
+            code="RK-OPS001",
+            worker=self._worker_id,
+            error=reason[:200],
+        )
+
+    def passed(self) -> None:
+        if self._since is None:
+            return
+        log.warning(
+            "worker.database_available",
+            code="RK-OPS001",
+            worker=self._worker_id,
+            seconds=round(perf_counter() - self._since, 1),
+            failed_rounds=self._rounds,
+        )
+        self._since, self._rounds = None, 0
 
 
 class _LeaseKeeper:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import fcntl
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bus.errors import make_finding
+from bus.pipeline import Finding
 from bus.settings import Settings
 
 if TYPE_CHECKING:
@@ -86,18 +90,88 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     yield
 
 
+class StoreOpenError(Exception):
+    """The store cannot be opened, for a reason an operator must act on: the database cannot
+    be reached (RK-OPS001), it is not a renkei store (RK-OPS008), or its schema is newer than
+    this renkei (RK-OPS009). Under the ``renkei`` CLI it is raised as a click error of the CLI
+    (:func:`_refusal`): the command prints the coded message, no traceback, and exits 2."""
+
+    exit_code = 2
+
+    def __init__(self, finding: Finding) -> None:
+        self.finding = finding
+        self.message = f"{finding.code} {finding.message_ja} / {finding.message_en}"
+        super().__init__(self.message)
+
+
+@cache
+def _cli_flavour() -> type[StoreOpenError]:
+    """:class:`StoreOpenError` that typer's command runner also treats as its own error
+    (typer ships its own copy of click, whose ``ClickException`` it catches: reached here
+    through the public ``typer.BadParameter``). Built on first need, so a process that never
+    loaded typer (the HTTP processes) does not load it for this."""
+    typer: Any = sys.modules["typer"]
+    base = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    return type("StoreOpenError", (StoreOpenError, base), {})
+
+
+def _refusal(finding: Finding) -> StoreOpenError:
+    flavour = _cli_flavour() if "typer" in sys.modules else StoreOpenError
+    return flavour(finding)
+
+
+def _reason(error: BaseException) -> str:
+    original = getattr(error, "orig", None) or error
+    first = str(original).splitlines()[0] if str(original) else ""
+    return f"{type(original).__name__}: {first}"[:200]
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the single head (no-op when it is there already).
 
     Every process opens the store, and nearly always it is at the head already: that is one
     query here. Alembic (~11 MB of a process's memory, and its environment run on every
-    start) is loaded only when there is something to migrate."""
-    if schema_version(engine) == SCHEMA_HEAD:
+    start) is loaded only when there is something to migrate. Only an empty database or an
+    older renkei store is migrated: another application's database, or a store a newer
+    renkei has migrated, is refused (:class:`StoreOpenError`) and left as it is."""
+    try:
+        version = schema_version(engine)
+    except DBAPIError as error:  # schema_version answers None for a store never migrated
+        where = engine.url.render_as_string(hide_password=True)
+        raise _refusal(
+            make_finding("RK-OPS001", path="/database", actual=f"{where}: {_reason(error)}")
+        ) from error
+    if version == SCHEMA_HEAD:
         return
     from alembic import command
 
     with _migration_lock(engine):
+        _check_migratable(engine)
         command.upgrade(_alembic_config(engine), "head")
+
+
+def _check_migratable(engine: Engine) -> None:
+    """Refuse (read under the migration lock, so another process's migration is finished) a
+    database holding tables but no renkei schema version, or a version this renkei does not
+    know (a newer renkei's)."""
+    from alembic.script import ScriptDirectory
+
+    version = schema_version(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    if version is None:
+        with engine.connect() as connection:
+            tables = sorted(set(inspect(connection).get_table_names()) - {"alembic_version"})
+        if tables:
+            shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
+            actual = f"{where}: {len(tables)} tables ({shown}), no renkei schema version"
+            raise _refusal(make_finding("RK-OPS008", path="/database", actual=actual))
+        return
+    known = {script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
+    if version not in known:
+        actual = f"{where}: {version}"
+        raise _refusal(
+            make_finding("RK-OPS009", path="/database", actual=actual, expected=SCHEMA_HEAD)
+        )
 
 
 def _alembic_config(engine: Engine) -> Config:
@@ -110,13 +184,14 @@ def _alembic_config(engine: Engine) -> Config:
 
 
 def schema_version(engine: Engine) -> str | None:
-    """The store's Alembic revision; None for a store never migrated."""
-    try:
-        with engine.connect() as connection:
+    """The store's Alembic revision; None for a store never migrated. A database that
+    cannot be reached raises (SQLAlchemy's ``OperationalError``)."""
+    with engine.connect() as connection:
+        try:
             versions = connection.execute(text("SELECT version_num FROM alembic_version"))
             found = versions.scalars().all()
-    except DBAPIError:  # no version table yet
-        return None
+        except DBAPIError:  # no version table yet
+            return None
     return found[0] if len(found) == 1 else None
 
 
@@ -138,5 +213,9 @@ class Store:
 def open_store(settings: Settings) -> Store:
     """The migrated store for these settings (any command on an empty database migrates it)."""
     engine = create_store_engine(settings)
-    migrate(engine)
+    try:
+        migrate(engine)
+    except BaseException:  # refused or failed: no connection is left open behind it
+        engine.dispose()
+        raise
     return Store(engine, session_factory(engine))
