@@ -1002,6 +1002,18 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "このアカウントへのログイン試行が多すぎます（1 分間に {limit} 回まで）。しばらく待ってから再度ログインしてください。",
         "Too many login attempts for this account (at most {limit} a minute); wait a moment and log in again.",
     ),
+    (
+        "RK-CON006",
+        E,
+        "期間の開始日 {actual} が終了日 {expected} より後です。",
+        "The start day {actual} is after the end day {expected}.",
+    ),
+    (
+        "RK-CON007",
+        E,
+        "{field_ja} に {actual} は選べません（選べるもの: {expected}）。",
+        "{actual} is not a choice for {field_en} (choices: {expected}).",
+    ),
 )
 
 _FORMAT_FIELDS = re.compile(r"{(\w+)}")

@@ -31,22 +31,27 @@ class Batch:
     errors: int
     status: str
     last_commit_at: datetime | None
+    file_name: str | None  # the imported file's name; None for a batch from before names
 
 
 def _read(path: Path) -> Batch | None:
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            columns = {column[1] for column in db.execute("pragma table_info(batch)")}
+            named = "file_name" if "file_name" in columns else "null"  # an older work file
             row = db.execute(
                 "select file_hash, tenant, encoding, cursor_line, new, duplicate, errors, status,"
-                " last_commit_at from batch"
+                f" last_commit_at, {named} from batch"
             ).fetchone()
     except sqlite3.Error:
         return None  # being created, or not a work file
     if row is None:
         return None
-    file_hash, tenant, encoding, line, new, duplicate, errors, status, at = row
+    file_hash, tenant, encoding, line, new, duplicate, errors, status, at, name = row
     when = datetime.fromisoformat(at) if at else None
-    return Batch(path.stem, file_hash, tenant, encoding, line, new, duplicate, errors, status, when)
+    return Batch(
+        path.stem, file_hash, tenant, encoding, line, new, duplicate, errors, status, when, name
+    )
 
 
 def list_batches(data_dir: Path, tenants: Collection[str] | None) -> list[Batch]:

@@ -25,6 +25,7 @@ from adapters.console.dashboard import dashboard
 from adapters.console.dates import DateRefused, day_start, parse_day
 from adapters.console.detail import console_message, message_tenants, unmask
 from adapters.console.rendering import ConsoleRoute, render
+from adapters.console.search import CURSOR, PAGE_SIZE, Cursor, search_messages
 from adapters.console.session import (
     ConsoleRefusal,
     console_state,
@@ -34,10 +35,10 @@ from adapters.console.session import (
     stated_reason,
 )
 from bus.errors import make_finding
+from bus.pipeline import Finding
 from bus.security.secret_box import SecretBox
-from bus.store.queries import MessageStatus, list_messages
+from bus.store.queries import MessageStatus
 
-SEARCH_LIMIT = 100
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 
@@ -88,9 +89,10 @@ def search_page(
     date_from: str = "",
     date_to: str = "",
     s: str = "",
+    after: str = "",
 ) -> Response:
     """Links carry every filter, the subject only sealed (a 宛名番号 in a URL would reach
-    access logs)."""
+    access logs), and a page's cursor (``after``: the last row of the page before)."""
     signed_in(request)
     query = {
         "message_id": message_id,
@@ -101,36 +103,55 @@ def search_page(
         "date_from": date_from,
         "date_to": date_to,
     }
-    return _search(request, query)
+    return _search(request, query, sealed=s, after=Cursor.parse(after) if after else None)
 
 
-def search_url(request: Request, query: dict[str, str]) -> str:
+def search_url(request: Request, query: dict[str, str], sealed: str = "") -> str:
+    """The results' URL; ``sealed``: the subject as a link already carries it (kept as it is,
+    not sealed again)."""
     params = [(name, query[name]) for name in LINK_FIELDS if query[name].strip()]
     if query["subject"].strip():
-        params.append((SEALED_SUBJECT, seal_subject(request, query["subject"].strip())))
+        params.append((SEALED_SUBJECT, sealed or seal_subject(request, query["subject"].strip())))
     return f"/console/messages?{urlencode(params)}" if params else "/console/messages"
+
+
+def _refused(query: dict[str, str]) -> Finding | None:
+    """What makes the form unsearchable: an unreadable day (RK-CON004), a start after the
+    end (RK-CON006), a status that is none of the statuses (RK-CON007)."""
+    try:
+        first, last = parse_day(query["date_from"]), parse_day(query["date_to"])
+    except DateRefused as refused:
+        return refused.finding
+    if first and last and first > last:
+        typed = query["date_from"].strip()[:40], query["date_to"].strip()[:40]
+        return make_finding("RK-CON006", path="/date_from", actual=typed[0], expected=typed[1])
+    if query["status"] and query["status"] not in set(MessageStatus):
+        choices = ", ".join(MessageStatus)
+        return make_finding(
+            "RK-CON007", path="/status", actual=query["status"][:40], expected=choices
+        )
+    return None
 
 
 @router.post("/console/messages")
 async def search_posted(request: Request) -> Response:
     """The search form is POSTed (the subject it may hold stays out of URLs) and answered
     with a redirect to the results (Post/Redirect/Get), so that the browser's back button
-    returns to them; a form with an unreadable date is shown again with the finding."""
+    returns to them; a form that cannot be searched is shown again with the finding."""
     form = await posted_form(request)
     query = {name: form.one(name) for name in SEARCH_FIELDS}
     await run_in_threadpool(signed_in, request)
-    try:
-        for typed in (query["date_from"], query["date_to"]):
-            parse_day(typed)
-    except DateRefused:
+    if _refused(query) is not None:
         return await run_in_threadpool(_search, request, query)
     return RedirectResponse(search_url(request, query), status_code=303)
 
 
-def _search(request: Request, query: dict[str, str]) -> Response:
+def _search(
+    request: Request, query: dict[str, str], sealed: str = "", after: Cursor | None = None
+) -> Response:
     operator = signed_in(request)
     index = config_index(request)
-    tenant, status = query["tenant"], query["status"]
+    tenant = query["tenant"]
     if tenant:
         require_view(operator, tenant)
     page: dict[str, Any] = {
@@ -138,28 +159,36 @@ def _search(request: Request, query: dict[str, str]) -> Response:
         "services": sorted({route.service for route in index.config.routes}),
         "tenants": visible_tenants(operator, index),
         "statuses": [s.value for s in MessageStatus],
-        "limit": SEARCH_LIMIT,
+        "limit": PAGE_SIZE,
     }
-    try:
-        first, last = parse_day(query["date_from"]), parse_day(query["date_to"])
-    except DateRefused as refused:  # the form again, as typed, with what to correct
-        return render(
-            request, "messages.html", status=400, found=[], finding=refused.finding, **page
-        )
+    finding = _refused(query)
+    if finding is not None:  # the form again, as typed, with what to correct
+        return render(request, "messages.html", status=400, found=[], finding=finding, **page)
+    first, last = parse_day(query["date_from"]), parse_day(query["date_to"])
     with hub_of(request).store.sessions() as session:
-        found = list_messages(
+        result = search_messages(
             session,
             tenants=tenant_scope(operator),
             tenant=tenant or None,
             message_id=query["message_id"].strip() or None,
             service=query["service"] or None,
             subject=query["subject"].strip() or None,
-            status=MessageStatus(status) if status in set(MessageStatus) else None,
+            status=MessageStatus(query["status"]) if query["status"] else None,
             since=day_start(first) if first else None,
             until=day_start(last + timedelta(days=1)) if last else None,
-            limit=SEARCH_LIMIT,
+            after=after,
         )
-    return render(request, "messages.html", found=found, finding=None, **page)
+    here = search_url(request, query, sealed)
+    joiner = "&" if "?" in here else "?"
+    return render(
+        request,
+        "messages.html",
+        found=result.found,
+        finding=None,
+        first_page=here if after else None,
+        next_page=f"{here}{joiner}{CURSOR}={result.next.token()}" if result.next else None,
+        **page,
+    )
 
 
 def _detail_page(request: Request, tenant: str, message_id: str, clear: str | None) -> Response:

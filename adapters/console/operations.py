@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter
 from sqlalchemy import func, select
@@ -48,18 +49,71 @@ def _done(request: Request) -> tuple[str, int] | None:
     return (key, int(count)) if key in DONE_KEYS and count.isdigit() else None
 
 
+#: The most dead letters one page shows (the page says how many there are in all).
+DEAD_SHOWN = 1000
+
+
+def _dead_counts(session: Session, scope: frozenset[str] | None) -> dict[str, int]:
+    """The operator's dead letters per destination."""
+    query = select(Delivery.destination, func.count()).where(
+        Delivery.state == DeliveryState.DEAD.value
+    )
+    if scope is not None:
+        query = query.where(Delivery.tenant.in_(sorted(scope)))
+    rows = session.execute(query.group_by(Delivery.destination))
+    return {destination: int(count) for destination, count in rows}
+
+
+def _first_dead(
+    session: Session, scope: frozenset[str] | None, destination: str | None
+) -> list[operations.DeadLetter]:
+    """The first ``DEAD_SHOWN`` of the operator's dead letters (oldest first). The first of
+    all tenants together are among each tenant's first."""
+    if scope is None:
+        return operations.list_dead(session, destination=destination, limit=DEAD_SHOWN)
+    every = [
+        dead
+        for tenant in sorted(scope)
+        for dead in operations.list_dead(
+            session, tenant=tenant, destination=destination, limit=DEAD_SHOWN
+        )
+    ]
+    return sorted(every, key=lambda dead: dead.id)[:DEAD_SHOWN]
+
+
 @router.get("/console/dead-letters")
-def dead_letters_page(request: Request) -> Response:
+def dead_letters_page(request: Request, destination: str = "") -> Response:
+    """At most ``DEAD_SHOWN`` at once, with how many there are in all; filtered by
+    destination system to work through a larger backlog (an unknown one: RK-CON007)."""
     operator = signed_in(request)
     scope = tenant_scope(operator)
+    seen = {system.id for system in _systems_seen_by(request, operator)}
     with hub_of(request).store.sessions() as session:
-        if scope is None:
-            dead = operations.list_dead(session)
+        counts = _dead_counts(session, scope)
+        choices = sorted(seen | counts.keys())
+        if destination and destination not in choices:
+            finding = make_finding(
+                "RK-CON007",
+                path="/destination",
+                actual=destination[:40],
+                expected=", ".join(choices),
+            )
+            dead, total = [], 0
         else:
-            dead = [
-                d for tenant in sorted(scope) for d in operations.list_dead(session, tenant=tenant)
-            ]
-    return render(request, "dead_letters.html", dead=dead, done=_done(request))
+            finding = None
+            dead = _first_dead(session, scope, destination or None)
+            total = counts.get(destination, 0) if destination else sum(counts.values())
+    return render(
+        request,
+        "dead_letters.html",
+        status=400 if finding else 200,
+        finding=finding,
+        dead=dead,
+        total=total,
+        destination=destination if finding is None else "",
+        choices=[(choice, counts.get(choice, 0)) for choice in choices],
+        done=_done(request),
+    )
 
 
 _MAX_KEY = 2**63 - 1  # the largest key a database holds (a larger one overflows the query)
@@ -98,7 +152,9 @@ async def dead_letters_action(request: Request) -> Response:
     ids = _delivery_ids(form.all("delivery"))
     reason = stated_reason(form)
     count = await run_in_threadpool(_act_on_dead, request, operator, action, ids, reason)
-    return RedirectResponse(f"/console/dead-letters?done={action}&n={count}", status_code=303)
+    params = {"destination": form.one("destination")} if form.one("destination") else {}
+    query = urlencode({**params, "done": action, "n": count})
+    return RedirectResponse(f"/console/dead-letters?{query}", status_code=303)
 
 
 def _destination_rows(

@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -60,6 +60,7 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["plain_json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    env.filters["thousands"] = lambda number: f"{number:,}"  # 1,205
     return env
 
 
@@ -85,6 +86,21 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     return HTMLResponse(html, status_code=status)
 
 
+HOME = "/console/"
+
+
+def came_from(request: Request) -> str:
+    """The console page the request came from (its ``Referer``), as a path on this site, for
+    an error page's 戻る; the dashboard when there is none or it is not one of ours (another
+    site, another part of the hub, a scheme-relative ``//host`` path): never a link off
+    the console."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    # the host only (behind a TLS proxy the hub sees http): the link is a path in any case
+    if referer.netloc != request.url.netloc or not referer.path.startswith(HOME):
+        return HOME
+    return referer.path + (f"?{referer.query}" if referer.query else "")
+
+
 def _refusal_page(request: Request, refusal: ConsoleRefusal) -> Response:
     return render(
         request,
@@ -92,6 +108,7 @@ def _refusal_page(request: Request, refusal: ConsoleRefusal) -> Response:
         status=refusal.status,
         status_code=refusal.status,
         finding=refusal.finding,
+        back=came_from(request),
     )
 
 

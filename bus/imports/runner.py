@@ -147,7 +147,9 @@ class NoticeImport:
         # --out last (only RK-IMP013 after it): a refused import leaves no folder behind
         self.created = prepare_out(options.out_dir) if options.out_dir is not None else []
         try:
-            self.worklist = Worklist(work, digest, options.tenant, self.encoding)
+            self.worklist = Worklist(
+                work, digest, options.tenant, self.encoding, file_name=options.path.name
+            )
         except BaseException:
             remove_created(self.created)
             raise

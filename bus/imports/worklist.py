@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, TextIO
 
 from bus.errors import make_finding
@@ -24,7 +24,7 @@ SCHEMA = """
 create table if not exists batch (
   id integer primary key check (id = 1), file_hash text, tenant text, encoding text,
   cursor_offset integer, cursor_line integer, new integer, duplicate integer, errors integer,
-  status text, last_commit_at text, pass_started_at text);
+  status text, last_commit_at text, pass_started_at text, file_name text);
 create table if not exists rows (
   line integer, seq integer, oaza text, lot text, receipt text, key text, cells text);
 create table if not exists errors (
@@ -66,7 +66,17 @@ class ErrorRow:
 
 
 class Worklist:
-    def __init__(self, path: Path, file_hash: str, tenant: str, encoding: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        file_hash: str,
+        tenant: str,
+        encoding: str,
+        *,
+        file_name: str | None = None,
+    ) -> None:
+        """``file_name``: the imported file's name, kept for the console (its last part only,
+        never the folders it was in); a batch imported again under another name takes it."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = _exclusive(path.with_name(path.name + ".lock"))
@@ -75,6 +85,9 @@ class Worklist:
         columns = {row[1] for row in self._db.execute("pragma table_info(batch)")}
         if "pass_started_at" not in columns:  # a work file from before the column
             self._db.execute("alter table batch add column pass_started_at text")
+        if "file_name" not in columns:  # a work file from before the column (name unknown)
+            self._db.execute("alter table batch add column file_name text")
+        name = PureWindowsPath(file_name).name[:255] if file_name else None  # / and \ both
         found = self._db.execute(
             "select cursor_offset, cursor_line, new, duplicate, errors, status, last_commit_at,"
             " pass_started_at from batch"
@@ -86,10 +99,13 @@ class Worklist:
             self.state = BatchState(last_commit_at=now, pass_started_at=now)
             with self._db:
                 self._db.execute(
-                    "insert into batch values (1, ?, ?, ?, 0, 1, 0, 0, 0, ?, ?, ?)",
-                    (file_hash, tenant, encoding, RUNNING, now.isoformat(), now.isoformat()),
+                    "insert into batch values (1, ?, ?, ?, 0, 1, 0, 0, 0, ?, ?, ?, ?)",
+                    (file_hash, tenant, encoding, RUNNING, now.isoformat(), now.isoformat(), name),
                 )
         else:
+            if name is not None:
+                with self._db:
+                    self._db.execute("update batch set file_name = ?", (name,))
             offset, line, new, duplicate, errors, status = found[:6]
             commit, started = (datetime.fromisoformat(t) if t else None for t in found[6:])
             self.state = BatchState(offset, line, new, duplicate, errors, status, commit, started)

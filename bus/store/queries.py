@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from lxml import etree
-from sqlalchemy import ColumnElement, and_, exists, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, not_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.catalogue import NS_ENVELOPE, Catalogue, load_catalogue
@@ -143,7 +143,56 @@ def list_messages(
 ) -> list[MessageSummary]:
     """The newest messages first, filtered. ``tenants``: only these (the tenants an operator
     may see); ``since`` inclusive, ``until`` exclusive."""
-    query = select(StoredMessage).order_by(StoredMessage.received_at.desc(), StoredMessage.id)
+    query = _messages_query(
+        tenant, service, status, since, tenants, message_id, subject, until, after=None
+    )
+    return _summaries(session, list(session.scalars(query.limit(limit))))
+
+
+MessageKey = tuple[datetime, int]  # a message's place in the order: received_at, its row key
+
+
+def page_messages(
+    session: Session,
+    *,
+    after: MessageKey | None,
+    limit: int,
+    tenant: str | None = None,
+    service: str | None = None,
+    status: MessageStatus | None = None,
+    since: datetime | None = None,
+    tenants: Collection[str] | None = None,
+    message_id: str | None = None,
+    subject: str | None = None,
+    until: datetime | None = None,
+) -> tuple[list[MessageSummary], MessageKey | None]:
+    """:func:`list_messages` a page at a time: the messages after ``after`` in its order
+    (keyset pagination: a page deep in a large store costs what the first does, and messages
+    arriving meanwhile shift nothing), and the key to ask the next page after (None: the
+    last page)."""
+    query = _messages_query(
+        tenant, service, status, since, tenants, message_id, subject, until, after=after
+    )
+    rows = list(session.scalars(query.limit(limit + 1)))
+    more, rows = len(rows) > limit, rows[:limit]
+    last = (utc(rows[-1].received_at), rows[-1].id) if more else None
+    return _summaries(session, rows), last
+
+
+def _messages_query(
+    tenant: str | None,
+    service: str | None,
+    status: MessageStatus | None,
+    since: datetime | None,
+    tenants: Collection[str] | None,
+    message_id: str | None,
+    subject: str | None,
+    until: datetime | None,
+    *,
+    after: MessageKey | None,
+) -> Select[StoredMessage]:
+    received = StoredMessage.received_at
+    query = select(StoredMessage).order_by(received.desc(), StoredMessage.id)
     if tenants is not None:
         query = query.where(StoredMessage.tenant.in_(sorted(tenants)))
     if tenant:
@@ -153,14 +202,20 @@ def list_messages(
     if subject:
         query = query.where(StoredMessage.subject == subject)
     if until:
-        query = query.where(StoredMessage.received_at < utc(until))
+        query = query.where(received < utc(until))
     if service:
         query = query.where(StoredMessage.service == service)
     if status:
         query = query.where(_status_clause(status))
     if since:
-        query = query.where(StoredMessage.received_at >= utc(since))
-    rows = list(session.scalars(query.limit(limit)))
+        query = query.where(received >= utc(since))
+    if after:
+        at, pk = utc(after[0]), after[1]
+        query = query.where(or_(received < at, and_(received == at, StoredMessage.id > pk)))
+    return query
+
+
+def _summaries(session: Session, rows: list[StoredMessage]) -> list[MessageSummary]:
     states: dict[int, list[str]] = {row.id: [] for row in rows}
     if rows:
         for pk, state in session.execute(
