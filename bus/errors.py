@@ -1014,6 +1014,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "{field_ja} に {actual} は選べません（選べるもの: {expected}）。",
         "{actual} is not a choice for {field_en} (choices: {expected}).",
     ),
+    (
+        "RK-CON008",
+        E,
+        "この端末からのログイン失敗が多すぎます（1 分間に {limit} 回まで）。しばらく待ってから再度ログインしてください。",
+        "Too many failed logins from this address (at most {limit} a minute); wait a moment and log in again.",
+    ),
 )
 
 _FORMAT_FIELDS = re.compile(r"{(\w+)}")

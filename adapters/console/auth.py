@@ -24,6 +24,7 @@ from adapters.console.session import (
 )
 from bus.config.models import RateLimit
 from bus.errors import make_finding
+from bus.pipeline import Finding
 from bus.security.operators import OperatorError, authenticate
 from bus.security.rate_limit import RateLimiter
 
@@ -33,6 +34,9 @@ _STATIC_NAME = re.compile(r"^[a-z][a-z0-9_-]*\.(css|js|svg)$")
 _MEDIA = {"css": "text/css", "js": "text/javascript", "svg": "image/svg+xml"}
 #: Login attempts per account and minute (counted in the database, for every hub process).
 LOGIN_LIMIT = RateLimit(per_minute=10)
+#: Failed logins per client address and minute, whatever the accounts: one password tried
+#: against many accounts (password spraying) meets no account's limit.
+FAILED_LOGINS_PER_ADDRESS = RateLimit(per_minute=20)
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
@@ -43,6 +47,23 @@ def login_throttled(request: Request, username: str) -> int | None:
     account = hashlib.sha256(username.strip().lower().encode("utf-8")).hexdigest()[:32]
     limiter = RateLimiter(hub_of(request).store.sessions)
     return limiter.admit(f"login:{account}", LOGIN_LIMIT)  # ':' is in no system id
+
+
+def _address_key(request: Request) -> str:
+    address = request.client.host if request.client else ""
+    return "from:" + hashlib.sha256(address.encode("utf-8")).hexdigest()[:32]
+
+
+def address_throttled(request: Request) -> int | None:
+    """The seconds to wait when this client address failed too many logins this minute."""
+    limiter = RateLimiter(hub_of(request).store.sessions)
+    return limiter.waiting(_address_key(request), FAILED_LOGINS_PER_ADDRESS)
+
+
+def count_failed_login(request: Request) -> None:
+    RateLimiter(hub_of(request).store.sessions).admit(
+        _address_key(request), FAILED_LOGINS_PER_ADDRESS
+    )
 
 
 def safe_next(target: str) -> str:
@@ -69,20 +90,29 @@ async def login(request: Request) -> Response:
     form = await posted_form(request)
     target = safe_next(form.one("next"))
     sessions = hub_of(request).store.sessions
+    wait = await run_in_threadpool(address_throttled, request)
+    if wait is not None:
+        limit = FAILED_LOGINS_PER_ADDRESS.per_minute
+        return _throttled(request, target, make_finding("RK-CON008", path="/", limit=limit), wait)
     wait = await run_in_threadpool(login_throttled, request, form.one("username"))
     if wait is not None:
-        finding = make_finding("RK-CON005", path="/", limit=LOGIN_LIMIT.per_minute)
-        page = render(request, "login.html", status=429, next=target, finding=finding)
-        page.headers["Retry-After"] = str(wait)
-        return page
+        limit = LOGIN_LIMIT.per_minute
+        return _throttled(request, target, make_finding("RK-CON005", path="/", limit=limit), wait)
     try:
         operator = await run_in_threadpool(
             authenticate, sessions, form.one("username"), form.one("password")
         )
     except OperatorError as refused:
+        await run_in_threadpool(count_failed_login, request)
         return render(request, "login.html", status=401, next=target, finding=refused.finding)
     console_state(request).sign_in(operator.username)
     return RedirectResponse(target, status_code=303)
+
+
+def _throttled(request: Request, target: str, finding: Finding, wait: int) -> Response:
+    page = render(request, "login.html", status=429, next=target, finding=finding)
+    page.headers["Retry-After"] = str(wait)
+    return page
 
 
 @router.post("/console/logout")

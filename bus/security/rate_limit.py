@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -60,4 +60,28 @@ class RateLimiter:
             self._counted += 1
             if self._counted % _PURGE_EVERY == 0:
                 session.execute(delete(RateWindow).where(RateWindow.window_start < now - 120))
+        return retry_after
+
+    def waiting(self, system: str, limit: RateLimit, now: float | None = None) -> int | None:
+        """Whether ``system`` has used up ``limit`` in the current windows, counting nothing
+        (for a limit counted only on some outcomes, by :meth:`admit`): ``None`` when it has
+        not, else the seconds until the window that is full ends."""
+        now = time.time() if now is None else now
+        limits = {"s": limit.per_second, "m": limit.per_minute}
+        retry_after: int | None = None
+        with self._sessions() as session:
+            for unit, length in _UNITS:
+                allowed = limits[unit]
+                if allowed is None:
+                    continue
+                start = int(now // length) * length
+                count = session.scalar(
+                    select(RateWindow.count).where(
+                        RateWindow.system == system,
+                        RateWindow.unit == unit,
+                        RateWindow.window_start == start,
+                    )
+                )
+                if count is not None and count >= allowed:
+                    retry_after = max(retry_after or 0, max(1, math.ceil(start + length - now)))
         return retry_after
