@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,34 +30,18 @@ from bus.settings import Settings
 from bus.store.admin_audit import ADMIN_CHAIN
 from bus.store.db import open_store
 from bus.store.models import AuditRecord
+from tests.support.browser import CHROMIUM, require_chromium
 from tests.support.hub_server import HubServer, hub_server, serialize
 from tests.support.towns import message, message_id
 
 pytestmark = pytest.mark.console
 
-CHROMIUM = "/usr/bin/chromium"
 TAKEO, KASHIMA = "412066", "412074"
 PASSWORD = "correct horse battery"
 DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 NAME_IN_SAMPLE = "中島　ヨシ"  # std:name of samples/messages/NhiEligibilityNotice/valid-full.xml
 XML = {"Content-Type": "application/xml"}
 SUBJECT = "4119607677"  # the samples' Header subject (a 宛名番号)
-
-
-def _require_chromium() -> Any:
-    """Playwright's sync API, or skip (fail under RENKEI_REQUIRE_SERVICES=1) with the reason."""
-    reason = None
-    if shutil.which(CHROMIUM) is None:
-        reason = f"{CHROMIUM} not installed (apt-get install -y chromium)"
-    try:
-        from playwright import sync_api
-    except ImportError:
-        reason = reason or "the playwright package is not installed (pip install '.[test]')"
-    if reason is not None:
-        if os.environ.get("RENKEI_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"RENKEI_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(reason)
-    return sync_api
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +95,7 @@ def console_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleHub
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = _require_chromium()
+    sync_api = require_chromium()
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield launched

@@ -16,9 +16,7 @@ same instant astride the search's first page boundary.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -41,11 +38,11 @@ from bus.security.operators import Role, add_operator
 from bus.settings import Settings
 from bus.store.db import open_store
 from bus.store.models import Delivery, StoredMessage
+from tests.support.browser import CHROMIUM, require_chromium
 from tests.support.hub_server import HubServer, hub_server
 
 pytestmark = pytest.mark.console
 
-CHROMIUM = "/usr/bin/chromium"
 TAKEO = "412066"
 PASSWORD = "correct horse battery"
 SUBJECT = "4119607677"  # a 宛名番号: the subject of every message of the backlog
@@ -335,23 +332,8 @@ def test_an_import_records_its_files_name_for_the_console(tmp_path: Path) -> Non
 # --- in Chromium: what select-all covers, and 戻る after a refusal ---------------------------
 
 
-def _require_chromium() -> Any:
-    reason = None
-    if shutil.which(CHROMIUM) is None:
-        reason = f"{CHROMIUM} not installed (apt-get install -y chromium)"
-    try:
-        from playwright import sync_api
-    except ImportError:
-        reason = reason or "the playwright package is not installed (pip install '.[test]')"
-    if reason is not None:
-        if os.environ.get("RENKEI_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"RENKEI_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(reason)
-    return sync_api
-
-
 def test_select_all_says_it_covers_the_shown_and_back_returns_to_the_filter(hub: Hub) -> None:
-    sync_api = _require_chromium()
+    sync_api = require_chromium()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_context(locale="ja-JP").new_page()

@@ -12,9 +12,7 @@ hub (uvicorn, SQLite, dispatch workers, a recording receiver refusing one messag
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,12 +28,12 @@ from bus.imports.worklist import Worklist
 from bus.security.operators import Role, add_operator
 from bus.settings import Settings
 from bus.store.db import open_store
+from tests.support.browser import CHROMIUM, require_chromium
 from tests.support.hub_server import HubServer, hub_server, serialize
 from tests.support.towns import message, message_id
 
 pytestmark = pytest.mark.console
 
-CHROMIUM = "/usr/bin/chromium"
 TAKEO = "412066"
 PASSWORD = "correct horse battery"
 SUBJECT = "4119607677"  # the samples' Header subject (a 宛名番号)
@@ -178,24 +176,9 @@ def test_an_import_batchs_state_is_shown_in_japanese(hub: Hub) -> None:
 # --- in Chromium -------------------------------------------------------------------------
 
 
-def _require_chromium() -> Any:
-    reason = None
-    if shutil.which(CHROMIUM) is None:
-        reason = f"{CHROMIUM} not installed (apt-get install -y chromium)"
-    try:
-        from playwright import sync_api
-    except ImportError:
-        reason = reason or "the playwright package is not installed (pip install '.[test]')"
-    if reason is not None:
-        if os.environ.get("RENKEI_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"RENKEI_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(reason)
-    return sync_api
-
-
 @pytest.fixture
 def page() -> Iterator[Any]:
-    sync_api = _require_chromium()
+    sync_api = require_chromium()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         context = browser.new_context(locale="ja-JP")

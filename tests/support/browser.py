@@ -1,0 +1,28 @@
+"""Debian's Chromium through Playwright's Python package, for the console's browser tests
+(never a downloaded browser)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def require_chromium() -> Any:
+    """Playwright's sync API, or skip (fail under RENKEI_REQUIRE_SERVICES=1) with the reason."""
+    reason = None
+    if shutil.which(CHROMIUM) is None:
+        reason = f"{CHROMIUM} not installed (apt-get install -y chromium)"
+    try:
+        from playwright import sync_api
+    except ImportError:
+        reason = reason or "the playwright package is not installed (pip install '.[test]')"
+    if reason is not None:
+        if os.environ.get("RENKEI_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"RENKEI_REQUIRE_SERVICES=1 but {reason}")
+        pytest.skip(reason)
+    return sync_api
