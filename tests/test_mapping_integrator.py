@@ -314,3 +314,11 @@ def test_derive_refuses_a_join_member_it_cannot_invert(tmp_path: Path) -> None:
     )
     code, output = run("check", str(write(tmp_path, text, "kokuho.yaml")))
     assert code == 2 and "cannot derive a join member" in output, output
+
+
+def test_a_problem_of_a_derived_direction_is_reported_once(tmp_path: Path) -> None:
+    """``outbound: {derive: inbound}`` compiles the inbound entries again: their problems
+    were listed twice."""
+    text = CSV_HEAD.replace("to: addresseeNumber", "to: noSuchItem")
+    code, output = run("check", str(write(tmp_path, text + "    outbound: {derive: inbound}\n")))
+    assert code == 2 and output.count("RK-MAP015") == 1, output

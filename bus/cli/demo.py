@@ -25,7 +25,7 @@ from bus.store.db import open_store
 from bus.store.queries import MessageDetail, StoreQueryError, show_message
 
 JST = timezone(timedelta(hours=9))
-DEMO_TOWN = "412066"  # 佐賀市
+DEMO_TOWN = "412066"  # 武雄市
 DEMO_RESIDENT = "100000000000008"  # in the 住民記録 sample's own data
 FINAL_STATES = frozenset({"delivered", "dead", "discarded"})
 

@@ -112,7 +112,7 @@ def standard_findings(
 
 @mapping_app.command("test")
 def test(path: FileArgument) -> None:
-    """Run the golden samples next to the mapping (mappings/golden/<system>/)."""
+    """Run the golden samples next to the mapping (golden/<mapping file stem>/ beside it)."""
     mapping = _load(path)
     validator = Validator()
     passed = failed = 0

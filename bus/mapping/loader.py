@@ -188,7 +188,9 @@ class _FileLoader:
                     if section is not None:
                         sections[(service, direction)] = section
         if self.problems:
-            raise MappingError([_finding(p) for p in sorted(self.problems, key=_order)])
+            findings = (_finding(p) for p in sorted(self.problems, key=_order))
+            # a derived direction compiles the same entries again: each problem said once
+            raise MappingError(list(dict.fromkeys(findings)))
         return Mapping(self.path, str(system), self.namespaces, self.params, sections)
 
     def section(
