@@ -6,8 +6,10 @@ carries one, else by its name with the form (株式会社 …) spelled out *and*
 companies share a name, so the name alone (0.7) is only a candidate, and a company of the same
 name whose 法人番号 differs from the notice's is another company, never a candidate. The same
 name with the form on the other side (前株/後株) is only a candidate (0.6), since those are
-different companies. An owner whose address lies outside the town and whom no candidate
-matches by address is 住登外, whoever in the town shares the name (listed as candidates).
+different companies, and so is the same name under another form (社会福祉法人A, 医療法人A:
+another body). An owner whose address lies outside the town and whom no candidate matches by
+address is 住登外, whoever in the town shares the name (listed as candidates); an address
+that names no town (大字大町1722) is read inside the tenant's.
 
 A matcher remembers (bounded) the keys it computed and the index look-ups it made: owners'
 names recur through a file, and the index is read as it was when the look-up was first made.
@@ -18,9 +20,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
+from functools import lru_cache, partial
 
-from bus.imports.normalize import Corporation, address_key, corporation, kana_key, name_key
+from bus.imports.normalize import (
+    Corporation,
+    address_key,
+    corporation,
+    fold_place_particles,
+    fold_small_kana,
+    kana_key,
+    name_key,
+    town_address_key,
+)
 from bus.imports.residents import Resident, ResidentIndex
 
 MATCH = 0.8  # name and address: one such candidate is a match
@@ -64,7 +75,13 @@ class OwnerMatcher:
         self.available = index is not None and index.count(tenant) > 0
         self._name_key: Callable[[str], str] = lru_cache(cache)(name_key)
         self._kana_key: Callable[[str], str] = lru_cache(cache)(kana_key)
-        self._address_key: Callable[[str], str] = lru_cache(cache)(address_key)
+        # an owner's address that names no town is read inside this one (大字武雄123)
+        self._address_key: Callable[[str], str] = lru_cache(cache)(
+            partial(town_address_key, town_key=self.town_key)
+        )
+        # keys an index stored before 霞ヶ関/霞が関 and キョウコ/キヨウコ were folded
+        self._stored_address: Callable[[str], str] = lru_cache(cache)(fold_place_particles)
+        self._stored_kana: Callable[[str], str] = lru_cache(cache)(fold_small_kana)
         self._corporation: Callable[[str], Corporation | None] = lru_cache(cache)(corporation)
         self._find: Callable[[str, str], tuple[Resident, ...]] = lru_cache(cache)(self._lookup)
 
@@ -74,7 +91,7 @@ class OwnerMatcher:
             return Match(Outcome.UNCHECKED, reasons=["住民データなし"])  # none, or damaged
         corp = self._corporation(owner.name)
         if corp is not None:
-            return self._by_corporation(owner, corp.key, corp.bare, corp.number)
+            return self._by_corporation(owner, corp)
         address = self._address_key(owner.address) if owner.address else ""
         scored = self._score(owner, address)
         return self._decide(owner, address, scored)
@@ -95,11 +112,11 @@ class OwnerMatcher:
                 score += 0.5
             else:
                 reasons.append("氏名相違（カナのみ一致）")
-            if address and r.address_key == address:
+            if self._same_address(r, address):
                 score += 0.3
             else:
                 reasons.append("住所相違")
-            if kana and r.kana_key == kana:
+            if kana and self._stored_kana(r.kana_key) == kana:
                 score += 0.2
             if r.resident_status in DELETED:
                 score -= 0.1
@@ -120,7 +137,7 @@ class OwnerMatcher:
         if (
             scored
             and self._outside(owner, address)
-            and all(r.address_key != address for r, *_ in scored)
+            and not any(self._same_address(r, address) for r, *_ in scored)
         ):
             # none of them lives at the owner's address: someone else of the same name
             reasons = ["住所が団体外（住登外）", "候補あり（住所相違）"]
@@ -130,6 +147,10 @@ class OwnerMatcher:
         if scored:
             return Match(Outcome.UNMATCHED, candidates=candidates, reasons=scored[0][2])
         return self._nobody(owner, address)
+
+    def _same_address(self, resident: Resident, address: str) -> bool:
+        """Whether the resident lives at ``address`` (an owner's address key; "": none)."""
+        return bool(address) and self._stored_address(resident.address_key) == address
 
     def _outside(self, owner: Owner, address: str) -> bool:
         """Whether the owner's address (``address``: its key) lies outside the town."""
@@ -141,7 +162,8 @@ class OwnerMatcher:
             return Match(Outcome.NOT_RESIDENT, reasons=["住所が団体外（住登外）", *reasons])
         return Match(Outcome.UNMATCHED, reasons=["該当なし", *reasons])
 
-    def _by_corporation(self, owner: Owner, key: str, bare: str, number: str | None) -> Match:
+    def _by_corporation(self, owner: Owner, corp: Corporation) -> Match:
+        key, bare, number = corp.key, corp.bare, corp.number
         if number:
             by_number = self._find("corporate_number", number)
             if len(by_number) == 1:
@@ -151,7 +173,7 @@ class OwnerMatcher:
         # the same name under another 法人番号 is another company
         same_name = [r for r in named if not (number and r.corporate_number not in ("", number))]
         scored = sorted(
-            ((r, _corporate_score(r, key, address)) for r in same_name),
+            ((r, _corporate_score(r, key, self._same_address(r, address))) for r in same_name),
             key=lambda s: (-s[1], s[0].addressee_number),
         )
         here = [r for r, score in scored if score >= MATCH]
@@ -162,19 +184,21 @@ class OwnerMatcher:
             return Match(Outcome.CANDIDATES, candidates=candidates, reasons=["候補が複数"])
         if candidates:
             resident = scored[0][0]
-            reasons = (
-                ["住所相違"]
-                if resident.corporate_key == key
-                else ["法人の種類の位置（前株・後株）が相違"]
-            )
+            if resident.corporate_key == key:
+                reasons = ["住所相違"]
+            elif resident.corporate_key in (corp.form + bare, bare + corp.form):
+                reasons = ["法人の種類の位置（前株・後株）が相違"]
+            else:  # 社会福祉法人A and 医療法人A: another body (or a form since changed)
+                reasons = ["法人の種類が相違"]
             return Match(Outcome.UNMATCHED, candidates=candidates, reasons=reasons)
         other = ("同名の法人は法人番号が相違",) if named else ()
         return self._nobody(owner, address, other)
 
 
-def _corporate_score(resident: Resident, key: str, address: str) -> float:
+def _corporate_score(resident: Resident, key: str, at_address: bool) -> float:
     """The same name with the form where the notice writes it: 0.7, 1.0 at the owner's
-    address (a match); the form on the other side (前株/後株, another company): 0.6."""
+    address (a match); the form on the other side (前株/後株, another company) or another
+    form (社会福祉法人 for 医療法人): 0.6."""
     if resident.corporate_key != key:
         return 0.6
-    return 1.0 if address and resident.address_key == address else 0.7
+    return 1.0 if at_address else 0.7

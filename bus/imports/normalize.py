@@ -64,8 +64,21 @@ def name_key(text: str) -> str:
     return _SPACE.sub("", fold_text(text))
 
 
+# small kana written large, as older registers (and typewriters) did: キヨウコ for キョウコ
+_SMALL_KANA = str.maketrans("ァィゥェォッャュョヮヵヶ", "アイウエオツヤユヨワカケ")
+
+
 def kana_key(text: str) -> str:
-    return _SPACE.sub("", to_katakana(text))
+    """A kana name for comparison: katakana, no spaces, small kana as large (キョウコ and the
+    old-style キヨウコ are one reading). Safe because kana never decides 一致 alone: that
+    needs the kanji name and the address (see ``matching``)."""
+    return fold_small_kana(_SPACE.sub("", to_katakana(text)))
+
+
+def fold_small_kana(key: str) -> str:
+    """Small kana → large in a kana key (:func:`kana_key` does it; also applied to keys an
+    index stored before it did)."""
+    return key.translate(_SMALL_KANA)
 
 
 # --- addresses ------------------------------------------------------------------------------
@@ -75,7 +88,24 @@ _KANJI_DIGITS = {c: i for i, c in enumerate("〇一二三四五六七八九")} |
 _KANJI_NUMBER = "〇零○一二三四五六七八九十百千"
 _UNIT = r"(?:丁目|番地|番|号|の|-|－)"
 _NUMBER_IN_ADDRESS = re.compile(rf"([{_KANJI_NUMBER}]+)(?={_UNIT}|$)")
-_PREFIX = re.compile(r"^(?:.{2,3}?[都道府県])?(?:[^0-9]{1,4}?郡)?")
+# the 47 prefectures by name: a pattern such as ".{2,3}県" took 大字国府 or 大字中道 for one,
+# and 大字国府12 and 大字中道12 then both became 12; a 郡 never starts with 大字/字 (大字下郡)
+_PREFECTURES = (
+    "北海道|東京都|京都府|大阪府|(?:青森|岩手|宮城|秋田|山形|福島|茨城|栃木|群馬|埼玉|千葉|神奈川"
+    "|新潟|富山|石川|福井|山梨|長野|岐阜|静岡|愛知|三重|滋賀|兵庫|奈良|和歌山|鳥取|島根|岡山|広島"
+    "|山口|徳島|香川|愛媛|高知|福岡|佐賀|長崎|熊本|大分|宮崎|鹿児島|沖縄)県"
+)
+_PREFIX = re.compile(rf"^(?:{_PREFECTURES})?(?:(?!大?字)[^0-9]{{1,4}}?郡)?")
+# an address that starts at the 大字/字 or at a 町名 (武雄町大字武雄…, 本町1-2, 中央二丁目…):
+# no prefecture, 郡 or town written, so it is read as inside the tenant's town
+_LOCAL = re.compile(
+    r"^(?:大?字|[^0-9都道府県市区郡町村]{1,5}町(?=大?字|[0-9])"
+    r"|[^0-9都道府県市区郡町村]{1,5}?(?:[0-9]+|[〇一二三四五六七八九十]+)丁目)"
+)
+# ケ, ヶ and が between two kanji of a place name are one particle: 霞ケ関, 霞ヶ関, 霞が関
+_PLACE_PARTICLE = re.compile(
+    r"(?<=[\u3400-\u9fff\uf900-\ufaff々])[ヶが](?=[\u3400-\u9fff\uf900-\ufaff])"
+)
 _MARKERS = re.compile(r"大字|(?<![0-9])字(?=[^0-9])")
 _SEPARATORS = re.compile(r"(?:丁目|番地|番|号|の|－|‐|ー(?=[0-9])|-)+")
 
@@ -102,7 +132,25 @@ def address_key(text: str) -> str:
     folded = _NUMBER_IN_ADDRESS.sub(lambda m: str(kanji_to_int(m.group(1))), folded)
     folded = _PREFIX.sub("", folded, count=1)
     folded = _MARKERS.sub("", folded)
-    return _SEPARATORS.sub("-", folded).strip("-")
+    return fold_place_particles(_SEPARATORS.sub("-", folded).strip("-"))
+
+
+def fold_place_particles(key: str) -> str:
+    """ケ for ヶ and が between two kanji of an address (霞ヶ関, 霞が関 → 霞ケ関). Only in
+    addresses: in a person's name they stay as written. :func:`address_key` does it; also
+    applied to keys an index stored before it did."""
+    return _PLACE_PARTICLE.sub("ケ", key)
+
+
+def town_address_key(text: str, town_key: str) -> str:
+    """:func:`address_key` of an owner's address, read inside the tenant's town
+    (``town_key``: :func:`address_key` of its name) when it names no prefecture, 郡 or town
+    and starts at the 大字/字 or a 町名: 大字大町1722 in 大町町 → 大町町大町1722. An address
+    naming another town (嬉野市…, 杵島郡江北町…) stays in that town."""
+    key = address_key(text)
+    if town_key and not key.startswith(town_key) and _LOCAL.match(_SPACE.sub("", fold_text(text))):
+        return town_key + key
+    return key
 
 
 _OAZA_MARK = "大字"
@@ -117,7 +165,7 @@ def oaza_key(text: str, town_key: str = "") -> str:
     武雄町富岡. Width, spaces and 漢数字 are folded as :func:`address_key` folds them, 丁目
     and the like as one separator, and numbers padded so that they sort as numbers (中央2丁目
     before 中央10丁目)."""
-    folded = _SPACE.sub("", fold_text(text))
+    folded = fold_place_particles(_SPACE.sub("", fold_text(text)))
     folded = _NUMBER_IN_ADDRESS.sub(lambda m: str(kanji_to_int(m.group(1))), folded)
     folded = _PREFIX.sub("", folded, count=1)
     if town_key and folded.startswith(town_key):
@@ -150,6 +198,14 @@ _CORPORATE_FORMS = {  # the form and how else it is written (kana: ｶﾌﾞｼ�
     "合資会社": ("㈾", "(資)", "（資）", "ゴウシガイシャ", "ゴウシカイシャ"),
     "一般社団法人": ("(一社)", "（一社）", "イッパンシャダンホウジン"),
     "一般財団法人": ("(一財)", "（一財）", "イッパンザイダンホウジン"),
+    "公益社団法人": ("(公社)", "（公社）"),
+    "公益財団法人": ("(公財)", "（公財）"),
+    "社会福祉法人": ("(福)", "（福）", "(社福)", "（社福）"),
+    "医療法人": ("(医)", "（医）"),  # 医療法人社団… and 医療法人財団… too
+    "特定非営利活動法人": ("NPO法人", "(特非)", "（特非）"),
+    # after the longer forms that end in them (一般社団法人, 公益財団法人 …)
+    "社団法人": ("㈳", "(社)", "（社）"),
+    "財団法人": ("㈶", "(財)", "（財）"),
 }
 _CORPORATE_NUMBER = re.compile(r"(?<![0-9])([0-9]{13})(?![0-9])")
 _NUMBER_NOTE = re.compile(r"[（(]?(?:法人番号|会社法人等番号)?[:：]?[0-9\-－]{12,16}[)）]?")
@@ -160,6 +216,7 @@ class Corporation:
     key: str  # canonical name with the form spelled out where it was written (前株/後株)
     bare: str  # the name without its form, to find the same company written the other way
     number: str | None  # 法人番号, when the notice carries a valid one
+    form: str  # the form spelled out: 株式会社, 社会福祉法人 …
 
 
 def corporation(text: str) -> Corporation | None:
@@ -172,5 +229,5 @@ def corporation(text: str) -> Corporation | None:
         for abbreviation in abbreviations:
             name = name.replace(to_half_width(abbreviation), full)
         if full in name:
-            return Corporation(name, name.replace(full, ""), number)
+            return Corporation(name, name.replace(full, ""), number, full)
     return None

@@ -4,7 +4,8 @@ Only three things make a record an error (RK-IMP001–003): an undecodable line,
 count (a fixed-width record of the wrong length in bytes: RK-IMP014), an unreadable key field
 (受付年月日, 受付番号, 不動産番号). Any other field the mapping cannot translate is imported
 empty and flagged 要確認, as are 外字 without a table (kept as private-use characters with
-``alt="〓"``), half-width kana, a 所在 outside the tenant and an empty 登記原因.
+``alt="〓"``), half-width kana, a 所在 outside the tenant, an empty 登記原因 and co-owners'
+持分 that do not add up to 1.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import codecs
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 from bus.errors import make_finding
 from bus.imports.encoding import UTF8, Undecodable, csv_fields, decode_line
 from bus.imports.lines import MAX_LINE, RawLine
-from bus.imports.normalize import address_key
+from bus.imports.normalize import address_key, town_address_key
 from bus.mapping import Section
 from bus.mapping.compiler import CompiledEntry
 from bus.mapping.memo import short_text_cache
@@ -212,13 +214,18 @@ class NoticeParser:
             return self._key_error(raw, "receiptNumber", "10桁以内の数字ではありません")
         if not values.get("registrationCause"):
             review.append("登記原因が空")
+        total = _share_total(values)
+        if total is not None and total != 1:
+            review.append(f"持分の合計が1になりません: 合計 {total}")
         if self.outside_town(values.get("propertyLocation", "")):
             review.append("所在が団体外")
         key = _new(NoticeKey, (values.get("receiptDate", ""), receipt, number))
         return Notice(raw.number, key, output, values, review)
 
     def _outside_town(self, location: str) -> bool:
-        return bool(self.town_key) and not address_key(location).startswith(self.town_key)
+        """A 所在 written without its town (大字大町) is in the tenant's town."""
+        key = town_address_key(location, self.town_key)
+        return bool(self.town_key) and not key.startswith(self.town_key)
 
     def _key_error(self, raw: RawLine, item: str, reason: str) -> RecordError:
         return self._error(raw, KEY_ITEMS.get(item, item), "RK-IMP003", item=item, actual=reason)
@@ -288,6 +295,21 @@ def _read_fixed(section: Section, data: bytes) -> Any:
         return section.format.read(data)
     except FieldFailure as failure:
         return failure
+
+
+def _share_total(values: dict[str, Any]) -> Fraction | None:
+    """The sum of the 権利者' 持分, exactly, when the notice registers the whole property
+    and every 権利者 has a 持分 (the mapping writes each as n/d, or none when unreadable,
+    and the column is then imported empty): else None, nothing to check. A part of the
+    property (所有権一部移転, 山田太郎持分全部移転: the 持分 the 権利者 acquire) is not
+    checked; 共有者全員持分全部移転 is the whole."""
+    purpose = values.get("registrationPurpose", "")
+    if "一部" in purpose or ("持分" in purpose and "共有者全員" not in purpose):
+        return None
+    shares = [holder.get("share", "") for holder in values["rightHolder"]]
+    if not shares or not all(shares):
+        return None
+    return sum((Fraction(share) for share in shares), Fraction(0))
 
 
 def _column(finding: Finding) -> str:
