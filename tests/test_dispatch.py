@@ -790,7 +790,7 @@ def test_pipeline_to_receivers_with_a_correction_following_its_original(
         for m in [*accepted, fix]
         for d in m.deliveries
     }
-    assert len(expected) >= 4 * 13
+    assert len(expected) >= 3 * 13  # zeimu, kokuho, shuno take all; kotei and tainou some
     with WorkerPool(2, store.sessions, lambda: index, wakeups, poll_seconds=0.2):
         wait_for(lambda: len(hub.applied()) == len(expected), timeout=30)
     wakeups.close()

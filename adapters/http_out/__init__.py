@@ -1,5 +1,5 @@
 """The HTTP outbound transport (registered as ``http`` under ``renkei.transports``)."""
 
-from adapters.http_out.transport import HttpTransport, classify, retry_after_seconds
+from adapters.http_out.transport import HttpTransport, retry_after_seconds
 
-__all__ = ["HttpTransport", "classify", "retry_after_seconds"]
+__all__ = ["HttpTransport", "retry_after_seconds"]

@@ -26,8 +26,10 @@ def exchange(
     headers: dict[str, str],
     body: bytes,
     timeout: float,
+    method: str = "POST",
 ) -> Response | SendResult:
-    """The answer to ``POST url`` (``headers`` must hold ``Content-Length``), whole within
+    """The answer to ``POST url`` (``headers`` must hold ``Content-Length``; or ``GET url``
+    with ``method`` GET and no body), whole within
     ``timeout`` seconds (connect, request and answer together; a resend on a new connection
     shares them), or why there is none: permanent for a URL that is not http(s) or a header
     value that would split the request, else a retry."""
@@ -43,7 +45,7 @@ def exchange(
         reused = connection.is_open
         phase = "Connect" if not reused else "Write"
         try:
-            connection.send_request(where.path, headers, body, deadline, timeout)
+            connection.send_request(where.path, headers, body, deadline, timeout, method)
             phase = "Read"
             return connection.read_response(deadline)
         except (BrokenPipeError, ConnectionResetError, RemoteDisconnected) as error:

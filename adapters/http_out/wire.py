@@ -114,9 +114,16 @@ class Connection:
                 self._sock = None
 
     def send_request(
-        self, path: str, headers: dict[str, str], body: bytes, deadline: float, timeout: float
+        self,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        deadline: float,
+        timeout: float,
+        method: str = "POST",
     ) -> None:
-        """Write the request, connecting first if needed. It and its answer must be done by
+        """Write the request (``method``: POST, or GET without a body), connecting first if
+        needed. It and its answer must be done by
         ``deadline`` (``time.monotonic``, ``timeout`` seconds after the exchange began)."""
         if self._sock is None:
             self.connect(_left(deadline))
@@ -126,7 +133,7 @@ class Connection:
             self._wait = timeout
         self._slack = timeout / 10
         self.bound(deadline)  # sendall: for the whole request
-        lines = [f"POST {path} HTTP/1.1", f"Host: {self._host_header}"]
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self._sock.sendall(head + body)

@@ -11,8 +11,10 @@ of an inquiry's outbound CPU). The environment is read once per system, with ``r
 rules, when the WSDL is loaded: when it names a proxy for the system, or certificate checks
 other than the default ones for an ``https`` system, calls go through urllib3, which implements
 those; otherwise over the HTTP transport's own kept-alive connections (:mod:`adapters.http_out.
-exchange`: a third of urllib3's CPU per call). Either way redirects are not followed (like the
-HTTP transport) and a gzip or deflate answer is decoded.
+exchange`: a third of urllib3's CPU per call). The WSDL is fetched the same way. Either way
+the endpoint's timeout is for the whole exchange (urllib3's sockets are shut at the deadline
+by a :class:`~adapters.http_out.deadline.Watchdog`), an answer is read up to ``MAX_BODY``,
+redirects are not followed (like the HTTP transport) and a gzip or deflate answer is decoded.
 
 Before anything is sent, the Body zeep built is validated with lxml against the WSDL's schemas
 (:mod:`.wsdl_schema`), since zeep ignores patterns and enumerations. The messageId travels
@@ -32,6 +34,7 @@ zeep is used synchronously: its ``AsyncClient.create_service`` returns a sync pr
 from __future__ import annotations
 
 import io
+import socket
 import threading
 import zlib
 from dataclasses import dataclass
@@ -40,9 +43,11 @@ from typing import Any
 
 import requests
 import urllib3
+import urllib3.connection
 from lxml import etree
 
 from adapters.http_out.connections import ThreadConnections
+from adapters.http_out.deadline import Watchdog, read_capped
 from adapters.http_out.exchange import exchange
 from adapters.http_out.transport import OVERSIZED, classify_status, retry_after_seconds
 from adapters.outbound_headers import renkei_headers
@@ -62,6 +67,7 @@ from bus.samplegen.content_model import ContentModel
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 MAX_DECODED = 64 * 1024 * 1024  # a compressed answer decoded to more is refused (a bomb)
+_READ = 64 * 1024  # bytes per read of an answer through urllib3
 _zeep: Any = __import__("zeep")
 _zeep_transports: Any = __import__("zeep.transports", fromlist=["Transport"])
 _zeep_loader: Any = __import__("zeep.loader", fromlist=["parse_xml"])
@@ -96,36 +102,78 @@ class _Unavailable(Exception):
         self.result = result
 
 
-def _load(url: str, timeout: float) -> _Contract:
+def _load(url: str, timeout: float, connections: ThreadConnections) -> _Contract:
+    """The system's WSDL from ``<url>?wsdl``, fetched like the calls go (the environment's
+    proxy and certificate checks through urllib3, else this thread's own connections):
+    within the timeout as a whole, no more than ``MAX_BODY``, redirects not followed."""
     session = requests.Session()
     transport = _zeep_transports.Transport(
         session=session, timeout=timeout, operation_timeout=timeout
     )
+    pool = _pool(session, url, timeout)
     location = f"{url}?wsdl"
-    try:
-        response = session.get(location, timeout=timeout)
-    except requests.Timeout:
-        raise _Unavailable(SendResult(Outcome.RETRY, error="timeout: WSDL")) from None
-    except requests.RequestException as error:
-        raise _Unavailable(
-            SendResult(Outcome.RETRY, error=f"connection: WSDL {type(error).__name__}")
-        ) from None
-    if response.status_code != 200:
-        result = classify_status(
-            response.status_code, response.reason, response.headers.get("Retry-After"), b""
-        )
+    headers = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate", "User-Agent": "renkei"}
+    if pool is not None:
+        answer = _through_urllib3(pool, "GET", location, headers, None, timeout)
+    else:
+        answer = _over_own(connections, "GET", location, headers, b"", timeout)
+    if isinstance(answer, SendResult):  # "connection: WSDL …", "timeout: WSDL …"
+        kind, _, detail = (answer.error or "").partition(": ")
+        error = f"{kind}: WSDL {detail}" if detail else f"WSDL {kind}"
+        raise _Unavailable(SendResult(Outcome.RETRY, error=error))
+    if answer.status != 200:
+        result = classify_status(answer.status, answer.retry_after, b"")
         raise _Unavailable(SendResult(Outcome.RETRY, error=f"WSDL {result.error}"))
     try:
-        client = _zeep.Client(
-            io.BytesIO(response.content), transport=transport, settings=_settings()
-        )
-        schema = WsdlSchema(response.content)
+        client = _zeep.Client(io.BytesIO(answer.data), transport=transport, settings=_settings())
+        schema = WsdlSchema(answer.data)
     except (etree.LxmlError, _zeep_exceptions.Error, ValueError, IndexError) as error:
         # a broken WSDL is the system's to fix; its deliveries wait (and age out)
         raise _Unavailable(
             SendResult(Outcome.RETRY, error=f"WSDL unreadable: {type(error).__name__}")
         ) from None
-    return _Contract(client, schema, session, _pool(session, url, timeout))
+    return _Contract(client, schema, session, pool)
+
+
+# The exchange under way on this thread through a urllib3 pool: its connections' sockets are
+# shut down at its deadline (urllib3's own timeouts are per connect and per receive).
+_exchange = threading.local()
+
+
+def _watch(sock: socket.socket | None) -> None:
+    watchdog: Watchdog | None = getattr(_exchange, "watchdog", None)
+    if watchdog is not None:
+        watchdog.watch(sock)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    """Tells the exchange's :class:`Watchdog` its socket: when connected, and when reused."""
+
+    def connect(self) -> None:
+        super().connect()
+        _watch(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
 
 
 def _pool(session: requests.Session, url: str, timeout: float) -> urllib3.PoolManager | None:
@@ -145,9 +193,9 @@ def _pool(session: requests.Session, url: str, timeout: float) -> urllib3.PoolMa
         "cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE",
         "ca_certs": verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH,
     }
-    if proxy:
-        return urllib3.ProxyManager(proxy, **options)
-    return urllib3.PoolManager(**options)
+    manager = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+    manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+    return manager
 
 
 def _fit(value: Value, element: Any) -> Any:
@@ -207,7 +255,6 @@ class _Answer:
     """A system's HTTP answer, its body decoded, whichever client carried the call."""
 
     status: int
-    reason: str
     retry_after: str | None
     data: bytes
 
@@ -254,7 +301,7 @@ def _answer(service: str, response: _Answer, settings: Any) -> SendResult:
             Outcome.RETRY, error=error, retry_after_seconds=retry_after_seconds(retry_after)
         )
     if not 200 <= response.status < 300:
-        return classify_status(response.status, response.reason or "", retry_after, b"")
+        return classify_status(response.status, retry_after, b"")
     if body is None and response.data.strip():
         # accepted by something that is not the SOAP service (a proxy's login or maintenance
         # page, a web server's index): the message did not reach the system
@@ -292,7 +339,7 @@ class SoapTransport:
         )
         contract = contracts.get((url, timeout))
         if contract is None:
-            contract = contracts[(url, timeout)] = _load(url, timeout)
+            contract = contracts[(url, timeout)] = _load(url, timeout, self._connections)
             with self._lock:
                 self._all.append(contract)
         return contract
@@ -353,32 +400,15 @@ class SoapTransport:
             )
         data = _zeep_wsdl_utils.etree_to_string(envelope)  # what zeep's post_xml sends
         headers = _headers(message, operation.soapaction)
+        timeout = endpoint.timeout_seconds
         if contract.pool is not None:
-            answer = _through_urllib3(contract.pool, endpoint.url, headers, data)
+            answer = _through_urllib3(contract.pool, "POST", endpoint.url, headers, data, timeout)
         else:
-            answer = self._post(endpoint, headers, data)
+            headers["Content-Length"] = str(len(data))
+            answer = _over_own(self._connections, "POST", endpoint.url, headers, data, timeout)
         if isinstance(answer, SendResult):
             return answer
         return _answer(request.service, answer, client.settings)
-
-    def _post(
-        self, endpoint: Endpoint, headers: dict[str, str], data: bytes
-    ) -> _Answer | SendResult:
-        """The call over this thread's kept-alive connection to the system (the usual case:
-        no proxy, default certificate checks), its answer decoded."""
-        assert endpoint.url is not None
-        headers["Content-Length"] = str(len(data))
-        got = exchange(self._connections, endpoint.url, headers, data, endpoint.timeout_seconds)
-        if isinstance(got, SendResult):
-            return got
-        if got.oversized:  # not read: neither a Fault nor a reply can be told from it
-            if 200 <= got.status < 300:
-                return SendResult(Outcome.RETRY, error=f"HTTP {got.status} {OVERSIZED}")
-            return classify_status(got.status, got.reason, got.headers.get("retry-after"), b"")
-        body = _decoded(got.body, got.headers.get("content-encoding", ""))
-        if body is None:
-            return SendResult(Outcome.RETRY, error="connection: DecodeError")
-        return _Answer(got.status, got.reason, got.headers.get("retry-after"), body)
 
     def close(self) -> None:
         with self._lock:
@@ -388,15 +418,78 @@ class SoapTransport:
         self._connections.close()
 
 
-def _through_urllib3(
-    pool: urllib3.PoolManager, url: str, headers: dict[str, str], data: bytes
+def _unread(status: int, retry_after: str | None) -> SendResult:
+    """An answer whose body, over ``MAX_BODY``, was not read: neither a Fault nor a reply
+    (nor a WSDL) can be told from it."""
+    if 200 <= status < 300:
+        return SendResult(Outcome.RETRY, error=f"HTTP {status} {OVERSIZED}")
+    return classify_status(status, retry_after, b"")
+
+
+def _over_own(
+    connections: ThreadConnections,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    data: bytes,
+    timeout: float,
 ) -> _Answer | SendResult:
-    """The call through the proxy (or with the certificate checks) the environment names."""
-    try:
-        response = pool.request("POST", url, body=data, headers=headers)
-    except urllib3.exceptions.TimeoutError as error:
-        return SendResult(Outcome.RETRY, error=f"timeout: {type(error).__name__}")
-    except urllib3.exceptions.HTTPError as error:
-        return SendResult(Outcome.RETRY, error=f"connection: {type(error).__name__}")
-    retry_after = response.headers.get("Retry-After")
-    return _Answer(response.status, response.reason or "", retry_after, response.data)
+    """The exchange over this thread's kept-alive connection to the system (the usual case:
+    no proxy, default certificate checks), its answer decoded."""
+    got = exchange(connections, url, headers, data, timeout, method)
+    if isinstance(got, SendResult):
+        return got
+    if got.oversized:
+        return _unread(got.status, got.headers.get("retry-after"))
+    body = _decoded(got.body, got.headers.get("content-encoding", ""))
+    if body is None:
+        return SendResult(Outcome.RETRY, error="connection: DecodeError")
+    return _Answer(got.status, got.headers.get("retry-after"), body)
+
+
+def _through_urllib3(
+    pool: urllib3.PoolManager,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    data: bytes | None,
+    timeout: float,
+) -> _Answer | SendResult:
+    """The exchange through the proxy (or with the certificate checks) the environment
+    names, within ``timeout`` as a whole (a :class:`Watchdog` on the connection's socket),
+    the body read up to ``MAX_BODY`` and decoded like :func:`_over_own`'s."""
+    with Watchdog(timeout) as watchdog:
+        _exchange.watchdog = watchdog
+        try:
+            response = pool.request(
+                method,
+                url,
+                body=data,
+                headers=headers,
+                preload_content=False,
+                decode_content=False,
+                redirect=False,
+            )
+            try:
+                raw = read_capped(response.stream(_READ, decode_content=False), watchdog)
+            except BaseException:
+                response.close()  # neither the rest is read, nor the connection used again
+                raise
+            if raw is None:
+                response.close()
+                return _unread(response.status, response.headers.get("Retry-After"))
+            response.release_conn()
+        except TimeoutError:  # the deadline, seen between two reads
+            return SendResult(Outcome.RETRY, error="timeout: ReadTimeout")
+        except urllib3.exceptions.TimeoutError as error:
+            return SendResult(Outcome.RETRY, error=f"timeout: {type(error).__name__}")
+        except urllib3.exceptions.HTTPError as error:
+            if watchdog.fired:  # its socket was shut at the deadline
+                return SendResult(Outcome.RETRY, error="timeout: ReadTimeout")
+            return SendResult(Outcome.RETRY, error=f"connection: {type(error).__name__}")
+        finally:
+            _exchange.watchdog = None
+    body = _decoded(raw, response.headers.get("Content-Encoding", ""))
+    if body is None:
+        return SendResult(Outcome.RETRY, error="connection: DecodeError")
+    return _Answer(response.status, response.headers.get("Retry-After"), body)

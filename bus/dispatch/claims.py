@@ -1,10 +1,11 @@
 """Claiming deliveries (Competing Consumers over the database-as-queue).
 
 A delivery is claimable when it is pending and due, its lease is empty or expired, its
-destination is not paused, and no delivery with the same (tenant, destination, subject_key)
-and a lower sequence is pending or dead. That last rule keeps order per subject across any
-number of workers (a leased #1 is still pending, so #2 waits) and also means a batch holds at
-most one delivery per subject. Other subjects flow on.
+destination is not paused nor held by its ``Retry-After`` (:data:`RETRY_AFTER_HOLD`), and
+no delivery with the same (tenant, destination, subject_key) and a lower sequence is pending
+or dead. That last rule keeps order per subject across any number of workers (a leased #1 is
+still pending, so #2 waits) and also means a batch holds at most one delivery per subject.
+Other subjects flow on.
 
 A claim is two statements in the caller's transaction: an ``UPDATE`` writing the lease on
 the first claimable deliveries in due order (``RETURNING`` them), then one ``SELECT`` of
@@ -58,10 +59,31 @@ class Job:
     received_at: datetime | None = field(default=None, compare=False)
 
 
+#: ``changed_by`` of a ``destination_states`` row that dispatch wrote because the destination
+#: answered with ``Retry-After`` (not an operator's pause): the destination is held — sent
+#: nothing — until the row's ``changed_at``. An operator's ``pause`` or ``resume`` replaces
+#: the row, and so ends the hold.
+RETRY_AFTER_HOLD = "dispatch:retry-after"
+
+
+def held_destinations(now: Any) -> Any:
+    """The systems sent nothing at ``now``: paused by an operator, or held until a time
+    they asked for (``Retry-After``)."""
+    return select(DestinationState.system).where(
+        or_(
+            DestinationState.paused,
+            and_(
+                DestinationState.changed_by == RETRY_AFTER_HOLD,
+                DestinationState.changed_at > now,
+            ),
+        )
+    )
+
+
 def claimable(now: Any, paused: Collection[str] | None = None) -> ColumnElement[bool]:
     """The WHERE clause of a claimable delivery (shared by :func:`claim` and counters).
     ``paused`` names the paused destinations; None reads them from ``destination_states`` in
-    the same statement."""
+    the same statement, with the destinations held by their ``Retry-After``."""
     earlier = aliased(Delivery)
     blocked = exists().where(
         and_(
@@ -79,7 +101,7 @@ def claimable(now: Any, paused: Collection[str] | None = None) -> ColumnElement[
         ~blocked,
     )
     if paused is None:
-        held = select(DestinationState.system).where(DestinationState.paused)
+        held = held_destinations(now)
         return and_(clause, Delivery.destination.not_in(held.scalar_subquery()))
     if paused:
         clause = and_(clause, Delivery.destination.not_in(sorted(paused)))

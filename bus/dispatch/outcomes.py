@@ -14,7 +14,7 @@ then locked only until the commit).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -28,15 +28,17 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
-from bus.dispatch.claims import Job
+from bus.dispatch.claims import RETRY_AFTER_HOLD, Job
 from bus.dispatch.transport import Outcome, SendResult
 from bus.observability.logs import get_logger
 from bus.store.audit import AuditEntry
-from bus.store.models import Delivery, DeliveryAttempt, DeliveryState
+from bus.store.models import Delivery, DeliveryAttempt, DeliveryState, DestinationState
 
 log = get_logger(__name__)
 
@@ -95,6 +97,24 @@ _FAILED = (
     )
 )
 _INSERT_ATTEMPT = insert(_ATTEMPTS)
+_STATES = cast(Table, DestinationState.__table__)
+_HOLD = (
+    update(_STATES)
+    .where(
+        _STATES.c.system == bindparam("h_system"),
+        ~_STATES.c.paused,  # an operator's pause stands as it is
+        or_(
+            _STATES.c.changed_by.is_(None),
+            _STATES.c.changed_by != RETRY_AFTER_HOLD,
+            _STATES.c.changed_at < bindparam("h_until", type_=DateTime(timezone=True)),
+        ),
+    )
+    .values(
+        reason=bindparam("h_reason"),
+        changed_at=bindparam("h_until", type_=DateTime(timezone=True)),
+        changed_by=RETRY_AFTER_HOLD,
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,3 +221,25 @@ def _entry(job: Job, owner: str, event: str, **detail: object) -> AuditEntry:
         actor=owner,
         detail={"delivery": job.delivery_id, "destination": job.destination, **detail},
     )
+
+
+def hold_destinations(connection: Connection, holds: Mapping[str, tuple[datetime, str]]) -> None:
+    """Hold each destination of ``holds`` — send it nothing — until the time it asked for
+    (``Retry-After``), in the caller's transaction: the ``destination_states`` row the pause
+    uses, ``changed_by`` :data:`RETRY_AFTER_HOLD` and ``changed_at`` the end of the hold. A
+    paused destination stays paused; a later hold already recorded stays."""
+    flavour = postgresql if connection.dialect.name == "postgresql" else sqlite
+    for system in sorted(holds):  # rows locked in one order by every worker
+        until, reason = holds[system]
+        connection.execute(
+            flavour.insert(_STATES)
+            .values(
+                system=system,
+                paused=False,
+                reason=reason,
+                changed_at=until,
+                changed_by=RETRY_AFTER_HOLD,
+            )
+            .on_conflict_do_nothing(index_elements=["system"])
+        )
+        connection.execute(_HOLD, {"h_system": system, "h_until": until, "h_reason": reason})

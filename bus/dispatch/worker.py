@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bus.config.models import HubConfig, RetryPolicy, System
 from bus.dispatch import heartbeat as heartbeats
 from bus.dispatch.claims import Job, claim_jobs
-from bus.dispatch.outcomes import Failure, record_outcomes
+from bus.dispatch.outcomes import Failure, hold_destinations, record_outcomes
 from bus.dispatch.retry import decide
 from bus.dispatch.transport import (
     OutboundMessage,
@@ -344,6 +344,9 @@ class Worker:
                 return self._failure(job, result, number, first, now, config)
 
             audits = record_outcomes(connection, self.worker_id, done, now, decide_failure)
+            holds = _holds(done, config, now)
+            if holds:  # before the next claim, which then passes these destinations by
+                hold_destinations(connection, holds)
             if release:
                 self._release(session, release)
             claimed = (
@@ -353,6 +356,8 @@ class Worker:
             )
             append_audits(session, audits)
         round_committed(done, seconds or {}, audits, now)  # metrics and log lines
+        for destination, (until, _) in sorted(holds.items()):
+            log.info("destination.held", destination=destination, until=until.isoformat())
         return claimed
 
     def _failure(
@@ -412,6 +417,26 @@ class Worker:
                     stop.wait(self.poll_seconds)
         finally:
             self.close()
+
+
+def _holds(
+    done: Sequence[tuple[Job, SendResult]], config: HubConfig | SystemLookup, now: datetime
+) -> dict[str, tuple[datetime, str]]:
+    """The destinations that asked to be sent nothing for a while (``Retry-After`` with a
+    retry), each with the end of its wait and why: the latest asked for, and no later than
+    the system's age limit (no delivery waits longer than that either)."""
+    holds: dict[str, tuple[datetime, str]] = {}
+    for job, result in done:
+        seconds = result.retry_after_seconds
+        if result.outcome is not Outcome.RETRY or seconds is None or seconds <= 0:
+            continue
+        system = find_system(config, job.destination)
+        limit = (system.retry if system is not None else RetryPolicy()).max_age
+        wait = min(seconds, limit.total_seconds())
+        until = now + timedelta(seconds=wait)
+        if job.destination not in holds or holds[job.destination][0] < until:
+            holds[job.destination] = (until, f"{result.error}; Retry-After {wait:.0f} s")
+    return holds
 
 
 class _Outage:
