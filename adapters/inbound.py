@@ -40,7 +40,7 @@ from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding, Identity, Message, Severity, UsernameToken
 from bus.store.rejection_audit import edge_rejection_entry
-from bus.store.write_health import is_storage_full, write_health
+from bus.store.write_health import is_storage_full, is_store_unavailable, write_health
 from bus.validation.http_body import decode_body, unsupported_coding
 from bus.validation.secure_parse import ParseLimits, ParseResult, refuse_early, secure_parse
 from bus.validation.validator import MESSAGE_ROOT_NAMES, is_message_root
@@ -68,14 +68,16 @@ SERVER_SIDE_CODES = frozenset(
         "RK-RPL003",
         "RK-API003",
         "RK-STO007",
+        "RK-STO008",
         "RK-AUT014",
     }
 )
 
-#: Refusals of a hub that cannot take the message *now* (its store is full, it cannot verify
-#: credentials): answered 503 (REST) or a Server fault, with ``Retry-After`` of this many
-#: seconds, so the sender resends later (the Idempotent Receiver makes a resend safe).
-RETRY_LATER_CODES = frozenset({"RK-STO007", "RK-AUT014"})
+#: Refusals of a hub that cannot take the message *now* (its store is full or cannot be
+#: reached, it cannot verify credentials): answered 503 (REST) or a Server fault, with
+#: ``Retry-After`` of this many seconds, so the sender resends later (the Idempotent Receiver
+#: makes a resend safe).
+RETRY_LATER_CODES = frozenset({"RK-STO007", "RK-STO008", "RK-AUT014"})
 RETRY_LATER_SECONDS = 30
 
 _BEARER = "bearer "
@@ -298,11 +300,16 @@ async def ingest(
 
 def _refusal_for(hub: Hub, error: Exception) -> Finding:
     """RK-STO007 when a stage's write found the store full (a rate-limit counter, a nonce:
-    the Store stage answers its own), logged once (bus/store/write_health.py); else
-    RK-API003 with the traceback in the log."""
+    the Store stage answers its own); RK-STO008 when the store could not be reached now (the
+    database down or its connections lost, a lock not granted within
+    ``RENKEI_DATABASE_LOCK_TIMEOUT``): each logged once per episode, without a traceback
+    (bus/store/write_health.py); else RK-API003 with the traceback in the log."""
     if is_storage_full(error):
         write_health(hub.store.engine).failed(error)
         return make_finding("RK-STO007", path="/")
+    if is_store_unavailable(error):
+        write_health(hub.store.engine).unavailable(error)
+        return make_finding("RK-STO008", path="/")
     return internal_error(error)
 
 

@@ -434,6 +434,14 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "メッセージを保存できません（記憶領域の不足）。しばらくしてから再送してください。",
         "The message cannot be stored (storage full); send it again later.",
     ),
+    (
+        "RK-STO008",
+        E,
+        "メッセージストアに今は接続できません（データベースの停止、接続断、またはロック待ちの"
+        "上限超過）。メッセージは保存されていません。しばらくしてから再送してください。",
+        "The message store cannot be reached now (the database is down, its connections were "
+        "lost, or a lock was not granted in time); nothing was stored. Send it again later.",
+    ),
     # --- AUD: the audit trail ---------------------------------------------------------------
     (
         "RK-AUD001",

@@ -39,6 +39,13 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/renkei.db"
     )
     broker_url: str = Field(default="memory://", description="kombu URL for wake-ups.")
+    database_lock_timeout: float = Field(
+        default=5.0,
+        ge=0,
+        description="PostgreSQL: seconds a statement of the hub waits for a lock (lock_timeout) "
+        "before it gives up; an ingest is then refused 503 RK-STO008 (resend later) instead of "
+        "hanging. 0: no bound. Migrations wait without bound.",
+    )
     config_dir: Path | None = Field(
         default=None, description="Configuration directory loaded into an empty database."
     )

@@ -43,6 +43,7 @@ _STATUS_BY_CODE = {
     "RK-STO002": 404,
     "RK-STO003": 409,
     "RK-STO007": 503,
+    "RK-STO008": 503,
     "RK-AUT014": 503,
     "RK-SEC002": 413,
     "RK-API001": 415,

@@ -3,12 +3,15 @@
 ``renkei config apply`` validates the directory as a whole and stores its files as a new
 version; every process holds a :class:`ConfigProvider` that notices a newer version with one
 cheap ``max(version)`` query at most every ``poll_seconds`` and reloads without a restart.
+A poll the database does not answer (an outage, a lock wait) keeps the version in force: it
+is still the configuration, and the hub refuses only what needs the store (RK-STO008).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.config.index import ConfigIndex
@@ -26,6 +29,9 @@ from bus.config.models import HubConfig
 from bus.settings import Settings
 from bus.store.admin_audit import record_admin_action
 from bus.store.models import ConfigSnapshot
+from bus.store.write_health import describe
+
+log = logging.getLogger(__name__)
 
 INITIAL_ACTOR = "renkei (initial configuration)"
 _APPLY_ATTEMPTS = 5  # concurrent applies race for the next version number
@@ -156,6 +162,9 @@ class ConfigProvider:
 
     At most one ``max(version)`` query per ``poll_seconds``; the parse and index happen only
     when the version changed. Thread-safe: one thread reloads, the others keep the old one.
+    A poll that fails on the database once a version is loaded keeps that version (logged
+    once until a poll succeeds) and is tried again after ``poll_seconds``; without one, the
+    error propagates.
     """
 
     def __init__(self, sessions: sessionmaker[Session], poll_seconds: float = 1.0) -> None:
@@ -163,6 +172,7 @@ class ConfigProvider:
         self._poll_seconds = poll_seconds
         self._loaded: LoadedConfig | None = None
         self._checked_at = float("-inf")
+        self._poll_failing = False
         self._lock = threading.Lock()
 
     def current(self) -> LoadedConfig:
@@ -190,10 +200,34 @@ class ConfigProvider:
             return self._refresh()
 
     def _refresh(self) -> LoadedConfig:
-        version = latest_version(self._sessions)
-        self._checked_at = time.monotonic()
-        if version is None:
-            raise NoConfiguration("no configuration in the database; run `renkei config apply`")
-        if self._loaded is None or self._loaded.version != version:
-            self._loaded = load_snapshot(self._sessions, version)
+        try:
+            version = latest_version(self._sessions)
+            self._checked_at = time.monotonic()
+            if version is None:
+                raise NoConfiguration("no configuration in the database; run `renkei config apply`")
+            if self._loaded is None or self._loaded.version != version:
+                self._loaded = load_snapshot(self._sessions, version)
+        except SQLAlchemyError as error:
+            if self._loaded is None:
+                raise
+            self._checked_at = time.monotonic()  # tried again after poll_seconds, not per call
+            self._poll_failed(error)
+            return self._loaded
+        if self._poll_failing:
+            self._poll_failing = False
+            log.warning(
+                "RK-OPS001 cleared: the configuration is polled again (version %d)", version
+            )
         return self._loaded
+
+    def _poll_failed(self, error: SQLAlchemyError) -> None:
+        """The first failed poll of a series is logged (coded, no traceback)."""
+        if self._poll_failing:
+            return
+        self._poll_failing = True
+        log.warning(
+            "RK-OPS001 the configuration cannot be polled (%s); version %d stays in force "
+            "until the database answers",
+            describe(error),
+            self._loaded.version if self._loaded is not None else 0,
+        )

@@ -17,6 +17,11 @@ I/O error, a share that went away: RK-FIL007, logged once) and moved to ``error/
 report when it will not (no permission, not a readable file) or has failed for
 ``read_give_up`` (RK-FIL008). Under ``trigger: stable`` an empty file is taken only once it
 is ``EMPTY_AGE`` old: vendors create the file and write it later.
+
+A pass that fails because the store cannot be reached (the database down, a lock not granted
+in time: :func:`bus.store.write_health.is_store_unavailable`) is logged once (RK-OPS001,
+no traceback) until a pass succeeds again; the file stays in ``work/`` and is processed again
+from the start once the store answers. No failure stops the watcher's thread.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from bus.folders.paths import (
 from bus.folders.records import FileRefused
 from bus.folders.spool import close_due
 from bus.hub import Hub
+from bus.store.write_health import describe, is_store_unavailable
 
 log = logging.getLogger(__name__)
 DEFAULT_POLL = timedelta(seconds=2)
@@ -128,6 +134,9 @@ class FolderWatcher:
     _failing: dict[str, str] = field(default_factory=dict)  # folder → why it cannot be used
     _unreadable: dict[Path, _Unreadable] = field(default_factory=dict)  # work/ file → state
     _broken: dict[Path, str] = field(default_factory=dict)  # work/ file → its failure, logged
+    _store_down: bool = False  # the store could not be reached: logged once, until a pass works
+    _store_failed: bool = False  # ... during the pass under way
+    _pass_failing: str | None = None  # why the last pass failed outside a folder, logged once
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -138,6 +147,7 @@ class FolderWatcher:
         processed files went."""
         moved: list[Path] = []
         bases: set[Path] = set()
+        self._store_failed = False
         for system in self._systems():
             linkage = system.file_linkage
             assert linkage is not None
@@ -151,6 +161,9 @@ class FolderWatcher:
         # folders no longer configured: forget what was observed in them
         for path in [path for path in self._seen if path.parent not in bases]:
             del self._seen[path]
+        if self._store_down and not self._store_failed:
+            self._store_down = False
+            log.warning("RK-OPS001 cleared: the hot folders reach the message store again")
         return moved
 
     def watching(self) -> int:
@@ -171,6 +184,9 @@ class FolderWatcher:
                 finding = make_finding("RK-FIL006", path="/", actual=configured, expected=reason)
                 log.error("%s %s", finding.code, finding.message_en)
         except Exception as error:
+            if is_store_unavailable(error):
+                self._store_unavailable(error)
+                return
             reason = type(error).__name__
             if self._failing.get(configured) != reason:
                 self._failing[configured] = reason
@@ -344,6 +360,9 @@ class FolderWatcher:
             report.refused = refusal.finding.as_dict()
             return report, ERROR
         except Exception as error:
+            if is_store_unavailable(error):  # the store's outage, not this file's fault
+                self._store_unavailable(error)
+                return None, ERROR
             why = type(error).__name__
             if self._broken.get(work) != why:  # the traceback once, not at every poll
                 self._broken[work] = why
@@ -442,13 +461,37 @@ class FolderWatcher:
         ]
         return min(polls or [DEFAULT_POLL]).total_seconds()
 
+    def _store_unavailable(self, error: Exception) -> None:
+        """A pass (or one folder's) failed because the store cannot be reached now: one
+        coded warning until a pass succeeds again; the files wait in ``work/``."""
+        self._store_failed = True
+        if self._store_down:
+            return
+        self._store_down = True
+        finding = make_finding("RK-OPS001", path="/folders", actual=describe(error))
+        log.warning(
+            "%s %s Hot-folder files wait in work/ and are processed once it answers.",
+            finding.code,
+            finding.message_en,
+        )
+
     def run(self) -> None:
+        """Pass after pass until stopped; a pass that fails (the configuration or the store
+        unreadable) is logged once and tried again after the default poll."""
         while not self._stop.is_set():
             try:
                 self.poll_once()
-            except Exception:
-                log.exception("folder watcher pass failed; retrying")
-            self._stop.wait(self.interval())
+                wait = self.interval()
+            except Exception as error:
+                wait = DEFAULT_POLL.total_seconds()
+                if is_store_unavailable(error):
+                    self._store_unavailable(error)
+                elif self._pass_failing != type(error).__name__:
+                    self._pass_failing = type(error).__name__
+                    log.exception("folder watcher pass failed; retrying")
+            else:
+                self._pass_failing = None
+            self._stop.wait(wait)
 
     def start(self) -> None:
         self._stop.clear()

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from bus.errors import make_finding
 from bus.pipeline import Finding
@@ -33,7 +34,10 @@ SCHEMA_HEAD = "0008_soap_password_overlap"
 
 def create_store_engine(settings: Settings, **options: Any) -> Engine:
     """An engine with the pragmas the embedded default relies on (WAL, busy timeout,
-    foreign keys, the configured ``synchronous``)."""
+    foreign keys, the configured ``synchronous``); on PostgreSQL, each connection's
+    ``lock_timeout`` is ``RENKEI_DATABASE_LOCK_TIMEOUT`` (set once per new connection, not
+    per statement), so a statement behind a lock held elsewhere fails (SQLSTATE 55P03, an
+    ingest refused RK-STO008) instead of waiting for as long as the lock is held."""
     url = make_url(settings.effective_database_url)
     if url.get_backend_name() == "sqlite":
         if url.database:
@@ -60,7 +64,27 @@ def create_store_engine(settings: Settings, **options: Any) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **options)
+    engine = create_engine(url, pool_pre_ping=True, **options)
+    lock_timeout_ms = round(settings.database_lock_timeout * 1000)
+    if url.get_backend_name() == "postgresql" and lock_timeout_ms > 0:
+
+        @event.listens_for(engine, "connect")
+        def _lock_timeout(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"SET lock_timeout = {lock_timeout_ms}")
+            cursor.close()
+            dbapi_connection.commit()
+
+    return engine
+
+
+def _unbounded(engine: Engine) -> Engine:
+    """An engine on the same PostgreSQL database without the hub's ``lock_timeout``, for a
+    migration: it must wait behind another process's migration (the advisory lock) and for
+    the table locks its DDL takes, however long that is. Any other database: ``engine``."""
+    if engine.url.get_backend_name() != "postgresql":
+        return engine
+    return create_engine(engine.url, poolclass=NullPool)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -145,9 +169,14 @@ def migrate(engine: Engine) -> None:
         return
     from alembic import command
 
-    with _migration_lock(engine):
-        _check_migratable(engine)
-        command.upgrade(_alembic_config(engine), "head")
+    migrator = _unbounded(engine)
+    try:
+        with _migration_lock(migrator):
+            _check_migratable(migrator)
+            command.upgrade(_alembic_config(migrator), "head")
+    finally:
+        if migrator is not engine:
+            migrator.dispose()
 
 
 def _check_migratable(engine: Engine) -> None:

@@ -15,6 +15,14 @@ per :data:`PROBE_INTERVAL` with a real write (:func:`probe_write`): a row of
 :data:`PROBE_BYTES` that must allocate new pages, inserted and deleted in one committed
 transaction. A transaction rolled back would prove nothing: SQLite writes nothing to disk
 before the commit.
+
+A store that cannot be reached *now* (:func:`is_store_unavailable`: the database refuses or
+dropped the connection, or a lock was not granted within ``RENKEI_DATABASE_LOCK_TIMEOUT``, or
+SQLite's busy timeout ran out) is the other retry-later state: the adapters answer RK-STO008
+(503, ``Retry-After``) and call :meth:`WriteHealth.unreachable`, which logs one warning
+(RK-OPS001) per outage; the first message stored again clears it with one more, through the
+same :meth:`WriteHealth.succeeded` check. Readiness does not probe for it: its ``SELECT 1``
+already says whether the database answers.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from datetime import UTC, datetime
 from time import monotonic
 
 from sqlalchemy import Engine, delete, insert
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.store.models import DestinationState
@@ -52,6 +62,15 @@ _SQLITE_FULL_TEXT = "database or disk is full"
 #: too_many_connections, which are not a full store and must not be answered as one).
 _PG_DISK_FULL = frozenset({"53100"})
 
+#: SQLite's result codes of a store that cannot be used *now*: SQLITE_BUSY (the busy timeout
+#: ran out behind another writer), SQLITE_LOCKED, SQLITE_CANTOPEN (the data directory is gone).
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 14})
+#: PostgreSQL's states of a database that cannot serve this transaction now: class 08
+#: (connection exception), admin/crash shutdown and "cannot connect now" (57P01–57P03),
+#: too_many_connections (53300), lock_not_available (55P03: ``lock_timeout``) and
+#: query_canceled (57014: a statement timeout or a cancel).
+_PG_UNAVAILABLE = frozenset({"57P01", "57P02", "57P03", "53300", "55P03", "57014"})
+
 #: Seconds between readiness probes while the store is failing.
 PROBE_INTERVAL = 1.0
 #: The probe's row: a few pages, as a message with its deliveries and audit record takes.
@@ -73,6 +92,28 @@ def is_storage_full(error: BaseException) -> bool:
     return state in _PG_DISK_FULL
 
 
+def is_store_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` (SQLAlchemy's wrapper) says the store cannot be used *now* but may
+    be in a moment: the message was not stored and the sender should resend later. A
+    schema or programming error is not one (it will not pass by waiting)."""
+    if isinstance(error, PoolTimeout):  # every pooled connection busy for the pool timeout
+        return True
+    if not isinstance(error, SQLAlchemyError):
+        return False
+    if getattr(error, "connection_invalidated", False):  # SQLAlchemy saw a disconnect
+        return True
+    original = getattr(error, "orig", None)
+    if isinstance(original, sqlite3.Error):
+        code = getattr(original, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _SQLITE_UNAVAILABLE
+    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if state:
+        return state.startswith("08") or state in _PG_UNAVAILABLE
+    # the driver's OperationalError without a state: the connection could not be made or
+    # was lost (refused, reset, the server closed it)
+    return isinstance(error, OperationalError)
+
+
 def describe(error: BaseException) -> str:
     original = getattr(error, "orig", None) or error
     text = str(original).splitlines()[0] if str(original) else ""
@@ -87,6 +128,9 @@ class WriteHealth:
         self.reason: str | None = None
         self.since: float | None = None  # monotonic
         self.refused = 0  # writes failed since
+        self.unreachable = False  # RK-STO008: the store did not answer (or a lock wait ran out)
+        self._outage: tuple[float, str] | None = None  # since (monotonic), why
+        self._outage_refused = 0
         self._probed = 0.0
         self._lock = threading.Lock()
 
@@ -105,10 +149,41 @@ class WriteHealth:
             self.reason,
         )
 
+    def unavailable(self, error: BaseException) -> None:
+        """A message was refused because the store could not be reached now
+        (:func:`is_store_unavailable`); the first of an outage is logged."""
+        reason = describe(error)
+        with self._lock:
+            self._outage_refused += 1
+            if self.unreachable:
+                return
+            self.unreachable, self._outage, self._outage_refused = True, (monotonic(), reason), 1
+        log.warning(
+            "RK-OPS001 the message store cannot be reached (%s): messages are refused with "
+            "RK-STO008 (503, Retry-After) until it answers (docs/operations.md)",
+            reason,
+        )
+
     def succeeded(self) -> None:
         """A write committed: clears a failing state (a plain check otherwise)."""
         if self.failing:
             self._recover()
+        if self.unreachable:
+            self._reachable()
+
+    def _reachable(self) -> None:
+        with self._lock:
+            if not self.unreachable or self._outage is None:  # another thread cleared it
+                return
+            self.unreachable = False
+            seconds = monotonic() - self._outage[0]
+            refused, self._outage = self._outage_refused, None
+        log.warning(
+            "RK-OPS001 cleared: the message store took a message again after %.0f s "
+            "(%d messages refused meanwhile)",
+            seconds,
+            refused,
+        )
 
     def _recover(self) -> None:
         with self._lock:
