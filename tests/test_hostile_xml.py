@@ -23,7 +23,8 @@ pytestmark = pytest.mark.hostile
 
 SECRET_MARKER = "RENKEI-SECRET-7f3a9c"
 FAST = 0.05  # CPU seconds: hostile input must be refused in under 50 ms of work
-BLOCKED = 2.0  # wall seconds: the refusal never waits (on a file, the network, a lock)
+BLOCKED = 5.0  # wall seconds: the refusal never waits (on a file, the network, a lock); 2 s
+# failed once on a machine running four other test processes (2.6 s for a 1 MB prolog)
 
 
 # --- helpers -------------------------------------------------------------------------------
