@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import pytest
 from sqlalchemy import select
 
 from bus.catalogue import NS_STANDARD
+from bus.dispatch.outcomes import hold_destinations
 from bus.imports.worklist import ErrorRow, Worklist
 from bus.security.operators import Role, add_operator
 from bus.settings import Settings
@@ -312,11 +314,25 @@ def test_pages_render_for_hub_staff_and_pause_resume_is_audited(
             )
             shown = client.get("/console/destinations").text
             assert ("一時停止中" in shown) == (action == "pause")
+        _hold(console_hub, "kokuho", "HTTP 429 Too Many Requests; Retry-After 300 s")
+        shown = client.get("/console/destinations").text
+        assert "送信を控え中" in shown and "Retry-After 300 s" in shown  # until it passes
     chain = _admin_chain(console_hub.tmp)
     assert ("destination.paused", "console:hub.staff") in chain
     assert ("destination.resumed", "console:hub.staff") in chain
     assert ("import.download", "console:hub.staff") in chain  # the 評価変更リスト, not errors
     assert [event for event, _ in chain].count("import.download") == 1
+
+
+def _hold(console_hub: ConsoleHub, system: str, reason: str) -> None:
+    """What dispatch writes when ``system`` answers with Retry-After: 300."""
+    store = open_store(Settings(data_dir=console_hub.tmp / "hub-data"))
+    try:
+        until = datetime.now(UTC) + timedelta(seconds=300)
+        with store.sessions.begin() as session:
+            hold_destinations(session.connection(), {system: (until, reason)})
+    finally:
+        store.close()
 
 
 def test_a_town_cannot_act_beyond_its_rights(console_hub: ConsoleHub) -> None:

@@ -17,6 +17,7 @@ from bus.dispatch import operations
 from bus.dispatch.claims import RETRY_AFTER_HOLD
 from bus.dispatch.outcomes import hold_destinations
 from bus.dispatch.worker import Worker
+from bus.store.audit import utc
 from bus.store.db import Store
 from bus.store.models import DestinationState
 from tests.test_dispatch import add_message, hub_config, states, store  # noqa: F401
@@ -76,6 +77,7 @@ def test_a_destination_that_asks_for_60_s_is_sent_nothing_for_60_s(
     the next one, which got a 429 again — five waiting subjects, five requests in five
     seconds, to a system that had asked for a minute's rest."""
     clock = Clock()
+    start = clock.now  # the 429 is answered at this time: the hold ends 60 s after it
     policy = RetryPolicy(max_attempts=50, max_age=timedelta(hours=1))
     config = hub_config({"zeimu": f"{busy}/zeimu", "juki": f"{busy}/juki"}, policy=policy)
     first_a = add_message(store.sessions, "A", ("zeimu",), now=clock())[0]
@@ -96,8 +98,9 @@ def test_a_destination_that_asks_for_60_s_is_sent_nothing_for_60_s(
         assert states(store.sessions)[other] == "delivered"
         with store.sessions() as session:
             hold = session.get_one(DestinationState, "zeimu")
-        assert not hold.paused and hold.changed_by == RETRY_AFTER_HOLD
-        assert hold.reason == "HTTP 429 Too Many Requests; Retry-After 60 s"
+        assert not hold.paused and hold.changed_by == RETRY_AFTER_HOLD and hold.reason is None
+        assert hold.held_reason == "HTTP 429 Too Many Requests; Retry-After 60 s"
+        assert hold.held_until is not None and utc(hold.held_until) == start + timedelta(seconds=60)
 
         Busy.busy = False
         clock.now += timedelta(seconds=2)  # past the 60 s
@@ -126,6 +129,7 @@ def test_a_hold_never_replaces_an_operators_pause_and_a_resume_ends_it(
     with store.sessions() as session:
         paused = session.get_one(DestinationState, "kokuho")
         assert (paused.paused, paused.reason, paused.changed_by) == (True, "計画停止", "cli:ops")
+        assert paused.held_until is None  # the pause stands as it is
     _, [delivery] = add_message(store.sessions, "A", ("zeimu",), now=now)
     worker = Worker(store.sessions, lambda: hub_config({}), None, "qa2:2", clock=lambda: now)
     try:
@@ -133,5 +137,8 @@ def test_a_hold_never_replaces_an_operators_pause_and_a_resume_ends_it(
         with store.sessions.begin() as session:
             operations.resume(session, "zeimu", actor="cli:ops", tenants=[])
         assert [job.delivery_id for job in worker._claim()] == [delivery]
+        with store.sessions() as session:
+            resumed = session.get_one(DestinationState, "zeimu")
+        assert (resumed.held_until, resumed.held_reason) == (None, None)
     finally:
         worker.close()

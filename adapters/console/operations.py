@@ -5,6 +5,7 @@ calls (bus/dispatch/operations.py: tenant chains and the admin chain)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -38,6 +39,7 @@ from bus.errors import make_finding
 from bus.observability.readiness import readiness
 from bus.security.operators import Operator, Permission
 from bus.store.admin_audit import record_admin_action
+from bus.store.audit import utc
 from bus.store.models import Delivery, DeliveryState, DestinationState
 
 DONE_KEYS = frozenset({"redeliver", "discard", "pause", "resume"})
@@ -171,15 +173,24 @@ def _destination_rows(
     ):
         counts[(destination, state)] = int(count)
     states = {row.system: row for row in session.scalars(select(DestinationState))}
+    now = datetime.now(UTC)
     return [
         {
             "system": system,
             "state": states.get(system.id),
+            "held_until": _held_until(states.get(system.id), now),
             "pending": counts.get((system.id, DeliveryState.PENDING.value), 0),
             "dead": counts.get((system.id, DeliveryState.DEAD.value), 0),
         }
         for system in systems
     ]
+
+
+def _held_until(state: DestinationState | None, now: datetime) -> datetime | None:
+    """The end of a hold the destination asked for (``Retry-After``) while it lasts."""
+    if state is None or state.held_until is None or utc(state.held_until) <= now:
+        return None
+    return utc(state.held_until)
 
 
 def _systems_seen_by(request: Request, operator: Operator) -> list[Any]:

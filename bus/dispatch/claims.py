@@ -59,24 +59,16 @@ class Job:
     received_at: datetime | None = field(default=None, compare=False)
 
 
-#: ``changed_by`` of a ``destination_states`` row that dispatch wrote because the destination
-#: answered with ``Retry-After`` (not an operator's pause): the destination is held — sent
-#: nothing — until the row's ``changed_at``. An operator's ``pause`` or ``resume`` replaces
-#: the row, and so ends the hold.
+#: ``changed_by`` of a ``destination_states`` row that dispatch created to hold a destination
+#: (its ``Retry-After``): no operator has paused or resumed it yet.
 RETRY_AFTER_HOLD = "dispatch:retry-after"
 
 
 def held_destinations(now: Any) -> Any:
     """The systems sent nothing at ``now``: paused by an operator, or held until a time
-    they asked for (``Retry-After``)."""
+    they asked for (``Retry-After``, ``held_until``)."""
     return select(DestinationState.system).where(
-        or_(
-            DestinationState.paused,
-            and_(
-                DestinationState.changed_by == RETRY_AFTER_HOLD,
-                DestinationState.changed_at > now,
-            ),
-        )
+        or_(DestinationState.paused, DestinationState.held_until > now)
     )
 
 

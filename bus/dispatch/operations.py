@@ -285,6 +285,7 @@ def _set_paused(
         state = DestinationState(system=system, paused=paused, changed_at=now)
         session.add(state)
     state.paused, state.reason, state.changed_at, state.changed_by = paused, reason, now, actor
+    state.held_until = state.held_reason = None  # an operator's word ends a Retry-After hold
     event = "paused" if paused else "resumed"
     for tenant in (
         sorted(set(tenants)) if tenants is not None else _destination_tenants(session, system)

@@ -104,15 +104,13 @@ _HOLD = (
         _STATES.c.system == bindparam("h_system"),
         ~_STATES.c.paused,  # an operator's pause stands as it is
         or_(
-            _STATES.c.changed_by.is_(None),
-            _STATES.c.changed_by != RETRY_AFTER_HOLD,
-            _STATES.c.changed_at < bindparam("h_until", type_=DateTime(timezone=True)),
+            _STATES.c.held_until.is_(None),
+            _STATES.c.held_until < bindparam("h_until", type_=DateTime(timezone=True)),
         ),
     )
     .values(
-        reason=bindparam("h_reason"),
-        changed_at=bindparam("h_until", type_=DateTime(timezone=True)),
-        changed_by=RETRY_AFTER_HOLD,
+        held_until=bindparam("h_until", type_=DateTime(timezone=True)),
+        held_reason=bindparam("h_reason"),
     )
 )
 
@@ -225,9 +223,10 @@ def _entry(job: Job, owner: str, event: str, **detail: object) -> AuditEntry:
 
 def hold_destinations(connection: Connection, holds: Mapping[str, tuple[datetime, str]]) -> None:
     """Hold each destination of ``holds`` — send it nothing — until the time it asked for
-    (``Retry-After``), in the caller's transaction: the ``destination_states`` row the pause
-    uses, ``changed_by`` :data:`RETRY_AFTER_HOLD` and ``changed_at`` the end of the hold. A
-    paused destination stays paused; a later hold already recorded stays."""
+    (``Retry-After``), in the caller's transaction: ``held_until`` and ``held_reason`` of the
+    ``destination_states`` row the pause uses (created, :data:`RETRY_AFTER_HOLD`, when the
+    destination has none). A paused destination stays paused; a later hold already recorded
+    stays."""
     flavour = postgresql if connection.dialect.name == "postgresql" else sqlite
     for system in sorted(holds):  # rows locked in one order by every worker
         until, reason = holds[system]
@@ -236,8 +235,7 @@ def hold_destinations(connection: Connection, holds: Mapping[str, tuple[datetime
             .values(
                 system=system,
                 paused=False,
-                reason=reason,
-                changed_at=until,
+                changed_at=datetime.now(UTC),
                 changed_by=RETRY_AFTER_HOLD,
             )
             .on_conflict_do_nothing(index_elements=["system"])

@@ -29,7 +29,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _PG_MIGRATION_LOCK = 4_242_001  # pg_advisory_lock key: one migrator at a time
 #: The newest migration (bus/migrations/versions; tests/test_migrations.py checks it is the
 #: one head). A store already there is opened without loading Alembic at all.
-SCHEMA_HEAD = "0008_soap_password_overlap"
+SCHEMA_HEAD = "0009_destination_holds"
 
 
 def create_store_engine(settings: Settings, **options: Any) -> Engine:

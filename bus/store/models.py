@@ -230,7 +230,9 @@ class ConfigSnapshot(Base):
 
 
 class DestinationState(Base):
-    """Operational state of a destination system: paused for planned downtime."""
+    """Operational state of a destination system: paused by an operator (planned downtime;
+    ``reason``, ``changed_at`` and ``changed_by`` are the operator's), or held by dispatch
+    until the time it asked for with ``Retry-After`` (``held_until``, ``held_reason``)."""
 
     __tablename__ = "destination_states"
 
@@ -239,6 +241,8 @@ class DestinationState(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     changed_at: Mapped[datetime]
     changed_by: Mapped[str | None] = mapped_column(String(64))
+    held_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    held_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class FeedMark(Base):
