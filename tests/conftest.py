@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +17,7 @@ import yaml
 from bus.cli import load_commands
 from bus.settings import Settings
 from tests.support.postgres import scratch_database
+from tests.support.raw_server import Answer, RawServer
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -173,3 +174,17 @@ def api_credentials(tmp_path: Path) -> ApiCredentials:
     """The sample configuration plus a freshly issued API key for ``juki``."""
     directory, key = config_with_api_key(tmp_path, "juki")
     return ApiCredentials(directory, "juki", key)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Answer], RawServer]]:
+    """Start scripted raw HTTP servers (``tests/support/raw_server.py``), stopped after."""
+    made: list[RawServer] = []
+
+    def start(answer: Answer) -> RawServer:
+        made.append(RawServer(answer).start())
+        return made[-1]
+
+    yield start
+    for server in made:
+        server.stop()

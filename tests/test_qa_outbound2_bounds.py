@@ -6,12 +6,9 @@ for the whole exchange, reads no more than ``MAX_BODY`` and follows no redirect.
 
 from __future__ import annotations
 
-import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -24,6 +21,7 @@ from adapters.soap_out import SoapTransport
 from bus.config.models import Endpoint
 from bus.dispatch.transport import OutboundMessage, Outcome, SendResult
 from tests.support.certificates import Authority
+from tests.support.raw_server import Answer, RawServer
 from tests.test_soap_out import Scripted, _notice, samples, scripted  # noqa: F401
 from tests.test_soap_out_pool import PROXY_ENV
 
@@ -31,90 +29,6 @@ TIMEOUT = 1.0
 LATE = 1.8  # the timeout, and what a loaded machine may add to it
 FLOOD = 48 * 1024 * 1024
 BLOCK = b"x" * (1024 * 1024)
-
-# (method, request target) -> the answer's bytes, written as they come
-Answer = Callable[[str, str], Iterable[bytes]]
-
-
-@dataclass
-class RawServer:
-    """Reads each request (on a connection of its own), records it, then writes whatever
-    ``answer`` yields and closes the connection."""
-
-    answer: Answer
-    tls: ssl.SSLContext | None = None  # https, with this server context
-    sock: socket.socket = field(default_factory=socket.socket)
-    sent: int = 0  # bytes written before the client went away
-    requests: list[tuple[str, str]] = field(default_factory=list)
-
-    def start(self) -> RawServer:
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    @property
-    def base(self) -> str:
-        scheme = "https" if self.tls is not None else "http"
-        return f"{scheme}://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        if self.tls is not None:
-            try:
-                connection = self.tls.wrap_socket(connection, server_side=True)
-            except OSError:
-                return
-        with connection:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = connection.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, rest = data.partition(b"\r\n\r\n")
-            request_line, *lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = request_line.split(" ", 2)
-            length = next(
-                (
-                    int(line.split(":", 1)[1])
-                    for line in lines
-                    if line.lower().startswith("content-length:")
-                ),
-                0,
-            )
-            while len(rest) < length:
-                rest += connection.recv(65536)
-            self.requests.append((method, target))
-            try:
-                for chunk in self.answer(method, target):
-                    connection.sendall(chunk)
-                    self.sent += len(chunk)
-            except OSError:  # the client gave up: what was sent is counted
-                return
-
-    def stop(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Answer], RawServer]]:
-    made: list[RawServer] = []
-
-    def start(answer: Answer) -> RawServer:
-        made.append(RawServer(answer).start())
-        return made[-1]
-
-    yield start
-    for server in made:
-        server.stop()
 
 
 @pytest.fixture

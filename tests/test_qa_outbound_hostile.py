@@ -4,12 +4,8 @@ memory, a SOAP call answered 200 by something that is not the SOAP service."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -28,6 +24,7 @@ from bus.dispatch.worker import Worker
 from bus.routing import RouteStage
 from bus.store.db import Store
 from bus.store.models import Delivery
+from tests.support.raw_server import Answer, RawServer
 from tests.test_dispatch import add_message, hub_config, states, store  # noqa: F401
 from tests.test_request_reply import VALIDATOR, _inquiry
 from tests.test_soap_out import Scripted, _notice, samples, scripted  # noqa: F401
@@ -40,75 +37,6 @@ MESSAGE = OutboundMessage(
     destination="zeimu",
     body=b"<PlatformMessage/>",
 )
-
-# (socket) -> None: writes an answer after the request has been read
-Answer = Callable[[socket.socket], None]
-
-
-@dataclass
-class RawServer:
-    """Reads one request per connection, then lets ``answer`` write whatever it likes."""
-
-    answer: Answer
-    sock: socket.socket = field(default_factory=socket.socket)
-    sent: int = 0  # bytes the answers wrote before the client went away
-
-    def start(self) -> RawServer:
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/zeimu"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        with connection:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = connection.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, rest = data.partition(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            while len(rest) < length:
-                rest += connection.recv(65536)
-            with contextlib.suppress(OSError):  # the client gave up: what was sent is counted
-                self.answer(connection)
-
-    def write(self, connection: socket.socket, data: bytes) -> None:
-        connection.sendall(data)
-        self.sent += len(data)
-
-    def stop(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Answer], RawServer]]:
-    made: list[RawServer] = []
-
-    def start(answer: Answer) -> RawServer:
-        made.append(RawServer(answer).start())
-        return made[-1]
-
-    yield start
-    for server in made:
-        server.stop()
 
 
 @pytest.fixture
@@ -147,9 +75,9 @@ def test_retry_after_in_digits_other_than_ascii_is_no_number() -> None:
 
 
 def _status(code: int, reason: str, *headers: str) -> Answer:
-    def answer(connection: socket.socket) -> None:
+    def answer(_method: str, _target: str) -> Iterable[bytes]:
         extra = "".join(f"{h}\r\n" for h in headers)
-        connection.sendall(f"HTTP/1.1 {code} {reason}\r\n{extra}Content-Length: 0\r\n\r\n".encode())
+        yield f"HTTP/1.1 {code} {reason}\r\n{extra}Content-Length: 0\r\n\r\n".encode()
 
     return answer
 
@@ -164,7 +92,7 @@ def test_a_retry_after_too_far_ahead_neither_fails_the_round_nor_outlives_the_ag
     busy = serve(_status(429, "Too Many Requests", "Retry-After: 99999999999999999999"))
     fine = serve(_status(200, "OK"))
     policy = RetryPolicy(max_attempts=50, max_age=timedelta(hours=1))
-    config = hub_config({"zeimu": busy.url, "juki": fine.url}, policy=policy)
+    config = hub_config({"zeimu": f"{busy.base}/zeimu", "juki": f"{fine.base}/juki"}, policy=policy)
     refused, accepted = add_message(store.sessions, "A", ("zeimu", "juki"))[1]
     worker = Worker(store.sessions, lambda: config, None, "qa:1", send_concurrency=1)
     try:
@@ -186,9 +114,9 @@ def test_a_retry_after_too_far_ahead_neither_fails_the_round_nor_outlives_the_ag
 
 
 def _trickle(head: bytes, body: bytes, pause: float) -> Answer:
-    def answer(connection: socket.socket) -> None:
+    def answer(_method: str, _target: str) -> Iterable[bytes]:
         for byte in head + body:
-            connection.sendall(bytes([byte]))
+            yield bytes([byte])
             time.sleep(pause)
 
     return answer
@@ -207,7 +135,7 @@ def test_an_answer_trickled_byte_by_byte_ends_at_the_endpoint_timeout(
         head = head.replace(b"Content-Length: 60", b"Content-Length: 0")
     server = serve(_trickle(head, body, 0.15))
     started = time.monotonic()
-    result = _send(transport, server.url, timeout=1.0)
+    result = _send(transport, f"{server.base}/zeimu", timeout=1.0)
     elapsed = time.monotonic() - started
     assert result.outcome is Outcome.RETRY and result.error == "timeout: ReadTimeout"
     assert elapsed < 1.8
@@ -216,41 +144,22 @@ def test_an_answer_trickled_byte_by_byte_ends_at_the_endpoint_timeout(
 # --- an answer too long to hold --------------------------------------------------------------
 
 
-def _flood(status: str, framing: str, total: int) -> Callable[[RawServer], Answer]:
+def _flood(status: str, framing: str, total: int) -> Answer:
     block = b"x" * (1024 * 1024)
 
-    def make(server: RawServer) -> Answer:
-        def answer(connection: socket.socket) -> None:
-            if framing == "length":
-                server.write(
-                    connection, f"HTTP/1.1 {status}\r\nContent-Length: {total}\r\n\r\n".encode()
-                )
-            elif framing == "chunked":
-                server.write(
-                    connection, f"HTTP/1.1 {status}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
-                )
-            else:
-                server.write(connection, f"HTTP/1.1 {status}\r\nConnection: close\r\n\r\n".encode())
-            for _ in range(total // len(block)):
-                if framing == "chunked":
-                    server.write(connection, b"100000\r\n" + block + b"\r\n")
-                else:
-                    server.write(connection, block)
-            if framing == "chunked":
-                server.write(connection, b"0\r\n\r\n")
+    def answer(_method: str, _target: str) -> Iterable[bytes]:
+        if framing == "length":
+            yield f"HTTP/1.1 {status}\r\nContent-Length: {total}\r\n\r\n".encode()
+        elif framing == "chunked":
+            yield f"HTTP/1.1 {status}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        else:
+            yield f"HTTP/1.1 {status}\r\nConnection: close\r\n\r\n".encode()
+        for _ in range(total // len(block)):
+            yield b"100000\r\n" + block + b"\r\n" if framing == "chunked" else block
+        if framing == "chunked":
+            yield b"0\r\n\r\n"
 
-        return answer
-
-    return make
-
-
-def _flooding(
-    serve: Callable[[Answer], RawServer], status: str, framing: str, total: int
-) -> RawServer:
-    holder: list[RawServer] = []
-    server = serve(lambda connection: _flood(status, framing, total)(holder[0])(connection))
-    holder.append(server)
-    return server
+    return answer
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked", "close"])
@@ -259,21 +168,21 @@ def test_an_accepting_answer_too_long_to_hold_is_delivered_without_reading_it(
 ) -> None:
     """A 200 with a 48 MiB body was read whole into memory (a 600 MiB one took 1.2 GB of
     RSS), and handed on as an inquiry's reply."""
-    server = _flooding(serve, "200 OK", framing, 48 * 1024 * 1024)
-    result = _send(transport, server.url, timeout=10.0)
+    server = serve(_flood("200 OK", framing, 48 * 1024 * 1024))
+    result = _send(transport, f"{server.base}/zeimu", timeout=10.0)
     assert result.outcome is Outcome.DELIVERED and result.reply is None
     assert result.error == OVERSIZED == "answer body over 16 MiB not read"
     time.sleep(0.2)  # the server notices the closed connection
     assert server.sent < MAX_BODY + 8 * 1024 * 1024  # not drained to the end
     # the connection was dropped, not reused mid-body: the next send is answered properly
-    assert _send(transport, serve(_status(200, "OK")).url).outcome is Outcome.DELIVERED
+    assert _send(transport, f"{serve(_status(200, 'OK')).base}/zeimu").outcome is Outcome.DELIVERED
 
 
 def test_a_refusing_answer_too_long_to_hold_is_classified_by_its_status(
     serve: Callable[[Answer], RawServer], transport: HttpTransport
 ) -> None:
-    server = _flooding(serve, "503 Service Unavailable", "length", 32 * 1024 * 1024)
-    result = _send(transport, server.url, timeout=10.0)
+    server = serve(_flood("503 Service Unavailable", "length", 32 * 1024 * 1024))
+    result = _send(transport, f"{server.base}/zeimu", timeout=10.0)
     assert result.outcome is Outcome.RETRY and result.error == "HTTP 503 Service Unavailable"
 
 
@@ -281,7 +190,7 @@ def test_an_inquiry_answered_too_long_to_read_is_rpl002_with_the_reason(
     serve: Callable[[Answer], RawServer],
 ) -> None:
     """The Reply stage said only "empty reply" for a reply it had not read."""
-    server = _flooding(serve, "200 OK", "length", 24 * 1024 * 1024)
+    server = serve(_flood("200 OK", "length", 24 * 1024 * 1024))
     inquiry = _inquiry("AddresseeInquiry")
     tenant = inquiry.envelope.client.tenant  # type: ignore[union-attr]
     config = HubConfig(
@@ -290,7 +199,7 @@ def test_an_inquiry_answered_too_long_to_read_is_rpl002_with_the_reason(
             System(
                 id="juki",
                 name="juki",
-                endpoint=Endpoint(transport="http", url=server.url, timeout_seconds=10),
+                endpoint=Endpoint(transport="http", url=f"{server.base}/zeimu", timeout_seconds=10),
             ),
         ),
         routes=(Route(service="AddresseeInquiry", provider="juki"),),
