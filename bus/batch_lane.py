@@ -19,7 +19,10 @@ provider and would hold up every batch behind it, so it keeps a thread of its ow
 A message whose stage raises fails alone (its future gets the exception). When storing the
 batch fails even message by message (the database itself is failing), every message of the
 batch not yet settled gets that error: the senders are answered with a server fault and
-resend (the Idempotent Receiver makes the resend of one that was stored a duplicate).
+resend (the Idempotent Receiver makes the resend of one that was stored a duplicate). A store
+that cannot be reached now fails the batch at once (no retry one by one); the adapters answer
+RK-STO008 and log the outage once, so the batch is logged here in one line, without a
+traceback.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from concurrent.futures import Future
 from time import perf_counter
 
 from bus.pipeline import Message
+from bus.store.write_health import describe, is_store_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +101,10 @@ class BatchLane:
             try:
                 self._settle(batch)
             except Exception as error:  # never leave a caller waiting, never stop the lane
-                log.warning("a batch of %d messages failed", len(batch), exc_info=error)
+                if is_store_unavailable(error):  # an outage: the adapter logs it once (RK-OPS001)
+                    log.info("a batch of %d messages was refused: %s", len(batch), describe(error))
+                else:
+                    log.warning("a batch of %d messages failed", len(batch), exc_info=error)
                 for submission in batch:
                     if not submission.future.done():
                         submission.future.set_exception(error)

@@ -979,6 +979,13 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "The message store's schema ({actual}) is newer than this renkei knows (up to"
         " {expected}); upgrade renkei on this host. Nothing was changed.",
     ),
+    (
+        "RK-OPS010",
+        E,
+        "環境変数 {field_en} の値（{actual}）は使えません。使える値: {expected}。何も実行していません。",
+        "The environment variable {field_en} has a value that cannot be used ({actual});"
+        " allowed: {expected}. Nothing was run.",
+    ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (
         "RK-CON001",

@@ -6,21 +6,34 @@ workers, kombu's memory transport for wake-ups and the shipped sample configurat
 
 from __future__ import annotations
 
-from enum import StrEnum
+import re
+from enum import Enum, StrEnum
 from pathlib import Path
+from types import NoneType, UnionType
+from typing import TYPE_CHECKING, Union, get_args, get_origin
 
-from pydantic import Field
+from annotated_types import Ge, Gt
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.resources import data_dir
 
+if TYPE_CHECKING:
+    from bus.pipeline import Finding
+
 
 class SqliteSync(StrEnum):
     """SQLite ``synchronous``: NORMAL (WAL) survives a killed process; FULL also survives
-    power loss at some cost in commit latency."""
+    power loss at some cost in commit latency. Read in any case (``full``, ``Full``)."""
 
     NORMAL = "NORMAL"
     FULL = "FULL"
+
+    @classmethod
+    def _missing_(cls, value: object) -> SqliteSync | None:
+        if isinstance(value, str):
+            return next((m for m in cls if m.value == value.strip().upper()), None)
+        return None
 
 
 def _default_config_dir() -> Path:
@@ -28,6 +41,7 @@ def _default_config_dir() -> Path:
 
 
 ENV_PREFIX = "RENKEI_"
+STORE_BACKENDS = ("sqlite", "postgresql")
 DISPATCH_WORKERS_ENV = f"{ENV_PREFIX}DISPATCH_WORKERS"
 
 
@@ -105,6 +119,24 @@ class Settings(BaseSettings):
         "default: <data_dir>/secrets.key, created on first use (docs/security.md).",
     )
 
+    @field_validator("database_url")
+    @classmethod
+    def _readable_url(cls, value: str | None) -> str | None:
+        """Parsed as the store will parse it, so a bad URL stops the command here (RK-OPS010)
+        and not in SQLAlchemy, whose error quotes the URL with its password."""
+        if not value:
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            backend = make_url(value).get_backend_name()
+        except (ArgumentError, ValueError):  # unreadable; a port that is not a number
+            raise ValueError("not a SQLAlchemy URL") from None
+        if backend not in STORE_BACKENDS:
+            raise ValueError(f"unsupported database {backend!r}")
+        return value
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
@@ -118,3 +150,73 @@ class Settings(BaseSettings):
     @property
     def effective_config_dir(self) -> Path:
         return self.config_dir or _default_config_dir()
+
+
+#: what a value may be, where the field's type does not say it
+_ALLOWED = {
+    "database_url": "SQLAlchemy URL: sqlite:///PATH | postgresql+psycopg://USER:PASSWORD@HOST/DB",
+    "broker_url": "kombu URL",
+    "public_url": "URL",
+}
+#: never shown, not even in part
+_SECRET_FIELDS = frozenset({"secrets_key"})
+_URL_PASSWORD = re.compile(r"(://[^:/?#@]*:).*@")  # to the last @: a password may hold @ or /
+_QUERY_SECRET = re.compile(r"((?:pass|password|pwd|secret|key|token)[^=&]*=)[^&]*", re.I)
+_SHOWN_LENGTH = 80
+
+
+def settings_refusals(error: ValidationError) -> list[Finding]:
+    """One RK-OPS010 a refused ``RENKEI_*`` value: the variable, the value (a URL's password
+    and the secrets key masked) and what the variable takes."""
+    from bus.errors import make_finding
+
+    findings = []
+    for problem in error.errors(include_url=False):
+        name = str(problem["loc"][0]) if problem["loc"] else ""
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        shown = shown_value(name, problem.get("input"))
+        findings.append(
+            make_finding(
+                "RK-OPS010",
+                path=variable,
+                value_masked=shown,
+                actual=shown,
+                expected=allowed_values(name),
+            )
+        )
+    return findings
+
+
+def shown_value(name: str, value: object) -> str:
+    """``value`` as it may be printed: a secret field's as ``***``, a URL's password and
+    secret query parameters as ``***``, cut at 80 characters."""
+    text = "" if value is None else str(value)
+    if name in _SECRET_FIELDS:
+        return "***"
+    text = _QUERY_SECRET.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+    return text if len(text) <= _SHOWN_LENGTH else text[: _SHOWN_LENGTH - 1] + "…"
+
+
+def allowed_values(name: str) -> str:
+    """What the field ``name`` takes, from its type and bounds: ``NORMAL | FULL``,
+    ``integer >= 0``, ``true | false``."""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return "?"
+    if name in _ALLOWED:
+        return _ALLOWED[name]
+    kind = field.annotation
+    if get_origin(kind) in (Union, UnionType):
+        kind = next(arg for arg in get_args(kind) if arg is not NoneType)
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return " | ".join(str(member.value) for member in kind)
+    if kind is bool:
+        return "true | false"
+    words = {int: "integer", float: "number", Path: "path", str: "text"}
+    allowed = words.get(kind, getattr(kind, "__name__", "?")) if isinstance(kind, type) else "?"
+    for bound in field.metadata:
+        if isinstance(bound, Ge):
+            allowed += f" >= {bound.ge}"
+        elif isinstance(bound, Gt):
+            allowed += f" > {bound.gt}"
+    return allowed

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from lxml import etree
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
 from bus.catalogue import NS_ENVELOPE, NS_STANDARD
@@ -83,7 +83,7 @@ def test_a_failing_batch_is_stored_message_by_message(hub: Hub) -> None:
     def failing_once(session: Session) -> None:
         calls.append(len(calls))
         if len(calls) == 1:
-            raise OperationalError("INSERT …", {}, Exception("disk I/O error"))
+            raise DatabaseError("INSERT …", {}, Exception("disk I/O error"))
 
     pending = _validated(hub, raws)
     store.store_many(pending, failing_once)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 # every command module: the package's other files (so a new one is loaded by ``--help`` and
 # tests/test_cli_loading.py finds its commands missing from MODULE_OF_COMMAND)
@@ -43,6 +44,42 @@ MODULE_OF_COMMAND = {
 }
 
 
+#: ``ctx.meta`` key: the command line asks for a command's help (no settings needed)
+_ASKS_HELP = "renkei.asks_help"
+#: the modules whose commands work on files alone and never read ``RENKEI_*``
+_READ_NO_SETTINGS = frozenset({"validate", "mapping"})
+
+#: The exit status of a command the store could not serve now (as of a store not opened).
+EXIT_STORE_UNAVAILABLE = 2
+
+
+class _Commands(TyperGroup):
+    """Every command: a store that cannot be reached now (the database down or its
+    connections lost, a lock held elsewhere past ``RENKEI_DATABASE_LOCK_TIMEOUT``) is one
+    coded line, RK-OPS001 with the reason, and exit status 2, not a traceback. What a
+    command committed before stays; its current transaction was rolled back."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # the command line as given: the group's callback runs before a command's --help
+        ctx.meta[_ASKS_HELP] = any(arg in ctx.help_option_names for arg in args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own click Context (a private module)
+        try:
+            return super().invoke(ctx)
+        except Exception as error:
+            if "sqlalchemy" not in sys.modules:  # no store was used: not a store's error
+                raise
+            from bus.errors import make_finding
+            from bus.store.write_health import describe, is_store_unavailable
+
+            if not is_store_unavailable(error):
+                raise
+            finding = make_finding("RK-OPS001", path="/database", actual=describe(error))
+            typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
+            raise typer.Exit(EXIT_STORE_UNAVAILABLE) from None
+
+
 class _Renkei(typer.Typer):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         load_commands(sys.argv[1] if len(sys.argv) > 1 else None)
@@ -54,13 +91,35 @@ app = _Renkei(
     help="renkei (連携): data-integration hub for municipalities sharing core systems.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_Commands,
 )
 
 
 @app.callback()
-def _group() -> None:
+def _group(ctx: typer.Context) -> None:
     """Keeps ``renkei COMMAND`` a command group when the app holds a single command, as it
-    does when only that command's module is loaded."""
+    does when only that command's module is loaded; and reads the ``RENKEI_*`` settings
+    before any command that uses them starts (its ``--help`` aside), so a value that cannot be used
+    stops it with RK-OPS010 (exit 2) rather than a traceback from wherever it is first read.
+    ``renkei serve``'s HTTP and dispatch processes inherit the values checked here."""
+    offline = MODULE_OF_COMMAND.get(ctx.invoked_subcommand or "") in _READ_NO_SETTINGS
+    if ctx.resilient_parsing or ctx.meta.get(_ASKS_HELP) or offline:
+        return
+    check_settings()
+
+
+def check_settings() -> None:
+    """Every refused ``RENKEI_*`` value on its own line (RK-OPS010), then exit 2."""
+    from pydantic import ValidationError
+
+    from bus.settings import Settings, settings_refusals
+
+    try:
+        Settings()
+    except ValidationError as error:
+        for finding in settings_refusals(error):
+            typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
+        raise typer.Exit(2) from None
 
 
 def load_commands(command: str | None = None) -> typer.Typer:

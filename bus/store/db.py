@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Seconds libpq waits for a new PostgreSQL connection (:func:`_connect_args`).
+PG_CONNECT_TIMEOUT_S = 5
 _PG_MIGRATION_LOCK = 4_242_001  # pg_advisory_lock key: one migrator at a time
 #: The newest migration (bus/migrations/versions; tests/test_migrations.py checks it is the
 #: one head). A store already there is opened without loading Alembic at all.
@@ -37,7 +40,8 @@ def create_store_engine(settings: Settings, **options: Any) -> Engine:
     foreign keys, the configured ``synchronous``); on PostgreSQL, each connection's
     ``lock_timeout`` is ``RENKEI_DATABASE_LOCK_TIMEOUT`` (set once per new connection, not
     per statement), so a statement behind a lock held elsewhere fails (SQLSTATE 55P03, an
-    ingest refused RK-STO008) instead of waiting for as long as the lock is held."""
+    ingest refused RK-STO008) instead of waiting for as long as the lock is held; and a new
+    connection gives up after libpq's ``connect_timeout`` (:func:`_connect_args`)."""
     url = make_url(settings.effective_database_url)
     if url.get_backend_name() == "sqlite":
         if url.database:
@@ -64,7 +68,7 @@ def create_store_engine(settings: Settings, **options: Any) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    engine = create_engine(url, pool_pre_ping=True, **options)
+    engine = create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url), **options)
     lock_timeout_ms = round(settings.database_lock_timeout * 1000)
     if url.get_backend_name() == "postgresql" and lock_timeout_ms > 0:
 
@@ -78,13 +82,24 @@ def create_store_engine(settings: Settings, **options: Any) -> Engine:
     return engine
 
 
+def _connect_args(url: URL) -> dict[str, Any]:
+    """On PostgreSQL, libpq's ``connect_timeout`` (:data:`PG_CONNECT_TIMEOUT_S`): a host
+    that drops the packets makes a new connection fail (an ingest refused RK-STO008,
+    ``/readyz`` not ready) instead of hanging for ever. A ``connect_timeout`` in the URL's
+    query, or ``PGCONNECT_TIMEOUT`` in the environment, is left to libpq."""
+    given = "connect_timeout" in url.query or "PGCONNECT_TIMEOUT" in os.environ
+    if url.get_backend_name() != "postgresql" or given:
+        return {}
+    return {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+
+
 def _unbounded(engine: Engine) -> Engine:
     """An engine on the same PostgreSQL database without the hub's ``lock_timeout``, for a
     migration: it must wait behind another process's migration (the advisory lock) and for
     the table locks its DDL takes, however long that is. Any other database: ``engine``."""
     if engine.url.get_backend_name() != "postgresql":
         return engine
-    return create_engine(engine.url, poolclass=NullPool)
+    return create_engine(engine.url, poolclass=NullPool, connect_args=_connect_args(engine.url))
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -24,6 +24,7 @@ each other collide on the primary key; the loser rolls back and re-reads.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,7 +44,12 @@ from bus.store.outbox import (
     store_incoming,
     store_incomings,
 )
-from bus.store.write_health import WriteHealth, is_storage_full, write_health
+from bus.store.write_health import (
+    WriteHealth,
+    is_storage_full,
+    is_store_unavailable,
+    write_health,
+)
 from bus.store.writers import write_connection, write_transaction, writer_turn
 
 __all__ = [
@@ -80,6 +86,9 @@ class StoreStage:
     name: StageName = StageName.STORE
     _group: GroupCommit[Incoming, StoreOutcome] = field(init=False, repr=False, compare=False)
     _health: WriteHealth = field(init=False, repr=False, compare=False)
+    #: per leader thread: a group the store could not be reached for, and its messages
+    #: whose one-by-one retry must fail at once (:meth:`_commit_group`)
+    _unreached: threading.local = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         group = GroupCommit(
@@ -87,6 +96,7 @@ class StoreStage:
         )
         object.__setattr__(self, "_group", group)
         object.__setattr__(self, "_health", write_health(self.sessions))
+        object.__setattr__(self, "_unreached", threading.local())
 
     def __call__(self, message: Message) -> Message:
         if message.rejected:
@@ -110,7 +120,9 @@ class StoreStage:
         ``also`` (e.g. the batch's rejection audits) in the same transaction. When that
         transaction fails, each message is stored alone, so nothing is half-stored. When it
         fails because the store is full, nothing is retried: each message is refused with
-        RK-STO007 and ``also`` is not written (``False``: the caller audits otherwise)."""
+        RK-STO007 and ``also`` is not written (``False``: the caller audits otherwise). When it
+        fails because the store cannot be reached now (a lock not granted in time, the
+        connection lost), the error propagates at once: each message alone would wait again."""
         incomings = [Incoming.from_message(message, self.retention) for message in messages]
         outcomes: list[StoreOutcome | None]
         try:
@@ -124,6 +136,8 @@ class StoreStage:
                 for message in messages:
                     self._refuse(message, error)
                 return also is None
+            if is_store_unavailable(error):  # one by one would wait for the lock again each
+                raise
             log.info("batch commit failed; storing its messages one by one")
             pairs = zip(messages, incomings, strict=True)
             outcomes = [self._commit_or_refuse(m, i) for m, i in pairs]
@@ -156,13 +170,31 @@ class StoreStage:
         message.add_findings([make_finding("RK-STO007", path="/")])
 
     def _commit_group(self, incomings: Sequence[Incoming]) -> list[StoreOutcome]:
-        """Several messages in one transaction (a failure is retried message by message)."""
-        with write_connection(self.sessions) as connection:
-            outcomes = store_incomings(connection, incomings, now=datetime.now(UTC))
+        """Several messages in one transaction. A failure is retried message by message
+        (:class:`GroupCommit`), except when the store cannot be reached now: each message of
+        the group then fails at once with that error (:meth:`_commit`) instead of waiting
+        for the lock (or the connection) again, one after the other."""
+        try:
+            with write_connection(self.sessions) as connection:
+                outcomes = store_incomings(connection, incomings, now=datetime.now(UTC))
+        except SQLAlchemyError as error:
+            if is_store_unavailable(error):  # the retries run next, in this thread
+                self._unreached.group = (error, list(incomings))
+            raise
         self._wake(outcomes)
         return outcomes
 
     def _commit(self, incoming: Incoming) -> StoreOutcome:
+        unreached: tuple[SQLAlchemyError, list[Incoming]] | None = getattr(
+            self._unreached, "group", None
+        )
+        if unreached is not None:
+            error, pending = unreached
+            if any(item is incoming for item in pending):  # a retry of a group not stored
+                pending[:] = [item for item in pending if item is not incoming]
+                if not pending:
+                    self._unreached.group = None
+                raise error
         try:
             with write_connection(self.sessions) as connection:
                 outcome = store_incoming(connection, incoming, now=datetime.now(UTC))
