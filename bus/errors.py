@@ -736,6 +736,18 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "宛名抽出ファイル（--residents）の {line} 行目の{field_ja}が空か、使えない値です（値: {actual}、使える値: {expected}）。何も投入していません。",
         "Line {line} of the 宛名 extract (--residents): {field_en} is empty or not allowed (value: {actual}; allowed: {expected}); nothing was loaded.",
     ),
+    (
+        "RK-IMP017",
+        W,
+        "住民データの索引は以前の版の renkei が作ったもので、氏名・住所のそろえ方が古いままです（{actual}、キーの版 {version}、今の版 {expected}）。"
+        "名寄せはしますが、一致するはずの所有者が不一致・住登外になることがあります。"
+        "宛名抽出ファイルを付けて（--residents）取り込むと索引を作り直します"
+        "（住民異動通知はハブに保存済みのものから読み直します）。",
+        "The resident index was built by an older renkei and keeps keys normalised the old way "
+        "({actual}, key version {version}, current {expected}); owners are matched, but some that should be 一致 may come out 不一致 or "
+        "住登外. Import with the 宛名 extract (--residents) to rebuild it (the 住民異動通知 "
+        "stored in the hub are read again).",
+    ),
     # --- IO: reading inputs ------------------------------------------------------------------
     (
         "RK-IO001",

@@ -69,6 +69,8 @@ def feed_index(
     if index.unreadable is not None:
         actual = f"{index.path}: {index.unreadable}"
         show(console, make_finding("RK-IMP009", path="/residents", actual=actual), "yellow")
+    elif (outdated := index.outdated_warning(tenant)) is not None:  # matched, some missed
+        show(console, outdated, "yellow")
 
 
 @import_app.command("notices")

@@ -59,6 +59,7 @@ def _widen_kana(text: str) -> str:
     return _HALF_KANA.sub(lambda m: to_katakana(m.group()), text)
 
 
+# A change to what name_key, kana_key, address_key or corporation give: bump residents.KEY_VERSION
 def name_key(text: str) -> str:
     """A person's name for comparison: folded, without any spaces."""
     return _SPACE.sub("", fold_text(text))

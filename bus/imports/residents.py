@@ -8,6 +8,11 @@ database (overwritten), or one damaged past its header (cut short, garbled pages
 ``quick_check`` when it is opened, or any read that fails later), is
 :attr:`ResidentIndex.unreadable`: it holds nobody, so owners are 未照合 and the import goes on,
 but an extract is refused rather than loaded into it.
+
+The keys are what :mod:`bus.imports.normalize` made of the names when they were stored: each
+tenant's rows carry the :data:`KEY_VERSION` they were made with. A tenant whose rows are
+older (:meth:`ResidentIndex.outdated`) still matches, only missing owners whose keys are now
+made otherwise; loading an extract into it rebuilds that tenant's rows.
 """
 
 from __future__ import annotations
@@ -41,7 +46,13 @@ create index if not exists ix_kana on residents (tenant, kana_key);
 create index if not exists ix_corp on residents (tenant, corporate_number);
 create index if not exists ix_corp_bare on residents (tenant, corporate_bare);
 create table if not exists feeds (tenant text primary key, last_message integer not null);
+create table if not exists key_versions (tenant text primary key, version integer not null);
 """
+# What the keys are: bump it with any change to what name_key, kana_key, address_key or
+# corporation give for a name already stored (normalize.py says so at its keys). A tenant's
+# rows stored with an older version, or before versions were kept (none), are outdated.
+# 1: corporate forms ㈳ ㈶ (福) (医) NPO法人, a 大字 ending like a prefecture or 郡 kept.
+KEY_VERSION = 1
 EXTRACT_COLUMNS = ("宛名番号", "氏名", "氏名カナ", "住所", "住民種別", "住民状態", "法人番号")
 REQUIRED_COLUMNS = ("宛名番号", "氏名")  # the others may be missing or empty
 _DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # a damaged file, not a busy one
@@ -121,10 +132,22 @@ class ResidentIndex:
             raise error
         self.unreadable = self.unreadable or str(error)
 
-    def put(self, tenant: str, residents: Iterable[Resident]) -> int:
+    def put(self, tenant: str, residents: Iterable[Resident], rebuild: bool = False) -> int:
+        """Add or replace (by 宛名番号) the tenant's residents in one transaction. A tenant
+        with no rows yet is marked with the current :data:`KEY_VERSION`; ``rebuild``: the
+        tenant's rows are replaced by these (and its feed read again from the first stored
+        住民異動通知), so they are marked current too."""
         rows = [(tenant, *vars_of(r)) for r in residents]
         try:
             with self._db:
+                if rebuild:
+                    self._db.execute("delete from residents where tenant = ?", (tenant,))
+                    self._db.execute("delete from feeds where tenant = ?", (tenant,))
+                    self._db.execute("delete from key_versions where tenant = ?", (tenant,))
+                if not self._has_rows(tenant):
+                    self._db.execute(
+                        "insert or replace into key_versions values (?, ?)", (tenant, KEY_VERSION)
+                    )
                 self._db.executemany(
                     "insert or replace into residents values (?,?,?,?,?,?,?,?,?,?)", rows
                 )
@@ -132,6 +155,40 @@ class ResidentIndex:
             self.damaged(error)  # raises what is not damage
             raise
         return len(rows)
+
+    def _has_rows(self, tenant: str) -> bool:
+        row = self._db.execute("select 1 from residents where tenant = ? limit 1", (tenant,))
+        return row.fetchone() is not None
+
+    def outdated(self, tenant: str) -> int | None:
+        """The :data:`KEY_VERSION` the tenant's rows were stored with (0: before versions
+        were kept) when it is older than the current one; None when they are current, or
+        there are none (nor any for an unreadable index)."""
+        if self.unreadable is not None:
+            return None
+        try:
+            if not self._has_rows(tenant):
+                return None
+            row = self._db.execute("select version from key_versions where tenant = ?", (tenant,))
+            found = row.fetchone()
+        except sqlite3.DatabaseError as error:
+            self.damaged(error)
+            return None
+        version = int(found[0]) if found else 0
+        return version if version < KEY_VERSION else None
+
+    def outdated_warning(self, tenant: str) -> Finding | None:
+        """RK-IMP017 for a tenant whose rows are :meth:`outdated`, naming how to rebuild."""
+        version = self.outdated(tenant)
+        if version is None:
+            return None
+        return make_finding(
+            "RK-IMP017",
+            path="/residents",
+            actual=str(self.path),
+            version=version,
+            expected=KEY_VERSION,
+        )
 
     def count(self, tenant: str) -> int:
         """0 for an unreadable index: its owners are 未照合, the import goes on."""
@@ -199,7 +256,9 @@ class ResidentIndex:
 
     def load_extract(self, path: Path, tenant: str) -> int:
         """A 宛名 extract (CSV with a header of ``EXTRACT_COLUMNS``; UTF-8 with or without a
-        BOM, or CP932, detected as a notice file's is): the full load, all or nothing."""
+        BOM, or CP932, detected as a notice file's is): the full load, all or nothing. Into
+        a tenant whose rows are :meth:`outdated` it is a rebuild: the tenant's rows are the
+        extract's, and its stored 住民異動通知 are read again by the next :meth:`refresh`."""
         if self.unreadable is not None:
             raise _refused("RK-IMP010", f"{self.path}: {self.unreadable}")
         try:
@@ -207,7 +266,8 @@ class ResidentIndex:
                 encoding = detect_encoding(raw).encoding
                 raw.seek(0)
                 text = io.TextIOWrapper(raw, _TEXT.get(encoding, encoding), newline="")
-                return self.put(tenant, _extract_rows(csv.DictReader(text)))
+                rebuild = self.outdated(tenant) is not None
+                return self.put(tenant, _extract_rows(csv.DictReader(text)), rebuild)
         except OSError as error:  # missing, a folder, no permission
             raise _refused("RK-IO001", f"{path}: {error.strerror or error}") from None
         except (UnicodeDecodeError, csv.Error) as error:
