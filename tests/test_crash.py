@@ -456,7 +456,8 @@ def check_the_run_was_a_crash_test(run: Run, size: Size) -> None:
     assert sum(k.in_flight for k in run.kills) > 0, f"no kill caught work in flight: {run.kills}"
     assert len(run.outcome.refused) == size.messages // size.invalid_every
     reasons = Counter(len(m.subscribers) for m in run.outcome.acknowledged)
-    assert set(reasons) == {4, 5}, reasons  # tainou gets a known subset
+    # kotei and tainou each get a known subset of the change reasons
+    assert set(reasons) <= {3, 4, 5} and len(set(reasons)) >= 2, reasons
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ from bus.config.models import RetryPolicy
 from bus.dispatch.worker import Worker
 from bus.store.db import Store
 from bus.store.models import AuditRecord, Delivery, DeliveryAttempt
+from tests.support.raw_server import Answer, RawServer
 from tests.test_dispatch import add_message, hub_config, store  # noqa: F401
-from tests.test_qa_outbound2_bounds import Answer, RawServer, serve, whole  # noqa: F401
+from tests.test_qa_outbound2_bounds import whole
 
 
 @pytest.mark.parametrize(
@@ -27,7 +28,7 @@ from tests.test_qa_outbound2_bounds import Answer, RawServer, serve, whole  # no
 )
 def test_a_reason_phrase_the_system_chose_is_never_recorded(
     store: Store,  # noqa: F811
-    serve: Callable[[Answer], RawServer],  # noqa: F811
+    serve: Callable[[Answer], RawServer],
     status_line: str,
     recorded: str,
     caplog: pytest.LogCaptureFixture,

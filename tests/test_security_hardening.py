@@ -18,6 +18,7 @@ import logging
 import re
 import secrets
 import string
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,6 +119,8 @@ def test_a_new_password_ends_the_sessions_opened_before(towns: Towns) -> None:
 
 
 def test_password_guessing_is_throttled_per_account(towns: Towns) -> None:
+    if time.time() % 60 > 40:  # the 12 attempts in one counting window (a minute)
+        time.sleep(60.5 - time.time() % 60)
     with httpx.Client(base_url=towns.hub.url, timeout=30) as client:
 
         def attempt(password: str) -> httpx.Response:
