@@ -1047,6 +1047,13 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "この端末からのログイン失敗が多すぎます（1 分間に {limit} 回まで）。しばらく待ってから再度ログインしてください。",
         "Too many failed logins from this address (at most {limit} a minute); wait a moment and log in again.",
     ),
+    (
+        "RK-CON009",
+        E,
+        "配信不能の対象は、配信 ID か --all（--tenant / --destination / --why で絞り込み）のどちらか一方で指定してください（{actual}）。",
+        "Name the dead letters either by delivery id or with --all (narrowed by --tenant / "
+        "--destination / --why), not both and not neither ({actual}).",
+    ),
 )
 
 _FORMAT_FIELDS = re.compile(r"{(\w+)}")

@@ -8,6 +8,8 @@ import getpass
 import os
 import signal
 import threading
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -154,11 +156,7 @@ def _act(action: str, ids: list[int], reason: str) -> None:
             do = operations.redeliver if action == "redeliver" else operations.discard
             changed = do(session, ids, reason=reason, actor=_actor())
         if action == "redeliver" and changed:
-            from bus.dispatch.wakeup import Wakeups
-
-            wakeups = Wakeups.for_settings(Settings())
-            wakeups.notify(())
-            wakeups.close()
+            _wake_dispatch()
         skipped = sorted(set(ids) - set(changed))
         if skipped:
             with store.sessions() as session:
@@ -172,6 +170,99 @@ def _act(action: str, ids: list[int], reason: str) -> None:
             _report(make_finding("RK-STO006", path="/", actual=delivery))
             typer.echo(f"  {_where(delivery, found.get(delivery))}", err=True)
         raise typer.Exit(EXIT_REFUSED)
+
+
+def _wake_dispatch() -> None:
+    from bus.dispatch.wakeup import Wakeups
+
+    wakeups = Wakeups.for_settings(Settings())
+    wakeups.notify(())
+    wakeups.close()
+
+
+class DeadReason(StrEnum):
+    """Why a letter is dead, as ``renkei dlq list`` shows it."""
+
+    permanent = "permanent"
+    attempts = "attempts"
+    age = "age"
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """``--all`` and the filters that narrow it."""
+
+    every: bool
+    tenant: str | None
+    destination: str | None
+    why: DeadReason | None
+
+    def narrowed(self) -> bool:
+        return any((self.tenant, self.destination, self.why))
+
+
+ALL_PAGE = 500  # dead letters per transaction with --all: the write lock is held briefly
+
+
+def _misnamed(ids: list[int] | None, selection: Selection) -> str | None:
+    """What is wrong with how the dead letters were named, or None."""
+    if ids and selection.every:
+        return "ids and --all"
+    if ids and selection.narrowed():
+        return "ids with filters"
+    if not ids and not selection.every:
+        return "filters without --all" if selection.narrowed() else "neither ids nor --all"
+    return None
+
+
+def _act_on(action: str, ids: list[int] | None, reason: str, selection: Selection) -> None:
+    misnamed = _misnamed(ids, selection)
+    if misnamed:
+        finding = make_finding("RK-CON009", path="/ids", actual=misnamed)
+        raise options.usage_error(finding, "--all")
+    if ids:
+        _act(action, ids, reason)
+    else:
+        _act_on_all(action, reason, selection)
+
+
+def _act_on_all(action: str, reason: str, selection: Selection) -> None:
+    """Every dead letter matching the selection that is dead now (up to the newest id at the
+    start), in pages of ALL_PAGE, each in its own transaction."""
+    do = operations.redeliver if action == "redeliver" else operations.discard
+    store = _open()
+    changed = 0
+    try:
+        with store.sessions() as session:
+            through = operations.last_dead_id(session)
+        after = 0
+        while after < through:
+            with store.sessions() as session:
+                page = operations.list_dead(
+                    session,
+                    tenant=selection.tenant,
+                    destination=selection.destination,
+                    limit=ALL_PAGE,
+                    after=after,
+                )
+            if not page:
+                break
+            after = page[-1].id
+            chosen = [
+                d.id
+                for d in page
+                if d.id <= through and (selection.why is None or d.reason == selection.why)
+            ]
+            if chosen:
+                with store.sessions.begin() as session:
+                    changed += len(do(session, chosen, reason=reason, actor=_actor()))
+        if action == "redeliver" and changed:
+            _wake_dispatch()
+    finally:
+        store.close()
+    verb_ja = "再送" if action == "redeliver" else "破棄"
+    verb = "redelivered" if action == "redeliver" else "discarded"
+    typer.echo(f"{verb}: {changed} ({changed} 件を{verb_ja}しました)")
 
 
 _STATES_JA = {
@@ -198,22 +289,51 @@ def _where(delivery: int, found: operations.DeliveryAt | None) -> str:
     )
 
 
+IdsArgument = Annotated[
+    list[int] | None,
+    typer.Argument(
+        help="Delivery ids (see `renkei dlq list`); or --all with filters.", show_default=False
+    ),
+]
+AllOption = Annotated[
+    bool,
+    typer.Option(
+        "--all",
+        help="Every dead letter matching --tenant/--destination/--why (after an outage).",
+    ),
+]
+TenantFilter = Annotated[str | None, typer.Option(help="With --all: only this tenant.")]
+DestinationFilter = Annotated[str | None, typer.Option(help="With --all: only this destination.")]
+WhyFilter = Annotated[
+    DeadReason | None,
+    typer.Option(help="With --all: only those dead for this reason.", case_sensitive=False),
+]
+
+
 @dlq_app.command("redeliver")
 def dlq_redeliver(
-    ids: Annotated[list[int], typer.Argument(help="Delivery ids (see `renkei dlq list`).")],
     reason: ReasonOption,
+    ids: IdsArgument = None,
+    every: AllOption = False,
+    tenant: TenantFilter = None,
+    destination: DestinationFilter = None,
+    why: WhyFilter = None,
 ) -> None:
     """Back to pending with attempts reset; the subject's later deliveries follow it."""
-    _act("redeliver", ids, reason)
+    _act_on("redeliver", ids, reason, Selection(every, tenant, destination, why))
 
 
 @dlq_app.command("discard")
 def dlq_discard(
-    ids: Annotated[list[int], typer.Argument(help="Delivery ids (see `renkei dlq list`).")],
     reason: ReasonOption,
+    ids: IdsArgument = None,
+    every: AllOption = False,
+    tenant: TenantFilter = None,
+    destination: DestinationFilter = None,
+    why: WhyFilter = None,
 ) -> None:
     """Give up on dead letters: their subjects' later deliveries flow on."""
-    _act("discard", ids, reason)
+    _act_on("discard", ids, reason, Selection(every, tenant, destination, why))
 
 
 @destinations_app.command("pause")

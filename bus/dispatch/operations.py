@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bus.store.admin_audit import record_admin_action
@@ -60,11 +60,13 @@ def list_dead(
     tenant: str | None = None,
     destination: str | None = None,
     limit: int = 1000,
+    after: int = 0,
 ) -> list[DeadLetter]:
+    """The dead letters after delivery id ``after``, oldest first (a keyset page)."""
     statement = (
         select(Delivery, StoredMessage.message_id, StoredMessage.service)
         .join(StoredMessage, StoredMessage.id == Delivery.message_pk)
-        .where(Delivery.state == DeliveryState.DEAD.value)
+        .where(Delivery.state == DeliveryState.DEAD.value, Delivery.id > after)
         .order_by(Delivery.id)
         .limit(limit)
     )
@@ -102,6 +104,15 @@ def list_dead(
         )
         for delivery, message_id, service in rows
     ]
+
+
+def last_dead_id(session: Session) -> int:
+    """The newest dead letter's id (0 when there is none): where acting on every matching
+    dead letter stops, so letters that die meanwhile are left for the operator to see."""
+    newest = session.scalar(
+        select(func.max(Delivery.id)).where(Delivery.state == DeliveryState.DEAD.value)
+    )
+    return int(newest or 0)
 
 
 def _dead_reasons(session: Session, message_ids: set[str]) -> dict[int, str]:
