@@ -178,7 +178,9 @@ def test_an_extract_refused_midway_leaves_the_old_index_as_it_was(tmp_path: Path
         found.close()
 
 
-def _store_resident_change_notice(data: Path) -> str:
+def _store_resident_change_notice(
+    data: Path, address: str = "佐賀県武雄市武雄町大字富岡1234番地"
+) -> str:
     """高橋 一郎 as a 住民異動通知 stored in the hub; returns his 宛名番号."""
     from bus.catalogue import NS_STANDARD
 
@@ -187,7 +189,7 @@ def _store_resident_change_notice(data: Path) -> str:
         document = build_message(MessageSpec("ResidentChangeNotice", 3))
         values = {
             "localGovernmentCode": TENANT, "name": "髙橋　一郎", "residentStatus": "1",
-            "address": "佐賀県武雄市武雄町大字富岡1234番地", "residentType": "1",
+            "address": address, "residentType": "1",
         }  # fmt: skip
         for name, value in values.items():
             element = document.find(f".//{{{NS_STANDARD}}}{name}")

@@ -20,8 +20,10 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lxml import etree
@@ -40,7 +42,8 @@ SCHEMA = """
 create table if not exists residents (
   tenant text not null, addressee_number text not null, name_key text, kana_key text,
   address_key text, resident_type text, resident_status text, corporate_number text,
-  corporate_key text, corporate_bare text, primary key (tenant, addressee_number));
+  corporate_key text, corporate_bare text, as_of real not null default 0,
+  primary key (tenant, addressee_number));
 create index if not exists ix_name on residents (tenant, name_key);
 create index if not exists ix_kana on residents (tenant, kana_key);
 create index if not exists ix_corp on residents (tenant, corporate_number);
@@ -55,6 +58,20 @@ create table if not exists key_versions (tenant text primary key, version intege
 KEY_VERSION = 1
 EXTRACT_COLUMNS = ("宛名番号", "氏名", "氏名カナ", "住所", "住民種別", "住民状態", "法人番号")
 REQUIRED_COLUMNS = ("宛名番号", "氏名")  # the others may be missing or empty
+# a row's columns (as_of: when what it says was true, epoch seconds; the newer writer wins)
+COLUMNS = (
+    "addressee_number, name_key, kana_key, address_key, resident_type, resident_status,"
+    " corporate_number, corporate_key, corporate_bare"
+)
+_UPSERT = f"""
+insert into residents (tenant, {COLUMNS}, as_of) values (?,?,?,?,?,?,?,?,?,?,?)
+on conflict (tenant, addressee_number) do update set
+  name_key = excluded.name_key, kana_key = excluded.kana_key,
+  address_key = excluded.address_key, resident_type = excluded.resident_type,
+  resident_status = excluded.resident_status, corporate_number = excluded.corporate_number,
+  corporate_key = excluded.corporate_key, corporate_bare = excluded.corporate_bare,
+  as_of = excluded.as_of
+where excluded.as_of >= residents.as_of"""
 _DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # a damaged file, not a busy one
 _TEXT = {UTF8: "utf-8-sig"}  # a detected encoding → the codec reading it (a BOM or none)
 
@@ -114,6 +131,7 @@ class ResidentIndex:
         self.unreadable: str | None = None  # why the file is no index, when it is not
         try:
             self._db.executescript(SCHEMA)
+            self._add_as_of()
             # the header and schema may read while pages past them are cut off or garbled:
             # every page's structure checked once (~0.1 s for 300,000 宛名), not per look-up
             found = self._db.execute("pragma quick_check(1)").fetchone()
@@ -125,6 +143,18 @@ class ResidentIndex:
     def close(self) -> None:
         self._db.close()
 
+    def _add_as_of(self) -> None:
+        """An index made before rows were dated: its rows date from 0, older than anything."""
+        columns = {row[1] for row in self._db.execute("pragma table_info(residents)")}
+        if "as_of" in columns:
+            return
+        try:
+            with self._db:
+                self._db.execute("alter table residents add column as_of real not null default 0")
+        except sqlite3.OperationalError as error:  # another process added it meanwhile
+            if "duplicate column" not in str(error):
+                raise
+
     def damaged(self, error: sqlite3.DatabaseError) -> None:
         """A read or write failed: on a damaged index (cut short, garbled), from now on it
         holds nobody; anything else (a lock held too long) is raised as it was."""
@@ -132,12 +162,23 @@ class ResidentIndex:
             raise error
         self.unreadable = self.unreadable or str(error)
 
-    def put(self, tenant: str, residents: Iterable[Resident], rebuild: bool = False) -> int:
-        """Add or replace (by 宛名番号) the tenant's residents in one transaction. A tenant
-        with no rows yet is marked with the current :data:`KEY_VERSION`; ``rebuild``: the
-        tenant's rows are replaced by these (and its feed read again from the first stored
-        住民異動通知), so they are marked current too."""
-        rows = [(tenant, *vars_of(r)) for r in residents]
+    def put(
+        self,
+        tenant: str,
+        residents: Iterable[Resident],
+        rebuild: bool = False,
+        as_of: float | None = None,
+    ) -> int:
+        """Add or replace (by 宛名番号) the tenant's residents in one transaction, as true at
+        ``as_of`` (epoch seconds; default now): a row already stored as true later is kept.
+        A tenant with no rows yet is marked with the current :data:`KEY_VERSION`; ``rebuild``:
+        the tenant's rows are replaced by these (and its feed read again from the first
+        stored 住民異動通知), so they are marked current too."""
+        when = time.time() if as_of is None else as_of
+        return self._put(tenant, [(r, when) for r in residents], rebuild)
+
+    def _put(self, tenant: str, dated: list[tuple[Resident, float]], rebuild: bool) -> int:
+        rows = [(tenant, *vars_of(r), when) for r, when in dated]
         try:
             with self._db:
                 if rebuild:
@@ -148,9 +189,7 @@ class ResidentIndex:
                     self._db.execute(
                         "insert or replace into key_versions values (?, ?)", (tenant, KEY_VERSION)
                     )
-                self._db.executemany(
-                    "insert or replace into residents values (?,?,?,?,?,?,?,?,?,?)", rows
-                )
+                self._db.executemany(_UPSERT, rows)
         except sqlite3.DatabaseError as error:
             self.damaged(error)  # raises what is not damage
             raise
@@ -208,12 +247,13 @@ class ResidentIndex:
         assert column in ("name_key", "kana_key", "corporate_number", "corporate_bare")
         try:
             rows = self._db.execute(
-                f"select * from residents where tenant = ? and {column} = ?", (tenant, value)
+                f"select {COLUMNS} from residents where tenant = ? and {column} = ?",
+                (tenant, value),
             ).fetchall()
         except sqlite3.DatabaseError as error:
             self.damaged(error)
             return []
-        return [Resident(*row[1:]) for row in rows]
+        return [Resident(*row) for row in rows]
 
     # --- feeds ------------------------------------------------------------------------------
 
@@ -235,21 +275,21 @@ class ResidentIndex:
         count = 0
         with sessions() as session:
             query = (
-                select(StoredMessage.id, StoredMessage.body)
+                select(StoredMessage.id, StoredMessage.body, StoredMessage.received_at)
                 .where(StoredMessage.tenant == tenant)
                 .where(StoredMessage.service == "ResidentChangeNotice")
                 .where(StoredMessage.id > last)
                 .order_by(StoredMessage.id)
                 .execution_options(yield_per=1000)
             )
-            batch: list[Resident] = []
-            for message_pk, body in session.execute(query):
-                batch.append(_from_notice(body))
+            batch: list[tuple[Resident, float]] = []
+            for message_pk, body, received_at in session.execute(query):
+                batch.append((_from_notice(body), _epoch(received_at)))
                 last = message_pk
                 if len(batch) >= 1000:
-                    count += self.put(tenant, batch)
+                    count += self._put(tenant, batch, rebuild=False)
                     batch = []
-            count += self.put(tenant, batch)
+            count += self._put(tenant, batch, rebuild=False)
         with self._db:
             self._db.execute("insert or replace into feeds values (?, ?)", (tenant, last))
         return count
@@ -258,7 +298,10 @@ class ResidentIndex:
         """A 宛名 extract (CSV with a header of ``EXTRACT_COLUMNS``; UTF-8 with or without a
         BOM, or CP932, detected as a notice file's is): the full load, all or nothing. Into
         a tenant whose rows are :meth:`outdated` it is a rebuild: the tenant's rows are the
-        extract's, and its stored 住民異動通知 are read again by the next :meth:`refresh`."""
+        extract's, and its stored 住民異動通知 are read again by the next :meth:`refresh`.
+        The extract says what was true when it was written (the file's modification time):
+        a 宛名 stored from a later 住民異動通知 keeps that, and a notice stored earlier does
+        not overwrite the extract's row when the feed is read (again)."""
         if self.unreadable is not None:
             raise _refused("RK-IMP010", f"{self.path}: {self.unreadable}")
         try:
@@ -267,7 +310,9 @@ class ResidentIndex:
                 raw.seek(0)
                 text = io.TextIOWrapper(raw, _TEXT.get(encoding, encoding), newline="")
                 rebuild = self.outdated(tenant) is not None
-                return self.put(tenant, _extract_rows(csv.DictReader(text)), rebuild)
+                written = path.stat().st_mtime
+                rows = _extract_rows(csv.DictReader(text))
+                return self.put(tenant, rows, rebuild, as_of=written)
         except OSError as error:  # missing, a folder, no permission
             raise _refused("RK-IO001", f"{path}: {error.strerror or error}") from None
         except (UnicodeDecodeError, csv.Error) as error:
@@ -276,6 +321,11 @@ class ResidentIndex:
             if self.unreadable is None:
                 raise
             raise _refused("RK-IMP010", f"{self.path}: {error}") from None
+
+
+def _epoch(moment: datetime) -> float:
+    """A stored time (naive ones are UTC, as the store writes them) in epoch seconds."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def vars_of(entry: Resident) -> tuple[str, ...]:
