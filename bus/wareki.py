@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta, timezone
 from functools import cache
 
 from bus import era as era_table
+
+#: Japan time (UTC+9, no DST): the zone staff read and type dates in, whatever the server's.
+JST = timezone(timedelta(hours=9), "JST")
 
 _MAX_LENGTH = 40  # longer text is not a date; keeps the regexes cheap on hostile input
 _KANJI_DIGITS = {ch: value for value, ch in enumerate("〇一二三四五六七八九")}

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from adapters.console.dates import JST
 from bus.store.models import Delivery, DeliveryAttempt, DeliveryState, StoredMessage
+from bus.wareki import JST
 
 HOURS = 24
 BAR_HEIGHT = 80  # px of the tallest bar in the hourly chart

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time
 
 from bus import wareki
 from bus.errors import make_finding
 from bus.pipeline import Finding
-
-JST = timezone(timedelta(hours=9), "JST")
+from bus.wareki import JST
 
 
 def _wareki_day(day: date) -> str:

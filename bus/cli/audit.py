@@ -90,7 +90,9 @@ def verify(
     start: Annotated[
         str | None, typer.Option("--from", help="Records stamped at or after (ISO, or a 和暦 day).")
     ] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Records stamped at or before.")] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="Records stamped at or before (a day: to its end).")
+    ] = None,
     anchor: AnchorOption = None,
     key: Annotated[
         Path | None, typer.Option("--key", help="Public (or private) key PEM that signed.")
@@ -99,7 +101,7 @@ def verify(
 ) -> None:
     """Recompute the hash chains, check the signed checkpoints and (``--anchor``) the anchor
     directory; report each chain's first broken link; exit 1 when one is broken."""
-    since, until = options.moment(start, "--from"), options.moment(end, "--to")
+    since, until = options.moment(start, "--from"), options.moment(end, "--to", end=True)
     settings = Settings()
     key_path = key or settings.audit_signing_key
     verify_key: Ed25519PublicKey | None = None

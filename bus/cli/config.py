@@ -136,7 +136,9 @@ def show() -> None:
     from bus.cli import output
     from bus.config.models import ALL
     from bus.config.snapshots import load_snapshot
+    from bus.store.audit import utc
     from bus.store.models import ConfigSnapshot
+    from bus.wareki import JST
 
     store = configured_store()
     try:
@@ -144,7 +146,8 @@ def show() -> None:
         with store.sessions() as session:
             snapshot = session.get(ConfigSnapshot, loaded.version)
             assert snapshot is not None
-            applied = f"{snapshot.applied_at:%Y-%m-%d %H:%M:%S} by {snapshot.applied_by or '-'}"
+            at = utc(snapshot.applied_at).astimezone(JST)  # SQLite hands back naive UTC
+            applied = f"{at:%Y-%m-%d %H:%M:%S} JST by {snapshot.applied_by or '-'}"
             digest = snapshot.digest
     finally:
         store.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Annotated, Any
 
 import httpx
@@ -23,8 +23,8 @@ from bus.cli.app import app
 from bus.settings import Settings
 from bus.store.db import open_store
 from bus.store.queries import MessageDetail, StoreQueryError, show_message
+from bus.wareki import JST
 
-JST = timezone(timedelta(hours=9))
 DEMO_TOWN = "412066"  # 武雄市
 DEMO_RESIDENT = "100000000000008"  # in the 住民記録 sample's own data
 FINAL_STATES = frozenset({"delivered", "dead", "discarded"})

@@ -161,7 +161,7 @@ def keys_list(
     now = datetime.now(UTC)
     for info in keys:
         state = "valid" if info.valid_at(now) else "revoked" if info.revoked_at else "expired"
-        expires = f"{info.expires_at:%Y-%m-%d %H:%M}" if info.expires_at else "-"
+        expires = f"{info.expires_at:%Y-%m-%d %H:%M} UTC" if info.expires_at else "-"
         typer.echo(f"{info.key_id}  {info.system:<12} {state:<8} expires {expires}")
     for credential in soap:
         line = (

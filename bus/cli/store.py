@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.syntax import Syntax
 
+from bus import wareki
 from bus.cli import options, output
 from bus.cli.app import app
 from bus.pipeline import Finding
@@ -100,7 +101,7 @@ def list_command(
 
 def _print_summaries(rows: list[MessageSummary]) -> None:
     table = output.table(
-        "received",
+        "received (JST)",
         "messageId",
         "tenant",
         "system",
@@ -114,7 +115,7 @@ def _print_summaries(rows: list[MessageSummary]) -> None:
     )
     for row in rows:
         table.add_row(
-            row.received_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            row.received_at.astimezone(wareki.JST).strftime("%Y-%m-%d %H:%M:%S"),
             row.message_id,
             row.tenant,
             row.system,

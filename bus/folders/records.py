@@ -19,6 +19,7 @@ from bus.config.models import FileRecords
 from bus.errors import make_finding
 from bus.mapping.formats.fixed import EOF_MARK
 from bus.pipeline import Finding
+from bus.wareki import JST
 
 _TOKENS = re.compile(r"[,\s]+")
 CRLF = b"\r\n"
@@ -132,7 +133,7 @@ def _text(line: bytes, encoding: str, path: str, code: str) -> str:
 
 def header_line(records: FileRecords, extent: Extent, created: datetime, csv: bool) -> str:
     flag = records.flags.full if extent is Extent.FULL else records.flags.differential
-    stamp = created.strftime("%Y%m%d%H%M%S")
+    stamp = created.astimezone(JST).strftime("%Y%m%d%H%M%S")  # read by 基幹 systems, in JST
     return f"{records.header},{flag},{stamp}" if csv else f"{records.header}{flag} {stamp}"
 
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 
 from lxml import etree
 
 from bus.catalogue import NS_ENVELOPE, NS_EXTENSION, NS_SERVICE, NS_STANDARD
 from bus.samplegen.content_model import BuildOptions, content_model
 from bus.samplegen.values import TOWNS, Town, ValueFiller, new_person
+from bus.wareki import JST
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
-JST = timezone(timedelta(hours=9))
 NSMAP = {"env": NS_ENVELOPE, "svc": NS_SERVICE, "std": NS_STANDARD, "ext": NS_EXTENSION}
 REPLY = "Reply"
 
