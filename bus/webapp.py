@@ -33,6 +33,7 @@ from bus.hub import Hub
 from bus.malloc_arenas import cap_malloc_arenas
 from bus.observability.logs import configure_logging, get_logger
 from bus.observability.routes import operations_router
+from bus.protection.file_modes import keep_files_private
 from bus.settings import Settings
 
 ROUTER_GROUP = "renkei.routers"
@@ -157,6 +158,7 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     settings = Settings()
+    keep_files_private()  # uvicorn started on its own, not by `renkei serve`
     configure_logging(access_log=settings.access_log)  # in every HTTP process
     arenas = settings.malloc_arenas
     if arenas:  # before the lifespan starts any thread

@@ -82,6 +82,9 @@ class _Commands(TyperGroup):
 
 class _Renkei(typer.Typer):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from bus.protection.file_modes import keep_files_private
+
+        keep_files_private()  # before any command creates a file (docs/data-protection.md)
         load_commands(sys.argv[1] if len(sys.argv) > 1 else None)
         return super().__call__(*args, **kwargs)
 

@@ -35,6 +35,7 @@ from bus.errors import make_finding
 from bus.imports.encoding import UTF8, detect_encoding
 from bus.imports.normalize import address_key, corporation, kana_key, name_key
 from bus.mapping.text import to_half_width
+from bus.masking import mask
 from bus.pipeline import Finding
 from bus.store.models import StoredMessage
 
@@ -58,6 +59,7 @@ create table if not exists key_versions (tenant text primary key, version intege
 KEY_VERSION = 1
 EXTRACT_COLUMNS = ("宛名番号", "氏名", "氏名カナ", "住所", "住民種別", "住民状態", "法人番号")
 REQUIRED_COLUMNS = ("宛名番号", "氏名")  # the others may be missing or empty
+_SHOWN_AS_IS = 2  # a cell this short is a (wrong) code or word such as 消除, not a full name
 # a row's columns (as_of: when what it says was true, epoch seconds; the newer writer wins)
 COLUMNS = (
     "addressee_number, name_key, kana_key, address_key, resident_type, resident_status,"
@@ -354,7 +356,7 @@ _ITEMS = {  # a column → its catalogue item, for the English message
 def _extract_rows(rows: csv.DictReader[str]) -> Iterator[Resident]:
     missing = [c for c in REQUIRED_COLUMNS if c not in (rows.fieldnames or ())]
     if missing:
-        header = ",".join(rows.fieldnames or ())
+        header = ",".join(_shown(cell, column=True) for cell in rows.fieldnames or ())
         raise _refused("RK-IMP008", header, expected=", ".join(missing))
     for row in rows:
         line = rows.line_num
@@ -369,7 +371,7 @@ def _extract_rows(rows: csv.DictReader[str]) -> Iterator[Resident]:
         }
         for column, value in codes.items():
             if value not in _CODES[column]:
-                raise _bad_cell(line, column, f'"{value}"', ", ".join(_CODES[column]))
+                raise _bad_cell(line, column, f'"{_shown(value)}"', ", ".join(_CODES[column]))
         yield resident(
             number,
             row["氏名"] or "",
@@ -384,6 +386,17 @@ def _extract_rows(rows: csv.DictReader[str]) -> Iterator[Resident]:
 def _plain(cell: str | None) -> str:
     """A code or number cell as ASCII without spaces (３ → 3, ４０１１-００１０ → 4011-0010)."""
     return "".join(to_half_width(cell or "").split())
+
+
+def _shown(cell: str, *, column: bool = False) -> str:
+    """A cell as a refusal shows it (on stderr, which a scheduled import logs): an extract
+    without its header row starts with a resident, and a row shifted by a comma in 氏名 puts
+    the address under 住民種別, so anything but a column name (``column``) or a cell of at
+    most two characters is masked (bus/masking.py: its length and shape stay, its content
+    does not)."""
+    if (column and cell in EXTRACT_COLUMNS) or len(cell) <= _SHOWN_AS_IS:
+        return cell
+    return mask(cell, personal=True)
 
 
 def _bad_cell(line: int, column: str, actual: str, expected: str) -> ExtractRefused:
