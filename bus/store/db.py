@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
@@ -33,6 +35,8 @@ _PG_MIGRATION_LOCK = 4_242_001  # pg_advisory_lock key: one migrator at a time
 #: The newest migration (bus/migrations/versions; tests/test_migrations.py checks it is the
 #: one head). A store already there is opened without loading Alembic at all.
 SCHEMA_HEAD = "0009_destination_holds"
+
+log = logging.getLogger(__name__)
 
 
 def create_store_engine(settings: Settings, **options: Any) -> Engine:
@@ -182,22 +186,46 @@ def migrate(engine: Engine) -> None:
         ) from error
     if version == SCHEMA_HEAD:
         return
-    from alembic import command
-
     migrator = _unbounded(engine)
     try:
-        with _migration_lock(migrator):
-            _check_migratable(migrator)
+        with _migration_lock(migrator), _alembic_quiet():
+            from alembic import command
+
+            before, started = _check_migratable(migrator), monotonic()
+            if before == SCHEMA_HEAD:  # another process migrated it while this one waited
+                return
             command.upgrade(_alembic_config(migrator), "head")
+        log.info(
+            "store.migrated",
+            extra={
+                "from_version": before or "(empty)",
+                "to_version": SCHEMA_HEAD,
+                "seconds": round(monotonic() - started, 2),
+            },
+        )
     finally:
         if migrator is not engine:
             migrator.dispose()
 
 
-def _check_migratable(engine: Engine) -> None:
-    """Refuse (read under the migration lock, so another process's migration is finished) a
-    database holding tables but no renkei schema version, or a version this renkei does not
-    know (a newer renkei's)."""
+@contextmanager
+def _alembic_quiet() -> Iterator[None]:
+    """Alembic's INFO lines (its plugins, "Context impl", one per revision) are noise in the
+    hub's log; :func:`migrate` writes one ``store.migrated`` line instead. Its warnings and
+    errors still pass."""
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        alembic_log.setLevel(level)
+
+
+def _check_migratable(engine: Engine) -> str | None:
+    """The store's version, read under the migration lock (so another process's migration is
+    finished). Refuse a database holding tables but no renkei schema version, or a version
+    this renkei does not know (a newer renkei's)."""
     from alembic.script import ScriptDirectory
 
     version = schema_version(engine)
@@ -209,13 +237,14 @@ def _check_migratable(engine: Engine) -> None:
             shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
             actual = f"{where}: {len(tables)} tables ({shown}), no renkei schema version"
             raise _refusal(make_finding("RK-OPS008", path="/database", actual=actual))
-        return
+        return None
     known = {script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
     if version not in known:
         actual = f"{where}: {version}"
         raise _refusal(
             make_finding("RK-OPS009", path="/database", actual=actual, expected=SCHEMA_HEAD)
         )
+    return version
 
 
 def _alembic_config(engine: Engine) -> Config:
