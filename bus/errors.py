@@ -998,6 +998,22 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "The environment variable {field_en} has a value that cannot be used ({actual});"
         " allowed: {expected}. Nothing was run.",
     ),
+    (
+        "RK-OPS011",
+        W,
+        "配信先 {actual} を一時停止しましたが、停止の前に取り出された配信 {expected} 件がまだ送信中です"
+        "（送信中のものは届くことがあります。以後の配信は保留されます）。",
+        "Destination {actual} is paused, but {expected} deliveries claimed before the pause are"
+        " still being sent (they may still arrive; nothing more is sent).",
+    ),
+    (
+        "RK-OPS012",
+        E,
+        "{actual} で待ち受けられません（{expected}）。ほかの renkei serve などがこのポートを"
+        "使っていないか確かめてください。何も起動していません。",
+        "Cannot listen on {actual} ({expected}); check that no other renkei serve or program"
+        " uses this port. Nothing was started.",
+    ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (
         "RK-CON001",

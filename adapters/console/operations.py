@@ -232,6 +232,9 @@ async def destination_action(request: Request, system: str, action: str) -> Resp
             change(session, system, reason=reason, actor=actor(operator), tenants=served)
         if action == "resume":
             hub.wakeups.notify([system])
+        else:  # nothing reaches the system once the page says it is paused
+            lease = hub.settings.dispatch_lease_seconds
+            operations.wait_for_sends(hub.store.sessions, system, timeout=lease)
 
     await run_in_threadpool(apply)
     return RedirectResponse(f"/console/destinations?done={action}&n=1", status_code=303)

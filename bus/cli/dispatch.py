@@ -347,9 +347,13 @@ def destinations_pause(
         tenants = _system_tenants(store, system)
         with store.sessions.begin() as session:
             operations.pause(session, system, reason=reason, actor=_actor(), tenants=tenants)
+        lease = Settings().dispatch_lease_seconds
+        sending = operations.wait_for_sends(store.sessions, system, timeout=lease)
     finally:
         store.close()
     typer.echo(f"paused: {system}")
+    if sending:
+        _report(make_finding("RK-OPS011", path="/", actual=system, expected=sending))
 
 
 @destinations_app.command("resume")

@@ -188,6 +188,7 @@ def serve(
     from bus.observability.metrics import MULTIPROC_ENV, reset_multiprocess_dir
 
     configure_logging()
+    _check_port(host, port)
     check_secrets_key(settings)
     processes, threads = _dispatch_layout(dispatch_processes, http_workers, settings)
     if (http_workers > 1 or processes) and not os.environ.get(MULTIPROC_ENV):
@@ -230,6 +231,27 @@ def serve(
             dispatchers.stop()
         for handle in running:
             handle.stop()
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse (RK-OPS012, exit 2) a port another process listens on, before anything starts.
+    A second `renkei serve` on a busy port used to open the hub, start its dispatch workers
+    and sample systems and empty the metrics folder of the serve already running there,
+    then end with uvicorn's "address already in use" log line and exit 3."""
+    import socket
+
+    from bus.errors import make_finding
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        finding = make_finding("RK-OPS012", path="/port", actual=f"{host}:{port}", expected=reason)
+        typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _claims_releaser(settings: Settings) -> Callable[[int], None]:

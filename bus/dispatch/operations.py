@@ -9,13 +9,14 @@ transaction that makes it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from bus.store.admin_audit import record_admin_action
 from bus.store.audit import append_audit
@@ -311,3 +312,36 @@ def _set_paused(
     record_admin_action(
         session, actor, f"destination.{event}", {"destination": system, "reason": reason}
     )
+
+
+def sending_to(session: Session, system: str, now: datetime | None = None) -> int:
+    """How many deliveries to ``system`` a worker holds under a live lease: claimed before a
+    pause was committed, they may still be sent."""
+    held = (
+        select(Delivery.id)
+        .where(
+            Delivery.state == DeliveryState.PENDING.value,
+            Delivery.destination == system,
+            Delivery.lease_expires_at > (now or datetime.now(UTC)),
+        )
+        .limit(1000)
+        .subquery()
+    )
+    return int(session.scalar(select(func.count()).select_from(held)) or 0)
+
+
+def wait_for_sends(
+    sessions: sessionmaker[Session], system: str, timeout: float, poll: float = 0.05
+) -> int:
+    """Wait until no worker holds a delivery to ``system`` (what a round claimed before the
+    pause is sent, or released unsent, and recorded), at most ``timeout`` seconds. Returns
+    how many are still held then (0: nothing more reaches the system). A pause returns only
+    after this, so that nothing is delivered to a paused system once the pause has returned
+    (a worker's round claimed before the pause used to keep sending to it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with sessions() as session:
+            held = sending_to(session, system)
+        if held == 0 or time.monotonic() >= deadline:
+            return held
+        time.sleep(poll)

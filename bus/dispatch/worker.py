@@ -32,6 +32,7 @@ from bus.config.models import HubConfig, RetryPolicy, System
 from bus.dispatch import heartbeat as heartbeats
 from bus.dispatch.claims import Job, claim_jobs
 from bus.dispatch.outcomes import Failure, hold_destinations, record_outcomes
+from bus.dispatch.pauses import PauseWatch
 from bus.dispatch.retry import decide
 from bus.dispatch.transport import (
     OutboundMessage,
@@ -151,6 +152,7 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._next: list[Job] = []  # claimed with the previous round's outcomes
         self._leases = _LeaseKeeper(self)
+        self._pauses = PauseWatch(sessions)  # paused after the round was claimed
         self._stopping = threading.Event()  # run()'s stop: the round sends nothing more
         self.heartbeat: heartbeats.Heartbeat | None = None  # set by WorkerPool (/readyz)
 
@@ -179,6 +181,9 @@ class Worker:
 
         def attempt(job: Job) -> SendResult | None:
             if job.destination in failing or self._stopping.is_set():
+                return None
+            if self._pauses.paused(job.destination):  # released unsent, as "retry later"
+                failing.add(job.destination)
                 return None
             started = perf_counter()
             with bound(delivery_context(job)):

@@ -135,10 +135,26 @@ def serve_metrics(port: int, host: str, extra: Iterable[Collector] = ()) -> None
 
 
 def reset_multiprocess_dir(directory: Path) -> None:
-    """Remove the files of earlier runs (their pids are gone; counters restart with the hub)."""
+    """Remove the files of earlier runs (counters restart with the hub): those whose process
+    (``counter_<pid>.db``) is gone. A live process's are kept: a second `renkei serve` on the
+    same data folder used to empty the folder under the one running, whose counters vanished
+    from its ``/metrics``."""
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
-        stale.unlink()
+        if not _alive(stale.stem.rpartition("_")[2]):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 # --- hooks ------------------------------------------------------------------------------------

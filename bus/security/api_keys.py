@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.kdf import hash_secret, verify_secret
@@ -138,6 +138,7 @@ def rotate_keys(
     now = now or datetime.now(UTC)
     deadline = now + overlap
     with sessions.begin() as session:
+        _one_rotation_at_a_time(session, system)
         rows = session.scalars(
             select(ApiKey).where(ApiKey.system == system, ApiKey.revoked_at.is_(None))
         ).all()
@@ -155,6 +156,16 @@ def rotate_keys(
         }
         record_admin_action(session, actor, "key.rotate", detail)
     return issued, old
+
+
+def _one_rotation_at_a_time(session: Session, system: str) -> None:
+    """PostgreSQL: rotations of one system take turns (a lock held until the commit). Two at
+    once each read the keys before the other's new key was committed, so each left the
+    other's new key valid for ever, missing from its ``key.rotate`` record. SQLite's write
+    transaction already makes them take turns."""
+    if session.get_bind().dialect.name == "postgresql":
+        lock = text("SELECT pg_advisory_xact_lock(hashtext(:name))")
+        session.execute(lock, {"name": f"renkei.keys.rotate:{system}"})
 
 
 def revoke_key(

@@ -45,6 +45,10 @@ def _expired_batch(session: Session, now: datetime, limit: int) -> list[tuple[in
         .where(StoredMessage.expires_at < now, ~unresolved)
         .order_by(StoredMessage.expires_at, StoredMessage.id)  # by its index, oldest first
         .limit(limit)
+        # PostgreSQL: held until the batch commits, passed by another purge running at the
+        # same time — both used to delete the same batch and each audited it as its own
+        # (`purged` counts doubled); SQLite's write lock already makes them take turns
+        .with_for_update(skip_locked=True)
     )
     return [(int(pk), str(tenant)) for pk, tenant in session.execute(query)]
 
