@@ -761,6 +761,15 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "出力フォルダを作れないか、書き込めません（{actual}）。何も取り込んでいません。",
         "The output folder cannot be created or written to ({actual}); nothing was imported.",
     ),
+    (
+        "RK-IO003",
+        E,
+        "出力ファイルを書けません（{actual}）。通知は取り込み済みです。その名前のフォルダなどを"
+        "取り除いてから同じコマンドをもう一度実行すると、出力を書きます。",
+        "An output file cannot be written ({actual}); the notices were imported. Remove what is"
+        " in the way (a folder of that name, say) and run the same command again to write the"
+        " outputs.",
+    ),
     # --- FIL: file linkage (hot folders) ------------------------------------------------------
     (
         "RK-FIL001",
@@ -1013,6 +1022,16 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "使っていないか確かめてください。何も起動していません。",
         "Cannot listen on {actual} ({expected}); check that no other renkei serve or program"
         " uses this port. Nothing was started.",
+    ),
+    (
+        "RK-OPS013",
+        E,
+        "メッセージストアがほかのプロセスにロックされています（{actual}）。ストアを使っているほかの"
+        " renkei（更新前の renkei serve など）やプログラム（sqlite3 など）を止めてから、もう一度"
+        "実行してください。",
+        "The message store is locked by another process ({actual}); stop the other renkei"
+        " process (an old renkei serve, say) or program (a sqlite3 shell …) holding it, then run"
+        " the command again.",
     ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (

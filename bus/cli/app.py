@@ -56,7 +56,8 @@ EXIT_STORE_UNAVAILABLE = 2
 class _Commands(TyperGroup):
     """Every command: a store that cannot be reached now (the database down or its
     connections lost, a lock held elsewhere past ``RENKEI_DATABASE_LOCK_TIMEOUT``) is one
-    coded line, RK-OPS001 with the reason, and exit status 2, not a traceback. What a
+    coded line, RK-OPS001 with the reason (RK-OPS013: another process holds the SQLite
+    store's lock), and exit status 2, not a traceback. What a
     command committed before stays; its current transaction was rolled back."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
@@ -70,12 +71,12 @@ class _Commands(TyperGroup):
         except Exception as error:
             if "sqlalchemy" not in sys.modules:  # no store was used: not a store's error
                 raise
-            from bus.errors import make_finding
+            from bus.store.db import unreachable_finding
             from bus.store.write_health import describe, is_store_unavailable
 
             if not is_store_unavailable(error):
                 raise
-            finding = make_finding("RK-OPS001", path="/database", actual=describe(error))
+            finding = unreachable_finding(error, describe(error))
             typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
             raise typer.Exit(EXIT_STORE_UNAVAILABLE) from None
 

@@ -353,6 +353,18 @@ class OutUnusable(ImportRefused):
     """``--out`` cannot take the outputs (RK-IO002): refused as an unreadable input is."""
 
 
+class OutputUnwritable(ImportRefused):
+    """An output cannot be written at the end (RK-IO003): the records stay stored, the run is
+    not finished, so the same command run again writes the outputs."""
+
+
+def unwritable(error: OSError) -> OutputUnwritable:
+    """RK-IO003 naming the output in the way (a rename's target, else the file touched)."""
+    name = error.filename2 or error.filename
+    actual = f"{name}: {error.strerror or error}"
+    return OutputUnwritable(make_finding("RK-IO003", path="/out", actual=actual))
+
+
 def prepare_out(out: Path) -> list[Path]:
     """``--out`` made ready for the outputs — created when missing, probed with a temporary
     file — once the import is otherwise accepted and before anything is stored: at the end

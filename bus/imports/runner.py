@@ -34,6 +34,7 @@ from bus.imports.outputs import (
     prepare_out,
     remove_created,
     remove_stale_parts,
+    unwritable,
     write_csv,
     write_list,
 )
@@ -236,16 +237,20 @@ class NoticeImport:
     def _write_outputs(self) -> list[Path]:
         out = self.options.out_dir
         assert out is not None
-        out.mkdir(parents=True, exist_ok=True)
         stem = output_stem(self.options.path, self.options.tenant, self.digest)
         xlsx = out / f"{stem}_評価変更リスト.xlsx"
         listing = out / f"{stem}_評価変更リスト.csv"
         report = out / f"{stem}_エラー.csv"
-        remove_stale_parts((xlsx, listing, report))
         encoding = self.options.out_encoding
-        write_list(xlsx, listing, self.worklist.sorted_rows(), encoding, self.options.sheet_rows)
-        errors = (error_cells(e) for e in self.worklist.error_rows())
-        write_csv(report, ERROR_COLUMNS, errors, encoding)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            remove_stale_parts((xlsx, listing, report))
+            rows = self.worklist.sorted_rows()
+            write_list(xlsx, listing, rows, encoding, self.options.sheet_rows)
+            errors = (error_cells(e) for e in self.worklist.error_rows())
+            write_csv(report, ERROR_COLUMNS, errors, encoding)
+        except OSError as error:  # a folder of an output's name, a disk full …
+            raise unwritable(error) from None
         return [xlsx, listing, report]
 
     def close(self) -> None:

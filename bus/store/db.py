@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -169,6 +170,22 @@ def _reason(error: BaseException) -> str:
     return f"{type(original).__name__}: {first}"[:200]
 
 
+#: SQLite's SQLITE_BUSY: another connection held the lock for the whole busy timeout
+_SQLITE_BUSY = 5
+
+
+def unreachable_finding(error: BaseException, actual: str) -> Finding:
+    """What a command tells of a store it could not use now: RK-OPS013 when another process
+    held the SQLite store's lock for the whole busy timeout (the operator stops that process:
+    the database is not down), else RK-OPS001 (the database cannot be reached)."""
+    original = getattr(error, "orig", None) or error
+    code = (
+        getattr(original, "sqlite_errorcode", None) if isinstance(original, sqlite3.Error) else None
+    )
+    locked = code is not None and code & 0xFF == _SQLITE_BUSY
+    return make_finding("RK-OPS013" if locked else "RK-OPS001", path="/database", actual=actual)
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the single head (no-op when it is there already).
 
@@ -181,9 +198,7 @@ def migrate(engine: Engine) -> None:
         version = schema_version(engine)
     except DBAPIError as error:  # schema_version answers None for a store never migrated
         where = engine.url.render_as_string(hide_password=True)
-        raise _refusal(
-            make_finding("RK-OPS001", path="/database", actual=f"{where}: {_reason(error)}")
-        ) from error
+        raise _refusal(unreachable_finding(error, f"{where}: {_reason(error)}")) from error
     if version == SCHEMA_HEAD:
         return
     migrator = _unbounded(engine)
