@@ -1033,6 +1033,14 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         " process (an old renkei serve, say) or program (a sqlite3 shell …) holding it, then run"
         " the command again.",
     ),
+    (
+        "RK-OPS014",
+        W,
+        "TLS 証明書 {actual} の有効期限は {expected} です。期限が切れると接続できなくなります。"
+        "新しい証明書に替えて renkei serve を再起動してください。",
+        "The TLS certificate {actual} is valid until {expected}; once it expires no connection"
+        " can be made. Replace it and restart renkei serve.",
+    ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (
         "RK-CON001",

@@ -37,7 +37,11 @@ FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 FRAGMENT = "<!-- fragment -->"
 MAPPING_KEYS = {"system", "services"}
 # set by `renkei serve` for the processes it starts, never by an operator
-INTERNAL_VARIABLES = {"RENKEI_SERVE_PARENT", "RENKEI_DISPATCH_PROCESSES"}
+INTERNAL_VARIABLES = {
+    "RENKEI_SERVE_PARENT",
+    "RENKEI_DISPATCH_PROCESSES",
+    "RENKEI_TLS_CERTIFICATE_FILES",
+}
 # read by the test suite or CI, not by the product
 TEST_ONLY_VARIABLES = {"RENKEI_REQUIRE_SERVICES", "RENKEI_SCREENSHOTS"}
 

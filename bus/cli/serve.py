@@ -189,6 +189,7 @@ def serve(
 
     configure_logging()
     _check_port(host, port)
+    _watch_certificates(tls_cert, tls_client_ca)
     check_secrets_key(settings)
     processes, threads = _dispatch_layout(dispatch_processes, http_workers, settings)
     if (http_workers > 1 or processes) and not os.environ.get(MULTIPROC_ENV):
@@ -252,6 +253,17 @@ def _check_port(host: str, port: int) -> None:
         finding = make_finding("RK-OPS012", path="/port", actual=f"{host}:{port}", expected=reason)
         typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
         raise typer.Exit(2) from None
+
+
+def _watch_certificates(cert: Path | None, client_ca: Path | None) -> None:
+    """Log when the TLS files expire and show it in /metrics (bus/observability/cert_expiry)."""
+    from bus.observability.cert_expiry import log_expiries, pass_to_http_processes
+
+    files = {"server": cert, "client_ca": client_ca}
+    present = {role: path for role, path in files.items() if path is not None}
+    if present:
+        log_expiries(present)
+        pass_to_http_processes(present)
 
 
 def _claims_releaser(settings: Settings) -> Callable[[int], None]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from bus.hub import Hub
+from bus.observability.cert_expiry import CertificateExpiryCollector
 from bus.observability.metrics import exposition
 from bus.observability.readiness import readiness
 from bus.observability.store_gauges import StoreCollector
@@ -20,6 +22,7 @@ def _hub(request: Request) -> Hub | None:
 
 def operations_router() -> APIRouter:
     router = APIRouter(tags=["operations"])
+    certificates = CertificateExpiryCollector.from_environment()  # read once: as uvicorn did
 
     @router.get(
         "/metrics",
@@ -34,9 +37,11 @@ def operations_router() -> APIRouter:
     )
     def metrics(request: Request) -> Response:
         hub = _hub(request)
-        extra = []
+        extra: list[Collector] = []
         if hub is not None:
             extra.append(StoreCollector(hub.store.sessions, lambda: hub.config.current().version))
+        if certificates is not None:
+            extra.append(certificates)
         return Response(exposition(extra), media_type=CONTENT_TYPE_LATEST)
 
     @router.get(

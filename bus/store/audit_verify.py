@@ -81,13 +81,23 @@ def verify_audit(
         _check_checkpoints(session, verdict, start, end, key)
         mine = [e for e in entries if e.path.parent.name == chain]
         if key is not None:
-            _check_anchor(session, verdict, mine, key)
+            _check_anchor(session, verdict, [e for e in mine if _anchored_in(e, start, end)], key)
         verdicts.append(verdict)
     return verdicts
 
 
 def _in_range(checkpoint: AuditCheckpoint, start: datetime | None, end: datetime | None) -> bool:
     at = utc(checkpoint.at)
+    return (start is None or at >= start) and (end is None or at <= end)
+
+
+def _anchored_in(entry: AnchorEntry, start: datetime | None, end: datetime | None) -> bool:
+    """Whether an anchor file is in the period checked, as its database row would be: after a
+    signing key is replaced, each key verifies its own period (``--key old --to``, ``--key new
+    --from``); an unreadable file is always checked."""
+    if entry.statement is None:
+        return True
+    at = utc(entry.statement.at)
     return (start is None or at >= start) and (end is None or at <= end)
 
 

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Bytes the SQLite write-ahead log is cut back to whenever it starts again from its
+#: beginning (``journal_size_limit``): without it the file keeps the size of its largest burst
+#: (a big purge beside a busy hub) until the hub stops. A busy hub's log stays under 5 MiB.
+SQLITE_WAL_SIZE_LIMIT = 32 * 1024 * 1024
 #: Seconds libpq waits for a new PostgreSQL connection (:func:`_connect_args`).
 PG_CONNECT_TIMEOUT_S = 5
 _PG_MIGRATION_LOCK = 4_242_001  # pg_advisory_lock key: one migrator at a time
@@ -65,6 +69,7 @@ def create_store_engine(settings: Settings, **options: Any) -> Engine:
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_SIZE_LIMIT}")
             cursor.close()
 
         @event.listens_for(engine, "begin")

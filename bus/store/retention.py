@@ -9,11 +9,12 @@ one ``purged`` record per tenant, with counts), so it still verifies.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy import Engine, delete, exists, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.store.audit import append_audit, utc
@@ -28,6 +29,8 @@ from bus.store.models import (
 
 UNRESOLVED = (DeliveryState.PENDING.value, DeliveryState.DEAD.value)
 PURGE_BATCH = 500
+#: Seconds a purge on SQLite pauses between its batches (:func:`_let_the_log_restart`).
+SQLITE_PAUSE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +105,34 @@ def purge(
     purge never holds the SQLite write lock for long). On PostgreSQL its transactions wait for
     their locks without the hub's ``lock_timeout``."""
     moment = utc(now or datetime.now(UTC))
+    engine = sessions.kw["bind"]
     messages = deliveries = 0
     more = True
     while more:
         with sessions.begin() as session:
-            if session.get_bind().dialect.name == "postgresql":
+            if engine.dialect.name == "postgresql":
                 # an operator's job, no sender waiting: it waits for a lock held elsewhere
                 # (as a migration does) instead of failing past RENKEI_DATABASE_LOCK_TIMEOUT
                 session.execute(text("SET LOCAL lock_timeout = 0"))
             report, more = _purge_batch(session, moment, batch)
         messages += report.messages
         deliveries += report.deliveries
+        if more and engine.dialect.name == "sqlite":
+            _let_the_log_restart(engine)
     return PurgeReport(messages, deliveries)
+
+
+def _let_the_log_restart(engine: Engine) -> None:
+    """Let SQLite's write-ahead log start again from its beginning before the next batch.
+
+    Batches written back to back beside a hub that is reading never find the log free of
+    readers: each one was appended to it, and a purge of 50,000 messages beside a hub taking
+    messages grew the log to 437 MB (a 250 MB store) — room a full disk does not have. A short
+    pause lets the readers of the older snapshots finish, and a passive checkpoint (it waits
+    for nobody) then copies the whole log back, so the next batch starts it again (21 MB)."""
+    time.sleep(SQLITE_PAUSE)
+    connection = engine.raw_connection()
+    try:
+        connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+    finally:
+        connection.close()
