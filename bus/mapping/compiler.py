@@ -19,6 +19,7 @@ from bus.mapping.formats import SpecError, SystemFormat
 from bus.mapping.hooks import find_function
 from bus.mapping.layout import Group, Leaf
 from bus.mapping.problems import BAD_ARGUMENT, STRUCTURE, UNKNOWN_ITEM, UNKNOWN_KEY, WRONG_TYPE
+from bus.mapping.suggest import item_hint
 from bus.mapping.tables import (
     TableError,
     inline_code_table,
@@ -66,7 +67,8 @@ GROUP_KEYS = frozenset({"group", "path", "split", "fields", "when", "note"})
 class SpecProblem(ValueError):
     """A load error at ``position``: ``code`` its kind (:mod:`bus.mapping.problems`),
     ``message`` the English specifics, ``item`` the catalogue item it concerns (as written),
-    ``key`` the unknown key(s) of RK-MAP014, ``service`` the service of its section."""
+    ``key`` the unknown key(s) of RK-MAP014, ``service`` the service of its section,
+    ``hint`` what to write instead (Japanese, English)."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class SpecProblem(ValueError):
         *,
         item: str | None = None,
         key: str | None = None,
+        hint: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(f"{position}: {message}")
         self.position = position
@@ -83,12 +86,13 @@ class SpecProblem(ValueError):
         self.code = code
         self.item = item
         self.key = key
+        self.hint = hint
         self.service: str | None = None
 
     @classmethod
     def of(cls, position: Position, error: SpecError) -> SpecProblem:
         """A format's :class:`SpecError` at the place it was written."""
-        return cls(position, str(error), error.code, key=error.key)
+        return cls(position, str(error), error.code, key=error.key, hint=error.hint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +192,11 @@ class EntryCompiler:
         item_id, _, attribute = raw.partition("@")
         if item_id not in self.catalogue.by_id:
             raise SpecProblem(
-                where, f"unknown catalogue id {item_id!r}", UNKNOWN_ITEM, item=item_id
+                where,
+                f"unknown catalogue id {item_id!r}",
+                UNKNOWN_ITEM,
+                item=item_id,
+                hint=item_hint(item_id, _leaves(scope)),
             )
         leaf = _leaves(scope).get(item_id)
         if leaf is None:
@@ -228,7 +236,7 @@ class EntryCompiler:
             self.c.problem(where, "fields must be a list of entries", STRUCTURE)
             return []
         compiled: list[CompiledEntry] = []
-        unconditional: dict[str, Position] = {}
+        unconditional: dict[str, tuple[Position, bool]] = {}  # target → (entry, required)
         for entry in raw:
             at = position_of(entry, where)
             try:
@@ -250,14 +258,12 @@ class EntryCompiler:
             target = repr(entry.get("to"))
             first = unconditional.get(target)
             if first is not None:
-                self.c.problem(
-                    at,
-                    f"unreachable: {target} is always written by the entry at line {first.line}",
-                    STRUCTURE,
-                    self._item_of(entry),
-                )
+                self.c.problems.append(_unreachable(target, first, at, self._item_of(entry)))
             elif "when" not in entry and ("const" in entry or "default" in entry):
-                unconditional[target] = at  # it always writes: later entries never run
+                unconditional[target] = (at, False)  # it always writes: later entries never run
+            elif "when" not in entry and result.plan.required:
+                # it writes or fails the record: a fallback after it can never count
+                unconditional[target] = (at, True)
             compiled.append(result)
         return compiled
 
@@ -739,6 +745,32 @@ class EntryCompiler:
             return lambda source: _text(source.get(key)) in allowed
         wanted = flag(spec, "exists", where)
         return lambda source: bool(_text(source.get(key))) is wanted
+
+
+def _unreachable(
+    target: str, first: tuple[Position, bool], at: Position, item: str | None
+) -> SpecProblem:
+    """A later entry for a target an earlier entry always writes (or, being ``required``,
+    writes or refuses the record): it never counts."""
+    line, required = first[0].line, first[1]
+    if not required:
+        return SpecProblem(
+            at,
+            f"unreachable: {target} is always written by the entry at line {line}",
+            STRUCTURE,
+            item=item,
+        )
+    return SpecProblem(
+        at,
+        f"unreachable: {target} is required by the entry at line {line}, so a record without "
+        "that source is refused before this fallback counts",
+        STRUCTURE,
+        item=item,
+        hint=(
+            f"{line} 行目の required: true を外し、同じ項目の最後の行に付けてください。",
+            f"Move required: true from line {line} to the last entry for this target.",
+        ),
+    )
 
 
 def _identity(value: Value) -> Value:

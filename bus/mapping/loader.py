@@ -20,6 +20,7 @@ from bus.mapping.formats.xml import XmlFormat
 from bus.mapping.layout import service_layout, services
 from bus.mapping.problems import BAD_ARGUMENT, STRUCTURE, UNKNOWN_KEY, YAML, load_finding
 from bus.mapping.section import Direction, Section
+from bus.mapping.suggest import service_hint
 from bus.mapping.yamlpos import PDict, Position, YamlSyntaxError, load_positioned, position_of
 from bus.pipeline import Finding
 
@@ -60,8 +61,8 @@ class MappingError(ValueError):
         return f"{finding.code} {finding.path}: {finding.detail}"
 
 
-def _error(code: str, where: str, detail: str) -> MappingError:
-    return MappingError([load_finding(code, where, detail)])
+def _error(code: str, where: str, detail: str, hint: tuple[str, str] | None = None) -> MappingError:
+    return MappingError([load_finding(code, where, detail, hint=hint)])
 
 
 def _finding(problem: SpecProblem) -> Finding:
@@ -72,6 +73,7 @@ def _finding(problem: SpecProblem) -> Finding:
         item=problem.item,
         key=problem.key,
         service=problem.service,
+        hint=problem.hint,
     )
 
 
@@ -112,7 +114,8 @@ def _make_format(section: PDict, namespaces: dict[str, str], at: Position) -> Sy
         if kind == "fixed":
             return FixedFormat(section)
     except SpecError as error:
-        raise SpecProblem.of(at, error) from None
+        place = position_of(section.get(error.at_key), at) if error.at_key else at
+        raise SpecProblem.of(place, error) from None
     raise SpecProblem(
         position_of(section.get("format"), at), f"format must be one of {FORMATS}", BAD_ARGUMENT
     )
@@ -168,7 +171,11 @@ class _FileLoader:
             if service not in known:
                 self.problems.append(
                     SpecProblem(
-                        where, f"unknown service {service!r}", UNKNOWN_KEY, key=repr(service)
+                        where,
+                        f"unknown service {service!r}",
+                        UNKNOWN_KEY,
+                        key=repr(service),
+                        hint=service_hint(service, known),
                     )
                 )
                 continue
@@ -284,17 +291,48 @@ def _order(problem: SpecProblem) -> tuple[int, int]:
     return problem.position.line, problem.position.column
 
 
+MAX_BYTES = 2 << 20  # the largest shipped mapping is 12 KB; YAML parsing costs ~1 s a MB
+_TOO_LARGE = (
+    "変換定義ファイルは 2 MB までです。大きなコード表は tables/ の CSV に分けてください。",
+    "A mapping file is at most 2 MB: put large code tables in CSV files under tables/.",
+)
+_EMPTY = (
+    "空のファイルです。system: と services: を書いてください（docs/mapping-guide.md）。",
+    "The file is empty: write system: and services: (docs/mapping-guide.md).",
+)
+
+
+def _read_text(path: Path) -> str:
+    name = str(path)
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise _error(YAML, f"{name}:0:0", f"cannot be read ({error})") from None
+    if len(data) > MAX_BYTES:
+        raise _error(YAML, f"{name}:0:0", f"larger than {MAX_BYTES} bytes", _TOO_LARGE)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise _error(
+            YAML,
+            f"{name}:{line}:0",
+            f"not UTF-8 ({error.reason} at byte {error.start})",
+            ("変換定義ファイルは UTF-8 で保存してください。", "Save the mapping file as UTF-8."),
+        ) from None
+
+
 def load_mapping(path: Path) -> Mapping:
     """Read, check and compile a mapping file; raises :class:`MappingError`."""
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise _error(YAML, f"{name}:0:0", f"cannot be read ({error})") from None
+    text = _read_text(path)
     try:
         data = load_positioned(text, name)
     except YamlSyntaxError as error:
-        raise _error(YAML, str(error.position), error.problem) from None
+        raise _error(YAML, str(error.position), error.problem, error.hint) from None
+    if data is None:
+        raise _error(STRUCTURE, f"{name}:1:1", "the file is empty", _EMPTY)
     if not isinstance(data, PDict):
         raise _error(
             STRUCTURE, f"{name}:1:1", "a mapping file is a YAML mapping (system, services…)"

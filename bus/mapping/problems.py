@@ -7,6 +7,7 @@ when the problem concerns a catalogue item, the item and its Japanese name.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bus.catalogue import load_catalogue
@@ -31,16 +32,19 @@ def load_finding(
     item: str | None = None,
     key: str | None = None,
     service: str | None = None,
+    hint: tuple[str, str] | None = None,
 ) -> Finding:
     """A load error as a finding: ``where`` is ``file:line:column``; ``item`` a catalogue id
     (or, for RK-MAP015, the id as written, which may be no catalogue id at all); ``key`` the
-    unknown key(s) for RK-MAP014; ``service`` the service whose section it is in."""
+    unknown key(s) for RK-MAP014; ``service`` the service whose section it is in; ``hint``
+    what to write instead (Japanese, English): the Japanese message and the English
+    specifics end with it."""
     known = load_catalogue().by_id.get(item) if item else None
     subject: dict[str, Any] = {}
     if known is None:
         written = f"'{item}'" if item else None
         subject = {"field_ja": written or _SUBJECT_JA, "field_en": written or _SUBJECT_EN}
-    return make_finding(
+    finding = make_finding(
         code,
         path=where,
         item=known.id if known else None,
@@ -49,4 +53,10 @@ def load_finding(
         actual=key or "?",
         expected=service or "?",
         **subject,
+    )
+    if hint is None:
+        return finding
+    # Japanese in the message, English in the specifics (which renkei config check shows)
+    return replace(
+        finding, message_ja=f"{finding.message_ja}{hint[0]}", detail=f"{detail}; {hint[1]}"
     )

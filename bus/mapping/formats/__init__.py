@@ -7,6 +7,7 @@ renders a :class:`Target` into bytes.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -16,12 +17,22 @@ from bus.mapping.values import FieldFailure, Source, Target
 
 class SpecError(ValueError):
     """A section or path is wrong; the loader adds file, line and column. ``code`` is the
-    kind of load error (:mod:`bus.mapping.problems`), ``key`` the unknown key(s) if any."""
+    kind of load error (:mod:`bus.mapping.problems`), ``key`` the unknown key(s) if any,
+    ``hint`` what to write instead (Japanese, English)."""
 
-    def __init__(self, message: str, code: str = BAD_ARGUMENT, key: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: str = BAD_ARGUMENT,
+        key: str | None = None,
+        hint: tuple[str, str] | None = None,
+        at_key: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.key = key
+        self.hint = hint
+        self.at_key = at_key  # the section key whose value is wrong (its line is reported)
 
 
 class SystemFormat(Protocol):
@@ -58,3 +69,38 @@ def single_record(
 def option(spec: dict[str, Any], key: str, default: str) -> str:
     value = spec.get(key)
     return default if value is None else str(value)
+
+
+CP932_HINT = (
+    "Windows や業務システムの「Shift_JIS」は encoding: cp932（Windows-31J、MS932）と"
+    "書いてください。",
+    "Write encoding: cp932 (Windows-31J, MS932) for what Windows and vendors' systems call "
+    "Shift_JIS.",
+)
+_CP932_NAMES = frozenset({"windows-31j", "windows31j", "cp943c", "ibm-943", "ibm943", "x-sjis"})
+
+
+def check_encoding(name: str, known: bool) -> None:
+    """Refuse plain Shift_JIS (Python's ``shift_jis`` is JIS X 0208 alone: ① ㈱ 髙 﨑 fail
+    and 0x8160 ～ becomes 〜, where every Windows system writes CP932) and, unless
+    ``known`` (a registered codec), a name that is no codec."""
+    try:
+        canonical: str | None = codecs.lookup(name).name
+    except LookupError:
+        canonical = None
+    if canonical == "shift_jis":
+        raise SpecError(
+            f"encoding {name!r} is plain Shift_JIS (JIS X 0208): ① ㈱ 髙 﨑 would not be read "
+            "or written and ～ would become 〜",
+            hint=CP932_HINT,
+            at_key="encoding",
+        )
+    if canonical is None and not known:
+        cp932 = name.lower().replace("_", "-") in _CP932_NAMES
+        raise SpecError(
+            f"unknown encoding {name!r} (no codec and no hook)",
+            hint=CP932_HINT
+            if cp932
+            else ("encoding は cp932 や utf-8 と書いてください。", "Write e.g. cp932 or utf-8."),
+            at_key="encoding",
+        )

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from bus.mapping.formats import SpecError, option
+from bus.mapping.formats import SpecError, check_encoding, option
 from bus.mapping.problems import STRUCTURE, WRONG_TYPE
+from bus.mapping.suggest import column_hint
 from bus.mapping.values import DictRecord, FieldFailure, Source, Target, Text, Value
 
 
@@ -94,13 +95,16 @@ class CsvFormat:
         if len(set(self.columns)) != len(self.columns):
             raise SpecError("columns must be unique")
         self.encoding = option(section, "encoding", "utf-8")
+        check_encoding(self.encoding, known=False)
         self.delimiter = option(section, "delimiter", ",")
         self.header = _flag(section, "header")
         self.line_breaks = _flag(section, "line_breaks")
 
     def compile_path(self, path: Any, group: Any, writing: bool) -> Any:
         if path not in self.columns:
-            raise SpecError(f"{path!r} is not one of the columns")
+            raise SpecError(
+                f"{path!r} is not one of the columns", hint=column_hint(str(path), self.columns)
+            )
         if isinstance(group, SplitGroup) and path not in group.columns:
             group.columns.append(str(path))
         return str(path)

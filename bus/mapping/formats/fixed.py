@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bus.mapping.formats import SpecError, option
+from bus.mapping.formats import SpecError, check_encoding, option
 from bus.mapping.hooks import Codec, find_codec
 from bus.mapping.problems import STRUCTURE, UNKNOWN_KEY
 from bus.mapping.values import DictRecord, FieldFailure, Source, Target, Text, Value
@@ -143,8 +143,8 @@ class FixedFormat:
         self.length = int(length)
         self.encoding = option(section, "encoding", "cp932")
         codec = find_codec(self.encoding)
-        if codec is None:
-            raise SpecError(f"unknown encoding {self.encoding!r} (no codec and no hook)")
+        check_encoding(self.encoding, known=codec is not None)
+        assert codec is not None
         self.codec = codec
         separator = {"crlf": b"\r\n", "lf": b"\n", "none": b""}.get(
             option(section, "separator", "crlf")
