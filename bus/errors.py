@@ -636,6 +636,15 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "{field_ja}の入力が値（文字列・数値・真偽値）ではなく JSON の {actual} です。",
         "{field_en}: the input is a JSON {actual}, not a value (string, number, true/false).",
     ),
+    (
+        "RK-MAP020",
+        E,
+        "{field_ja}（{actual} バイト目）の始まりか終わりが全角文字の途中にあります。固定長の桁は"
+        "文字数ではなくバイト数で数えます（この符号化では全角 1 文字が {expected} バイト）。",
+        "{field_en} (bytes {actual}) starts or ends inside a double-byte character: widths in a "
+        "fixed-width layout count bytes, not characters (a full-width character is {expected} "
+        "bytes in this encoding).",
+    ),
     # --- IMP: batch imports (登記済通知 files); a record error never stops the file ----------
     (
         "RK-IMP001",

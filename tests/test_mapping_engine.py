@@ -411,3 +411,17 @@ def test_fixed_width_repeating_groups_are_occurs_slots(write: Write) -> None:
                         - {to: rightHolderName, from: {start: 1, bytes: 6}}
             """
         )
+
+
+def test_a_width_counted_in_characters_is_told_in_bytes(write: Write) -> None:
+    """A vendor's layout counted 氏名 in characters: the field ends inside 様, and the message
+    says widths are bytes (RK-MAP020), not that a character cannot be encoded in "decode"."""
+    inbound = fixed_mapping(write).sections[("NhiEligibilityNotice", "inbound")]
+    name = " 山田花子様".encode("cp932")  # 11 bytes where the field holds 10
+    record = b"412066" + name + b"012" + bytes.fromhex("00123c") + b" " * 17
+    assert len(record) == 40
+    out = inbound.translate(record)
+    cut = [f for f in out.findings if f.code == "RK-MAP020"]
+    assert len(cut) == 1 and "7–16" in cut[0].message_en and "2 bytes" in cut[0].message_en
+    assert "RK-MAP007" not in [f.code for f in out.findings]
+    assert "バイト数で数えます" in cut[0].message_ja

@@ -64,7 +64,7 @@ class FixedRecord:
         try:
             text = self.codec.decode(raw)
         except (UnicodeDecodeError, ValueError):
-            raise FieldFailure("RK-MAP007", expected="decode", actual=raw.hex()) from None
+            raise _undecodable(raw, key, self.codec) from None
         if key.pad == "zero":
             return text.lstrip("0") or ("0" if text else "")
         if key.pad == "none":
@@ -80,6 +80,19 @@ class FixedRecord:
             if chunk.strip(b" ") and not _blank(chunk, self.codec):
                 members.append(FixedRecord(chunk, self.codec))
         return members
+
+
+def _undecodable(raw: bytes, key: FixedField, codec: Codec) -> FieldFailure:
+    """RK-MAP020 when the field's bytes read once the character cut at its start or end is
+    left out (a layout whose widths were counted in characters, not bytes), else RK-MAP007."""
+    for inner in (raw[:-1], raw[1:], raw[1:-1]):
+        try:
+            codec.decode(inner)
+        except (UnicodeDecodeError, ValueError):
+            continue
+        where = f"{key.start + 1}–{key.start + key.size}"
+        return FieldFailure("RK-MAP020", actual=where, expected=len(codec.encode("あ")))
+    return FieldFailure("RK-MAP007", expected="decode", actual=raw.hex())
 
 
 def _blank(chunk: bytes, codec: Codec) -> bool:
