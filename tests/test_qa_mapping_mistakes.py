@@ -13,22 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from bus.cli import app
+from tests.support.mappings import JSON_HEAD
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "mappings"
 
-BASE = """\
-system: kokuho
-services:
-  NhiEligibilityNotice:
-    inbound:
-      format: json
-      fields:
-        - {to: localGovernmentCode, from: lg, required: true}
-        - {to: addresseeNumber, from: atena}
-        - {to: insuredNumber, from: "no", required: true}
-        - {to: name, from: [kojin.shi, kojin.mei], join: "　"}
-"""
+BASE = JSON_HEAD + '        - {to: name, from: [kojin.shi, kojin.mei], join: "　"}\n'
 
 
 def run(*args: str) -> tuple[int, str]:
