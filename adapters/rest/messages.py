@@ -17,10 +17,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 from lxml import etree
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -55,7 +56,28 @@ XML_RESPONSE_TYPE = "application/xml"
 PREFIX = "/api/v1/messages"
 _RKS = f"{{{soap_envelope.NS_SOAP_BINDING}}}"
 
-router = ProblemRouter(prefix=PREFIX, tags=["messages"])
+# Declares the API key in the OpenAPI document only: adapters/inbound.py identifies the
+# caller. Optional (`{}` in each operation's `security`): without the header, the source
+# address is checked against the system's allow_addresses.
+API_KEY = HTTPBearer(
+    scheme_name="apiKey",
+    bearerFormat="rk_<system>_<key id>.<secret>",
+    description=(
+        "`Authorization: Bearer <API key>`, issued with `renkei keys new --system ID` "
+        "(docs/security.md). Without the header the source address is checked against the "
+        "system's `allow_addresses`. A wrong key is 401 (RK-AUT001), never retried by address."
+    ),
+    auto_error=False,
+)
+_KEY_OR_ADDRESS: dict[str, Any] = {"security": [{}]}  # appended to the key's requirement
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before sending the same message again (a resend is safe)",
+        "schema": {"type": "integer"},
+    }
+}
+
+router = ProblemRouter(prefix=PREFIX, tags=["messages"], dependencies=[Security(API_KEY)])
 
 
 class Accepted(BaseModel):
@@ -63,9 +85,15 @@ class Accepted(BaseModel):
 
     message_id: str
     stored_at: datetime
-    duplicate: bool
+    duplicate: bool = Field(
+        description=(
+            "true for a resend of a message already stored (same messageId, same content: "
+            "the Idempotent Receiver answers 202 again with the first `stored_at` and stores "
+            "nothing); the same messageId with other content is 409 (RK-STO001)"
+        )
+    )
     destinations: list[str]
-    status_url: str
+    status_url: str = Field(description="`GET` it for the status; also the `Location` header")
     findings: list[Finding]
 
 
@@ -122,7 +150,9 @@ def _as_xml(raw: bytes, media_type: str) -> bytes | Finding:
         return to_xml(json.loads(raw))
     except JsonFormError as error:
         return make_finding("RK-API004", path=error.path, actual=error.reason)
-    except (ValueError, RecursionError) as error:  # not JSON (UnicodeDecodeError is a ValueError)
+    except RecursionError:  # deeper than the parser goes; to_xml stops far sooner
+        return make_finding("RK-API004", path="/", actual="nested too deep")
+    except ValueError as error:  # not JSON (UnicodeDecodeError is a ValueError)
         return make_finding("RK-API004", path="/", actual=f"not JSON: {type(error).__name__}")
 
 
@@ -205,18 +235,31 @@ def _answer(choice: Choice, message: Message) -> Response:
             "description": "The inquiry's reply",
             "content": {XML_RESPONSE_TYPE: {"schema": {"type": "string"}}},
         },
-        202: {"content": {XML_RESPONSE_TYPE: {"schema": {"type": "string"}}}},
-        **problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 500, 502, 503, 504, xml=True),
+        202: {
+            "content": {XML_RESPONSE_TYPE: {"schema": {"type": "string"}}},
+            "headers": {
+                "Location": {
+                    "description": "The message's status: `GET /api/v1/messages/{messageId}`",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        **problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 500, 502, 504, xml=True),
+        **{
+            status: {**answer, "headers": _RETRY_AFTER}
+            for status, answer in problem_responses(429, 503, xml=True).items()
+        },
         **problem_responses(406),  # nothing acceptable: problem+json
     },
     openapi_extra={
+        **_KEY_OR_ADDRESS,
         "requestBody": {
             "required": True,
             "content": {
                 JSON_MEDIA_TYPE: {"schema": _JSON_FORM_SCHEMA},
                 **{media: {"schema": {"type": "string"}} for media in XML_MEDIA_TYPES},
             },
-        }
+        },
     },
 )
 async def post_message(service: str, request: Request) -> Response:
@@ -355,6 +398,7 @@ def _fields(
         **problem_responses(401, 404, 409, 422, 500, xml=True),
         **problem_responses(406),  # nothing acceptable: problem+json
     },
+    openapi_extra=_KEY_OR_ADDRESS,
 )
 async def get_message(message_id: str, request: Request, tenant: str | None = None) -> Response:
     choice = negotiate(request.headers.get("accept"))
