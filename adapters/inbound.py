@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import anyio
 from starlette.background import BackgroundTask
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -177,7 +177,8 @@ async def read_request_body(
 ) -> bytes | Finding | RefusedHead:
     """The body with its ``Content-Encoding`` undone (bus/validation/http_body.py), or the
     refusal: RK-API009 (an unsupported coding, before the body is read), RK-SEC002 (too
-    large, compressed or decoded), RK-API010 (not valid gzip). ``platform_xml``: a body that
+    large, compressed or decoded), RK-API010 (not valid gzip), RK-API014 (the connection
+    closed before the body was complete). ``platform_xml``: a body that
     must be a platform message, whose head is judged while it arrives
     (:func:`read_message_body`) when it is not encoded. Only a request with a
     ``Content-Encoding`` header pays for any of this. ``limit``: the document limit, for a
@@ -204,15 +205,18 @@ async def _read(
         return make_finding("RK-SEC002", path="/", limit=limit, actual=declared)
     body = bytearray()
     head_checked = not platform_xml
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            return make_finding("RK-SEC002", path="/", limit=limit, actual=f">{limit}")
-        if not head_checked and len(body) >= HEAD_BYTES:
-            head_checked = True
-            refused = _refused_head(bytes(body))
-            if refused is not None:
-                return refused
+    try:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                return make_finding("RK-SEC002", path="/", limit=limit, actual=f">{limit}")
+            if not head_checked and len(body) >= HEAD_BYTES:
+                head_checked = True
+                refused = _refused_head(bytes(body))
+                if refused is not None:
+                    return refused
+    except ClientDisconnect:  # the sender gave up mid-body: a refusal (audited), no traceback
+        return make_finding("RK-API014", path="/", actual=len(body))
     return bytes(body)
 
 

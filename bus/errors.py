@@ -944,6 +944,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "要求された形式（Accept: {actual}）では応答できません（使えるもの: {expected}）。",
         "No acceptable response for Accept: {actual} (available: {expected}).",
     ),
+    (
+        "RK-API014",
+        E,
+        "要求の本文が届き終わる前に接続が切れました（受信 {actual} バイト）。",
+        "The connection closed before the request body was complete ({actual} bytes received).",
+    ),
     # --- OPS: readiness of a running hub (/readyz) -----------------------------------------
     (
         "RK-OPS001",

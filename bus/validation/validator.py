@@ -235,10 +235,13 @@ def _soap_parts(envelope: etree._Element) -> tuple[etree._Element, etree._Elemen
     """The platform Header and the service element of a SOAP 1.1 Envelope in the one form
     it may take: ``soap:Header`` first, then ``soap:Body`` (SOAP 1.1 §4.1.1), neither
     repeated; the Header holds exactly one ``env:Header``, the Body exactly one element.
-    Any other form is ``None`` (RK-ENV002): a second platform Header is never dropped."""
+    Any other form is ``None`` (RK-ENV002): a second platform Header is never dropped, nor
+    text beside the parts (SOAP 1.1's Envelope, Header and Body hold elements only)."""
     children = [child for child in envelope if isinstance(child.tag, str)]
     tags = [child.tag for child in children]
     if tags[:2] != [_SOAP_HEADER, _SOAP_BODY] or {_SOAP_HEADER, _SOAP_BODY} & set(tags[2:]):
+        return None
+    if any(_holds_text(part) for part in (envelope, children[0], children[1])):
         return None
     headers = list(children[0].iterchildren(HEADER))
     services = [child for child in children[1] if isinstance(child.tag, str)]
@@ -247,6 +250,16 @@ def _soap_parts(envelope: etree._Element) -> tuple[etree._Element, etree._Elemen
     for name in [name for name in headers[0].attrib if str(name).startswith(_SOAP_PREFIX)]:
         del headers[0].attrib[name]  # SOAP's own (mustUnderstand, actor): not the platform's
     return headers[0], services[0]
+
+
+_XML_WHITESPACE = " \t\r\n"
+
+
+def _holds_text(element: etree._Element) -> bool:
+    """Whether ``element`` has character data of its own (its text, its children's tails)
+    other than XML whitespace."""
+    texts = [element.text, *(child.tail for child in element)]
+    return any(text and text.strip(_XML_WHITESPACE) for text in texts)
 
 
 _SERVICE_PREFIX = f"{{{NS_SERVICE}}}"
