@@ -156,6 +156,10 @@ def create_app() -> FastAPI:
         summary="Data-integration hub for municipalities sharing core systems (連携基盤)",
         openapi_url="/openapi.json",
         lifespan=_lifespan,
+        # a path with a slash too many is not found (RK-API006 under /api/v1), not redirected:
+        # Starlette's 307 to an absolute http:// URL built from the Host header had a client
+        # behind a TLS proxy send the body again to that address
+        redirect_slashes=False,
     )
     settings = Settings()
     keep_files_private()  # uvicorn started on its own, not by `renkei serve`

@@ -113,3 +113,28 @@ def test_odd_json_bodies_get_a_coded_answer(
     assert response.status_code == status, response.text
     if code is not None:
         assert _code(response) == code
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", f"{API}/ResidentChangeNotice/"),
+        ("GET", f"{API}/9b2f8c1e-7a43-4c1b-9d6e-2f1a3b4c5d6e/"),
+        ("POST", "/api/v1/validate/"),
+    ],
+)
+def test_a_slash_too_many_is_not_found_not_redirected(
+    local_hub: Hub, method: str, path: str
+) -> None:
+    """Starlette redirected it (307) to an absolute http:// URL from the Host header: a
+    client behind a TLS proxy following it sent the body again, in clear, to that address."""
+    answer = _send(
+        local_hub, method, path, content=b"{}", headers={"Content-Type": "application/json"}
+    )
+    assert "location" not in answer.headers
+    assert answer.status_code == 404 and _code(answer) == "RK-API006"
+
+
+def test_the_console_typed_without_its_slash_still_opens(local_hub: Hub) -> None:
+    answer = _send(local_hub, "GET", "/console")
+    assert answer.status_code == 308 and answer.headers["location"] == "/console/"

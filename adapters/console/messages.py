@@ -42,6 +42,12 @@ from bus.store.queries import MessageStatus
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 
+@router.get("/console")
+def console_root() -> Response:
+    """The address typed without its slash (the app redirects no other path)."""
+    return RedirectResponse("/console/", status_code=308)
+
+
 @router.get("/console/")
 def dashboard_page(request: Request) -> Response:
     operator = signed_in(request)
