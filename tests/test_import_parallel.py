@@ -59,10 +59,23 @@ def _with_repeats_and_errors(path: Path) -> Path:
     return path
 
 
-def test_two_jobs_import_what_one_job_imports(tmp_path: Path, store_settings: Settings) -> None:
+Imported = tuple[Path, Summary, dict[str, bytes], list[str]]
+
+
+@pytest.fixture(scope="module")
+def one_job(tmp_path_factory: pytest.TempPathFactory) -> Imported:
+    """The file with repeats and errors, and what one job on SQLite imports from it: the
+    reference each store's two jobs are compared with (imported once, only read after)."""
+    tmp = tmp_path_factory.mktemp("one-job")
+    notices = _with_repeats_and_errors(tmp / "notices.csv")
+    return (notices, *_import(tmp / "one", notices, jobs=1))
+
+
+def test_two_jobs_import_what_one_job_imports(
+    tmp_path: Path, store_settings: Settings, one_job: Imported
+) -> None:
     """One job on SQLite against two on each store (PostgreSQL: every worker its own pool)."""
-    notices = _with_repeats_and_errors(tmp_path / "notices.csv")
-    one, one_outputs, one_stored = _import(tmp_path / "one", notices, jobs=1)
+    notices, one, one_outputs, one_stored = one_job
     two, two_outputs, two_stored = _import(tmp_path / "two", notices, 2, store_settings)
     assert (one.new, one.duplicate, one.errors) == (3000, 6, 2)
     assert (two.new, two.duplicate, two.errors) == (one.new, one.duplicate, one.errors)
