@@ -15,13 +15,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Security
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from adapters.inbound import Caller, identify, internal_error, known_service, unknown_service
+from adapters.rest.messages import API_KEY, KEY_OR_ADDRESS
 from adapters.rest.problem import ProblemRouter, problem, problem_responses
 from bus.errors import make_finding
 from bus.feeds import (
@@ -51,7 +52,8 @@ _STATUS = {
     "RK-FED006": 403,
 }
 
-router = ProblemRouter(prefix=PREFIX, tags=["feeds"])
+# The API key is declared for the OpenAPI document only; _entitled identifies the caller.
+router = ProblemRouter(prefix=PREFIX, tags=["feeds"], dependencies=[Security(API_KEY)])
 
 
 class FeedItem(BaseModel):
@@ -156,6 +158,7 @@ def _limit(value: str | None) -> int | Finding:
     summary="差分フィード: entitled messages after a cursor (PULL)",
     response_model=FeedPageModel,
     responses=problem_responses(400, 401, 403, 404, 410, 422, 500),
+    openapi_extra=KEY_OR_ADDRESS,
 )
 async def get_feed(
     service: str,
@@ -198,6 +201,7 @@ def _export_lines(hub: Hub, entitled: Entitlement) -> Iterator[bytes]:
     "/{service}/export",
     summary="全件出力: every retained entitled message, streamed as NDJSON",
     responses=problem_responses(400, 401, 403, 404, 422, 500),
+    openapi_extra=KEY_OR_ADDRESS,
 )
 async def export(
     service: str, request: Request, tenant: str | None = None, system: str | None = None

@@ -47,6 +47,7 @@ from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding, Message, Severity, UsernameToken
 from bus.store.queries import MessageDetail, StoreQueryError, show_message
+from bus.store.write_health import is_store_unavailable, write_health
 from bus.validation.http_body import charset_refusal
 from bus.validation.secure_parse import ParseResult
 from bus.validation.validator import normalised_id
@@ -69,7 +70,8 @@ API_KEY = HTTPBearer(
     ),
     auto_error=False,
 )
-_KEY_OR_ADDRESS: dict[str, Any] = {"security": [{}]}  # appended to the key's requirement
+# Appended to the key's requirement; the feeds (adapters/rest/feeds.py) use both too.
+KEY_OR_ADDRESS: dict[str, Any] = {"security": [{}]}
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before sending the same message again (a resend is safe)",
@@ -252,7 +254,7 @@ def _answer(choice: Choice, message: Message) -> Response:
         **problem_responses(406),  # nothing acceptable: problem+json
     },
     openapi_extra={
-        **_KEY_OR_ADDRESS,
+        **KEY_OR_ADDRESS,
         "requestBody": {
             "required": True,
             "content": {
@@ -343,6 +345,15 @@ def _lookup(hub: Hub, caller: Caller, message_id: str, tenant: str | None) -> di
         return _status(show_message(session, message_id, tenant, parties=identity.systems))
 
 
+def _lookup_failure(hub: Hub, error: Exception) -> Finding:
+    """RK-STO008 (503, ``Retry-After``) when the store cannot be reached now, logged once per
+    outage without a traceback (bus/store/write_health.py), as for an ingest; else RK-API003."""
+    if is_store_unavailable(error):
+        write_health(hub.store.engine).unavailable(error)
+        return make_finding("RK-STO008", path="/")
+    return internal_error(error)
+
+
 _STATUS_FIELDS = (
     ("messageId", "message_id"),
     ("tenant", "tenant"),
@@ -396,9 +407,10 @@ def _fields(
     responses={
         200: {"content": {XML_RESPONSE_TYPE: {"schema": {"type": "string"}}}},
         **problem_responses(401, 404, 409, 422, 500, xml=True),
+        503: {**problem_responses(503, xml=True)[503], "headers": _RETRY_AFTER},
         **problem_responses(406),  # nothing acceptable: problem+json
     },
-    openapi_extra=_KEY_OR_ADDRESS,
+    openapi_extra=KEY_OR_ADDRESS,
 )
 async def get_message(message_id: str, request: Request, tenant: str | None = None) -> Response:
     choice = negotiate(request.headers.get("accept"))
@@ -411,7 +423,7 @@ async def get_message(message_id: str, request: Request, tenant: str | None = No
     except StoreQueryError as refusal:
         return problem([refusal.finding], xml=choice.xml)
     except Exception as error:  # the adapter boundary: never a generic 500
-        return problem([internal_error(error)], xml=choice.xml)
+        return problem([_lookup_failure(hub, error)], xml=choice.xml)
     if choice.xml:
         return _xml(_status_element(status), choice)
     return JSONResponse(status)

@@ -9,9 +9,9 @@ RK-API012. Nothing is stored, so nothing is audited.
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Header, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -59,20 +59,21 @@ def report_body(report: ValidationReport) -> dict[str, Any]:
         "`valid` is false when any has severity error. Warnings do not make it invalid. "
         "A gzip body (`Content-Encoding: gzip`) is decoded within the document limit; another "
         "coding (415), broken gzip (400) or a `charset` other than UTF-8 (415, or 400 when it "
-        "contradicts the document's own encoding) is refused."
+        "contradicts the document's own encoding) is refused. No authentication: nothing is "
+        "stored and the caller is not identified (an `Authorization` header is ignored)."
     ),
     responses=problem_responses(400, 413, 415, 422),
     openapi_extra={
+        "security": [],  # anyone may validate: nothing is stored, no caller is identified
         "requestBody": {
             "required": True,
             "content": {media: {"schema": {"type": "string"}} for media in XML_MEDIA_TYPES},
-        }
+        },
     },
 )
-async def validate(
-    request: Request, content_type: Annotated[str | None, Header()] = None
-) -> Response:
-    media_type = (content_type or "").split(";")[0].strip().lower()
+async def validate(request: Request) -> Response:
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
     if media_type not in XML_MEDIA_TYPES:
         return problem([make_finding("RK-API001", path="/", actual=media_type or "-")])
     validator = _validator()
@@ -81,7 +82,7 @@ async def validate(
     if isinstance(body, Finding):
         return problem([body])
     assert isinstance(body, bytes)  # only a platform-XML read is judged by its head
-    unreadable = charset_refusal(content_type or "", body)
+    unreadable = charset_refusal(content_type, body)
     if unreadable is not None:
         return problem([unreadable])
     report = await run_in_threadpool(validator.validate, body)
