@@ -1043,10 +1043,10 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         E,
         "メッセージストアがほかのプロセスにロックされています（{actual}）。ストアを使っているほかの"
         " renkei（更新前の renkei serve など）やプログラム（sqlite3 など）を止めてから、もう一度"
-        "実行してください。",
+        "実行してください（動いているハブは自動で復旧します）。",
         "The message store is locked by another process ({actual}); stop the other renkei"
         " process (an old renkei serve, say) or program (a sqlite3 shell …) holding it, then run"
-        " the command again.",
+        " the command again (a running hub recovers by itself).",
     ),
     (
         "RK-OPS014",

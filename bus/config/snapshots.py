@@ -28,6 +28,7 @@ from bus.config.loader import load_config_dir, parse_config_files, read_config_f
 from bus.config.models import HubConfig
 from bus.settings import Settings
 from bus.store.admin_audit import record_admin_action
+from bus.store.db import unreachable_finding
 from bus.store.models import ConfigSnapshot
 from bus.store.write_health import describe
 
@@ -173,6 +174,7 @@ class ConfigProvider:
         self._loaded: LoadedConfig | None = None
         self._checked_at = float("-inf")
         self._poll_failing = False
+        self._poll_code = "RK-OPS001"  # how the failing polls were told
         self._lock = threading.Lock()
 
     def current(self) -> LoadedConfig:
@@ -216,7 +218,9 @@ class ConfigProvider:
         if self._poll_failing:
             self._poll_failing = False
             log.warning(
-                "RK-OPS001 cleared: the configuration is polled again (version %d)", version
+                "%s cleared: the configuration is polled again (version %d)",
+                self._poll_code,
+                version,
             )
         return self._loaded
 
@@ -225,9 +229,12 @@ class ConfigProvider:
         if self._poll_failing:
             return
         self._poll_failing = True
+        reason = describe(error)
+        self._poll_code = unreachable_finding(error, reason).code  # RK-OPS013: locked elsewhere
         log.warning(
-            "RK-OPS001 the configuration cannot be polled (%s); version %d stays in force "
+            "%s the configuration cannot be polled (%s); version %d stays in force "
             "until the database answers",
-            describe(error),
+            self._poll_code,
+            reason,
             self._loaded.version if self._loaded is not None else 0,
         )

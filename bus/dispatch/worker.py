@@ -47,6 +47,7 @@ from bus.mapping.stage import OutboundTranslationError, outbound_body
 from bus.observability.events import delivery_context, round_committed
 from bus.observability.logs import bound, get_logger
 from bus.store.audit import append_audits
+from bus.store.db import unreachable_finding
 from bus.store.models import Delivery, DeliveryState
 from bus.store.writers import write_transaction
 
@@ -447,7 +448,8 @@ def _holds(
 class _Outage:
     """A worker's rounds failing because the database does not answer (connections
     terminated, server down, a lock or statement timeout): one coded warning when it starts
-    (RK-OPS001, the driver's reason, no traceback) and one when a round succeeds again, not a
+    (RK-OPS001, the driver's reason, no traceback; RK-OPS013 when another process holds the
+    SQLite store's lock) and one when a round succeeds again, not a
     traceback per round and poll. The round's deliveries keep their leases and are sent again
     once those expire (at-least-once)."""
 
@@ -455,6 +457,7 @@ class _Outage:
         self._worker_id = worker_id
         self._since: float | None = None
         self._rounds = 0
+        self._code = "RK-OPS001"
 
     def failed(self, error: OperationalError) -> None:
         self._rounds += 1
@@ -464,9 +467,10 @@ class _Outage:
         original = error.orig if error.orig is not None else error
         first = str(original).splitlines()[0] if str(original) else ""
         reason = f"{type(original).__name__}: {first}"
+        self._code = unreachable_finding(error, reason).code
         log.warning(
             "worker.database_unavailable",
-            code="RK-OPS001",
+            code=self._code,
             worker=self._worker_id,
             error=reason[:200],
         )
@@ -476,7 +480,7 @@ class _Outage:
             return
         log.warning(
             "worker.database_available",
-            code="RK-OPS001",
+            code=self._code,
             worker=self._worker_id,
             seconds=round(perf_counter() - self._since, 1),
             failed_rounds=self._rounds,

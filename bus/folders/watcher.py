@@ -20,7 +20,8 @@ is ``EMPTY_AGE`` old: vendors create the file and write it later.
 
 A pass that fails because the store cannot be reached (the database down, a lock not granted
 in time: :func:`bus.store.write_health.is_store_unavailable`) is logged once (RK-OPS001,
-no traceback) until a pass succeeds again; the file stays in ``work/`` and is processed again
+or RK-OPS013 when another process holds the SQLite store's lock; no traceback) until a pass
+succeeds again; the file stays in ``work/`` and is processed again
 from the start once the store answers. No failure stops the watcher's thread.
 """
 
@@ -58,6 +59,7 @@ from bus.folders.paths import (
 from bus.folders.records import FileRefused
 from bus.folders.spool import close_due
 from bus.hub import Hub
+from bus.store.db import unreachable_finding
 from bus.store.write_health import describe, is_store_unavailable
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,7 @@ class FolderWatcher:
     _broken: dict[Path, str] = field(default_factory=dict)  # work/ file → its failure, logged
     _store_down: bool = False  # the store could not be reached: logged once, until a pass works
     _store_failed: bool = False  # ... during the pass under way
+    _store_code: str = "RK-OPS001"  # ... and how it was told (RK-OPS013: locked elsewhere)
     _pass_failing: str | None = None  # why the last pass failed outside a folder, logged once
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -163,7 +166,9 @@ class FolderWatcher:
             del self._seen[path]
         if self._store_down and not self._store_failed:
             self._store_down = False
-            log.warning("RK-OPS001 cleared: the hot folders reach the message store again")
+            log.warning(
+                "%s cleared: the hot folders reach the message store again", self._store_code
+            )
         return moved
 
     def watching(self) -> int:
@@ -468,7 +473,8 @@ class FolderWatcher:
         if self._store_down:
             return
         self._store_down = True
-        finding = make_finding("RK-OPS001", path="/folders", actual=describe(error))
+        finding = unreachable_finding(error, describe(error), path="/folders")
+        self._store_code = finding.code
         log.warning(
             "%s %s Hot-folder files wait in work/ and are processed once it answers.",
             finding.code,

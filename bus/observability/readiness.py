@@ -1,13 +1,14 @@
 """Readiness (``/readyz``): may a load balancer send this process traffic?
 
-Ready when the database answers (and, after a write failed because the store is full, can be
-written again: RK-OPS007, bus/store/write_health.py), the broker that carries wake-ups accepts
-a connection (``memory://`` is in-process and always ready), a configuration is loaded and —
-where this hub runs dispatch workers (in process, or serve's dispatch processes) — at least
-one of them beat recently (bus/dispatch/heartbeat.py): a hub that accepts but cannot deliver is not
-ready. Where the workers run elsewhere (``renkei worker``), there is no dispatch check.
-Each failed check is a coded finding (RK-OPS…) with the reason; a check never waits longer
-than ``timeout`` seconds, so a probe does not hang on a dead peer.
+Ready when the database answers (RK-OPS013 when another process holds the SQLite store's
+lock, else RK-OPS001; after a write failed because the store is full, it must be written again:
+RK-OPS007, bus/store/write_health.py), the broker that carries wake-ups accepts a connection
+(``memory://`` is in-process and always ready), a configuration is loaded and — where this hub
+runs dispatch workers (in process, or serve's dispatch processes) — at least one of them beat
+recently (bus/dispatch/heartbeat.py): a hub that accepts but cannot deliver is not ready. Where
+the workers run elsewhere (``renkei worker``), there is no dispatch check. Each failed check is
+a coded finding (RK-OPS…) with the reason; a check never waits longer than ``timeout`` seconds,
+so a probe does not hang on a dead peer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bus.dispatch import heartbeat
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding
+from bus.store.db import unreachable_finding
 from bus.store.write_health import write_health
 
 _kombu: Any = kombu  # untyped library
@@ -52,7 +54,7 @@ def check_database(hub: Hub) -> Check:
         with hub.store.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as error:
-        finding = make_finding("RK-OPS001", path="/readyz/database", actual=_reason(error))
+        finding = unreachable_finding(error, _reason(error), path="/readyz/database")
         return Check("database", finding)
     return check_writable(hub)
 

@@ -179,16 +179,17 @@ def _reason(error: BaseException) -> str:
 _SQLITE_BUSY = 5
 
 
-def unreachable_finding(error: BaseException, actual: str) -> Finding:
-    """What a command tells of a store it could not use now: RK-OPS013 when another process
-    held the SQLite store's lock for the whole busy timeout (the operator stops that process:
-    the database is not down), else RK-OPS001 (the database cannot be reached)."""
+def unreachable_finding(error: BaseException, actual: str, path: str = "/database") -> Finding:
+    """What a command or the running hub tells of a store it could not use now: RK-OPS013
+    when another process held the SQLite store's lock for the whole busy timeout (the
+    operator stops that process: the database is not down), else RK-OPS001 (the database
+    cannot be reached)."""
     original = getattr(error, "orig", None) or error
     code = (
         getattr(original, "sqlite_errorcode", None) if isinstance(original, sqlite3.Error) else None
     )
     locked = code is not None and code & 0xFF == _SQLITE_BUSY
-    return make_finding("RK-OPS013" if locked else "RK-OPS001", path="/database", actual=actual)
+    return make_finding("RK-OPS013" if locked else "RK-OPS001", path=path, actual=actual)
 
 
 def migrate(engine: Engine) -> None:

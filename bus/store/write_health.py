@@ -22,7 +22,11 @@ SQLite's busy timeout ran out) is the other retry-later state: the adapters answ
 (503, ``Retry-After``) and call :meth:`WriteHealth.unreachable`, which logs one warning
 (RK-OPS001) per outage; the first message stored again clears it with one more, through the
 same :meth:`WriteHealth.succeeded` check. Readiness does not probe for it: its ``SELECT 1``
-already says whether the database answers.
+already says whether the database answers (on SQLite it begins ``BEGIN IMMEDIATE``, so it
+waits out the busy timeout behind another process's lock, as a message does). When it is
+SQLite's busy timeout that ran out because another process holds the store file's lock (an
+old ``renkei serve``, a ``sqlite3`` shell in ``BEGIN EXCLUSIVE``), both say RK-OPS013 instead
+(``unreachable_finding``: the database is not down, that process must stop).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
+from bus.store.db import unreachable_finding
 from bus.store.models import DestinationState
 from bus.store.writers import write_connection
 
@@ -129,7 +134,7 @@ class WriteHealth:
         self.since: float | None = None  # monotonic
         self.refused = 0  # writes failed since
         self.unreachable = False  # RK-STO008: the store did not answer (or a lock wait ran out)
-        self._outage: tuple[float, str] | None = None  # since (monotonic), why
+        self._outage: tuple[float, str, str] | None = None  # since (monotonic), why, code
         self._outage_refused = 0
         self._probed = 0.0
         self._lock = threading.Lock()
@@ -153,11 +158,21 @@ class WriteHealth:
         """A message was refused because the store could not be reached now
         (:func:`is_store_unavailable`); the first of an outage is logged."""
         reason = describe(error)
+        code = unreachable_finding(error, reason).code
         with self._lock:
             self._outage_refused += 1
             if self.unreachable:
                 return
-            self.unreachable, self._outage, self._outage_refused = True, (monotonic(), reason), 1
+            self.unreachable, self._outage_refused = True, 1
+            self._outage = (monotonic(), reason, code)
+        if code == "RK-OPS013":
+            log.warning(
+                "RK-OPS013 the message store is locked by another process (%s): messages are "
+                "refused with RK-STO008 (503, Retry-After) until it lets go; stop that process "
+                "(docs/operations.md)",
+                reason,
+            )
+            return
         log.warning(
             "RK-OPS001 the message store cannot be reached (%s): messages are refused with "
             "RK-STO008 (503, Retry-After) until it answers (docs/operations.md)",
@@ -176,11 +191,12 @@ class WriteHealth:
             if not self.unreachable or self._outage is None:  # another thread cleared it
                 return
             self.unreachable = False
-            seconds = monotonic() - self._outage[0]
+            seconds, code = monotonic() - self._outage[0], self._outage[2]
             refused, self._outage = self._outage_refused, None
         log.warning(
-            "RK-OPS001 cleared: the message store took a message again after %.0f s "
+            "%s cleared: the message store took a message again after %.0f s "
             "(%d messages refused meanwhile)",
+            code,
             seconds,
             refused,
         )
