@@ -238,7 +238,7 @@ def _act_on_all(action: str, reason: str, selection: Selection) -> None:
         after = 0
         while after < through:
             with store.sessions() as session:
-                page = operations.list_dead(
+                page = operations.dead_reasons_page(
                     session,
                     tenant=selection.tenant,
                     destination=selection.destination,
@@ -247,11 +247,11 @@ def _act_on_all(action: str, reason: str, selection: Selection) -> None:
                 )
             if not page:
                 break
-            after = page[-1].id
+            after = page[-1][0]
             chosen = [
-                d.id
-                for d in page
-                if d.id <= through and (selection.why is None or d.reason == selection.why)
+                delivery
+                for delivery, why in page
+                if delivery <= through and (selection.why is None or why == selection.why)
             ]
             if chosen:
                 with store.sessions.begin() as session:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.store.admin_audit import record_admin_action
@@ -55,17 +55,16 @@ class DeadLetter:
     reason: str | None = None
 
 
-def list_dead(
-    session: Session,
-    *,
-    tenant: str | None = None,
-    destination: str | None = None,
-    limit: int = 1000,
+def _dead_page(
+    columns: tuple[Any, ...],
+    tenant: str | None,
+    destination: str | None,
+    limit: int,
     after: int = 0,
-) -> list[DeadLetter]:
+) -> Select[Any]:
     """The dead letters after delivery id ``after``, oldest first (a keyset page)."""
     statement = (
-        select(Delivery, StoredMessage.message_id, StoredMessage.service)
+        select(*columns)
         .join(StoredMessage, StoredMessage.id == Delivery.message_pk)
         .where(Delivery.state == DeliveryState.DEAD.value, Delivery.id > after)
         .order_by(Delivery.id)
@@ -75,7 +74,18 @@ def list_dead(
         statement = statement.where(Delivery.tenant == tenant)
     if destination:
         statement = statement.where(Delivery.destination == destination)
-    rows = session.execute(statement).all()
+    return statement
+
+
+def list_dead(
+    session: Session,
+    *,
+    tenant: str | None = None,
+    destination: str | None = None,
+    limit: int = 1000,
+) -> list[DeadLetter]:
+    columns = (Delivery, StoredMessage.message_id, StoredMessage.service)
+    rows = session.execute(_dead_page(columns, tenant, destination, limit)).all()
     history: dict[int, list[AttemptRecord]] = {}
     ids = [row[0].id for row in rows]
     if ids:
@@ -105,6 +115,22 @@ def list_dead(
         )
         for delivery, message_id, service in rows
     ]
+
+
+def dead_reasons_page(
+    session: Session,
+    *,
+    tenant: str | None,
+    destination: str | None,
+    limit: int,
+    after: int,
+) -> list[tuple[int, str | None]]:
+    """(delivery id, why) of a keyset page of dead letters: what acting on all of them
+    needs, without the attempt history :func:`list_dead` reads."""
+    columns = (Delivery.id, StoredMessage.message_id)
+    rows = session.execute(_dead_page(columns, tenant, destination, limit, after)).all()
+    reasons = _dead_reasons(session, {message_id for _, message_id in rows})
+    return [(delivery, reasons.get(delivery)) for delivery, _ in rows]
 
 
 def last_dead_id(session: Session) -> int:
