@@ -40,6 +40,7 @@ from bus.mapping.standard import escape
 from bus.mapping.values import FieldFailure
 from bus.pipeline import Finding, Identity, Message, Severity
 from bus.routing import field_tags
+from bus.wareki import JST
 
 ADAPTER = "file"
 CHUNK = 512  # records translated and ingested together
@@ -69,7 +70,8 @@ class FileReport:
     rejected: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     refused: dict[str, Any] | None = None  # the whole-file finding (the file went to error/)
-    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    # Japan time, as staff read the report (2026-04-01T09:00:00+09:00)
+    started_at: str = field(default_factory=lambda: datetime.now(JST).isoformat())
     finished_at: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,6 +91,9 @@ class FileReport:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
+
+    def finish(self) -> None:
+        self.finished_at = datetime.now(JST).isoformat()
 
     def reject(self, number: int, findings: Iterable[Finding]) -> None:
         self.rejected += 1
@@ -320,7 +325,7 @@ class InboundFile:
                 self._ingest_chunk(chunk, digest, issued, report, pool)
         report.errors.sort(key=lambda error: int(error["record"]))
         report.locate(records.lines)
-        report.finished_at = datetime.now(UTC).isoformat()
+        report.finish()
         return report
 
     def _ingest_chunk(

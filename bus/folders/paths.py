@@ -18,6 +18,20 @@ def resolve_folder(path: str, data_dir: Path) -> Path:
     return folder if folder.is_absolute() else (data_dir / folder).resolve()
 
 
+def readable_name(name: str) -> str:
+    """A file name as staff read it, for reports and logs. A name whose bytes are not UTF-8
+    is usually CP932 (a Windows client on a share mounted without the right character set)
+    and is read as such; anything else keeps its bytes as ``\\x..`` escapes. (The file
+    itself keeps its name: only the text about it is decoded.)"""
+    raw = os.fsencode(name)
+    for encoding in ("utf-8", "cp932"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def free_name(directory: Path, name: str) -> Path:
     """``directory/name``, or ``name.1``, ``name.2``… when a file of that name is there (a
     re-delivered file never overwrites the earlier one)."""

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bus.folders.paths import fsync_dir, write_atomically
+from bus.wareki import JST
 
 SPOOL = ".spool"
 _MAGIC = b"RKJ1"
@@ -95,6 +96,13 @@ def _complete(journal: Path, lock: int) -> int:
     return complete
 
 
+def batch_name(service: str, tenant: str, created: int) -> str:
+    """``<Service>_<tenant>_<YYYYMMDDhhmmss>_<id>``: the time is Japan time (JST), as staff
+    read it and as the batch's header record carries it; the id keeps names unique."""
+    stamp = datetime.fromtimestamp(created, JST).strftime("%Y%m%d%H%M%S")
+    return f"{service}_{tenant}_{stamp}_{uuid.uuid4().hex[:8]}"
+
+
 def append(folder: Path, service: str, tenant: str, message_id: str, body: bytes) -> None:
     """Add one delivery to the open batch of (service, tenant); durable on return."""
     journal = _journal(folder, service, tenant)
@@ -102,9 +110,9 @@ def append(folder: Path, service: str, tenant: str, message_id: str, body: bytes
         fresh = _complete(journal, lock) == 0
         with journal.open("ab") as handle:
             if fresh:
-                stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-                name = f"{service}_{tenant}_{stamp}_{uuid.uuid4().hex[:8]}"
-                handle.write(b"%s %s %d\n" % (_MAGIC, name.encode(), int(time.time())))
+                created = int(time.time())
+                name = batch_name(service, tenant, created)
+                handle.write(b"%s %s %d\n" % (_MAGIC, name.encode(), created))
             handle.write(b"%s %d\n" % (message_id.encode("ascii"), len(body)) + body + b"\n")
             handle.flush()
             os.fsync(handle.fileno())

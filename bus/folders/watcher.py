@@ -15,8 +15,9 @@ SHA-256, completes the move without processing it again.
 A file that cannot be read is retried with a growing interval while the error may pass (an
 I/O error, a share that went away: RK-FIL007, logged once) and moved to ``error/`` with its
 report when it will not (no permission, not a readable file) or has failed for
-``read_give_up`` (RK-FIL008). Under ``trigger: stable`` an empty file is taken only once it
-is ``EMPTY_AGE`` old: vendors create the file and write it later.
+``read_give_up`` (RK-FIL008). Under ``trigger: stable`` a file that is empty, or does not end
+as a complete file does (no trailer record yet, no XML root end tag), is taken only once it
+is ``UNFINISHED_AGE`` old: vendors create the file and write it later, or pause mid-file.
 
 A pass that fails because the store cannot be reached (the database down, a lock not granted
 in time: :func:`bus.store.write_health.is_store_unavailable`) is logged once (RK-OPS001,
@@ -43,7 +44,8 @@ from pathlib import Path
 
 from bus.config.models import InboundFolder, OutboundFolder, System
 from bus.errors import make_finding
-from bus.folders.inbound import FileReport, InboundFile
+from bus.folders.complete import looks_complete, write_locked
+from bus.folders.inbound import FileReport, InboundFile, inbound_section
 from bus.folders.outbound import renderer
 from bus.folders.paths import (
     DONE,
@@ -53,6 +55,7 @@ from bus.folders.paths import (
     free_name,
     fsync_dir,
     move_unless_there,
+    readable_name,
     resolve_folder,
     write_atomically,
 )
@@ -64,9 +67,10 @@ from bus.store.write_health import describe, is_store_unavailable
 
 log = logging.getLogger(__name__)
 DEFAULT_POLL = timedelta(seconds=2)
-# trigger: stable takes an empty file only once it was last modified this long ago (or
-# stable_for, when longer): a vendor's tool often creates the file, then writes it later
-EMPTY_AGE = timedelta(minutes=10)
+# trigger: stable takes an empty or unfinished-looking file (no trailer yet) only once it was
+# last modified this long ago (or stable_for, when longer): a vendor's tool often creates the
+# file and writes it later, or pauses mid-file
+UNFINISHED_AGE = timedelta(minutes=10)
 # read errors that retrying does not cure: the file goes to error/ at once (RK-FIL008)
 PERMANENT = frozenset(
     {
@@ -83,6 +87,24 @@ PERMANENT = frozenset(
         errno.ENODEV,
     }
 )
+
+
+# names that are never data files: being written (NAME.tmp, then renamed; WinSCP's
+# .filepart), an open Office document's owner file (~$NAME), a Windows or macOS folder's own
+# files; dot-files (.DS_Store, the watcher's own) are skipped too. The hub never touches them.
+NOT_DATA_PREFIXES = (".", "~")
+NOT_DATA_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".filepart", ".crdownload")
+NOT_DATA_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
+
+
+def is_data_name(name: str) -> bool:
+    """Whether a file of this name in a hot folder may be a delivery (case ignored)."""
+    folded = name.casefold()
+    return not (
+        folded.startswith(NOT_DATA_PREFIXES)
+        or folded.endswith(NOT_DATA_SUFFIXES)
+        or folded in NOT_DATA_NAMES
+    )
 
 
 @dataclass(slots=True)
@@ -223,11 +245,32 @@ class FolderWatcher:
             (base / sub).mkdir(exist_ok=True)
         resumable = self._resumable(base, folder)
         self._forget_gone(base / WORK, set(resumable))
-        moved = [self._finish(system, folder, base, name) for name in resumable]
-        for name in self._ready(base, folder):
+        moved = [self._finish_alone(system, folder, base, name) for name in resumable]
+        for name in self._ready(system, base, folder):
             if self._take(base, name, folder.end_suffix):
-                moved.append(self._finish(system, folder, base, name))
+                moved.append(self._finish_alone(system, folder, base, name))
         return [path for path in moved if path is not None]
+
+    def _finish_alone(
+        self, system: System, folder: InboundFolder, base: Path, name: str
+    ) -> Path | None:
+        """:meth:`_finish`, where a failure that is this file's alone (not the folder's, an
+        ``OSError``, nor the store's) leaves it in work/, retried at the next poll with its
+        traceback logged once, and the folder's other files are served meanwhile."""
+        try:
+            return self._finish(system, folder, base, name)
+        except OSError:
+            raise
+        except Exception as error:
+            if is_store_unavailable(error):
+                raise
+            work, why = base / WORK / name, type(error).__name__
+            if self._broken.get(work) != why:
+                self._broken[work] = why
+                log.exception(
+                    "file %s of %s stays in work/ and is retried", readable_name(name), system.id
+                )
+            return None
 
     # --- which files ---------------------------------------------------------------------
 
@@ -237,7 +280,7 @@ class FolderWatcher:
             path
             for path in directory.iterdir()
             if path.is_file()
-            and not path.name.startswith(".")
+            and is_data_name(path.name)
             and not path.name.endswith(folder.end_suffix)
             and not path.name.endswith(REPORT_SUFFIX)
         )
@@ -251,13 +294,14 @@ class FolderWatcher:
             for path in [p for p in record if p.parent == work and p.name not in names]:
                 del record[path]
 
-    def _ready(self, base: Path, folder: InboundFolder) -> list[str]:
+    def _ready(self, system: System, base: Path, folder: InboundFolder) -> list[str]:
         ready = []
         now = time.monotonic()
         listed = self._data_files(base, folder)
         for path in listed:
             if folder.trigger == "end_file":
-                if Path(f"{path}{folder.end_suffix}").exists():
+                end = Path(f"{path}{folder.end_suffix}")
+                if end.exists() and not write_locked(path):
                     ready.append(path.name)
                 continue
             try:
@@ -267,8 +311,13 @@ class FolderWatcher:
             seen = self._seen.get(path)
             if seen is None or (seen.size, seen.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
                 self._seen[path] = _Seen(stat.st_size, stat.st_mtime_ns, now)
-            elif now - seen.since >= folder.stable_for.total_seconds() and (
-                stat.st_size > 0 or self._empty_long_enough(stat.st_mtime, folder)
+            elif (
+                now - seen.since >= folder.stable_for.total_seconds()
+                and (
+                    self._finished(system, folder, path, stat.st_size)
+                    or self._unfinished_long_enough(stat.st_mtime, folder)
+                )
+                and not write_locked(path)
             ):
                 ready.append(path.name)
         present = set(listed)
@@ -277,9 +326,22 @@ class FolderWatcher:
         return ready
 
     @staticmethod
-    def _empty_long_enough(mtime: float, folder: InboundFolder) -> bool:
-        """An empty file is usually one a vendor has created and not written yet."""
-        age = max(EMPTY_AGE, folder.stable_for).total_seconds()
+    def _finished(system: System, folder: InboundFolder, path: Path, size: int) -> bool:
+        """Whether a settled file also ends as a complete file of its format does; one the
+        folder's mapping or a read cannot tell about is left to processing."""
+        if size == 0:
+            return False
+        try:
+            return looks_complete(path, size, inbound_section(system, folder), folder)
+        except FileRefused:
+            return True
+        except OSError:
+            return True  # cannot be read: taken, and handled as such (RK-FIL007/008)
+
+    @staticmethod
+    def _unfinished_long_enough(mtime: float, folder: InboundFolder) -> bool:
+        """An empty or unfinished file is usually one a vendor is still writing."""
+        age = max(UNFINISHED_AGE, folder.stable_for).total_seconds()
         return time.time() - mtime >= age
 
     def _take(self, base: Path, name: str, end_suffix: str) -> bool:
@@ -299,6 +361,7 @@ class FolderWatcher:
     def _finish(self, system: System, folder: InboundFolder, base: Path, name: str) -> Path | None:
         work = base / WORK / name
         lock = base / WORK / f".{name}.lock"
+        shown = readable_name(name)  # the name in reports and logs
         with _exclusive(lock) as mine:
             if not mine or not os.path.lexists(work):
                 return None  # another watcher is processing it
@@ -314,13 +377,13 @@ class FolderWatcher:
                     return None
                 data = None
             digest = hashlib.sha256(data).hexdigest() if data is not None else None
-            target = self._reported(base, name, digest)
+            target = self._reported(base, name, shown, digest)
             if target is not None:  # an earlier pass wrote the report and was killed
-                log.info("file %s of %s: report found, moving it beside it", name, system.id)
+                log.info("file %s of %s: report found, moving it beside it", shown, system.id)
                 self._move(base, name, folder.end_suffix, target)
                 lock.unlink(missing_ok=True)
                 return target
-            report, destination = self._report(system, folder, name, data, work)
+            report, destination = self._report(system, folder, shown, data, work)
             if report is None:
                 return None
             target = free_name(base / destination, name)
@@ -333,9 +396,18 @@ class FolderWatcher:
             fsync_dir(target.parent)
             self._move(base, name, folder.end_suffix, target)
         lock.unlink(missing_ok=True)
+        if report.refused is not None:
+            log.warning(
+                "file %s of %s refused whole (%s) → %s",
+                shown,
+                system.id,
+                report.refused["code"],
+                destination,
+            )
+            return target
         log.info(
             "file %s of %s: %d stored, %d duplicates, %d refused → %s",
-            name,
+            shown,
             system.id,
             report.stored,
             report.duplicates,
@@ -347,12 +419,14 @@ class FolderWatcher:
     def _report(
         self, system: System, folder: InboundFolder, name: str, data: bytes | None, work: Path
     ) -> tuple[FileReport | None, str]:
-        """Process the file (``data`` None: it cannot be read and goes to error/)."""
+        """Process the file (``data`` None: it cannot be read and goes to error/); ``name``
+        is its readable name."""
         if data is None:
             report = FileReport(name, system.id, folder.service, folder.tenant, None)
             failed = self._unreadable.pop(work)
             finding = make_finding("RK-FIL008", path="/", actual=name, expected=failed.reason)
             report.refused = finding.as_dict()
+            report.finish()
             return report, ERROR
         processor = InboundFile(self.hub, system, folder, self.lanes)
         try:
@@ -363,6 +437,7 @@ class FolderWatcher:
             digest = hashlib.sha256(data).hexdigest()
             report = FileReport(name, system.id, folder.service, folder.tenant, digest)
             report.refused = refusal.finding.as_dict()
+            report.finish()
             return report, ERROR
         except Exception as error:
             if is_store_unavailable(error):  # the store's outage, not this file's fault
@@ -394,12 +469,16 @@ class FolderWatcher:
         permanent = error.errno in PERMANENT
         if permanent or now - failed.since >= self.read_give_up.total_seconds():
             failed.reason = reason
-            finding = make_finding("RK-FIL008", path="/", actual=work.name, expected=reason)
+            finding = make_finding(
+                "RK-FIL008", path="/", actual=readable_name(work.name), expected=reason
+            )
             log.error("%s %s (%s)", finding.code, finding.message_en, system.id)
             return True
         if failed.attempts == 1 or failed.reason != reason:
             failed.reason = reason
-            finding = make_finding("RK-FIL007", path="/", actual=work.name, expected=reason)
+            finding = make_finding(
+                "RK-FIL007", path="/", actual=readable_name(work.name), expected=reason
+            )
             log.warning("%s %s (%s)", finding.code, finding.message_en, system.id)
         backoff = self.read_retry * 2 ** min(failed.attempts - 1, 20)
         failed.retry_at = now + min(backoff, self.read_retry_max).total_seconds()
@@ -422,9 +501,10 @@ class FolderWatcher:
             pass  # best effort: the file itself is in work/ and is processed
 
     @staticmethod
-    def _reported(base: Path, name: str, digest: str | None) -> Path | None:
+    def _reported(base: Path, name: str, shown: str, digest: str | None) -> Path | None:
         """Where an earlier pass wrote this file's report before a kill stopped it from
-        moving the file there: a report of that name and SHA-256 without its data file."""
+        moving the file there: a report of that name (``shown`` in it) and SHA-256 without
+        its data file."""
         for directory in (base / DONE, base / ERROR):
             candidate, number = directory / name, 0
             while True:
@@ -439,7 +519,7 @@ class FolderWatcher:
                         written = None
                     if (
                         isinstance(written, dict)
-                        and written.get("file") == name
+                        and written.get("file") == shown
                         and written.get("sha256") == digest
                     ):
                         return candidate
