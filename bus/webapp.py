@@ -9,6 +9,7 @@ adapters; a new transport is a new module, not an edit of the core). The lifespa
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from importlib.metadata import entry_points
@@ -20,6 +21,8 @@ from fastapi.exception_handlers import (
     request_validation_exception_handler,
 )
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,10 +37,14 @@ from bus.malloc_arenas import cap_malloc_arenas
 from bus.observability.logs import configure_logging, get_logger
 from bus.observability.routes import operations_router
 from bus.protection.file_modes import keep_files_private
-from bus.settings import Settings
+from bus.settings import Settings, settings_refusals
 
 ROUTER_GROUP = "renkei.routers"
 MIDDLEWARE_GROUP = "renkei.middleware"
+#: A worker that cannot start: uvicorn's and gunicorn's supervisors stop (rather than restart
+#: it again and again) on this exit status
+WORKER_BOOT_ERROR = 3
+API_DOC_FILES = "/docs/files"  # Swagger UI's and ReDoc's scripts, styles and icon
 log = get_logger(__name__)
 
 
@@ -149,19 +156,37 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.close()
 
 
+def _settings_or_exit() -> Settings:
+    """The settings, or (a ``RENKEI_*`` value that cannot be used) the coded lines
+    ``renkei serve`` prints (RK-OPS010) and exit :data:`WORKER_BOOT_ERROR`. Started by
+    ``renkei serve`` the values were checked already; started by ``uvicorn`` or ``gunicorn``
+    directly, pydantic's traceback was all an operator saw, and with several workers
+    uvicorn restarted each failing worker without end."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        for finding in settings_refusals(error):
+            print(f"{finding.code} {finding.message_ja} / {finding.message_en}", file=sys.stderr)
+        sys.stderr.flush()
+        raise SystemExit(WORKER_BOOT_ERROR) from None
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the hub itself (under API_DOC_FILES),
+    # not from a CDN: on a closed network such as LGWAN the CDN's pages stay blank
+    app = FastAPIOffline(
         title="renkei",
         version=__version__,
         summary="Data-integration hub for municipalities sharing core systems (連携基盤)",
         openapi_url="/openapi.json",
+        static_url=API_DOC_FILES,
         lifespan=_lifespan,
         # a path with a slash too many is not found (RK-API006 under /api/v1), not redirected:
         # Starlette's 307 to an absolute http:// URL built from the Host header had a client
         # behind a TLS proxy send the body again to that address
         redirect_slashes=False,
     )
-    settings = Settings()
+    settings = _settings_or_exit()
     keep_files_private()  # uvicorn started on its own, not by `renkei serve`
     configure_logging(access_log=settings.access_log)  # in every HTTP process
     arenas = settings.malloc_arenas

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bus.observability.metrics import reset_multiprocess_dir
+from bus.observability.metrics_dir import reset_multiprocess_dir
 from tests.support.receivers import free_port, wait_for
 from tests.test_qa_concurrency_pause import RENKEI, _levy, _ready
 

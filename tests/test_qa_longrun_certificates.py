@@ -4,6 +4,8 @@ handshake on that day."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import signal
@@ -76,3 +78,27 @@ def test_a_certificate_valid_for_long_is_only_noted(
     log_expiries({"client_ca": ca.path}, now=datetime.now(UTC) + timedelta(days=2))
     assert caplog.records[-1].levelname == "WARNING"
     assert "RK-OPS014" in caplog.records[-1].getMessage()
+
+
+def test_the_lines_are_structured_events_like_the_hubs_others(tmp_path: Path) -> None:
+    """An event name and key/values (the JSON log's fields), not a %-formatted sentence: a
+    log shipper alerts on ``code`` and reads ``days_left`` without parsing text."""
+    from bus.observability.logs import configure_logging
+
+    ca = Authority.create(tmp_path, "hub")
+    end = ca.certificate.not_valid_after_utc
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    try:
+        log_expiries({"client_ca": ca.path}, now=end - timedelta(days=60))
+        log_expiries({"server": ca.path}, now=end - timedelta(days=12))
+    finally:
+        configure_logging("INFO")  # back to stderr
+    valid, expiring = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert valid["event"] == "tls.certificate_valid" and valid["level"] == "info"
+    assert valid["certificate"] == "client_ca" and valid["file"] == str(ca.path)
+    assert valid["valid_until"] == end.isoformat() and valid["days_left"] == 60
+    assert expiring["event"] == "tls.certificate_expiring" and expiring["level"] == "warning"
+    assert expiring["code"] == "RK-OPS014" and expiring["certificate"] == "server"
+    assert expiring["days_left"] == 12 and expiring["valid_until"] == end.isoformat()
+    assert expiring["message"].startswith("The TLS certificate server")

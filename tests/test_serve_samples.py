@@ -87,9 +87,12 @@ def test_a_resident_change_reaches_tax_nhi_and_delinquency(
     hub: tuple[str, dict[str, str], dict[str, str]],
 ) -> None:
     url, env, systems = hub
+    # a machine-wide proxy (a dead one here) does not carry the demo to a hub on 127.0.0.1
+    dead_proxy = "http://127.0.0.1:9"
+    proxied = {**env, "HTTP_PROXY": dead_proxy, "http_proxy": dead_proxy, "NO_PROXY": ""}
     demo = subprocess.run(
         [str(RENKEI), "demo", "--url", url, "--wait", "10"],
-        env=env,
+        env=proxied,
         capture_output=True,
         text=True,
         timeout=30,

@@ -117,13 +117,14 @@ def _load(url: str, timeout: float, connections: ThreadConnections) -> _Contract
         answer = _through_urllib3(pool, "GET", location, headers, None, timeout)
     else:
         answer = _over_own(connections, "GET", location, headers, b"", timeout)
+    via = _via_proxy(pool)
     if isinstance(answer, SendResult):  # "connection: WSDL …", "timeout: WSDL …"
         kind, _, detail = (answer.error or "").partition(": ")
         error = f"{kind}: WSDL {detail}" if detail else f"WSDL {kind}"
-        raise _Unavailable(SendResult(Outcome.RETRY, error=error))
+        raise _Unavailable(SendResult(Outcome.RETRY, error=error + via))
     if answer.status != 200:
         result = classify_status(answer.status, answer.retry_after, b"")
-        raise _Unavailable(SendResult(Outcome.RETRY, error=f"WSDL {result.error}"))
+        raise _Unavailable(SendResult(Outcome.RETRY, error=f"WSDL {result.error}{via}"))
     try:
         client = _zeep.Client(io.BytesIO(answer.data), transport=transport, settings=_settings())
         schema = WsdlSchema(answer.data)
@@ -191,6 +192,16 @@ def _pool(session: requests.Session, url: str, timeout: float) -> urllib3.PoolMa
     manager = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
     manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
     return manager
+
+
+def _via_proxy(pool: urllib3.PoolManager | None) -> str:
+    """`` via proxy host:port (NO_PROXY)`` when the environment's proxy carried the exchange:
+    a machine-wide HTTP_PROXY without NO_PROXY otherwise reads as the system's own refusal
+    (a proxy's 403 page, its ProxyError). Host and port only: the URL may hold a password."""
+    proxy = getattr(pool, "proxy", None)
+    if proxy is None:
+        return ""
+    return f" via proxy {proxy.host}:{proxy.port} (NO_PROXY)"
 
 
 def _fit(value: Value, element: Any) -> Any:

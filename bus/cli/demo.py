@@ -9,6 +9,7 @@ The sample traffic is a 住民異動通知 (国内転出) from 住民記録 and 
 
 from __future__ import annotations
 
+import ipaddress
 import time
 import uuid
 from datetime import datetime
@@ -129,6 +130,18 @@ def _follow(settings: Settings, message_id: str, wait: float) -> MessageDetail |
         store.close()
 
 
+def _on_this_machine(url: str) -> bool:
+    """A hub on a loopback address, which a machine-wide HTTP_PROXY (set for other software)
+    must not carry: httpx would send the demo to the proxy, and report the hub unreachable."""
+    host = httpx.URL(url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @app.command()
 def demo(
     url: Annotated[str, typer.Option(help="The running hub.")] = "http://127.0.0.1:8080",
@@ -138,7 +151,7 @@ def demo(
     from the Message Store: received → routed → delivered per destination."""
     settings = Settings()
     failed = False
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, timeout=30, trust_env=not _on_this_machine(url)) as client:
         for service, body in demo_traffic():
             try:
                 response = client.post(

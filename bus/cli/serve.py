@@ -185,7 +185,8 @@ def serve(
 
     settings = Settings()
     from bus.observability.logs import configure_logging
-    from bus.observability.metrics import MULTIPROC_ENV, reset_multiprocess_dir
+    from bus.observability.metrics import MULTIPROC_ENV
+    from bus.observability.metrics_dir import reset_multiprocess_dir
 
     configure_logging()
     _check_port(host, port)

@@ -12,7 +12,6 @@ The files are read once, when the process starts: that is when uvicorn loaded th
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -23,12 +22,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from bus.errors import make_finding
+from bus.observability.logs import get_logger
 
 #: How ``renkei serve`` names its certificate files to its HTTP processes (JSON: role → path).
 TLS_FILES_ENV = "RENKEI_TLS_CERTIFICATE_FILES"
 WARN_BEFORE = timedelta(days=30)
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def not_after(path: Path) -> datetime | None:
@@ -49,21 +49,30 @@ def expiries(files: Mapping[str, Path]) -> dict[str, datetime]:
 
 
 def log_expiries(files: Mapping[str, Path], now: datetime | None = None) -> None:
-    """One line per certificate file: info while it is valid for longer than
-    :data:`WARN_BEFORE`, else the RK-OPS014 warning."""
+    """One event per certificate file: ``tls.certificate_valid`` (info) while it is valid for
+    longer than :data:`WARN_BEFORE`, else ``tls.certificate_expiring``, the RK-OPS014
+    warning (``days_left`` negative once expired)."""
     moment = now or datetime.now(UTC)
     for role, end in expiries(files).items():
-        days = (end - moment) / timedelta(days=1)
+        days_left = round((end - moment) / timedelta(days=1))
+        fields = {
+            "certificate": role,
+            "file": str(files[role]),
+            "valid_until": end.isoformat(),
+            "days_left": days_left,
+        }
         if end - moment > WARN_BEFORE:
-            log.info("tls.certificate %s %s valid until %s", role, files[role], end.isoformat())
+            log.info("tls.certificate_valid", **fields)
             continue
         finding = make_finding(
             "RK-OPS014",
             path=str(files[role]),
             actual=f"{role} {files[role]}",
-            expected=f"{end.isoformat()} ({days:.0f} days)",
+            expected=f"{end.isoformat()} ({days_left} days)",
         )
-        log.warning("%s %s", finding.code, finding.message_en)
+        log.warning(
+            "tls.certificate_expiring", code=finding.code, message=finding.message_en, **fields
+        )
 
 
 def pass_to_http_processes(files: Mapping[str, Path]) -> None:

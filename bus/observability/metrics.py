@@ -3,7 +3,8 @@
 They live in their own registry (no ``process_``/``python_`` series). Several hub processes
 (``renkei serve --http-workers N``, ``renkei worker``, ``renkei import``) on one host share
 their values through prometheus-client's multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR``
-must be set before this module is imported (``renkei serve`` sets it for N > 1). What
+must be set before this module is imported (``renkei serve`` sets it for N > 1; the folder's
+files: :mod:`bus.observability.metrics_dir`). What
 describes the *state* of the hub (queue depth, dead letters) is not counted here but read
 from the store at scrape time (:mod:`bus.observability.store_gauges`): it is then right
 whichever process made the change, and survives restarts.
@@ -27,11 +28,11 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from bus.dispatch.claims import Job
 from bus.dispatch.transport import Outcome, SendResult
+from bus.observability.metrics_dir import ProcessFilesCollector
 from bus.pipeline import Message, Severity
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -116,7 +117,7 @@ def scrape_registry(extra: Iterable[Collector] = ()) -> CollectorRegistry:
     process that wrote to the shared directory) plus ``extra`` collectors."""
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess():
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(ProcessFilesCollector(Path(os.environ[MULTIPROC_ENV])))
     else:
         registry.register(REGISTRY)  # a registry is a collector of its metrics
     for collector in extra:
@@ -132,29 +133,6 @@ def exposition(extra: Iterable[Collector] = ()) -> bytes:
 def serve_metrics(port: int, host: str, extra: Iterable[Collector] = ()) -> None:
     """Expose ``/metrics`` on its own port (a ``renkei worker`` on a host without the hub)."""
     start_http_server(port, host, registry=scrape_registry(extra))
-
-
-def reset_multiprocess_dir(directory: Path) -> None:
-    """Remove the files of earlier runs (counters restart with the hub): those whose process
-    (``counter_<pid>.db``) is gone. A live process's are kept: a second `renkei serve` on the
-    same data folder used to empty the folder under the one running, whose counters vanished
-    from its ``/metrics``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.db"):
-        if not _alive(stale.stem.rpartition("_")[2]):
-            stale.unlink(missing_ok=True)
-
-
-def _alive(pid: str) -> bool:
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 # --- hooks ------------------------------------------------------------------------------------
