@@ -66,6 +66,7 @@ SERVER_SIDE_CODES = frozenset(
         "RK-RPL001",
         "RK-RPL002",
         "RK-RPL003",
+        "RK-RPL004",
         "RK-API003",
         "RK-STO007",
         "RK-STO008",
@@ -74,10 +75,11 @@ SERVER_SIDE_CODES = frozenset(
 )
 
 #: Refusals of a hub that cannot take the message *now* (its store is full or cannot be
-#: reached, it cannot verify credentials): answered 503 (REST) or a Server fault, with
-#: ``Retry-After`` of this many seconds, so the sender resends later (the Idempotent Receiver
+#: reached, it cannot verify credentials; an inquiry's provider asked for time, RK-RPL004):
+#: answered 503 (REST) or a Server fault, with ``Retry-After`` of this many seconds (the
+#: provider's own for RK-RPL004), so the sender resends later (the Idempotent Receiver
 #: makes a resend safe).
-RETRY_LATER_CODES = frozenset({"RK-STO007", "RK-STO008", "RK-AUT014"})
+RETRY_LATER_CODES = frozenset({"RK-STO007", "RK-STO008", "RK-AUT014", "RK-RPL004"})
 RETRY_LATER_SECONDS = 30
 
 _BEARER = "bearer "

@@ -520,6 +520,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "回答システム {actual} が照会を拒否しました。",
         "The provider {actual} refused the inquiry.",
     ),
+    (
+        "RK-RPL004",
+        E,
+        "回答システム {actual} が混雑のため照会を受け付けませんでした。{expected} 秒後に再度照会してください。",
+        "The provider {actual} is busy and asked to be called again in {expected} s (Retry-After).",
+    ),
     # --- MAP: mapping files and translation -----------------------------------------------
     (
         "RK-MAP001",

@@ -49,10 +49,16 @@ def rate_limited(system: str, seconds: int) -> Finding:
     return make_finding("RK-AUT010", path="/", actual=system, detail=f"{RETRY_AFTER}{seconds}")
 
 
+#: Findings whose ``detail`` says how long the caller should wait: its own rate limit, and an
+#: inquiry's provider that asked for ``Retry-After`` (:mod:`bus.dispatch.reply`)
+WAIT_CODES = frozenset({"RK-AUT010", "RK-RPL004"})
+
+
 def retry_after(findings: Iterable[Finding]) -> int | None:
-    """The seconds a rate-limited caller should wait, when RK-AUT010 is among ``findings``."""
+    """The seconds the caller should wait, when one of :data:`WAIT_CODES` is among
+    ``findings`` (its ``detail`` is ``retry_after=<seconds>``)."""
     for finding in findings:
-        if finding.code == "RK-AUT010" and (finding.detail or "").startswith(RETRY_AFTER):
+        if finding.code in WAIT_CODES and (finding.detail or "").startswith(RETRY_AFTER):
             return int((finding.detail or "")[len(RETRY_AFTER) :])
     return None
 

@@ -1,8 +1,10 @@
 """Request-reply (stage 9) against the recording receiver playing the provider: a valid
-correlated reply, a timeout, a refusal, invalid and uncorrelated replies."""
+correlated reply, a timeout, a refusal, invalid and uncorrelated replies, a provider asking
+for time (Retry-After)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,12 +12,13 @@ import pytest
 
 from bus.config.index import ConfigIndex
 from bus.config.models import Endpoint, HubConfig, Route, System, Tenant
-from bus.dispatch.reply import ReplyStage
+from bus.dispatch.reply import MAX_HOLD_SECONDS, ReplyStage
+from bus.identity import retry_after
 from bus.pipeline import Message
 from bus.routing import RouteStage
 from bus.validation.stage import ValidateStage
 from bus.validation.validator import Validator
-from tests.test_dispatch import Receiver
+from tests.support.receivers import Receiver
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "messages"
 VALIDATOR = Validator()
@@ -140,3 +143,37 @@ def test_notifications_pass_by(receivers: Callable[[str], Receiver]) -> None:
     message = ValidateStage(VALIDATOR)(Message(raw=data, adapter="test"))
     message.kind = "notification"
     assert reply(message).reply is None and receiver.records() == [] and stored == []
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_provider_asking_for_time_is_answered_rpl004_and_not_called_until_then(
+    receivers: Callable[[str], Receiver], status: int
+) -> None:
+    busy = receivers("juki").start("--fail-status", str(status), "--retry-after", "2")
+    route, reply, stored = _stages(busy, "AddresseeInquiry")
+    first = _run(route, reply, "AddresseeInquiry")
+    (finding,) = [f for f in first.findings if f.code.startswith("RK-RPL")]
+    assert finding.code == "RK-RPL004" and retry_after([finding]) == 2
+    assert "2 秒後" in finding.message_ja and "in 2 s" in finding.message_en
+    # the provider is back at once, on the same address, recording what it is sent: the
+    # hold it asked for keeps inquiries from it until its Retry-After has passed
+    busy.stop()
+    back = Receiver(busy.log.parent, "juki", port=busy.port).start()
+    held = _run(route, reply, "AddresseeInquiry")
+    assert [f.code for f in held.findings if f.code.startswith("RK-RPL")] == ["RK-RPL004"]
+    assert back.records() == [] and stored == []
+    time.sleep(2.1)
+    answered = _run(route, reply, "AddresseeInquiry")
+    assert not answered.rejected and answered.reply is not None
+    back.stop()
+
+
+def test_a_mistaken_huge_retry_after_holds_no_longer_than_the_cap(
+    receivers: Callable[[str], Receiver],
+) -> None:
+    busy = receivers("juki").start("--fail-status", "429", "--retry-after", "86400")
+    route, reply, _ = _stages(busy, "AddresseeInquiry")
+    (finding,) = [
+        f for f in _run(route, reply, "AddresseeInquiry").findings if f.code == "RK-RPL004"
+    ]
+    assert retry_after([finding]) == int(MAX_HOLD_SECONDS)

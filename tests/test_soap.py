@@ -4,6 +4,7 @@ synchronous inquiries, coded Faults (Client for bad input, Server for ours), hos
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -149,6 +150,22 @@ def test_provider_trouble_is_a_server_fault(hub: HubServer) -> None:
     finally:
         hub.receiver.start()
     assert fault_codes(response) == ("soap:Server", ["RK-RPL001"])
+
+
+def test_a_provider_asking_for_time_is_a_503_server_fault_with_its_retry_after(
+    hub: HubServer,
+) -> None:
+    document = sample("TaxAssessmentInquiry")
+    hub.receiver.stop()
+    hub.receiver.start("--fail-status", "429", "--retry-after", "1")
+    try:
+        response = _post(hub, "TaxAssessmentInquiry", soap_envelope(document))
+    finally:
+        hub.receiver.stop()
+        hub.receiver.start()
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert fault_codes(response) == ("soap:Server", ["RK-RPL004"])
+    time.sleep(1.1)  # the hub's hold on the provider has passed for the tests that follow
 
 
 def test_unknown_service_and_get_without_wsdl(hub: HubServer) -> None:

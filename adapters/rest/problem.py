@@ -64,6 +64,7 @@ _STATUS_BY_CODE = {
     "RK-RPL001": 504,
     "RK-RPL002": 502,
     "RK-RPL003": 502,
+    "RK-RPL004": 503,
 }
 _UNREADABLE_PREFIX = "RK-SEC"
 

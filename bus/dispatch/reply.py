@@ -2,7 +2,11 @@
 
 An accepted inquiry goes synchronously to its provider with the endpoint's timeout. It is
 never retried and never dead-lettered: the caller is waiting and gets a coded error instead
-(RK-RPL001 no answer in time, RK-RPL003 refused, RK-RPL002 an invalid reply). The reply is
+(RK-RPL001 no answer in time, RK-RPL003 refused, RK-RPL002 an invalid reply). A provider that
+answers "not now" with ``Retry-After`` (HTTP 429 or 503) gets what it asked for: its callers
+are answered RK-RPL004 with its ``Retry-After`` (503 / a Server fault), and until that time
+(at most :data:`MAX_HOLD_SECONDS`) the process's inquiries to it are answered so without
+calling it, as dispatch holds its deliveries (``destination_states.held_until``). The reply is
 validated like any inbound message; it has its own messageId and its correlationId must be
 the request's (Correlation Identifier). The caller gets the reply as its 項目制限 and
 支援措置 allow (:mod:`bus.protection.replies`), and that is what is stored. An inquiry sent
@@ -17,6 +21,8 @@ body is translated by the ``…Reply`` inbound section before it is validated.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -32,6 +38,7 @@ from bus.dispatch.transport import (
     transport_for,
 )
 from bus.errors import make_finding
+from bus.identity import RETRY_AFTER
 from bus.mapping.envelope import header_and_body
 from bus.mapping.stage import OutboundTranslationError, inbound_document, outbound_body
 from bus.pipeline import Finding, Message, Severity, StageName
@@ -42,6 +49,9 @@ from bus.validation.validator import ValidationReport
 
 REPLY_SUFFIX = "Reply"
 PATH = "/PlatformMessage"
+#: The longest a provider's ``Retry-After`` keeps its inquiries from being sent: past it, the
+#: next inquiry asks the provider again (a mistaken "Retry-After: 86400" locks no one out)
+MAX_HOLD_SECONDS = 600.0
 
 
 @dataclass(slots=True)
@@ -55,6 +65,8 @@ class ReplyStage:
     # system id → System: whose 項目制限 the reply is limited to (None: entitled to nothing)
     caller_for: Callable[[str], System | None] = lambda _system: None
     name: StageName = field(default=StageName.REPLY, init=False)
+    # provider id → time.monotonic() until which it asked not to be called (Retry-After)
+    _held: dict[str, float] = field(default_factory=dict, init=False)
 
     def __call__(self, message: Message) -> Message:
         envelope = message.envelope
@@ -72,6 +84,10 @@ class ReplyStage:
             message.add_findings(
                 [make_finding("RK-RTE002", path=PATH, actual=envelope.service, expected=tenant)]
             )
+            return message
+        held = self._held.get(provider.id, 0.0) - time.monotonic()
+        if held > 0:
+            message.add_findings([_busy(provider, held)])
             return message
         try:
             transport = (
@@ -99,6 +115,12 @@ class ReplyStage:
         result = transport.send(outbound, provider.endpoint)
         if result.outcome is Outcome.PERMANENT:
             message.add_findings([_finding("RK-RPL003", provider, result.error)])
+            return message
+        wait = result.retry_after_seconds
+        if result.outcome is Outcome.RETRY and wait is not None and wait > 0:
+            wait = min(wait, MAX_HOLD_SECONDS)
+            self._held[provider.id] = time.monotonic() + wait
+            message.add_findings([_busy(provider, wait)])
             return message
         if result.outcome is Outcome.RETRY:
             message.add_findings([_finding("RK-RPL001", provider, result.error)])
@@ -172,3 +194,15 @@ def _body(message: Message) -> bytes:
 
 def _finding(code: str, provider: System, detail: str | None) -> Finding:
     return make_finding(code, path=PATH, actual=provider.id, detail=detail)
+
+
+def _busy(provider: System, seconds: float) -> Finding:
+    """RK-RPL004: ``detail`` carries the whole seconds to wait for ``Retry-After``."""
+    whole = max(1, math.ceil(seconds))
+    return make_finding(
+        "RK-RPL004",
+        path=PATH,
+        actual=provider.id,
+        expected=str(whole),
+        detail=f"{RETRY_AFTER}{whole}",
+    )
