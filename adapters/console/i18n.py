@@ -88,6 +88,45 @@ TEXTS: dict[str, tuple[str, str]] = {
         "残りは、表示中のものを再送・破棄した後に表示されます。配信先で絞り込むこともできます。",
         "The rest are shown once these are redelivered or discarded; or filter by destination.",
     ),
+    "dead_shown_range": (
+        "全 {total} 件のうち {first}〜{last} 件目を表示",
+        "{total} in all; {first} to {last} are shown",
+    ),
+    "dead_pages": ("配信不能のページ", "Pages of dead letters"),
+    "dead_next_page": ("次の {n} 件", "Next {n}"),
+    "dead_first_page": ("最初（古いもの）に戻る", "Back to the oldest"),
+    "dead_all_link": (
+        "この条件の {total} 件すべてをまとめて処理…",
+        "Act on all {total} matching…",
+    ),
+    "dead_all": ("配信不能の一括処理", "Dead letters: act on all"),
+    "dead_all_count": (
+        "対象（この画面を開いた時点の配信不能）",
+        "Dead now (when this page opened)",
+    ),
+    "dead_all_note": (
+        "この画面を開いた後に配信不能になったものは対象外です（一覧に残ります）。"
+        "恒久エラー（受信側が拒否）のものは、原因を直してから再送してください。",
+        "Letters that die after this page opened are left out (they stay in the list). "
+        "Redeliver those the destination refused only once the cause is fixed.",
+    ),
+    "dead_all_confirm": (
+        "上記の {total} 件（理由で絞った場合はその分）を処理することを確認しました",
+        "I confirm acting on these {total} (or those of the chosen why)",
+    ),
+    "dead_all_redeliver": ("すべて再送する", "Redeliver them all"),
+    "dead_all_discard": ("すべて破棄する", "Discard them all"),
+    "dead_all_progress": (
+        "{action}: {done} 件を処理しました（残り最大 {left} 件）。続けて処理しています…",
+        "{action}: {done} done ({left} at most left); continuing…",
+    ),
+    "dead_all_continue": ("続ける", "Continue"),
+    "dead_all_continue_note": (
+        "自動で続かないときは「続ける」を押してください。途中でやめても、処理済みの分はそのままです。",
+        "If it does not continue by itself, press Continue. Stopping leaves what was done as done.",
+    ),
+    "cancel": ("やめる", "Cancel"),
+    "why_dead": ("配信不能の理由", "Why dead"),
     "select_all_shown": ("表示中の {shown} 件をすべて選択", "Select all {shown} shown"),
     "filter": ("絞り込む", "Filter"),
     "last_error": ("最後のエラー", "Last error"),
@@ -249,6 +288,20 @@ ERROR_MEANINGS: tuple[tuple[re.Pattern[str], tuple[str, str]], ...] = tuple(
         ),
     )
 )
+
+
+#: Why a letter is dead (its ``dead`` audit record: bus/dispatch/operations.py ``DeadLetter``).
+WHYS: dict[str, tuple[str, str]] = {
+    "permanent": ("恒久エラー（受信側が拒否）", "permanent (refused)"),
+    "attempts": ("再試行の上限（回数）", "retries ran out (count)"),
+    "age": ("再試行の上限（期間）", "retries ran out (age)"),
+}
+_WHY_UNKNOWN = ("不明", "unknown")
+
+
+def why_labeller(lang: str) -> Callable[[str | None], str]:
+    column = 1 if lang == "en" else 0
+    return lambda why: WHYS.get(why or "", _WHY_UNKNOWN)[column]
 
 
 def state_labeller(lang: str) -> Callable[[str], str]:

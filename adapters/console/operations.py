@@ -1,13 +1,11 @@
-"""Dead letters (redeliver, discard), destinations (pause, resume), routes and connected
-systems (read-only), import batches and health. Every action is audited by the operation it
-calls (bus/dispatch/operations.py: tenant chains and the admin chain)."""
+"""Destinations (pause, resume), routes and connected systems (read-only), import batches
+and health (dead letters: adapters/console/dead_letters.py). Every action is audited by the
+operation it calls (bus/dispatch/operations.py: tenant chains and the admin chain)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter
 from sqlalchemy import func, select
@@ -35,128 +33,19 @@ from adapters.console.session import (
     stated_reason,
 )
 from bus.dispatch import operations
-from bus.errors import make_finding
 from bus.observability.readiness import readiness
 from bus.security.operators import Operator, Permission
 from bus.store.admin_audit import record_admin_action
 from bus.store.audit import utc
 from bus.store.models import Delivery, DeliveryState, DestinationState
 
-DONE_KEYS = frozenset({"redeliver", "discard", "pause", "resume"})
+DONE_KEYS = frozenset({"pause", "resume"})
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 
 def _done(request: Request) -> tuple[str, int] | None:
     key, count = request.query_params.get("done", ""), request.query_params.get("n", "0")
     return (key, int(count)) if key in DONE_KEYS and count.isdigit() else None
-
-
-#: The most dead letters one page shows (the page says how many there are in all).
-DEAD_SHOWN = 1000
-
-
-def _dead_counts(session: Session, scope: frozenset[str] | None) -> dict[str, int]:
-    """The operator's dead letters per destination."""
-    query = select(Delivery.destination, func.count()).where(
-        Delivery.state == DeliveryState.DEAD.value
-    )
-    if scope is not None:
-        query = query.where(Delivery.tenant.in_(sorted(scope)))
-    rows = session.execute(query.group_by(Delivery.destination))
-    return {destination: int(count) for destination, count in rows}
-
-
-def _first_dead(
-    session: Session, scope: frozenset[str] | None, destination: str | None
-) -> list[operations.DeadLetter]:
-    """The first ``DEAD_SHOWN`` of the operator's dead letters (oldest first). The first of
-    all tenants together are among each tenant's first."""
-    if scope is None:
-        return operations.list_dead(session, destination=destination, limit=DEAD_SHOWN)
-    every = [
-        dead
-        for tenant in sorted(scope)
-        for dead in operations.list_dead(
-            session, tenant=tenant, destination=destination, limit=DEAD_SHOWN
-        )
-    ]
-    return sorted(every, key=lambda dead: dead.id)[:DEAD_SHOWN]
-
-
-@router.get("/console/dead-letters")
-def dead_letters_page(request: Request, destination: str = "") -> Response:
-    """At most ``DEAD_SHOWN`` at once, with how many there are in all; filtered by
-    destination system to work through a larger backlog (an unknown one: RK-CON007)."""
-    operator = signed_in(request)
-    scope = tenant_scope(operator)
-    seen = {system.id for system in _systems_seen_by(request, operator)}
-    with hub_of(request).store.sessions() as session:
-        counts = _dead_counts(session, scope)
-        choices = sorted(seen | counts.keys())
-        if destination and destination not in choices:
-            finding = make_finding(
-                "RK-CON007",
-                path="/destination",
-                actual=destination[:40],
-                expected=", ".join(choices),
-            )
-            dead, total = [], 0
-        else:
-            finding = None
-            dead = _first_dead(session, scope, destination or None)
-            total = counts.get(destination, 0) if destination else sum(counts.values())
-    return render(
-        request,
-        "dead_letters.html",
-        status=400 if finding else 200,
-        finding=finding,
-        dead=dead,
-        total=total,
-        destination=destination if finding is None else "",
-        choices=[(choice, counts.get(choice, 0)) for choice in choices],
-        done=_done(request),
-    )
-
-
-_MAX_KEY = 2**63 - 1  # the largest key a database holds (a larger one overflows the query)
-
-
-def _delivery_ids(values: Sequence[str]) -> list[int]:
-    ids = sorted({n for v in values if v.isascii() and v.isdigit() and (n := int(v)) <= _MAX_KEY})
-    if not ids:
-        raise ConsoleRefusal(400, make_finding("RK-CON003", path="/delivery"))
-    return ids
-
-
-def _act_on_dead(
-    request: Request, operator: Operator, action: str, ids: list[int], reason: str
-) -> int:
-    act: Callable[..., list[int]] = (
-        operations.redeliver if action == "redeliver" else operations.discard
-    )
-    hub = hub_of(request)
-    with hub.store.sessions.begin() as session:
-        for tenant in set(session.scalars(select(Delivery.tenant).where(Delivery.id.in_(ids)))):
-            require_operate(operator, tenant)
-        changed = act(session, ids, reason=reason, actor=actor(operator))
-    if changed and action == "redeliver":
-        hub.wakeups.notify(())
-    return len(changed)
-
-
-@router.post("/console/dead-letters")
-async def dead_letters_action(request: Request) -> Response:
-    form = await posted_form(request)
-    operator = await run_in_threadpool(signed_in, request)
-    action = form.one("action")
-    if action not in {"redeliver", "discard"}:
-        raise ConsoleRefusal(400, make_finding("RK-CON003", path="/action"))
-    ids = _delivery_ids(form.all("delivery"))
-    reason = stated_reason(form)
-    count = await run_in_threadpool(_act_on_dead, request, operator, action, ids, reason)
-    params = {"destination": form.one("destination")} if form.one("destination") else {}
-    query = urlencode({**params, "done": action, "n": count})
-    return RedirectResponse(f"/console/dead-letters?{query}", status_code=303)
 
 
 def _destination_rows(

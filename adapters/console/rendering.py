@@ -23,6 +23,7 @@ from adapters.console.i18n import (
     state_labeller,
     translator,
     waiting_labeller,
+    why_labeller,
 )
 from adapters.console.session import (
     COOKIE,
@@ -72,6 +73,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         t=translator(lang),
         state=state_labeller(lang),
         waiting=waiting_labeller(lang),
+        why=why_labeller(lang),
         paren=parenthesised(lang),
         explain=error_explainer(lang),
         lang=lang,

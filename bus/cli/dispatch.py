@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -228,34 +229,33 @@ def _act_on(action: str, ids: list[int] | None, reason: str, selection: Selectio
 
 def _act_on_all(action: str, reason: str, selection: Selection) -> None:
     """Every dead letter matching the selection that is dead now (up to the newest id at the
-    start), in pages of ALL_PAGE, each in its own transaction."""
-    do = operations.redeliver if action == "redeliver" else operations.discard
+    start, dead by then), in pages of ALL_PAGE, each in its own transaction (the console's
+    bulk action does the same steps: :func:`operations.act_on_dead_page`)."""
     store = _open()
     changed = 0
     try:
         with store.sessions() as session:
             through = operations.last_dead_id(session)
-        after = 0
-        while after < through:
-            with store.sessions() as session:
-                page = operations.dead_reasons_page(
-                    session,
-                    tenant=selection.tenant,
-                    destination=selection.destination,
-                    limit=ALL_PAGE,
-                    after=after,
-                )
-            if not page:
-                break
-            after = page[-1][0]
-            chosen = [
-                delivery
-                for delivery, why in page
-                if delivery <= through and (selection.why is None or why == selection.why)
-            ]
-            if chosen:
-                with store.sessions.begin() as session:
-                    changed += len(do(session, chosen, reason=reason, actor=_actor()))
+        chosen = operations.DeadSelection(
+            tenants={selection.tenant} if selection.tenant else None,
+            destination=selection.destination,
+            why=selection.why,
+            through=through,
+            dead_by=datetime.now(UTC),
+        )
+        after, finished = 0, through == 0
+        while not finished:
+            page = operations.act_on_dead_page(
+                store.sessions,
+                action,
+                chosen,
+                after=after,
+                limit=ALL_PAGE,
+                reason=reason,
+                actor=_actor(),
+            )
+            changed += page.changed
+            after, finished = page.after, page.finished
         if action == "redeliver" and changed:
             _wake_dispatch()
     finally:

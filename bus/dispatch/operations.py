@@ -10,12 +10,12 @@ transaction that makes it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.store.admin_audit import record_admin_action
@@ -59,10 +59,13 @@ def _dead_page(
     columns: tuple[Any, ...],
     tenant: str | None,
     destination: str | None,
-    limit: int,
+    limit: int | None,
     after: int = 0,
+    tenants: Collection[str] | None = None,
+    dead_by: datetime | None = None,
 ) -> Select[Any]:
-    """The dead letters after delivery id ``after``, oldest first (a keyset page)."""
+    """The dead letters after delivery id ``after``, oldest first (a keyset page); ``tenants``
+    narrows to any of several tenants (an operator's), ``dead_by`` to those dead by then."""
     statement = (
         select(*columns)
         .join(StoredMessage, StoredMessage.id == Delivery.message_pk)
@@ -72,8 +75,15 @@ def _dead_page(
     )
     if tenant:
         statement = statement.where(Delivery.tenant == tenant)
+    if tenants is not None:
+        statement = statement.where(Delivery.tenant.in_(sorted(tenants)))
     if destination:
         statement = statement.where(Delivery.destination == destination)
+    if dead_by is not None:
+        # a dead letter without its time of death (none the worker writes) counts as older
+        statement = statement.where(
+            or_(Delivery.finished_at.is_(None), Delivery.finished_at <= dead_by)
+        )
     return statement
 
 
@@ -83,9 +93,13 @@ def list_dead(
     tenant: str | None = None,
     destination: str | None = None,
     limit: int = 1000,
+    after: int = 0,
+    tenants: Collection[str] | None = None,
 ) -> list[DeadLetter]:
+    """A keyset page of dead letters (ids above ``after``), with their attempts and why."""
     columns = (Delivery, StoredMessage.message_id, StoredMessage.service)
-    rows = session.execute(_dead_page(columns, tenant, destination, limit)).all()
+    statement = _dead_page(columns, tenant, destination, limit, after, tenants)
+    rows = session.execute(statement).all()
     history: dict[int, list[AttemptRecord]] = {}
     ids = [row[0].id for row in rows]
     if ids:
@@ -124,13 +138,116 @@ def dead_reasons_page(
     destination: str | None,
     limit: int,
     after: int,
+    tenants: Collection[str] | None = None,
+    dead_by: datetime | None = None,
 ) -> list[tuple[int, str | None]]:
     """(delivery id, why) of a keyset page of dead letters: what acting on all of them
     needs, without the attempt history :func:`list_dead` reads."""
     columns = (Delivery.id, StoredMessage.message_id)
-    rows = session.execute(_dead_page(columns, tenant, destination, limit, after)).all()
+    statement = _dead_page(columns, tenant, destination, limit, after, tenants, dead_by)
+    rows = session.execute(statement).all()
     reasons = _dead_reasons(session, {message_id for _, message_id in rows})
     return [(delivery, reasons.get(delivery)) for delivery, _ in rows]
+
+
+def count_dead(
+    session: Session,
+    *,
+    tenants: Collection[str] | None,
+    destination: str | None,
+    after: int = 0,
+    through: int | None = None,
+    dead_by: datetime | None = None,
+) -> int:
+    """How many dead letters match, with ids above ``after`` (and at most ``through``, dead
+    by ``dead_by``)."""
+    page = _dead_page((Delivery.id,), None, destination, None, after, tenants, dead_by)
+    if through is not None:
+        page = page.where(Delivery.id <= through)
+    return int(session.scalar(select(func.count()).select_from(page.subquery())) or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadSelection:
+    """The dead letters an operator acts on all at once: narrowed by tenants, destination and
+    why, and only those dead when the operator looked (``dead_by``; ``through`` is the newest
+    dead letter's id then), so letters that die meanwhile are left for the operator to see."""
+
+    tenants: Collection[str] | None
+    destination: str | None
+    why: str | None
+    through: int
+    dead_by: datetime
+
+
+def dead_whys(
+    sessions: sessionmaker[Session], selection: DeadSelection, page: int = 500
+) -> dict[str, int]:
+    """How many of the selection are dead for each why (``permanent``, ``attempts``, ``age``;
+    ``""`` when unknown), read page by page, each in a session of its own."""
+    counts: dict[str, int] = {}
+    after = 0
+    while after < selection.through:
+        with sessions() as session:
+            rows = dead_reasons_page(
+                session,
+                tenant=None,
+                destination=selection.destination,
+                limit=page,
+                after=after,
+                tenants=selection.tenants,
+                dead_by=selection.dead_by,
+            )
+        if not rows:
+            break
+        after = rows[-1][0]
+        for delivery, why in rows:
+            if delivery <= selection.through:
+                counts[why or ""] = counts.get(why or "", 0) + 1
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class PageActed:
+    changed: int
+    after: int  # where the next page starts
+    finished: bool
+
+
+def act_on_dead_page(
+    sessions: sessionmaker[Session],
+    action: str,
+    selection: DeadSelection,
+    *,
+    after: int,
+    limit: int,
+    reason: str,
+    actor: str | None,
+) -> PageActed:
+    """Redeliver or discard the next page of the selection (ids above ``after``) in one
+    transaction: the paged work of acting on every dead letter, one step at a time."""
+    with sessions() as session:
+        page = dead_reasons_page(
+            session,
+            tenant=None,
+            destination=selection.destination,
+            limit=limit,
+            after=after,
+            tenants=selection.tenants,
+            dead_by=selection.dead_by,
+        )
+    chosen = [
+        delivery
+        for delivery, why in page
+        if delivery <= selection.through and (selection.why is None or why == selection.why)
+    ]
+    changed = 0
+    if chosen:
+        act = redeliver if action == "redeliver" else discard
+        with sessions.begin() as session:
+            changed = len(act(session, chosen, reason=reason, actor=actor))
+    last = page[-1][0] if page else selection.through
+    return PageActed(changed, last, len(page) < limit or last >= selection.through)
 
 
 def last_dead_id(session: Session) -> int:

@@ -7,3 +7,9 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   }
 });
+// Acting on every dead letter runs as paged work: each step answers with its progress and a
+// form for the next one, submitted here at once (without script: the operator presses 続ける).
+document.addEventListener("DOMContentLoaded", function () {
+  var next = document.querySelector("form#continue[data-auto]");
+  if (next) { next.submit(); }
+});
