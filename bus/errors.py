@@ -1062,6 +1062,25 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "The TLS certificate {actual} is valid until {expected}; once it expires no connection"
         " can be made. Replace it and restart renkei serve.",
     ),
+    (
+        "RK-OPS015",
+        E,
+        "メッセージストアに空きがなく、使えません（{actual}）。データディレクトリ（PostgreSQL"
+        " ではそのディスク）の空き領域を確保してから、もう一度実行してください（動いているハブは"
+        "自動で復旧します）。",
+        "The message store has no room ({actual}); free space in the data directory (on"
+        " PostgreSQL, its disk), then run the command again (a running hub recovers by itself).",
+    ),
+    (
+        "RK-OPS016",
+        E,
+        "メッセージストアのテーブルがほかのセッションにロックされていて、待ちきれませんでした"
+        "（{actual}）。データベースは動いています。pg_stat_activity でロックを持つセッションを探して"
+        "終わらせるか終わるのを待ってから、もう一度実行してください（動いているハブは自動で復旧します）。",
+        "A table of the message store is locked by another database session and the wait ran out"
+        " ({actual}); the database is up. Find that session in pg_stat_activity and end it (or"
+        " let it finish), then run the command again (a running hub recovers by itself).",
+    ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (
         "RK-CON001",

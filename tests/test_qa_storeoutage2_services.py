@@ -168,8 +168,9 @@ def test_a_cli_command_meeting_an_unreachable_store_prints_a_coded_error(
     postgres_url: str, tmp_path: Path
 ) -> None:
     """``renkei messages list`` behind a table locked past the lock bound ended in a rich
-    traceback of ``LockNotAvailable`` (exit 1). Now one coded line, RK-OPS001 with the
-    reason, exit 2, like a store that cannot be opened."""
+    traceback of ``LockNotAvailable`` (exit 1). Now one coded line, exit 2, like a store that
+    cannot be opened: RK-OPS016 (another session holds a lock), not RK-OPS001 (the database
+    cannot be reached), which sent the operator to check the network."""
     assert _renkei(tmp_path, postgres_url, "messages", "list", lock_timeout="0.5").returncode == 0
     holder = create_engine(postgres_url)
     with holder.connect() as locking:
@@ -178,7 +179,7 @@ def test_a_cli_command_meeting_an_unreachable_store_prints_a_coded_error(
         locking.rollback()
     holder.dispose()
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("RK-OPS001 "), done.stderr
+    assert done.stderr.startswith("RK-OPS016 "), done.stderr
     assert "LockNotAvailable" in done.stderr
     assert "Traceback" not in done.stderr and "╭" not in done.stderr
 

@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.services, pytest.mark.postgres]
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 STORE_DOWN = "RK-OPS001 the message store cannot be reached"
 STORE_BACK = "RK-OPS001 cleared: the message store took a message again"
+STORE_LOCKED = "RK-OPS016 the message store is locked by another database session"
+STORE_UNLOCKED = "RK-OPS016 cleared: the message store took a message again"
 
 
 @contextmanager
@@ -140,9 +142,9 @@ def test_a_table_locked_elsewhere_refuses_the_ingest_instead_of_hanging(
         assert post_rest(client, hub).status_code == 202
     holder.dispose()
     events = events_of(log)
-    down = [event for event in events if event.startswith(STORE_DOWN)]
-    assert len(down) == 1 and "lock timeout" in down[0]
-    assert sum(event.startswith(STORE_BACK) for event in events) == 1
+    down = [event for event in events if event.startswith(STORE_LOCKED)]
+    assert len(down) == 1 and "lock timeout" in down[0], events
+    assert sum(event.startswith(STORE_UNLOCKED) for event in events) == 1
 
 
 def test_migrations_wait_for_their_locks_without_the_hubs_bound(

@@ -6,13 +6,17 @@ what a pushed delivery would have brought it (bus/feeds/entitlement.py), transla
 same outbound hook. Entries come in store order after the opaque ``since`` cursor, with the
 cursor to continue from; reading again from an old cursor returns the same entries until
 retention purges them (then 410, RK-FED003).
+
+A store that cannot be reached now is answered 503 RK-STO008 with ``Retry-After`` (a poller
+comes back later), logged once per outage, as the status GET does (``_lookup_failure``).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
 from typing import Any
 
 from fastapi import Request, Security
@@ -21,8 +25,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from adapters.inbound import Caller, identify, internal_error, known_service, unknown_service
-from adapters.rest.messages import API_KEY, KEY_OR_ADDRESS
+from adapters.inbound import Caller, identify, known_service, unknown_service
+from adapters.rest.messages import API_KEY, KEY_OR_ADDRESS, _lookup_failure
 from adapters.rest.problem import ProblemRouter, problem, problem_responses
 from bus.errors import make_finding
 from bus.feeds import (
@@ -43,6 +47,7 @@ PREFIX = "/api/v1/feeds"
 NDJSON = "application/x-ndjson"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+EXPORT_PAGE = 500  # messages read per short transaction of a 全件 export
 _STATUS = {
     "RK-FED001": 400,
     "RK-FED002": 403,
@@ -50,6 +55,19 @@ _STATUS = {
     "RK-FED004": 400,
     "RK-FED005": 400,
     "RK-FED006": 403,
+}
+
+# The store cannot be reached now (RK-STO008): the poller comes back later.
+_RETRY_LATER: dict[int | str, dict[str, Any]] = {
+    503: {
+        **problem_responses(503)[503],
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before polling again",
+                "schema": {"type": "integer"},
+            }
+        },
+    }
 }
 
 # The API key is declared for the OpenAPI document only; _entitled identifies the caller.
@@ -157,7 +175,7 @@ def _limit(value: str | None) -> int | Finding:
     "/{service}",
     summary="差分フィード: entitled messages after a cursor (PULL)",
     response_model=FeedPageModel,
-    responses=problem_responses(400, 401, 403, 404, 410, 422, 500),
+    responses={**problem_responses(400, 401, 403, 404, 410, 422, 500), **_RETRY_LATER},
     openapi_extra=KEY_OR_ADDRESS,
 )
 async def get_feed(
@@ -180,19 +198,34 @@ async def get_feed(
     except (FeedRefused, FeedGone) as refusal:
         return _refusal(refusal.finding)
     except Exception as error:  # the adapter boundary: never a generic 500
-        return problem([internal_error(error)])
+        return problem([_lookup_failure(hub, error)])
     return JSONResponse(page)
 
 
-def _export_lines(hub: Hub, entitled: Entitlement) -> Iterator[bytes]:
-    final, entries = export_feed(hub.store.sessions, entitled)
+def _begin_export(hub: Hub, entitled: Entitlement) -> Iterator[bytes]:
+    """Reads the horizon and the first page before anything is sent, so a store that cannot
+    be reached then is answered with a problem document rather than a cut stream."""
+    final, entries = export_feed(hub.store.sessions, entitled, page_size=EXPORT_PAGE)
+    first = list(islice(entries, 1))
+    return _export_lines(hub, entitled, chain(first, entries), final)
+
+
+def _export_lines(
+    hub: Hub, entitled: Entitlement, entries: Iterable[FeedEntry], final: Cursor
+) -> Iterator[bytes]:
+    """The entries, then ``count`` and ``next_cursor``; when a later page cannot be read, the
+    last line is ``{"error": finding}`` instead: no cursor, so the part sent is never taken
+    for the whole."""
     count = 0
-    for entry in entries:
-        count += 1
-        yield (
-            json.dumps(_item(entry, entitled.tenant, entitled.service), ensure_ascii=False).encode()
-            + b"\n"
-        )
+    try:
+        for entry in entries:
+            count += 1
+            item = _item(entry, entitled.tenant, entitled.service)
+            yield json.dumps(item, ensure_ascii=False).encode() + b"\n"
+    except Exception as error:  # the stream's status is sent: the failure is its last line
+        failure = {"error": _lookup_failure(hub, error).as_dict()}
+        yield json.dumps(failure, ensure_ascii=False).encode() + b"\n"
+        return
     summary = {"count": count, "next_cursor": final.encode()}
     yield json.dumps(summary).encode() + b"\n"
 
@@ -200,14 +233,15 @@ def _export_lines(hub: Hub, entitled: Entitlement) -> Iterator[bytes]:
 @router.get(
     "/{service}/export",
     summary="全件出力: every retained entitled message, streamed as NDJSON",
-    responses=problem_responses(400, 401, 403, 404, 422, 500),
+    responses={**problem_responses(400, 401, 403, 404, 422, 500), **_RETRY_LATER},
     openapi_extra=KEY_OR_ADDRESS,
 )
 async def export(
     service: str, request: Request, tenant: str | None = None, system: str | None = None
 ) -> Response:
     """One JSON object per line (like a feed entry); the last line holds ``count`` and the
-    ``next_cursor`` a 差分 reader continues from after reconciling."""
+    ``next_cursor`` a 差分 reader continues from after reconciling (an export cut short ends
+    with an ``error`` line instead)."""
     if not known_service(service):
         return problem([unknown_service(service)])
     hub: Hub = request.app.state.hub
@@ -215,9 +249,12 @@ async def export(
         entitled = await run_in_threadpool(
             _entitled, hub, Caller.of(request), service, tenant, system
         )
+        lines = await run_in_threadpool(_begin_export, hub, entitled)
     except FeedRefused as refusal:
         return _refusal(refusal.finding)
-    return StreamingResponse(_export_lines(hub, entitled), media_type=NDJSON)
+    except Exception as error:  # the adapter boundary: never a generic 500
+        return problem([_lookup_failure(hub, error)])
+    return StreamingResponse(lines, media_type=NDJSON)
 
 
 __all__ = ["router"]

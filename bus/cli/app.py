@@ -57,7 +57,7 @@ class _Commands(TyperGroup):
     """Every command: a store that cannot be reached now (the database down or its
     connections lost, a lock held elsewhere past ``RENKEI_DATABASE_LOCK_TIMEOUT``) is one
     coded line, RK-OPS001 with the reason (RK-OPS013: another process holds the SQLite
-    store's lock), and exit status 2, not a traceback. What a
+    store's lock; RK-OPS015: the store has no room), and exit status 2, not a traceback. What a
     command committed before stays; its current transaction was rolled back."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
@@ -72,9 +72,10 @@ class _Commands(TyperGroup):
             if "sqlalchemy" not in sys.modules:  # no store was used: not a store's error
                 raise
             from bus.store.db import unreachable_finding
+            from bus.store.storage_full import is_storage_full
             from bus.store.write_health import describe, is_store_unavailable
 
-            if not is_store_unavailable(error):
+            if not (is_store_unavailable(error) or is_storage_full(error)):
                 raise
             finding = unreachable_finding(error, describe(error))
             typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)

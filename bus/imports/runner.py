@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +24,7 @@ from bus.config.index import ConfigIndex
 from bus.config.models import Direction
 from bus.errors import make_finding
 from bus.hub import Hub
-from bus.imports.chunk_work import ChunkResult, ChunkWork, Span, Stored
+from bus.imports.chunk_work import ChunkResult, ChunkWork, Span, Stored, StoreUnwritable
 from bus.imports.encoding import csv_fields, decode_line, detect_encoding
 from bus.imports.envelope import SENDER, SERVICE
 from bus.imports.layout import ImportRefused, load_section
@@ -43,6 +45,8 @@ from bus.imports.records import NoticeParser, header_problem
 from bus.imports.residents import ResidentIndex
 from bus.imports.worklist import DONE, Worklist
 from bus.observability.metrics import observe_import_chunk
+from bus.store.storage_full import is_storage_full
+from bus.store.write_health import describe
 
 CHUNK = 1000
 
@@ -126,6 +130,20 @@ def output_stem(path: Path, tenant: str, digest: str) -> str:
     return f"{path.stem}_{tenant}_{digest[:8]}"
 
 
+@contextmanager
+def work_file_room(work: Path) -> Iterator[None]:
+    """The batch's work file written in a full data directory: RK-IMP015
+    (:class:`StoreUnwritable`, as the store's own RK-STO007 refusal of a chunk), not the
+    driver's traceback. Its transaction was rolled back, so the cursor stays at the last
+    committed chunk and the same command resumes there once there is room."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if not is_storage_full(error):
+            raise
+        raise StoreUnwritable(f"{work}: {describe(error)}") from None
+
+
 class NoticeImport:
     """One run over one file; see :func:`run_import`. Constructing it is where an import is
     refused (:class:`ImportRefused`: tenant, layout, header, ``--out``, a run of the same
@@ -148,9 +166,10 @@ class NoticeImport:
         # --out last (only RK-IMP013 after it): a refused import leaves no folder behind
         self.created = prepare_out(options.out_dir) if options.out_dir is not None else []
         try:
-            self.worklist = Worklist(
-                work, digest, options.tenant, self.encoding, file_name=options.path.name
-            )
+            with work_file_room(work):
+                self.worklist = Worklist(
+                    work, digest, options.tenant, self.encoding, file_name=options.path.name
+                )
         except BaseException:
             remove_created(self.created)
             raise
@@ -168,6 +187,14 @@ class NoticeImport:
         self.own_keys: set[str] = set()
 
     def run(self, progress: Progress | None = None) -> Summary:
+        """The import from the batch's cursor to its outputs. A full data directory while
+        the work file (or the store) is written stops it with RK-IMP015
+        (:class:`StoreUnwritable`): nothing past the last committed chunk counts, so the
+        same command resumes once there is room."""
+        with work_file_room(self.worklist.path):
+            return self._run(progress)
+
+    def _run(self, progress: Progress | None) -> Summary:
         state = self.worklist.state
         at_head = state.cursor_offset == 0
         with self.options.path.open("rb") as stream:

@@ -24,6 +24,7 @@ from sqlalchemy.pool import NullPool
 from bus.errors import make_finding
 from bus.pipeline import Finding
 from bus.settings import Settings
+from bus.store.storage_full import is_storage_full
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -177,13 +178,29 @@ def _reason(error: BaseException) -> str:
 
 #: SQLite's SQLITE_BUSY: another connection held the lock for the whole busy timeout
 _SQLITE_BUSY = 5
+#: PostgreSQL's lock_not_available: another session held a lock for the whole lock_timeout
+_PG_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _lock_wait_ran_out(error: BaseException) -> bool:
+    """Whether PostgreSQL gave up waiting for a lock another session holds (RK-OPS016: the
+    database is up; that session is found in pg_stat_activity)."""
+    original = getattr(error, "orig", None) or error
+    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return state == _PG_LOCK_NOT_AVAILABLE
 
 
 def unreachable_finding(error: BaseException, actual: str, path: str = "/database") -> Finding:
     """What a command or the running hub tells of a store it could not use now: RK-OPS013
     when another process held the SQLite store's lock for the whole busy timeout (the
-    operator stops that process: the database is not down), else RK-OPS001 (the database
-    cannot be reached)."""
+    operator stops that process: the database is not down), RK-OPS015 when it has no room (a
+    full disk: opening a SQLite store fails with a "disk I/O error" growing its ``-shm``
+    file, a write with "database or disk is full"), RK-OPS016 when another PostgreSQL session
+    held a lock past ``lock_timeout``, else RK-OPS001 (the database cannot be reached)."""
+    if is_storage_full(error):
+        return make_finding("RK-OPS015", path=path, actual=actual)
+    if _lock_wait_ran_out(error):
+        return make_finding("RK-OPS016", path=path, actual=actual)
     original = getattr(error, "orig", None) or error
     code = (
         getattr(original, "sqlite_errorcode", None) if isinstance(original, sqlite3.Error) else None

@@ -11,7 +11,8 @@ every record, with the moment it is written: normally milliseconds after the ref
 
 Nothing is dropped: when ``max_pending`` records wait, the refusing thread waits for room
 (back-pressure, as a flood of refusals should meet); a failed transaction is retried with
-the same records; :meth:`close` writes everything still pending. What a refusal gives up is
+the same records; :meth:`close` writes everything still pending (unless the store is full
+then: those are counted in one RK-OPS007 error line, not retried). What a refusal gives up is
 only the interval between the answer and the writer's commit (normally one write turn): a
 process killed in it loses those records of refusals, while the ``message.rejected`` log line
 written with the answer still shows them.
@@ -159,25 +160,45 @@ class RejectionAuditWriter:
                 batch += self._take_overflow()  # counted while the queue was full
                 self._in_flight = len(batch)
                 self._changed.notify_all()  # room for waiting submitters
-            self._write_until_done(batch)
+            written = self._write_until_done(batch)
             with self._changed:
                 self._in_flight = 0
                 self._changed.notify_all()
+            if not written:
+                self._give_up(len(batch))
+                return
 
-    def _write_until_done(self, batch: Sequence[AuditEntry]) -> None:
+    def _write_until_done(self, batch: Sequence[AuditEntry]) -> bool:
+        """Retries until written; False once the writer is closing and the store is still
+        full (waiting out :meth:`close`'s timeout would only delay the process's exit: a
+        batch import, a hub stopping, each held 30 s by a disk that stays full)."""
         while True:
             try:
                 self._write(batch)
             except Exception as error:
                 if is_storage_full(error):  # logged once, as the Store stage's refusals are
                     self._health.failed(error)
+                    if self._closing:
+                        return False
                 else:
                     log.exception("rejection audit records not written; retrying")
                 time.sleep(RETRY_SECONDS)
             else:
                 # not proof of room for a message (a record may fit a page's free space):
                 # only a message or readiness's probe clears a full store
-                return
+                return True
+
+    def _give_up(self, batch: int) -> None:
+        with self._changed:
+            lost = batch + len(self._pending) + sum(n for _, n in self._overflow.values())
+            self._pending.clear()
+            self._overflow.clear()
+            self._changed.notify_all()
+        log.error(
+            "RK-OPS007 %d audit records of refused messages not written: the message store "
+            "is full at shutdown (their message.rejected log lines remain)",
+            lost,
+        )
 
     def _write(self, batch: Sequence[AuditEntry]) -> None:
         with write_transaction(self._sessions) as session:

@@ -46,26 +46,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bus.store.db import unreachable_finding
 from bus.store.models import DestinationState
+from bus.store.storage_full import is_storage_full as is_storage_full  # re-exported
 from bus.store.writers import write_connection
 
 log = logging.getLogger(__name__)
-
-#: SQLite's result codes that mean the database could not be written for want of room or of
-#: a writable disk: SQLITE_FULL, and the SQLITE_IOERR variants of a failed write.
-_SQLITE_FULL = 13
-_SQLITE_WRITE_IOERRS = frozenset(
-    {
-        10 | (3 << 8),  # SQLITE_IOERR_WRITE
-        10 | (4 << 8),  # SQLITE_IOERR_FSYNC
-        10 | (5 << 8),  # SQLITE_IOERR_DIR_FSYNC
-        10 | (6 << 8),  # SQLITE_IOERR_TRUNCATE
-        10 | (19 << 8),  # SQLITE_IOERR_SHMSIZE
-    }
-)
-_SQLITE_FULL_TEXT = "database or disk is full"
-#: PostgreSQL's disk_full (class 53 "insufficient resources" also holds out_of_memory and
-#: too_many_connections, which are not a full store and must not be answered as one).
-_PG_DISK_FULL = frozenset({"53100"})
 
 #: SQLite's result codes of a store that cannot be used *now*: SQLITE_BUSY (the busy timeout
 #: ran out behind another writer), SQLITE_LOCKED, SQLITE_CANTOPEN (the data directory is gone).
@@ -82,19 +66,6 @@ PROBE_INTERVAL = 1.0
 PROBE_BYTES = 16 * 1024
 #: The probe's row key: never a system id (those are ``[a-z0-9_-]``).
 PROBE_SYSTEM = "~write-probe"
-
-
-def is_storage_full(error: BaseException) -> bool:
-    """Whether ``error`` (SQLAlchemy's wrapper, or the driver's own) says the store has no
-    room or its disk cannot be written."""
-    original = getattr(error, "orig", None) or error
-    if isinstance(original, sqlite3.Error):
-        code = getattr(original, "sqlite_errorcode", None)
-        if code is None:
-            return _SQLITE_FULL_TEXT in str(original)
-        return code & 0xFF == _SQLITE_FULL or code in _SQLITE_WRITE_IOERRS
-    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-    return state in _PG_DISK_FULL
 
 
 def is_store_unavailable(error: BaseException) -> bool:
@@ -165,6 +136,14 @@ class WriteHealth:
                 return
             self.unreachable, self._outage_refused = True, 1
             self._outage = (monotonic(), reason, code)
+        if code == "RK-OPS016":
+            log.warning(
+                "RK-OPS016 the message store is locked by another database session (%s): "
+                "messages are refused with RK-STO008 (503, Retry-After) until it lets go; find "
+                "that session in pg_stat_activity (docs/operations.md)",
+                reason,
+            )
+            return
         if code == "RK-OPS013":
             log.warning(
                 "RK-OPS013 the message store is locked by another process (%s): messages are "
