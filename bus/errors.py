@@ -956,6 +956,18 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "要求の本文が届き終わる前に接続が切れました（受信 {actual} バイト）。",
         "The connection closed before the request body was complete ({actual} bytes received).",
     ),
+    (
+        "RK-API015",
+        E,
+        "JSON のキー {actual}（{field_ja}）が同じオブジェクトに二度以上あります。どちらの値か決められません。",
+        "The JSON key {actual} appears more than once in one object; which value is meant is ambiguous.",
+    ),
+    (
+        "RK-API016",
+        E,
+        "{field_ja}は文字列の項目です。JSON の{actual}ではなく文字列で送ってください（数値では先頭の 0 が失われます）。",
+        "{field_en} is a text item: send it as a JSON string, not a JSON {actual} (a number loses leading zeros).",
+    ),
     # --- OPS: readiness of a running hub (/readyz) -----------------------------------------
     (
         "RK-OPS001",

@@ -13,7 +13,6 @@ message obeys SOAP's own header rules, as on ``/soap/`` (adapters/soap/headers.p
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -37,7 +36,7 @@ from adapters.inbound import (
     screen,
     unknown_service,
 )
-from adapters.rest.json_form import JsonFormError, to_json, to_xml
+from adapters.rest.json_form import JsonFormError, parse, to_json, to_xml
 from adapters.rest.negotiation import DEFAULT, Choice, negotiate
 from adapters.rest.problem import ProblemRouter, problem, problem_responses
 from adapters.rest.validate import XML_MEDIA_TYPES
@@ -137,7 +136,8 @@ _JSON_FORM_SCHEMA: dict[str, Any] = {
     "description": (
         "The JSON form: `Header` and the service element, keyed by element local names "
         '(catalogue ids); leaves with attributes as `{"$": text, "@iso": …}`; repeats as '
-        "arrays. See docs/adapters.md."
+        "arrays. A text item (a code, 宛名番号, 個人番号…) is a JSON string: a number there is "
+        "400 RK-API016; a key twice in one object 400 RK-API015. See docs/adapters.md."
     ),
     "properties": {"Header": {"type": "object"}},
     "required": ["Header"],
@@ -149,12 +149,12 @@ def _as_xml(raw: bytes, media_type: str) -> bytes | Finding:
     if media_type in XML_MEDIA_TYPES:
         return raw
     try:
-        return to_xml(json.loads(raw))
+        return to_xml(parse(raw))
     except JsonFormError as error:
-        return make_finding("RK-API004", path=error.path, actual=error.reason)
+        return error.finding()
     except RecursionError:  # deeper than the parser goes; to_xml stops far sooner
-        return make_finding("RK-API004", path="/", actual="nested too deep")
-    except ValueError as error:  # not JSON (UnicodeDecodeError is a ValueError)
+        return JsonFormError("/", "nested too deep", "入れ子が深すぎます").finding()
+    except ValueError as error:  # anything else the JSON cannot be written as
         return make_finding("RK-API004", path="/", actual=f"not JSON: {type(error).__name__}")
 
 

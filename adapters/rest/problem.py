@@ -59,6 +59,8 @@ _STATUS_BY_CODE = {
     "RK-API012": 400,
     "RK-API013": 406,
     "RK-API014": 400,
+    "RK-API015": 400,
+    "RK-API016": 400,
     "RK-AUT013": 401,
     "RK-RTE002": 503,
     "RK-RPL001": 504,
