@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from bus.dispatch.heartbeat import STALE_ENV, beat_dir
+from bus.dispatch.heartbeat import STALE_ENV, BeatFile, Heartbeat, beat_dir, process_ages
 from bus.hub import Hub
 from bus.observability.readiness import readiness
 from bus.settings import Settings
@@ -77,3 +77,21 @@ def test_a_frozen_dispatch_process_makes_serve_unready_until_it_runs_again(
         started = time.monotonic()
         wait_for(lambda: _ready(hub.url).status_code == 200, timeout=20)
         assert time.monotonic() - started < 20
+
+
+def test_a_beat_that_cannot_be_written_is_told_once_each_way(tmp_path: Path) -> None:
+    """A dispatch process writes its beat once a second; on a full disk it logged a warning a
+    second for as long as the disk stayed full. A real failing write here: the beat folder's
+    name is taken by a file."""
+    beats = tmp_path / "dispatch"
+    beats.write_text("not a folder")
+    pulse = Heartbeat(key=None, workers=1)
+    pulse.beat()
+    beat_file = BeatFile(beats)
+    first = beat_file.write(pulse)
+    assert first is not None and first[0] == "failed"
+    assert [beat_file.write(pulse) for _ in range(3)] == [None, None, None]
+    beats.unlink()
+    assert beat_file.write(pulse) == ("written", first[1])
+    assert beat_file.write(pulse) is None
+    assert os.getpid() in process_ages(beats)

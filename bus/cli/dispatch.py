@@ -434,16 +434,18 @@ def worker(
     else:  # serve's dispatch process: a JSON line among serve's own
         log.info("dispatch.process_ready", workers=concurrency, serve=parent)
     beats = heartbeat.beat_dir(settings.data_dir) if parent is not None else None
+    beat_file = heartbeat.BeatFile(beats) if beats is not None else None
     try:
         while not stop.wait(1.0):
             if parent is not None and os.getppid() != parent:
                 log.warning("dispatch.serve_gone", serve=parent)
                 break
-            if beats is not None:  # serve's /readyz reads it (bus/dispatch/heartbeat.py)
-                try:
-                    heartbeat.write_beat(beats, pool.heartbeat)
-                except OSError as error:
-                    log.warning("dispatch.heartbeat_not_written", error=str(error))
+            if beat_file is not None:  # serve's /readyz reads it (bus/dispatch/heartbeat.py)
+                change = beat_file.write(pool.heartbeat)
+                if change is not None and change[0] == "failed":
+                    log.warning("dispatch.heartbeat_not_written", error=change[1])
+                elif change is not None:
+                    log.info("dispatch.heartbeat_written_again", had_failed=change[1])
     finally:
         if beats is not None:
             heartbeat.remove_beat(beats)

@@ -108,6 +108,31 @@ def write_beat(directory: Path, heartbeat: Heartbeat, pid: int | None = None) ->
     os.replace(partial, path)
 
 
+class BeatFile:
+    """A dispatch process's once-a-second :func:`write_beat`, which tells whether its writes
+    started or stopped failing (a full disk: "No space left on device"), so the process logs
+    that once each way rather than a line a second for as long as the disk stays full."""
+
+    __slots__ = ("directory", "failing")
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.failing: str | None = None  # why the last write failed; None when it did not
+
+    def write(self, heartbeat: Heartbeat) -> tuple[str, str] | None:
+        """Write the beat; ``("failed", why)`` when this write is the first to fail,
+        ``("written", why it had failed)`` when it is the first to succeed after, else None."""
+        try:
+            write_beat(self.directory, heartbeat)
+        except OSError as error:
+            first, self.failing = self.failing is None, str(error)
+            return ("failed", self.failing) if first else None
+        if self.failing is None:
+            return None
+        cleared, self.failing = self.failing, None
+        return ("written", cleared)
+
+
 def remove_beat(directory: Path, pid: int | None = None) -> None:
     (directory / f"{pid or os.getpid()}{BEAT_SUFFIX}").unlink(missing_ok=True)
 
