@@ -13,7 +13,6 @@ import pytest
 from lxml import etree
 from openpyxl import Workbook, load_workbook
 from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.utils.exceptions import IllegalCharacterError
 from openpyxl.writer.excel import ExcelWriter
 
@@ -23,6 +22,8 @@ from bus.imports.outputs import (
     XLSX_COMPRESSION,
     PlainRows,
     _plain_cells,
+    filter_rows,
+    lay_out,
     plain_row,
     write_csv,
     write_list,
@@ -30,6 +31,9 @@ from bus.imports.outputs import (
 )
 
 SHEET = "xl/worksheets/sheet1.xml"
+IGNORED = (
+    b'<ignoredErrors><ignoredError sqref="A1:P1048576" numberStoredAsText="1"/></ignoredErrors>'
+)
 TEXTS = [
     "", "武雄市武雄町大字川古", "松尾 一郎", " lead", "trail ", "  ", "a&b<c>d", "tab\there",
     "cr\r\nlf", "line\nbreak", "=SUM(A1:A2)", "=", "#N/A", "#REF!", "㈱佐賀不動産", "髙﨑①",
@@ -40,27 +44,29 @@ OTHERS: list[Any] = [None, 0, 12, -3.5, 1e20, True]
 
 def _stock_sheet(path: Path, rows: list[list[Any]]) -> None:
     """The sheet stock openpyxl writes, but text kept text: ``=…`` and ``#N/A`` as strings,
-    not the formula and the error openpyxl makes of them."""
+    not the formula and the error openpyxl makes of them, in the text format; the list's
+    widths, frozen header and filter."""
     book = Workbook(write_only=True)
     sheet = book.create_sheet("評価変更リスト")
-    sheet.append(list(LIST_COLUMNS))
+    lay_out(sheet)
+    sheet.append([_text_cell(sheet, value) for value in LIST_COLUMNS])
     for row in rows:
-        sheet.append([_text_cell(sheet, value) for value in row])
+        sheet.append(_text_cell(sheet, value) for value in row)  # raising inside append
+    filter_rows(sheet, len(rows) + 1)
     book.save(path)
 
 
 def _text_cell(sheet: Any, value: Any) -> Any:
-    formula = isinstance(value, str) and len(value) > 1 and value[0] == "="
-    if not formula and value not in ERROR_CODES:
-        return value  # (a cell made here would raise on a control character outside append)
-    cell = WriteOnlyCell(sheet, value)
+    if not isinstance(value, str):
+        return value
+    cell = WriteOnlyCell(sheet, value)  # raises on a control character, as append does
     cell.data_type = "s"
+    cell.number_format = "@"
     return cell
 
 
 def _canonical(path: Path) -> bytes:
-    with zipfile.ZipFile(path) as archive:
-        return etree.tostring(etree.fromstring(archive.read(SHEET)), method="c14n")
+    return etree.tostring(etree.fromstring(_sheet(path)), method="c14n")
 
 
 def _random_rows(rng: random.Random, count: int, pool: list[Any]) -> list[list[Any]]:
@@ -114,15 +120,19 @@ def test_every_part_is_deflated_at_the_chosen_level(tmp_path: Path) -> None:
 def test_empty_text_and_empty_rows_are_closed_short(tmp_path: Path) -> None:
     write_xlsx(tmp_path / "plain.xlsx", iter([["", None, "a"], [], [None, None], ["b", ""]]))
     assert (
-        b'<row r="2"><c r="A2" t="inlineStr"/><c r="C2" t="inlineStr"><is><t>a</t></is></c></row>'
+        b'<row r="2"><c r="A2" s="1" t="inlineStr"/>'
+        b'<c r="C2" s="1" t="inlineStr"><is><t>a</t></is></c></row>'
         b'<row r="3"/><row r="4"/>'
-        b'<row r="5"><c r="A5" t="inlineStr"><is><t>b</t></is></c><c r="B5" t="inlineStr"/></row>'
+        b'<row r="5"><c r="A5" s="1" t="inlineStr"><is><t>b</t></is></c>'
+        b'<c r="B5" s="1" t="inlineStr"/></row>'
     ) in _sheet(tmp_path / "plain.xlsx")
 
 
 def _sheet(path: Path) -> bytes:
+    """The sheet's XML without the list's ``ignoredErrors``, which openpyxl never writes
+    (tests/test_import_outputs_excel.py tests it)."""
     with zipfile.ZipFile(path) as archive:
-        return archive.read(SHEET)
+        return archive.read(SHEET).replace(IGNORED, b"")
 
 
 def test_plain_rows_are_only_text_openpyxl_keeps_as_it_is() -> None:

@@ -24,12 +24,13 @@ from typing import Any
 from zipfile import ZIP_DEFLATED, ZipFile
 
 from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from openpyxl.worksheet._writer import WorksheetWriter
 from openpyxl.writer.excel import ExcelWriter
 from openpyxl.xml.constants import SHEET_MAIN_NS
-from openpyxl.xml.functions import xmlfile
+from openpyxl.xml.functions import Element, SubElement, xmlfile
 
 from bus.errors import make_finding
 from bus.imports.layout import ImportRefused
@@ -41,9 +42,14 @@ LIST_COLUMNS = (
     "候補", "要確認理由",
 )  # fmt: skip
 ERROR_COLUMNS = ("行", "バイト位置", "項目", "コード", "メッセージ", "message")
+# Excel's widths (characters of "0" in the default font; a full-width character takes two):
+# the header readable, and the usual value of each column (所在, 氏名, 候補 and 理由 longest)
+LIST_WIDTHS = (12, 10, 16, 32, 15, 12, 13, 18, 12, 8, 24, 8, 10, 13, 36, 48)
 EXCEL_ROWS = 1_048_576
 ENCODINGS = {"utf-8": "utf-8-sig", "utf-8-sig": "utf-8-sig", "cp932": "cp932"}
 LIST_NAME = "評価変更リスト"
+# Excel's 文字列 format: a cell staff edit stays text (000123 is not made 123, 1-2 not a date)
+TEXT_FORMAT = "@"
 # zlib's level for the XLSX parts: openpyxl leaves it at 6; 3 wrote 100,000 rows in 1.5 s
 # against 2.5-2.8 s, the file 12 % larger (docs/benchmarks.md, *The collector*)
 XLSX_COMPRESSION = 3
@@ -82,9 +88,11 @@ class CsvOut:
 
 
 # text Excel takes for a formula when it opens a CSV (OWASP, "CSV injection"): a 所在 or a
-# name from the 法務局's file is data, and must never run as =HYPERLINK(…) on staff's screen
-_FORMULA_HEADS = frozenset("=+-@\t\r")
-_MAYBE_FORMULA = re.compile("(?:^|\x1f)[-=+@\t\r]")  # a row worth checking cell by cell
+# name from the 法務局's file is data, and must never run as =HYPERLINK(…) on staff's screen.
+# The full-width ＝ ＋ － ＠ too: Japanese Excel reads a cell's full-width signs and digits as
+# their half-width forms (１２３ becomes the number 123).
+_FORMULA_HEADS = frozenset("=+-@\t\r＝＋－＠")
+_MAYBE_FORMULA = re.compile("(?:^|\x1f)[-=+@\t\r＝＋－＠]")  # a row worth checking cell by cell
 
 
 def _as_text(cell: Any) -> Any:
@@ -162,6 +170,8 @@ def _fill(book: Workbook, rows: Iterable[Sequence[Any]], sheet_rows: int) -> int
     sheet, used, sheets, count = None, sheet_rows, 0, 0
     for row in rows:
         if used >= sheet_rows:
+            if sheet is not None:
+                filter_rows(sheet, used)
             sheets += 1
             sheet = _add_sheet(book, LIST_NAME if sheets == 1 else f"{LIST_NAME}{sheets}")
             used = 1
@@ -170,7 +180,8 @@ def _fill(book: Workbook, rows: Iterable[Sequence[Any]], sheet_rows: int) -> int
         used += 1
         count += 1
     if sheet is None:
-        _add_sheet(book, LIST_NAME)
+        sheet, used = _add_sheet(book, LIST_NAME), 1
+    filter_rows(sheet, used)
     return count
 
 
@@ -184,8 +195,25 @@ def _save(book: Workbook, path: Path) -> None:
 def _add_sheet(book: Workbook, title: str) -> PlainRowSheet:
     sheet = PlainRowSheet(book, title)
     book._add_sheet(sheet)  # type: ignore[attr-defined]  # create_sheet, with this class
+    lay_out(sheet)
     sheet.append(LIST_COLUMNS)
     return sheet
+
+
+def lay_out(sheet: WriteOnlyWorksheet) -> None:
+    """The list's column widths and its header row frozen: set before the first row, which
+    writes the sheet's top (views and columns) in write-only mode."""
+    columns = sheet.column_dimensions  # type: ignore[attr-defined]  # set by _setup, unstubbed
+    for number, width in enumerate(LIST_WIDTHS, 1):
+        columns[get_column_letter(number)].width = width
+    sheet.freeze_panes = "A2"
+
+
+def filter_rows(sheet: WriteOnlyWorksheet, rows: int) -> None:
+    """An autofilter over the list's columns, header and ``rows - 1`` rows below it: written
+    after the rows, when the sheet is closed."""
+    last = f"{get_column_letter(len(LIST_COLUMNS))}{rows}"
+    sheet.auto_filter.ref = f"A1:{last}"  # type: ignore[attr-defined]  # as column_dimensions
 
 
 # --- XLSX rows of plain text ----------------------------------------------------------------
@@ -227,13 +255,15 @@ def _plain_cells(row: Sequence[Any]) -> bool:
 
 class PlainRows:
     """Plain rows as the sheet's bytes: what openpyxl writes in write-only mode (inline
-    strings, no style) in its stream's encoding (ASCII, other characters as decimal
-    references), but empty text closed short (``<c r="A1" t="inlineStr"/>``), as this module
-    always wrote it. A cell's XML after its reference is remembered per column (bounded):
-    most of the list's columns repeat a few values (大字, 地目, 照合結果 …)."""
+    strings in the cell style numbered ``text_style``, none for 0) in its stream's encoding
+    (ASCII, other characters as decimal references), but empty text closed short
+    (``<c r="A1" s="1" t="inlineStr"/>``), as this module always wrote it. A cell's XML after
+    its reference is remembered per column (bounded): most of the list's columns repeat a
+    few values (大字, 地目, 照合結果 …)."""
 
-    def __init__(self) -> None:
+    def __init__(self, text_style: int = 0) -> None:
         self._tails: list[dict[str, bytes]] = [{} for _ in range(_WIDEST)]
+        self._style = f' s="{text_style}"' if text_style else ""
 
     def row(self, number: int, row: Sequence[str | None]) -> bytes:
         n = str(number).encode()
@@ -243,21 +273,22 @@ class PlainRows:
                 continue
             tail = tails.get(value)
             if tail is None:
-                tail = _tail(value, tails)
+                tail = _tail(value, self._style, tails)
             parts += (head, n, tail)
         if not parts:
             return b'<row r="%s"/>' % n  # closed short, as lxml wrote it for this module before
         return b'<row r="%s">%s</row>' % (n, b"".join(parts))
 
 
-def _tail(value: str, kept: dict[str, bytes]) -> bytes:
-    """``value``'s cell after its reference (``" t="inlineStr">…</c>``), kept when short."""
+def _tail(value: str, style: str, kept: dict[str, bytes]) -> bytes:
+    """``value``'s cell after its reference (``" s="1" t="inlineStr">…</c>``), kept when
+    short."""
     if not value:
-        tail = b'" t="inlineStr"/>'
+        tail = f'"{style} t="inlineStr"/>'.encode()
     else:
         space = ' xml:space="preserve"' if value != value.strip() else ""
         text = value.translate(_XML_TEXT)
-        xml = f'" t="inlineStr"><is><t{space}>{text}</t></is></c>'
+        xml = f'"{style} t="inlineStr"><is><t{space}>{text}</t></is></c>'
         tail = xml.encode("ascii", "xmlcharrefreplace")
     if len(value) <= _KEPT_TEXT:
         if len(kept) >= _KEPT_CELLS:
@@ -278,11 +309,19 @@ class PlainRowSheet(WriteOnlyWorksheet):
     def _values_to_row(self, values: Iterable[Any], row_idx: int) -> Iterator[Any]:
         """openpyxl's cells of a row, text kept text: openpyxl makes ``=…`` a formula and
         ``#N/A`` an error, and a 所在 or a name from the 法務局's file must never run as
-        ``=HYPERLINK(…)`` when staff open the list."""
+        ``=HYPERLINK(…)`` when staff open the list. Text is in the text format (``@``)."""
         for cell in super()._values_to_row(values, row_idx):  # type: ignore[misc]
             if cell.data_type in ("f", "e"):
                 cell.data_type = "s"
+            if cell.data_type == "s":
+                cell.number_format = TEXT_FORMAT
             yield cell
+
+    def text_style(self) -> int:
+        """The workbook's number of the cell style in the text format, added when missing."""
+        cell = WriteOnlyCell(self)
+        cell.number_format = TEXT_FORMAT
+        return int(cell.style_id)
 
     def _get_writer(self) -> None:
         if self._writer is None:
@@ -295,7 +334,7 @@ class PlainRowSheet(WriteOnlyWorksheet):
         xf: Any = writer.xf.send(True)
         with xf.element("sheetData"):
             pending: list[bytes] = []
-            plain = PlainRows()
+            plain = PlainRows(self.text_style())
             number = 1
             try:
                 while True:
@@ -343,6 +382,16 @@ class _RawRowWriter(WorksheetWriter):
             xf.flush()
             self._handle.write(b"".join(pending))
             pending.clear()
+
+    def write_breaks(self) -> None:
+        """openpyxl's page breaks, then what openpyxl never writes, in the schema's place
+        after them: no 「数値が文字列として保存されています」 mark on the list's cells, whose
+        「数値に変換する」 would drop 000123's zeros and a 不動産番号's last digits."""
+        super().write_breaks()
+        every_row = f"A1:{get_column_letter(len(LIST_COLUMNS))}{EXCEL_ROWS}"
+        ignored = Element("ignoredErrors")  # (openpyxl's IgnoredError would drop the sqref)
+        SubElement(ignored, "ignoredError", sqref=every_row, numberStoredAsText="1")
+        self.xf.send(ignored)
 
 
 def error_cells(error: ErrorRow) -> list[Any]:
