@@ -1149,6 +1149,13 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "Name the dead letters either by delivery id or with --all (narrowed by --tenant / "
         "--destination / --why), not both and not neither ({actual}).",
     ),
+    (
+        "RK-CON010",
+        E,
+        "{actual} に使えない文字（制御文字または文字の向きを変える文字）が含まれています。入力し直してください。",
+        "{actual} holds a character that cannot be used (a control or text-direction "
+        "character); type it again.",
+    ),
 )
 
 _FORMAT_FIELDS = re.compile(r"{(\w+)}")

@@ -25,6 +25,7 @@ from adapters.console.i18n import (
     waiting_labeller,
     why_labeller,
 )
+from adapters.console.inputs import refused_field
 from adapters.console.session import (
     COOKIE,
     MAX_AGE_SECONDS,
@@ -114,6 +115,32 @@ def _refusal_page(request: Request, refusal: ConsoleRefusal) -> Response:
     )
 
 
+def locked_down(request: Request, response: Response) -> Response:
+    """``response`` with the console's security headers (those it has not set itself)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.url.scheme == "https":  # a browser then never falls back to HTTP
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    return response
+
+
+def framework_refusal_page(request: Request, status: int) -> Response:
+    """The error page, locked down, for what the framework refuses under ``/console/`` before
+    any console route runs (no such path: 404, a method no route takes: 405): not FastAPI's
+    plain JSON without the console's headers. The session is read but not renewed."""
+    request.state.console = read_session(request)
+    return locked_down(request, _refusal_page(request, ConsoleRefusal(status)))
+
+
+def refuse_unusable_input(request: Request) -> None:
+    """RK-CON010 for a query parameter or path segment with a control or text-direction
+    character (adapters/console/inputs.py; a form's fields: ``posted_form``)."""
+    path_params = [(name, str(value)) for name, value in request.path_params.items()]
+    refused = refused_field([*request.query_params.multi_items(), *path_params])
+    if refused is not None:
+        raise ConsoleRefusal(400, refused)
+
+
 class ConsoleRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -122,6 +149,7 @@ class ConsoleRoute(APIRoute):
             state = read_session(request)
             request.state.console = state
             try:
+                refuse_unusable_input(request)
                 response = await handler(request)
             except LoginRequired:
                 target = quote(
@@ -142,10 +170,6 @@ class ConsoleRoute(APIRoute):
                     secure=request.url.scheme == "https",
                     path="/",
                 )
-            for name, value in SECURITY_HEADERS.items():
-                response.headers.setdefault(name, value)
-            if request.url.scheme == "https":  # a browser then never falls back to HTTP
-                response.headers.setdefault("Strict-Transport-Security", HSTS)
-            return response
+            return locked_down(request, response)
 
         return console_handler

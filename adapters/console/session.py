@@ -28,6 +28,8 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
+from adapters.console.inputs import refused_field
+from adapters.inbound import read_body
 from bus import reasons
 from bus.errors import make_finding
 from bus.hub import Hub
@@ -190,15 +192,20 @@ class Form:
 
 
 async def posted_form(request: Request) -> Form:
-    """The url-encoded form of a POST, its CSRF token checked (RK-CON001 otherwise)."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise ConsoleRefusal(413, make_finding("RK-CON001", path="/"))
+    """The url-encoded form of a POST, its CSRF token checked (RK-CON001 otherwise). A body
+    over ``MAX_FORM_BYTES`` is refused (RK-SEC002) as soon as that is known, from its declared
+    length or while it arrives, never held whole: no login is needed to post one."""
+    body = await read_body(request, MAX_FORM_BYTES)
+    if isinstance(body, Finding):
+        raise ConsoleRefusal(413 if body.code == "RK-SEC002" else 400, body)
     try:
         values = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=2000)
     except (UnicodeDecodeError, ValueError) as error:
         raise ConsoleRefusal(400, make_finding("RK-CON001", path="/")) from error
     form = Form(values)
+    refused = refused_field((name, value) for name, found in values.items() for value in found)
+    if refused is not None:
+        raise ConsoleRefusal(400, refused)
     expected = console_state(request).csrf
     if not hmac.compare_digest(form.one("csrf").encode(), expected.encode()):
         raise ConsoleRefusal(403, make_finding("RK-CON001", path="/csrf"))

@@ -57,7 +57,10 @@ def create_store_engine(settings: Settings, **options: Any) -> Engine:
         if url.database:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **options
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            hide_parameters=True,  # an error's text is logged: no 宛名番号, no message body
+            **options,
         )
         synchronous = settings.sqlite_synchronous.value
 
@@ -79,7 +82,13 @@ def create_store_engine(settings: Settings, **options: Any) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    engine = create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url), **options)
+    engine = create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args=_connect_args(url),
+        hide_parameters=True,  # as above
+        **options,
+    )
     lock_timeout_ms = round(settings.database_lock_timeout * 1000)
     if url.get_backend_name() == "postgresql" and lock_timeout_ms > 0:
 
