@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from bus.catalogue import load_catalogue
 from bus.cli import app
+from bus.hub import Hub
 from bus.pipeline import Delivery, Message
 from bus.samplegen.messages import MessageSpec, build_message, serialize
 from bus.settings import Settings
@@ -709,3 +710,15 @@ def test_next_sequences_hands_out_repeated_keys_in_order(store: Store) -> None:
         assert next_sequences(session, []) == []
     with store.sessions() as session:  # committed
         assert next_sequences(session, [a]) == [6]
+
+
+@pytest.mark.parametrize(("message_id", "tenant"), [("\x00", None), ("a\x00b", "412066")])
+def test_an_id_with_a_nul_is_a_message_that_does_not_exist(
+    hub: Hub, message_id: str, tenant: str | None
+) -> None:
+    """No stored id holds NUL; PostgreSQL refuses to compare with one (a 500 from the status
+    GET ``/api/v1/messages/%00``), SQLite answers nothing: both are RK-STO002."""
+    with hub.store.sessions() as session, pytest.raises(StoreQueryError) as refused:
+        show_message(session, message_id, tenant)
+    assert refused.value.finding.code == "RK-STO002"
+    assert "\x00" not in refused.value.finding.message_en

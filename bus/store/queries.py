@@ -235,6 +235,9 @@ def find_message(
     ``parties``: only a message one of these systems sent or receives counts, so a caller
     learns nothing of others' messages — not even that another tenant has one with this id
     (several others' would otherwise make RK-STO003, an existence oracle)."""
+    if "\x00" in message_id or "\x00" in (tenant or ""):  # no stored id holds one, and
+        shown = message_id.replace("\x00", "\\x00")  # PostgreSQL refuses to compare with it
+        raise StoreQueryError(make_finding("RK-STO002", path="/", actual=shown))
     query = select(StoredMessage).where(StoredMessage.message_id == message_id)
     if tenant:
         query = query.where(StoredMessage.tenant == tenant)
