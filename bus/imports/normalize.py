@@ -1,8 +1,10 @@
 """Normalisation before owner matching (名寄せ): names, kana, addresses, corporations, 持分.
 
 Only what is the *same name written differently* is folded: character width, spaces, kana
-forms, and the variant kanji listed in ``variant_kanji.csv`` (髙→高, 﨑→崎, 齋→斎 …). 斎 and 斉
-are different names and stay apart: the table is data, reviewed by staff, never NFKC.
+forms, variation selectors (an IVS such as 葛󠄀 = 葛 U+E0100 is a glyph of its base character:
+住民記録 keeps them, the 法務局's files mostly not) and the variant kanji listed in
+``variant_kanji.csv`` (髙→高, 﨑→崎, 齋→斎 …). 斎 and 斉 are different names and stay apart:
+the table is data, reviewed by staff, never NFKC.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ _SIGNS = str.maketrans(
     {"\u301c": "～", **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63", "－")}
 )
 _SPACE = re.compile(r"[\s\u3000]+")
+# variation selectors (VS1–16, IVS VS17–256): dropped, the base character is the name
+_SELECTORS = (*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0))
 
 
 @cache
@@ -33,16 +37,17 @@ def variant_table(path: Path = VARIANT_TABLE) -> dict[int, str]:
 
 
 def fold_text(text: str) -> str:
-    """Width (full-width ASCII → ASCII, half-width kana → full-width), signs and variants."""
+    """Width (full-width ASCII → ASCII, half-width kana → full-width), signs, variants and
+    variation selectors (dropped)."""
     return _widen_kana(text).translate(_fold_table())
 
 
 @cache
 def _fold_table() -> dict[int, str]:
     """The signs, then the width (:func:`to_half_width`), then the variants, character by
-    character, as one table: one pass over the text instead of three."""
+    character, as one table: one pass over the text instead of three; selectors dropped."""
     variants = variant_table()
-    table = {}
+    table = dict.fromkeys(_SELECTORS, "")
     for code in {*_SIGNS, *HALF_WIDTH, *variants}:  # any other character stays as it is
         folded = to_half_width(chr(code).translate(_SIGNS)).translate(variants)
         if folded != chr(code):

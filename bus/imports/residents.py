@@ -56,7 +56,8 @@ create table if not exists key_versions (tenant text primary key, version intege
 # corporation give for a name already stored (normalize.py says so at its keys). A tenant's
 # rows stored with an older version, or before versions were kept (none), are outdated.
 # 1: corporate forms ㈳ ㈶ (福) (医) NPO法人, a 大字 ending like a prefecture or 郡 kept.
-KEY_VERSION = 1
+# 2: variation selectors (IVS) dropped from names and addresses.
+KEY_VERSION = 2
 EXTRACT_COLUMNS = ("宛名番号", "氏名", "氏名カナ", "住所", "住民種別", "住民状態", "法人番号")
 REQUIRED_COLUMNS = ("宛名番号", "氏名")  # the others may be missing or empty
 _SHOWN_AS_IS = 2  # a cell this short is a (wrong) code or word such as 消除, not a full name

@@ -84,15 +84,33 @@ class FixedRecord:
 
 def _undecodable(raw: bytes, key: FixedField, codec: Codec) -> FieldFailure:
     """RK-MAP020 when the field's bytes read once the character cut at its start or end is
-    left out (a layout whose widths were counted in characters, not bytes), else RK-MAP007."""
-    for inner in (raw[:-1], raw[1:], raw[1:-1]):
-        try:
-            codec.decode(inner)
-        except (UnicodeDecodeError, ValueError):
-            continue
-        where = f"{key.start + 1}–{key.start + key.size}"
-        return FieldFailure("RK-MAP020", actual=where, expected=len(codec.encode("あ")))
+    left out (a layout whose widths were counted in characters, not bytes), else RK-MAP007.
+
+    A cut character leaves up to its length less one byte on either side: one for CP932's
+    double-byte characters, up to three for UTF-8's four-byte ones (𠮷)."""
+    most = _longest_character(codec) - 1
+    for head in range(most + 1):
+        for tail in range(most + 1):
+            if (not head and not tail) or head + tail > len(raw):
+                continue
+            try:
+                codec.decode(raw[head : len(raw) - tail])
+            except (UnicodeDecodeError, ValueError):
+                continue
+            where = f"{key.start + 1}–{key.start + key.size}"
+            return FieldFailure("RK-MAP020", actual=where, expected=len(codec.encode("あ")))
     return FieldFailure("RK-MAP007", expected="decode", actual=raw.hex())
+
+
+def _longest_character(codec: Codec) -> int:
+    """Bytes of the encoding's longest character: 𠮷's (4 in UTF-8) when it has one, else a
+    全角 character's (2 in CP932)."""
+    for sample in ("\U00020bb7", "あ"):
+        try:
+            return len(codec.encode(sample))
+        except (UnicodeEncodeError, ValueError):
+            continue
+    return 2
 
 
 def _blank(chunk: bytes, codec: Codec) -> bool:
