@@ -179,6 +179,20 @@ class DeadSelection:
     through: int
     dead_by: datetime
 
+    def page(self, session: Session, after: int, limit: int) -> list[tuple[int, str | None]]:
+        """(delivery id, why) of the next keyset page (ids above ``after``), up to
+        ``through``."""
+        rows = dead_reasons_page(
+            session,
+            tenant=None,
+            destination=self.destination,
+            limit=limit,
+            after=after,
+            tenants=self.tenants,
+            dead_by=self.dead_by,
+        )
+        return [(delivery, why) for delivery, why in rows if delivery <= self.through]
+
 
 def dead_whys(
     sessions: sessionmaker[Session], selection: DeadSelection, page: int = 500
@@ -189,21 +203,12 @@ def dead_whys(
     after = 0
     while after < selection.through:
         with sessions() as session:
-            rows = dead_reasons_page(
-                session,
-                tenant=None,
-                destination=selection.destination,
-                limit=page,
-                after=after,
-                tenants=selection.tenants,
-                dead_by=selection.dead_by,
-            )
+            rows = selection.page(session, after, page)
         if not rows:
             break
         after = rows[-1][0]
-        for delivery, why in rows:
-            if delivery <= selection.through:
-                counts[why or ""] = counts.get(why or "", 0) + 1
+        for _delivery, why in rows:
+            counts[why or ""] = counts.get(why or "", 0) + 1
     return counts
 
 
@@ -227,20 +232,8 @@ def act_on_dead_page(
     """Redeliver or discard the next page of the selection (ids above ``after``) in one
     transaction: the paged work of acting on every dead letter, one step at a time."""
     with sessions() as session:
-        page = dead_reasons_page(
-            session,
-            tenant=None,
-            destination=selection.destination,
-            limit=limit,
-            after=after,
-            tenants=selection.tenants,
-            dead_by=selection.dead_by,
-        )
-    chosen = [
-        delivery
-        for delivery, why in page
-        if delivery <= selection.through and (selection.why is None or why == selection.why)
-    ]
+        page = selection.page(session, after, limit)
+    chosen = [delivery for delivery, why in page if selection.why is None or why == selection.why]
     changed = 0
     if chosen:
         act = redeliver if action == "redeliver" else discard
