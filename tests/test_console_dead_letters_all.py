@@ -36,7 +36,7 @@ from bus.settings import Settings
 from bus.store.audit import AuditEntry, append_audits
 from bus.store.db import Store, open_store
 from bus.store.models import AuditRecord, Delivery, DestinationState, StoredMessage
-from tests.support.browser import CHROMIUM, require_chromium
+from tests.support.browser import CHROMIUM, log_in, require_chromium
 from tests.support.hub_server import HubServer, hub_server
 
 pytestmark = pytest.mark.console
@@ -375,11 +375,7 @@ def test_in_the_browser_an_operator_redelivers_all_of_a_destination(backlog: Bac
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_context(locale="ja-JP").new_page()
         page.set_default_timeout(60_000)
-        page.goto(f"{backlog.server.url}/console/login")
-        page.get_by_label("利用者名").fill("hub.browser")
-        page.get_by_label("パスワード").fill(PASSWORD)
-        page.get_by_role("button", name="ログイン").click()
-        page.wait_for_url("**/console/")
+        log_in(page, backlog.server.url, "hub.browser", PASSWORD)
 
         started = time.monotonic()
         page.goto(f"{backlog.server.url}/console/dead-letters")
@@ -428,11 +424,7 @@ def test_ten_thousand_are_redelivered_from_the_browser_without_a_long_request(
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_context(locale="ja-JP").new_page()
         page.set_default_timeout(120_000)
-        page.goto(f"{backlog.server.url}/console/login")
-        page.get_by_label("利用者名").fill("hub.browser")
-        page.get_by_label("パスワード").fill(PASSWORD)
-        page.get_by_role("button", name="ログイン").click()
-        page.wait_for_url("**/console/")
+        log_in(page, backlog.server.url, "hub.browser", PASSWORD)
         started = time.monotonic()
         page.goto(f"{backlog.server.url}/console/dead-letters/all?destination=kotei")
         print(f"\nconfirmation over 10,000: {time.monotonic() - started:.2f} s")

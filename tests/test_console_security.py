@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from bus.settings import Settings
 from bus.store.db import create_store_engine
 from tests.conftest import require_service
-from tests.support.browser import CHROMIUM, require_chromium
+from tests.support.browser import CHROMIUM, log_in, require_chromium
 from tests.support.hub_server import RENKEI, HubServer, hub_server
 from tests.support.postgres import scratch_database
 
@@ -231,11 +231,7 @@ def _visit_without_script(browser: Any, url: str) -> None:
         dialog.dismiss()
 
     page.on("dialog", on_dialog)
-    page.goto(f"{url}/console/login")
-    page.get_by_label("利用者名").fill("hub.staff")
-    page.get_by_label("パスワード").fill(PASSWORD)
-    page.get_by_role("button", name="ログイン").click()
-    page.wait_for_url("**/console/")
+    log_in(page, url, "hub.staff", PASSWORD)
     hostile = quote(PAYLOAD)
     for path, shown in (
         ("/console/destinations", True),

@@ -38,7 +38,7 @@ from bus.security.operators import Role, add_operator
 from bus.settings import Settings
 from bus.store.db import open_store
 from bus.store.models import Delivery, StoredMessage
-from tests.support.browser import CHROMIUM, require_chromium
+from tests.support.browser import CHROMIUM, log_in, require_chromium
 from tests.support.hub_server import HubServer, hub_server
 
 pytestmark = pytest.mark.console
@@ -338,11 +338,7 @@ def test_select_all_says_it_covers_the_shown_and_back_returns_to_the_filter(hub:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_context(locale="ja-JP").new_page()
         page.set_default_timeout(30_000)
-        page.goto(f"{hub.server.url}/console/login")
-        page.get_by_label("利用者名").fill("takeo.browser")
-        page.get_by_label("パスワード").fill(PASSWORD)
-        page.get_by_role("button", name="ログイン").click()
-        page.wait_for_url("**/console/")
+        log_in(page, hub.server.url, "takeo.browser", PASSWORD)
 
         page.goto(f"{hub.server.url}/console/dead-letters")
         page.get_by_label("表示中の 1,000 件をすべて選択").check()

@@ -28,7 +28,7 @@ from bus.imports.worklist import Worklist
 from bus.security.operators import Role, add_operator
 from bus.settings import Settings
 from bus.store.db import open_store
-from tests.support.browser import CHROMIUM, require_chromium
+from tests.support.browser import CHROMIUM, log_in, require_chromium
 from tests.support.hub_server import HubServer, hub_server, serialize
 from tests.support.towns import message, message_id
 
@@ -187,16 +187,8 @@ def page() -> Iterator[Any]:
         browser.close()
 
 
-def _log_in(page: Any, url: str) -> None:
-    page.goto(f"{url}/console/login")
-    page.get_by_label("利用者名").fill("takeo.ops")
-    page.get_by_label("パスワード").fill(PASSWORD)
-    page.get_by_role("button", name="ログイン").click()
-    page.wait_for_url("**/console/")
-
-
 def test_back_from_a_found_message_returns_to_the_results(hub: Hub, page: Any) -> None:
-    _log_in(page, hub.server.url)
+    log_in(page, hub.server.url, "takeo.ops", PASSWORD)
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     page.get_by_role("link", name="メッセージ検索").click()

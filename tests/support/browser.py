@@ -26,3 +26,12 @@ def require_chromium() -> Any:
             pytest.fail(f"RENKEI_REQUIRE_SERVICES=1 but {reason}")
         pytest.skip(reason)
     return sync_api
+
+
+def log_in(page: Any, base_url: str, username: str, password: str) -> None:
+    """Log ``page`` in to the console at ``base_url`` (the hub's root URL) as ``username``."""
+    page.goto(f"{base_url}/console/login")
+    page.get_by_label("利用者名").fill(username)
+    page.get_by_label("パスワード").fill(password)
+    page.get_by_role("button", name="ログイン").click()
+    page.wait_for_url("**/console/")
