@@ -176,14 +176,20 @@ def _wsdl_from(
     return server, server.base + "/zeimu"
 
 
+def _via(proxy: RawServer, proxied: bool) -> str:
+    """The end of a WSDL error the proxy carried: it names the proxy (docs/operations.md)."""
+    return f" via proxy {proxy.base.removeprefix('http://')} (NO_PROXY)" if proxied else ""
+
+
 @pytest.mark.parametrize("proxied", [False, True], ids=["direct", "proxy"])
 def test_a_trickled_wsdl_ends_at_the_timeout(
     serve: Callable[[Answer], RawServer], no_proxy: pytest.MonkeyPatch, proxied: bool
 ) -> None:
     """``requests.get(timeout=…)`` is per read: the WSDL fetch took the trickle's 6 s."""
-    _, url = _wsdl_from(serve, no_proxy, proxied, lambda method, target: trickled(b"<w/>"))
+    server, url = _wsdl_from(serve, no_proxy, proxied, lambda method, target: trickled(b"<w/>"))
     result, elapsed = _timed(lambda: _soap(url))
-    assert result.outcome is Outcome.RETRY and result.error == "timeout: WSDL ReadTimeout"
+    assert result.outcome is Outcome.RETRY
+    assert result.error == "timeout: WSDL ReadTimeout" + _via(server, proxied)
     assert elapsed < LATE
 
 
@@ -195,7 +201,7 @@ def test_a_wsdl_too_long_to_hold_is_not_read(
     server, url = _wsdl_from(serve, no_proxy, proxied, lambda method, target: flooded())
     result = _soap(url)
     assert result.outcome is Outcome.RETRY
-    assert result.error == f"WSDL HTTP 200 {OVERSIZED}"
+    assert result.error == f"WSDL HTTP 200 {OVERSIZED}" + _via(server, proxied)
     time.sleep(0.2)
     assert server.sent < MAX_BODY + 8 * 1024 * 1024
 
@@ -207,7 +213,7 @@ def test_a_wsdl_redirect_is_not_followed(
     """``requests`` followed the WSDL's redirects wherever they led (another host
     included): what the hub loaded as the system's contract was whatever was there."""
     elsewhere = serve(lambda method, target: whole(b"<definitions/>"))
-    _, url = _wsdl_from(
+    server, url = _wsdl_from(
         serve,
         no_proxy,
         proxied,
@@ -215,7 +221,7 @@ def test_a_wsdl_redirect_is_not_followed(
     )
     result = _soap(url)
     assert result.outcome is Outcome.RETRY
-    assert result.error == "WSDL unexpected HTTP 302 Found"
+    assert result.error == "WSDL unexpected HTTP 302 Found" + _via(server, proxied)
     assert elsewhere.requests == []
 
 

@@ -100,6 +100,11 @@ app = _Renkei(
 )
 
 
+#: Commands whose standard error is the hub's JSON log lines (one object a line): no plain
+#: notice among them
+_LOGS_JSON = frozenset({"serve", "worker"})
+
+
 @app.callback()
 def _group(ctx: typer.Context) -> None:
     """Keeps ``renkei COMMAND`` a command group when the app holds a single command, as it
@@ -111,6 +116,8 @@ def _group(ctx: typer.Context) -> None:
     if ctx.resilient_parsing or ctx.meta.get(_ASKS_HELP) or offline:
         return
     check_settings()
+    if ctx.invoked_subcommand in _LOGS_JSON:  # their store.migrated log line says it
+        return
     from bus.cli.migration_notice import announce_migrations
 
     announce_migrations()  # a store this command upgrades is named on the terminal
