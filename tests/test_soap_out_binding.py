@@ -32,9 +32,10 @@ def _shuffled(value: Value, rng: random.Random) -> Value:
 
 
 def _outline(element: etree._Element) -> list[tuple[str, str]]:
-    """Every element's tag and text in document order (attributes are not carried by name)."""
+    """Every element's tag and text in document order (attributes are not carried by name:
+    a 外字 travels as its 代替文字, docs/mapping-guide.md)."""
     return [
-        (node.tag, (node.text or "").strip())
+        (node.tag, node.get("alt", node.text or "").strip())
         for node in element.iter()
         if isinstance(node.tag, str)
     ]

@@ -21,6 +21,7 @@ from typing import Union
 from lxml import etree
 
 from bus.catalogue import NS_ENVELOPE, NS_EXTENSION, NS_SERVICE, NS_STANDARD, XS
+from bus.mapping.operations import alt_for_private_use
 from bus.samplegen.content_model import ContentModel
 
 # A field value: an item's text, a group of fields, or the occurrences of a repeated element.
@@ -51,10 +52,12 @@ def _local(tag: str) -> str:
 
 def element_value(element: etree._Element) -> Value:
     """An element's text when it is a leaf, else its children by local name (a name that
-    occurs more than once becomes a list)."""
+    occurs more than once becomes a list). The system's contract has no ``alt``: a 外字's
+    text is its 代替文字 (:func:`~bus.mapping.operations.alt_for_private_use`)."""
     children = [child for child in element if isinstance(child.tag, str)]
     if not children:
-        return element.text or ""
+        text, alt = element.text or "", element.get("alt")
+        return text if alt is None else alt_for_private_use(text, alt)
     fields: Fields = {}
     for child in children:
         name, value = _local(child.tag), element_value(child)

@@ -156,6 +156,18 @@ def pad(length: int, char: str, side: str) -> Op:
 _PRIVATE_USE = re.compile("[\ue000-\uf8ff\U000f0000-\U0010ffff]")
 
 
+def alt_for_private_use(text: str, alt: str | None) -> str:
+    """``text`` read from the standard document for a form without ``alt``: a PUA code point
+    means something only in the sending system, so each one becomes the character at its
+    position in ``alt`` (same length), else the whole ``alt`` replaces the text; with no
+    ``alt`` (ingest flags that, RK-DOM021) the text stays as it is."""
+    if not alt or text.isprintable() or _PRIVATE_USE.search(text) is None:
+        return text  # nearly always: isprintable is False for every PUA character
+    if len(alt) != len(text):
+        return alt
+    return "".join(alt[index] if _PRIVATE_USE.match(ch) else ch for index, ch in enumerate(text))
+
+
 def gaiji_in(
     table: dict[str, GaijiEntry], name: str, unknown: str | None = None
 ) -> Callable[[str], Value]:

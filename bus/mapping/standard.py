@@ -17,6 +17,7 @@ from lxml import etree
 
 from bus.catalogue import NS_ENVELOPE, NS_EXTENSION, NS_SERVICE, NS_STANDARD
 from bus.mapping.layout import Group, Leaf, service_layout
+from bus.mapping.operations import alt_for_private_use
 from bus.mapping.values import DictRecord, Text
 
 PREFIXES = {NS_SERVICE: "svc", NS_STANDARD: "std", NS_EXTENSION: "ext", NS_ENVELOPE: "env"}
@@ -125,7 +126,11 @@ def write_service(service: str, record: DictRecord) -> bytes:
 
 def read_service(element: etree._Element) -> DictRecord:
     """A service element's items as a record (extension block flattened into it; repeating
-    groups as lists). Attributes become a :class:`Text` value."""
+    groups as lists). Attributes become a :class:`Text` value.
+
+    The record feeds an outbound section, whose forms have no ``alt``: a 外字's text is read
+    as its 代替文字 (:func:`~bus.mapping.operations.alt_for_private_use`), the ``alt``
+    attribute kept for an explicit ``from: item@alt``."""
     record = DictRecord()
     _read_into(element, record, service_layout(etree.QName(element).localname))
     return record
@@ -146,8 +151,10 @@ def _read_into(element: etree._Element, record: DictRecord, layout: Group) -> No
         name = tag.rpartition("}")[2]
         text = child.text or ""
         if child.attrib:
-            attributes = ((str(k), str(v)) for k, v in child.attrib.items())
-            record.data[name] = Text(text, tuple(sorted(attributes)))
+            attributes = tuple(sorted((str(k), str(v)) for k, v in child.attrib.items()))
+            alt = child.get("alt")
+            text = text if alt is None else alt_for_private_use(text, alt)
+            record.data[name] = Text(text, attributes)
         else:
             record.data[name] = text
 
