@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.receivers import free_port
 
 UVICORN = Path(sys.executable).with_name("uvicorn")
@@ -43,6 +45,7 @@ def test_one_worker_prints_the_coded_line_and_exits_non_zero(tmp_path: Path) -> 
     assert not (tmp_path / "data").exists()  # no store was made
 
 
+@pytest.mark.slow
 def test_several_workers_stop_instead_of_restarting(tmp_path: Path) -> None:
     done = _uvicorn(tmp_path / "data", "--workers", "2")
     assert "Traceback" not in done.stderr and "ValidationError" not in done.stderr

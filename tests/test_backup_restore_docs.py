@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bus.catalogue import NS_ENVELOPE
 from tests.support.hub_server import ROOT, hub_server, sample, serialize
@@ -49,6 +50,7 @@ def _acknowledged_under_load(
                 acked.append((message_id, time.monotonic()))
 
 
+@pytest.mark.slow
 def test_the_documented_backup_under_load_restores_into_a_fresh_data_dir(tmp_path: Path) -> None:
     live, backups, restored = tmp_path / "live", tmp_path / "backup", tmp_path / "restored"
     backups.mkdir()

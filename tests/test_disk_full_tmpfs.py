@@ -168,6 +168,7 @@ def test_senders_meet_a_full_disk_with_coded_503s_and_the_hub_recovers_by_itself
     assert all(e["code"] == "RK-OPS015" for e in workers), workers  # not "cannot be reached"
 
 
+@pytest.mark.slow
 def test_an_import_stopped_by_a_full_disk_is_coded_and_resumes_with_the_right_counts(
     tiny_disk: TinyDisk, tmp_path: Path
 ) -> None:

@@ -185,6 +185,7 @@ def test_ctrl_c_stops_a_parallel_import_cleanly_and_a_rerun_resumes(tmp_path: Pa
     assert _finish(notices, data, jobs=2) == "新規 8000 / 重複 0 / エラー 0"
 
 
+@pytest.mark.slow
 def test_an_import_stopped_twice_counts_both_tails(tmp_path: Path) -> None:
     """The first run leaves stored records past its cursor; the second is killed before it
     commits anything; the third still counts the first's records 新規."""

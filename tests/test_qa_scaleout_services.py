@@ -80,6 +80,7 @@ def _log_events(path: Path) -> list[dict[str, object]]:
 
 @pytest.mark.services
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_a_hung_broker_does_not_hold_up_acknowledgements(
     postgres_url: str, silent_broker: str, tmp_path: Path
 ) -> None:
@@ -147,6 +148,7 @@ def _worker_config(tmp_path: Path, receiver: Receiver) -> Path:
 
 @pytest.mark.services
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_a_worker_reports_a_database_outage_once_and_recovers_by_itself(
     postgres_url: str,
     rabbitmq_url: str,

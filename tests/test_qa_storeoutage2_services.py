@@ -47,6 +47,7 @@ def _renkei(
 
 @pytest.mark.services
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_an_outage_logs_no_traceback_per_batch(postgres_url: str, tmp_path: Path) -> None:
     """Each message refused during an outage also logged "a batch of 1 messages failed" with
     the driver's whole traceback in the JSON line's ``exception``, beside the one RK-OPS001
@@ -72,6 +73,7 @@ def test_an_outage_logs_no_traceback_per_batch(postgres_url: str, tmp_path: Path
 
 @pytest.mark.services
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_a_locked_table_refuses_after_one_lock_wait(postgres_url: str, tmp_path: Path) -> None:
     """Behind a table locked elsewhere, a message waited for the lock in its batch's
     transaction and then again alone: its 503 came after twice RENKEI_DATABASE_LOCK_TIMEOUT.
@@ -139,6 +141,7 @@ def test_a_failed_group_commit_is_not_retried_lock_wait_by_lock_wait(
 
 @pytest.mark.services
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_purge_waits_for_a_lock_held_longer_than_the_hubs_bound(
     postgres_url: str, tmp_path: Path
 ) -> None:

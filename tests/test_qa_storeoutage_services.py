@@ -147,6 +147,7 @@ def test_a_table_locked_elsewhere_refuses_the_ingest_instead_of_hanging(
     assert sum(event.startswith(STORE_UNLOCKED) for event in events) == 1
 
 
+@pytest.mark.slow
 def test_migrations_wait_for_their_locks_without_the_hubs_bound(
     postgres_url: str, tmp_path: Path
 ) -> None:
@@ -184,6 +185,7 @@ def test_migrations_wait_for_their_locks_without_the_hubs_bound(
 
 
 @pytest.mark.hotfolder
+@pytest.mark.slow
 def test_the_folder_watcher_survives_a_database_outage_and_resumes(
     postgres_url: str, tmp_path: Path
 ) -> None:

@@ -18,6 +18,7 @@ from tests.support.receivers import wait_for
 pytestmark = [pytest.mark.postgres, pytest.mark.services]
 
 
+@pytest.mark.slow
 def test_two_worker_processes_serve_soap_and_rest(
     tmp_path: Path, postgres_url: str, rabbitmq_url: str
 ) -> None:
