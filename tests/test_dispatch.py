@@ -617,11 +617,24 @@ def test_destinations_refuse_a_system_that_is_not_configured(
         assert paused_destinations(session) == set()
 
 
-@pytest.mark.parametrize("reason", ["", " ", "   ", "\u3000\t", "x" * 201])
-def test_operator_commands_refuse_a_blank_or_long_reason(
-    store: Store, store_settings: Settings, reason: str
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [
+        ("", "RK-CON002"),
+        (" ", "RK-CON002"),
+        ("   ", "RK-CON002"),
+        ("\u3000\t", "RK-CON002"),
+        ("x" * 201, "RK-CON002"),
+        ("復旧後\x00に再送", "RK-CON010"),  # PostgreSQL refuses NUL in text
+        ("復旧後\x1b[2Jに再送", "RK-CON010"),  # a terminal escape, for whoever reads the audit
+        ("復旧後\u202eに再送", "RK-CON010"),  # reads as other words in the audit display
+    ],
+)
+def test_operator_commands_refuse_a_blank_long_or_unusable_reason(
+    store: Store, store_settings: Settings, reason: str, code: str
 ) -> None:
-    """The console's rule (RK-CON002): blank after stripping, or over 200 characters."""
+    """The console's rules: blank after stripping, or over 200 characters (RK-CON002); a
+    control or text-direction character (RK-CON010)."""
     dead = add_message(store.sessions, "A", ("juki",))[1][0]
     with store.sessions.begin() as session:
         session.get_one(Delivery, dead).state = "dead"
@@ -633,7 +646,7 @@ def test_operator_commands_refuse_a_blank_or_long_reason(
     ):
         refused = _cli(store_settings, *command, "--reason", reason)
         assert refused.exit_code == 2, (command, refused.output)
-        assert "RK-CON002" in refused.output, command
+        assert code in refused.output, command
         assert not isinstance(refused.exception, ValueError)
     assert states(store.sessions) == {dead: "dead"}
     with store.sessions() as session:

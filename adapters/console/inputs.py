@@ -6,27 +6,16 @@ refuses a NUL in text (the request failed with a 500 whose logged SQL parameters
 was typed, a searched 宛名番号 among them); a terminal escape in a reason reaches whoever
 reads the audit trail in a terminal; a right-to-left override makes a reason shown in the
 audit read as other words. Tab, line feed and carriage return are whitespace, which the
-fields that keep text normalise (bus/reasons.py)."""
+fields that keep text normalise (bus/reasons.py, which holds the rule: a CLI reason
+obeys it too)."""
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable
 
 from bus.errors import make_finding
 from bus.pipeline import Finding
-
-_WHITESPACE = frozenset("\t\n\r")
-#: Unicode's explicit direction embeddings, overrides and isolates (UAX #9) and the marks.
-_DIRECTION = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def unusable(text: str) -> bool:
-    """Whether ``text`` holds a control (C0, DEL, C1) or a text-direction character."""
-    return any(
-        (unicodedata.category(char) == "Cc" and char not in _WHITESPACE) or char in _DIRECTION
-        for char in text
-    )
+from bus.reasons import unusable
 
 
 def refused_field(fields: Iterable[tuple[str, str]]) -> Finding | None:
