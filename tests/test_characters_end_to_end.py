@@ -13,11 +13,8 @@ RK-MAP007 dead letter for the CP932 destination, never a ? or a 〓 in its file.
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,10 +31,10 @@ from adapters.rest.json_form import Node, child_table, to_json
 
 from .conftest import SAMPLE_CONFIG_DIR
 from .support.hub_server import sample, soap_envelope
-from .support.receivers import free_port, wait_for
+from .support.receivers import wait_for
+from .support.samples_hub import RENKEI, sample_ports_freed, serve_with_samples
 
 pytestmark = [pytest.mark.interop, pytest.mark.hotfolder]
-RENKEI = str(Path(sys.executable).with_name("renkei"))
 STD = "{urn:renkei:platform:standard:1}"
 ENV = "{urn:renkei:platform:envelope:1}"
 TENANT = "412066"
@@ -100,13 +97,8 @@ def _config(tmp: Path) -> tuple[Path, dict[str, str], dict[str, Path]]:
     config = tmp / "config"
     shutil.copytree(SAMPLE_CONFIG_DIR, config)
     path = config / "systems.yaml"
-    text = path.read_text(encoding="utf-8")
-    urls: dict[str, str] = {}
-    for port, system in re.findall(r"http://127\.0\.0\.1:(1810\d)/([a-z]+)", text):
-        new = f"http://127.0.0.1:{free_port()}/{system}"
-        text = text.replace(f"http://127.0.0.1:{port}/{system}", new)
-        urls[system] = new
-    document = yaml.safe_load(text)
+    urls = sample_ports_freed(path)
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
     folders: dict[str, Path] = {}
     mappings = tmp / "mappings"  # beside the configuration: every YAML file in it is config
     mappings.mkdir()
@@ -133,38 +125,8 @@ def _config(tmp: Path) -> tuple[Path, dict[str, str], dict[str, Path]]:
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     tmp = tmp_path_factory.mktemp("characters")
     config, urls, folders = _config(tmp)
-    env = {**os.environ, "RENKEI_DATA_DIR": str(tmp / "data"), "RENKEI_CONFIG_DIR": str(config)}
-    env.pop("RENKEI_DATABASE_URL", None)
-    env.pop("RENKEI_BROKER_URL", None)
-    port = free_port()
-    log = tmp / "serve.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [RENKEI, "serve", "--port", str(port), "--samples"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _answers(f"{url}/healthz") or process.poll() is not None, 20)
-        assert process.poll() is None, log.read_text(encoding="utf-8", errors="replace")
+    with serve_with_samples(config, tmp) as (url, env, log):
         yield Hub(url, env, urls, folders, log)
-        assert process.poll() is None, "the hub exited"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _subject() -> str:

@@ -11,9 +11,7 @@ read as its own 外字 (滞納管理's table maps U+E000 to 𠮷, CP932 writes i
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,15 +26,9 @@ from bus.mapping.operations import alt_for_private_use
 
 from .conftest import SAMPLE_CONFIG_DIR
 from .support.hub_server import sample, soap_envelope
-from .support.receivers import free_port, wait_for
-from .test_characters_end_to_end import (
-    RENKEI,
-    Hub,
-    _answers,
-    _batch_line,
-    _received,
-    _subject,
-)
+from .support.receivers import free_port
+from .support.samples_hub import serve_with_samples
+from .test_characters_end_to_end import Hub, _batch_line, _received, _subject
 
 pytestmark = [pytest.mark.interop, pytest.mark.hotfolder]
 STD = "{urn:renkei:platform:standard:1}"
@@ -136,31 +128,8 @@ def _config(tmp: Path) -> tuple[Path, dict[str, str], dict[str, Path]]:
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     tmp = tmp_path_factory.mktemp("gaiji")
     config, urls, folders = _config(tmp)
-    env = {**os.environ, "RENKEI_DATA_DIR": str(tmp / "data"), "RENKEI_CONFIG_DIR": str(config)}
-    env.pop("RENKEI_DATABASE_URL", None)
-    env.pop("RENKEI_BROKER_URL", None)
-    port = free_port()
-    log = tmp / "serve.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [RENKEI, "serve", "--port", str(port), "--samples"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _answers(f"{url}/healthz") or process.poll() is not None, 20)
-        assert process.poll() is None, log.read_text(encoding="utf-8", errors="replace")
+    with serve_with_samples(config, tmp) as (url, env, log):
         yield Hub(url, env, urls, folders, log)
-        assert process.poll() is None, "the hub exited"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _send_soap(hub: Hub) -> str:

@@ -5,11 +5,9 @@ a resident change (住民異動通知) reaches 税 (zeimu, SOAP), 国保 (kokuho
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +16,9 @@ from typing import Any
 import pytest
 
 from .conftest import SAMPLE_CONFIG_DIR
-from .support.receivers import free_port, wait_for
+from .support.samples_hub import RENKEI, sample_ports_freed, serve_with_samples
 
 pytestmark = pytest.mark.interop
-RENKEI = Path(sys.executable).with_name("renkei")
 
 
 def _get(url: str) -> Any:
@@ -29,54 +26,14 @@ def _get(url: str) -> Any:
         return json.loads(answer.read())
 
 
-def _up(url: str) -> bool:
-    try:
-        return bool(_get(url))
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
     """A hub with its sample systems on free ports; yields (hub URL, env, system URLs)."""
     config = tmp_path / "config"
     shutil.copytree(SAMPLE_CONFIG_DIR, config)
-    systems = config / "systems.yaml"
-    text = systems.read_text(encoding="utf-8")
-    urls: dict[str, str] = {}
-    for port, system in re.findall(r"http://127\.0\.0\.1:(1810\d)/([a-z]+)", text):
-        new = f"http://127.0.0.1:{free_port()}/{system}"
-        text = text.replace(f"http://127.0.0.1:{port}/{system}", new)
-        urls[system] = new
-    systems.write_text(text, encoding="utf-8")
-    env = {
-        **os.environ,
-        "RENKEI_DATA_DIR": str(tmp_path / "data"),
-        "RENKEI_CONFIG_DIR": str(config),
-    }
-    env.pop("RENKEI_DATABASE_URL", None)
-    port = free_port()
-    log = tmp_path / "serve.log"  # a file, not a pipe: nobody reads a pipe while tests run
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [str(RENKEI), "serve", "--port", str(port), "--samples"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _up(f"{url}/healthz") or process.poll() is not None, timeout=15)
-        assert process.poll() is None, _tail(log)
+    urls = sample_ports_freed(config / "systems.yaml")
+    with serve_with_samples(config, tmp_path) as (url, env, _log):
         yield url, env, urls
-        assert process.poll() is None, f"the hub exited ({process.returncode}): {_tail(log)}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _tail(log: Path, lines: int = 40) -> str:

@@ -8,7 +8,7 @@ cursor to continue from; reading again from an old cursor returns the same entri
 retention purges them (then 410, RK-FED003).
 
 A store that cannot be reached now is answered 503 RK-STO008 with ``Retry-After`` (a poller
-comes back later), logged once per outage, as the status GET does (``_lookup_failure``).
+comes back later), logged once per outage, as the status GET does (``store_read_failure``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from adapters.inbound import Caller, identify, known_service, unknown_service
-from adapters.rest.messages import API_KEY, KEY_OR_ADDRESS, _lookup_failure
+from adapters.rest.messages import API_KEY, KEY_OR_ADDRESS, store_read_failure
 from adapters.rest.problem import ProblemRouter, problem, problem_responses
 from bus.errors import make_finding
 from bus.feeds import (
@@ -198,7 +198,7 @@ async def get_feed(
     except (FeedRefused, FeedGone) as refusal:
         return _refusal(refusal.finding)
     except Exception as error:  # the adapter boundary: never a generic 500
-        return problem([_lookup_failure(hub, error)])
+        return problem([store_read_failure(hub, error)])
     return JSONResponse(page)
 
 
@@ -223,7 +223,7 @@ def _export_lines(
             item = _item(entry, entitled.tenant, entitled.service)
             yield json.dumps(item, ensure_ascii=False).encode() + b"\n"
     except Exception as error:  # the stream's status is sent: the failure is its last line
-        failure = {"error": _lookup_failure(hub, error).as_dict()}
+        failure = {"error": store_read_failure(hub, error).as_dict()}
         yield json.dumps(failure, ensure_ascii=False).encode() + b"\n"
         return
     summary = {"count": count, "next_cursor": final.encode()}
@@ -253,7 +253,7 @@ async def export(
     except FeedRefused as refusal:
         return _refusal(refusal.finding)
     except Exception as error:  # the adapter boundary: never a generic 500
-        return problem([_lookup_failure(hub, error)])
+        return problem([store_read_failure(hub, error)])
     return StreamingResponse(lines, media_type=NDJSON)
 
 

@@ -345,7 +345,7 @@ def _lookup(hub: Hub, caller: Caller, message_id: str, tenant: str | None) -> di
         return _status(show_message(session, message_id, tenant, parties=identity.systems))
 
 
-def _lookup_failure(hub: Hub, error: Exception) -> Finding:
+def store_read_failure(hub: Hub, error: Exception) -> Finding:
     """RK-STO008 (503, ``Retry-After``) when the store cannot be reached now, logged once per
     outage without a traceback (bus/store/write_health.py), as for an ingest; else RK-API003."""
     if is_store_unavailable(error):
@@ -423,7 +423,7 @@ async def get_message(message_id: str, request: Request, tenant: str | None = No
     except StoreQueryError as refusal:
         return problem([refusal.finding], xml=choice.xml)
     except Exception as error:  # the adapter boundary: never a generic 500
-        return problem([_lookup_failure(hub, error)], xml=choice.xml)
+        return problem([store_read_failure(hub, error)], xml=choice.xml)
     if choice.xml:
         return _xml(_status_element(status), choice)
     return JSONResponse(status)
