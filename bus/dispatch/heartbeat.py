@@ -11,7 +11,11 @@ memory: nothing is written per delivery.
 - ``renkei serve --dispatch-processes N``: each dispatch process writes the time of its
   pool's last beat to ``<data_dir>/dispatch/<pid>.beat`` once a second (from its main
   thread; replaced atomically, removed when it stops). serve tells its HTTP processes how
-  many to expect (:data:`EXPECTED_PROCESSES_ENV`); they read the files.
+  many to expect (:data:`EXPECTED_PROCESSES_ENV`); they read the files. The time is the
+  machine's monotonic clock (``CLOCK_MONOTONIC``, the same in every process of one boot),
+  never the wall clock: after the wall clock jumped 2 hours forward (a VM resumed after a
+  migration) a working dispatch process's beat read 2 hours old, and after NTP stepped it 5
+  minutes back a dead one's read fresh for 5 minutes.
 
 A beat older than ``RENKEI_DISPATCH_STALE_SECONDS`` (default 30) is stale.
 """
@@ -50,9 +54,9 @@ class Heartbeat:
         """Seconds since the last beat; None before the first."""
         return None if self._last is None else time.monotonic() - self._last
 
-    def last_wall_time(self) -> float | None:
-        age = self.age()
-        return None if age is None else time.time() - age
+    def last(self) -> float | None:
+        """``time.monotonic()`` at the last beat; None before the first."""
+        return self._last
 
 
 _lock = threading.Lock()
@@ -98,13 +102,13 @@ def beat_dir(data_dir: Path) -> Path:
 def write_beat(directory: Path, heartbeat: Heartbeat, pid: int | None = None) -> None:
     """This process's last beat, as a file another process can read (atomic replace)."""
     pid = pid or os.getpid()
-    at = heartbeat.last_wall_time()
+    at = heartbeat.last()
     if at is None:
         return
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{pid}{BEAT_SUFFIX}"
     partial = directory / f".{pid}{BEAT_SUFFIX}.tmp"
-    partial.write_text(json.dumps({"pid": pid, "at": at, "workers": heartbeat.workers}))
+    partial.write_text(json.dumps({"pid": pid, "monotonic": at, "workers": heartbeat.workers}))
     os.replace(partial, path)
 
 
@@ -139,13 +143,13 @@ def remove_beat(directory: Path, pid: int | None = None) -> None:
 
 def process_ages(directory: Path) -> dict[int, float]:
     """The age of each dispatch process's last beat, by pid (unreadable files are skipped:
-    one may be being replaced)."""
+    one may be being replaced, and a file of an older version holds wall-clock time)."""
     ages: dict[int, float] = {}
-    now = time.time()
+    now = time.monotonic()
     for path in directory.glob(f"*{BEAT_SUFFIX}"):
         try:
             document: Any = json.loads(path.read_text())
-            ages[int(document["pid"])] = max(now - float(document["at"]), 0.0)
+            ages[int(document["pid"])] = max(now - float(document["monotonic"]), 0.0)
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return ages

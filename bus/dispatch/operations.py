@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bus.store.admin_audit import record_admin_action
 from bus.store.audit import append_audit
+from bus.store.clock import database_now
 from bus.store.models import (
     AuditRecord,
     Delivery,
@@ -347,8 +348,8 @@ def redeliver(
     actor: str | None = None,
     now: datetime | None = None,
 ) -> list[int]:
-    """Dead → pending, attempts reset, due now (its history stays)."""
-    due = now or datetime.now(UTC)
+    """Dead → pending, attempts reset, due now by the store's clock (its history stays)."""
+    due = now or database_now(session.connection())
 
     def back_to_pending(delivery: Delivery) -> dict[str, Any]:
         previous = delivery.attempts
@@ -374,7 +375,7 @@ def discard(
     now: datetime | None = None,
 ) -> list[int]:
     """Dead → discarded: the operator gives up; later deliveries of its subject flow on."""
-    finished = now or datetime.now(UTC)
+    finished = now or database_now(session.connection())
 
     def give_up(delivery: Delivery) -> dict[str, Any]:
         delivery.state = DeliveryState.DISCARDED.value
@@ -427,7 +428,7 @@ def _set_paused(
     tenants: Iterable[str] | None,
     now: datetime | None,
 ) -> None:
-    now = now or datetime.now(UTC)
+    now = now or database_now(session.connection())
     state = session.get(DestinationState, system, with_for_update=True)
     if state is None:
         state = DestinationState(system=system, paused=paused, changed_at=now)
@@ -458,7 +459,7 @@ def sending_to(session: Session, system: str, now: datetime | None = None) -> in
         .where(
             Delivery.state == DeliveryState.PENDING.value,
             Delivery.destination == system,
-            Delivery.lease_expires_at > (now or datetime.now(UTC)),
+            Delivery.lease_expires_at > (now or database_now(session.connection())),
         )
         .limit(1000)
         .subquery()

@@ -20,11 +20,11 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from time import perf_counter
 from typing import Protocol, cast
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Connection, Table, bindparam, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,6 +47,7 @@ from bus.mapping.stage import OutboundTranslationError, outbound_body
 from bus.observability.events import delivery_context, round_committed
 from bus.observability.logs import bound, get_logger
 from bus.store.audit import append_audits
+from bus.store.clock import database_now
 from bus.store.db import unreachable_finding
 from bus.store.models import Delivery, DeliveryState
 from bus.store.writers import write_transaction
@@ -146,7 +147,7 @@ class Worker:
         self.batch = batch
         self.transports = transports
         self.poll_seconds = poll_seconds
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock  # None: the store's clock (bus/store/clock.py); tests fix one
         self._rng = rng or random.Random()
         self.send_concurrency = send_concurrency
         self.solo_seconds = solo_seconds
@@ -274,17 +275,25 @@ class Worker:
 
     def _claim(self) -> list[Job]:
         with write_transaction(self.sessions) as session:
-            return claim_jobs(session, self.worker_id, self._clock(), self.lease, self.batch)
+            now = self._now(session.connection())
+            return claim_jobs(session, self.worker_id, now, self.lease, self.batch)
+
+    def _now(self, connection: Connection) -> datetime:
+        """The time leases, due times and holds are compared with: the store's clock (in
+        scale-out PostgreSQL's, which every worker host shares whatever its own clock says),
+        read in the round's transaction."""
+        return self._clock() if self._clock is not None else database_now(connection)
 
     def renew(self, jobs: Sequence[Job]) -> None:
         """Extend the lease of ``jobs`` still held by this worker by a whole lease."""
         with write_transaction(self.sessions) as session:
-            session.connection().execute(
+            connection = session.connection()
+            connection.execute(
                 _RENEW,
                 {
                     "ids": [job.delivery_id for job in jobs],
                     "owner": self.worker_id,
-                    "expires": self._clock() + self.lease,
+                    "expires": self._now(connection) + self.lease,
                 },
             )
 
@@ -340,9 +349,9 @@ class Worker:
         batch is returned. The audit heads are locked last, so they are held only briefly."""
         if not done and not release and not claim_next:
             return []
-        now = self._clock()
         with write_transaction(self.sessions) as session:
             connection = session.connection()
+            now = self._now(connection)
 
             def decide_failure(
                 job: Job, result: SendResult, number: int, first: datetime

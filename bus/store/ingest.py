@@ -27,7 +27,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -35,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bus.errors import make_finding
 from bus.pipeline import Message, StageName
+from bus.store.clock import database_now
 from bus.store.group_commit import GroupCommit
 from bus.store.outbox import (
     Incoming,
@@ -127,7 +127,7 @@ class StoreStage:
         outcomes: list[StoreOutcome | None]
         try:
             with write_transaction(self.sessions) as session:
-                now = datetime.now(UTC)
+                now = database_now(session.connection())
                 stored = store_incomings(session, incomings, now=now) if incomings else []
                 if also is not None:
                     also(session)
@@ -176,7 +176,7 @@ class StoreStage:
         for the lock (or the connection) again, one after the other."""
         try:
             with write_connection(self.sessions) as connection:
-                outcomes = store_incomings(connection, incomings, now=datetime.now(UTC))
+                outcomes = store_incomings(connection, incomings, now=database_now(connection))
         except SQLAlchemyError as error:
             if is_store_unavailable(error):  # the retries run next, in this thread
                 self._unreached.group = (error, list(incomings))
@@ -197,13 +197,13 @@ class StoreStage:
                 raise error
         try:
             with write_connection(self.sessions) as connection:
-                outcome = store_incoming(connection, incoming, now=datetime.now(UTC))
+                outcome = store_incoming(connection, incoming, now=database_now(connection))
         except IntegrityError:
             # A concurrent ingest stored the same key between our read and our insert:
             # re-read (a second failure is a real error and propagates).
             log.info("idempotency key raced; re-reading", extra={"tenant": incoming.tenant})
             with write_connection(self.sessions) as connection:
-                outcome = store_incoming(connection, incoming, now=datetime.now(UTC))
+                outcome = store_incoming(connection, incoming, now=database_now(connection))
         self._wake([outcome])
         return outcome
 
