@@ -501,6 +501,32 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "照会 {actual} の回答システムが設定されていません（団体 {expected}）。",
         "No provider is configured for inquiry {actual} (tenant {expected}).",
     ),
+    (
+        "RK-RTE003",
+        E,
+        "relatesTo（{actual}）がこのメッセージ自身の messageId です。取消・訂正には元の通知の"
+        " messageId を指定してください。",
+        "relatesTo ({actual}) is this message's own messageId; a cancellation or correction "
+        "names the messageId of the message it cancels or corrects.",
+    ),
+    (
+        "RK-RTE004",
+        W,
+        "relatesTo の通知 {actual} は、この送信システムの通知として保存されていません（未着、"
+        "保存期間の経過、または別のシステム・団体の通知）。配信先は経路表で決め、元の通知を待たずに"
+        "配信します。",
+        "relatesTo {actual} names no stored message of this sending system (not received yet, "
+        "purged after its retention, or another system's or tenant's): the route table chose the "
+        "destinations, and this message does not wait for that one.",
+    ),
+    (
+        "RK-RTE005",
+        W,
+        "relatesTo の {actual} は照会または回答で、配信されたメッセージではありません。"
+        "配信先は経路表で決めました。",
+        "relatesTo {actual} names an inquiry or a reply, which is never delivered on: the route "
+        "table chose the destinations.",
+    ),
     # --- RPL: request-reply ----------------------------------------------------------------------
     (
         "RK-RPL001",

@@ -5,8 +5,11 @@ whose conditions hold, the one provider of an inquiry. Conditions name catalogue
 evaluated on elements by namespace + local name, never by prefix, so the same message written
 with other prefixes (or default namespaces) routes identically.
 
-A message that ``relatesTo`` an earlier one (取消/訂正) goes to that message's destinations, so
-it follows it in subject order (its deliveries get later sequence numbers on the same keys).
+A message that ``relatesTo`` an earlier one of the same sending system (取消/訂正) goes to that
+message's destinations, ordered on that message's keys (tenant, destination, subject): it
+follows the original even when its own Header subject differs (a corrected 宛名番号), and it
+waits while the original is pending or dead-lettered there. A ``relatesTo`` the hub cannot
+follow is said to the sender as a coded finding (docs/dispatch.md, 取消・訂正).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bus.catalogue import NS_EXTENSION, NS_SERVICE, NS_STANDARD, load_catalogue
 from bus.config.models import Condition, Route
 from bus.errors import make_finding
-from bus.pipeline import Delivery, Message, StageName
+from bus.pipeline import Delivery, Finding, Message, StageName, SystemRef
 from bus.store.models import Delivery as DeliveryRow
 from bus.store.models import MessageKind, StoredMessage
 
@@ -30,8 +33,19 @@ REPLY_SUFFIX = "Reply"
 
 RouteLookup = Callable[[str, str], Route | None]
 """(service, tenant) → the route that applies, or None."""
-RelatedDestinations = Callable[[str, str], tuple[str, ...] | None]
-"""(tenant, messageId) → the destinations of that stored message, or None when unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedMessage:
+    """An earlier stored message a 取消/訂正 names: its kind, and where it went — one
+    (destination, subject key) per destination, in the order it was routed."""
+
+    kind: str
+    deliveries: tuple[tuple[str, str], ...] = ()
+
+
+RelatedLookup = Callable[[SystemRef, str], RelatedMessage | None]
+"""(sender, messageId) → that sender's stored message with the id, or None when unknown."""
 
 
 def message_kind(service_element: str) -> MessageKind:
@@ -85,7 +99,7 @@ class RouteStage:
     routed destinations but get no push delivery (bus/feeds/ serves them)."""
 
     routes: RouteLookup
-    relates: RelatedDestinations
+    relates: RelatedLookup
     name: StageName = field(default=StageName.ROUTE, init=False)
     feed_consumer: Callable[[str], bool] = _never
 
@@ -112,10 +126,13 @@ class RouteStage:
                     ]
                 )
             return message
-        destinations = self._destinations(message, route, document)
+        related = self._related(message)
+        if message.rejected:
+            return message
+        destinations = self._destinations(related, route, document, envelope.subject)
         message.deliveries = [
-            Delivery(envelope.message_id, destination, tenant, envelope.subject)
-            for destination in destinations
+            Delivery(envelope.message_id, destination, tenant, subject)
+            for destination, subject in destinations
             if not self.feed_consumer(destination)
         ]
         if not destinations:
@@ -131,15 +148,40 @@ class RouteStage:
             )
         return message
 
-    def _destinations(
-        self, message: Message, route: Route | None, document: etree._Element
-    ) -> tuple[str, ...]:
+    def _related(self, message: Message) -> RelatedMessage | None:
+        """The stored message this one's ``relatesTo`` names, when it can be followed; a
+        finding for the sender otherwise (the route table then decides)."""
         envelope = message.envelope
         assert envelope is not None
-        if envelope.relates_to:
-            related = self.relates(envelope.client.tenant, envelope.relates_to)
-            if related:  # an earlier message read only through feeds has none: route anew
-                return tuple(dict.fromkeys(related))
+        if not envelope.relates_to:
+            return None
+        if envelope.relates_to == envelope.message_id:
+            message.add_findings([_relates_finding("RK-RTE003", envelope.relates_to)])
+            return None
+        related = self.relates(envelope.client, envelope.relates_to)
+        if related is None:
+            message.add_findings([_relates_finding("RK-RTE004", envelope.relates_to)])
+            return None
+        if related.kind != MessageKind.NOTIFICATION.value:
+            message.add_findings([_relates_finding("RK-RTE005", envelope.relates_to)])
+            return None
+        # an earlier message read only through feeds has no deliveries: route anew
+        return related if related.deliveries else None
+
+    def _destinations(
+        self,
+        related: RelatedMessage | None,
+        route: Route | None,
+        document: etree._Element,
+        subject: str | None,
+    ) -> tuple[tuple[str, str | None], ...]:
+        """(destination, ordering subject) pairs: a related message's own keys, else every
+        subscriber whose conditions hold, with this message's subject."""
+        if related is not None:
+            first: dict[str, str | None] = {}
+            for destination, key in related.deliveries:
+                first.setdefault(destination, key)  # a replayed one kept its first key
+            return tuple(first.items())
         service_element = service_element_of(document)
         if route is None or service_element is None:
             return ()
@@ -148,23 +190,33 @@ class RouteStage:
             for subscriber in route.subscribers
             if conditions_hold(subscriber.when, service_element)
         )
-        return tuple(dict.fromkeys(chosen))
+        return tuple((system, subject) for system in dict.fromkeys(chosen))
 
 
-def stored_destinations(sessions: sessionmaker[Session]) -> RelatedDestinations:
-    """The ``relates`` lookup over the Message Store: the destinations of an earlier message
-    of the tenant, in the order they were routed, or None when no such message is stored."""
+def _relates_finding(code: str, relates_to: str) -> Finding:
+    return make_finding(code, path="/PlatformMessage/Header/relatesTo", actual=relates_to)
 
-    def lookup(tenant: str, message_id: str) -> tuple[str, ...] | None:
+
+def stored_destinations(sessions: sessionmaker[Session]) -> RelatedLookup:
+    """The ``relates`` lookup over the Message Store: the sender's earlier message with that
+    id in its tenant (the Idempotent Receiver's key: another system's or another tenant's
+    message is never followed, nor revealed), or None when no such message is stored."""
+
+    def lookup(sender: SystemRef, message_id: str) -> RelatedMessage | None:
         with sessions() as session:
             found = session.execute(
-                select(StoredMessage.id, DeliveryRow.destination)
+                select(StoredMessage.kind, DeliveryRow.destination, DeliveryRow.subject_key)
                 .outerjoin(DeliveryRow, DeliveryRow.message_pk == StoredMessage.id)
-                .where(StoredMessage.tenant == tenant, StoredMessage.message_id == message_id)
-                .order_by(StoredMessage.id, DeliveryRow.id)
+                .where(
+                    StoredMessage.message_id == message_id,
+                    StoredMessage.tenant == sender.tenant,
+                    StoredMessage.system == sender.system,
+                )
+                .order_by(DeliveryRow.id)
             ).all()
         if not found:
             return None
-        return tuple(dict.fromkeys(destination for _, destination in found if destination))
+        deliveries = tuple((d, key) for _, d, key in found if d is not None)
+        return RelatedMessage(found[0][0], deliveries)
 
     return lookup

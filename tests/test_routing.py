@@ -13,7 +13,7 @@ from bus.catalogue import NS_ENVELOPE, NS_EXTENSION, NS_SERVICE, NS_STANDARD
 from bus.config.index import ConfigIndex
 from bus.config.models import Condition, HubConfig, Route, Subscriber, System, Tenant
 from bus.pipeline import Message, Severity
-from bus.routing import RouteStage, condition_holds, message_kind
+from bus.routing import RelatedMessage, RouteStage, condition_holds, message_kind
 from bus.validation.stage import ValidateStage
 from bus.validation.validator import Validator
 
@@ -48,8 +48,13 @@ def validate() -> ValidateStage:
 
 
 def _stage(config: HubConfig, related: dict[str, tuple[str, ...]] | None = None) -> RouteStage:
+    """``related``: messageId → the destinations of that earlier message of the sender."""
     index = ConfigIndex(config)
-    return RouteStage(index.route, lambda tenant, mid: (related or {}).get(mid))
+    stored = {
+        mid: RelatedMessage("notification", tuple((d, "") for d in destinations))
+        for mid, destinations in (related or {}).items()
+    }
+    return RouteStage(index.route, lambda sender, mid: stored.get(mid))
 
 
 def _route(stage: RouteStage, validate: ValidateStage, data: bytes) -> Message:
