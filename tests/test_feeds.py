@@ -272,3 +272,53 @@ def test_a_purged_newest_message_leaves_its_key_unused_so_no_cursor_skips_the_ne
         assert second.position > first.position  # never the purged message's key again
     finally:
         hub.close()
+
+
+def test_a_chain_of_corrections_follows_its_original_into_a_conditional_feed(
+    tmp_path: Path,
+) -> None:
+    """kotei reads 転出 (201) but not 改製 (107): a 取消 (107) of a 転出 is its, and so is a
+    取消 of that 取消, as the Route stage sends a chain along; a 107 naming a 転出 of another
+    sending system is not (the earlier message is looked up by the sender's own key)."""
+    from bus.catalogue import NS_ENVELOPE
+    from bus.feeds import Cursor, entitlement, read_feed
+    from bus.hub import Hub
+    from bus.store.models import StoredMessage
+
+    config, keys = feed_config(tmp_path)
+    hub = Hub.open(Settings(data_dir=tmp_path / "data", config_dir=config))
+    service = "ResidentChangeNotice"
+
+    def send(seed: int, reason: str, relates_to: str | None = None) -> str:
+        document = build_message(MessageSpec(service, seed, town=TOWNS[0]))
+        element = document.find(f".//{{{NS_STANDARD}}}changeReason")
+        assert element is not None
+        element.text = reason
+        header = document[0]
+        if relates_to is not None:
+            relates = header.makeelement(f"{{{NS_ENVELOPE}}}relatesTo")
+            relates.text = relates_to
+            header.insert(1, relates)
+        message = hub.ingest(serialize(document), adapter="rest", api_key=keys["juki"])
+        assert message.ack is not None, message.findings
+        assert message.envelope is not None
+        return message.envelope.message_id
+
+    try:
+        original = send(1, MOVE_OUT)
+        first = send(2, "107", relates_to=original)
+        second = send(3, "107", relates_to=first)
+        foreign = send(4, MOVE_OUT)
+        with hub.store.sessions.begin() as session:  # as if another system had sent it
+            row = session.scalars(
+                select(StoredMessage).where(StoredMessage.message_id == foreign)
+            ).one()
+            row.system = "zeimu"
+        stranger = send(5, "107", relates_to=foreign)
+        entitled = entitlement(hub.config.current().index, "kotei", TAKEN, service)
+        page = read_feed(hub.store.sessions, entitled, Cursor.start(TAKEN, service), 50)
+        read = [entry.message_id for entry in page.entries]
+        assert stranger not in read
+        assert read == [original, first, second, foreign], read
+    finally:
+        hub.close()

@@ -89,7 +89,7 @@ def purged_through(session: Session, tenant: str, service: str) -> int:
 
 def _stream(
     tenant: str, service: str, after: int, upto: int, limit: int
-) -> Select[int, str, datetime, str | None, bytes]:
+) -> Select[int, str, datetime, str | None, bytes, str]:
     return (
         select(
             StoredMessage.id,
@@ -97,6 +97,7 @@ def _stream(
             StoredMessage.received_at,
             StoredMessage.relates_to,
             StoredMessage.body,
+            StoredMessage.system,
         )
         .where(
             StoredMessage.tenant == tenant,
@@ -110,26 +111,40 @@ def _stream(
     )
 
 
+#: How far a chain of 取消/訂正 (a 取消 of a 訂正 of …) is followed back to its original.
+RELATES_DEPTH = 8
+
+
 @dataclass(slots=True)
 class _Filter:
     """A subscriber's ``when`` conditions on each message; a 取消/訂正 (relatesTo) of a
-    message the system was entitled to is its too, as the Route stage sends it along."""
+    message the system was entitled to is its too, as the Route stage sends it along: the
+    earlier message is the same sending system's (the Route stage's key, docs/dispatch.md),
+    and a chain is followed back to its original."""
 
     entitled: Entitlement
     session: Session
 
-    def holds(self, body: bytes, relates_to: str | None) -> bool:
+    def holds(self, body: bytes, relates_to: str | None, system: str) -> bool:
         if self.entitled.unconditional or self._holds(body):
             return True
-        if relates_to is None:
-            return False
-        earlier = self.session.scalar(
-            select(StoredMessage.body).where(
-                StoredMessage.tenant == self.entitled.tenant,
-                StoredMessage.message_id == relates_to,
-            )
-        )
-        return earlier is not None and self._holds(earlier)
+        for _ in range(RELATES_DEPTH):
+            if relates_to is None:
+                return False
+            earlier = self.session.execute(
+                select(StoredMessage.body, StoredMessage.relates_to).where(
+                    StoredMessage.tenant == self.entitled.tenant,
+                    StoredMessage.system == system,
+                    StoredMessage.message_id == relates_to,
+                    StoredMessage.kind == MessageKind.NOTIFICATION.value,
+                )
+            ).first()
+            if earlier is None:
+                return False
+            if self._holds(earlier[0]):
+                return True
+            relates_to = earlier[1]
+        return False
 
     def _holds(self, body: bytes) -> bool:
         element = service_element_of(etree.fromstring(body, _PARSER))
@@ -139,9 +154,11 @@ class _Filter:
 
 
 def _entry(
-    entitled: Entitlement, row: SqlRow[int, str, datetime, str | None, bytes], translate: Translate
+    entitled: Entitlement,
+    row: SqlRow[int, str, datetime, str | None, bytes, str],
+    translate: Translate,
 ) -> FeedEntry:
-    pk, message_id, received_at, relates_to, body = row
+    pk, message_id, received_at, relates_to, body, _ = row
     try:
         translated: bytes | None = translate(entitled, body)
         findings: tuple[Finding, ...] = ()
@@ -194,7 +211,7 @@ def read_feed(
             for row in rows:
                 budget -= 1
                 position = int(row[0])
-                if keep.holds(row[4], row[3]):
+                if keep.holds(row[4], row[3], row[5]):
                     entries.append(_entry(entitled, row, translate))
                 if len(entries) == limit:
                     break
@@ -235,7 +252,9 @@ def export_feed(
                     _stream(entitled.tenant, entitled.service, position, upto, page_size)
                 ).all()
                 chosen = [
-                    _entry(entitled, row, translate) for row in rows if keep.holds(row[4], row[3])
+                    _entry(entitled, row, translate)
+                    for row in rows
+                    if keep.holds(row[4], row[3], row[5])
                 ]
             yield from chosen
             if len(rows) < page_size:
