@@ -3,15 +3,16 @@ pipeline run off the event loop, and whose fault a refusal is.
 
 Neither adapter validates or routes by itself: both hand bytes to the hub's one pipeline,
 in one of three lanes. The body is first screened with the Validate stage's own secure parse
-(on the event loop when small). A notification (anything but an inquiry) that passes goes to
-the batch lane (:meth:`bus.hub.Hub.submit`): one thread runs the messages queued meanwhile
-together and stores them in one transaction. An inquiry waits for its provider, so it runs
-the pipeline in a thread of its own, at most ``RENKEI_INGEST_THREADS`` at once. A body the
-screening refuses, or whose root cannot be a message, takes the pipeline in a thread of the
-default pool instead, so a hostile request never queues behind valid ones — or on the event
-loop itself when nothing in that run can wait (a caller known by certificate or address);
-Authenticate still decides first and Audit records the refusal (after the answer:
-:mod:`bus.store.rejection_audit`).
+(on the event loop when small; a large one in a thread, once the process's parse budget has
+room for its tree, else RK-API017: bus/validation/parse_budget.py). A notification (anything
+but an inquiry) that passes goes to the batch lane (:meth:`bus.hub.Hub.submit`): one thread
+runs the messages queued meanwhile together and stores them in one transaction. An inquiry
+waits for its provider, so it runs the pipeline in a thread of its own, at most
+``RENKEI_INGEST_THREADS`` at once. A body the screening refuses, or whose root cannot be a
+message, takes the pipeline in a thread of the default pool instead, so a hostile request
+never queues behind valid ones — or on the event loop itself when nothing in that run can
+wait (a caller known by certificate or address); Authenticate still decides first and Audit
+records the refusal (after the answer: :mod:`bus.store.rejection_audit`).
 
 A refusal an adapter makes before the pipeline (the media type, the Content-Encoding, the body
 limit, the charset, WS-Security…, answered there because the pipeline would answer an
@@ -25,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 import uuid
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -39,9 +42,11 @@ from bus.config.loader import is_inquiry, request_services
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding, Identity, Message, Severity, UsernameToken
+from bus.settings import Settings
 from bus.store.rejection_audit import edge_rejection_entry
 from bus.store.write_health import is_storage_full, is_store_unavailable, write_health
 from bus.validation.http_body import decode_body, unsupported_coding
+from bus.validation.parse_budget import MIB, ParseBudget, Reservation, tree_cost
 from bus.validation.secure_parse import ParseLimits, ParseResult, refuse_early, secure_parse
 from bus.validation.validator import MESSAGE_ROOT_NAMES, is_message_root
 
@@ -53,6 +58,9 @@ MAX_BODY_BYTES = ParseLimits().max_bytes
 #: Bodies up to this size are screened on the event loop (a 3 KB message: ~0.05 ms); a
 #: larger one in a thread of the default pool, which ingest's limited threads never hold.
 LOOP_PARSE_BYTES = 64 * 1024
+
+#: How long a large body waits for room in the parse budget before it is refused RK-API017.
+PARSE_WAIT_SECONDS = 2.0
 
 #: How much of a platform-XML body is read before its head is checked (enough for the
 #: prolog and the root's start tag of any message; a socket read usually brings more).
@@ -71,6 +79,7 @@ SERVER_SIDE_CODES = frozenset(
         "RK-STO007",
         "RK-STO008",
         "RK-AUT014",
+        "RK-API017",
     }
 )
 
@@ -79,7 +88,7 @@ SERVER_SIDE_CODES = frozenset(
 #: answered 503 (REST) or a Server fault, with ``Retry-After`` of this many seconds (the
 #: provider's own for RK-RPL004), so the sender resends later (the Idempotent Receiver
 #: makes a resend safe).
-RETRY_LATER_CODES = frozenset({"RK-STO007", "RK-STO008", "RK-AUT014", "RK-RPL004"})
+RETRY_LATER_CODES = frozenset({"RK-STO007", "RK-STO008", "RK-AUT014", "RK-RPL004", "RK-API017"})
 RETRY_LATER_SECONDS = 30
 
 _BEARER = "bearer "
@@ -241,14 +250,88 @@ def internal_error(error: BaseException) -> Finding:
 
 async def screen(raw: bytes) -> ParseResult:
     """The secure parse the Validate stage would do (same limits, a foreign root refused
-    before parsing), done before ingest."""
+    before parsing), done before ingest. A large body's tree is admitted by the process's
+    :func:`parse_budget` first and holds its share while the result lives (its tree goes
+    through the pipeline with it); one that finds no room within :data:`PARSE_WAIT_SECONDS`
+    is not parsed: RK-API017, answered 503 with ``Retry-After`` once Authenticate has
+    passed (an unidentified caller still gets RK-AUT001)."""
     if len(raw) <= LOOP_PARSE_BYTES:
         return secure_parse(raw, roots=MESSAGE_ROOT_NAMES)
     # a large body refused by the byte checks (a foreign root, a DOCTYPE…) needs no thread
     refusal = refuse_early(raw, roots=MESSAGE_ROOT_NAMES)
     if refusal is not None:
         return refusal
-    return await anyio.to_thread.run_sync(secure_parse, raw, ParseLimits(), MESSAGE_ROOT_NAMES)
+    reservation = await reserve_tree(raw)
+    if isinstance(reservation, Finding):
+        return ParseResult(None, (reservation,))
+    try:
+        result = await anyio.to_thread.run_sync(
+            secure_parse, raw, ParseLimits(), MESSAGE_ROOT_NAMES
+        )
+    except BaseException:
+        reservation.release()
+        raise
+    if result.root is None:  # refused: libxml2 freed what it built
+        reservation.release()
+    else:
+        key = id(result)
+        _admitted[key] = weakref.finalize(result, _give_back, key, reservation)
+    return result
+
+
+_parse_budget: ParseBudget | None = None
+
+#: Admitted trees by the id of their screening result: :func:`ingest` gives the share back
+#: when its pipeline run is over; the result's end does if it never reaches ingest (a SOAP
+#: header refused by the adapter, a client gone). Each entry leaves when either happens.
+_admitted: dict[int, weakref.finalize[..., ParseResult]] = {}
+
+
+def _give_back(key: int, reservation: Reservation) -> None:
+    _admitted.pop(key, None)
+    reservation.release()
+
+
+def _release_tree(screened: ParseResult) -> None:
+    """The budget share of ``screened``'s tree, given back (the pipeline is done with it)."""
+    finalizer = _admitted.pop(id(screened), None)
+    if finalizer is not None:
+        finalizer()
+
+
+def parse_budget() -> ParseBudget:
+    """The process's budget for large bodies' trees (``RENKEI_PARSE_MEMORY_MIB``), made on
+    first use: memory is the process's, whichever application or event loop parses."""
+    global _parse_budget
+    if _parse_budget is None:
+        _parse_budget = ParseBudget(Settings().parse_memory_mib * MIB)
+    return _parse_budget
+
+
+async def reserve_tree(raw: bytes) -> Reservation | Finding:
+    """Room in the process's :func:`parse_budget` for ``raw``'s tree, waiting up to
+    :data:`PARSE_WAIT_SECONDS`; RK-API017 (503, ``Retry-After``) when none came."""
+    budget = parse_budget()
+    reservation = await _reserve(budget, tree_cost(raw))
+    if reservation is None:
+        return make_finding("RK-API017", path="/", limit=budget.total // MIB)
+    return reservation
+
+
+async def _reserve(budget: ParseBudget, cost: int) -> Reservation | None:
+    """A reservation of ``cost``, waiting up to :data:`PARSE_WAIT_SECONDS` for room (polled:
+    only large bodies wait, and a parse they wait for takes tenths of a second)."""
+    reservation = budget.try_reserve(cost)
+    deadline = time.monotonic() + PARSE_WAIT_SECONDS
+    pause = 0.005
+    while reservation is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        await anyio.sleep(min(pause, left))
+        pause = min(pause * 2, 0.05)
+        reservation = budget.try_reserve(cost)
+    return reservation
 
 
 def ingest_limiter(request: Request) -> anyio.CapacityLimiter:
@@ -302,6 +385,8 @@ async def ingest(
         failed = Message(raw=raw, adapter=adapter)
         failed.add_findings([_refusal_for(hub, error)])
         return failed
+    finally:
+        _release_tree(screened)
 
 
 def _refusal_for(hub: Hub, error: Exception) -> Finding:

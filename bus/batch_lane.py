@@ -108,6 +108,7 @@ class BatchLane:
                 for submission in batch:
                     if not submission.future.done():
                         submission.future.set_exception(error)
+            del batch  # settled: its messages (bodies and trees) are their callers' alone now
             if stop:
                 return
 

@@ -994,6 +994,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "{field_ja}は文字列の項目です。JSON の{actual}ではなく文字列で送ってください（数値では先頭の 0 が失われます）。",
         "{field_en} is a text item: send it as a JSON string, not a JSON {actual} (a number loses leading zeros).",
     ),
+    (
+        "RK-API017",
+        E,
+        "大きな文書の解析に使えるメモリ（{limit} MiB）に今は空きがありません。しばらくしてから再送してください。",
+        "The memory for parsing large documents ({limit} MiB) is in use now; resend later.",
+    ),
     # --- OPS: readiness of a running hub (/readyz) -----------------------------------------
     (
         "RK-OPS001",

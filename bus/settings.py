@@ -87,6 +87,13 @@ class Settings(BaseSettings):
         "that waits for the provider's answer. Notifications take the batch lane instead (one "
         "thread per HTTP process; docs/architecture.md).",
     )
+    parse_memory_mib: int = Field(
+        default=256,
+        ge=16,
+        description="MiB of estimated tree memory the inbound HTTP adapters let large bodies "
+        "(over 64 KiB) take at once; a body that finds no room within 2 s is refused 503 "
+        "RK-API017 with Retry-After (bus/validation/parse_budget.py, docs/security.md).",
+    )
     malloc_arenas: int = Field(
         default=2,
         ge=0,

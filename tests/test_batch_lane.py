@@ -183,3 +183,28 @@ def test_a_hub_closes_its_lane(hub: Hub) -> None:
     hub.lane.close()
     with pytest.raises(LaneClosed):
         hub.submit(_message(notice(2)))
+
+
+def test_an_idle_lane_keeps_no_message_of_its_last_batch() -> None:
+    """Once a batch is settled its messages (raw body and tree, up to 10 MB and some 200 MB
+    each) belong to their callers only: the lane waiting for the next submission used to hold
+    the whole last batch until then."""
+    import gc
+    import weakref
+
+    class Tracked(Message):  # a slotted Message cannot be weakly referenced
+        pass
+
+    lane = BatchLane(lambda messages, _on_error: list(messages), lambda _m, _s: None)
+    try:
+        future = lane.submit(Tracked(raw=b"<r/>", adapter="test", source_address=LOOPBACK))
+        gone = weakref.ref(future.result(WAIT))
+        del future
+        for _ in range(100):  # the lane thread leaves its loop body just after settling
+            gc.collect()
+            if gone() is None:
+                break
+            threading.Event().wait(0.01)
+        assert gone() is None, "the idle lane still holds its last batch"
+    finally:
+        lane.close()

@@ -61,6 +61,7 @@ _STATUS_BY_CODE = {
     "RK-API014": 400,
     "RK-API015": 400,
     "RK-API016": 400,
+    "RK-API017": 503,
     "RK-AUT013": 401,
     "RK-RTE002": 503,
     "RK-RPL001": 504,

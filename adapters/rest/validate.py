@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from adapters.inbound import read_request_body
+from adapters.inbound import LOOP_PARSE_BYTES, read_request_body, reserve_tree
 from adapters.rest.problem import ProblemRouter, problem, problem_responses
 from bus.errors import make_finding
 from bus.pipeline import Finding
@@ -62,7 +62,7 @@ def report_body(report: ValidationReport) -> dict[str, Any]:
         "contradicts the document's own encoding) is refused. No authentication: nothing is "
         "stored and the caller is not identified (an `Authorization` header is ignored)."
     ),
-    responses=problem_responses(400, 413, 415, 422),
+    responses=problem_responses(400, 413, 415, 422, 503),
     openapi_extra={
         "security": [],  # anyone may validate: nothing is stored, no caller is identified
         "requestBody": {
@@ -85,5 +85,14 @@ async def validate(request: Request) -> Response:
     unreadable = charset_refusal(content_type, body)
     if unreadable is not None:
         return problem([unreadable])
-    report = await run_in_threadpool(validator.validate, body)
+    if len(body) <= LOOP_PARSE_BYTES:
+        report = await run_in_threadpool(validator.validate, body)
+        return JSONResponse(report_body(report))
+    reservation = await reserve_tree(body)  # nothing stored, but a tree is built all the same
+    if isinstance(reservation, Finding):
+        return problem([reservation])
+    try:
+        report = await run_in_threadpool(validator.validate, body)
+    finally:
+        reservation.release()
     return JSONResponse(report_body(report))

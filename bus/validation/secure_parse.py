@@ -136,10 +136,11 @@ class ParseLimits:
         return min(self.max_depth, LIBXML2_MAX_DEPTH)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class ParseResult:
     """``root`` is the parsed document element, or ``None`` when the document was refused;
-    then ``findings`` holds at least one error-severity finding."""
+    then ``findings`` holds at least one error-severity finding. Weakly referenceable, so a
+    caller can tie what the tree holds (bus/validation/parse_budget.py) to its lifetime."""
 
     root: etree._Element | None
     findings: tuple[Finding, ...]
