@@ -181,6 +181,34 @@ TEXTS: dict[str, tuple[str, str]] = {
     "refused": ("受け付けられません", "Refused"),
     "back": ("戻る", "Back"),
     "language": ("English", "日本語"),
+    "skip_to_content": ("本文へ移動", "Skip to content"),
+    "main_menu": ("メインメニュー", "Main menu"),
+    "input_error": ("入力エラー", "Input error"),
+    "actions": ("操作", "Actions"),
+    "hour": ("時刻", "Hour"),
+    "per_hour_table": ("表で見る", "Show as a table"),
+    "dead_letters_table": ("配信不能の一覧", "Dead letters"),
+    "dead_all_selection": ("一括処理の対象", "What the work acts on"),
+    "check_results": ("確認結果", "Checks"),
+    "confirm_step": ("確認", "confirmation"),
+    "dead_all_progress_label": ("一括処理の進み具合", "Progress of the work"),
+    "dead_all_progress_title": (
+        "{action}: {done} 件処理済み・残り最大 {left} 件",
+        "{action}: {done} done, {left} at most left",
+    ),
+    "dead_all_pause": ("一時停止", "Pause"),
+    "dead_all_pausing": (
+        "一時停止します。処理中の分が終わると止まります…",
+        "Pausing: it stops once the step under way is done…",
+    ),
+    "dead_all_paused": (
+        "一時停止中です。「続ける」を押すと再開します。",
+        "Paused. Press Continue to resume.",
+    ),
+    "dead_all_pause_note": (
+        "自動で続けて処理します。「一時停止」ボタンまたは Esc キーで止められます。",
+        "The work continues by itself; the Pause button or the Esc key stops it.",
+    ),
 }
 
 

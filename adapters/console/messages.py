@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from datetime import timedelta
+from dataclasses import replace
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -124,10 +125,13 @@ def search_url(request: Request, query: dict[str, str], sealed: str = "") -> str
 def _refused(query: dict[str, str]) -> Finding | None:
     """What makes the form unsearchable: an unreadable day (RK-CON004), a start after the
     end (RK-CON006), a status that is none of the statuses (RK-CON007)."""
-    try:
-        first, last = parse_day(query["date_from"]), parse_day(query["date_to"])
-    except DateRefused as refused:
-        return refused.finding
+    days: dict[str, date | None] = {}
+    for name in ("date_from", "date_to"):  # the finding names the field (the form marks it)
+        try:
+            days[name] = parse_day(query[name])
+        except DateRefused as refused:
+            return replace(refused.finding, path=f"/{name}")
+    first, last = days["date_from"], days["date_to"]
     if first and last and first > last:
         typed = query["date_from"].strip()[:40], query["date_to"].strip()[:40]
         return make_finding("RK-CON006", path="/date_from", actual=typed[0], expected=typed[1])
