@@ -6,11 +6,11 @@ folder files beside the deliveries."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -130,11 +130,9 @@ def test_a_file_whose_trailer_never_comes_is_refused_once_old_enough(
 ) -> None:
     target = inbox / "NHI002.dat"
     target.write_bytes(nhi_file(3)[:500])  # the vendor's job died mid-file
-    watcher = FolderWatcher(stable)
+    watcher = FolderWatcher(stable, unfinished_age=timedelta(seconds=2))  # 10 min in service
     assert settled(watcher, 0.6) == []
-    an_hour_ago = time.time() - 3600
-    os.utime(target, (an_hour_ago, an_hour_ago))
-    (moved,) = settled(watcher, 0.6)
+    (moved,) = settled(watcher, 3.0)  # unchanged for unfinished_age
     assert moved == inbox / "error" / "NHI002.dat"
     assert report_of(moved)["refused"]["code"] == "RK-FIL002"
 

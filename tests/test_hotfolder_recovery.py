@@ -335,11 +335,10 @@ def test_a_file_created_empty_is_not_taken_before_the_vendor_writes_it(
 def test_a_file_left_empty_long_enough_is_taken_and_refused(stable: Hub, inbox: Path) -> None:
     target = inbox / "NHI.dat"
     target.write_bytes(b"")
-    an_hour_ago = time.time() - 3600
-    os.utime(target, (an_hour_ago, an_hour_ago))
-    watcher = FolderWatcher(stable)
+    watcher = FolderWatcher(stable, unfinished_age=timedelta(seconds=1.5))  # 10 min in service
     assert watcher.poll_once() == []  # first sighting: never taken at once
-    (moved,) = settled(watcher, 0.5)
+    assert settled(watcher, 0.3) == []  # settled, but empty: not yet
+    (moved,) = settled(watcher, 2.5)  # unchanged for unfinished_age
     assert moved == inbox / "error" / "NHI.dat"
     assert report_of(moved)["refused"]["code"] == "RK-FIL001"
 

@@ -9,7 +9,6 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -23,6 +22,7 @@ from bus.dispatch.claims import paused_destinations
 from bus.errors import make_finding
 from bus.pipeline import Finding
 from bus.settings import Settings
+from bus.store.clock import database_now
 from bus.store.db import Store, open_store
 
 dlq_app = typer.Typer(
@@ -236,12 +236,14 @@ def _act_on_all(action: str, reason: str, selection: Selection) -> None:
     try:
         with store.sessions() as session:
             through = operations.last_dead_id(session)
+            # the workers stamp a death with the store's clock: so is "dead by now"
+            dead_by = database_now(session.connection())
         chosen = operations.DeadSelection(
             tenants={selection.tenant} if selection.tenant else None,
             destination=selection.destination,
             why=selection.why,
             through=through,
-            dead_by=datetime.now(UTC),
+            dead_by=dead_by,
         )
         after, finished = 0, through == 0
         while not finished:

@@ -3,21 +3,24 @@ outbound batches that are due. It runs inside ``renkei serve`` (a thread, like t
 workers) or alone as ``renkei folders run``.
 
 A file is taken only when complete: its end file (``NAME.end``) is there, or (``trigger:
-stable``) its size and modification time have not changed for ``stable_for``. Taking it is a
-rename into ``work/`` (so two watchers never both take it); a file found in ``work/`` at the
-next poll — a watcher was killed while processing it — is processed again from the start,
-which stores nothing twice (its records' messageIds are derived from the file). Finished files
-go to ``done/``, refused files to ``error/``, each with its report: the report is written
-first (under a temporary name, renamed), then the end file and last the data file are moved,
-so a kill leaves the file in ``work/`` — and the next pass, finding the report that matches its
-SHA-256, completes the move without processing it again.
+stable``) its size and modification time have not changed for ``stable_for`` — measured on
+the monotonic clock since the watcher first saw them so, never by comparing the file's
+modification time with the wall clock, which a VM resumed after a migration or NTP steps.
+Taking it is a rename into ``work/`` (so two watchers never both take it); a file found in
+``work/`` at the next poll — a watcher was killed while processing it — is processed again
+from the start, which stores nothing twice (its records' messageIds are derived from the
+file). Finished files go to ``done/``, refused files to ``error/``, each with its report: the
+report is written first (under a temporary name, renamed), then the end file and last the
+data file are moved, so a kill leaves the file in ``work/`` — and the next pass, finding the
+report that matches its SHA-256, completes the move without processing it again.
 
 A file that cannot be read is retried with a growing interval while the error may pass (an
 I/O error, a share that went away: RK-FIL007, logged once) and moved to ``error/`` with its
 report when it will not (no permission, not a readable file) or has failed for
 ``read_give_up`` (RK-FIL008). Under ``trigger: stable`` a file that is empty, or does not end
 as a complete file does (no trailer record yet, no XML root end tag), is taken only once it
-is ``UNFINISHED_AGE`` old: vendors create the file and write it later, or pause mid-file.
+has been unchanged for ``UNFINISHED_AGE`` (the same monotonic measure): vendors create the
+file and write it later, or pause mid-file.
 
 A pass that fails because the store cannot be reached (the database down, a lock not granted
 in time: :func:`bus.store.write_health.is_store_unavailable`) is logged once (RK-OPS001,
@@ -67,8 +70,8 @@ from bus.store.write_health import describe, is_store_unavailable
 
 log = logging.getLogger(__name__)
 DEFAULT_POLL = timedelta(seconds=2)
-# trigger: stable takes an empty or unfinished-looking file (no trailer yet) only once it was
-# last modified this long ago (or stable_for, when longer): a vendor's tool often creates the
+# trigger: stable takes an empty or unfinished-looking file (no trailer yet) only once it has
+# been unchanged this long (or stable_for, when longer): a vendor's tool often creates the
 # file and writes it later, or pauses mid-file
 UNFINISHED_AGE = timedelta(minutes=10)
 # read errors that retrying does not cure: the file goes to error/ at once (RK-FIL008)
@@ -109,6 +112,9 @@ def is_data_name(name: str) -> bool:
 
 @dataclass(slots=True)
 class _Seen:
+    """A watched file's size and modification time, and since when (``time.monotonic()``)
+    the watcher has seen them unchanged."""
+
     size: int
     mtime_ns: int
     since: float
@@ -154,6 +160,7 @@ class FolderWatcher:
     read_retry: timedelta = timedelta(seconds=30)
     read_retry_max: timedelta = timedelta(minutes=10)
     read_give_up: timedelta = timedelta(hours=1)
+    unfinished_age: timedelta = UNFINISHED_AGE  # trigger: stable, an unfinished-looking file
     _seen: dict[Path, _Seen] = field(default_factory=dict)
     _failing: dict[str, str] = field(default_factory=dict)  # folder → why it cannot be used
     _unreadable: dict[Path, _Unreadable] = field(default_factory=dict)  # work/ file → state
@@ -315,7 +322,7 @@ class FolderWatcher:
                 now - seen.since >= folder.stable_for.total_seconds()
                 and (
                     self._finished(system, folder, path, stat.st_size)
-                    or self._unfinished_long_enough(stat.st_mtime, folder)
+                    or now - seen.since >= self._unfinished_wait(folder)
                 )
                 and not write_locked(path)
             ):
@@ -338,11 +345,10 @@ class FolderWatcher:
         except OSError:
             return True  # cannot be read: taken, and handled as such (RK-FIL007/008)
 
-    @staticmethod
-    def _unfinished_long_enough(mtime: float, folder: InboundFolder) -> bool:
-        """An empty or unfinished file is usually one a vendor is still writing."""
-        age = max(UNFINISHED_AGE, folder.stable_for).total_seconds()
-        return time.time() - mtime >= age
+    def _unfinished_wait(self, folder: InboundFolder) -> float:
+        """How long (seconds) an empty or unfinished file must stay unchanged: it is usually
+        one a vendor is still writing."""
+        return max(self.unfinished_age, folder.stable_for).total_seconds()
 
     def _take(self, base: Path, name: str, end_suffix: str) -> bool:
         """Claim a file by moving it into work/ (a watcher that loses the race skips). A file

@@ -1,5 +1,8 @@
 """Rate limits per connected system, counted in the database (fixed windows of one second and
-one minute) so every hub process counts against the same limit.
+one minute) so every hub process counts against the same limit. The windows are the
+database's clock (:func:`bus.store.clock.database_now`, read in the counting transaction):
+hosts whose clocks differ would otherwise count in different windows — each allowing its own
+quota — and a host stepped back would count in an old, full window and be refused.
 
 A refused request is answered (HTTP 429 with ``Retry-After``, or a SOAP Client fault) and
 never stored: nothing is dropped silently, the sender keeps the message and sends it again.
@@ -8,7 +11,6 @@ never stored: nothing is dropped silently, the sender keeps the message and send
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.config.models import RateLimit
+from bus.store.clock import database_now
 from bus.store.models import RateWindow
 
 _UNITS = (("s", 1), ("m", 60))
@@ -28,6 +31,10 @@ def _upsert(session: Session) -> Callable[..., Any]:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
+def _now(session: Session) -> float:
+    return database_now(session.connection()).timestamp()
+
+
 class RateLimiter:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
@@ -35,11 +42,12 @@ class RateLimiter:
 
     def admit(self, system: str, limit: RateLimit, now: float | None = None) -> int | None:
         """Count one request of ``system``; ``None`` when within ``limit``, else the seconds
-        until the window that refused it ends (for ``Retry-After``)."""
-        now = time.time() if now is None else now
+        until the window that refused it ends (for ``Retry-After``). ``now`` (POSIX
+        seconds): the database's clock unless given."""
         limits = {"s": limit.per_second, "m": limit.per_minute}
         retry_after: int | None = None
         with self._sessions.begin() as session:
+            now = _now(session) if now is None else now
             insert = _upsert(session)
             for unit, length in _UNITS:
                 allowed = limits[unit]
@@ -66,10 +74,10 @@ class RateLimiter:
         """Whether ``system`` has used up ``limit`` in the current windows, counting nothing
         (for a limit counted only on some outcomes, by :meth:`admit`): ``None`` when it has
         not, else the seconds until the window that is full ends."""
-        now = time.time() if now is None else now
         limits = {"s": limit.per_second, "m": limit.per_minute}
         retry_after: int | None = None
         with self._sessions() as session:
+            now = _now(session) if now is None else now
             for unit, length in _UNITS:
                 allowed = limits[unit]
                 if allowed is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -23,6 +23,7 @@ from bus.errors import make_finding
 from bus.masking import mask
 from bus.pipeline import Finding
 from bus.store.audit import append_audit, utc
+from bus.store.clock import database_now
 from bus.store.models import (
     AuditRecord,
     Delivery,
@@ -415,8 +416,9 @@ def replay(
     """New pending deliveries of a stored message, at the END of each subject's order (they
     never overtake what was sent since). Audited ``replayed``; the free-text reason is kept
     only as a digest, since an operator may have typed personal data into it."""
-    moment = utc(now or datetime.now(UTC))
     with sessions.begin() as session:
+        # due now by the store's clock, the one the workers claim by (not this host's)
+        moment = utc(now) if now is not None else database_now(session.connection())
         row = find_message(session, message_id, tenant)
         earlier: dict[str, Delivery] = {}
         for delivery in session.scalars(
