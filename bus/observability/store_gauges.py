@@ -9,7 +9,6 @@ is absent when its count is zero.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -17,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.store.audit import utc
+from bus.store.clock import database_now
 from bus.store.models import Delivery, DeliveryState, DestinationState
 
 _BACKLOG = (
@@ -65,8 +65,8 @@ class StoreCollector:
             "1 for a destination paused for planned downtime (renkei destinations pause).",
             labels=["destination"],
         )
-        now = datetime.now(UTC)
         with self._sessions() as session:
+            now = database_now(session.connection())  # deliveries are created on its clock
             for destination, tenant, state, count, first in session.execute(_BACKLOG):
                 if state == DeliveryState.DEAD.value:
                     dead.add_metric([destination, tenant], count)
