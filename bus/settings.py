@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         "built out of the garbage collector's sight and collect its youngest generation every "
         "this many allocations (0: Python's own collector settings; bus/collector.py).",
     )
+    console_idle_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="A console session unused this long is over: the operator logs in again "
+        "(besides the 8 hours after login; docs/console.md).",
+    )
     dispatch_lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a claimed delivery stays with its worker."
     )

@@ -19,7 +19,9 @@ from adapters.console.session import (
     console_state,
     end_session,
     hub_of,
+    opening,
     posted_form,
+    secure_cookies,
     signed_in,
 )
 from bus.config.models import RateLimit
@@ -82,7 +84,11 @@ def login_page(request: Request, next: str = HOME) -> Response:
         signed_in(request)
         return RedirectResponse(safe_next(next), status_code=303)
     except LoginRequired:
-        return render(request, "login.html", next=safe_next(next), finding=None)
+        state = console_state(request)
+        notice = state.notice  # why the last session ended: said once
+        if notice is not None:
+            state.notice, state.changed = None, True
+        return render(request, "login.html", next=safe_next(next), finding=None, notice=notice)
 
 
 @router.post(LOGIN_PATH)
@@ -98,6 +104,7 @@ async def login(request: Request) -> Response:
     if wait is not None:
         limit = LOGIN_LIMIT.per_minute
         return _throttled(request, target, make_finding("RK-CON005", path="/", limit=limit), wait)
+    now, password = await run_in_threadpool(opening, sessions, form.one("username"))
     try:
         operator = await run_in_threadpool(
             authenticate, sessions, form.one("username"), form.one("password")
@@ -105,7 +112,9 @@ async def login(request: Request) -> Response:
     except OperatorError as refused:
         await run_in_threadpool(count_failed_login, request)
         return render(request, "login.html", status=401, next=target, finding=refused.finding)
-    console_state(request).sign_in(operator.username)
+    if password is None:  # the account was made between the two reads: log in again
+        return RedirectResponse(LOGIN_PATH, status_code=303)
+    console_state(request).sign_in(operator.username, now, password)
     return RedirectResponse(target, status_code=303)
 
 
@@ -125,11 +134,16 @@ async def logout(request: Request) -> Response:
 
 
 @router.get("/console/lang")
-def switch_language(to: str = "ja", next: str = HOME) -> Response:
+def switch_language(request: Request, to: str = "ja", next: str = HOME) -> Response:
     response = RedirectResponse(safe_next(next), status_code=303)
     language = "en" if to == "en" else "ja"
     response.set_cookie(
-        LANG_COOKIE, language, max_age=365 * 86400, httponly=True, samesite="strict"
+        LANG_COOKIE,
+        language,
+        max_age=365 * 86400,
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(request),
     )
     return response
 

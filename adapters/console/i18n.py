@@ -14,6 +14,14 @@ TEXTS: dict[str, tuple[str, str]] = {
     "logout": ("ログアウト", "Log out"),
     "username": ("利用者名", "Username"),
     "password": ("パスワード", "Password"),
+    "session_idle": (
+        "一定時間操作がなかったため、ログアウトしました。もう一度ログインしてください。",
+        "You were logged out after a period without activity. Please log in again.",
+    ),
+    "session_expired": (
+        "ログインから8時間が経過したため、ログアウトしました。もう一度ログインしてください。",
+        "You were logged out 8 hours after logging in. Please log in again.",
+    ),
     "dashboard": ("ダッシュボード", "Dashboard"),
     "messages": ("メッセージ検索", "Messages"),
     "message": ("メッセージ詳細", "Message"),

@@ -35,6 +35,7 @@ from adapters.console.session import (
     cookie_value,
     language,
     read_session,
+    secure_cookies,
 )
 from bus import __version__
 
@@ -167,7 +168,7 @@ class ConsoleRoute(APIRoute):
                     max_age=MAX_AGE_SECONDS,
                     httponly=True,
                     samesite="strict",
-                    secure=request.url.scheme == "https",
+                    secure=secure_cookies(request),
                     path="/",
                 )
             return locked_down(request, response)

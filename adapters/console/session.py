@@ -6,10 +6,17 @@ The signing key is derived from the hub's secrets key (``RENKEI_SECRETS_KEY`` or
 The operator is read from the database on every request: a disabled account or a changed
 role takes effect at once.
 
-Each login opens a session with an id of its own and its start time in the cookie. Logging
-out records the id as ended (in the database, so every hub process refuses the cookie from
-then on, until it would have expired anyway), and a new password ends every session opened
-before it (``password_changed_at``): a copied cookie does not outlive either.
+Each login opens a session with an id of its own, its login time, its last-seen time and the
+account's ``password_changed_at`` in the cookie. Logging out records the id as ended (in the
+database, so every hub process refuses the cookie from then on, until it would have expired
+anyway), and a new password ends every session opened under the one before (the stamp no
+longer matches): a copied cookie does not outlive either.
+
+A session ends 8 hours after its login and after ``RENKEI_CONSOLE_IDLE_SECONDS`` (default 30
+minutes) without a request: the last-seen time is refreshed in the cookie (at most once a
+minute, no database write), and the login page then says why. Both times are read from the
+store's clock (bus/store/clock.py), the one every hub process shares; the password is
+compared by its stamp, never by time, so no host's clock decides it (docs/console.md).
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -38,11 +44,17 @@ from bus.security.operators import Operator, Role
 from bus.security.secret_box import load_key
 from bus.settings import Settings
 from bus.store.audit import utc
+from bus.store.clock import database_now
 from bus.store.models import OperatorAccount, UsedNonce
 
 COOKIE = "renkei_console"
 LANG_COOKIE = "renkei_lang"
 MAX_AGE_SECONDS = 8 * 3600  # one working day
+#: The last-seen time in the cookie is refreshed at most this often (a tenth of a shorter
+#: idle timeout): the idle timeout is kept to within this, without a write per request.
+SEEN_REFRESH_SECONDS = 60.0
+#: Why a session ended, shown once on the login page (i18n ``session_<notice>``).
+IDLE, EXPIRED = "idle", "expired"
 MAX_FORM_BYTES = 64 * 1024
 _SALT = "renkei.console.session"
 #: The ``used_nonces`` rows of ended console sessions have this as their username (it cannot
@@ -70,17 +82,23 @@ class ConsoleSession:
     changed: bool = False
     operator: Operator | None = field(default=None)
     session_id: str | None = None  # a signed-in session's own id (ended at logout)
-    started: float | None = None  # its login time (epoch seconds)
+    started: float | None = None  # its login time (epoch seconds, the store's clock)
+    seen: float | None = None  # its last request, to within SEEN_REFRESH_SECONDS (same)
+    password: str | None = None  # the account's password_changed_at at login (ISO 8601)
+    notice: str | None = None  # signed out: why the last session ended (IDLE, EXPIRED)
 
-    def sign_in(self, username: str) -> None:
-        """A new session at login: its own id and a fresh CSRF token (nothing from before
-        the login stays valid)."""
+    def sign_in(self, username: str, now: float, password: str) -> None:
+        """A new session at login (``now`` on the store's clock, ``password`` the account's
+        stamp read before its password was checked): its own id and a fresh CSRF token
+        (nothing from before the login stays valid)."""
         self.username, self.csrf, self.changed = username, secrets.token_urlsafe(32), True
-        self.session_id, self.started = secrets.token_urlsafe(24), time.time()
+        self.session_id, self.started, self.seen = secrets.token_urlsafe(24), now, now
+        self.password, self.notice = password, None
 
-    def sign_out(self) -> None:
+    def sign_out(self, notice: str | None = None) -> None:
         self.username, self.csrf, self.changed = None, secrets.token_urlsafe(32), True
-        self.session_id, self.started, self.operator = None, None, None
+        self.session_id, self.started, self.seen, self.operator = None, None, None, None
+        self.password, self.notice = None, notice
 
 
 @cache
@@ -107,36 +125,88 @@ def read_session(request: Request) -> ConsoleSession:
         except BadSignature:
             data = None
         if isinstance(data, dict) and isinstance(data.get("c"), str):
-            username, session_id, started = data.get("u"), data.get("s"), data.get("t")
-            if not (
-                isinstance(username, str)
-                and isinstance(session_id, str)
-                and isinstance(started, int | float)
-            ):
-                return ConsoleSession(None, data["c"])  # signed out (or from before sessions)
-            return ConsoleSession(username, data["c"], session_id=session_id, started=started)
+            return _session_of(data)
     return ConsoleSession(None, secrets.token_urlsafe(32), changed=True)
+
+
+def _session_of(data: dict[str, object]) -> ConsoleSession:
+    csrf, username, session_id = str(data["c"]), data.get("u"), data.get("s")
+    started, seen, password = data.get("t"), data.get("a"), data.get("p")
+    if not (
+        isinstance(username, str)
+        and isinstance(session_id, str)
+        and isinstance(started, int | float)
+        and isinstance(seen, int | float)
+        and isinstance(password, str)
+    ):  # signed out (or from before idle timeouts)
+        notice = data.get("n")
+        return ConsoleSession(None, csrf, notice=notice if notice in (IDLE, EXPIRED) else None)
+    return ConsoleSession(
+        username, csrf, session_id=session_id, started=started, seen=seen, password=password
+    )
 
 
 def cookie_value(request: Request, state: ConsoleSession) -> str:
     data: dict[str, object] = {"u": state.username, "c": state.csrf}
     if state.username is not None:
-        data |= {"s": state.session_id, "t": state.started}
+        data |= {"s": state.session_id, "t": state.started, "a": state.seen}
+        data["p"] = state.password
+    elif state.notice is not None:
+        data["n"] = state.notice
     return serializer(hub_of(request).settings).dumps(data)
 
 
-def load_operator(
-    sessions: sessionmaker[Session], username: str, session_id: str, started: float
-) -> Operator | None:
-    """The session's operator: ``None`` when the account is gone or disabled, the session
-    ended (logout) or older than the account's password."""
+def secure_cookies(request: Request) -> bool:
+    """Whether the console's cookies are ``Secure``: served over HTTPS, by the hub itself
+    or (``X-Forwarded-Proto``) by a proxy uvicorn trusts (``FORWARDED_ALLOW_IPS``)."""
+    return request.url.scheme == "https"
+
+
+def opening(sessions: sessionmaker[Session], username: str) -> tuple[float, str | None]:
+    """At login, before the password is checked: the store's time and the account's
+    password stamp (``None`` without such an account). A password changed meanwhile then
+    leaves the new session with the old stamp, refused."""
     with sessions() as session:
-        row = session.get(OperatorAccount, username)
-        if row is None or not row.enabled or started < utc(row.password_changed_at).timestamp():
+        now = database_now(session.connection()).timestamp()
+        row = session.get(OperatorAccount, username[:64])
+        return now, None if row is None else utc(row.password_changed_at).isoformat()
+
+
+def lapsed(state: ConsoleSession, now: float, idle_seconds: float) -> str | None:
+    """Why a signed-in session is over at ``now`` (EXPIRED, IDLE), ``None`` while it lasts."""
+    assert state.started is not None and state.seen is not None
+    if now - state.started > MAX_AGE_SECONDS:
+        return EXPIRED
+    if now - state.seen > idle_seconds:
+        return IDLE
+    return None
+
+
+def resume(
+    sessions: sessionmaker[Session], state: ConsoleSession, idle_seconds: float
+) -> Operator | None:
+    """The signed-in session's operator, its last-seen time refreshed when due; ``None``
+    when the session lapsed (signed out with the notice why), the account is gone or
+    disabled, its password changed since the login, or the session ended (logout)."""
+    assert state.username is not None and state.session_id is not None
+    with sessions() as session:
+        now = database_now(session.connection()).timestamp()
+        ended = lapsed(state, now, idle_seconds)
+        if ended is not None:
+            state.sign_out(ended)
             return None
-        if session.get(UsedNonce, (ENDED_SESSIONS, session_id[:128])) is not None:
+        row = session.get(OperatorAccount, state.username)
+        if row is None or not row.enabled:
             return None
-        return Operator(row.username, Role(row.role), frozenset(row.tenants), row.enabled)
+        if utc(row.password_changed_at).isoformat() != state.password:
+            return None
+        if session.get(UsedNonce, (ENDED_SESSIONS, state.session_id[:128])) is not None:
+            return None
+        operator = Operator(row.username, Role(row.role), frozenset(row.tenants), row.enabled)
+    assert state.seen is not None
+    if now - state.seen >= min(SEEN_REFRESH_SECONDS, idle_seconds / 10):
+        state.seen, state.changed = now, True
+    return operator
 
 
 def end_session(sessions: sessionmaker[Session], state: ConsoleSession) -> None:
@@ -144,9 +214,9 @@ def end_session(sessions: sessionmaker[Session], state: ConsoleSession) -> None:
     refuses it from now on); ended sessions past that are deleted."""
     if state.session_id is None or state.started is None:
         return
-    now = datetime.now(UTC)
     expires = datetime.fromtimestamp(state.started + MAX_AGE_SECONDS, UTC)
     with sessions.begin() as session:
+        now = database_now(session.connection())  # the clock ``started`` was read on
         session.execute(
             delete(UsedNonce).where(
                 UsedNonce.username == ENDED_SESSIONS, UsedNonce.expires_at < now
@@ -167,9 +237,9 @@ def console_state(request: Request) -> ConsoleSession:
 def signed_in(request: Request) -> Operator:
     """The operator of this request; :class:`LoginRequired` without one."""
     state = console_state(request)
-    if state.operator is None and state.username and state.session_id and state.started:
-        sessions = hub_of(request).store.sessions
-        state.operator = load_operator(sessions, state.username, state.session_id, state.started)
+    if state.operator is None and state.username and state.session_id:
+        hub = hub_of(request)
+        state.operator = resume(hub.store.sessions, state, hub.settings.console_idle_seconds)
     if state.operator is None:
         raise LoginRequired()
     return state.operator
