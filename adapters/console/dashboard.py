@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from bus.store.clock import database_now
 from bus.store.models import Delivery, DeliveryAttempt, DeliveryState, StoredMessage
 from bus.wareki import JST
 
@@ -71,7 +72,7 @@ def dashboard(
     session: Session, tenants: Collection[str] | None, now: datetime | None = None
 ) -> Dashboard:
     """``tenants``: the tenants to count (None: every tenant)."""
-    now = now or datetime.now(UTC)
+    now = now or database_now(session.connection())  # messages are received on its clock
     since = now - timedelta(hours=HOURS)
     per_service = [
         (service, tenant, int(count))

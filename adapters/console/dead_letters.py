@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlencode
 
 from fastapi import APIRouter
@@ -38,6 +38,7 @@ from bus.dispatch import operations
 from bus.errors import make_finding
 from bus.pipeline import Finding
 from bus.security.operators import Operator
+from bus.store.clock import database_now
 from bus.store.models import Delivery, DeliveryState
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -295,9 +296,10 @@ def all_dead_page(request: Request, destination: str = "", tenant: str = "") -> 
     dead letter now is written into the form: the work stops there."""
     operator = signed_in(request)
     filters = Filters(destination, tenant)
-    looked = datetime.now(UTC)
     with hub_of(request).store.sessions() as session:
         through = operations.last_dead_id(session)
+        # the workers stamp a death with the store's clock: so is "dead when looked"
+        looked = database_now(session.connection())
     selection = _selection_of(request, operator, filters, through, looked)
     whys = operations.dead_whys(hub_of(request).store.sessions, selection, ALL_PAGE)
     return render(

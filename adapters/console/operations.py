@@ -4,7 +4,7 @@ operation it calls (bus/dispatch/operations.py: tenant chains and the admin chai
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -37,6 +37,7 @@ from bus.observability.readiness import readiness
 from bus.security.operators import Operator, Permission
 from bus.store.admin_audit import record_admin_action
 from bus.store.audit import utc
+from bus.store.clock import database_now
 from bus.store.models import Delivery, DeliveryState, DestinationState
 
 DONE_KEYS = frozenset({"pause", "resume"})
@@ -62,7 +63,7 @@ def _destination_rows(
     ):
         counts[(destination, state)] = int(count)
     states = {row.system: row for row in session.scalars(select(DestinationState))}
-    now = datetime.now(UTC)
+    now = database_now(session.connection())  # holds are written on the store's clock
     return [
         {
             "system": system,
