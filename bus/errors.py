@@ -391,6 +391,15 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "ファイル {actual} を PEM 形式のクライアント証明書として読み取れません。",
         "The file {actual} cannot be read as a PEM client certificate.",
     ),
+    (
+        "RK-TEN013",
+        E,
+        "この変更を準備している間に、ほかの操作で設定が更新されました（版 {actual}）。何も適用して"
+        "いません。もう一度実行してください（新しい版の上に変更を作り直します）。",
+        "The configuration was changed by another apply while this change was being made"
+        " (version {actual}); nothing was applied. Run the command again (it then builds the"
+        " change on the newer version).",
+    ),
     # --- STO: the Message Store ----------------------------------------------------------------
     (
         "RK-STO001",
@@ -1124,6 +1133,17 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "A table of the message store is locked by another database session and the wait ran out"
         " ({actual}); the database is up. Find that session in pg_stat_activity and end it (or"
         " let it finish), then run the command again (a running hub recovers by itself).",
+    ),
+    (
+        "RK-OPS017",
+        W,
+        "この設定には、直前の版にあった団体がありません（{actual}）。これらの団体のメッセージは"
+        " RK-AUT005 で拒否されます。受付済みの配信は続きます。利用停止だけなら renkei tenants"
+        " disable を使い、誤りなら団体のファイルを戻して renkei config apply してください。",
+        "This configuration no longer has tenants the previous version had ({actual}); their"
+        " messages are refused with RK-AUT005, deliveries already accepted go on. To stop a"
+        " town, use renkei tenants disable; if this is a mistake, restore its file and run"
+        " renkei config apply.",
     ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (

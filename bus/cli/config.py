@@ -98,6 +98,7 @@ def apply(
     typer.echo(f"{state}: configuration version {version}")
     if version != before:
         _warn_orphaned_deliveries(settings)
+        _warn_removed_tenants(settings, version)
 
 
 def _warn_orphaned_deliveries(settings: Settings) -> None:
@@ -128,6 +129,45 @@ def _warn_orphaned_deliveries(settings: Settings) -> None:
         actual = ", ".join(f"{destination}: {count}" for destination, count in counts)
         finding = make_finding("RK-OPS006", path="/", actual=actual)
         typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
+
+
+def _warn_removed_tenants(settings: Settings, version: int) -> None:
+    """RK-OPS017 when ``version`` drops tenants the version it replaced had (a town's file
+    deleted, or a directory copied before another operator's `tenants add`), with their
+    unfinished deliveries: their messages are refused from now on."""
+    from sqlalchemy import func, select
+
+    from bus.config.snapshots import load_snapshot
+    from bus.errors import make_finding
+    from bus.store.db import open_store
+    from bus.store.models import Delivery, DeliveryState
+
+    if version <= 1:
+        return
+    store = open_store(settings)
+    try:
+        kept = {tenant.code for tenant in load_snapshot(store.sessions, version).config.tenants}
+        old = load_snapshot(store.sessions, version - 1).config.tenants
+        removed = [tenant for tenant in old if tenant.code not in kept]
+        if not removed:
+            return
+        with store.sessions() as session:
+            rows = session.execute(
+                select(Delivery.tenant, Delivery.state, func.count())
+                .where(Delivery.tenant.in_([tenant.code for tenant in removed]))
+                .group_by(Delivery.tenant, Delivery.state)
+            ).all()
+    finally:
+        store.close()
+    counts = {(tenant, state): count for tenant, state, count in rows}
+    pending, dead = DeliveryState.PENDING.value, DeliveryState.DEAD.value
+    actual = ", ".join(
+        f"{t.code} {t.name} pending={counts.get((t.code, pending), 0)}"
+        f" dead={counts.get((t.code, dead), 0)}"
+        for t in removed
+    )
+    finding = make_finding("RK-OPS017", path="/", actual=actual)
+    typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
 
 
 @config_app.command("show")

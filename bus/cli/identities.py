@@ -244,33 +244,52 @@ def keys_fingerprint(
 # --- tenants ---------------------------------------------------------------------------------
 
 
-def _config_files(store: Store, directory: Path | None) -> dict[str, str]:
+def _config_files(store: Store, directory: Path | None) -> tuple[int, dict[str, str]]:
+    """The version in force and the files to edit: the directory's, else that version's.
+    The version is read first, so an apply made while the files are read is a conflict."""
     from bus.config.loader import read_config_files
     from bus.store.models import ConfigSnapshot
 
-    if directory is not None:
-        return read_config_files(directory)
     with store.sessions() as session:
         latest = session.query(ConfigSnapshot).order_by(ConfigSnapshot.version.desc()).first()
         assert latest is not None  # configured_store() made sure there is one
-        return dict(latest.files)
+        base, files = latest.version, dict(latest.files)
+    return base, (read_config_files(directory) if directory is not None else files)
 
 
 def _apply(
     store: Store,
     directory: Path | None,
-    files: dict[str, str],
+    edit: tuple[int, dict[str, str]],
     changed: str,
     because: tuple[str, dict[str, Any]],
 ) -> int:
-    """Apply the edited configuration; ``because`` goes to the admin chain with it."""
-    from bus.config.snapshots import apply_files
+    """Apply the edited configuration (``edit``: the version it was made from and its files)
+    unless another version was applied meanwhile (RK-TEN013: nothing stored, the directory
+    as it was); ``because`` goes to the admin chain with it."""
+    from bus.config.snapshots import ConfigConflict, apply_files
+    from bus.errors import make_finding
 
-    if directory is not None:
-        target = directory / changed
+    base, files = edit
+    target = directory / changed if directory is not None else None
+    before = target.read_text(encoding="utf-8") if target and target.is_file() else None
+    if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(files[changed], encoding="utf-8")
-    return apply_files(store.sessions, files, actor(), because=because)
+    try:
+        return apply_files(store.sessions, files, actor(), because=because, base_version=base)
+    except ConfigConflict as conflict:
+        if target is not None:
+            _restore(target, before)
+        actual = f"{conflict.base} → {conflict.found}"
+        raise _refuse(make_finding("RK-TEN013", path="/", actual=actual)) from None
+
+
+def _restore(target: Path, text: str | None) -> None:
+    if text is None:
+        target.unlink(missing_ok=True)
+    else:
+        target.write_text(text, encoding="utf-8")
 
 
 ConfigDirOption = Annotated[
@@ -304,14 +323,14 @@ def tenants_add(
 
     directory = _directory(config_dir)
     with _store() as store:
+        base, files = _config_files(store, directory)
         try:
-            onboarded = onboard(
-                _config_files(store, directory), code, name, template or DEFAULT_TEMPLATE
-            )
+            onboarded = onboard(files, code, name, template or DEFAULT_TEMPLATE)
         except TenancyError as error:
             raise _refuse(error.finding) from None
         detail = {"tenant": code, "name": name, "file": onboarded.path}
-        version = _apply(store, directory, onboarded.files, onboarded.path, ("tenant.add", detail))
+        edit = (base, onboarded.files)
+        version = _apply(store, directory, edit, onboarded.path, ("tenant.add", detail))
     typer.echo(f"added: {code} {name} ({onboarded.path}); configuration version {version}")
 
 
@@ -331,12 +350,13 @@ def _set_enabled(code: str, enabled: bool, config_dir: Path | None) -> None:
 
     directory = _directory(config_dir)
     with _store() as store:
+        base, files = _config_files(store, directory)
         try:
-            path, files = set_enabled(_config_files(store, directory), code, enabled)
+            path, edited = set_enabled(files, code, enabled)
         except TenancyError as error:
             raise _refuse(error.finding) from None
         because = (f"tenant.{'enable' if enabled else 'disable'}", {"tenant": code, "file": path})
-        version = _apply(store, directory, files, path, because)
+        version = _apply(store, directory, (base, edited), path, because)
     state = "enabled" if enabled else "disabled"
     typer.echo(f"{state}: {code} ({path}); configuration version {version}")
 

@@ -50,6 +50,14 @@ class Tenant(Strict):
             raise ValueError(f"{code}: wrong check digit for a 全国地方公共団体コード")
         return code
 
+    @field_validator("name")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        """Staff tell towns apart by name (console, `tenants list`): one must be given."""
+        if not name.strip():
+            raise ValueError("a 団体名 is required (it is empty)")
+        return name
+
 
 class Endpoint(Strict):
     """Where deliveries for a system go; ``transport`` names an outbound adapter."""

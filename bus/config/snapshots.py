@@ -42,6 +42,16 @@ class NoConfiguration(LookupError):
     """The database holds no configuration yet (``ensure_config`` was not called)."""
 
 
+class ConfigConflict(RuntimeError):
+    """Another apply made a newer version since the edited configuration was read: storing
+    the edit would silently undo that change (a lost update), so nothing is stored."""
+
+    def __init__(self, base: int, found: int) -> None:
+        super().__init__(f"version {base} was edited, but version {found} is in force now")
+        self.base = base
+        self.found = found
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedConfig:
     """One configuration version, validated and indexed."""
@@ -74,12 +84,15 @@ def apply_files(
     actor: str | None,
     *,
     because: tuple[str, dict[str, Any]] | None = None,
+    base_version: int | None = None,
 ) -> int:
     """Store ``files`` as a new version after validating them; content identical to the
     version in force returns that version (no new row, nothing audited). Re-applying an
     *older* content does make a new version: it is a roll-back. ``because``: the admin
     action that made the edit (e.g. ``("tenant.add", {...})``), recorded after
-    ``config.apply`` in the same transaction with the new version added to its detail."""
+    ``config.apply`` in the same transaction with the new version added to its detail.
+    ``base_version``: the version the edit was made from (read-modify-write, as ``renkei
+    tenants`` does); when another version was stored since, :class:`ConfigConflict`."""
     parse_config_files(files)  # raises ConfigError: an invalid configuration is never stored
     digest = files_digest(files)
     for attempt in range(_APPLY_ATTEMPTS):
@@ -88,7 +101,10 @@ def apply_files(
                 latest = _latest(session)
                 if latest is not None and latest.digest == digest:
                     return latest.version
-                version = (latest.version if latest else 0) + 1
+                in_force = latest.version if latest else 0
+                if base_version is not None and in_force != base_version:
+                    raise ConfigConflict(base_version, in_force)
+                version = in_force + 1
                 session.add(
                     ConfigSnapshot(
                         version=version,
