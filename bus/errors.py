@@ -45,7 +45,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-SEC001",
         E,
-        "DOCTYPE宣言を含む文書は受け付けません。",
+        "DOCTYPE 宣言を含む文書は受け付けません。",
         "Documents with a DOCTYPE declaration are refused.",
     ),
     (
@@ -73,7 +73,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "Encoding is not UTF-8 ({actual}).",
     ),
     ("RK-SEC006", E, "XML として正しくありません。", "Not well-formed XML."),
-    ("RK-SEC007", E, "XInclude は処理しません。", "XInclude is not processed and is refused."),
+    (
+        "RK-SEC007",
+        E,
+        "XInclude は処理しないため、受け付けません。",
+        "XInclude is not processed and is refused.",
+    ),
     ("RK-SEC008", E, "文書が空です。", "The document is empty."),
     ("RK-SEC009", E, "エンティティ参照は受け付けません。", "Entity references are refused."),
     (
@@ -188,7 +193,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-DOM005",
         W,
-        "{field_ja}の検査数字（モジュラス11）が正しくありません。",
+        "{field_ja}の検査数字（モジュラス11）が正しくありません（住民票コード）。",
         "{field_en} fails the modulus-11 check digit (resident record code).",
     ),
     (
@@ -200,13 +205,13 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-DOM011",
         E,
-        "{field_ja}は日付として解釈できません。不詳等はそのまま保持の指定（asGiven）が必要です。",
+        '{field_ja}は日付として解釈できません。不詳の日付などは、そのまま保持する指定（asGiven="true"）を付けてください。',
         '{field_en} cannot be read as a date; unknown dates need asGiven="true".',
     ),
     (
         "RK-DOM012",
         E,
-        "{field_ja}は暦にない日付です。そのまま保持の指定（asGiven）が必要です。",
+        '{field_ja}は暦にない日付です。そのまま保持する指定（asGiven="true"）を付けてください。',
         '{field_en} is not a calendar date; it must be marked asGiven="true".',
     ),
     (
@@ -237,7 +242,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-AUT001",
         E,
-        "呼出し元を識別できません（API キーまたは送信元アドレスが登録されていません）。",
+        "呼出し元を識別できません（有効な API キーがなく、送信元アドレスも許可されていません）。",
         "The caller is not recognised (no valid API key, and the source address is not allowed).",
     ),
     (
@@ -285,7 +290,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-AUT009",
         E,
-        "UsernameToken の Nonce は既に使われています（再送攻撃の疑い）。",
+        "UsernameToken の Nonce は既に使われています（リプレイ攻撃の疑い）。",
         "The UsernameToken's nonce was already used (a replay).",
     ),
     (
@@ -340,7 +345,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-TEN004",
         E,
-        "テンプレート {actual} から作った設定が正しくありません: {expected}",
+        "テンプレート {actual} から作った設定が正しくありません（{expected}）。",
         "The configuration made from template {actual} is invalid: {expected}",
     ),
     (
@@ -434,7 +439,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-STO006",
         E,
-        "配信 {actual} は配信不能（デッドレター）にありません。",
+        "配信 {actual} は配信不能の一覧にありません。",
         "Delivery {actual} is not in the Dead Letter Channel.",
     ),
     (
@@ -494,14 +499,14 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-AUD007",
         E,
-        "監査の署名鍵が設定されていません（RENKEI_AUDIT_SIGNING_KEY に秘密鍵のパスを設定）。",
+        "監査の署名鍵が設定されていません。RENKEI_AUDIT_SIGNING_KEY に秘密鍵のパスを設定してください。",
         "No audit signing key is configured (set RENKEI_AUDIT_SIGNING_KEY to the private key).",
     ),
     # --- RTE: routing ----------------------------------------------------------------------------
     (
         "RK-RTE001",
         W,
-        "サービス {actual} の配信先がありません（団体 {expected}）。",
+        "サービス {actual} の配信先がありません（団体 {expected}）。メッセージは保存だけして、配信しません。",
         "No subscriber for service {actual} (tenant {expected}); the message is stored only.",
     ),
     (
@@ -513,7 +518,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-RTE003",
         E,
-        "relatesTo（{actual}）がこのメッセージ自身の messageId です。取消・訂正には元の通知の"
+        "relatesTo（{actual}）がこのメッセージ自身の messageId です。取消し・訂正の通知には元の通知の"
         " messageId を指定してください。",
         "relatesTo ({actual}) is this message's own messageId; a cancellation or correction "
         "names the messageId of the message it cancels or corrects.",
@@ -558,7 +563,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-RPL004",
         E,
-        "回答システム {actual} が混雑のため照会を受け付けませんでした。{expected} 秒後に再度照会してください。",
+        "回答システム {actual} が混雑のため照会を受け付けませんでした。{expected} 秒後にもう一度照会してください。",
         "The provider {actual} is busy and asked to be called again in {expected} s (Retry-After).",
     ),
     # --- MAP: mapping files and translation -----------------------------------------------
@@ -656,19 +661,19 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-MAP016",
         E,
-        "{field_ja}: 操作または参照（表、関数、パス、形式）の指定が正しくありません。",
+        "{field_ja}：操作または参照（表、関数、パス、形式）の指定が正しくありません。",
         "{field_en}: an operation or a reference (table, function, path, format) is set wrongly.",
     ),
     (
         "RK-MAP017",
         E,
-        "{field_ja}: 値の型が合いません（true/false、日付、コード、書式）。",
+        "{field_ja}：値の型が合いません（true/false、日付、コード、書式）。",
         "{field_en}: a value has the wrong type (true/false, date, code, pattern).",
     ),
     (
         "RK-MAP018",
         E,
-        "{field_ja}: 変換定義の組み立ての規則に反しています。",
+        "{field_ja}：変換定義の組み立ての規則に反しています。",
         "{field_en}: a structural rule of mapping files is broken.",
     ),
     (
@@ -708,13 +713,13 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-IMP004",
         E,
-        "{line} 行目をハブが受け付けませんでした（{actual}: {reason_ja}）。",
+        "{line} 行目をハブが受け付けませんでした（{actual}：{reason_ja}）。",
         "Line {line} was refused by the hub ({actual}: {reason_en}).",
     ),
     (
         "RK-IMP005",
         E,
-        "取込みの設定に誤りがあります（{actual}）。",
+        "取込みの設定に誤りがあるため、取込みを始められません（{actual}）。",
         "The import cannot start: {actual}.",
     ),
     (
@@ -732,7 +737,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-IMP008",
         E,
-        "宛名抽出ファイル（--residents）の見出し（1 行目）に列 {expected} がありません（見出し: {actual}）。何も投入していません。",
+        "宛名抽出ファイル（--residents）の見出し（1 行目）に列 {expected} がありません（見出し：{actual}）。何も投入していません。",
         "The 宛名 extract (--residents) has no column {expected} in its header, line 1 ({actual}); nothing was loaded.",
     ),
     (
@@ -751,7 +756,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "RK-IMP011",
         E,
         "{line} 行目の通知は、同じキー（受付年月日・受付番号・不動産番号）で内容の違う通知が既に"
-        "取り込まれているため取り込めません。訂正の通知であれば、取り込み済みの通知を確認してください。",
+        "取り込まれているため取り込めません。訂正の通知であれば、取込み済みの通知を確認してください。",
         "Line {line}: a notice with the same key (receipt date, receipt number, real-estate "
         "number) but other content was imported before; if this one corrects it, check the "
         "stored notice.",
@@ -783,7 +788,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-IMP016",
         E,
-        "宛名抽出ファイル（--residents）の {line} 行目の{field_ja}が空か、使えない値です（値: {actual}、使える値: {expected}）。何も投入していません。",
+        "宛名抽出ファイル（--residents）の {line} 行目の{field_ja}が空か、使えない値です（値：{actual}、使える値：{expected}）。何も投入していません。",
         "Line {line} of the 宛名 extract (--residents): {field_en} is empty or not allowed (value: {actual}; allowed: {expected}); nothing was loaded.",
     ),
     (
@@ -814,7 +819,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-IO003",
         E,
-        "出力ファイルを書けません（{actual}）。通知は取り込み済みです。その名前のフォルダなどを"
+        "出力ファイルを書けません（{actual}）。通知は取込み済みです。その名前のフォルダなどを"
         "取り除いてから同じコマンドをもう一度実行すると、出力を書きます。",
         "An output file cannot be written ({actual}); the notices were imported. Remove what is"
         " in the way (a folder of that name, say) and run the same command again to write the"
@@ -860,7 +865,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-FIL007",
         W,
-        "ファイル {actual} を読み込めません（{expected}）。一時的な障害とみて、間隔をあけて再試行します。",
+        "ファイル {actual} を読み込めません（{expected}）。一時的な障害とみて、間隔を延ばしながら再試行します。",
         "The file {actual} cannot be read ({expected}); taken as a passing fault, it is retried at growing intervals.",
     ),
     (
@@ -922,7 +927,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-API003",
         E,
-        "内部エラーが発生しました（参照番号 {actual}）。",
+        "内部エラーが発生しました（参照番号 {actual}）。詳細はハブのログにあります。",
         "Internal error (reference {actual}); the hub's log has the details.",
     ),
     (
@@ -946,7 +951,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-API007",
         E,
-        "この URL ではメソッド {actual} は使えません（使えるもの: {expected}）。",
+        "この URL ではメソッド {actual} は使えません（使えるもの：{expected}）。",
         "Method {actual} is not allowed at this URL (allowed: {expected}).",
     ),
     (
@@ -982,7 +987,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-API013",
         E,
-        "要求された形式（Accept: {actual}）では応答できません（使えるもの: {expected}）。",
+        "要求された形式（Accept ヘッダの {actual}）では応答できません（使えるもの：{expected}）。",
         "No acceptable response for Accept: {actual} (available: {expected}).",
     ),
     (
@@ -994,8 +999,8 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-API015",
         E,
-        "JSON のキー {actual}（{field_ja}）が同じオブジェクトに二度以上あります。どちらの値か決められません。",
-        "The JSON key {actual} appears more than once in one object; which value is meant is ambiguous.",
+        "JSON のキー {field_en}（{field_ja}）が同じオブジェクトに二度以上あります。どちらの値か決められないため、キーを一つにして再送してください。",
+        "The JSON key {field_en} appears more than once in one object; which value is meant is ambiguous. Send it again with the key once.",
     ),
     (
         "RK-API016",
@@ -1045,7 +1050,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-OPS006",
         W,
-        "この設定にない接続システム宛ての未完了の配信があります（{actual}）。配信先を戻すか、"
+        "この設定にない接続システム宛ての未完了の配信があります（{actual}）。その接続システムを設定に戻すか、"
         "再試行の後に配信不能となったものを renkei dlq で処理してください。",
         "Unfinished deliveries are addressed to systems this configuration no longer has"
         " ({actual}); add the system back, or handle them with renkei dlq once dead-lettered.",
@@ -1077,7 +1082,7 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-OPS010",
         E,
-        "環境変数 {field_en} の値（{actual}）は使えません。使える値: {expected}。何も実行していません。",
+        "環境変数 {field_en} の値（{actual}）は使えません。使える値：{expected}。何も実行していません。",
         "The environment variable {field_en} has a value that cannot be used ({actual});"
         " allowed: {expected}. Nothing was run.",
     ),
@@ -1161,37 +1166,37 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-CON003",
         E,
-        "対象が選択されていません。",
-        "Nothing was selected.",
+        "対象が選択されていません。選択してから、もう一度操作してください。",
+        "Nothing was selected; select something and try again.",
     ),
     (
         "RK-CON004",
         E,
-        "日付 {actual} を読み取れません（例: 令和8年11月26日、2026-11-26）。",
+        "日付 {actual} を読み取れません（例：令和8年11月26日、2026-11-26）。",
         "The date {actual} cannot be read (e.g. 令和8年11月26日, 2026-11-26).",
     ),
     (
         "RK-CON005",
         E,
-        "このアカウントへのログイン試行が多すぎます（1 分間に {limit} 回まで）。しばらく待ってから再度ログインしてください。",
+        "このアカウントへのログイン試行が多すぎます（1 分間に {limit} 回まで）。しばらく待ってから、もう一度ログインしてください。",
         "Too many login attempts for this account (at most {limit} a minute); wait a moment and log in again.",
     ),
     (
         "RK-CON006",
         E,
-        "期間の開始日 {actual} が終了日 {expected} より後です。",
-        "The start day {actual} is after the end day {expected}.",
+        "期間の開始日 {actual} が終了日 {expected} より後です。期間を入力し直してください。",
+        "The start day {actual} is after the end day {expected}; enter the period again.",
     ),
     (
         "RK-CON007",
         E,
-        "{field_ja} に {actual} は選べません（選べるもの: {expected}）。",
+        "{field_ja}に {actual} は選べません（選べるもの：{expected}）。",
         "{actual} is not a choice for {field_en} (choices: {expected}).",
     ),
     (
         "RK-CON008",
         E,
-        "この端末からのログイン失敗が多すぎます（1 分間に {limit} 回まで）。しばらく待ってから再度ログインしてください。",
+        "この端末からのログイン失敗が多すぎます（1 分間に {limit} 回まで）。しばらく待ってから、もう一度ログインしてください。",
         "Too many failed logins from this address (at most {limit} a minute); wait a moment and log in again.",
     ),
     (

@@ -40,7 +40,7 @@ def test_a_command_that_upgrades_the_store_tells_the_operator(tmp_path: Path) ->
     upgraded = _config_show(data_dir)
     assert upgraded.returncode == 0, upgraded.stderr
     assert upgraded.stderr.splitlines() == [
-        f"データストアを更新しました（スキーマ {OLDER} → {SCHEMA_HEAD}） "
+        f"メッセージストアを更新しました（スキーマ {OLDER} → {SCHEMA_HEAD}） "
         f"store schema upgraded from {OLDER} to {SCHEMA_HEAD}"
     ]
     engine = create_store_engine(Settings(data_dir=data_dir))

@@ -264,7 +264,7 @@ def _act_on_all(action: str, reason: str, selection: Selection) -> None:
         store.close()
     verb_ja = "再送" if action == "redeliver" else "破棄"
     verb = "redelivered" if action == "redeliver" else "discarded"
-    typer.echo(f"{verb}: {changed} ({changed} 件を{verb_ja}しました)")
+    typer.echo(f"{verb}: {changed}（{changed} 件を{verb_ja}しました）")
 
 
 _STATES_JA = {

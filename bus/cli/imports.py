@@ -65,7 +65,9 @@ def feed_index(
         try:
             index.refresh(hub.store.sessions, tenant)  # a damaged index: unreadable
         except Exception as error:  # the import goes on: owners are reported 未照合
-            console.print(f"[yellow]住民データを更新できません（未照合になります）: {error}[/]")
+            console.print(
+                f"[yellow]住民データの索引を更新できません（所有者は未照合になります）：{error}[/]"
+            )
     if index.unreadable is not None:
         actual = f"{index.path}: {index.unreadable}"
         show(console, make_finding("RK-IMP009", path="/residents", actual=actual), "yellow")
@@ -159,6 +161,6 @@ def notices(
         index.close()
         hub.close()
     for path in summary.outputs:
-        console.print(f"出力: {path}")
+        console.print(f"出力：{path}")
     typer.echo(f"新規 {summary.new} / 重複 {summary.duplicate} / エラー {summary.errors}")
     raise typer.Exit(EXIT_READ)

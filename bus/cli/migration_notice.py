@@ -31,7 +31,7 @@ class MigrationNotice(logging.Handler):
         if before is None or before == EMPTY_STORE:
             return
         typer.echo(
-            f"データストアを更新しました（スキーマ {before} → {after}） "
+            f"メッセージストアを更新しました（スキーマ {before} → {after}） "
             f"store schema upgraded from {before} to {after}",
             err=True,
         )

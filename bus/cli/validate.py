@@ -119,4 +119,4 @@ def samples_generate(
     from bus.samplegen.sample_set import write_sample_set
 
     written = write_sample_set(out)
-    Console().print(f"{len(written)} サンプルを書き出しました / samples written to {out}")
+    Console().print(f"{len(written)} 件のサンプルを書き出しました / samples written to {out}")
