@@ -55,4 +55,4 @@ def test_a_command_that_upgrades_the_store_tells_the_operator(tmp_path: Path) ->
 def test_a_new_store_is_made_without_a_notice(tmp_path: Path) -> None:
     fresh = _config_show(tmp_path / "fresh")
     assert fresh.returncode == 0, fresh.stderr
-    assert "データストア" not in fresh.stderr and "upgraded" not in fresh.stderr
+    assert "メッセージストアを更新" not in fresh.stderr and "upgraded" not in fresh.stderr
