@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from bus.mapping import Section, dates, load_mapping
 from bus.mapping import text as textops
 from bus.mapping.codegen import section_program
 from bus.mapping.formats.csv import CsvRecord, SplitGroup
+from bus.mapping.values import Text
 from tests.test_mapping_chains import (
     TRAPS,
     bent_rows,
@@ -242,6 +244,7 @@ def _general_patches() -> list[tuple[tuple[Any, str], Any]]:
         ((textops, "share"), textops.share.__wrapped__),
         ((dates, "_cached_iso"), dates._iso),
         ((normalize, "to_half_width"), half_width_by_character),
+        ((records, "_kept_sum_of_shares"), records._sum_of_shares),
     ]
 
 
@@ -292,3 +295,78 @@ def test_the_kept_town_checks_are_the_computed_ones() -> None:
         assert len(set(answers)) == (2 if town else 1)
         for _ in range(2):
             assert [parser.outside_town(place) for place in places] == answers
+
+
+def test_the_kept_share_totals_are_the_computed_ones() -> None:
+    """持分 lists of every shape, twice (the second time from the kept answers): the total is
+    the one summed; a list longer than SHARES_KEPT characters is summed and never kept."""
+    records._kept_sum_of_shares.cache_clear()
+    lists = [["1/2", "1/2"], ["1/3", "1/3", "1/3"], ["2/3"], ["1/2", "1/3"], ["1/1"]]
+    lists += [["1/2", "1/2", "1/2"], ["3/7", "4/7"], ["1/6"] * 6, ["10/20", "20/40"]]
+    long = ["1" + "0" * 39 + "/2" + "0" * 39, "1/2"]  # 84 characters: 1/2 + 1/2
+    for _ in range(2):
+        for shares in [*lists, long]:
+            values = {"registrationPurpose": "所有権移転"}
+            values["rightHolder"] = [{"share": share} for share in shares]  # type: ignore[assignment]
+            expected = sum((Fraction(share) for share in shares), Fraction(0))
+            assert records._share_total(values) == expected, shares
+    assert records._kept_sum_of_shares.cache_info().currsize == len(lists)
+    assert len("".join(long)) > records.SHARES_KEPT >= max(len("".join(s)) for s in lists)
+
+
+def test_a_kept_group_getter_follows_a_column_added_after_it() -> None:
+    """CsvRecord.groups reads the group's columns with the key's getter once made; a column
+    the key gains after that (the compiler adds them one by one) is read too."""
+    key = SplitGroup("／", ["x", "y"])
+    rows = [{"x": "a／b", "y": "c", "z": "d"}, {"x": "a", "y": "b", "z": "c／e"}]
+    for row in rows:  # the getter made and used with two columns
+        assert _members(row, key) == split_by_definition(row, key)
+    key.columns.append("z")
+    for row in [*rows, {"x": "a", "y": "b", "z": "c"}]:
+        members = _members(row, key)
+        assert members == split_by_definition(row, key)
+        assert all(set(m) == {"x", "y", "z"} for m in members)
+
+
+def _members(row: dict[str, str], key: SplitGroup) -> list[dict[str, str]]:
+    members = CsvRecord(row).groups(key)
+    assert all(isinstance(m, CsvRecord) for m in members)
+    return [dict(m) for m in members if isinstance(m, CsvRecord)]
+
+
+def _values_by_definition(data: dict[str, Any], review: list[str]) -> dict[str, Any]:
+    """Every item as text, a group as its members' values, both groups present; each 外字
+    kept with 代替文字 〓 flagged once, in the order of the items."""
+    values: dict[str, Any] = {"rightHolder": [], "obligor": []}
+    for key, value in data.items():
+        if isinstance(value, list):
+            values[key] = [_values_by_definition(member.data, review) for member in value]
+        elif isinstance(value, Text):
+            if "〓" in (value.attr("alt") or "") and "外字（変換表なし）" not in review:
+                review.append("外字（変換表なし）")
+            values[key] = value.text
+        else:
+            values[key] = value
+    return values
+
+
+def test_the_values_are_the_translated_items_by_definition() -> None:
+    section = load_mapping(ROOT / "mappings" / "houmu.yaml").section(
+        "RegistrationNotice", "inbound"
+    )
+    assert section is not None
+    seen: set[str] = set()
+    for fields in bent_rows(seeds=3, per_seed=400):
+        record = section.format.record(fields)  # type: ignore[attr-defined]
+        translated = section.run(record, 1, {"tenant": "412066"}).record
+        if translated is None:
+            continue
+        review: list[str] = ["半角カナ"]
+        expected_review = list(review)
+        values = records._values(translated, review)
+        assert values == _values_by_definition(translated.data, expected_review)
+        assert review == expected_review
+        assert values["rightHolder"] is not translated.data.get("rightHolder")  # a copy
+        seen |= {key for key, value in translated.data.items() if not isinstance(value, str)}
+        seen |= {"外字"} if "外字（変換表なし）" in review else set()
+    assert {"rightHolder", "obligor", "外字"} <= seen  # groups and 外字 were compared

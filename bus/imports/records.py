@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from bus.errors import make_finding
@@ -309,7 +310,18 @@ def _share_total(values: dict[str, Any]) -> Fraction | None:
     shares = [holder.get("share", "") for holder in values["rightHolder"]]
     if not shares or not all(shares):
         return None
+    if sum(map(len, shares)) > SHARES_KEPT:  # a long (odd) value is summed, never kept
+        return _sum_of_shares(tuple(shares))
+    return _kept_sum_of_shares(tuple(shares))
+
+
+def _sum_of_shares(shares: tuple[str, ...]) -> Fraction:
     return sum((Fraction(share) for share in shares), Fraction(0))
+
+
+# a file repeats a few 持分 lists (1/2 + 1/2, 1/3 × 3) over and over; Fraction is immutable
+SHARES_KEPT = 64  # characters of all the 持分 of one notice together
+_kept_sum_of_shares = lru_cache(maxsize=256)(_sum_of_shares)
 
 
 def _column(finding: Finding) -> str:
@@ -320,11 +332,16 @@ def _values(record: DictRecord, review: list[str]) -> dict[str, Any]:
     """The record's items by catalogue id as text (groups as lists of dicts); a 外字 the
     mapping kept with 代替文字 〓 is flagged 要確認."""
     data = record.data
-    # copied in C (text, nearly every value, stays as it is); then the others converted
-    values: dict[str, Any] = {"rightHolder": [], "obligor": [], **data}
+    # copied in C (text, nearly every value, stays as it is: a copy of the whole dict, which
+    # a literal merged with it would build again key by key); then the others converted
+    values: dict[str, Any] = data.copy()
     for key, value in data.items():
         if value.__class__ is not str:
             values[key] = _value(value, review)
+    if "rightHolder" not in values:
+        values["rightHolder"] = []
+    if "obligor" not in values:
+        values["obligor"] = []
     return values
 
 

@@ -50,8 +50,11 @@ class CsvRecord(dict[str, str]):
 
     def groups(self, key: Any) -> list[Source]:
         assert isinstance(key, SplitGroup)
+        getter = key._getter  # key.values(self) without the call, once the getter is made
+        if getter is None or key._getter_width != len(key.columns):
+            getter = key.values
         try:  # every column present, all text (nearly always): joined once, in C
-            values = key.values(self)
+            values = getter(self)
             joined = "".join(values)
         except (KeyError, TypeError):
             return self._groups_read_one_by_one(key)
