@@ -260,8 +260,9 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-AUT004",
         E,
-        "システム {actual} には {expected} の権限がありません。",
-        "System {actual} is not allowed to {expected}.",
+        "システム {actual} には、団体 {tenant} の{service_ja}（{service}）の{direction_ja}権限がありません。",
+        "System {actual} has no {direction_en} permission for the {service_en} ({service})"
+        " of tenant {tenant}.",
     ),
     (
         "RK-AUT005",
@@ -302,8 +303,8 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-AUT011",
         E,
-        "操作者 {actual} には {expected} の権限がありません。",
-        "Operator {actual} is not allowed to {expected}.",
+        "操作者 {actual} には、団体 {tenant} の{permission_ja}権限がありません。",
+        "Operator {actual} has no {permission_en} permission for tenant {tenant}.",
     ),
     (
         "RK-AUT012",
@@ -884,8 +885,10 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-FED002",
         E,
-        "システム {actual} は {expected} のフィードを受け取れません（経路またはアクセス権がありません）。",
-        "System {actual} may not read the feed {expected} (no route or access rule grants it).",
+        "システム {actual} には、団体 {tenant} の {service} のフィードを読む権限がありません"
+        "（経路・アクセス規則がないか、団体が停止中です）。",
+        "System {actual} may not read the {service} feed of tenant {tenant} (no route or access"
+        " rule grants it, or the tenant is disabled).",
     ),
     (
         "RK-FED003",
@@ -1082,9 +1085,9 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-OPS010",
         E,
-        "環境変数 {field_en} の値（{actual}）は使えません。使える値：{expected}。何も実行していません。",
+        "環境変数 {field_en} の値（{actual}）は使えません。使える値：{expected_ja}。何も実行していません。",
         "The environment variable {field_en} has a value that cannot be used ({actual});"
-        " allowed: {expected}. Nothing was run.",
+        " allowed: {expected_en}. Nothing was run.",
     ),
     (
         "RK-OPS011",

@@ -13,8 +13,10 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
+from bus.catalogue import NS_SERVICE, XML_LANG, XS
 from bus.config.loader import REPLY_SUFFIX, is_inquiry, request_services
 from bus.config.models import Direction
 from bus.errors import make_finding
@@ -22,6 +24,7 @@ from bus.kdf import hash_secret as hash_api_key
 from bus.kdf import is_secret_hash as is_api_key_hash
 from bus.kdf import verify_secret as verify_api_key
 from bus.pipeline import Finding, Identity, Message, StageName
+from bus.samplegen.content_model import content_model
 from bus.security.api_keys import is_issued_key
 
 if TYPE_CHECKING:
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from bus.security.wsse import UsernameTokenVerifier
 
 HEADER_PATH = "/PlatformMessage/Header"
+_DOCUMENTATION = f"{{{XS}}}annotation/{{{XS}}}documentation"
 
 
 # --- API keys -------------------------------------------------------------------------------
@@ -164,13 +168,45 @@ class AuthorizeStage:
         direction = Direction.INQUIRE if is_inquiry(service) else Direction.SEND
         inbound = service in request_services() and not service.endswith(REPLY_SUFFIX)
         if not inbound or not index.allowed(system, direction, service, tenant_code):
-            return make_finding(
-                "RK-AUT004",
-                path=f"{HEADER_PATH}/service/name",
-                actual=system,
-                expected=f"{direction.value} {service} ({tenant_code})",
+            return service_refused(
+                f"{HEADER_PATH}/service/name", system, direction, service, tenant_code
             )
         return None
+
+
+#: a direction of an access rule, as RK-AUT004 names it in Japanese (送信権限, 照会権限)
+_DIRECTIONS_JA = {Direction.SEND: "送信", Direction.INQUIRE: "照会", Direction.RECEIVE: "受信"}
+
+
+@cache
+def service_names(service: str) -> tuple[str, str]:
+    """The service's Japanese and English names from its schema (登記済通知, Registration
+    notice); the service id itself for one the schemas do not have."""
+    element = content_model().elements.get(f"{{{NS_SERVICE}}}{service}")
+    names = {
+        doc.get(XML_LANG): (doc.text or "").strip()
+        for doc in (() if element is None else element.iterfind(_DOCUMENTATION))
+    }
+    return names.get("ja") or service, names.get("en") or service
+
+
+def service_refused(
+    path: str, system: str, direction: Direction, service: str, tenant: str
+) -> Finding:
+    """RK-AUT004: ``system`` may not ``direction`` ``service`` for ``tenant``, the service
+    and the direction named in the reader's language."""
+    service_ja, service_en = service_names(service)
+    return make_finding(
+        "RK-AUT004",
+        path=path,
+        actual=system,
+        tenant=tenant,
+        service=service,
+        service_ja=service_ja,
+        service_en=service_en,
+        direction_ja=_DIRECTIONS_JA[direction],
+        direction_en=direction.value,
+    )
 
 
 __all__ = [
@@ -181,5 +217,7 @@ __all__ = [
     "new_api_key",
     "rate_limited",
     "retry_after",
+    "service_names",
+    "service_refused",
     "verify_api_key",
 ]

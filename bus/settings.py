@@ -165,11 +165,21 @@ class Settings(BaseSettings):
         return self.config_dir or _default_config_dir()
 
 
-#: what a value may be, where the field's type does not say it
+#: what a value may be, where the field's type does not say it (Japanese, English)
 _ALLOWED = {
-    "database_url": "SQLAlchemy URL: sqlite:///PATH | postgresql+psycopg://USER:PASSWORD@HOST/DB",
-    "broker_url": "kombu URL",
-    "public_url": "URL",
+    "database_url": (
+        "SQLAlchemy の URL（sqlite:///PATH または postgresql+psycopg://USER:PASSWORD@HOST/DB）",
+        "SQLAlchemy URL: sqlite:///PATH | postgresql+psycopg://USER:PASSWORD@HOST/DB",
+    ),
+    "broker_url": ("kombu の URL", "kombu URL"),
+    "public_url": ("URL", "URL"),
+}
+#: a field's type in words (Japanese, English)
+_KINDS = {
+    int: ("整数", "integer"),
+    float: ("数", "number"),
+    Path: ("パス", "path"),
+    str: ("文字列", "text"),
 }
 #: never shown, not even in part
 _SECRET_FIELDS = frozenset({"secrets_key"})
@@ -188,13 +198,15 @@ def settings_refusals(error: ValidationError) -> list[Finding]:
         name = str(problem["loc"][0]) if problem["loc"] else ""
         variable = f"{ENV_PREFIX}{name.upper()}"
         shown = shown_value(name, problem.get("input"))
+        allowed_ja, allowed_en = allowed_values(name)
         findings.append(
             make_finding(
                 "RK-OPS010",
                 path=variable,
                 value_masked=shown,
                 actual=shown,
-                expected=allowed_values(name),
+                expected_ja=allowed_ja,
+                expected_en=allowed_en,
             )
         )
     return findings
@@ -210,26 +222,32 @@ def shown_value(name: str, value: object) -> str:
     return text if len(text) <= _SHOWN_LENGTH else text[: _SHOWN_LENGTH - 1] + "…"
 
 
-def allowed_values(name: str) -> str:
-    """What the field ``name`` takes, from its type and bounds: ``NORMAL | FULL``,
-    ``integer >= 0``, ``true | false``."""
+def allowed_values(name: str) -> tuple[str, str]:
+    """What the field ``name`` takes, from its type and bounds, in Japanese and English:
+    ``NORMAL | FULL``, ``0 以上の整数`` / ``integer >= 0``, ``true | false``."""
     field = Settings.model_fields.get(name)
     if field is None:
-        return "?"
+        return "?", "?"
     if name in _ALLOWED:
         return _ALLOWED[name]
     kind = field.annotation
     if get_origin(kind) in (Union, UnionType):
         kind = next(arg for arg in get_args(kind) if arg is not NoneType)
     if isinstance(kind, type) and issubclass(kind, Enum):
-        return " | ".join(str(member.value) for member in kind)
+        values = " | ".join(str(member.value) for member in kind)
+        return values, values
     if kind is bool:
-        return "true | false"
-    words = {int: "integer", float: "number", Path: "path", str: "text"}
-    allowed = words.get(kind, getattr(kind, "__name__", "?")) if isinstance(kind, type) else "?"
+        return "true | false", "true | false"
+    unknown = getattr(kind, "__name__", "?")
+    word_ja, word_en = (
+        _KINDS.get(kind, (unknown, unknown)) if isinstance(kind, type) else ("?", "?")
+    )
+    bounds_ja, bounds_en = [], []
     for bound in field.metadata:
         if isinstance(bound, Ge):
-            allowed += f" >= {bound.ge}"
+            bounds_ja.append(f"{bound.ge} 以上の")
+            bounds_en.append(f" >= {bound.ge}")
         elif isinstance(bound, Gt):
-            allowed += f" > {bound.gt}"
-    return allowed
+            bounds_ja.append(f"{bound.gt} より大きい")
+            bounds_en.append(f" > {bound.gt}")
+    return "".join(bounds_ja) + word_ja, word_en + "".join(bounds_en)

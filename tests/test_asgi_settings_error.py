@@ -18,7 +18,7 @@ from tests.support.receivers import free_port
 UVICORN = Path(sys.executable).with_name("uvicorn")
 REFUSAL = (
     "RK-OPS010 環境変数 RENKEI_DISPATCH_WORKERS の値（abc）は使えません。"
-    "使える値：integer >= 0。何も実行していません。 / The environment variable "
+    "使える値：0 以上の整数。何も実行していません。 / The environment variable "
     "RENKEI_DISPATCH_WORKERS has a value that cannot be used (abc); allowed: integer >= 0. "
     "Nothing was run."
 )

@@ -147,7 +147,7 @@ def test_operator_finds_unmasks_and_redelivers_a_dead_letter(
 
     # find the message by its id, open it: masked, with its failed attempts
     page.get_by_role("link", name="メッセージ検索").click()
-    page.get_by_label("メッセージID").fill(dead_id)
+    page.get_by_label("メッセージ ID").fill(dead_id)
     page.get_by_role("button", name="検索").click()
     found = page.get_by_role("link", name=dead_id)
     found.wait_for()  # the results page has loaded: a capture mid-navigation fails

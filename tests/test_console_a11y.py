@@ -264,7 +264,7 @@ def test_axe_finds_no_wcag_aa_violation_on_any_page(a11y_hub: A11yHub, browser: 
 
 def _done_in_title(page: Any) -> int:
     """How many the bulk work has done, as its progress page's title says."""
-    found = re.search(r"再送: ([0-9,]+) 件処理済み・残り最大 [0-9,]+ 件", page.title())
+    found = re.search(r"再送：([0-9,]+) 件処理済み・残り最大 [0-9,]+ 件", page.title())
     assert found is not None, page.title()
     return int(found[1].replace(",", ""))
 

@@ -93,9 +93,9 @@ def test_dashboard_tiles_say_what_they_count(console_hub: tuple[HubServer, str])
         client.cookies.set("renkei_lang", "en")
         english = client.get("/console/").text
     tiles = re.compile(r'<div class="tile[^"]*"><span>(.*?)</span><strong')
-    assert tiles.findall(japanese)[0] == "受信件数（直近24時間）"  # received, not 検索
+    assert tiles.findall(japanese)[0] == "受信件数（直近 24 時間）"  # received, not 検索
     assert "メッセージ検索（" not in japanese
-    assert tiles.findall(japanese)[3] == "失敗した配信試行（直近24時間）"
+    assert tiles.findall(japanese)[3] == "失敗した配信試行（直近 24 時間）"
     assert tiles.findall(english)[0] == "Messages received (last 24 hours)"
     assert tiles.findall(english)[3] == "Failed delivery attempts (last 24 hours)"
 

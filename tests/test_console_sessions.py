@@ -124,7 +124,7 @@ def test_a_session_in_use_still_ends_eight_hours_after_login(terminal: Terminal)
     with httpx.Client(base_url=terminal.server.url, cookies={COOKIE: old}) as client:
         answer = client.get("/console/")
         assert _sent_to_login(answer)
-        assert "ログインから8時間が経過したため" in client.get(answer.headers["location"]).text
+        assert "ログインから 8 時間が経過したため" in client.get(answer.headers["location"]).text
 
 
 def test_a_password_changed_on_a_host_whose_clock_is_ahead_does_not_lock_logins_out(

@@ -242,19 +242,43 @@ def test_a_reply_is_never_accepted_inbound(
 
 
 @pytest.mark.parametrize(
-    ("path", "system", "expected"),
+    ("path", "system", "expected_en", "expected_ja"),
     [
-        (RESIDENT, "tainou", "send ResidentChangeNotice (414247)"),  # not granted to tainou
-        (SAMPLES / "AddresseeInquiry" / "valid-minimal.xml", "shuno", "inquire AddresseeInquiry"),
-        (SAMPLES / "LevyNotice" / "valid-minimal.xml", "juki", "send LevyNotice"),
+        (  # not granted to tainou
+            RESIDENT,
+            "tainou",
+            "no send permission for the Resident change notice (ResidentChangeNotice)",
+            "住民異動通知（ResidentChangeNotice）の送信権限",
+        ),
+        (
+            SAMPLES / "AddresseeInquiry" / "valid-minimal.xml",
+            "shuno",
+            "no inquire permission for the Addressee inquiry (AddresseeInquiry)",
+            "宛名照会（AddresseeInquiry）の照会権限",
+        ),
+        (
+            SAMPLES / "LevyNotice" / "valid-minimal.xml",
+            "juki",
+            "no send permission for the Levy notice (LevyNotice)",
+            "調定情報通知（LevyNotice）の送信権限",
+        ),
     ],
+    ids=["tainou-send", "shuno-inquire", "juki-send"],
 )
 def test_access_is_default_deny(
-    samples_config: FixedConfig, validator: Validator, path: Path, system: str, expected: str
+    samples_config: FixedConfig,
+    validator: Validator,
+    path: Path,
+    system: str,
+    expected_en: str,
+    expected_ja: str,
 ) -> None:
     message = _run(samples_config, validator, _with_header(path, system=system))
     assert _codes(message) == ["RK-AUT004"]
-    assert expected in message.findings[-1].message_en
+    finding = message.findings[-1]
+    assert expected_en in finding.message_en and expected_ja in finding.message_ja
+    # in Japanese, only the codes stay Latin: the system, the service id (no "send")
+    assert re.findall(r"[A-Za-z]+", finding.message_ja) == [system, path.parent.name]
 
 
 def test_a_tenant_the_system_does_not_serve(

@@ -2,8 +2,10 @@
 
 Mechanical checks only: the same placeholders on both sides of every registered message,
 full-width punctuation in the Japanese ones, no outlier terms, docs/errors.md equal to the
-registry, every ``make_finding`` call filling its template (else it renders ``?``), and the
-CLI's Japanese output lines punctuated as the messages are.
+registry, every ``make_finding`` call filling its template (else it renders ``?``), the
+CLI's Japanese output lines punctuated as the messages are, the console's words
+(adapters/console/i18n.py) held to the same rules, and no English word of a caller's making
+(a permission, a direction, a type) inside a rendered Japanese message.
 """
 
 from __future__ import annotations
@@ -13,9 +15,17 @@ import re
 import string
 from pathlib import Path
 
+import pydantic
 import pytest
 
+from adapters.console.access import forbidden
+from adapters.console.i18n import ERROR_MEANINGS, STATES, TEXTS, WHYS
+from bus.config.index import ConfigIndex
+from bus.config.loader import load_config_dir
 from bus.errors import REGISTRY
+from bus.feeds import FeedRefused, entitlement
+from bus.security.operators import Operator, OperatorError, Permission, Role, require
+from bus.settings import Settings, settings_refusals
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +45,8 @@ OUTLIERS = {
     "問合せ": "照会",
     "電文": "メッセージ",
     "連携先": "接続システム",
+    "接続先": "接続システム",
+    "照会先": "回答システム",
     "自治体": "団体",
     "市町村": "団体",
     "マッピング": "変換定義",
@@ -231,3 +243,110 @@ def test_the_cli_check_sees_half_width_punctuation() -> None:
         "line 3",
         "line 4",
     ]
+
+
+# --- the console's words (adapters/console/i18n.py) ---------------------------------------
+
+#: every pair the console shows, by a name for the test id
+CONSOLE_TEXTS: dict[str, tuple[str, str]] = {
+    **{f"TEXTS.{key}": pair for key, pair in TEXTS.items()},
+    **{f"STATES.{key}": pair for key, pair in STATES.items()},
+    **{f"WHYS.{key}": pair for key, pair in WHYS.items()},
+    **{f"ERROR_MEANINGS.{p.pattern}": pair for p, pair in ERROR_MEANINGS},
+}
+#: the glossary's own exception: the screen name's English gloss (配信不能（デッドレター）)
+CONSOLE_GLOSSES = {"TEXTS.dead_letters": "デッドレター"}
+#: a date as staff write it (令和8年11月26日): its digits sit next to 年月日 by custom
+_DATE = re.compile(r"(?:令和|平成|昭和)?[0-9]+年(?:[0-9]+月)?(?:[0-9]+日)?")
+
+
+def _console_faults(ja: str) -> list[str]:
+    """A label or a sentence of the console: the messages' punctuation, a closing 。 only
+    where it has a sentence, and a space between a number and Japanese (``24 時間``)."""
+    faults = [fault for fault in _style_faults(ja) if fault != "no closing 。"]
+    text = _DATE.sub("", _japanese_text(ja))
+    if "。" in text and not text.endswith(("。", "…")):
+        faults.append("no closing 。")
+    if re.search(rf"[0-9]{JAPANESE}|{JAPANESE}[0-9]", text):
+        faults.append("no space between a number and Japanese")
+    return faults
+
+
+@pytest.mark.parametrize("key", sorted(CONSOLE_TEXTS))
+def test_console_texts_follow_the_style(key: str) -> None:
+    ja, en = CONSOLE_TEXTS[key]
+    assert _console_faults(ja) == []
+    assert _placeholders(ja) == _placeholders(en)
+    outliers = _outliers(ja.replace(CONSOLE_GLOSSES.get(key, "\0"), ""))
+    assert outliers == []
+
+
+def test_console_check_sees_the_faults() -> None:
+    assert _console_faults("和暦・西暦どちらでも（例: 令和8年11月26日）") == [
+        "ASCII colon as a label: use ："
+    ]
+    assert _console_faults("メッセージID") == ["no space between a Latin word and Japanese"]
+    assert _console_faults("受信件数（直近24時間）") == ["no space between a number and Japanese"]
+    assert _console_faults("{action}: {done} 件処理済み") == ["ASCII colon as a label: use ："]
+    assert _console_faults("一時停止します。処理中の分が終わると止まります…") == []
+    assert _outliers("照会先") == ["照会先 → 回答システム"]
+    assert _outliers("変換（マッピング）に失敗しました。") == ["マッピング → 変換定義"]
+    assert _placeholders("次の{n}件") != _placeholders("Next page")
+
+
+# --- no English word of the caller's making inside a Japanese message ----------------------
+
+
+def _latin_words(text: str) -> list[str]:
+    return re.findall(r"[A-Za-z]+", text)
+
+
+@pytest.mark.parametrize("permission", list(Permission))
+def test_an_operator_refusal_names_the_permission_in_japanese(permission: Permission) -> None:
+    viewer = Operator("sato.k", Role.VIEWER, frozenset({"412066"}))
+    with pytest.raises(OperatorError) as refused:
+        require(viewer, permission, "414247")  # not its town: no permission at all there
+    assert _latin_words(refused.value.finding.message_ja) == ["sato", "k"]
+    console = forbidden(viewer, "412066")
+    assert console.message_ja == "操作者 sato.k には、団体 412066 の操作権限がありません。"
+    assert console.message_en == "Operator sato.k has no operate permission for tenant 412066."
+
+
+def test_a_refused_setting_says_what_it_takes_in_japanese() -> None:
+    with pytest.raises(pydantic.ValidationError) as error:
+        Settings.model_validate({"dispatch_workers": "abc", "dispatch_lease_seconds": "0"})
+    by_variable = {finding.path: finding for finding in settings_refusals(error.value)}
+    workers = by_variable["RENKEI_DISPATCH_WORKERS"]
+    assert "使える値：0 以上の整数。" in workers.message_ja
+    assert "allowed: integer >= 0." in workers.message_en
+    lease = by_variable["RENKEI_DISPATCH_LEASE_SECONDS"]
+    assert "使える値：0 より大きい数。" in lease.message_ja
+    for finding in by_variable.values():
+        allowed = finding.message_ja.split("使える値：")[1].split("。")[0]
+        assert _latin_words(allowed) == [], allowed
+
+
+def test_a_feed_refusal_names_a_disabled_town_among_its_reasons() -> None:
+    """One answer for every reason (an outsider learns nothing), and it covers a town taken
+    out of service, not only a missing route or access rule."""
+    config = load_config_dir(ROOT / "samples" / "config")
+    taken = config.tenants[0].code
+    disabled = config.model_copy(
+        update={
+            "tenants": [
+                tenant.model_copy(update={"enabled": tenant.code != taken})
+                for tenant in config.tenants
+            ]
+        }
+    )
+
+    def refusal(index: ConfigIndex, tenant: str) -> str:
+        with pytest.raises(FeedRefused) as refused:
+            entitlement(index, "kotei", tenant, "RegistrationNotice")
+        return refused.value.finding.message_ja.replace(tenant, "{tenant}")
+
+    answers = {refusal(ConfigIndex(disabled), taken), refusal(ConfigIndex(config), "999999")}
+    assert answers == {
+        "システム kotei には、団体 {tenant} の RegistrationNotice のフィードを読む権限が"
+        "ありません（経路・アクセス規則がないか、団体が停止中です）。"
+    }

@@ -49,6 +49,7 @@ def test_bad_integer_stops_serve_before_it_starts(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert lines[0].startswith("RK-OPS010 環境変数 RENKEI_DISPATCH_WORKERS の値（abc）")
     assert "allowed: integer >= 0" in lines[0]
+    assert "使える値：0 以上の整数。" in lines[0]  # the constraint in Japanese words too
     assert not data_dir.exists()  # nothing was run: no store made, no sample started
 
 

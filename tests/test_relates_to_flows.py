@@ -215,9 +215,7 @@ def test_correction_does_not_overtake_an_original_still_retrying(hub: Hub) -> No
         original_id = message_id_of(original)
         accepted(hub, original)
 
-        wait_for(
-            lambda: all(d["attempts"] >= 1 for d in deliveries(hub, original_id)), timeout=20
-        )
+        wait_for(lambda: all(d["attempts"] >= 1 for d in deliveries(hub, original_id)), timeout=20)
         fix = notice(seed=3, reason=CORRECTION, relates_to=original_id, subject="2345678901")
         accepted(hub, fix)
         shown = hub.cli("messages", "show", message_id_of(fix), "--tenant", TOWNS[4].code)

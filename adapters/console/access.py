@@ -8,9 +8,8 @@ from starlette.requests import Request
 
 from adapters.console.session import ConsoleRefusal, hub_of
 from bus.config.index import ConfigIndex
-from bus.errors import make_finding
 from bus.pipeline import Finding
-from bus.security.operators import ALL_TENANTS, Operator, Permission
+from bus.security.operators import ALL_TENANTS, Operator, Permission, refused
 
 
 def config_index(request: Request) -> ConfigIndex:
@@ -40,8 +39,7 @@ def require_operate(operator: Operator, tenant: str) -> None:
 
 
 def forbidden(operator: Operator, tenant: str) -> Finding:
-    expected = f"operate ({tenant})"
-    return make_finding("RK-AUT011", path="/", actual=operator.username, expected=expected)
+    return refused(operator, Permission.OPERATE, tenant)
 
 
 def actor(operator: Operator) -> str:

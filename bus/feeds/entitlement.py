@@ -42,10 +42,11 @@ class Entitlement:
 
 def entitlement(index: ConfigIndex, system_id: str, tenant: str, service: str) -> Entitlement:
     """Raises :class:`FeedRefused` (RK-FED002) with one answer for every reason (unknown
-    tenant, tenant not served, no access rule, not a subscriber), so the refusal reveals
-    nothing about other tenants."""
+    tenant, tenant disabled, tenant not served, no access rule, not a subscriber), so the
+    refusal reveals nothing about other tenants; its text names a disabled tenant among the
+    reasons, so staff of a town taken out of service are not sent looking for a rule."""
     refusal = FeedRefused(
-        make_finding("RK-FED002", path="/", actual=system_id, expected=f"{service} ({tenant})")
+        make_finding("RK-FED002", path="/", actual=system_id, tenant=tenant, service=service)
     )
     system = index.system(system_id)
     if system is None or service not in request_services() or is_inquiry(service):

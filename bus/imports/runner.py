@@ -24,6 +24,7 @@ from bus.config.index import ConfigIndex
 from bus.config.models import Direction
 from bus.errors import make_finding
 from bus.hub import Hub
+from bus.identity import service_refused
 from bus.imports.chunk_work import ChunkResult, ChunkWork, Span, Stored, StoreUnwritable
 from bus.imports.encoding import csv_fields, decode_line, detect_encoding
 from bus.imports.envelope import SENDER, SERVICE
@@ -104,8 +105,7 @@ def _town(index: ConfigIndex, code: str) -> str:
     if not index.serves(SENDER, code):
         raise ImportRefused(make_finding("RK-AUT003", path=path, actual=SENDER, expected=code))
     if not index.allowed(SENDER, Direction.SEND, SERVICE, code):
-        expected = f"{Direction.SEND.value} {SERVICE} ({code})"
-        raise ImportRefused(make_finding("RK-AUT004", path=path, actual=SENDER, expected=expected))
+        raise ImportRefused(service_refused(path, SENDER, Direction.SEND, SERVICE, code))
     return tenant.name
 
 

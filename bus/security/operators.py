@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bus.errors import make_finding
 from bus.kdf import hash_secret, verify_secret
+from bus.pipeline import Finding
 from bus.security import SecurityRefusal
 from bus.store.admin_audit import record_admin_action
 from bus.store.models import OperatorAccount
@@ -41,6 +42,18 @@ class Permission(StrEnum):
     VIEW = "view"  # messages, deliveries, dead letters, audit (masked)
     OPERATE = "operate"  # redeliver, discard, replay, pause/resume destinations
     ADMINISTER = "administer"  # accounts, tenants, keys, configuration
+
+    @property
+    def name_ja(self) -> str:
+        """How RK-AUT011 names it to staff: 閲覧, 操作, 管理 (閲覧権限…)."""
+        return _PERMISSIONS_JA[self]
+
+
+_PERMISSIONS_JA = {
+    Permission.VIEW: "閲覧",
+    Permission.OPERATE: "操作",
+    Permission.ADMINISTER: "管理",
+}
 
 
 _GRANTS = {
@@ -76,10 +89,19 @@ class Operator:
 def require(operator: Operator, permission: Permission, tenant: str) -> None:
     """Raise :class:`OperatorError` (RK-AUT011) unless ``operator.may(permission, tenant)``."""
     if not operator.may(permission, tenant):
-        expected = f"{permission.value} ({tenant})"
-        raise OperatorError(
-            make_finding("RK-AUT011", path="/", actual=operator.username, expected=expected)
-        )
+        raise OperatorError(refused(operator, permission, tenant))
+
+
+def refused(operator: Operator, permission: Permission, tenant: str) -> Finding:
+    """RK-AUT011: ``operator`` lacks ``permission`` on ``tenant``'s data."""
+    return make_finding(
+        "RK-AUT011",
+        path="/",
+        actual=operator.username,
+        tenant=tenant,
+        permission_ja=permission.name_ja,
+        permission_en=permission.value,
+    )
 
 
 def _operator(row: OperatorAccount) -> Operator:
