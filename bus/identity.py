@@ -13,10 +13,12 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from bus.catalogue import NS_SERVICE, XML_LANG, XS
+from lxml import etree
+
+from bus.catalogue import XML_LANG, XS
 from bus.config.loader import REPLY_SUFFIX, is_inquiry, request_services
 from bus.config.models import Direction
 from bus.errors import make_finding
@@ -24,7 +26,7 @@ from bus.kdf import hash_secret as hash_api_key
 from bus.kdf import is_secret_hash as is_api_key_hash
 from bus.kdf import verify_secret as verify_api_key
 from bus.pipeline import Finding, Identity, Message, StageName
-from bus.samplegen.content_model import content_model
+from bus.resources import schemas_dir
 from bus.security.api_keys import is_issued_key
 
 if TYPE_CHECKING:
@@ -178,11 +180,16 @@ class AuthorizeStage:
 _DIRECTIONS_JA = {Direction.SEND: "送信", Direction.INQUIRE: "照会", Direction.RECEIVE: "受信"}
 
 
-@cache
+@lru_cache(maxsize=64)  # bounded: the name comes from the caller's Header
 def service_names(service: str) -> tuple[str, str]:
-    """The service's Japanese and English names from its schema (登記済通知, Registration
-    notice); the service id itself for one the schemas do not have."""
-    element = content_model().elements.get(f"{{{NS_SERVICE}}}{service}")
+    """The service's Japanese and English names from its element's annotation in its own
+    schema file (登記済通知, Registration notice: one small file read, once per service and
+    process); the service id itself for one the schemas do not have."""
+    path = schemas_dir() / "services" / f"{service}.xsd"
+    element = None
+    if service.isidentifier() and path.is_file():
+        schema = etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True))
+        element = schema.find(f"{{{XS}}}element[@name='{service}']")
     names = {
         doc.get(XML_LANG): (doc.text or "").strip()
         for doc in (() if element is None else element.iterfind(_DOCUMENTATION))
