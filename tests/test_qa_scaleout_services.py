@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from bus.catalogue import NS_ENVELOPE
 from bus.settings import Settings
-from bus.store.db import SCHEMA_HEAD, StoreOpenError, open_store
+from bus.store.db import SCHEMA_HEAD, Store, StoreOpenError, open_store
 from tests.support.hub_server import hub_server, sample, serialize
 from tests.support.postgres import POSTGRES_ADMIN_URL
 from tests.support.receivers import Receiver, free_port, receiver_factory, wait_for
@@ -63,6 +63,14 @@ def silent_broker() -> Iterator[str]:
     for connection in held:
         connection.close()
     listener.close()
+
+
+def _state(store: Store, delivery: int) -> str | None:
+    with store.sessions() as session:
+        state: str | None = session.scalar(
+            text("SELECT state FROM deliveries WHERE id = :id"), {"id": delivery}
+        )
+        return state
 
 
 def _log_events(path: Path) -> list[dict[str, object]]:
@@ -172,13 +180,17 @@ def test_a_worker_reports_a_database_outage_once_and_recovers_by_itself(
     }
     log = tmp_path / "worker.log"
     database = _database_name(postgres_url)
-    first = add_message(store.sessions, "S1", ("juki",))[0]
+    first, (first_delivery,) = add_message(store.sessions, "S1", ("juki",))
     with log.open("wb") as stderr:
         worker = subprocess.Popen(
             [RENKEI, "worker", "--concurrency", "2"], env=env, cwd=ROOT, stderr=stderr
         )
         try:
             wait_for(lambda: first in receiver.applied(), timeout=30)
+            # and recorded: an outage between the send and its record leaves the delivery
+            # leased (30 s), and the second message of its subject waits behind it — CI
+            # lost that race once on a slow machine (recovered after 25.8 s)
+            wait_for(lambda: _state(store, first_delivery) == "delivered", timeout=30)
             _admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
             _admin(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
