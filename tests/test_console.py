@@ -32,7 +32,7 @@ from bus.settings import Settings
 from bus.store.admin_audit import ADMIN_CHAIN
 from bus.store.db import open_store
 from bus.store.models import AuditRecord
-from tests.support.browser import CHROMIUM, require_chromium
+from tests.support.browser import chromium
 from tests.support.hub_server import HubServer, hub_server, serialize
 from tests.support.towns import message, message_id
 
@@ -97,11 +97,8 @@ def console_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleHub
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = require_chromium()
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

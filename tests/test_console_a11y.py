@@ -38,7 +38,7 @@ from bus.security.operators import Role, add_operator
 from bus.settings import Settings
 from bus.store.db import Store, open_store
 from bus.store.models import Delivery, DestinationState, StoredMessage
-from tests.support.browser import CHROMIUM, log_in, require_chromium
+from tests.support.browser import chromium, log_in
 from tests.support.hub_server import HubServer, hub_server, serialize
 from tests.support.towns import message, message_id
 
@@ -164,11 +164,8 @@ def a11y_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A11yHub]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = require_chromium()
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

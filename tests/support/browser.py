@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -26,6 +28,19 @@ def require_chromium() -> Any:
             pytest.fail(f"RENKEI_REQUIRE_SERVICES=1 but {reason}")
         pytest.skip(reason)
     return sync_api
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, launched through Playwright (skips as
+    :func:`require_chromium` does); closed on leaving."""
+    sync_api = require_chromium()
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 def log_in(page: Any, base_url: str, username: str, password: str) -> None:
