@@ -10,6 +10,9 @@ delivery is claimed again (at-least-once; receivers deduplicate by messageId). A
 from a worker whose lease was taken over is dropped, never recorded over the new owner's.
 A live worker keeps the leases of the round it is sending (:class:`_LeaseKeeper`), so a slow
 destination's long round is not taken over and sent again while it is still under way.
+A round whose outcomes cannot be recorded because the store does not answer keeps them
+(:class:`_Unrecorded`): the worker's first transaction once the store answers records them
+and releases whatever else is still leased to it, instead of leaving them to their lease.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from time import perf_counter
 from typing import Protocol, cast
@@ -120,6 +124,29 @@ _RELEASE = (
     )
     .values(lease_owner=None, lease_expires_at=None)
 )
+#: Everything still leased to a worker (after an outage: see :class:`_Unrecorded`).
+_RELEASE_ALL = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.state == DeliveryState.PENDING.value,
+        _DELIVERIES.c.lease_owner == bindparam("owner"),
+    )
+    .values(lease_owner=None, lease_expires_at=None)
+)
+
+
+@dataclass(slots=True)
+class _Unrecorded:
+    """What a worker could not record because the store did not answer (an
+    ``OperationalError`` in the round's transaction): the outcomes of the sends it made, kept
+    to be recorded once the store answers rather than sent again after their leases expire
+    (their subjects' next messages waiting all that time). Their leases, and any others the
+    worker may hold unbeknown to it (a commit whose answer was lost), are released in that
+    same transaction: nothing is sent twice by this worker, and an outcome for a lease
+    another worker has taken over meanwhile is dropped as ever."""
+
+    done: list[tuple[Job, SendResult]] = field(default_factory=list)
+    seconds: dict[int, float] = field(default_factory=dict)
 
 
 class Worker:
@@ -153,6 +180,7 @@ class Worker:
         self.solo_seconds = solo_seconds
         self._executor: ThreadPoolExecutor | None = None
         self._next: list[Job] = []  # claimed with the previous round's outcomes
+        self._unrecorded: _Unrecorded | None = None  # a round the store did not take
         self._leases = _LeaseKeeper(self)
         self._pauses = PauseWatch(sessions)  # paused after the round was claimed
         self._stopping = threading.Event()  # run()'s stop: the round sends nothing more
@@ -174,7 +202,10 @@ class Worker:
         Once a destination answers "retry later", the batch's remaining deliveries to it are
         released unattempted: an outage costs one probe, not a timeout per delivery, and burns
         no attempts."""
-        jobs, self._next = self._next or self._claim(), []
+        if self._unrecorded is not None:
+            jobs = self._recover(claim_next=not self._stopping.is_set())
+        else:
+            jobs, self._next = self._next or self._claim(), []
         if not jobs:
             return 0
         config = self.config()
@@ -206,10 +237,45 @@ class Worker:
             self._leases.keep(())
         done = [(job, result) for job, result in zip(jobs, results, strict=True) if result]
         skipped = [job for job, result in zip(jobs, results, strict=True) if result is None]
-        self._next = self._record(
-            done, config, release=skipped, claim_next=not self._stopping.is_set(), seconds=seconds
-        )
+        try:
+            self._next = self._record(
+                done,
+                config,
+                release=skipped,
+                claim_next=not self._stopping.is_set(),
+                seconds=seconds,
+            )
+        except OperationalError:  # kept; ``skipped`` is released with them
+            self._unrecorded = _Unrecorded(done, seconds)
+            raise
         return len(done)
+
+    def _recover(self, *, claim_next: bool) -> list[Job]:
+        """The first round after the store failed: record the outcomes kept
+        (:class:`_Unrecorded`), release this worker's other leases and claim the next batch,
+        in one transaction. Still failing (``OperationalError``): all kept for the next try.
+        Any other error drops them (a bug must not wedge the worker): their leases expire."""
+        unrecorded = self._unrecorded
+        assert unrecorded is not None
+        try:
+            claimed = self._record(
+                unrecorded.done,
+                self.config(),
+                claim_next=claim_next,
+                seconds=unrecorded.seconds,
+                release_all=True,
+            )
+        except OperationalError:
+            raise
+        except Exception:
+            self._unrecorded = None
+            raise
+        self._unrecorded = None
+        if unrecorded.done:
+            log.info(
+                "worker.outcomes_recorded_late", worker=self.worker_id, count=len(unrecorded.done)
+            )
+        return claimed
 
     def _fan_out(
         self, jobs: Sequence[Job], attempt: Callable[[Job], SendResult | None]
@@ -260,8 +326,16 @@ class Worker:
         return self._executor
 
     def close(self) -> None:
-        """Stop sending; a batch claimed but not sent is released (not left to its lease)."""
+        """Stop sending; a batch claimed but not sent is released (not left to its lease),
+        and outcomes kept through an outage are recorded if the store answers by now (else
+        their leases expire and they are sent again, as after a crash)."""
         self._leases.close()
+        if self._unrecorded is not None:
+            try:
+                self._recover(claim_next=False)
+            except Exception:
+                log.warning("worker.record_failed", worker=self.worker_id)
+                self._unrecorded = None
         if self._next:
             try:
                 with write_transaction(self.sessions) as session:
@@ -274,9 +348,13 @@ class Worker:
             self._executor = None
 
     def _claim(self) -> list[Job]:
-        with write_transaction(self.sessions) as session:
-            now = self._now(session.connection())
-            return claim_jobs(session, self.worker_id, now, self.lease, self.batch)
+        try:
+            with write_transaction(self.sessions) as session:
+                now = self._now(session.connection())
+                return claim_jobs(session, self.worker_id, now, self.lease, self.batch)
+        except OperationalError:  # its commit may have happened: release what it may hold
+            self._unrecorded = _Unrecorded()
+            raise
 
     def _now(self, connection: Connection) -> datetime:
         """The time leases, due times and holds are compared with: the store's clock (in
@@ -340,14 +418,16 @@ class Worker:
         release: Sequence[Job] = (),
         claim_next: bool = False,
         seconds: Mapping[int, float] | None = None,
+        release_all: bool = False,
     ) -> list[Job]:
         """Each outcome with its attempt row and audit record, atomically: the batch's
         outcomes share one transaction (grouped commits; each stays all-or-nothing with its
         records). An outcome for a delivery whose lease another worker has taken over is
-        dropped. The same transaction releases ``release`` and, with ``claim_next``, claims
+        dropped. The same transaction releases ``release`` (``release_all``: every delivery
+        still leased to this worker, after an outage) and, with ``claim_next``, claims
         the next batch (which may be the subjects' next deliveries, now unblocked); that
         batch is returned. The audit heads are locked last, so they are held only briefly."""
-        if not done and not release and not claim_next:
+        if not done and not release and not claim_next and not release_all:
             return []
         with write_transaction(self.sessions) as session:
             connection = session.connection()
@@ -364,6 +444,8 @@ class Worker:
                 hold_destinations(connection, holds)
             if release:
                 self._release(session, release)
+            if release_all:  # after the outcomes: they needed their leases
+                connection.execute(_RELEASE_ALL, {"owner": self.worker_id})
             claimed = (
                 claim_jobs(session, self.worker_id, now, self.lease, self.batch)
                 if claim_next
@@ -459,8 +541,8 @@ class _Outage:
     terminated, server down, a lock or statement timeout): one coded warning when it starts
     (RK-OPS001, the driver's reason, no traceback; RK-OPS013 when another process holds the
     SQLite store's lock) and one when a round succeeds again, not a
-    traceback per round and poll. The round's deliveries keep their leases and are sent again
-    once those expire (at-least-once)."""
+    traceback per round and poll. The outcomes of a round that could not be recorded are kept
+    and recorded by the first round that succeeds (:class:`_Unrecorded`)."""
 
     def __init__(self, worker_id: str) -> None:
         self._worker_id = worker_id
