@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from tests.support.browser import CHROMIUM, require_chromium
+from tests.support.browser import chromium
 from tests.support.hub_server import HubServer, hub_server
 
 pytestmark = pytest.mark.console
@@ -34,13 +34,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = require_chromium()
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=[CUT_OFF]
-        )
+    with chromium(args=[CUT_OFF]) as launched:
         yield launched
-        launched.close()
 
 
 def _open(browser: Any, url: str) -> tuple[Any, list[str]]:

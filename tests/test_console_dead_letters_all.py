@@ -36,7 +36,7 @@ from bus.settings import Settings
 from bus.store.audit import AuditEntry, append_audits
 from bus.store.db import Store, open_store
 from bus.store.models import AuditRecord, Delivery, DestinationState, StoredMessage
-from tests.support.browser import CHROMIUM, log_in, require_chromium
+from tests.support.browser import chromium, log_in
 from tests.support.hub_server import HubServer, hub_server
 
 pytestmark = pytest.mark.console
@@ -370,9 +370,7 @@ def test_acting_on_all_needs_the_confirmation_and_a_reason(backlog: Backlog) -> 
 
 
 def test_in_the_browser_an_operator_redelivers_all_of_a_destination(backlog: Backlog) -> None:
-    sync_api = require_chromium()
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with chromium() as browser:
         page = browser.new_context(locale="ja-JP").new_page()
         page.set_default_timeout(60_000)
         log_in(page, backlog.server.url, "hub.browser", PASSWORD)
@@ -404,7 +402,6 @@ def test_in_the_browser_an_operator_redelivers_all_of_a_destination(backlog: Bac
         page.get_by_role("button", name="すべて再送する").click()
         page.wait_for_url("**/console/dead-letters?destination=juki&done=redeliver*")
         assert "処理しました: 再送 1,200" in page.locator(".done").inner_text()
-        browser.close()
     assert set(_states(backlog, backlog.juki).values()) == {"pending"}
 
 
@@ -419,9 +416,7 @@ def test_ten_thousand_are_redelivered_from_the_browser_without_a_long_request(
         kotei = _dead_letters(store, "kotei", [TAKEO], 10_000)
     finally:
         store.close()
-    sync_api = require_chromium()
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with chromium() as browser:
         page = browser.new_context(locale="ja-JP").new_page()
         page.set_default_timeout(120_000)
         log_in(page, backlog.server.url, "hub.browser", PASSWORD)
@@ -448,5 +443,4 @@ def test_ten_thousand_are_redelivered_from_the_browser_without_a_long_request(
         print(f"10,000 redelivered in {took:.1f} s, {len(steps)} requests, longest {longest:.1f} s")
         assert "処理しました: 再送 10,000" in page.locator(".done").inner_text()
         assert len(steps) >= 5  # 10,000 / (STEP_PAGES x ALL_PAGE): paged work, not one request
-        browser.close()
     assert set(_states(backlog, kotei).values()) == {"pending"}

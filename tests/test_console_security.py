@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from bus.settings import Settings
 from bus.store.db import create_store_engine
 from tests.conftest import require_service
-from tests.support.browser import CHROMIUM, log_in, require_chromium
+from tests.support.browser import chromium, log_in
 from tests.support.hub_server import RENKEI, HubServer, hub_server
 from tests.support.postgres import scratch_database
 
@@ -206,16 +206,11 @@ def test_hostile_text_in_reasons_and_links_never_runs_in_the_browser(
     """A pause reason (stored, shown to every operator) and query parameters echoed in forms
     and refusals: Jinja escapes them, and the CSP allows no inline script in any case. A
     regression guard: it passed before the fixes above."""
-    sync_api = require_chromium()
     pause = {"csrf": staff.csrf, "reason": PAYLOAD}
     assert staff.client.post("/console/destinations/houmu/pause", data=pause).status_code == 303
     try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-            try:
-                _visit_without_script(browser, secured.server.url)
-            finally:
-                browser.close()
+        with chromium() as browser:
+            _visit_without_script(browser, secured.server.url)
     finally:
         resume = {"csrf": staff.csrf, "reason": "再開"}
         answer = staff.client.post("/console/destinations/houmu/resume", data=resume)

@@ -22,7 +22,7 @@ from adapters.console.session import COOKIE, LANG_COOKIE, serializer
 from bus.security.operators import Role, add_operator
 from bus.settings import Settings
 from bus.store.db import open_store
-from tests.support.browser import CHROMIUM, log_in, require_chromium
+from tests.support.browser import chromium, log_in
 from tests.support.hub_server import RENKEI, HubServer, hub_server
 from tests.test_clock_jumps import faketime_env
 
@@ -98,18 +98,13 @@ def test_an_operator_at_work_stays_signed_in(terminal: Terminal) -> None:
 
 
 def test_an_idle_browser_shows_the_login_page_with_the_notice(terminal: Terminal) -> None:
-    sync_api = require_chromium()
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM)
-        try:
-            page = browser.new_page()
-            log_in(page, terminal.server.url, "browser.op", PASSWORD)
-            page.wait_for_timeout((IDLE_SECONDS + 0.5) * 1000)  # no request meanwhile
-            page.get_by_role("link", name="メッセージ検索").first.click()
-            page.wait_for_url(re.compile(r"/console/login\?next="))
-            assert IDLE_NOTICE in page.get_by_role("status").inner_text()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        log_in(page, terminal.server.url, "browser.op", PASSWORD)
+        page.wait_for_timeout((IDLE_SECONDS + 0.5) * 1000)  # no request meanwhile
+        page.get_by_role("link", name="メッセージ検索").first.click()
+        page.wait_for_url(re.compile(r"/console/login\?next="))
+        assert IDLE_NOTICE in page.get_by_role("status").inner_text()
 
 
 def test_a_session_in_use_still_ends_eight_hours_after_login(terminal: Terminal) -> None:

@@ -38,7 +38,7 @@ from bus.security.operators import Role, add_operator
 from bus.settings import Settings
 from bus.store.db import open_store
 from bus.store.models import Delivery, StoredMessage
-from tests.support.browser import CHROMIUM, log_in, require_chromium
+from tests.support.browser import chromium, log_in
 from tests.support.hub_server import HubServer, hub_server
 
 pytestmark = pytest.mark.console
@@ -333,9 +333,7 @@ def test_an_import_records_its_files_name_for_the_console(tmp_path: Path) -> Non
 
 
 def test_select_all_says_it_covers_the_shown_and_back_returns_to_the_filter(hub: Hub) -> None:
-    sync_api = require_chromium()
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with chromium() as browser:
         page = browser.new_context(locale="ja-JP").new_page()
         page.set_default_timeout(30_000)
         log_in(page, hub.server.url, "takeo.browser", PASSWORD)
@@ -353,4 +351,3 @@ def test_select_all_says_it_covers_the_shown_and_back_returns_to_the_filter(hub:
         assert "RK-CON003" in page.content()
         page.get_by_role("link", name="戻る").click()
         page.wait_for_url("**/console/dead-letters?destination=kotei")
-        browser.close()

@@ -28,7 +28,7 @@ from bus.imports.worklist import Worklist
 from bus.security.operators import Role, add_operator
 from bus.settings import Settings
 from bus.store.db import open_store
-from tests.support.browser import CHROMIUM, log_in, require_chromium
+from tests.support.browser import chromium, log_in
 from tests.support.hub_server import HubServer, hub_server, serialize
 from tests.support.towns import message, message_id
 
@@ -178,13 +178,10 @@ def test_an_import_batchs_state_is_shown_in_japanese(hub: Hub) -> None:
 
 @pytest.fixture
 def page() -> Iterator[Any]:
-    sync_api = require_chromium()
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with chromium() as browser:
         context = browser.new_context(locale="ja-JP")
         context.set_default_timeout(20_000)
         yield context.new_page()
-        browser.close()
 
 
 def test_back_from_a_found_message_returns_to_the_results(hub: Hub, page: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,12 +31,14 @@ def require_chromium() -> Any:
 
 
 @contextmanager
-def chromium() -> Iterator[Any]:
-    """Debian's Chromium, headless, launched through Playwright (skips as
-    :func:`require_chromium` does); closed on leaving."""
+def chromium(args: Sequence[str] = ()) -> Iterator[Any]:
+    """Debian's Chromium, headless, with command-line ``args``, launched through Playwright
+    (skips as :func:`require_chromium` does); closed on leaving."""
     sync_api = require_chromium()
     with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=list(args)
+        )
         try:
             yield launched
         finally:
