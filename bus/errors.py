@@ -324,6 +324,13 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "ハブは現在、資格情報を検証できません。しばらくしてから再送してください。",
         "The hub cannot verify credentials now; send again later.",
     ),
+    (
+        "RK-AUT015",
+        E,
+        "この利用者の担当団体はすべて利用停止中のため、ログインできません。管理者に連絡してください。",
+        "Every town this account acts for is disabled, so it cannot log in; contact the hub's "
+        "administrator.",
+    ),
     # --- TEN: tenants, operator accounts and credentials (administration) ------------------
     (
         "RK-TEN001",

@@ -1,4 +1,6 @@
-"""Login, logout, the language switch and the console's static files."""
+"""Login, logout, the language switch and the console's static files. Every login (granted,
+failed or throttled) and logout is recorded on the admin chain (bus/security/login_audit.py):
+who, when, from which address, the outcome — never the password."""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ from adapters.console.session import (
     LANG_COOKIE,
     ConsoleRefusal,
     LoginRequired,
+    client_address,
     console_state,
+    enabled_tenants,
     end_session,
     hub_of,
     opening,
@@ -27,6 +31,7 @@ from adapters.console.session import (
 from bus.config.models import RateLimit
 from bus.errors import make_finding
 from bus.pipeline import Finding
+from bus.security import login_audit
 from bus.security.operators import OperatorError, authenticate
 from bus.security.rate_limit import RateLimiter
 
@@ -52,7 +57,7 @@ def login_throttled(request: Request, username: str) -> int | None:
 
 
 def _address_key(request: Request) -> str:
-    address = request.client.host if request.client else ""
+    address = client_address(request)
     return "from:" + hashlib.sha256(address.encode("utf-8")).hexdigest()[:32]
 
 
@@ -95,30 +100,54 @@ def login_page(request: Request, next: str = HOME) -> Response:
 async def login(request: Request) -> Response:
     form = await posted_form(request)
     target = safe_next(form.one("next"))
-    sessions = hub_of(request).store.sessions
+    hub = hub_of(request)
+    sessions, typed, address = hub.store.sessions, form.one("username"), client_address(request)
     wait = await run_in_threadpool(address_throttled, request)
     if wait is not None:
         limit = FAILED_LOGINS_PER_ADDRESS.per_minute
-        return _throttled(request, target, make_finding("RK-CON008", path="/", limit=limit), wait)
-    wait = await run_in_threadpool(login_throttled, request, form.one("username"))
+        finding = make_finding("RK-CON008", path="/", limit=limit)
+        return await _throttled(request, target, finding, wait, typed)
+    wait = await run_in_threadpool(login_throttled, request, typed)
     if wait is not None:
         limit = LOGIN_LIMIT.per_minute
-        return _throttled(request, target, make_finding("RK-CON005", path="/", limit=limit), wait)
-    now, password = await run_in_threadpool(opening, sessions, form.one("username"))
+        finding = make_finding("RK-CON005", path="/", limit=limit)
+        return await _throttled(request, target, finding, wait, typed)
+    now, password = await run_in_threadpool(opening, sessions, typed)
     try:
-        operator = await run_in_threadpool(
-            authenticate, sessions, form.one("username"), form.one("password")
-        )
+        operator = await run_in_threadpool(authenticate, sessions, typed, form.one("password"))
     except OperatorError as refused:
         await run_in_threadpool(count_failed_login, request)
+        await run_in_threadpool(
+            login_audit.record_failure, sessions, typed, address, reason=login_audit.CREDENTIALS
+        )
         return render(request, "login.html", status=401, next=target, finding=refused.finding)
     if password is None:  # the account was made between the two reads: log in again
         return RedirectResponse(LOGIN_PATH, status_code=303)
-    console_state(request).sign_in(operator.username, now, password)
+    if not operator.acting_for(await run_in_threadpool(enabled_tenants, hub)).tenants:
+        await run_in_threadpool(
+            login_audit.record_failure,
+            sessions,
+            typed,
+            address,
+            reason=login_audit.TOWNS_DISABLED,
+        )
+        finding = make_finding("RK-AUT015", path="/")
+        return render(request, "login.html", status=403, next=target, finding=finding)
+    state = console_state(request)
+    state.sign_in(operator.username, now, password)
+    assert state.session_id is not None
+    # recorded before the answer: no session is granted without its record
+    await run_in_threadpool(
+        login_audit.record_login, sessions, operator.username, address, state.session_id
+    )
     return RedirectResponse(target, status_code=303)
 
 
-def _throttled(request: Request, target: str, finding: Finding, wait: int) -> Response:
+async def _throttled(
+    request: Request, target: str, finding: Finding, wait: int, typed: str
+) -> Response:
+    sessions, address = hub_of(request).store.sessions, client_address(request)
+    await run_in_threadpool(login_audit.record_failure, sessions, typed, address, code=finding.code)
     page = render(request, "login.html", status=429, next=target, finding=finding)
     page.headers["Retry-After"] = str(wait)
     return page
@@ -128,7 +157,8 @@ def _throttled(request: Request, target: str, finding: Finding, wait: int) -> Re
 async def logout(request: Request) -> Response:
     await posted_form(request)
     state = console_state(request)
-    await run_in_threadpool(end_session, hub_of(request).store.sessions, state)
+    sessions, address = hub_of(request).store.sessions, client_address(request)
+    await run_in_threadpool(end_session, sessions, state, address)
     state.sign_out()
     return RedirectResponse(LOGIN_PATH, status_code=303)
 

@@ -22,6 +22,11 @@ TEXTS: dict[str, tuple[str, str]] = {
         "ログインから 8 時間が経過したため、ログアウトしました。もう一度ログインしてください。",
         "You were logged out 8 hours after logging in. Please log in again.",
     ),
+    "session_towns": (
+        "担当団体がすべて利用停止中になったため、ログアウトしました。管理者に連絡してください。",
+        "You were logged out: every town your account acts for has been disabled. "
+        "Contact the hub's administrator.",
+    ),
     "dashboard": ("ダッシュボード", "Dashboard"),
     "messages": ("メッセージ検索", "Messages"),
     "message": ("メッセージ詳細", "Message"),

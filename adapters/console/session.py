@@ -17,6 +17,14 @@ minutes) without a request: the last-seen time is refreshed in the cookie (at mo
 minute, no database write), and the login page then says why. Both times are read from the
 store's clock (bus/store/clock.py), the one every hub process shares; the password is
 compared by its stamp, never by time, so no host's clock decides it (docs/console.md).
+
+An operator acts only for its towns that are enabled (``enabled: false`` stops a town): the
+operator of a request is narrowed to them, so every page and action sees a disabled town as
+it sees another town's (404). A session whose towns are all disabled ends like an idle one
+(notice ``towns``); hub staff (``*``) keep every town, disabled ones too.
+
+Logins, logouts and the end of a session are recorded on the admin chain
+(bus/security/login_audit.py), each session's end once.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from bus import reasons
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.pipeline import Finding
+from bus.security import login_audit
 from bus.security.operators import Operator, Role
 from bus.security.secret_box import load_key
 from bus.settings import Settings
@@ -53,8 +62,13 @@ MAX_AGE_SECONDS = 8 * 3600  # one working day
 #: The last-seen time in the cookie is refreshed at most this often (a tenth of a shorter
 #: idle timeout): the idle timeout is kept to within this, without a write per request.
 SEEN_REFRESH_SECONDS = 60.0
-#: Why a session ended, shown once on the login page (i18n ``session_<notice>``).
-IDLE, EXPIRED = "idle", "expired"
+#: Why a session ended, shown once on the login page (i18n ``session_<notice>``); TOWNS:
+#: every town of the account was disabled.
+IDLE, EXPIRED, TOWNS = "idle", "expired", "towns"
+NOTICES = (IDLE, EXPIRED, TOWNS)
+#: How long an ended session's id is kept: its cookie is last signed by its 8th hour and
+#: refused 8 hours after that, so no copy of it outlives the record.
+ENDED_KEPT_SECONDS = 2 * MAX_AGE_SECONDS
 MAX_FORM_BYTES = 64 * 1024
 _SALT = "renkei.console.session"
 #: The ``used_nonces`` rows of ended console sessions have this as their username (it cannot
@@ -140,7 +154,7 @@ def _session_of(data: dict[str, object]) -> ConsoleSession:
         and isinstance(password, str)
     ):  # signed out (or from before idle timeouts)
         notice = data.get("n")
-        return ConsoleSession(None, csrf, notice=notice if notice in (IDLE, EXPIRED) else None)
+        return ConsoleSession(None, csrf, notice=notice if notice in NOTICES else None)
     return ConsoleSession(
         username, csrf, session_id=session_id, started=started, seen=seen, password=password
     )
@@ -183,49 +197,81 @@ def lapsed(state: ConsoleSession, now: float, idle_seconds: float) -> str | None
 
 
 def resume(
-    sessions: sessionmaker[Session], state: ConsoleSession, idle_seconds: float
+    sessions: sessionmaker[Session],
+    state: ConsoleSession,
+    idle_seconds: float,
+    address: str = "",
 ) -> Operator | None:
     """The signed-in session's operator, its last-seen time refreshed when due; ``None``
-    when the session lapsed (signed out with the notice why), the account is gone or
-    disabled, its password changed since the login, or the session ended (logout)."""
+    when the session lapsed (signed out with the notice why, its end recorded), the account
+    is gone or disabled, its password changed since the login, or the session ended."""
     assert state.username is not None and state.session_id is not None
+    operator: Operator | None = None
     with sessions() as session:
         now = database_now(session.connection()).timestamp()
         ended = lapsed(state, now, idle_seconds)
-        if ended is not None:
-            state.sign_out(ended)
-            return None
-        row = session.get(OperatorAccount, state.username)
-        if row is None or not row.enabled:
-            return None
-        if utc(row.password_changed_at).isoformat() != state.password:
-            return None
-        if session.get(UsedNonce, (ENDED_SESSIONS, state.session_id[:128])) is not None:
-            return None
-        operator = Operator(row.username, Role(row.role), frozenset(row.tenants), row.enabled)
-    assert state.seen is not None
+        if ended is None:
+            row = session.get(OperatorAccount, state.username)
+            if row is None or not row.enabled:
+                return None
+            if utc(row.password_changed_at).isoformat() != state.password:
+                return None
+            if session.get(UsedNonce, (ENDED_SESSIONS, state.session_id[:128])) is not None:
+                return None
+            operator = Operator(row.username, Role(row.role), frozenset(row.tenants), row.enabled)
+    if ended is not None:  # after the read: SQLite takes its write lock per transaction
+        close_session(sessions, state, ended, address)
+        return None
+    assert state.seen is not None and operator is not None
     if now - state.seen >= min(SEEN_REFRESH_SECONDS, idle_seconds / 10):
         state.seen, state.changed = now, True
     return operator
 
 
-def end_session(sessions: sessionmaker[Session], state: ConsoleSession) -> None:
-    """Record the session as ended, until its cookie would have expired (every hub process
-    refuses it from now on); ended sessions past that are deleted."""
-    if state.session_id is None or state.started is None:
+def _ended(session: Session, state: ConsoleSession) -> bool:
+    """Mark the session ended, until no copy of its cookie is accepted (every hub process
+    refuses it from now on); ended sessions past that are deleted. Whether it was marked now
+    (not already ended: its end is recorded once, however often a copy comes back)."""
+    assert state.session_id is not None and state.started is not None
+    expires = datetime.fromtimestamp(state.started + ENDED_KEPT_SECONDS, UTC)
+    now = database_now(session.connection())  # the clock ``started`` was read on
+    session.execute(
+        delete(UsedNonce).where(UsedNonce.username == ENDED_SESSIONS, UsedNonce.expires_at < now)
+    )
+    if expires <= now or session.get(UsedNonce, (ENDED_SESSIONS, state.session_id)) is not None:
+        return False
+    session.add(UsedNonce(username=ENDED_SESSIONS, nonce=state.session_id, expires_at=expires))
+    return True
+
+
+def end_session(sessions: sessionmaker[Session], state: ConsoleSession, address: str = "") -> None:
+    """Logout: the session ended, and ``console.logout`` recorded (once)."""
+    if state.username is None or state.session_id is None or state.started is None:
         return
-    expires = datetime.fromtimestamp(state.started + MAX_AGE_SECONDS, UTC)
     with sessions.begin() as session:
-        now = database_now(session.connection())  # the clock ``started`` was read on
-        session.execute(
-            delete(UsedNonce).where(
-                UsedNonce.username == ENDED_SESSIONS, UsedNonce.expires_at < now
+        if _ended(session, state):
+            login_audit.signed(
+                session, login_audit.LOGOUT, state.username, address, state.session_id
             )
-        )
-        if expires > now and session.get(UsedNonce, (ENDED_SESSIONS, state.session_id)) is None:
-            session.add(
-                UsedNonce(username=ENDED_SESSIONS, nonce=state.session_id, expires_at=expires)
+
+
+def close_session(
+    sessions: sessionmaker[Session], state: ConsoleSession, why: str, address: str = ""
+) -> None:
+    """A session over for ``why`` (IDLE, EXPIRED, TOWNS): ended, ``console.session_end``
+    recorded (once), and signed out with the notice why."""
+    assert state.username is not None and state.session_id is not None
+    with sessions.begin() as session:
+        if _ended(session, state):
+            login_audit.signed(
+                session,
+                login_audit.SESSION_END,
+                state.username,
+                address,
+                state.session_id,
+                why=why,
             )
+    state.sign_out(why)
 
 
 def console_state(request: Request) -> ConsoleSession:
@@ -234,12 +280,31 @@ def console_state(request: Request) -> ConsoleSession:
     return state
 
 
+def client_address(request: Request) -> str:
+    """The client's address as uvicorn saw it (behind a trusted proxy: its
+    ``X-Forwarded-For``, ``FORWARDED_ALLOW_IPS``)."""
+    return request.client.host if request.client else ""
+
+
+def enabled_tenants(hub: Hub) -> frozenset[str]:
+    """The towns enabled in the configuration in force."""
+    return frozenset(t.code for t in hub.config.current().config.tenants if t.enabled)
+
+
 def signed_in(request: Request) -> Operator:
-    """The operator of this request; :class:`LoginRequired` without one."""
+    """The operator of this request, narrowed to its enabled towns; :class:`LoginRequired`
+    without one (a session whose towns are all disabled ends here, notice TOWNS)."""
     state = console_state(request)
     if state.operator is None and state.username and state.session_id:
         hub = hub_of(request)
-        state.operator = resume(hub.store.sessions, state, hub.settings.console_idle_seconds)
+        sessions, address = hub.store.sessions, client_address(request)
+        operator = resume(sessions, state, hub.settings.console_idle_seconds, address)
+        if operator is not None:
+            operator = operator.acting_for(enabled_tenants(hub))
+            if not operator.tenants:
+                close_session(sessions, state, TOWNS, address)
+                operator = None
+        state.operator = operator
     if state.operator is None:
         raise LoginRequired()
     return state.operator

@@ -1,7 +1,9 @@
-"""``renkei audit keygen / checkpoint / verify``: the tamper-evident audit trail (監査記録)."""
+"""``renkei audit keygen / checkpoint / verify / admin``: the tamper-evident audit trail
+(監査記録)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +15,8 @@ from bus.cli import options
 from bus.cli.store import EXIT_FAILED, JsonOption, TenantOption, _fail, _json, _store, audit_app
 from bus.errors import make_finding
 from bus.settings import Settings
+from bus.store.admin_audit import admin_records
+from bus.store.audit import utc
 from bus.store.audit_verify import ChainVerdict, verify_audit
 from bus.store.checkpoints import (
     CheckpointError,
@@ -158,3 +162,42 @@ def _print_verdicts(verdicts: list[ChainVerdict], *, signed: bool) -> None:
         )
     if not signed:
         console.print("署名は検証していません（鍵なし） / signatures not checked (no key)")
+
+
+@audit_app.command("admin")
+def admin(
+    action: Annotated[
+        str | None,
+        typer.Option("--action", help="An action (user.add) or an area (console, user, key)."),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="Records stamped at or after (ISO, or a 和暦 day).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="Records stamped at or before (a day: to its end).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="The latest N records.")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """List the admin chain (管理操作・ログインの記録): who did what, when; console logins,
+    logouts and session ends with the client address (``--action console``)."""
+    since, until = options.moment(start, "--from"), options.moment(end, "--to", end=True)
+    with _store() as store, store.sessions() as session:
+        rows = [
+            {
+                "seq": row.seq,
+                "at": utc(row.at).isoformat(),
+                "action": row.event,
+                "actor": row.actor,
+                "detail": row.detail,
+            }
+            for row in admin_records(session, since=since, until=until, action=action, limit=limit)
+        ]
+    if as_json:
+        _json({"records": rows})
+        return
+    for row in rows:
+        detail = json.dumps(row["detail"], ensure_ascii=False, sort_keys=True)
+        typer.echo(f"{row['seq']}  {row['at']}  {row['action']}  {row['actor'] or '-'}  {detail}")
+    if not rows:
+        typer.echo("no admin records")

@@ -3,6 +3,10 @@
 A key reads ``rk_<system>_<key id>.<secret>``: the key id is public and finds the one row to
 check, so a request costs one primary-key read and (once per key and process) one scrypt.
 The row is read on every request, so a revocation or an expiry holds at once in every worker.
+Expiry is the store's clock (bus/store/clock.py), as everywhere else: on PostgreSQL the same
+SELECT that reads the row reads ``clock_timestamp()`` (no extra round trip), so a hub host
+whose clock is off neither accepts an expired key nor refuses a valid one; issuing and
+rotating stamp ``created_at`` / ``expires_at`` on that clock too.
 Rotation issues a new key and gives the old ones an expiry (the overlap), so a system can
 switch without a window in which neither key works. Issuing, rotating and revoking are
 recorded on the admin chain in the same transaction (key ids, never a key).
@@ -17,11 +21,13 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.kdf import hash_secret, verify_secret
 from bus.store.admin_audit import record_admin_action
+from bus.store.audit import utc
+from bus.store.clock import database_now
 from bus.store.models import ApiKey
 
 _KEY = re.compile(
@@ -116,8 +122,8 @@ def issue_key(
 ) -> IssuedKey:
     """A fresh key for ``system`` (its hash stored; ``key.issue`` on the admin chain, with
     the key id, never the key); ``valid_for`` bounds its life."""
-    now = now or datetime.now(UTC)
     with sessions.begin() as session:
+        now = now or database_now(session.connection())
         issued = _add_key(session, system, actor, now, valid_for)
         detail = {"system": system, "key_id": issued.key_id, "expires_at": _iso(issued.expires_at)}
         record_admin_action(session, actor, "key.issue", detail)
@@ -135,10 +141,10 @@ def rotate_keys(
     """Issue a new key and let every key of ``system`` still valid now expire after
     ``overlap`` (earlier expiries are kept), in one transaction with its ``key.rotate``
     admin record; returns the new key and the old keys."""
-    now = now or datetime.now(UTC)
-    deadline = now + overlap
     with sessions.begin() as session:
         _one_rotation_at_a_time(session, system)
+        now = now or database_now(session.connection())
+        deadline = now + overlap
         rows = session.scalars(
             select(ApiKey).where(ApiKey.system == system, ApiKey.revoked_at.is_(None))
         ).all()
@@ -182,7 +188,7 @@ def revoke_key(
         if row is None:
             return None
         if row.revoked_at is None:
-            row.revoked_at = now or datetime.now(UTC)
+            row.revoked_at = now or database_now(session.connection())
             detail = {"system": row.system, "key_id": row.key_id}
             record_admin_action(session, actor, "key.revoke", detail)
         return _info(row)
@@ -210,12 +216,12 @@ class ApiKeyRegistry:
         if match is None:
             return None
         with self._sessions() as session:
-            row = session.get(ApiKey, match["key_id"])
+            row, clock = _row_and_clock(session, match["key_id"])
             info = _info(row) if row is not None else None
             stored = row.key_hash if row is not None else ""
-        if info is None or info.system != match["system"]:
+        if info is None or clock is None or info.system != match["system"]:
             return None
-        if not info.valid_at(now or datetime.now(UTC)):
+        if not info.valid_at(now or clock):
             return None
         fingerprint = hashlib.sha256(f"{stored}\0{key}".encode()).hexdigest()
         if fingerprint not in self._verified:
@@ -225,3 +231,15 @@ class ApiKeyRegistry:
                 if len(self._verified) < _VERIFIED_LIMIT:
                     self._verified.add(fingerprint)
         return info.system
+
+
+def _row_and_clock(session: Session, key_id: str) -> tuple[ApiKey | None, datetime | None]:
+    """The key's row and the store's time, in the one round trip a request already makes:
+    PostgreSQL reads ``clock_timestamp()`` in the row's SELECT (:func:`database_now` would be
+    a second statement); SQLite's clock is this machine's, read without the database."""
+    if session.get_bind().dialect.name != "postgresql":
+        return session.get(ApiKey, key_id), database_now(session.connection())
+    found = session.execute(
+        select(ApiKey, func.clock_timestamp()).where(ApiKey.key_id == key_id)
+    ).first()
+    return (None, None) if found is None else (found[0], utc(found[1]))

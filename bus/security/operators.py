@@ -11,7 +11,7 @@ recorded on the admin chain (``user.*``) in its transaction — never the passwo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -84,6 +84,14 @@ class Operator:
     def visible_tenants(self, every: frozenset[str]) -> frozenset[str]:
         """The tenants of ``every`` this operator may view (filter listings with it)."""
         return every if ALL_TENANTS in self.tenants else every & self.tenants
+
+    def acting_for(self, enabled: frozenset[str]) -> Operator:
+        """This operator as it acts now: for its towns among the ``enabled`` ones only (a
+        disabled town's data is no longer its to see or act on). Hub staff (``*``) keep
+        every town, disabled ones too: they finish what a disabled town left (docs/console.md)."""
+        if ALL_TENANTS in self.tenants:
+            return self
+        return replace(self, tenants=self.tenants & enabled)
 
 
 def require(operator: Operator, permission: Permission, tenant: str) -> None:

@@ -10,6 +10,7 @@ never stored: nothing is dropped silently, the sender keeps the message and send
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,9 @@ from bus.store.models import RateWindow
 
 _UNITS = (("s", 1), ("m", 60))
 _PURGE_EVERY = 256  # delete windows older than two minutes once per this many counts
+#: Counts made in this process, by every limiter: the console makes a limiter per login, which
+#: alone never reached ``_PURGE_EVERY`` (a login flood's windows were never deleted).
+_COUNTED = itertools.count(1)
 
 
 def _upsert(session: Session) -> Callable[..., Any]:
@@ -38,7 +42,6 @@ def _now(session: Session) -> float:
 class RateLimiter:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
-        self._counted = 0
 
     def admit(self, system: str, limit: RateLimit, now: float | None = None) -> int | None:
         """Count one request of ``system``; ``None`` when within ``limit``, else the seconds
@@ -65,8 +68,7 @@ class RateLimiter:
                 if count > allowed:
                     wait = max(1, math.ceil(start + length - now))
                     retry_after = max(retry_after or 0, wait)
-            self._counted += 1
-            if self._counted % _PURGE_EVERY == 0:
+            if next(_COUNTED) % _PURGE_EVERY == 0:
                 session.execute(delete(RateWindow).where(RateWindow.window_start < now - 120))
         return retry_after
 

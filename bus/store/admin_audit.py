@@ -4,15 +4,18 @@ Configuration applied, dead letters redelivered or discarded, destinations pause
 operator accounts and API keys changed: each is appended to the chain ``admin`` (a name no
 tenant code can take: tenant codes are six digits) in the transaction that makes the change,
 next to the tenant chains' own records of it. ``detail`` holds ids, versions and digests —
-never a secret, a body or personal data.
+never a secret, a body or personal data. Console logins, logouts and session ends are on it
+too (``console.*``, bus/security/login_audit.py); ``renkei audit admin`` lists the chain.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bus.store.audit import append_audit
@@ -40,3 +43,27 @@ def record_admin_action(
         actor=actor[:_ACTOR_CAP] if actor else None,
         detail=dict(detail or {}),
     )
+
+
+def admin_records(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    action: str | None = None,
+    limit: int = 100,
+) -> list[AuditRecord]:
+    """The admin chain's latest ``limit`` records (oldest of them first), stamped within
+    ``since``/``until``; ``action``: an action (``user.add``) or an area (``console``)."""
+    query = select(AuditRecord).where(AuditRecord.tenant == ADMIN_CHAIN)
+    if since is not None:
+        query = query.where(AuditRecord.at >= since)
+    if until is not None:
+        query = query.where(AuditRecord.at <= until)
+    if action:
+        area = action.rstrip(".")
+        query = query.where(
+            (AuditRecord.event == area) | AuditRecord.event.startswith(f"{area}.", autoescape=True)
+        )
+    rows = session.scalars(query.order_by(AuditRecord.seq.desc()).limit(limit)).all()
+    return list(reversed(rows))
