@@ -1160,6 +1160,54 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         " town, use renkei tenants disable; if this is a mistake, restore its file and run"
         " renkei config apply.",
     ),
+    (
+        "RK-OPS018",
+        E,
+        "この設定ディレクトリは版 {actual} を元に編集されていますが、その後に版 {version} までに"
+        "適用された変更（{files}）がこのディレクトリにありません。適用するとその変更が失われるため、何も適用して"
+        "いません。renkei config export で新しいディレクトリに最新の版を書き出し、自分の変更を移して"
+        "から適用してください（git などでまとめてもかまいません）。その変更を取り消すつもりなら"
+        " --force を付けます。",
+        "This configuration directory was edited from version {actual}, but it lacks the"
+        " changes applied up to version {version} ({files}): applying it would undo them, so"
+        " nothing was applied."
+        " Export the version in force into a new directory with renkei config export, carry"
+        " your edit over (or merge with git) and apply that; add --force only to undo those"
+        " changes on purpose.",
+    ),
+    (
+        "RK-OPS019",
+        E,
+        "設定ディレクトリ {actual} には元にした版の記録（.renkei-base）がなく、--base-version の"
+        "指定もないため、どの版を元に編集されたかが分かりません。ほかの人の変更を消さないよう、何も"
+        "適用していません。renkei config export で書き出したディレクトリで編集する"
+        "か、元にした版を --base-version で指定してください。ディレクトリの内容で置き換えるなら"
+        " --force を付けます。",
+        "The configuration directory {actual} has no record of the version it was made from"
+        " (.renkei-base) and no --base-version was given, so it is not known which version it"
+        " was edited from; nothing was applied, so as not to undo someone else's change. Edit a"
+        " directory written by renkei config export, or name the version it was made from with"
+        " --base-version; add --force to replace the configuration in force with it.",
+    ),
+    (
+        "RK-OPS020",
+        E,
+        "この設定ディレクトリの元の版 {actual} は、このハブの版ではありません（適用中の版は {version}）。別のハブや"
+        "データベースから書き出したディレクトリの可能性があります。何も適用していません。"
+        "renkei config export で書き出し直すか、置き換えるなら --force を付けます。",
+        "The version this configuration directory was made from, {actual}, is not one of this"
+        " hub's (version {version} is in force): it may have been exported from another hub or database. Nothing was"
+        " applied. Export again with renkei config export, or add --force to replace the"
+        " configuration with it.",
+    ),
+    (
+        "RK-OPS021",
+        E,
+        "{actual} には設定ファイル（*.yaml）が既にあります。書き出しは新しいか空のディレクトリに"
+        "します。何も書いていません。",
+        "{actual} already holds configuration files (*.yaml); export into a new or empty"
+        " directory. Nothing was written.",
+    ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (
         "RK-CON001",

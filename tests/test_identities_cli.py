@@ -88,7 +88,7 @@ def test_tenants_add_list_disable_against_the_configuration_in_force(env: Settin
     added = _run("tenants", "add", "412015", "佐賀市")
     assert "tenants/412015.yaml" in added and "configuration version 2" in added
     listing = _run("tenants", "list")
-    assert "412015  佐賀市  enabled  systems: houmu, juki, kokuho" in listing
+    assert "412015  佐賀市  enabled  systems: juki, kokuho" in listing  # no houmu: opt-in
     assert "configuration version 3" in _run("tenants", "disable", "412015")
     store = open_store(env)
     try:

@@ -15,7 +15,9 @@ from lxml import etree
 from typer.testing import CliRunner
 
 from bus.cli import app
-from bus.config.loader import read_config_files
+from bus.config.index import ConfigIndex
+from bus.config.loader import parse_config_files, read_config_files
+from bus.config.models import Direction
 from bus.config.snapshots import apply_files, ensure_config, latest_version, load_snapshot
 from bus.settings import Settings
 from bus.store.db import open_store
@@ -118,11 +120,37 @@ def test_removing_a_town_with_pending_deliveries_is_reported(data_dir: Path) -> 
             stage(store)(accepted(with_message_id(raw, str(uuid.uuid4())), ("zeimu",)))
     finally:
         store.close()
-    # a directory copied before the town was added: applying it drops 太良町
-    result = runner.invoke(app, ["config", "apply", str(SAMPLE_CONFIG_DIR)])
+    # a directory copied before the town was added: refused (RK-OPS019, nothing tells what it
+    # was made from); forced, applying it drops 太良町
+    refused = runner.invoke(app, ["config", "apply", str(SAMPLE_CONFIG_DIR)])
+    assert refused.exit_code == 1 and "RK-OPS019" in refused.output, refused.output
+    result = runner.invoke(app, ["config", "apply", str(SAMPLE_CONFIG_DIR), "--force"])
     assert result.exit_code == 0, result.output
     assert "RK-OPS017" in result.output, result.output
     assert f"{TARA} 太良町 pending=2 dead=0" in result.output
     assert "412066" not in result.output.split("RK-OPS017", 1)[1]  # kept towns: not named
     again = runner.invoke(app, ["config", "apply", str(SAMPLE_CONFIG_DIR)])
     assert "RK-OPS017" not in again.output  # unchanged: nothing to say
+
+
+def _onboarded_index() -> tuple[dict[str, str], ConfigIndex]:
+    from bus.security.tenancy import onboard
+
+    town = onboard(read_config_files(SAMPLE_CONFIG_DIR), TARA, "太良町")
+    return town.files, ConfigIndex(parse_config_files(town.files))
+
+
+def test_a_new_town_gets_no_registration_notices_until_it_joins_houmu() -> None:
+    """登記済通知 reach the hub only for a town that arranged their electronic delivery with
+    its 法務局: onboarding alone must not let houmu send (or import) them for the town."""
+    files, index = _onboarded_index()
+    assert index.serves("kotei", TARA) and index.serves("juki", TARA)  # the shared systems
+    assert not index.serves("houmu", TARA)
+    assert not index.allowed("houmu", Direction.SEND, "RegistrationNotice", TARA)
+    # the documented opt-in: houmu added to the town's joins, then config apply
+    path = f"tenants/{TARA}.yaml"
+    text = files[path].replace("kokuho, kotei]", "kokuho, kotei, houmu]")
+    assert text != files[path]
+    joined = ConfigIndex(parse_config_files({**files, path: text}))
+    assert joined.allowed("houmu", Direction.SEND, "RegistrationNotice", TARA)
+    assert joined.allowed("kotei", Direction.RECEIVE, "RegistrationNotice", TARA)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -16,16 +16,18 @@ from bus.cli.app import app
 
 if TYPE_CHECKING:
     from bus.config.loader import ConfigError
+    from bus.config.snapshots import Base, ConfigConflict, NoBase, UnknownBase
+    from bus.pipeline import Finding
     from bus.settings import Settings
     from bus.store.db import Store
 
 EXIT_OK, EXIT_INVALID = 0, 1
 
-config_app = typer.Typer(help="The hub's configuration (設定): check, apply, show.")
+config_app = typer.Typer(help="The hub's configuration (設定): check, export, apply, show.")
 app.add_typer(config_app, name="config")
 
 
-def _print_problems(error: ConfigError) -> None:
+def print_problems(error: ConfigError) -> None:
     for problem in error.problems:
         typer.echo(problem)
     typer.echo(f"{len(error.problems)} problem(s)", err=True)
@@ -45,7 +47,7 @@ def configured_store() -> Store:
         ensure_config(store.sessions, settings)
     except ConfigError as error:
         store.close()
-        _print_problems(error)
+        print_problems(error)
         raise typer.Exit(EXIT_INVALID) from None
     return store
 
@@ -60,12 +62,31 @@ def check(
     try:
         config = load_config_dir(directory)
     except ConfigError as error:
-        _print_problems(error)
+        print_problems(error)
         raise typer.Exit(EXIT_INVALID) from None
     typer.echo(
         f"ok: {len(config.tenants)} tenants, {len(config.systems)} systems, "
         f"{len(config.routes)} routes, {len(config.access)} access rules"
     )
+
+
+BaseVersionOption = Annotated[
+    int | None,
+    typer.Option(
+        "--base-version",
+        min=1,
+        help="The version the directory was made from (default: its .renkei-base, written by "
+        "config export/apply). Changes applied since must be in the directory (RK-OPS018).",
+    ),
+]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace the configuration in force with the directory whatever was applied "
+        "since (a deliberate undo; recorded as forced in the admin audit chain).",
+    ),
+]
 
 
 @config_app.command("apply")
@@ -74,31 +95,153 @@ def apply(
         Path | None,
         typer.Argument(help="Configuration directory (default: the settings' config dir)."),
     ] = None,
+    base_version: BaseVersionOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Store the directory as a new configuration version; running processes reload it.
 
-    On an empty database the directory becomes version 1 (no sample configuration first)."""
-    from bus.config.loader import ConfigError
-    from bus.config.snapshots import apply_config, latest_version
+    Refused (nothing stored) when it would undo a change applied since the version the
+    directory was made from (RK-OPS018), or that version is unknown (RK-OPS019/020). On an
+    empty database the directory becomes version 1 (no sample configuration first)."""
+    from bus.config.base_marker import read_base
+    from bus.config.loader import ConfigError, read_config_files
+    from bus.config.snapshots import (
+        ConfigConflict,
+        NoBase,
+        UnknownBase,
+        apply_files,
+        latest_version,
+        stored_base,
+    )
     from bus.settings import Settings
     from bus.store.db import open_store
 
     settings = Settings()
+    source = directory or settings.effective_config_dir
+    try:
+        files = read_config_files(source)
+        base = None if force else _given_base(read_base(source), base_version)
+    except ConfigError as error:
+        print_problems(error)
+        raise typer.Exit(EXIT_INVALID) from None
     store = open_store(settings)
     try:
-        source = directory or settings.effective_config_dir
         before = latest_version(store.sessions)
-        version = apply_config(store.sessions, source, actor=actor())
+        version = apply_files(
+            store.sessions, files, actor(), base=base, forced=force, require_base=True
+        )
+        stored = stored_base(store.sessions, version)
     except ConfigError as error:
-        _print_problems(error)
+        print_problems(error)
         raise typer.Exit(EXIT_INVALID) from None
+    except (ConfigConflict, NoBase, UnknownBase) as error:
+        refuse_stale(error, source)
     finally:
         store.close()
     state = "unchanged" if version == before else "applied"
     typer.echo(f"{state}: configuration version {version}")
+    remember_base(source, stored)
     if version != before:
         _warn_orphaned_deliveries(settings)
         _warn_removed_tenants(settings, version)
+
+
+def _given_base(marked: Base | None, option: int | None) -> Base | None:
+    """``--base-version`` wins over the directory's marker (its digest kept when they agree)."""
+    from bus.config.snapshots import Base
+
+    if option is None:
+        return marked
+    digest = marked.digest if marked is not None and marked.version == option else None
+    return Base(option, digest)
+
+
+def _refuse(finding: Finding) -> NoReturn:
+    typer.echo(f"{finding.code}: {finding.message_ja}\n{finding.message_en}", err=True)
+    raise typer.Exit(EXIT_INVALID)
+
+
+def refuse_stale(error: ConfigConflict | NoBase | UnknownBase, source: Path) -> NoReturn:
+    """RK-OPS018 (a lost update), RK-OPS019 (no base known), RK-OPS020 (not this hub's)."""
+    from bus.config.snapshots import ConfigConflict, NoBase
+    from bus.errors import make_finding
+
+    if isinstance(error, ConfigConflict):
+        files = ", ".join(error.paths)
+        _refuse(
+            make_finding(
+                "RK-OPS018", path="/", actual=str(error.base), version=error.found, files=files
+            )
+        )
+    if isinstance(error, NoBase):
+        _refuse(make_finding("RK-OPS019", path="/", actual=str(source)))
+    _refuse(make_finding("RK-OPS020", path="/", actual=str(error.base), version=error.found))
+
+
+def remember_base(source: Path, base: Base) -> None:
+    """Write ``.renkei-base`` so the next apply of ``source`` is checked against ``base``;
+    never into the shipped sample directory (part of the installed software)."""
+    from bus.config.base_marker import MARKER, write_base
+    from bus.settings import Settings
+
+    shipped = Settings(config_dir=None).effective_config_dir
+    if source.resolve() == shipped.resolve():
+        return
+    try:
+        write_base(source, base)
+    except OSError as error:
+        typer.echo(
+            f"note: {source / MARKER} cannot be written ({error.strerror or error}); "
+            "the next apply of this directory needs --base-version "
+            f"{base.version}",
+            err=True,
+        )
+
+
+@config_app.command("export")
+def export(
+    directory: Annotated[
+        Path, typer.Argument(help="A new or empty directory to write the files into.")
+    ],
+    version: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="An older version to start from (a roll-back); default: in force."
+        ),
+    ] = None,
+) -> None:
+    """Write the configuration in force (or --version N) into DIR with its .renkei-base, the
+    version the next ``config apply DIR`` is checked against: edit there, then apply."""
+    from bus.config.base_marker import holds_configuration, write_directory
+    from bus.config.loader import ConfigError
+    from bus.config.snapshots import Base
+    from bus.errors import make_finding
+    from bus.store.models import ConfigSnapshot
+
+    if holds_configuration(directory):
+        _refuse(make_finding("RK-OPS021", path="/", actual=str(directory)))
+    store = configured_store()
+    try:
+        with store.sessions() as session:
+            latest = session.query(ConfigSnapshot).order_by(ConfigSnapshot.version.desc()).first()
+            assert latest is not None  # configured_store() made sure there is one
+            chosen = latest if version is None else session.get(ConfigSnapshot, version)
+            if chosen is None:
+                typer.echo(f"no configuration version {version} (in force: {latest.version})")
+                raise typer.Exit(EXIT_INVALID)
+            files, base = dict(chosen.files), Base(latest.version, latest.digest)
+            number = chosen.version
+    finally:
+        store.close()
+    try:
+        write_directory(directory, files, base)
+    except ConfigError as error:
+        print_problems(error)
+        raise typer.Exit(EXIT_INVALID) from None
+    typer.echo(
+        f"exported: configuration version {number} to {directory} "
+        f"({len(files)} files; base version {base.version})"
+    )
 
 
 def _warn_orphaned_deliveries(settings: Settings) -> None:

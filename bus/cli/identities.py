@@ -266,23 +266,51 @@ def _apply(
 ) -> int:
     """Apply the edited configuration (``edit``: the version it was made from and its files)
     unless another version was applied meanwhile (RK-TEN013: nothing stored, the directory
-    as it was); ``because`` goes to the admin chain with it."""
-    from bus.config.snapshots import ConfigConflict, apply_files
+    as it was); ``because`` goes to the admin chain with it. A directory's files are checked
+    against the version the directory was made from (its ``.renkei-base``), as ``renkei
+    config apply`` checks them (RK-OPS018/019/020), and its marker is then renewed."""
+    from bus.cli.config import print_problems, refuse_stale, remember_base
+    from bus.config.base_marker import read_base
+    from bus.config.loader import ConfigError
+    from bus.config.snapshots import (
+        Base,
+        ConfigConflict,
+        NoBase,
+        UnknownBase,
+        apply_files,
+        stored_base,
+    )
     from bus.errors import make_finding
 
     base, files = edit
+    marked: Base | None = None
+    if directory is not None:
+        try:
+            marked = read_base(directory)
+        except ConfigError as error:
+            print_problems(error)
+            raise typer.Exit(1) from None
     target = directory / changed if directory is not None else None
     before = target.read_text(encoding="utf-8") if target and target.is_file() else None
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(files[changed], encoding="utf-8")
     try:
-        return apply_files(store.sessions, files, actor(), because=because, base_version=base)
-    except ConfigConflict as conflict:
+        if directory is None:
+            return apply_files(store.sessions, files, actor(), because=because, base_version=base)
+        version = apply_files(
+            store.sessions, files, actor(), because=because, base=marked, require_base=True
+        )
+    except (ConfigConflict, NoBase, UnknownBase) as conflict:
         if target is not None:
             _restore(target, before)
+        if directory is not None:
+            refuse_stale(conflict, directory)
+        assert isinstance(conflict, ConfigConflict)
         actual = f"{conflict.base} → {conflict.found}"
         raise _refuse(make_finding("RK-TEN013", path="/", actual=actual)) from None
+    remember_base(directory, stored_base(store.sessions, version))
+    return version
 
 
 def _restore(target: Path, text: str | None) -> None:

@@ -44,12 +44,43 @@ class NoConfiguration(LookupError):
 
 class ConfigConflict(RuntimeError):
     """Another apply made a newer version since the edited configuration was read: storing
-    the edit would silently undo that change (a lost update), so nothing is stored."""
+    the edit would silently undo that change (a lost update), so nothing is stored.
+    ``paths``: the files changed since ``base`` that the edit would undo (empty when the
+    check was by version number alone)."""
 
-    def __init__(self, base: int, found: int) -> None:
+    def __init__(self, base: int, found: int, paths: tuple[str, ...] = ()) -> None:
         super().__init__(f"version {base} was edited, but version {found} is in force now")
         self.base = base
         self.found = found
+        self.paths = paths
+
+
+class UnknownBase(LookupError):
+    """The version an edit names as its base is not this hub's (no such version, or one with
+    other content: a directory exported from another hub or database)."""
+
+    def __init__(self, base: int, found: int) -> None:
+        super().__init__(f"version {base} is not a version of this hub (in force: {found})")
+        self.base = base
+        self.found = found
+
+
+class NoBase(LookupError):
+    """An edited directory names no base while versions someone made are in force: it
+    cannot be told whether applying it would undo one of them."""
+
+    def __init__(self, found: int) -> None:
+        super().__init__(f"no base version given; version {found} is in force")
+        self.found = found
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """The version an edited directory was made from (``.renkei-base``): its number and
+    digest, so a directory from another hub with the same number is told apart."""
+
+    version: int
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +109,47 @@ def _latest(session: Session) -> ConfigSnapshot | None:
     ).first()
 
 
+def stored_base(sessions: sessionmaker[Session], version: int) -> Base:
+    """The :class:`Base` of a stored ``version`` (its number and digest)."""
+    with sessions() as session:
+        snapshot = session.get(ConfigSnapshot, version)
+        assert snapshot is not None
+        return Base(version, snapshot.digest)
+
+
+def undone_paths(
+    base: dict[str, str], in_force: dict[str, str], files: dict[str, str]
+) -> tuple[str, ...]:
+    """The files another apply changed since ``base`` (added, edited or removed) that
+    storing ``files`` would change back: the lost update. A change the edit already holds
+    (merged, or written by ``renkei tenants add --config-dir``) is no conflict."""
+    changed = {
+        path for path in base.keys() | in_force.keys() if base.get(path) != in_force.get(path)
+    }
+    return tuple(sorted(path for path in changed if files.get(path) != in_force.get(path)))
+
+
+def _automatic(snapshot: ConfigSnapshot) -> bool:
+    """The first version an empty database loaded by itself (:func:`ensure_config`)."""
+    return snapshot.version == 1 and snapshot.applied_by == INITIAL_ACTOR
+
+
+def _check_base(
+    session: Session, latest: ConfigSnapshot, base: Base, files: dict[str, str]
+) -> None:
+    """Raise when ``files``, edited from ``base``, would undo what was applied since."""
+    if latest.version == base.version:
+        if base.digest is not None and base.digest != latest.digest:
+            raise UnknownBase(base.version, latest.version)
+        return
+    stored = session.get(ConfigSnapshot, base.version) if base.version < latest.version else None
+    if stored is None or (base.digest is not None and base.digest != stored.digest):
+        raise UnknownBase(base.version, latest.version)
+    undone = undone_paths(dict(stored.files), dict(latest.files), files)
+    if undone:
+        raise ConfigConflict(base.version, latest.version, undone)
+
+
 def apply_files(
     sessions: sessionmaker[Session],
     files: dict[str, str],
@@ -85,6 +157,9 @@ def apply_files(
     *,
     because: tuple[str, dict[str, Any]] | None = None,
     base_version: int | None = None,
+    base: Base | None = None,
+    forced: bool = False,
+    require_base: bool = False,
 ) -> int:
     """Store ``files`` as a new version after validating them; content identical to the
     version in force returns that version (no new row, nothing audited). Re-applying an
@@ -92,7 +167,13 @@ def apply_files(
     action that made the edit (e.g. ``("tenant.add", {...})``), recorded after
     ``config.apply`` in the same transaction with the new version added to its detail.
     ``base_version``: the version the edit was made from (read-modify-write, as ``renkei
-    tenants`` does); when another version was stored since, :class:`ConfigConflict`."""
+    tenants`` does); when another version was stored since, :class:`ConfigConflict`.
+    ``base``: the version an edited *directory* was made from (``renkei config apply``):
+    newer versions are fine as long as the files hold their changes (:func:`undone_paths`),
+    else :class:`ConfigConflict`; a base this hub never stored, :class:`UnknownBase`.
+    ``forced``: recorded with the apply (``replaced``: the version in force it replaced).
+    ``require_base``: without ``base`` (and not ``forced``), :class:`NoBase` unless nobody's
+    change can be lost: an empty database, or only the automatic first version."""
     parse_config_files(files)  # raises ConfigError: an invalid configuration is never stored
     digest = files_digest(files)
     for attempt in range(_APPLY_ATTEMPTS):
@@ -104,6 +185,10 @@ def apply_files(
                 in_force = latest.version if latest else 0
                 if base_version is not None and in_force != base_version:
                     raise ConfigConflict(base_version, in_force)
+                if base is not None and latest is not None:
+                    _check_base(session, latest, base, files)
+                elif require_base and not forced and latest is not None and not _automatic(latest):
+                    raise NoBase(latest.version)
                 version = in_force + 1
                 session.add(
                     ConfigSnapshot(
@@ -114,7 +199,15 @@ def apply_files(
                         files=files,
                     )
                 )
-                detail = {"version": version, "digest": digest, "files": sorted(files)}
+                detail: dict[str, Any] = {
+                    "version": version,
+                    "digest": digest,
+                    "files": sorted(files),
+                }
+                if base is not None:
+                    detail["base"] = base.version
+                if forced and latest is not None:
+                    detail |= {"forced": True, "replaced": in_force}
                 record_admin_action(session, actor, "config.apply", detail)
                 if because is not None:
                     action, cause = because
