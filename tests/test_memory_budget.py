@@ -125,16 +125,20 @@ def test_unauthenticated_burst_of_hostile_bodies_stays_within_the_budget(tmp_pat
 
 def test_the_open_validate_endpoint_parses_within_the_budget_too(tmp_path: Path) -> None:
     """``POST /api/v1/validate`` takes no credentials and parses up to 10 MiB: sixteen 2 MB
-    comment bodies at once on a 16 MiB budget (each tree estimated at the whole budget, so
-    parsed one at a time, each a few tenths of a second) — those still waiting after 2 s are
-    refused 503 RK-API017 with Retry-After, the others validated. Without the budget all
-    sixteen trees (~40 MB each) were built at once."""
+    comment bodies at once on a 16 MiB budget (each tree, ~40 MB, estimated at more than the
+    whole budget, so parsed one at a time). The server's peak grew by 82 MiB; with the budget
+    out of the way (``RENKEI_PARSE_MEMORY_MIB=100000``) the same burst grew it by 336 MiB,
+    the trees built at once. Those still waiting after 2 s are refused 503 RK-API017 with
+    Retry-After: how many depends on the machine's speed (none when sixteen parses take
+    less than 2 s), so only the outcomes' kinds are asserted."""
     body = _comments(250_000)
     with hub_server(tmp_path, serve_options=(), env={"RENKEI_PARSE_MEMORY_MIB": "16"}) as hub:
+        before = _peak_mib(hub)
         answers = Counter(asyncio.run(_burst(hub.url, "/api/v1/validate", body, 16)))
+        grown = _peak_mib(hub) - before
     busy, validated = (503, "RK-API017", "30"), (200, "RK-ENV002", None)
-    assert answers[busy] >= 1 and answers[validated] >= 1, answers
-    assert set(answers) == {busy, validated}, answers
+    assert answers[validated] >= 1 and set(answers) <= {busy, validated}, answers
+    assert grown < 200, f"the hub's peak memory grew by {grown} MiB"
 
 
 def test_the_budget_admits_within_its_total_and_a_large_tree_alone() -> None:
