@@ -8,7 +8,9 @@ import getpass
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -29,7 +31,8 @@ dlq_app = typer.Typer(
     help="The Dead Letter Channel: list, redeliver, discard.", no_args_is_help=True
 )
 destinations_app = typer.Typer(
-    help="Destination systems: pause for planned downtime, resume.", no_args_is_help=True
+    help="Destination systems: list their state, pause (planned downtime, an outage), resume.",
+    no_args_is_help=True,
 )
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(destinations_app, name="destinations")
@@ -245,7 +248,10 @@ def _act_on_all(action: str, reason: str, selection: Selection) -> None:
             through=through,
             dead_by=dead_by,
         )
-        after, finished = 0, through == 0
+        total = _count_selected(store, chosen)
+        after, finished, seen = 0, through == 0, 0
+        verb_ja = "再送" if action == "redeliver" else "破棄"
+        started = time.monotonic()
         while not finished:
             page = operations.act_on_dead_page(
                 store.sessions,
@@ -257,14 +263,33 @@ def _act_on_all(action: str, reason: str, selection: Selection) -> None:
                 actor=_actor(),
             )
             changed += page.changed
+            seen += page.seen
             after, finished = page.after, page.finished
-        if action == "redeliver" and changed:
-            _wake_dispatch()
+            if action == "redeliver" and page.changed:
+                _wake_dispatch()  # the workers start on this page while the next is done
+            if total > ALL_PAGE:  # progress on stderr: stdout keeps the one result line
+                typer.echo(
+                    f"{seen}/{total} 件を確認、{changed} 件を{verb_ja} "
+                    f"({time.monotonic() - started:.1f} s) / {seen} of {total} looked at, "
+                    f"{changed} acted on",
+                    err=True,
+                )
     finally:
         store.close()
-    verb_ja = "再送" if action == "redeliver" else "破棄"
     verb = "redelivered" if action == "redeliver" else "discarded"
     typer.echo(f"{verb}: {changed}（{changed} 件を{verb_ja}しました）")
+
+
+def _count_selected(store: Store, chosen: operations.DeadSelection) -> int:
+    """How many dead letters the selection holds before narrowing by why (progress)."""
+    with store.sessions() as session:
+        return operations.count_dead(
+            session,
+            tenants=chosen.tenants,
+            destination=chosen.destination,
+            through=chosen.through,
+            dead_by=chosen.dead_by,
+        )
 
 
 _STATES_JA = {
@@ -338,6 +363,87 @@ def dlq_discard(
     _act_on("discard", ids, reason, Selection(every, tenant, destination, why))
 
 
+def _since(moment: datetime | None, now: datetime) -> str:
+    """How long ago (or, ahead, in how long) ``moment`` is, as an operator reads it."""
+    if moment is None:
+        return ""
+    seconds = int((now - moment).total_seconds())
+    span = abs(seconds)
+    text = f"{span // 86400}日{span % 86400 // 3600}時間" if span >= 86400 else ""
+    text = text or (
+        f"{span // 3600}時間{span % 3600 // 60}分" if span >= 3600 else f"{span // 60}分"
+    )
+    return f"{text}前" if seconds >= 0 else f"{text}後"
+
+
+@destinations_app.command("list")
+def destinations_list(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Each destination's state (稼働中, paused, held by its Retry-After) and what waits for it:
+    pending, of which retrying, and dead — what an outage looks like from the hub."""
+    store = _open()
+    try:
+        with store.sessions() as session:
+            now = database_now(session.connection())
+            overview = operations.destination_overview(session, now)
+    finally:
+        store.close()
+    if as_json:
+        output.print_json([_overview_json(o) for o in overview])
+        return
+    table = output.table(
+        "destination",
+        "state",
+        "waiting",
+        "retrying",
+        "dead",
+        "oldest waiting",
+        "next retry",
+        ids=("destination",),
+        right=("waiting", "retrying", "dead"),
+    )
+    for o in overview:
+        table.add_row(
+            o.system,
+            _state_ja(o),
+            str(o.waiting),
+            str(o.retrying),
+            str(o.dead),
+            _since(o.oldest_waiting, now),
+            _since(o.next_retry, now),
+        )
+    output.print_tables(table)
+
+
+def _state_ja(overview: operations.DestinationOverview) -> str:
+    if overview.paused:
+        return f"一時停止中 / paused ({overview.reason or ''})"
+    if overview.held_until is not None:
+        return f"送信を控え中 / held until {overview.held_until.isoformat(timespec='seconds')}"
+    if overview.retrying and overview.dead:
+        return "再試行中・配信不能あり / retrying, dead letters"
+    if overview.dead:
+        return "配信不能あり / dead letters"
+    if overview.retrying:
+        return "再試行中 / retrying"
+    return "稼働中 / active"
+
+
+def _overview_json(overview: operations.DestinationOverview) -> dict[str, Any]:
+    return {
+        "destination": overview.system,
+        "paused": overview.paused,
+        "reason": overview.reason,
+        "held_until": overview.held_until,
+        "waiting": overview.waiting,
+        "retrying": overview.retrying,
+        "dead": overview.dead,
+        "oldest_waiting": overview.oldest_waiting,
+        "next_retry": overview.next_retry,
+    }
+
+
 @destinations_app.command("pause")
 def destinations_pause(
     system: Annotated[str, typer.Argument(help="The destination system id.")],
@@ -365,12 +471,14 @@ def destinations_resume(
         str | None, typer.Option(help="Recorded in the audit trail.", callback=options.reason)
     ] = None,
 ) -> None:
-    """Resume deliveries to SYSTEM."""
+    """Resume deliveries to SYSTEM: its waiting deliveries are due at once (also when it
+    was not paused: after an outage, say the system is back instead of waiting out the
+    back-off). Time paused does not count against their age."""
     store = configured_store()
     try:
         tenants = _system_tenants(store, system, resuming=True)
         with store.sessions.begin() as session:
-            operations.resume(session, system, reason=reason, actor=_actor(), tenants=tenants)
+            due = operations.resume(session, system, reason=reason, actor=_actor(), tenants=tenants)
         from bus.dispatch.wakeup import Wakeups
 
         wakeups = Wakeups.for_settings(Settings())
@@ -379,6 +487,11 @@ def destinations_resume(
     finally:
         store.close()
     typer.echo(f"resumed: {system}")
+    if due:
+        typer.echo(
+            f"再試行待ちの {due} 件を今すぐ配信対象にしました / {due} waiting retries due now",
+            err=True,
+        )
 
 
 @app.command()

@@ -3,8 +3,9 @@ transaction that makes it.
 
 - redeliver: a dead delivery goes back to pending with its attempts reset (its history stays);
 - discard: an operator gives up on a dead delivery, which releases its subject;
-- pause/resume: planned downtime; a paused destination's deliveries wait without burning
-  attempts (the claim skips them).
+- pause/resume: planned downtime, or an outage under way (a pause after it started); a paused
+  destination's deliveries wait without burning attempts (the claim skips them), and resume
+  makes them due at once with the paused time not counted against their age.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.store.admin_audit import record_admin_action
-from bus.store.audit import append_audit
+from bus.store.audit import append_audit, utc
 from bus.store.clock import database_now
 from bus.store.models import (
     AuditRecord,
@@ -218,6 +219,7 @@ class PageActed:
     changed: int
     after: int  # where the next page starts
     finished: bool
+    seen: int = 0  # dead letters of the selection looked at on this page (progress)
 
 
 def act_on_dead_page(
@@ -241,7 +243,8 @@ def act_on_dead_page(
         with sessions.begin() as session:
             changed = len(act(session, chosen, reason=reason, actor=actor))
     last = page[-1][0] if page else selection.through
-    return PageActed(changed, last, len(page) < limit or last >= selection.through)
+    finished = len(page) < limit or last >= selection.through
+    return PageActed(changed, last, finished, seen=len(page))
 
 
 def last_dead_id(session: Session) -> int:
@@ -415,8 +418,13 @@ def resume(
     actor: str | None = None,
     tenants: Iterable[str] | None = None,
     now: datetime | None = None,
-) -> None:
-    _set_paused(session, system, False, reason, actor, tenants, now)
+) -> int:
+    """Resume ``system`` (also one not paused: the operator's word that it is back). Its
+    pending deliveries are due at once — a retry backed off up to ``max_delay`` would
+    otherwise leave a recovered system idle that long — and, after a pause, the time paused
+    does not count against their age: a delivery that failed before a five-day pause is not
+    dead by age on its first failure after it. Returns how many were made due."""
+    return _set_paused(session, system, False, reason, actor, tenants, now)
 
 
 def _set_paused(
@@ -427,15 +435,20 @@ def _set_paused(
     actor: str | None,
     tenants: Iterable[str] | None,
     now: datetime | None,
-) -> None:
+) -> int:
     now = now or database_now(session.connection())
     state = session.get(DestinationState, system, with_for_update=True)
+    paused_since = utc(state.changed_at) if state is not None and state.paused else None
+    due = 0 if paused else _due_again(session, system, now, paused_since)
     if state is None:
         state = DestinationState(system=system, paused=paused, changed_at=now)
         session.add(state)
     state.paused, state.reason, state.changed_at, state.changed_by = paused, reason, now, actor
     state.held_until = state.held_reason = None  # an operator's word ends a Retry-After hold
     event = "paused" if paused else "resumed"
+    detail: dict[str, Any] = {"destination": system, "reason": reason}
+    if not paused:
+        detail["due_now"] = due
     for tenant in (
         sorted(set(tenants)) if tenants is not None else _destination_tenants(session, system)
     ):
@@ -444,11 +457,43 @@ def _set_paused(
             tenant=tenant,
             event=event,
             actor=actor,
-            detail={"destination": system, "reason": reason},
+            detail=detail,
         )
-    record_admin_action(
-        session, actor, f"destination.{event}", {"destination": system, "reason": reason}
+    record_admin_action(session, actor, f"destination.{event}", detail)
+    return due
+
+
+_DELIVERIES = cast(Table, Delivery.__table__)
+_DUE_AGAIN = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("d_id"))
+    .values(
+        first_attempt_at=bindparam("d_first"),
+        next_attempt_at=bindparam("d_next"),
     )
+)
+
+
+def _due_again(session: Session, system: str, now: datetime, paused_since: datetime | None) -> int:
+    """Make ``system``'s pending deliveries due at ``now``, and move the first attempt of
+    those tried before a pause that began at ``paused_since`` on by the time paused (the age
+    limit counts the time the hub was trying, not the time an operator held them back)."""
+    paused_for = now - paused_since if paused_since is not None else timedelta(0)
+    rows = session.execute(
+        select(Delivery.id, Delivery.first_attempt_at, Delivery.next_attempt_at).where(
+            Delivery.destination == system, Delivery.state == DeliveryState.PENDING.value
+        )
+    ).all()
+    changes = []
+    for delivery, first, due in rows:
+        first_at = utc(first) if first is not None else None
+        moved = min(first_at + paused_for, now) if first_at is not None else None
+        due_at = min(utc(due), now)
+        if moved != first_at or due_at != utc(due):
+            changes.append({"d_id": delivery, "d_first": moved, "d_next": due_at})
+    if changes:
+        session.connection().execute(_DUE_AGAIN, changes)
+    return sum(1 for change in changes if change["d_next"] == now)
 
 
 def sending_to(session: Session, system: str, now: datetime | None = None) -> int:
@@ -482,3 +527,83 @@ def wait_for_sends(
         if held == 0 or time.monotonic() >= deadline:
             return held
         time.sleep(poll)
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationOverview:
+    """What an operator asks of a destination during an outage: is it sent to (paused, held
+    by its ``Retry-After``), how much waits, how much is being retried, how much is dead."""
+
+    system: str
+    paused: bool
+    reason: str | None  # the operator's, when paused
+    held_until: datetime | None  # its Retry-After hold, when still ahead
+    waiting: int  # pending, retries included
+    retrying: int  # pending after at least one failed attempt
+    dead: int
+    oldest_waiting: datetime | None  # when the oldest pending delivery was created
+    next_retry: datetime | None  # the earliest due time of a retry still ahead
+
+
+def destination_overview(
+    session: Session, now: datetime | None = None
+) -> list[DestinationOverview]:
+    """Every destination with deliveries waiting or dead, or a ``destination_states`` row
+    (paused, held), by name: one grouped read of the pending and dead deliveries."""
+    now = now or database_now(session.connection())
+    retried = Delivery.attempts > 0
+    rows = session.execute(
+        select(
+            Delivery.destination,
+            Delivery.state,
+            retried,
+            func.count(),
+            func.min(Delivery.created_at),
+        )
+        .where(Delivery.state.in_((DeliveryState.PENDING.value, DeliveryState.DEAD.value)))
+        .group_by(Delivery.destination, Delivery.state, retried)
+    ).all()
+    counts: dict[str, dict[str, Any]] = {}
+    for system, delivery_state, was_tried, count, created in rows:
+        entry = counts.setdefault(system, {"waiting": 0, "retrying": 0, "dead": 0, "oldest": None})
+        if delivery_state == DeliveryState.DEAD.value:
+            entry["dead"] += count
+            continue
+        entry["waiting"] += count
+        oldest = utc(created) if created is not None else None
+        if oldest is not None and (entry["oldest"] is None or oldest < entry["oldest"]):
+            entry["oldest"] = oldest
+        if was_tried:
+            entry["retrying"] += count
+    ahead = dict(
+        session.execute(
+            select(Delivery.destination, func.min(Delivery.next_attempt_at))
+            .where(
+                Delivery.state == DeliveryState.PENDING.value,
+                Delivery.attempts > 0,
+                Delivery.next_attempt_at > now,
+            )
+            .group_by(Delivery.destination)
+        ).all()
+    )
+    states = {row.system: row for row in session.scalars(select(DestinationState))}
+    overview = []
+    for system in sorted(set(counts) | set(states)):
+        entry = counts.get(system, {"waiting": 0, "retrying": 0, "dead": 0, "oldest": None})
+        state = states.get(system)
+        held = utc(state.held_until) if state is not None and state.held_until else None
+        next_retry = ahead.get(system)
+        overview.append(
+            DestinationOverview(
+                system=system,
+                paused=bool(state is not None and state.paused),
+                reason=state.reason if state is not None and state.paused else None,
+                held_until=held if held is not None and held > now else None,
+                waiting=entry["waiting"],
+                retrying=entry["retrying"],
+                dead=entry["dead"],
+                oldest_waiting=entry["oldest"],
+                next_retry=utc(next_retry) if next_retry is not None else None,
+            )
+        )
+    return overview
