@@ -549,6 +549,15 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "relatesTo {actual} names an inquiry or a reply, which is never delivered on: the route "
         "table chose the destinations.",
     ),
+    (
+        "RK-RTE006",
+        W,
+        "relatesTo の通知 {expected} の配信先 {actual} は、現在の設定ではこの団体の"
+        "このサービスを受信しません（経路・団体・受信権限の変更）。そこへは配信しません。",
+        "{actual}, a destination of relatesTo {expected}, no longer receives this service for "
+        "this tenant in the configuration in force (its route, tenants or receive grant "
+        "changed): this message is not delivered there.",
+    ),
     # --- RPL: request-reply ----------------------------------------------------------------------
     (
         "RK-RPL001",
@@ -1207,6 +1216,16 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "します。何も書いていません。",
         "{actual} already holds configuration files (*.yaml); export into a new or empty"
         " directory. Nothing was written.",
+    ),
+    (
+        "RK-OPS022",
+        W,
+        "経路 {actual} の配信先 {expected} は、この経路の団体のどれについてもこのサービスを受信できない"
+        "（団体を担当していないか、受信の許可がない）ため、何も届きません。配信先の誤りか、団体・"
+        "許可の設定漏れでないか確かめてください。",
+        "Route {actual}: its destination {expected} may receive the service for none of the"
+        " route's tenants (it serves none of them, or holds no receive grant), so it gets"
+        " nothing; check the destination, or the tenants and access it needs.",
     ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (

@@ -10,6 +10,12 @@ message's destinations, ordered on that message's keys (tenant, destination, sub
 follows the original even when its own Header subject differs (a corrected 宛名番号), and it
 waits while the original is pending or dead-lettered there. A ``relatesTo`` the hub cannot
 follow is said to the sender as a coded finding (docs/dispatch.md, 取消・訂正).
+
+Tenant isolation: ``routes`` answers only subscribers that may receive the service for the
+tenant now (bus/hub.py keeps those that serve it and hold a ``receive`` grant). A 取消/訂正
+follows its original only to destinations that route still names: one that stopped
+receiving for the tenant since (the town left a shared system, a grant was narrowed) is
+skipped with RK-RTE006, never sent the town's data on the strength of an old delivery.
 """
 
 from __future__ import annotations
@@ -129,6 +135,8 @@ class RouteStage:
         related = self._related(message)
         if message.rejected:
             return message
+        if related is not None:
+            related = _still_receiving(message, related, route)
         destinations = self._destinations(related, route, document, envelope.subject)
         message.deliveries = [
             Delivery(envelope.message_id, destination, tenant, subject)
@@ -191,6 +199,29 @@ class RouteStage:
             if conditions_hold(subscriber.when, service_element)
         )
         return tuple((system, subject) for system in dict.fromkeys(chosen))
+
+
+def _still_receiving(
+    message: Message, related: RelatedMessage, route: Route | None
+) -> RelatedMessage | None:
+    """The original's deliveries to destinations the route in force still names for the
+    tenant (whatever their conditions: a 取消/訂正 follows the original, not its own
+    content); the others are skipped with RK-RTE006. None when none is left: the route table
+    then decides, as for an original read only through feeds."""
+    receiving = {subscriber.system for subscriber in route.subscribers} if route else set()
+    kept = tuple(delivery for delivery in related.deliveries if delivery[0] in receiving)
+    dropped = dict.fromkeys(d for d, _ in related.deliveries if d not in receiving)
+    if dropped:
+        envelope = message.envelope
+        assert envelope is not None
+        finding = make_finding(
+            "RK-RTE006",
+            path="/PlatformMessage/Header/relatesTo",
+            actual=", ".join(dropped),
+            expected=envelope.relates_to,
+        )
+        message.add_findings([finding])
+    return RelatedMessage(related.kind, kept) if kept else None
 
 
 def _relates_finding(code: str, relates_to: str) -> Finding:

@@ -16,6 +16,7 @@ from bus.cli.app import app
 
 if TYPE_CHECKING:
     from bus.config.loader import ConfigError
+    from bus.config.models import HubConfig
     from bus.config.snapshots import Base, ConfigConflict, NoBase, UnknownBase
     from bus.pipeline import Finding
     from bus.settings import Settings
@@ -68,6 +69,19 @@ def check(
         f"ok: {len(config.tenants)} tenants, {len(config.systems)} systems, "
         f"{len(config.routes)} routes, {len(config.access)} access rules"
     )
+    warn_idle_destinations(config)
+
+
+def warn_idle_destinations(config: HubConfig) -> None:
+    """RK-OPS022 for each route destination that may receive for none of the route's
+    tenants: valid (routing skips it, default deny), but most likely a mistake."""
+    from bus.config.index import ConfigIndex
+    from bus.errors import make_finding
+
+    for idle in ConfigIndex(config).idle_destinations():
+        route = f"{idle.service} ({idle.tenants})"
+        finding = make_finding("RK-OPS022", path="/", actual=route, expected=idle.system)
+        typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
 
 
 BaseVersionOption = Annotated[
@@ -104,7 +118,7 @@ def apply(
     directory was made from (RK-OPS018), or that version is unknown (RK-OPS019/020). On an
     empty database the directory becomes version 1 (no sample configuration first)."""
     from bus.config.base_marker import read_base
-    from bus.config.loader import ConfigError, read_config_files
+    from bus.config.loader import ConfigError, parse_config_files, read_config_files
     from bus.config.snapshots import (
         ConfigConflict,
         NoBase,
@@ -140,6 +154,7 @@ def apply(
         store.close()
     state = "unchanged" if version == before else "applied"
     typer.echo(f"{state}: configuration version {version}")
+    warn_idle_destinations(parse_config_files(files))
     remember_base(source, stored)
     if version != before:
         _warn_orphaned_deliveries(settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import threading
+from dataclasses import dataclass
 from datetime import timedelta
 
 from bus.config.models import (
@@ -39,6 +40,16 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped  # ::ffff:127.0.0.1 from a dual-stack socket
     return address
+
+
+@dataclass(frozen=True, slots=True)
+class IdleDestination:
+    """A route's subscriber (or provider) that may receive its service for none of the
+    tenants the route applies to: it never gets anything through that route."""
+
+    service: str
+    tenants: str  # the route's scope: "*" or its codes, comma-separated
+    system: str
 
 
 class ConfigIndex:
@@ -150,6 +161,32 @@ class ConfigIndex:
     def route(self, service: str, tenant: str) -> Route | None:
         """The tenant's own route for the service, else the ``"*"`` one."""
         return self._routes.get((service, tenant)) or self._routes.get((service, ALL))
+
+    def idle_destinations(self) -> list[IdleDestination]:
+        """Destinations of routes that can receive for none of the route's tenants (not
+        serving them, or without a ``receive`` grant there). Valid configuration — routing
+        skips them per tenant (default deny) — but most likely a mistake worth a warning."""
+        idle: list[IdleDestination] = []
+        for route in self.config.routes:
+            scope = ALL if route.tenants == ALL else ",".join(route.tenants)
+            applies = [
+                tenant
+                for tenant in self._tenants
+                if self.route(route.service, tenant) is route
+                and (route.tenants == ALL or tenant in route.tenants)
+            ]
+            systems = [s.system for s in route.subscribers] + (
+                [route.provider] if route.provider else []
+            )
+            idle.extend(
+                IdleDestination(route.service, scope, system)
+                for system in dict.fromkeys(systems)
+                if applies
+                and not any(
+                    self.allowed(system, Direction.RECEIVE, route.service, t) for t in applies
+                )
+            )
+        return idle
 
     def retention(self, service: str) -> timedelta:
         return self._retention.get(service) or self._retention.get(ALL) or DEFAULT_RETENTION
