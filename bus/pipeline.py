@@ -145,6 +145,9 @@ class Delivery:
     status: DeliveryStatus = DeliveryStatus.PENDING
     attempts: int = 0
     last_error: str | None = None
+    # the stored delivery it must follow besides its subject's order (a 訂正 of another
+    # subject waits for its original's delivery there: bus/routing.py)
+    waits_for: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,12 @@ evaluated on elements by namespace + local name, never by prefix, so the same me
 with other prefixes (or default namespaces) routes identically.
 
 A message that ``relatesTo`` an earlier one of the same sending system (取消/訂正) goes to that
-message's destinations, ordered on that message's keys (tenant, destination, subject): it
-follows the original even when its own Header subject differs (a corrected 宛名番号), and it
-waits while the original is pending or dead-lettered there. A ``relatesTo`` the hub cannot
-follow is said to the sender as a coded finding (docs/dispatch.md, 取消・訂正).
+message's destinations and waits while the original is pending or dead-lettered there. With
+the original's subject (or none of its own) it is ordered on the original's keys (tenant,
+destination, subject); with another subject (a 訂正 moving a record from 宛名番号 X to Y) it
+is ordered on its own subject, so later messages of Y queue behind it, and waits for the
+original's delivery there by its id (``waits_for``). A ``relatesTo`` the hub cannot follow is
+said to the sender as a coded finding (docs/dispatch.md, 取消・訂正).
 
 Tenant isolation: ``routes`` answers only subscribers that may receive the service for the
 tenant now (bus/hub.py keeps those that serve it and hold a ``receive`` grant). A 取消/訂正
@@ -33,6 +35,7 @@ from bus.errors import make_finding
 from bus.pipeline import Delivery, Finding, Message, StageName, SystemRef
 from bus.store.models import Delivery as DeliveryRow
 from bus.store.models import MessageKind, StoredMessage
+from bus.store.sequences import NO_SUBJECT, subject_key
 
 INQUIRIES = frozenset({"AddresseeInquiry", "TaxAssessmentInquiry", "DelinquencyInquiry"})
 REPLY_SUFFIX = "Reply"
@@ -44,10 +47,12 @@ RouteLookup = Callable[[str, str], Route | None]
 @dataclass(frozen=True, slots=True)
 class RelatedMessage:
     """An earlier stored message a 取消/訂正 names: its kind, and where it went — one
-    (destination, subject key) per destination, in the order it was routed."""
+    (destination, subject key) per delivery, in the order it was routed; ``latest``: the id
+    of its last delivery to each destination (what a 訂正 of another subject waits for)."""
 
     kind: str
     deliveries: tuple[tuple[str, str], ...] = ()
+    latest: tuple[tuple[str, int], ...] = ()
 
 
 RelatedLookup = Callable[[SystemRef, str], RelatedMessage | None]
@@ -139,8 +144,8 @@ class RouteStage:
             related = _still_receiving(message, related, route)
         destinations = self._destinations(related, route, document, envelope.subject)
         message.deliveries = [
-            Delivery(envelope.message_id, destination, tenant, subject)
-            for destination, subject in destinations
+            Delivery(envelope.message_id, destination, tenant, subject, waits_for=waits_for)
+            for destination, subject, waits_for in destinations
             if not self.feed_consumer(destination)
         ]
         if not destinations:
@@ -182,14 +187,12 @@ class RouteStage:
         route: Route | None,
         document: etree._Element,
         subject: str | None,
-    ) -> tuple[tuple[str, str | None], ...]:
-        """(destination, ordering subject) pairs: a related message's own keys, else every
-        subscriber whose conditions hold, with this message's subject."""
+    ) -> tuple[tuple[str, str | None, int | None], ...]:
+        """(destination, ordering subject, delivery waited for) triples: a related message's
+        destinations (:func:`_following`), else every subscriber whose conditions hold, with
+        this message's subject."""
         if related is not None:
-            first: dict[str, str | None] = {}
-            for destination, key in related.deliveries:
-                first.setdefault(destination, key)  # a replayed one kept its first key
-            return tuple(first.items())
+            return _following(related, subject)
         service_element = service_element_of(document)
         if route is None or service_element is None:
             return ()
@@ -198,7 +201,32 @@ class RouteStage:
             for subscriber in route.subscribers
             if conditions_hold(subscriber.when, service_element)
         )
-        return tuple((system, subject) for system in dict.fromkeys(chosen))
+        return tuple((system, subject, None) for system in dict.fromkeys(chosen))
+
+
+def _following(
+    related: RelatedMessage, subject: str | None
+) -> tuple[tuple[str, str | None, int | None], ...]:
+    """Where a 取消/訂正 goes and how it is ordered there, per destination of its original.
+
+    Its own subject the original's there, or none of its own: on the original's key, later
+    in sequence (it waits behind the original and everything before it; later messages of
+    that subject wait behind it). Another subject (a 訂正 X → Y): on its own subject, so
+    later messages of Y wait behind it, and waiting for the original's last delivery there
+    by id — later messages of X then no longer wait behind it (the record left X)."""
+    latest = dict(related.latest)
+    first: dict[str, str] = {}
+    for destination, key in related.deliveries:
+        first.setdefault(destination, key)  # a replayed one kept its first key
+    own = subject_key(subject)
+    following: list[tuple[str, str | None, int | None]] = []
+    for destination, key in first.items():
+        waited = latest.get(destination)
+        if own in (NO_SUBJECT, key) or waited is None:
+            following.append((destination, key, None))
+        else:
+            following.append((destination, subject, waited))
+    return tuple(following)
 
 
 def _still_receiving(
@@ -221,7 +249,7 @@ def _still_receiving(
             expected=envelope.relates_to,
         )
         message.add_findings([finding])
-    return RelatedMessage(related.kind, kept) if kept else None
+    return RelatedMessage(related.kind, kept, related.latest) if kept else None
 
 
 def _relates_finding(code: str, relates_to: str) -> Finding:
@@ -236,7 +264,12 @@ def stored_destinations(sessions: sessionmaker[Session]) -> RelatedLookup:
     def lookup(sender: SystemRef, message_id: str) -> RelatedMessage | None:
         with sessions() as session:
             found = session.execute(
-                select(StoredMessage.kind, DeliveryRow.destination, DeliveryRow.subject_key)
+                select(
+                    StoredMessage.kind,
+                    DeliveryRow.destination,
+                    DeliveryRow.subject_key,
+                    DeliveryRow.id,
+                )
                 .outerjoin(DeliveryRow, DeliveryRow.message_pk == StoredMessage.id)
                 .where(
                     StoredMessage.message_id == message_id,
@@ -247,7 +280,8 @@ def stored_destinations(sessions: sessionmaker[Session]) -> RelatedLookup:
             ).all()
         if not found:
             return None
-        deliveries = tuple((d, key) for _, d, key in found if d is not None)
-        return RelatedMessage(found[0][0], deliveries)
+        deliveries = tuple((d, key) for _, d, key, _ in found if d is not None)
+        latest = {d: pk for _, d, _, pk in found if d is not None}  # by id: the last wins
+        return RelatedMessage(found[0][0], deliveries, tuple(latest.items()))
 
     return lookup

@@ -2,9 +2,11 @@
 that new subject, through the one ingest pipeline and a dispatch worker's claims
 (docs/dispatch.md, 取消・訂正).
 
-The 訂正 is ordered on its original's keys (X) at each destination, so it waits while the
-original is retried or dead-lettered there. A later 転出 for Y is ordered on Y alone: unless
-Y's order is joined too, it is delivered before the 訂正 that created Y's record."""
+The 訂正 is ordered on its OWN subject (Y) and waits for its original's delivery at each
+destination (``waits_for``), so it waits while the original is retried or dead-lettered there,
+and a later 転出 for Y waits behind the 訂正 that created Y's record. A 取消 with its
+original's subject keeps the original's key. On SQLite and PostgreSQL (the claim's SQL
+differs)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from sqlalchemy import select, update
+from sqlalchemy import Engine, delete, insert, inspect, select, text, update
+from sqlalchemy.orm import Session
 
 from bus.catalogue import NS_ENVELOPE, NS_STANDARD
 from bus.config.models import Endpoint
@@ -28,6 +31,7 @@ from bus.samplegen.messages import MessageSpec, build_message, serialize
 from bus.samplegen.values import TOWNS
 from bus.settings import Settings
 from bus.store.models import Delivery, DeliveryState, StoredMessage
+from bus.store.queries import show_message
 
 NOTICE = "ResidentChangeNotice"
 DESTINATION = "zeimu"  # every 住民異動通知 goes there (samples/config/routes.yaml)
@@ -43,9 +47,10 @@ class Recording:
         return SendResult(Outcome.DELIVERED)
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    opened = Hub.open(Settings(data_dir=tmp_path / "data", dispatch_workers=0))
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    opened = Hub.open(Settings(data_dir=tmp_path / "data", database_url=url, dispatch_workers=0))
     try:
         yield opened
     finally:
@@ -72,19 +77,35 @@ def _notice(hub: Hub, subject: str, *, relates_to: str | None = None) -> str:
 
 
 def _hold(hub: Hub, message_id: str, how: str) -> None:
-    """The message's delivery to DESTINATION is being retried (due in an hour) or dead."""
-    values: dict[str, object] = (
-        {"state": DeliveryState.DEAD.value}
-        if how == "dead"
-        else {"next_attempt_at": datetime.now(UTC) + timedelta(hours=1), "attempts": 1}
-    )
+    """The message's delivery to DESTINATION is being retried (due in an hour), dead, or
+    (``release``) due now again; ``discarded`` gives it up."""
+    values: dict[str, object] = {
+        "dead": {"state": DeliveryState.DEAD.value},
+        "retrying": {"next_attempt_at": datetime.now(UTC) + timedelta(hours=1), "attempts": 1},
+        "release": {"next_attempt_at": datetime.now(UTC) - timedelta(seconds=1)},
+        "discarded": {"state": DeliveryState.DISCARDED.value},
+    }[how]
     with hub.store.sessions.begin() as session:
-        pk = session.scalar(select(StoredMessage.id).where(StoredMessage.message_id == message_id))
         session.execute(
-            update(Delivery)
-            .where(Delivery.message_pk == pk, Delivery.destination == DESTINATION)
-            .values(**values)
+            update(Delivery).where(Delivery.id == _delivery(hub, message_id).id).values(**values)
         )
+
+
+def _delivery(hub: Hub, message_id: str) -> Delivery:
+    """The message's (one) delivery to DESTINATION."""
+    with hub.store.sessions() as session:
+        pk = session.scalar(select(StoredMessage.id).where(StoredMessage.message_id == message_id))
+        return session.scalars(
+            select(Delivery).where(Delivery.message_pk == pk, Delivery.destination == DESTINATION)
+        ).one()
+
+
+def _waiting_for(hub: Hub, message_id: str) -> str | None:
+    """``waiting for`` of the message's delivery to DESTINATION (``renkei messages show``)."""
+    with hub.store.sessions() as session:
+        shown = show_message(session, message_id)
+    (waiting,) = [d.waiting_for for d in shown.deliveries if d.destination == DESTINATION]
+    return waiting
 
 
 def _sent(hub: Hub) -> list[str]:
@@ -113,16 +134,6 @@ def test_correction_waits_behind_its_original(hub: Hub, how: str) -> None:
     assert correction not in _sent(hub)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a 訂正's delivery is keyed on its original's subject only (bus/routing.py "
-        "_destinations); the claim (bus/dispatch/claims.py claimable) blocks a delivery only "
-        "behind lower sequences of its own (tenant, destination, subject_key), so a later "
-        "message of the 訂正's new subject Y overtakes the 訂正 waiting on X. Needs a second "
-        "ordering key on the delivery (migration + claim clause): see docs/dispatch.md"
-    ),
-)
 @pytest.mark.parametrize("how", ["retrying", "dead"])
 def test_later_message_of_the_new_subject_waits_for_the_correction(hub: Hub, how: str) -> None:
     original = _notice(hub, X)
@@ -134,3 +145,111 @@ def test_later_message_of_the_new_subject_waits_for_the_correction(hub: Hub, how
     assert other in sent
     assert correction not in sent
     assert later not in sent, "the 転出 for Y overtook the 訂正 that moved the record to Y"
+
+
+@pytest.mark.parametrize("how", ["release", "discarded"])
+def test_once_the_original_is_done_the_correction_goes_then_the_new_subject(
+    hub: Hub, how: str
+) -> None:
+    """The 訂正 is keyed on Y, waits for its original's delivery by id (shown as ``waiting
+    for``), and goes once that is delivered or discarded — before the later 転出 for Y."""
+    original = _notice(hub, X)
+    _hold(hub, original, "dead" if how == "discarded" else "retrying")
+    correction = _notice(hub, Y, relates_to=original)
+    later = _notice(hub, Y)
+    row, held = _delivery(hub, correction), _delivery(hub, original)
+    assert (row.subject_key, row.waits_for) == (Y, held.id)
+    assert _delivery(hub, later).waits_for is None
+    state = "dead" if how == "discarded" else "pending"
+    assert _waiting_for(hub, correction) == f"#{held.id} {state}"
+    assert _waiting_for(hub, later) == f"#{row.id} pending"  # its own subject's order
+    assert _sent(hub) == []
+    _hold(hub, original, how)
+    sent = _sent(hub)
+    expected = [correction, later] if how == "discarded" else [original, correction, later]
+    assert sent == expected
+    assert _waiting_for(hub, correction) is None
+
+
+def test_a_cancellation_with_its_originals_subject_keeps_its_key(hub: Hub) -> None:
+    """A 取消 (same subject X) is ordered on X after its original, as before: no ``waits_for``,
+    and later messages of X wait behind it."""
+    original = _notice(hub, X)
+    cancellation = _notice(hub, X, relates_to=original)
+    later = _notice(hub, X)
+    rows = [_delivery(hub, m) for m in (original, cancellation, later)]
+    assert [(r.subject_key, r.waits_for) for r in rows] == [(X, None)] * 3
+    assert [r.sequence for r in rows] == sorted(r.sequence for r in rows)
+    _hold(hub, cancellation, "dead")
+    assert _sent(hub) == [original]
+    assert _waiting_for(hub, later) == f"#{rows[1].id} dead"
+
+
+def test_a_later_message_of_the_old_subject_no_longer_waits_behind_the_correction(
+    hub: Hub,
+) -> None:
+    """The record left X: a later message of X follows X's order only (the original's), not
+    the 訂正 — which holds Y's. A 取消 of the 訂正 follows the 訂正 whatever its subject."""
+    original = _notice(hub, X)
+    assert _sent(hub) == [original]
+    correction = _notice(hub, Y, relates_to=original)
+    _hold(hub, correction, "dead")
+    later_x, later_y = _notice(hub, X), _notice(hub, Y)
+    undo = _notice(hub, X, relates_to=correction)  # 取消 of the 訂正: back to X
+    assert _delivery(hub, undo).waits_for == _delivery(hub, correction).id
+    assert _sent(hub) == [later_x]
+    assert later_y not in _sent(hub) and undo not in _sent(hub)
+
+
+def test_a_purged_original_holds_nothing(hub: Hub) -> None:
+    """``waits_for`` names a delivery by id without a foreign key: once it is no longer
+    stored (retention purges only resolved ones) the 訂正 flows."""
+    original = _notice(hub, X)
+    _hold(hub, original, "retrying")
+    correction = _notice(hub, Y, relates_to=original)
+    with hub.store.sessions.begin() as session:
+        session.execute(delete(StoredMessage).where(StoredMessage.message_id == original))
+    assert _delivery(hub, correction).waits_for is not None
+    assert _waiting_for(hub, correction) is None
+    assert _sent(hub) == [correction]
+
+
+def test_migration_0010_adds_waits_for_to_stored_deliveries(engine: Engine) -> None:
+    """A store at 0009 with a pending delivery: after the upgrade it waits for nothing and is
+    claimable; the downgrade drops the column again (SQLite rebuilds the table)."""
+    from alembic import command
+
+    from bus.dispatch.claims import claim
+    from bus.store.db import _alembic_config, migrate
+    from tests.support.store_rows import pending_delivery
+
+    now = datetime.now(UTC)
+    message = {
+        "id": 1,
+        "message_id": "m1",
+        "tenant": "412066",
+        "system": "houmu",
+        "service": "RegistrationNotice",
+        "kind": "notification",
+        "body": b"<m/>",
+        "body_digest": "0" * 64,
+        "received_at": now,
+    }
+    columns = ", ".join(pending_delivery(1, now))
+    values = ", ".join(f":{name}" for name in pending_delivery(1, now))
+    command.upgrade(_alembic_config(engine), "0009_destination_holds")
+    with engine.begin() as connection:
+        connection.execute(insert(StoredMessage.__table__).values(**message))
+        connection.execute(
+            text(f"INSERT INTO deliveries ({columns}) VALUES ({values})"),
+            pending_delivery(1, now),
+        )
+    migrate(engine)
+    with Session(engine) as session, session.begin():
+        assert session.scalars(select(Delivery.waits_for)).all() == [None]
+        claimed = claim(session, "w", now + timedelta(seconds=1), timedelta(minutes=1), 10, set())
+        assert [d.message_pk for d in claimed] == [1]
+    command.downgrade(_alembic_config(engine), "0009_destination_holds")
+    assert "waits_for" not in {c["name"] for c in inspect(engine).get_columns("deliveries")}
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM deliveries")) == 1

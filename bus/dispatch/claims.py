@@ -5,7 +5,9 @@ destination is not paused nor held by its ``Retry-After`` (:data:`RETRY_AFTER_HO
 no delivery with the same (tenant, destination, subject_key) and a lower sequence is pending
 or dead. That last rule keeps order per subject across any number of workers (a leased #1 is
 still pending, so #2 waits) and also means a batch holds at most one delivery per subject.
-Other subjects flow on.
+Other subjects flow on. A delivery that ``waits_for`` another (a 訂正 keyed on its own new
+subject, waiting for its original's delivery: bus/routing.py) is claimable only when that one
+is neither pending nor dead either: one primary-key probe, only for rows that carry one.
 
 A claim is two statements in the caller's transaction: an ``UPDATE`` writing the lease on
 the first claimable deliveries in due order (``RETURNING`` them), then one ``SELECT`` of
@@ -91,6 +93,7 @@ def claimable(now: Any, paused: Collection[str] | None = None) -> ColumnElement[
         Delivery.next_attempt_at <= now,
         or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at <= now),
         ~blocked,
+        or_(Delivery.waits_for.is_(None), _waited_state().not_in(BLOCKING_STATES)),
     )
     if paused is None:
         held = held_destinations(now)
@@ -98,6 +101,16 @@ def claimable(now: Any, paused: Collection[str] | None = None) -> ColumnElement[
     if paused:
         clause = and_(clause, Delivery.destination.not_in(sorted(paused)))
     return clause
+
+
+def _waited_state() -> ColumnElement[str]:
+    """The state of the delivery a row ``waits_for``, read by primary key: a scalar subquery,
+    which PostgreSQL runs per row and only when the row carries one (an ``EXISTS`` inside the
+    ``OR`` may be planned as a hashed subplan over every pending row instead). A delivery no
+    longer stored (purged once resolved) counts as delivered."""
+    waited = aliased(Delivery)
+    state = select(waited.state).where(waited.id == Delivery.waits_for).scalar_subquery()
+    return func.coalesce(state, DeliveryState.DELIVERED.value)
 
 
 _DELIVERIES = cast(Table, Delivery.__table__)

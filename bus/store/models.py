@@ -112,6 +112,11 @@ class Delivery(Base):
     # The ordering key: the Header's subject, or "" when a message has none.
     subject_key: Mapped[str] = mapped_column(String(64))
     sequence: Mapped[int] = mapped_column(BigInteger)
+    # A 訂正 keyed on its own new subject (migration 0010): its original's delivery to this
+    # destination, which must be neither pending nor dead before this one is sent. Null for
+    # every other delivery. No foreign key: the original is purged only once resolved, and a
+    # missing row blocks nothing (ids are never reused while this row exists).
+    waits_for: Mapped[int | None] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]

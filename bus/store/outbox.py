@@ -69,19 +69,22 @@ _INSERT_MESSAGES = BulkInsert(
 _INSERT_KEYS = BulkInsert(
     _KEYS, ("tenant", "system", "message_id", "content_digest", "message_pk", "created_at")
 )
-_INSERT_DELIVERIES = BulkInsert(
-    cast(Table, DeliveryRow.__table__),
-    (
-        "message_pk",
-        "destination",
-        "tenant",
-        "subject_key",
-        "sequence",
-        "state",
-        "attempts",
-        "next_attempt_at",
-        "created_at",
-    ),
+_DELIVERY_COLUMNS = (
+    "message_pk",
+    "destination",
+    "tenant",
+    "subject_key",
+    "sequence",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+_INSERT_DELIVERIES = BulkInsert(cast(Table, DeliveryRow.__table__), _DELIVERY_COLUMNS)
+# a group holding a 訂正 of another subject (bus/routing.py) writes ``waits_for`` too; the
+# others keep the narrower statement (more rows per statement)
+_INSERT_WAITING_DELIVERIES = BulkInsert(
+    cast(Table, DeliveryRow.__table__), (*_DELIVERY_COLUMNS, "waits_for")
 )
 
 
@@ -228,23 +231,27 @@ def _write_new(
         connection, [SequenceKey.of(d.tenant, d.destination, d.subject) for _, d in deliveries]
     )
     pending = DeliveryState.PENDING.value
-    _INSERT_DELIVERIES.execute(
-        connection,
-        [
-            (
-                pks[_key(i)],
-                d.destination,
-                d.tenant,
-                subject_key(d.subject),
-                number,
-                pending,
-                0,
-                now,
-                now,
-            )
-            for (i, d), number in zip(deliveries, numbers, strict=True)
-        ],
-    )
+    rows = [
+        (
+            pks[_key(i)],
+            d.destination,
+            d.tenant,
+            subject_key(d.subject),
+            number,
+            pending,
+            0,
+            now,
+            now,
+        )
+        for (i, d), number in zip(deliveries, numbers, strict=True)
+    ]
+    if any(d.waits_for is not None for _, d in deliveries):
+        waits = (d.waits_for for _, d in deliveries)
+        _INSERT_WAITING_DELIVERIES.execute(
+            connection, [(*row, waited) for row, waited in zip(rows, waits, strict=True)]
+        )
+    else:
+        _INSERT_DELIVERIES.execute(connection, rows)
     sequences: list[tuple[int, ...]] = []
     position = 0
     for incoming in new:

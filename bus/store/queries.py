@@ -267,7 +267,8 @@ class DeliveryView:
     created_at: datetime
     finished_at: datetime | None
     # why a pending delivery is not sent yet: "paused" (its destination), or "#<id> <state>"
-    # (an earlier delivery of its subject to that destination, which it must follow)
+    # (an earlier delivery of its subject to that destination, which it must follow, or the
+    # one it waits for: a 訂正 of another subject waits for its original's delivery)
     waiting_for: str | None = None
 
 
@@ -376,7 +377,8 @@ def show_message(
 def _waiting_for(session: Session, delivery: Delivery, paused: set[str]) -> str | None:
     """Why a pending delivery waits, when it is not only its next attempt: its destination
     paused, or an earlier delivery of its subject not yet done — a dead letter holds every
-    later one of its subject until it is redelivered or discarded."""
+    later one of its subject until it is redelivered or discarded — or the delivery it
+    ``waits_for`` (a 訂正 of another subject: its original's there) not yet done."""
     if delivery.state != DeliveryState.PENDING.value:
         return None
     if delivery.destination in paused:
@@ -393,7 +395,17 @@ def _waiting_for(session: Session, delivery: Delivery, paused: set[str]) -> str 
         .order_by(Delivery.sequence)
         .limit(1)
     ).first()
-    return f"#{ahead.id} {ahead.state}" if ahead is not None else None
+    if ahead is not None:
+        return f"#{ahead.id} {ahead.state}"
+    if delivery.waits_for is None:
+        return None
+    waited = session.get(Delivery, delivery.waits_for)
+    if waited is None or waited.state not in (
+        DeliveryState.PENDING.value,
+        DeliveryState.DEAD.value,
+    ):
+        return None
+    return f"#{waited.id} {waited.state}"
 
 
 @dataclass(frozen=True, slots=True)
