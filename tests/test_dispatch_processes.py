@@ -122,10 +122,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubServer]:
-    with hub_server(tmp_path, serve_options=("--dispatch-processes", "1")) as server:
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
+    """One ``renkei serve --dispatch-processes 1`` for the tests that only post to it (each
+    waits for its one dispatch process: a test may have killed the previous one)."""
+    tmp = tmp_path_factory.mktemp("dispatch-processes")
+    with hub_server(tmp, serve_options=("--dispatch-processes", "1")) as server:
         yield server
+
+
+def _data_dir(hub: HubServer) -> Path:
+    return hub.config_dir.parent / "hub-data"  # tests/support/hub_server.py's layout
 
 
 def _all_recorded(data_dir: Path) -> bool:
@@ -139,19 +146,27 @@ def _all_recorded(data_dir: Path) -> bool:
     return int(open_deliveries) == 0
 
 
-def test_the_dispatch_process_delivers_and_is_restarted_when_killed(
-    hub: HubServer, tmp_path: Path
-) -> None:
+def _leased(data_dir: Path) -> int:
+    """Deliveries claimed and not yet recorded (a worker holds their lease)."""
+    with sqlite3.connect(data_dir / "renkei.db") as connection:
+        (leased,) = connection.execute(
+            "SELECT count(*) FROM deliveries WHERE state = 'pending' AND lease_owner IS NOT NULL"
+        ).fetchone()
+    return int(leased)
+
+
+def test_the_dispatch_process_delivers_and_is_restarted_when_killed(hub: HubServer) -> None:
     wait_for(lambda: len(_dispatch_pids(hub.process.pid)) == 1, timeout=30)
     [first] = _dispatch_pids(hub.process.pid)
     posted = _post_notice(hub)
     wait_for(lambda: _delivered(hub, posted), timeout=30)
-    wait_for(lambda: _all_recorded(tmp_path / "hub-data"), timeout=30)
+    wait_for(lambda: _all_recorded(_data_dir(hub)), timeout=30)
 
     os.kill(first, signal.SIGKILL)
     wait_for(lambda: _dispatch_pids(hub.process.pid) not in ([], [first]), timeout=30)
     after_restart = _post_notice(hub)
     wait_for(lambda: _delivered(hub, after_restart), timeout=30)
+    wait_for(lambda: _all_recorded(_data_dir(hub)), timeout=30)  # nothing left for the next
 
 
 def test_the_dispatch_process_wakes_on_a_commit_rather_than_its_poll(hub: HubServer) -> None:
@@ -227,15 +242,17 @@ def test_the_supervisor_outlives_a_process_that_cannot_be_started(
 def test_what_a_dead_dispatch_process_had_claimed_is_sent_again_without_waiting_for_its_lease(
     tmp_path: Path,
 ) -> None:
-    """Killed while its sends wait for a slow system (3 s), the dispatch process leaves
+    """Killed while its sends wait for a slow system (2 s), the dispatch process leaves
     leases of 30 s; serve releases them before starting it again, so the deliveries are sent
     again and recorded within seconds."""
     options = ("--dispatch-processes", "1")
-    with hub_server(tmp_path, receiver_args=("--delay", "3"), serve_options=options) as hub:
+    with hub_server(tmp_path, receiver_args=("--delay", "2"), serve_options=options) as hub:
         wait_for(lambda: len(_dispatch_pids(hub.process.pid)) == 1, timeout=30)
         [first] = _dispatch_pids(hub.process.pid)
         posted = _post_notice(hub)
-        time.sleep(1.5)  # the sends are out, the system answers at 3 s
+        # the sends are out (every delivery claimed), the system answers at 2 s
+        wait_for(lambda: _leased(tmp_path / "hub-data") == posted[1], timeout=30)
+        time.sleep(0.2)  # claimed, then sent: the requests reach the system
         os.kill(first, signal.SIGKILL)
         killed = time.monotonic()
         wait_for(lambda: _all_recorded(tmp_path / "hub-data"), timeout=60)

@@ -140,32 +140,85 @@ def test_a_file_that_stays_unreadable_is_given_up_and_moved_to_error(
 # --- 2. a kill between moving the file and writing its report -------------------------------
 
 KILLED = """
-import os, signal, sys
+import os, signal, sys, traceback
 from bus.folders.watcher import FolderWatcher
 from bus.hub import Hub
 from bus.settings import Settings
 
-inbox, kill_at = sys.argv[1], int(sys.argv[2])
-seen = 0
+
+def watch(inbox: str, kill_at: int) -> None:
+    seen = 0
+
+    def hook(event: str, args: tuple) -> None:
+        nonlocal seen
+        if event in ("os.rename", "os.link", "os.remove") and str(args[0]).startswith(inbox):
+            seen += 1
+            if seen == kill_at:  # killed just before this move (or removal) in the inbox
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    hub = Hub.open(Settings())
+    sys.addaudithook(hook)
+    FolderWatcher(hub).poll_once()
+    print("finished", seen, file=sys.stderr)
 
 
-def hook(event: str, args: tuple) -> None:
-    global seen
-    if event in ("os.rename", "os.link", "os.remove") and str(args[0]).startswith(inbox):
-        seen += 1
-        if seen == kill_at:  # killed just before this move (or removal) in the inbox
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-hub = Hub.open(Settings())
-sys.addaudithook(hook)
-FolderWatcher(hub).poll_once()
-print("finished", seen)
+# One watcher process per request, forked from this one (the imports are paid once): a
+# request is a line "inbox TAB data dir TAB config dir TAB kill_at"; the answer is the
+# watcher's exit code (-9: killed).
+for request in sys.stdin:
+    inbox, data_dir, config_dir, kill_at = request.rstrip("\\n").split("\\t")
+    pid = os.fork()
+    if pid == 0:
+        os.environ.update(RENKEI_DATA_DIR=data_dir, RENKEI_CONFIG_DIR=config_dir)
+        code = 0
+        try:
+            watch(inbox, int(kill_at))
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stderr.flush()
+        os._exit(code)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
 """
 
 
+@pytest.fixture
+def killable_watchers() -> Iterator[subprocess.Popen[str]]:
+    """The process that forks a watcher (a process of its own, SIGKILLed at the chosen move)
+    for each request; the embedded store, whatever the environment says."""
+    env = {k: v for k, v in os.environ.items() if k != "RENKEI_DATABASE_URL"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    with process:  # closes its pipes
+        try:
+            yield process
+        finally:
+            assert process.stdin is not None
+            process.stdin.close()  # the end of the requests: it exits
+            process.wait(timeout=30)
+
+
+def run_watcher(
+    watchers: subprocess.Popen[str], inbox: Path, data_dir: Path, config: Path, kill_at: int
+) -> int:
+    """One watcher pass over ``inbox`` killed just before its ``kill_at``-th move; its exit
+    code (0: it finished first, -9: killed)."""
+    assert watchers.stdin is not None and watchers.stdout is not None
+    watchers.stdin.write(f"{inbox}\t{data_dir}\t{config}\t{kill_at}\n")
+    watchers.stdin.flush()
+    answer = watchers.stdout.readline()
+    assert answer, f"the forking process ended ({watchers.poll()})"
+    return int(answer)
+
+
 def test_a_watcher_killed_at_any_move_leaves_the_file_in_work_or_with_its_report(
-    tmp_path: Path,
+    tmp_path: Path, killable_watchers: subprocess.Popen[str]
 ) -> None:
     """SIGKILL just before each rename, link and unlink the watcher makes in the inbox, in
     turn, until a pass finishes: after every kill the file is in work/ (resumed) or beside
@@ -182,22 +235,9 @@ def test_a_watcher_killed_at_any_move_leaves_the_file_in_work_or_with_its_report
         try:
             FolderWatcher(hub).poll_once()
             drop(inbox, "NHI.dat", nhi_file(records, bad=(3,)))
-            env = {
-                **os.environ,
-                "RENKEI_DATA_DIR": str(data_dir),
-                "RENKEI_CONFIG_DIR": str(config),
-            }
-            env.pop("RENKEI_DATABASE_URL", None)
-            result = subprocess.run(
-                [sys.executable, "-c", KILLED, str(inbox), str(kill_at)],
-                env=env,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            finished = result.returncode == 0
-            assert finished or result.returncode == -9, result.stderr
+            code = run_watcher(killable_watchers, inbox, data_dir, config, kill_at)
+            finished = code == 0
+            assert finished or code == -9, code
             done = inbox / "done" / "NHI.dat"
             # what a kill leaves: never a moved file without its report, and a report
             # without its file only while the file is still in work/ (to be resumed)

@@ -27,6 +27,11 @@ TRAPS = ROOT / "samples" / "notices" / "traps-cp932.csv"
 RESIDENTS = ROOT / "samples" / "notices" / "residents-412066.csv"
 TENANT = "412066"
 RENKEI = str(Path(sys.executable).with_name("renkei"))
+# The kill tests: four 1,000-line chunks, so with 2 jobs (2 chunks in flight each) a run
+# killed after its first commit still has chunks in flight. Ctrl-C lets the chunks in hand
+# finish (up to 4 after the first commit): that test needs chunks to come after those.
+RECORDS = 4000
+INTERRUPTED_RECORDS = 8000
 
 
 def _import(
@@ -124,7 +129,7 @@ def _stored(data: Path) -> int:
 
 def test_a_killed_parallel_import_leaves_no_worker_and_resumes(tmp_path: Path) -> None:
     notices, data = tmp_path / "notices.csv", tmp_path / "data"
-    generate(notices, 8000)
+    generate(notices, RECORDS)
     lines = notices.read_bytes().split(b"\r\n")[:-1]
     # the last 10 notices were imported before, from another file: 重複 in this one
     earlier = tmp_path / "earlier.csv"
@@ -140,22 +145,22 @@ def test_a_killed_parallel_import_leaves_no_worker_and_resumes(tmp_path: Path) -
     process.send_signal(signal.SIGKILL)
     process.communicate()
     killed_at = cursor_line(data / "imports", notices)
-    assert 1 < killed_at < 8002
+    assert 1 < killed_at < RECORDS + 2
     deadline = time.monotonic() + 5
     while set(workers) & set(import_workers()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not set(workers) & set(import_workers()), "workers outlived the killed import"
     # the killed run may have stored chunks past its cursor: they are counted 新規, once
-    assert _finish(notices, data, jobs=2) == "新規 7990 / 重複 15 / エラー 0"
-    assert _finish(notices, data, jobs=2) == "新規 0 / 重複 8005 / エラー 0"
-    assert _stored(data) == 8000
+    assert _finish(notices, data, jobs=2) == f"新規 {RECORDS - 10} / 重複 15 / エラー 0"
+    assert _finish(notices, data, jobs=2) == f"新規 0 / 重複 {RECORDS + 5} / エラー 0"
+    assert _stored(data) == RECORDS
 
 
 def test_a_lost_worker_stops_the_import_with_rk_imp007_and_a_rerun_resumes(
     tmp_path: Path,
 ) -> None:
     notices, data = tmp_path / "notices.csv", tmp_path / "data"
-    generate(notices, 8000)
+    generate(notices, RECORDS)
     process = _start(notices, data, jobs=2)
     _wait_for(lambda: cursor_line(data / "imports") > 1, process, "a chunk was committed")
     os.kill(import_workers(process.pid)[0], signal.SIGKILL)
@@ -163,13 +168,13 @@ def test_a_lost_worker_stops_the_import_with_rk_imp007_and_a_rerun_resumes(
     assert process.returncode == 3
     assert "RK-IMP007" in err.decode() and "続きから取り込みます" in err.decode()
     assert "Traceback" not in err.decode()
-    assert _finish(notices, data, jobs=1) == "新規 8000 / 重複 0 / エラー 0"
-    assert _stored(data) == 8000
+    assert _finish(notices, data, jobs=1) == f"新規 {RECORDS} / 重複 0 / エラー 0"
+    assert _stored(data) == RECORDS
 
 
 def test_ctrl_c_stops_a_parallel_import_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     notices, data = tmp_path / "notices.csv", tmp_path / "data"
-    generate(notices, 8000)
+    generate(notices, INTERRUPTED_RECORDS)
     process = _start(notices, data, jobs=2)
     _wait_for(lambda: cursor_line(data / "imports") > 1, process, "a chunk was committed")
     workers = import_workers(process.pid)
@@ -180,9 +185,9 @@ def test_ctrl_c_stops_a_parallel_import_cleanly_and_a_rerun_resumes(tmp_path: Pa
     assert "中断しました" in err.decode() and "Traceback" not in err.decode()
     assert not set(workers) & set(import_workers())
     committed = cursor_line(data / "imports") - 2  # the next line, less the header row's
-    assert 0 < committed < 8000
+    assert 0 < committed < INTERRUPTED_RECORDS
     assert _stored(data) == committed  # the chunks in hand were finished and committed
-    assert _finish(notices, data, jobs=2) == "新規 8000 / 重複 0 / エラー 0"
+    assert _finish(notices, data, jobs=2) == f"新規 {INTERRUPTED_RECORDS} / 重複 0 / エラー 0"
 
 
 @pytest.mark.slow

@@ -31,13 +31,17 @@ def _lines(log: Path, event: str) -> list[dict[str, object]]:
     return found
 
 
+# Each case starts `renkei serve` with two HTTP processes (~5-10 s). By default: a configured
+# count carried into the dispatch process (the default placement), and the default of one
+# worker in each HTTP process with `--dispatch-processes 0` (serve's override); the default
+# count in a dispatch process and a configured count kept in the HTTP processes are `slow`.
 @pytest.mark.parametrize(
     ("options", "configured", "in_http", "dispatch_processes"),
     [
-        ((), None, 0, [1]),
+        pytest.param((), None, 0, [1], marks=pytest.mark.slow),
         ((), "3", 0, [3]),
         (("--dispatch-processes", "0"), None, 1, []),
-        (("--dispatch-processes", "0"), "3", 3, []),
+        pytest.param(("--dispatch-processes", "0"), "3", 3, [], marks=pytest.mark.slow),
     ],
 )
 def test_where_the_dispatch_workers_run(
