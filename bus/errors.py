@@ -464,6 +464,16 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "The message store cannot be reached now (the database is down, its connections were "
         "lost, or a lock was not granted in time); nothing was stored. Send it again later.",
     ),
+    (
+        "RK-STO009",
+        E,
+        "{actual} は団体 {tenant} の {service} をもう受信できません（団体がそのシステムの利用を"
+        "やめたか、受信の権限が狭められました）。何も再送していません（ほかの配信先は --to で"
+        "指定してください）。",
+        "{actual} no longer receives {service} for tenant {tenant} (the town left that system "
+        "or its receive grant was narrowed); nothing was replayed (name other destinations "
+        "with --to).",
+    ),
     # --- AUD: the audit trail ---------------------------------------------------------------
     (
         "RK-AUD001",

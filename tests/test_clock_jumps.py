@@ -105,6 +105,10 @@ def _juki_config(tmp_path: Path, url: str) -> Path:
         f"      url: {url}\n    retry:\n      base_delay: PT0.05S\n      max_delay: PT0.2S\n",
         encoding="utf-8",
     )
+    # default deny: juki must be granted what it receives (checked again at each send)
+    (config_dir / "access.yaml").write_text(
+        "access:\n  - system: juki\n    receive: [ResidentChangeNotice]\n", encoding="utf-8"
+    )
     return config_dir
 
 

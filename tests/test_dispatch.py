@@ -707,6 +707,10 @@ def test_worker_process_delivers_and_can_be_killed(
         f"      url: {x.url}\n    retry:\n      base_delay: PT0.05S\n      max_delay: PT0.2S\n",
         encoding="utf-8",
     )
+    # default deny: juki must be granted what it receives (checked again at each send)
+    (config_dir / "access.yaml").write_text(
+        "access:\n  - system: juki\n    receive: [ResidentChangeNotice]\n", encoding="utf-8"
+    )
     env = {
         **os.environ,
         "RENKEI_DATABASE_URL": store_settings.effective_database_url,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -60,7 +61,9 @@ def test_dead_letters_say_why_and_redelivery_explains_what_it_skips(
     down = f"http://127.0.0.1:{free_port()}/kokuho"  # nothing listens there
     config = hub_config(
         {"zeimu": refusing, "kokuho": down, "juki": refusing},
-        policy=RetryPolicy(max_attempts=1),
+        # an unreachable destination is held, its attempts uncounted (the circuit breaker):
+        # only the age limit ends its delivery, at once here
+        policy=RetryPolicy(max_attempts=1, max_age=timedelta(0)),
     )
     _, (refused, unreachable) = add_message(store.sessions, "A", ("zeimu", "kokuho"))
     worker = Worker(store.sessions, lambda: config, None, "qa:1", send_concurrency=1)
@@ -71,10 +74,10 @@ def test_dead_letters_say_why_and_redelivery_explains_what_it_skips(
         why = {d["id"]: (d["reason"], d["last_error"]) for d in json.loads(listed.stdout)}
         assert why == {
             refused: ("permanent", "HTTP 404 Not Found"),
-            unreachable: ("attempts", "connection: ConnectionRefusedError"),
+            unreachable: ("age", "connection: ConnectionRefusedError"),
         }
         table = _cli(store_settings, "dlq", "list").stdout
-        assert "why" in table and "permanent" in table and "attempts" in table
+        assert "why" in table and "permanent" in table and "age" in table
 
         Refusing.fixed = True
         delivered = add_message(store.sessions, "B", ("juki",))[1][0]

@@ -336,15 +336,7 @@ def test_feed_follows_the_configuration_in_force() -> None:
 
 # --- deliveries stored before the change (bus/dispatch/, bus/store/queries.py) -------------
 
-DISPATCH_LEAK = (
-    "dispatch sends a stored delivery whatever the configuration in force: Worker._send "
-    "(bus/dispatch/worker.py) looks up only the destination's endpoint, never "
-    "ConfigIndex.allowed(destination, RECEIVE, service, tenant); needs a PERMANENT outcome "
-    "('no longer receives … for tenant …', dead letter) there — outside this change's files"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=DISPATCH_LEAK)
 def test_pending_delivery_to_a_system_that_left_the_town_is_dead_lettered_not_sent(
     town: Town,
 ) -> None:
@@ -356,7 +348,6 @@ def test_pending_delivery_to_a_system_that_left_the_town_is_dead_lettered_not_se
     assert state == DeliveryState.DEAD.value and error and TAKEO in error
 
 
-@pytest.mark.xfail(strict=True, reason=DISPATCH_LEAK + "; replay adds deliveries unchecked")
 def test_replay_to_a_system_that_left_the_town_is_never_sent(town: Town) -> None:
     original = town.notice(TAKEO)
     message_id = original.envelope.message_id  # type: ignore[union-attr]

@@ -10,11 +10,17 @@ batch (``UPDATE … WHERE id IN (…)`` and ``INSERT … SELECT`` of their attem
 retries and dead letters, whose columns differ per delivery, one multi-row statement each.
 The audit entries are returned for the caller to append last (the tenants' audit heads are
 then locked only until the commit).
+
+A failure the destination is to blame for (unreachable: :func:`bus.dispatch.transport.
+destination_wide`) is recorded like any other — its attempt row, ``attempts`` raised, so the
+trace shows it — but with the outcome ``unreachable``, and those rows are what
+``max_attempts`` does not count: when a delivery reaches ``max_attempts`` (rare), its
+``unreachable`` rows are counted (one statement) and subtracted. No column is needed for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -35,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bus.dispatch.claims import RETRY_AFTER_HOLD, Job
-from bus.dispatch.transport import Outcome, SendResult
+from bus.dispatch.transport import UNREACHABLE, Outcome, SendResult
 from bus.observability.logs import get_logger
 from bus.store.audit import AuditEntry
 from bus.store.models import Delivery, DeliveryAttempt, DeliveryState, DestinationState
@@ -115,17 +121,35 @@ _HOLD = (
 )
 
 
+_UNREACHABLE_ROWS = (
+    select(func.count())
+    .select_from(_ATTEMPTS)
+    .where(_ATTEMPTS.c.delivery_id == bindparam("d_id"), _ATTEMPTS.c.outcome == UNREACHABLE)
+)
+_LAST_HOLDS = select(_STATES.c.system, _STATES.c.held_until, _STATES.c.held_reason).where(
+    _STATES.c.system.in_(bindparam("systems", expanding=True))
+)
+
+#: ``changed_by`` of a ``destination_states`` row that dispatch created to hold a destination
+#: it could not reach (the circuit breaker); no operator has paused or resumed it yet.
+UNREACHABLE_HOLD = "dispatch:unreachable"
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """What a failed attempt leads to: retry at ``next_attempt_at``, or dead (``reason``)."""
+    """What a failed attempt leads to: retry at ``next_attempt_at``, or dead (``reason``).
+    ``counted``: false for a destination-wide failure (its attempt row says ``unreachable``
+    and ``max_attempts`` does not count it)."""
 
     dead: bool
     next_attempt_at: datetime | None = None
     reason: str | None = None
+    counted: bool = True
 
 
-# (job, result, attempt number, first attempt) -> what happens next
-Decide = Callable[[Job, SendResult, int, datetime], Failure]
+# (job, result, attempt number, first attempt, the attempts that count toward max_attempts
+# — a statement, asked only when needed) -> what happens next
+Decide = Callable[[Job, SendResult, int, datetime, Callable[[], int]], Failure]
 
 
 def _utc(moment: datetime) -> datetime:
@@ -165,10 +189,16 @@ def record_outcomes(
             audits.append(_entry(job, owner, "delivered", attempts=number))
             continue
         first = _utc(first_at) if first_at else now
+
+        def counted(delivery: int = job.delivery_id, number: int = number) -> int:
+            return number - int(
+                connection.execute(_UNREACHABLE_ROWS, {"d_id": delivery}).scalar_one()
+            )
+
         failure = (
             Failure(dead=True, reason="permanent")
             if result.outcome is Outcome.PERMANENT
-            else decide(job, result, number, first)
+            else decide(job, result, number, first, counted)
         )
         failed.append(_failed_row(job, result, number, first, now, failure))
         attempts.append(
@@ -176,7 +206,7 @@ def record_outcomes(
                 "delivery_id": job.delivery_id,
                 "attempt": number,
                 "at": now,
-                "outcome": result.outcome.value,
+                "outcome": result.outcome.value if failure.counted else UNREACHABLE,
                 "error": result.error,
             }
         )
@@ -221,10 +251,31 @@ def _entry(job: Job, owner: str, event: str, **detail: object) -> AuditEntry:
     )
 
 
-def hold_destinations(connection: Connection, holds: Mapping[str, tuple[datetime, str]]) -> None:
+def last_holds(
+    connection: Connection, systems: Collection[str]
+) -> dict[str, tuple[datetime, str | None]]:
+    """The hold each of ``systems`` has or had (``held_until``, ``held_reason``): the circuit
+    breaker grows the next one from it. Read only in a round with an unreachable
+    destination."""
+    if not systems:
+        return {}
+    rows = connection.execute(_LAST_HOLDS, {"systems": sorted(systems)})
+    return {
+        row.system: (_utc(row.held_until), row.held_reason)
+        for row in rows
+        if row.held_until is not None
+    }
+
+
+def hold_destinations(
+    connection: Connection,
+    holds: Mapping[str, tuple[datetime, str]],
+    unreachable: Collection[str] = (),
+) -> None:
     """Hold each destination of ``holds`` — send it nothing — until the time it asked for
-    (``Retry-After``), in the caller's transaction: ``held_until`` and ``held_reason`` of the
-    ``destination_states`` row the pause uses (created, :data:`RETRY_AFTER_HOLD`, when the
+    (``Retry-After``) or the circuit breaker chose (``unreachable``), in the caller's
+    transaction: ``held_until`` and ``held_reason`` of the ``destination_states`` row the
+    pause uses (created, :data:`RETRY_AFTER_HOLD` or :data:`UNREACHABLE_HOLD`, when the
     destination has none). A paused destination stays paused; a later hold already recorded
     stays."""
     flavour = postgresql if connection.dialect.name == "postgresql" else sqlite
@@ -236,7 +287,7 @@ def hold_destinations(connection: Connection, holds: Mapping[str, tuple[datetime
                 system=system,
                 paused=False,
                 changed_at=datetime.now(UTC),
-                changed_by=RETRY_AFTER_HOLD,
+                changed_by=UNREACHABLE_HOLD if system in unreachable else RETRY_AFTER_HOLD,
             )
             .on_conflict_do_nothing(index_elements=["system"])
         )

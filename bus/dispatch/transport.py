@@ -44,6 +44,55 @@ class SendResult:
     reply: bytes | None = None  # an inquiry's answer (request-reply)
 
 
+#: A ``delivery_attempts.outcome`` (never a transport's): a destination-wide failure, which
+#: holds the destination and does not count toward the retry policy's ``max_attempts``.
+UNREACHABLE = "unreachable"
+
+#: Errors the transports report (``connection: <exception>``, ``timeout: <exception>``,
+#: ``broker: <exception>``) when no connection to the destination could be made: nothing of
+#: the message was sent, so the failure cannot be the message's.
+_NO_CONNECTION = frozenset(
+    {
+        "connection: ConnectionRefusedError",  # nothing listens (http_out exchange, soap)
+        "connection: ConnectError",  # httpx: refused, DNS, no route, TLS handshake
+        "connection: NewConnectionError",  # urllib3 (soap_out)
+        "connection: NameResolutionError",  # urllib3 2: DNS
+        "connection: MaxRetryError",  # urllib3: its connect failed
+        "connection: gaierror",  # DNS (socket)
+        "connection: herror",
+        "connection: SSLCertVerificationError",  # the destination's certificate
+        "connection: SSLError",
+        "timeout: ConnectTimeout",  # httpx, http_out exchange (phase Connect)
+        "timeout: ConnectTimeoutError",  # urllib3
+        "connection: OSError",  # no route to host, network unreachable (errno)
+        "broker: OperationalError",  # queue_out (kombu): the broker is not there
+        "broker: AMQPConnectionError",
+        "broker: ConnectionRefusedError",
+        "broker: gaierror",
+    }
+)
+#: file_out: the folder cannot be written (a share not mounted, no permission, disk full).
+_FOLDER = "folder: "
+
+
+def destination_wide(result: SendResult) -> bool:
+    """Whether a temporary failure is the destination's, not the message's: no connection
+    could be made (refused, connect timeout, DNS, no route, its TLS certificate; a file
+    destination's folder not writable). These hold the destination (a circuit breaker) and
+    do not count toward the message's ``max_attempts``.
+
+    Any answer, and any failure after the request went out, still counts: a read timeout,
+    a reset, 500, 502, 504 and 503 may be caused by this message (a body the receiver chokes
+    on, one slow to process, an application answering 503 for the one request whose
+    dependency is down) — held for them, one poison message would hold its destination, and
+    everyone else's deliveries there, until ``max_age``. A destination that says it is down
+    for a while answers with ``Retry-After`` (429/503), which holds it already."""
+    if result.outcome is not Outcome.RETRY or result.error is None:
+        return False
+    error = result.error
+    return error in _NO_CONNECTION or error.startswith(_FOLDER)
+
+
 class Transport(Protocol):
     def send(self, message: OutboundMessage, endpoint: Endpoint) -> SendResult: ...
 

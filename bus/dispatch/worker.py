@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -32,18 +33,19 @@ from sqlalchemy import Connection, Table, bindparam, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bus.config.models import HubConfig, RetryPolicy, System
+from bus.config.models import Direction, HubConfig, RetryPolicy, System
 from bus.dispatch import heartbeat as heartbeats
 from bus.dispatch.claims import Job, claim_jobs
-from bus.dispatch.outcomes import Failure, hold_destinations, record_outcomes
+from bus.dispatch.outcomes import Failure, hold_destinations, last_holds, record_outcomes
 from bus.dispatch.pauses import PauseWatch
-from bus.dispatch.retry import decide
+from bus.dispatch.retry import decide, decide_unreachable, hold_after
 from bus.dispatch.transport import (
     OutboundMessage,
     Outcome,
     SendResult,
     Transport,
     UnknownTransport,
+    destination_wide,
     transport_for,
 )
 from bus.dispatch.wakeup import Wakeups
@@ -75,6 +77,23 @@ def find_system(config: HubConfig | SystemLookup, system_id: str) -> System | No
         return config.system(system_id)
     except KeyError:
         return None
+
+
+def no_longer_receives(config: HubConfig | SystemLookup, job: Job) -> str | None:
+    """Why ``job`` must not be sent under the configuration in force, or None: its
+    destination no longer receives its service for its tenant (the town left a shared
+    system, its ``receive`` grant was narrowed, the system was removed). Deliveries are
+    routed at ingest; one stored before such a change — pending, redelivered from the Dead
+    Letter Channel, added by ``messages replay`` — would otherwise carry the town's data to
+    a system no longer acting for it. Only pushed notifications are deliveries (inquiries go
+    to their provider synchronously, feeds are read under the entitlement in force), and
+    every destination is a configured system: none is exempt. A bare :class:`HubConfig`
+    (tools and tests without an index) has no grants looked up: the hub's workers always
+    get the :class:`~bus.config.index.ConfigIndex`."""
+    allowed = getattr(config, "allowed", None)
+    if allowed is None or allowed(job.destination, Direction.RECEIVE, job.service, job.tenant):
+        return None
+    return f"no longer receives {job.service} for tenant {job.tenant}"
 
 
 def default_worker_id(index: int = 0) -> str:
@@ -381,6 +400,10 @@ class Worker:
         )
 
     def _send(self, job: Job, config: HubConfig | SystemLookup) -> SendResult:
+        refused = no_longer_receives(config, job)
+        if refused is not None:  # dead-lettered unsent: the town's data stays here
+            log.warning("delivery.no_longer_receives", destination=job.destination)
+            return SendResult(Outcome.PERMANENT, error=refused)
         system = find_system(config, job.destination)
         if system is None or system.endpoint is None:
             return SendResult(Outcome.RETRY, error=f"no endpoint configured for {job.destination}")
@@ -433,15 +456,19 @@ class Worker:
             connection = session.connection()
             now = self._now(connection)
 
+            unreachable = {job.destination for job, result in done if destination_wide(result)}
+            previous = last_holds(connection, unreachable)  # none read in a healthy round
+            holds = _holds(done, config, now, previous)
+
             def decide_failure(
-                job: Job, result: SendResult, number: int, first: datetime
+                job: Job, result: SendResult, number: int, first: datetime, counted: Counted
             ) -> Failure:
-                return self._failure(job, result, number, first, now, config)
+                wide = destination_wide(result)  # this failure's, not its destination's
+                return self._failure(job, result, number, first, now, config, wide, counted)
 
             audits = record_outcomes(connection, self.worker_id, done, now, decide_failure)
-            holds = _holds(done, config, now)
             if holds:  # before the next claim, which then passes these destinations by
-                hold_destinations(connection, holds)
+                hold_destinations(connection, holds, unreachable)
             if release:
                 self._release(session, release)
             if release_all:  # after the outcomes: they needed their leases
@@ -454,7 +481,12 @@ class Worker:
             append_audits(session, audits)
         round_committed(done, seconds or {}, audits, now)  # metrics and log lines
         for destination, (until, _) in sorted(holds.items()):
-            log.info("destination.held", destination=destination, until=until.isoformat())
+            log.info(
+                "destination.held",
+                destination=destination,
+                until=until.isoformat(),
+                unreachable=destination in unreachable,
+            )
         return claimed
 
     def _failure(
@@ -465,21 +497,32 @@ class Worker:
         first: datetime,
         now: datetime,
         config: HubConfig | SystemLookup,
+        unreachable: bool,
+        counted: Counted,
     ) -> Failure:
         """A temporary failure: retry later with back-off, or dead when the attempts or the
-        age are exhausted."""
+        age are exhausted. ``unreachable``: the destination could not be reached and is held
+        (the circuit breaker): the attempt is not counted and the delivery is its next probe.
+        The attempts that count are read (``counted``) only once ``max_attempts`` is
+        reached."""
         system = find_system(config, job.destination)
-        decision = decide(
-            system.retry if system is not None else RetryPolicy(),
-            attempts=number,
-            first_attempt_at=first,
-            now=now,
-            retry_after_seconds=result.retry_after_seconds,
-            rng=self._rng,
-        )
+        policy = system.retry if system is not None else RetryPolicy()
+        if unreachable:
+            decision = decide_unreachable(policy, first_attempt_at=first, now=now)
+        else:
+            decision = decide(
+                policy,
+                attempts=number if number < policy.max_attempts else counted(),
+                first_attempt_at=first,
+                now=now,
+                retry_after_seconds=result.retry_after_seconds,
+                rng=self._rng,
+            )
         if decision.dead:
-            return Failure(dead=True, reason=decision.reason)
-        return Failure(dead=False, next_attempt_at=decision.next_attempt_at)
+            return Failure(dead=True, reason=decision.reason, counted=decision.counted)
+        return Failure(
+            dead=False, next_attempt_at=decision.next_attempt_at, counted=decision.counted
+        )
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -516,24 +559,71 @@ class Worker:
             self.close()
 
 
+Counted = Callable[[], int]
+"""The attempts of a delivery that count toward ``max_attempts`` (reads its attempt rows)."""
+
+#: ``held_reason`` of a circuit-breaker hold; its length is read back to grow the next one.
+_BREAKER_REASON = "unreachable, held {seconds} s: {error}"
+_BREAKER_LENGTH = re.compile(r"unreachable, held ([0-9.e+]+) s: ")
+
+
 def _holds(
-    done: Sequence[tuple[Job, SendResult]], config: HubConfig | SystemLookup, now: datetime
+    done: Sequence[tuple[Job, SendResult]],
+    config: HubConfig | SystemLookup,
+    now: datetime,
+    previous: Mapping[str, tuple[datetime, str | None]] | None = None,
 ) -> dict[str, tuple[datetime, str]]:
-    """The destinations that asked to be sent nothing for a while (``Retry-After`` with a
-    retry), each with the end of its wait and why: the latest asked for, and no later than
-    the system's age limit (no delivery waits longer than that either)."""
+    """The destinations to send nothing for a while, each with the end of the wait and why:
+    those that asked for it (``Retry-After`` with a retry; the latest asked for) and those
+    that could not be reached (:func:`~bus.dispatch.transport.destination_wide`: the circuit
+    breaker, :func:`_breaker_hold`), whichever ends later; no later than the system's age
+    limit (no delivery waits longer than that either)."""
     holds: dict[str, tuple[datetime, str]] = {}
+
+    def hold(destination: str, until: datetime, reason: str) -> None:
+        if destination not in holds or holds[destination][0] < until:
+            holds[destination] = (until, reason)
+
     for job, result in done:
-        seconds = result.retry_after_seconds
-        if result.outcome is not Outcome.RETRY or seconds is None or seconds <= 0:
+        if result.outcome is not Outcome.RETRY:
             continue
         system = find_system(config, job.destination)
-        limit = (system.retry if system is not None else RetryPolicy()).max_age
-        wait = min(seconds, limit.total_seconds())
-        until = now + timedelta(seconds=wait)
-        if job.destination not in holds or holds[job.destination][0] < until:
-            holds[job.destination] = (until, f"{result.error}; Retry-After {wait:.0f} s")
+        policy = system.retry if system is not None else RetryPolicy()
+        seconds = result.retry_after_seconds
+        if seconds is not None and seconds > 0:
+            wait = min(seconds, policy.max_age.total_seconds())
+            until = now + timedelta(seconds=wait)
+            hold(job.destination, until, f"{result.error}; Retry-After {wait:.0f} s")
+        if destination_wide(result):
+            last = (previous or {}).get(job.destination)
+            length = _breaker_hold(policy, now, last)
+            reason = _BREAKER_REASON.format(
+                seconds=f"{length.total_seconds():g}", error=result.error
+            )
+            hold(job.destination, now + length, reason)
     return holds
+
+
+def _breaker_hold(
+    policy: RetryPolicy, now: datetime, last: tuple[datetime, str | None] | None
+) -> timedelta:
+    """How long to hold a destination found unreachable: twice its last circuit-breaker hold
+    when that one ended less than ``max_delay`` ago (the outage goes on: the probe after it
+    failed), else ``base_delay`` (a new outage); at most ``max_delay``. Nothing resets it on
+    a delivery (no statement on the healthy path): a new outage within ``max_delay`` of the
+    last hold goes on from there."""
+    previous = None
+    if last is not None:
+        until, reason = last
+        found = _BREAKER_LENGTH.match(reason or "")
+        if found is not None:
+            try:
+                length = timedelta(seconds=float(found.group(1)))
+            except (ValueError, OverflowError):  # not one this worker wrote
+                length = None
+            if length is not None and now - until <= policy.max_delay:
+                previous = length
+    return hold_after(policy, previous)
 
 
 class _Outage:

@@ -12,13 +12,14 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from lxml import etree
 from sqlalchemy import ColumnElement, Select, and_, exists, not_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bus.catalogue import NS_ENVELOPE, Catalogue, load_catalogue
+from bus.config.models import Direction
 from bus.errors import make_finding
 from bus.masking import mask
 from bus.pipeline import Finding
@@ -415,6 +416,23 @@ class ReplayReport:
     deliveries: tuple[tuple[str, int], ...]  # (destination, new sequence)
 
 
+class Receiving(Protocol):
+    """What :func:`replay` asks of the configuration (``ConfigIndex`` has it)."""
+
+    def allowed(self, system: str, direction: Direction, service: str, tenant: str) -> bool: ...
+
+
+def _receiving_in_force(sessions: sessionmaker[Session]) -> Receiving | None:
+    """The latest stored configuration's index (one snapshot read and parse: replay is a
+    rare operator action); None in a store without one."""
+    from bus.config.snapshots import NoConfiguration, load_snapshot  # config imports store
+
+    try:
+        return load_snapshot(sessions).index
+    except NoConfiguration:
+        return None
+
+
 def replay(
     sessions: sessionmaker[Session],
     message_id: str,
@@ -424,10 +442,18 @@ def replay(
     to: str | None = None,
     actor: str | None = None,
     now: datetime | None = None,
+    receiving: Receiving | None = None,
 ) -> ReplayReport:
     """New pending deliveries of a stored message, at the END of each subject's order (they
     never overtake what was sent since). Audited ``replayed``; the free-text reason is kept
-    only as a digest, since an operator may have typed personal data into it."""
+    only as a digest, since an operator may have typed personal data into it.
+
+    Refused (RK-STO009, nothing added) when a destination to replay to no longer receives the
+    message's service for its tenant under the configuration in force (``receiving``, else
+    the latest stored version): the town left that system or its grant was narrowed since
+    the message was routed. Dispatch would dead-letter such a delivery unsent anyway
+    (:func:`bus.dispatch.worker.no_longer_receives`); this says so to the operator at once."""
+    check = receiving if receiving is not None else _receiving_in_force(sessions)
     with sessions.begin() as session:
         # due now by the store's clock, the one the workers claim by (not this host's)
         moment = utc(now) if now is not None else database_now(session.connection())
@@ -444,6 +470,22 @@ def replay(
                 make_finding("RK-STO004", path="/", actual=to, expected=message_id)
             )
         destinations = sorted([to] if to else earlier)
+        if check is not None:
+            refused = [
+                d
+                for d in destinations
+                if not check.allowed(d, Direction.RECEIVE, row.service, earlier[d].tenant)
+            ]
+            if refused:
+                raise StoreQueryError(
+                    make_finding(
+                        "RK-STO009",
+                        path="/",
+                        actual=", ".join(refused),
+                        service=row.service,
+                        tenant=row.tenant,
+                    )
+                )
         added: list[tuple[str, int]] = []
         for destination in destinations:
             first = earlier[destination]
