@@ -313,7 +313,10 @@ def test_pages_render_for_hub_staff_and_pause_resume_is_audited(
             assert ("一時停止中" in shown) == (action == "pause")
         _hold(console_hub, "kokuho", "HTTP 429 Too Many Requests; Retry-After 300 s")
         shown = client.get("/console/destinations").text
-        assert "送信を控え中" in shown and "Retry-After 300 s" in shown  # until it passes
+        assert "送信を控え中（相手の Retry-After）" in shown and "Retry-After 300 s" in shown
+        _hold(console_hub, "zeimu", "unreachable, held 600 s: connection: ConnectionRefusedError")
+        shown = client.get("/console/destinations").text  # the circuit breaker's hold
+        assert "送信を控え中（接続できない）" in shown and "held 600 s" in shown
     chain = _admin_chain(console_hub.tmp)
     assert ("destination.paused", "console:hub.staff") in chain
     assert ("destination.resumed", "console:hub.staff") in chain

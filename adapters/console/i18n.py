@@ -149,6 +149,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "waiting_behind": ("先の配信を待機中", "waiting for delivery"),
     "active": ("稼働中", "Active"),
     "held": ("送信を控え中（相手の Retry-After）", "Held (its Retry-After)"),
+    "held_unreachable": ("送信を控え中（接続できない）", "Held (unreachable)"),
     "pause": ("一時停止", "Pause"),
     "resume": ("再開", "Resume"),
     "queue_depth": ("配信待ち", "Queue depth"),

@@ -69,6 +69,7 @@ def _destination_rows(
             "system": system,
             "state": states.get(system.id),
             "held_until": _held_until(states.get(system.id), now),
+            "held_label": _held_label(states.get(system.id)),
             "pending": counts.get((system.id, DeliveryState.PENDING.value), 0),
             "dead": counts.get((system.id, DeliveryState.DEAD.value), 0),
         }
@@ -77,10 +78,17 @@ def _destination_rows(
 
 
 def _held_until(state: DestinationState | None, now: datetime) -> datetime | None:
-    """The end of a hold the destination asked for (``Retry-After``) while it lasts."""
+    """The end of a hold (``Retry-After``, or the circuit breaker's) while it lasts."""
     if state is None or state.held_until is None or utc(state.held_until) <= now:
         return None
     return utc(state.held_until)
+
+
+def _held_label(state: DestinationState | None) -> str:
+    """Whose wish a hold is: the destination's (``Retry-After``), or the circuit breaker's
+    for a destination that could not be reached (bus/dispatch/worker.py)."""
+    reason = state.held_reason if state is not None else None
+    return "held_unreachable" if reason and reason.startswith("unreachable") else "held"
 
 
 def _systems_seen_by(request: Request, operator: Operator) -> list[Any]:
