@@ -9,6 +9,8 @@ adapters; a new transport is a new module, not an edit of the core). The lifespa
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -31,6 +33,7 @@ from starlette.types import Scope
 
 from bus import __version__
 from bus.collector import tune_collector
+from bus.dispatch.processes import serve_parent
 from bus.folders.watcher import FolderWatcher
 from bus.hub import Hub
 from bus.malloc_arenas import cap_malloc_arenas
@@ -44,6 +47,7 @@ MIDDLEWARE_GROUP = "renkei.middleware"
 #: A worker that cannot start: uvicorn's and gunicorn's supervisors stop (rather than restart
 #: it again and again) on this exit status
 WORKER_BOOT_ERROR = 3
+PR_SET_PDEATHSIG = 1  # prctl(2)
 API_DOC_FILES = "/docs/files"  # Swagger UI's and ReDoc's scripts, styles and icon
 log = get_logger(__name__)
 
@@ -171,6 +175,21 @@ def _settings_or_exit() -> Settings:
         raise SystemExit(WORKER_BOOT_ERROR) from None
 
 
+def stop_with_serve() -> None:
+    """In an HTTP process of ``renkei serve --http-workers N``: be sent SIGTERM (a graceful
+    stop) when serve dies. uvicorn's processes did not notice: after a serve killed with
+    SIGKILL (the OOM killer, systemd's KillMode=process) they kept answering on its port, and
+    the serve started again refused the busy port (RK-OPS012). Linux only."""
+    parent = serve_parent()  # serve sets it for every process it starts
+    if parent is None or parent == os.getpid() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # gone before the request above was in force
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def create_app() -> FastAPI:
     # /docs and /redoc load Swagger UI and ReDoc from the hub itself (under API_DOC_FILES),
     # not from a CDN: on a closed network such as LGWAN the CDN's pages stay blank
@@ -187,6 +206,7 @@ def create_app() -> FastAPI:
         redirect_slashes=False,
     )
     settings = _settings_or_exit()
+    stop_with_serve()
     keep_files_private()  # uvicorn started on its own, not by `renkei serve`
     configure_logging(access_log=settings.access_log)  # in every HTTP process
     arenas = settings.malloc_arenas

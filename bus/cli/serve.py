@@ -15,10 +15,17 @@ import typer
 
 from bus.cli.app import app
 from bus.dispatch.heartbeat import EXPECTED_PROCESSES_ENV
-from bus.dispatch.processes import DispatchProcesses
+from bus.dispatch.processes import SERVE_PARENT_ENV, DispatchProcesses
 from bus.settings import DISPATCH_WORKERS_ENV, Settings
 
 SAMPLES_GROUP = "renkei.samples"
+#: An HTTP process could not start (uvicorn's own startup-failure status): serve stops
+#: with it, so that systemd's ``Restart=on-failure`` starts the hub again
+HTTP_FAILED = 3
+#: How long a SIGTERM waits for requests in flight before cancelling them (uvicorn waits
+#: without end by default: a client sending slowly held the stop past systemd's
+#: TimeoutStopSec, and systemd's SIGKILL left the claimed deliveries to their leases)
+HTTP_GRACE_SECONDS = 30
 
 
 def _configured_endpoints(settings: Settings) -> dict[str, str]:
@@ -216,17 +223,25 @@ def serve(
     # handler found before it ran: let that unwind through the ``finally`` below (which stops
     # the dispatch processes and the samples) instead of ending the process on the spot
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGINT, _exit_on_sigterm)  # re-raised by uvicorn, as SIGTERM is
+    if http_workers == 1:  # a SIGHUP ended it on the spot (uvicorn's supervisor takes it)
+        signal.signal(signal.SIGHUP, _ignore_sighup)
+    else:  # its HTTP processes stop when it dies (bus/webapp.py)
+        os.environ[SERVE_PARENT_ENV] = str(os.getpid())
     if dispatchers is not None:
         dispatchers.start()
     try:
-        uvicorn.run(
-            "bus.webapp:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=http_workers,
-            log_config=None,  # uvicorn's lines go through renkei's JSON formatter
-            **_tls_options(tls_cert, tls_key, tls_client_ca, require_client_cert),
+        _run_http(
+            uvicorn.Config(
+                "bus.webapp:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=http_workers,
+                log_config=None,  # uvicorn's lines go through renkei's JSON formatter
+                timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+                **_tls_options(tls_cert, tls_key, tls_client_ca, require_client_cert),
+            )
         )
     finally:
         if dispatchers is not None:
@@ -290,6 +305,33 @@ def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+def _ignore_sighup(_signum: int, _frame: object) -> None:
+    from bus.observability.logs import get_logger
+
+    get_logger(__name__).warning("serve.sighup_ignored", http_workers=1)
+
+
+def _run_http(config: Any) -> None:
+    """Serve HTTP: in this process (exit :data:`HTTP_FAILED` when the application cannot
+    start), or in ``config.workers`` processes under uvicorn's supervisor, exiting
+    :data:`HTTP_FAILED` when it stopped without being sent SIGTERM/SIGINT."""
+    import uvicorn
+
+    if config.workers <= 1:
+        server = uvicorn.Server(config)
+        server.run()
+        if not server.started:
+            raise typer.Exit(HTTP_FAILED)
+        return
+    supervisor = _supervisor_class()(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if not supervisor.requested:
+        from bus.observability.logs import get_logger
+
+        get_logger(__name__).error("serve.http_processes_failed", exit_status=HTTP_FAILED)
+        raise typer.Exit(HTTP_FAILED)
+
+
 def _dispatch_layout(asked: int | None, http_workers: int, settings: Settings) -> tuple[int, int]:
     """(dispatch processes, workers in each). By default one dispatch process beside several
     HTTP processes, none beside one (its workers run in the HTTP process); an explicit
@@ -305,3 +347,27 @@ def _dispatch_layout(asked: int | None, http_workers: int, settings: Settings) -
         )
         raise typer.Exit(2)
     return asked, configured or 1
+
+
+def _supervisor_class() -> type[Any]:
+    """uvicorn's supervisor, imported when serving (not by every ``renkei`` command)."""
+    from uvicorn.supervisors import Multiprocess
+
+    class _Supervisor(Multiprocess):
+        """uvicorn's supervisor of the HTTP processes, remembering whether it was asked to stop.
+        It also stops when a process it restarts cannot start (uvicorn's exit status 3: the
+        store cannot be opened, the certificate cannot be read…), and then returned as after a
+        SIGTERM: ``renkei serve`` exited 0 and systemd's ``Restart=on-failure`` left the hub
+        down."""
+
+        requested = False
+
+        def handle_int(self) -> None:
+            self.requested = True
+            super().handle_int()
+
+        def handle_term(self) -> None:
+            self.requested = True
+            super().handle_term()
+
+    return _Supervisor
