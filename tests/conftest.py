@@ -188,3 +188,14 @@ def serve() -> Iterator[Callable[[Answer], RawServer]]:
     yield start
     for server in made:
         server.stop()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An embedded store's data directory for CLI commands run in this process (CliRunner):
+    RENKEI_DATA_DIR set to it, no database URL nor configuration directory from outside."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("RENKEI_DATA_DIR", str(data))
+    monkeypatch.delenv("RENKEI_DATABASE_URL", raising=False)
+    monkeypatch.delenv("RENKEI_CONFIG_DIR", raising=False)
+    return data

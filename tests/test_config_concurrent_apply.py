@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -22,15 +21,6 @@ from bus.store.models import AuditRecord, ConfigSnapshot
 from tests.support.receivers import SAMPLE_CONFIG_DIR
 
 TARA = "414417"  # 太良町 (check digit 7)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    data = tmp_path / "data"
-    monkeypatch.setenv("RENKEI_DATA_DIR", str(data))
-    monkeypatch.delenv("RENKEI_DATABASE_URL", raising=False)
-    monkeypatch.delenv("RENKEI_CONFIG_DIR", raising=False)
-    return data
 
 
 def _run(*args: str, code: int = 0) -> str:

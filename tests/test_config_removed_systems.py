@@ -9,7 +9,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -46,15 +45,6 @@ def _without(tmp_path: Path, gone: str) -> Path:
     document["routes"] = routes
     path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
     return directory
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    data = tmp_path / "data"
-    monkeypatch.setenv("RENKEI_DATA_DIR", str(data))
-    monkeypatch.delenv("RENKEI_DATABASE_URL", raising=False)
-    monkeypatch.delenv("RENKEI_CONFIG_DIR", raising=False)
-    return data
 
 
 def test_dropping_a_system_with_pending_deliveries_is_reported(

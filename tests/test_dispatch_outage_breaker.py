@@ -9,7 +9,6 @@ docs/dispatch.md (配信先に届かないとき) and docs/operations.md (配信
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -33,19 +32,7 @@ from tests.test_dispatch import (  # noqa: F401
     states,
     store,
 )
-
-
-def _worker(hub_store: Store, url: str, clock: list[datetime], policy: RetryPolicy) -> Worker:
-    config = hub_config({"tainou": url}, policy=policy, timeout=2)
-    return Worker(
-        hub_store.sessions,
-        lambda: config,
-        None,
-        "w",
-        clock=lambda: clock[0],
-        send_concurrency=1,
-        rng=random.Random(7),
-    )
+from tests.test_long_outage import outage_worker
 
 
 def _run(worker: Worker, clock: list[datetime], until: datetime) -> int:
@@ -123,7 +110,7 @@ def test_refused_connections_hold_the_destination_and_burn_no_attempts(
     start = datetime.now(UTC) - timedelta(hours=3)
     clock = [start]
     policy = RetryPolicy(max_attempts=3)
-    worker = _worker(store, tainou.url, clock, policy)
+    worker = outage_worker(store, tainou.url, clock, policy)
     sent = [add_message(store.sessions, f"S{i % 5}", ("tainou",), now=start)[0] for i in range(15)]
     tried = _run(worker, clock, start + timedelta(hours=2))
     assert set(states(store.sessions).values()) == {"pending"}
@@ -159,7 +146,7 @@ def test_an_answering_destination_still_costs_the_message_its_attempts(
     tainou = receivers("tainou")
     start = datetime.now(UTC) - timedelta(hours=1)
     clock = [start]
-    worker = _worker(store, tainou.url, clock, RetryPolicy(max_attempts=2))
+    worker = outage_worker(store, tainou.url, clock, RetryPolicy(max_attempts=2))
     _message, (delivery,) = add_message(store.sessions, "A", ("tainou",), now=start)
     assert worker.run_once() == 1
     clock[0] += timedelta(minutes=1)
@@ -186,7 +173,7 @@ def test_an_unreachable_destination_still_dead_letters_by_age(
     start = datetime.now(UTC) - timedelta(hours=2)
     clock = [start]
     policy = RetryPolicy(max_age=timedelta(minutes=30))
-    worker = _worker(store, tainou.url, clock, policy)
+    worker = outage_worker(store, tainou.url, clock, policy)
     _message, (delivery,) = add_message(store.sessions, "A", ("tainou",), now=start)
     _run(worker, clock, start + timedelta(minutes=45))
     with store.sessions() as session:
@@ -208,7 +195,7 @@ def test_measured_200_subjects_through_a_five_day_outage(
     tainou = receivers("tainou")
     start = datetime.now(UTC) - timedelta(days=6)
     clock = [start]
-    worker = _worker(store, tainou.url, clock, RetryPolicy())
+    worker = outage_worker(store, tainou.url, clock, RetryPolicy())
     for i in range(200):  # received a millisecond apart: one due order on both stores
         add_message(store.sessions, f"S{i}", ("tainou",), now=start + timedelta(milliseconds=i))
     tried = _run(worker, clock, start + timedelta(hours=1))

@@ -44,7 +44,8 @@ def _row(hub_store: Store, delivery: int) -> Delivery:
         return session.get_one(Delivery, delivery)
 
 
-def _worker(hub_store: Store, url: str, clock: list[datetime], policy: RetryPolicy) -> Worker:
+def outage_worker(hub_store: Store, url: str, clock: list[datetime], policy: RetryPolicy) -> Worker:
+    """One worker sending to ``tainou`` at ``url``, on the simulated clock ``clock[0]``."""
     config = hub_config({"tainou": url}, policy=policy, timeout=2)
     return Worker(
         hub_store.sessions,
@@ -68,7 +69,7 @@ def test_a_pause_of_days_does_not_dead_letter_by_age_after_resume(
     down = receivers("tainou")  # never started: connection refused
     now = datetime.now(UTC) - timedelta(days=5)
     clock = [now]
-    worker = _worker(store, down.url, clock, RetryPolicy())
+    worker = outage_worker(store, down.url, clock, RetryPolicy())
     _message, (delivery,) = add_message(store.sessions, "A", ("tainou",), now=now)
     assert worker.run_once() == 1
     assert _row(store, delivery).attempts == 1
@@ -93,7 +94,7 @@ def test_resume_makes_backed_off_retries_due_at_once(
     now = datetime.now(UTC) - timedelta(hours=1)
     clock = [now]
     hours = RetryPolicy(max_delay=timedelta(hours=6), base_delay=timedelta(hours=6))
-    worker = _worker(store, tainou.url, clock, hours)
+    worker = outage_worker(store, tainou.url, clock, hours)
     message, (delivery,) = add_message(store.sessions, "A", ("tainou",), now=now)
     assert worker.run_once() == 1  # down: backed off
     with store.sessions.begin() as session:  # as the jitter may have chosen: 5 h
@@ -170,7 +171,7 @@ def test_golden_week_outage_pause_after_the_fact_resume_and_redeliver_all(
     tainou = receivers("tainou")
     start = datetime.now(UTC) - timedelta(days=5, minutes=30)
     clock = [start]
-    worker = _worker(store, tainou.url, clock, RetryPolicy())
+    worker = outage_worker(store, tainou.url, clock, RetryPolicy())
     sent: dict[str, list[str]] = {}
     for _ in range(3):
         for subject in (f"S{i}" for i in range(8)):

@@ -28,15 +28,6 @@ RENKEI = str(Path(sys.executable).with_name("renkei"))
 TARA = "414417"  # 太良町: 4·6+1·5+4·4+4·3+1·2 = 59, 59 mod 11 = 4, (11 − 4) mod 10 = 7
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    data = tmp_path / "data"
-    monkeypatch.setenv("RENKEI_DATA_DIR", str(data))
-    monkeypatch.delenv("RENKEI_DATABASE_URL", raising=False)
-    monkeypatch.delenv("RENKEI_CONFIG_DIR", raising=False)
-    return data
-
-
 def _tenants(data: Path) -> set[str]:
     store = open_store(Settings(data_dir=data))
     try:

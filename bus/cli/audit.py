@@ -28,6 +28,12 @@ from bus.store.checkpoints import (
     write_checkpoints,
 )
 
+FromOption = Annotated[
+    str | None, typer.Option("--from", help="Records stamped at or after (ISO, or a 和暦 day).")
+]
+ToOption = Annotated[
+    str | None, typer.Option("--to", help="Records stamped at or before (a day: to its end).")
+]
 AnchorOption = Annotated[
     Path | None,
     typer.Option("--anchor", help="Anchor directory (default: RENKEI_AUDIT_ANCHOR_DIR)."),
@@ -91,12 +97,8 @@ def checkpoint(anchor: AnchorOption = None, as_json: JsonOption = False) -> None
 @audit_app.command("verify")
 def verify(
     tenant: TenantOption = None,
-    start: Annotated[
-        str | None, typer.Option("--from", help="Records stamped at or after (ISO, or a 和暦 day).")
-    ] = None,
-    end: Annotated[
-        str | None, typer.Option("--to", help="Records stamped at or before (a day: to its end).")
-    ] = None,
+    start: FromOption = None,
+    end: ToOption = None,
     anchor: AnchorOption = None,
     key: Annotated[
         Path | None, typer.Option("--key", help="Public (or private) key PEM that signed.")
@@ -170,12 +172,8 @@ def admin(
         str | None,
         typer.Option("--action", help="An action (user.add) or an area (console, user, key)."),
     ] = None,
-    start: Annotated[
-        str | None, typer.Option("--from", help="Records stamped at or after (ISO, or a 和暦 day).")
-    ] = None,
-    end: Annotated[
-        str | None, typer.Option("--to", help="Records stamped at or before (a day: to its end).")
-    ] = None,
+    start: FromOption = None,
+    end: ToOption = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="The latest N records.")] = 100,
     as_json: JsonOption = False,
 ) -> None:
