@@ -172,21 +172,60 @@ def test_a_lost_worker_stops_the_import_with_rk_imp007_and_a_rerun_resumes(
     assert _stored(data) == RECORDS
 
 
+# `renkei import notices` pressing Ctrl-C itself, as a terminal does (SIGINT to the whole
+# process group), right after its first commit and once its workers are up: at a known point
+# with chunks left, not whenever a polling test gets to it (the import may be over by then).
+CTRL_C_AFTER_FIRST_COMMIT = """
+import os, signal, sys, time
+from pathlib import Path
+from bus.imports.worklist import Worklist
+
+def workers_up():
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            command = (proc / "cmdline").read_bytes()
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"spawn_main" in command:
+            ignored = int(status.split("SigIgn:")[1].split()[0], 16)
+            found.append(bool(ignored & (1 << (signal.SIGINT - 1))))
+    return len(found) == int(sys.argv[-1]) and all(found)
+
+def commit(self, *args):
+    original(self, *args)
+    if not getattr(commit, "pressed", False):
+        commit.pressed = True
+        deadline = time.monotonic() + 60
+        while not workers_up() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(os.getpgrp(), signal.SIGINT)
+
+original, Worklist.commit = Worklist.commit, commit
+from bus.cli import app
+sys.argv[0] = "renkei"
+sys.exit(app())
+"""
+
+
 def test_ctrl_c_stops_a_parallel_import_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     notices, data = tmp_path / "notices.csv", tmp_path / "data"
     generate(notices, INTERRUPTED_RECORDS)
-    process = _start(notices, data, jobs=2)
-    _wait_for(lambda: cursor_line(data / "imports") > 1, process, "a chunk was committed")
-    workers = import_workers(process.pid)
-    for pid in (process.pid, *workers):  # what a terminal's Ctrl-C does: the whole group
-        os.kill(pid, signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    command = [sys.executable, "-c", CTRL_C_AFTER_FIRST_COMMIT, "import", "notices"]
+    command += [str(notices), "--tenant", TENANT, "--jobs", "2"]
+    env = {**os.environ, "RENKEI_DATA_DIR": str(data)}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err.decode()
     assert "中断しました" in err.decode() and "Traceback" not in err.decode()
-    assert not set(workers) & set(import_workers())
-    committed = cursor_line(data / "imports") - 2  # the next line, less the header row's
-    assert 0 < committed < INTERRUPTED_RECORDS
-    assert _stored(data) == committed  # the chunks in hand were finished and committed
+    assert import_workers(process.pid) == []
+    # the first chunk, then the three in hand (2 jobs, 2 each) were finished and committed;
+    # no chunk was read after Ctrl-C (4,000 lines, the header row's among them)
+    assert cursor_line(data / "imports") - 2 == _stored(data) == 4 * 1000 - 1
     assert _finish(notices, data, jobs=2) == f"新規 {INTERRUPTED_RECORDS} / 重複 0 / エラー 0"
 
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,6 +26,9 @@ from bus.pipeline import Finding
 from bus.settings import Settings
 from bus.store.clock import database_now
 from bus.store.db import Store, open_store
+
+if TYPE_CHECKING:
+    from bus.dispatch.worker import WorkerPool
 
 dlq_app = typer.Typer(
     help="The Dead Letter Channel: list, redeliver, discard.", no_args_is_help=True
@@ -494,6 +497,13 @@ def destinations_resume(
         )
 
 
+def _dead_workers(pool: WorkerPool) -> list[str]:
+    """The pool's workers whose thread has ended (an error no round catches): the process
+    would idle on, dispatching less or nothing, and still exit 0 when stopped."""
+    alive = {thread.name for thread in threading.enumerate()}
+    return [w.worker_id for w in pool.workers if f"renkei-{w.worker_id}" not in alive]
+
+
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Worker threads in this process.")] = 4,
@@ -550,10 +560,15 @@ def worker(
         log.info("dispatch.process_ready", workers=concurrency, serve=parent)
     beats = heartbeat.beat_dir(settings.data_dir) if parent is not None else None
     beat_file = heartbeat.BeatFile(beats) if beats is not None else None
+    dead: list[str] = []
     try:
         while not stop.wait(1.0):
             if parent is not None and os.getppid() != parent:
                 log.warning("dispatch.serve_gone", serve=parent)
+                break
+            if dead := _dead_workers(pool):
+                # exit non-zero: a process manager (systemd Restart=on-failure) restarts it
+                log.error("dispatch.worker_died", workers=dead)
                 break
             if beat_file is not None:  # serve's /readyz reads it (bus/dispatch/heartbeat.py)
                 change = beat_file.write(pool.heartbeat)
@@ -567,3 +582,5 @@ def worker(
         pool.stop()
         wakeups.close()
         store.close()
+    if dead:
+        raise typer.Exit(1)

@@ -20,6 +20,7 @@ from bus.collector import tune_collector
 from bus.errors import make_finding
 from bus.hub import Hub
 from bus.imports.chunk_work import StoreUnwritable
+from bus.imports.interrupts import CtrlC
 from bus.imports.layout import ImportRefused
 from bus.imports.outputs import OutUnusable
 from bus.imports.parallel import WorkerLost, available_cpus, default_jobs
@@ -33,6 +34,12 @@ EXIT_READ, EXIT_REFUSED, EXIT_UNREADABLE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1,
 INTERRUPTED = (
     "中断しました。同じコマンドをもう一度実行すると続きから取り込みます。"
     " / Interrupted; run the same command again to resume."
+)
+FINISHED_ANYWAY = (
+    "Ctrl-C を受け付けましたが、ファイルは読み終えていたので取込みを最後まで終えました"
+    "（上の件数のとおりです。もう一度実行する必要はありません）。"
+    " / Ctrl-C came after the whole file was read: the import was finished"
+    " (as counted above; no need to run it again)."
 )
 RECORDS = "{task.fields[records]:,} 件  {task.fields[rate]} 件/秒  エラー {task.fields[errors]:,}"
 
@@ -111,6 +118,7 @@ def notices(
     hub = Hub.open(settings)
     index = resident_index(settings)
     job: NoticeImport | None = None
+    ctrl_c = CtrlC()  # Ctrl-C taken where the batch stays consistent (bus.imports.interrupts)
     try:
         size = file.stat().st_size
         workers = jobs or default_jobs(size)
@@ -141,8 +149,12 @@ def notices(
                 rate = f"{records / elapsed:,.0f}" if elapsed else "-"
                 bar.update(task, completed=read, records=records, errors=errors, rate=rate)
 
-            summary = job.run(advance)
+            ctrl_c.listen()
+            summary = job.run(advance, ctrl_c)
             bar.update(task, completed=size)
+        for path in summary.outputs:
+            console.print(f"出力：{path}")
+        typer.echo(f"新規 {summary.new} / 重複 {summary.duplicate} / エラー {summary.errors}")
     except (ImportRefused, WorkerLost, StoreUnwritable, ExtractRefused) as failed:
         show(console, failed.finding)
         codes = {
@@ -152,7 +164,7 @@ def notices(
             StoreUnwritable: EXIT_STOPPED,
         }
         raise typer.Exit(codes.get(type(failed), EXIT_UNREADABLE)) from None
-    except KeyboardInterrupt:  # the chunks in hand were finished and committed
+    except KeyboardInterrupt:  # the chunks in hand were finished and committed (Ctrl-C once)
         console.print(f"[yellow]{INTERRUPTED}[/]")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
@@ -160,7 +172,8 @@ def notices(
             job.close()  # and an --out folder it created, when nothing was written in it
         index.close()
         hub.close()
-    for path in summary.outputs:
-        console.print(f"出力：{path}")
-    typer.echo(f"新規 {summary.new} / 重複 {summary.duplicate} / エラー {summary.errors}")
+        ctrl_c.release()
+    if ctrl_c.pressed:  # finished all the same: never a silent 0 after Ctrl-C
+        console.print(f"[yellow]{FINISHED_ANYWAY}[/]")
+        raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_READ)

@@ -28,6 +28,7 @@ from bus.identity import service_refused
 from bus.imports.chunk_work import ChunkResult, ChunkWork, Span, Stored, StoreUnwritable
 from bus.imports.encoding import csv_fields, decode_line, detect_encoding
 from bus.imports.envelope import SENDER, SERVICE
+from bus.imports.interrupts import CtrlC
 from bus.imports.layout import ImportRefused, load_section
 from bus.imports.lines import RawLine, split_lines
 from bus.imports.matching import OwnerMatcher
@@ -92,6 +93,15 @@ def chunks(lines: Iterator[RawLine], size: int) -> Iterator[list[RawLine]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def until_pressed(parts: Iterator[list[RawLine]], ctrl_c: CtrlC) -> Iterator[list[RawLine]]:
+    """The chunks until Ctrl-C: none is read after it (those in hand are still committed)."""
+    while not ctrl_c.pressed:
+        part = next(parts, None)
+        if part is None:
+            return
+        yield part
 
 
 def _town(index: ConfigIndex, code: str) -> str:
@@ -186,20 +196,25 @@ class NoticeImport:
             self.own_window = (since, datetime.now(UTC))
         self.own_keys: set[str] = set()
 
-    def run(self, progress: Progress | None = None) -> Summary:
+    def run(self, progress: Progress | None = None, ctrl_c: CtrlC | None = None) -> Summary:
         """The import from the batch's cursor to its outputs. A full data directory while
         the work file (or the store) is written stops it with RK-IMP015
         (:class:`StoreUnwritable`): nothing past the last committed chunk counts, so the
-        same command resumes once there is room."""
+        same command resumes once there is room. With ``ctrl_c`` listening, a Ctrl-C before
+        the file is read stops it (``KeyboardInterrupt``) once the chunks in hand are
+        committed; one after that lets the outputs and the batch finish (the caller says so)."""
         with work_file_room(self.worklist.path):
-            return self._run(progress)
+            return self._run(progress, ctrl_c)
 
-    def _run(self, progress: Progress | None) -> Summary:
+    def _run(self, progress: Progress | None, ctrl_c: CtrlC | None) -> Summary:
         state = self.worklist.state
         at_head = state.cursor_offset == 0
         with self.options.path.open("rb") as stream:
             lines = split_lines(stream, start=state.cursor_offset, first_number=state.cursor_line)
-            for span, result in self._results(chunks(lines, CHUNK), at_head):
+            parts = chunks(lines, CHUNK)
+            if ctrl_c is not None:
+                parts = until_pressed(parts, ctrl_c)
+            for span, result in self._results(parts, at_head):
                 new = self._new(result.stored)
                 duplicate, errors = len(result.stored) - new, len(result.errors)
                 state.new += new
@@ -215,9 +230,13 @@ class NoticeImport:
                 )
                 if progress:
                     progress(state.new + state.duplicate + state.errors, state.errors, span.end)
+        if ctrl_c is not None and ctrl_c.pressed:  # the chunks in hand are committed
+            raise KeyboardInterrupt
         # finished once the outputs are written: a run killed while writing them resumes
         # at the end of the file and writes them again (not a fresh pass, all 重複)
         outputs = self._write_outputs() if self.options.out_dir else []
+        if ctrl_c is not None:
+            ctrl_c.finishing = True  # from here a Ctrl-C has nothing left to stop
         self.worklist.finish()
         return Summary(state.new, state.duplicate, state.errors, self.encoding, outputs)
 
