@@ -20,7 +20,7 @@ from bus.dispatch import processes
 from bus.dispatch.wakeup import Wakeups, machine_channel
 from bus.settings import Settings
 from tests.support.hub_server import HubServer, hub_server, sample, serialize
-from tests.support.receivers import wait_for
+from tests.support.receivers import free_port, wait_for
 
 REST = "/api/v1/messages"
 
@@ -206,7 +206,8 @@ def test_no_dispatch_at_all_cannot_be_asked_for_with_dispatch_processes(tmp_path
     }
     command = [sys.executable, "-c", "from bus.cli import app; app()", "serve"]
     result = subprocess.run(
-        [*command, "--no-samples", "--dispatch-processes", "1"],
+        # on a port of its own: the port is checked first, and 8080 may be anyone's
+        [*command, "--no-samples", "--dispatch-processes", "1", "--port", str(free_port())],
         env=environment,
         capture_output=True,
         text=True,
