@@ -60,7 +60,8 @@ def _login(client: httpx.Client, username: str) -> httpx.Response:
     return client.post("/console/login", data=form)
 
 
-def _send(towns: Towns, town: str) -> str:
+def _post(towns: Towns, town: str) -> tuple[httpx.Response, str]:
+    """A 住民異動通知 of ``town`` posted by its 住民記録; the answer and its messageId."""
     document = message("ResidentChangeNotice", town, f"juki-{town}")
     answer = httpx.post(
         f"{towns.hub.url}/api/v1/messages/ResidentChangeNotice",
@@ -68,8 +69,13 @@ def _send(towns: Towns, town: str) -> str:
         headers={"Content-Type": "application/xml", **towns.bearer(f"juki-{town}")},
         timeout=30,
     )
+    return answer, message_id(document)
+
+
+def _send(towns: Towns, town: str) -> str:
+    answer, mid = _post(towns, town)
     assert answer.status_code == 202, answer.text
-    return message_id(document)
+    return mid
 
 
 def _dead_letter(towns: Towns, town: str, mid: str) -> int:
@@ -125,13 +131,7 @@ def _wait_until_refused(towns: Towns, town: str) -> None:
     """Every hub process picks a new version up within about a second."""
     deadline = time.monotonic() + 15
     while True:
-        document = message("ResidentChangeNotice", town, f"juki-{town}")
-        answer = httpx.post(
-            f"{towns.hub.url}/api/v1/messages/ResidentChangeNotice",
-            content=serialize(document),
-            headers={"Content-Type": "application/xml", **towns.bearer(f"juki-{town}")},
-            timeout=30,
-        )
+        answer, _ = _post(towns, town)
         if answer.status_code == 403:
             return
         assert time.monotonic() < deadline, answer.status_code
