@@ -31,6 +31,7 @@ from bus.settings import Settings
 from bus.store.db import open_store
 from bus.store.models import Delivery
 from bus.store.writers import write_transaction
+from tests.support.juki_config import write_juki_config
 from tests.support.receivers import Receiver, receiver_factory, wait_for
 from tests.test_dispatch import TENANT, add_message
 
@@ -95,21 +96,7 @@ def scale_out(postgres_url: str, tmp_path: Path) -> Iterator[Settings]:
 
 
 def _juki_config(tmp_path: Path, url: str) -> Path:
-    config_dir = tmp_path / "config"
-    config_dir.mkdir()
-    (config_dir / "tenants.yaml").write_text(
-        f'tenants:\n  - code: "{TENANT}"\n    name: 江北町\n', encoding="utf-8"
-    )
-    (config_dir / "systems.yaml").write_text(
-        "systems:\n  - id: juki\n    name: juki\n    endpoint:\n      transport: http\n"
-        f"      url: {url}\n    retry:\n      base_delay: PT0.05S\n      max_delay: PT0.2S\n",
-        encoding="utf-8",
-    )
-    # default deny: juki must be granted what it receives (checked again at each send)
-    (config_dir / "access.yaml").write_text(
-        "access:\n  - system: juki\n    receive: [ResidentChangeNotice]\n", encoding="utf-8"
-    )
-    return config_dir
+    return write_juki_config(tmp_path / "config", url, TENANT)
 
 
 @pytest.mark.postgres

@@ -32,6 +32,7 @@ from bus.store.admin_audit import ADMIN_CHAIN
 from bus.store.db import Store, open_store
 from bus.store.models import AuditRecord, Delivery, DeliveryAttempt, StoredMessage
 from bus.store.queries import show_message
+from tests.support.juki_config import write_juki_config
 from tests.support.receivers import Receiver, receiver_factory, wait_for
 from tests.support.receivers import free_port as free_port  # re-exported for other modules
 
@@ -697,20 +698,7 @@ def test_worker_process_delivers_and_can_be_killed(
     )
     store = open_store(store_settings)
     x = receivers("juki").start("--delay", "0.01")
-    config_dir = tmp_path / "config"
-    config_dir.mkdir()
-    (config_dir / "tenants.yaml").write_text(
-        f'tenants:\n  - code: "{TENANT}"\n    name: 江北町\n', encoding="utf-8"
-    )
-    (config_dir / "systems.yaml").write_text(
-        "systems:\n  - id: juki\n    name: juki\n    endpoint:\n      transport: http\n"
-        f"      url: {x.url}\n    retry:\n      base_delay: PT0.05S\n      max_delay: PT0.2S\n",
-        encoding="utf-8",
-    )
-    # default deny: juki must be granted what it receives (checked again at each send)
-    (config_dir / "access.yaml").write_text(
-        "access:\n  - system: juki\n    receive: [ResidentChangeNotice]\n", encoding="utf-8"
-    )
+    config_dir = write_juki_config(tmp_path / "config", x.url, TENANT)
     env = {
         **os.environ,
         "RENKEI_DATABASE_URL": store_settings.effective_database_url,

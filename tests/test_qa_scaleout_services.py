@@ -24,6 +24,7 @@ from bus.catalogue import NS_ENVELOPE
 from bus.settings import Settings
 from bus.store.db import SCHEMA_HEAD, Store, StoreOpenError, open_store
 from tests.support.hub_server import hub_server, sample, serialize
+from tests.support.juki_config import write_juki_config
 from tests.support.postgres import POSTGRES_ADMIN_URL
 from tests.support.receivers import Receiver, free_port, receiver_factory, wait_for
 from tests.test_dispatch import TENANT, add_message
@@ -140,18 +141,7 @@ def _admin(statement: str) -> None:
 
 
 def _worker_config(tmp_path: Path, receiver: Receiver) -> Path:
-    config_dir = tmp_path / "config"
-    config_dir.mkdir()
-    (config_dir / "tenants.yaml").write_text(
-        f'tenants:\n  - code: "{TENANT}"\n    name: 江北町\n', encoding="utf-8"
-    )
-    (config_dir / "systems.yaml").write_text(
-        "systems:\n  - id: juki\n    name: juki\n    endpoint:\n      transport: http\n"
-        f"      url: {receiver.url}\n    retry:\n      base_delay: PT0.05S\n"
-        "      max_delay: PT0.2S\n",
-        encoding="utf-8",
-    )
-    return config_dir
+    return write_juki_config(tmp_path / "config", receiver.url, TENANT)
 
 
 @pytest.mark.services
