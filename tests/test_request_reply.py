@@ -127,7 +127,7 @@ def test_provider_down_is_rpl001(receivers: Callable[[str], Receiver]) -> None:
     assert [f.code for f in message.findings if f.code.startswith("RK-RPL")] == ["RK-RPL001"]
 
 
-@pytest.mark.parametrize("mode", ["invalid", "wrong-correlation", "empty"])
+@pytest.mark.parametrize("mode", ["invalid", "wrong-correlation", "wrong-tenant", "empty"])
 def test_bad_reply_is_rpl002(receivers: Callable[[str], Receiver], mode: str) -> None:
     receiver = receivers("juki").start("--reply-mode", mode)
     route, reply, stored = _stages(receiver, "AddresseeInquiry")

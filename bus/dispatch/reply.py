@@ -155,6 +155,9 @@ class ReplyStage:
             return None, "correlationId is not the request's messageId"
         if report.envelope.message_id == request.envelope.message_id:
             return None, "a reply needs its own messageId"
+        asked_for, answered_for = request.envelope.client.tenant, report.envelope.client.tenant
+        if answered_for != asked_for:  # another town's record: never passed on, never stored
+            return None, f"reply for tenant {answered_for}, asked for {asked_for}"
         reply = Message(
             raw=data,
             adapter=f"reply:{request.adapter}",

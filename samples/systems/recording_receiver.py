@@ -53,7 +53,7 @@ class Options:
     fail_message_ids: frozenset[str] = frozenset()
     retry_after: str | None = None
     delay: float = 0.0
-    reply_mode: str = "valid"  # valid | invalid | wrong-correlation | empty
+    reply_mode: str = "valid"  # valid | invalid | wrong-correlation | wrong-tenant | empty
     fsync: bool = False
 
 
@@ -159,6 +159,8 @@ def canned_reply(request: dict[str, Any], mode: str) -> bytes:
     if mode == "empty":
         return b""
     town = next((t for t in TOWNS if t.code == request.get("tenant")), TOWNS[0])
+    if mode == "wrong-tenant":  # another town's record (a shared provider mixing towns up)
+        town = next(t for t in TOWNS if t.code != town.code)
     seed = uuid.UUID(request["messageId"]).int % 1_000_000 if request.get("messageId") else 0
     document = build_message(MessageSpec(f"{request['service']}Reply", seed, town, full=False))
     header = document.find(f"{{{ENV}}}Header")
@@ -331,7 +333,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fail-message-ids", default="", help="IDs refused with 400 (poison)")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering")
     parser.add_argument(
-        "--reply-mode", default="valid", choices=["valid", "invalid", "wrong-correlation", "empty"]
+        "--reply-mode",
+        default="valid",
+        choices=["valid", "invalid", "wrong-correlation", "wrong-tenant", "empty"],
     )
     parser.add_argument("--down", action="store_true", help="run without listening")
     parser.add_argument("--fsync", action="store_true", help="fsync the log after each line")
