@@ -474,6 +474,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "or its receive grant was narrowed); nothing was replayed (name other destinations "
         "with --to).",
     ),
+    (
+        "RK-STO010",
+        E,
+        "宛名番号 {actual} を読み取れません（数字 1〜64 桁で指定してください）。",
+        "The 宛名番号 {actual} cannot be read (give 1 to 64 digits).",
+    ),
     # --- AUD: the audit trail ---------------------------------------------------------------
     (
         "RK-AUD001",

@@ -33,7 +33,7 @@ MODULE_OF_COMMAND = {
     "import": "imports",
     "keys": "identities",
     "mapping": "mapping",
-    "messages": "store",
+    "messages": "trail",  # imports bus.cli.store (list/show/replay) and adds `trail`
     "purge": "store",
     "samples": "validate",
     "serve": "serve",

@@ -40,7 +40,7 @@ PG_CONNECT_TIMEOUT_S = 5
 _PG_MIGRATION_LOCK = 4_242_001  # pg_advisory_lock key: one migrator at a time
 #: The newest migration (bus/migrations/versions; tests/test_migrations.py checks it is the
 #: one head). A store already there is opened without loading Alembic at all.
-SCHEMA_HEAD = "0010_delivery_waits_for"
+SCHEMA_HEAD = "0011_messages_subject_index"
 
 log = logging.getLogger(__name__)
 

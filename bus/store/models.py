@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -70,6 +71,14 @@ class StoredMessage(Base):
         UniqueConstraint("message_id", "tenant", "system"),
         # PULL feeds read one (tenant, service) stream in primary-key order (bus/feeds/).
         Index("ix_messages_feed", "tenant", "service", "id"),
+        # A resident's messages (search by subject, ``renkei messages trail``; migration 0011).
+        Index("ix_messages_subject", "tenant", "subject"),
+        Index(
+            "ix_messages_relates_to",
+            "relates_to",
+            sqlite_where=text("relates_to IS NOT NULL"),
+            postgresql_where=text("relates_to IS NOT NULL"),
+        ),
         # A purged key is never handed out again (a feed cursor would skip the new message):
         # AUTOINCREMENT on SQLite (migration 0005); PostgreSQL's sequence never reuses one.
         {"sqlite_autoincrement": True},

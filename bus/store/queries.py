@@ -62,7 +62,7 @@ def masked_subject(subject: str | None) -> str | None:
     return mask(subject, personal=True) if subject else subject
 
 
-def _status(states: set[str]) -> MessageStatus:
+def message_status(states: set[str]) -> MessageStatus:
     for state, status in (
         (DeliveryState.DEAD, MessageStatus.DEAD),
         (DeliveryState.PENDING, MessageStatus.PENDING),
@@ -81,7 +81,7 @@ def _has(*states: DeliveryState) -> ColumnElement[bool]:
 
 
 def _status_clause(status: MessageStatus) -> ColumnElement[bool]:
-    """SQL for :func:`_status`, so the filter runs in the database."""
+    """SQL for :func:`message_status`, so the filter runs in the database."""
     dead, pending = DeliveryState.DEAD, DeliveryState.PENDING
     discarded, delivered = DeliveryState.DISCARDED, DeliveryState.DELIVERED
     clauses: dict[MessageStatus, ColumnElement[bool]] = {
@@ -125,7 +125,7 @@ def _summary(row: StoredMessage, states: list[str]) -> MessageSummary:
         subject=masked_subject(row.subject),
         received_at=utc(row.received_at),
         expires_at=utc(row.expires_at) if row.expires_at else None,
-        status=_status(set(states)),
+        status=message_status(set(states)),
         deliveries=len(states),
     )
 
