@@ -1243,6 +1243,41 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         " route's tenants (it serves none of them, or holds no receive grant), so it gets"
         " nothing; check the destination, or the tenants and access it needs.",
     ),
+    (
+        "RK-OPS023",
+        E,
+        "移行先のデータベース {actual} は空ではありません（{tables}）。ストアのコピーは空のデータベースに"
+        "だけ行います。何も書いていません。新しいデータベースを作るか、移行先に誤りがないことを確かめて"
+        "から中身を消してください。",
+        "The target database {actual} is not empty ({tables}); the store is copied into an empty"
+        " database only. Nothing was written. Create a new database, or empty this one once you"
+        " are sure it is the right one.",
+    ),
+    (
+        "RK-OPS024",
+        E,
+        "コピー元のストア {actual} は使用中です（{holders}）。ハブ（renkei serve、renkei worker、"
+        "renkei folders run）と取込を止めてから、もう一度実行してください。何も書いていません。",
+        "The source store {actual} is in use ({holders}). Stop the hub (renkei serve, renkei"
+        " worker, renkei folders run) and any import, then run the command again. Nothing was"
+        " written.",
+    ),
+    (
+        "RK-OPS025",
+        E,
+        "{actual} ではストアをコピーできません: {reason_ja}。何も書いていません。",
+        "The store cannot be copied with {actual}: {reason_en}. Nothing was written.",
+    ),
+    (
+        "RK-OPS026",
+        E,
+        "ストアのコピーが完了しませんでした（{actual}）。移行先への書き込みはすべて取り消したので、"
+        "移行先は空のままです。原因を取り除いてから同じコマンドをもう一度実行できます。コピー元は"
+        "変わっていません。",
+        "The store copy did not complete ({actual}). Everything written to the target was"
+        " rolled back, so it is still empty: remove the cause and run the same command again."
+        " The source store is unchanged.",
+    ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (
         "RK-CON001",

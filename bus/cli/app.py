@@ -37,6 +37,7 @@ MODULE_OF_COMMAND = {
     "purge": "store",
     "samples": "validate",
     "serve": "serve",
+    "store": "store_transfer",
     "tenants": "identities",
     "users": "identities",
     "validate": "validate",
