@@ -1265,13 +1265,13 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-OPS025",
         E,
-        "{actual} ではストアをコピーできません: {reason_ja}。何も書いていません。",
+        "{actual} ではストアをコピーできません：{reason_ja}。何も書いていません。",
         "The store cannot be copied with {actual}: {reason_en}. Nothing was written.",
     ),
     (
         "RK-OPS026",
         E,
-        "ストアのコピーが完了しませんでした（{actual}）。移行先への書き込みはすべて取り消したので、"
+        "ストアのコピーが完了しませんでした（{actual}）。移行先への書き込みはすべて取消したので、"
         "移行先は空のままです。原因を取り除いてから同じコマンドをもう一度実行できます。コピー元は"
         "変わっていません。",
         "The store copy did not complete ({actual}). Everything written to the target was"

@@ -235,7 +235,7 @@ def test_the_csv_for_staff_reads_back(scene: Scene, tmp_path: Path) -> None:
     kinds = [row["区分"] for row in body]
     assert kinds.count("受信") == 3
     assert {row["状態"] for row in body if row["区分"] == "操作"} == {
-        "配信不能の再配信",
+        "配信不能の再送",
         "配信不能の破棄",
         "再送",
     }

@@ -55,7 +55,7 @@ STATES_JA = {
 }
 EVENTS_JA = {
     "replayed": "再送",
-    "redelivered": "配信不能の再配信",
+    "redelivered": "配信不能の再送",
     "discarded": "配信不能の破棄",
     "unmasked": "マスク解除して閲覧",
 }
