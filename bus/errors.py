@@ -1085,10 +1085,13 @@ REGISTRY: dict[str, ErrorCode] = _codes(
     (
         "RK-OPS006",
         W,
-        "この設定にない接続システム宛ての未完了の配信があります（{actual}）。その接続システムを設定に戻すか、"
-        "再試行の後に配信不能となったものを renkei dlq で処理してください。",
+        "この設定にない接続システム宛ての未完了の配信があります（{actual}）。送信の順になると、"
+        "送られずに配信不能（permanent）になります（同じ宛名の後続は、その後ろで待ちます）。"
+        "設定に戻して renkei dlq redeliver で再送するか、renkei dlq discard で破棄してください。",
         "Unfinished deliveries are addressed to systems this configuration no longer has"
-        " ({actual}); add the system back, or handle them with renkei dlq once dead-lettered.",
+        " ({actual}). When their turn comes they are dead-lettered unsent (permanent; later ones"
+        " of the same subject wait behind them): add the system back and renkei dlq redeliver"
+        " them, or renkei dlq discard them.",
     ),
     (
         "RK-OPS007",
@@ -1277,6 +1280,33 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "The store copy did not complete ({actual}). Everything written to the target was"
         " rolled back, so it is still empty: remove the cause and run the same command again."
         " The source store is unchanged.",
+    ),
+    (
+        "RK-OPS027",
+        W,
+        "接続システム {actual} の送信先または変換定義が変わりました（{changes}）。未完了の配信"
+        " {pending} 件は renkei destinations resume {actual} の後、新しい送信先へ新しい形式で送られます。"
+        "配信不能 {dead} 件は renkei dlq list --destination {actual} で確かめ、renkei dlq redeliver"
+        " で再送すると新しい送信先へ送られます（不要なものは renkei dlq discard）。",
+        "System {actual} has a new endpoint or mapping ({changes}). Its {pending} pending"
+        " deliveries go to the new endpoint in the new format after renkei destinations resume"
+        " {actual}; its {dead} dead letters (renkei dlq list --destination {actual}) go there too"
+        " when redelivered with renkei dlq redeliver (or renkei dlq discard them).",
+    ),
+    (
+        "RK-OPS028",
+        W,
+        "接続システム {actual} の送信先または変換定義が、一時停止せずに変わりました（{changes}）。"
+        "未完了の配信 {pending} 件は新しい送信先へ新しい形式で送られますが、適用の前に取り出されて"
+        "送信中だった配信は旧送信先へ届くことがあります。旧システムに何も届いてはならない更改では、"
+        "先に renkei destinations pause {actual} を実行してから適用してください。配信不能 {dead} 件は"
+        " renkei dlq redeliver で新しい送信先へ再送できます。",
+        "System {actual} got a new endpoint or mapping without a pause ({changes}). Its"
+        " {pending} pending deliveries go to the new endpoint in the new format, but those"
+        " claimed before the apply and being sent may still reach the old endpoint. When the old"
+        " system must receive nothing more, run renkei destinations pause {actual} before"
+        " applying. Its {dead} dead letters go to the new endpoint when redelivered (renkei dlq"
+        " redeliver).",
     ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (

@@ -159,6 +159,8 @@ def apply(
     if version != before:
         _warn_orphaned_deliveries(settings)
         _warn_removed_tenants(settings, version)
+        if before is not None:
+            _warn_changed_destinations(settings, before, version)
 
 
 def _given_base(marked: Base | None, option: int | None) -> Base | None:
@@ -326,6 +328,56 @@ def _warn_removed_tenants(settings: Settings, version: int) -> None:
     )
     finding = make_finding("RK-OPS017", path="/", actual=actual)
     typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
+
+
+def _warn_changed_destinations(settings: Settings, before: int, version: int) -> None:
+    """RK-OPS027 (paused) or RK-OPS028 (not paused) for each system whose endpoint,
+    transport or mapping ``version`` changes and that has pending or dead-lettered
+    deliveries: they are sent with the configuration in force at send time, so to the new
+    system in its format; a send already under way when the configuration changed finishes
+    on the old one, which a pause before the apply prevents (docs/operations.md, 更改)."""
+    from sqlalchemy import func, select
+
+    from bus.config.changes import changed_destinations
+    from bus.config.snapshots import load_snapshot
+    from bus.dispatch.claims import paused_destinations
+    from bus.errors import make_finding
+    from bus.store.db import open_store
+    from bus.store.models import Delivery, DeliveryState
+
+    store = open_store(settings)
+    try:
+        old = load_snapshot(store.sessions, before).config
+        changed = changed_destinations(old, load_snapshot(store.sessions, version).config)
+        if not changed:
+            return
+        unresolved = (DeliveryState.PENDING.value, DeliveryState.DEAD.value)
+        with store.sessions() as session:
+            rows = session.execute(
+                select(Delivery.destination, Delivery.state, func.count())
+                .where(
+                    Delivery.destination.in_([change.system for change in changed]),
+                    Delivery.state.in_(unresolved),
+                )
+                .group_by(Delivery.destination, Delivery.state)
+            ).all()
+            paused = paused_destinations(session)
+    finally:
+        store.close()
+    counts = {(destination, state): count for destination, state, count in rows}
+    for change in changed:
+        pending = counts.get((change.system, DeliveryState.PENDING.value), 0)
+        dead = counts.get((change.system, DeliveryState.DEAD.value), 0)
+        if pending or dead:
+            finding = make_finding(
+                "RK-OPS027" if change.system in paused else "RK-OPS028",
+                path="/",
+                actual=change.system,
+                changes=change.describe(),
+                pending=pending,
+                dead=dead,
+            )
+            typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
 
 
 @config_app.command("show")
