@@ -256,17 +256,18 @@ def _round(store: Store, transport: Timed, jobs: int, **worker_options: Any) -> 
         worker.close()
 
 
-def test_a_round_of_quick_sends_stays_on_the_workers_thread(store: Store) -> None:
+def test_a_round_of_quick_sends_stays_on_one_lane(store: Store) -> None:
     transport = Timed(0.0)
     # a round whose sends all end within the solo time; a long one, so that a busy machine
     # (the suite runs on two processes) cannot stretch 20 instant sends past it
     _round(store, transport, 20, solo_seconds=30.0)
     assert len(transport.threads) == 20
-    assert set(transport.threads) == {threading.get_ident()}
+    assert len(set(transport.threads)) == 1  # one lane; the worker's thread only waits
+    assert threading.get_ident() not in transport.threads
 
 
 def test_a_round_of_slow_sends_brings_the_other_lanes_in(store: Store) -> None:
     transport = Timed(0.25)
     seconds = _round(store, transport, 8)
-    assert len(set(transport.threads)) == 4  # the worker's thread and three lanes joined it
+    assert len(set(transport.threads)) == 4  # the first lane and three more joined it
     assert seconds < 8 * 0.25 / 2, seconds  # alone it would take 2 s; four lanes ~0.55 s

@@ -8,6 +8,8 @@ the configuration in force (as ``renkei serve`` does)."""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -219,3 +221,35 @@ def test_a_new_system_id_dead_letters_the_old_ids_backlog_unsent(
         states = [(r.subject_key, r.state, r.last_error) for r in rows]
     gone = "no longer receives ResidentChangeNotice for tenant 412066"
     assert states == [("A", "dead", gone), ("B", "dead", gone), ("A", "pending", None)]
+
+
+def test_a_round_under_way_sends_on_the_configuration_in_force_at_each_send(
+    tmp_path: Path,
+    data_dir: Path,
+    hub_store: Store,
+    receivers: Callable[[str], Receiver],
+    new_system: CaptureServer,
+) -> None:
+    """Applied without a pause while a round is sending to a slow old system: each send
+    takes the endpoint in force when it starts, so the old system gets at most the one send
+    under way at the apply (the round's configuration was read once: the rest of the round,
+    5 of 6 here, reached the old system after the apply)."""
+    old = receivers("kokuho").start("--delay", "0.25")
+    config = config_dir_for(tmp_path, {"kokuho": old.port})
+    _cli("config", "apply", str(config))
+    for seed in range(6):
+        _ingest(hub_store, f"S{seed}", seed + 1)
+    provider = ConfigProvider(hub_store.sessions, poll_seconds=0.0)
+    worker = Worker(
+        hub_store.sessions, lambda: provider.current().index, None, "w", send_concurrency=1
+    )
+    sending = threading.Thread(target=worker.run_once)
+    sending.start()
+    time.sleep(0.3)
+    url = f"http://127.0.0.1:{new_system.port}/kokuho"
+    _cli("config", "apply", str(_new_config(tmp_path, config, url)))
+    applied_at = time.time()
+    sending.join()
+    after = [r for r in old.records() if r["receivedAt"] > applied_at]
+    assert len(after) <= 1, after
+    assert len(old.records()) + len(new_system.received("/kokuho")) == 6

@@ -27,7 +27,7 @@ class FileTransport:
             append(folder, message.service, message.tenant, message.message_id, message.body)
         except OSError as error:  # a full disk or a missing mount: try again later
             log.warning("outbound folder %s: %s", folder, error.strerror)
-            return SendResult(Outcome.RETRY, error=f"folder: {error.strerror}")
+            return SendResult(Outcome.RETRY, error=f"folder: {error.strerror}", reached=False)
         return SendResult(Outcome.DELIVERED)
 
     def close(self) -> None:

@@ -63,6 +63,7 @@ class ThreadConnections:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._threads: dict[int, dict[Origin, Connection]] = {}
+        self.interrupted = False  # by :meth:`interrupt`, until :meth:`close`: no resends
 
     def _mine(self) -> dict[Origin, Connection]:
         connections: dict[Origin, Connection] | None = getattr(self._local, "connections", None)
@@ -93,8 +94,19 @@ class ThreadConnections:
             connection.close()
         return connection
 
+    def interrupt(self) -> None:
+        """End every exchange under way, on any thread (a hub stopping gives up on a system
+        still answering): each socket is shut down, which ends a receive blocked on it; its
+        thread then closes it as after any failure."""
+        self.interrupted = True
+        with self._lock:
+            connections = [c for mine in self._threads.values() for c in list(mine.values())]
+        for connection in connections:
+            connection.shut_down()
+
     def close(self) -> None:
         """Close every thread's connections (at shutdown; a thread's next request reopens)."""
+        self.interrupted = False
         with self._lock:
             connections = [c for mine in self._threads.values() for c in list(mine.values())]
         for connection in connections:

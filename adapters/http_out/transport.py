@@ -148,14 +148,26 @@ class HttpTransport:
                 ) as response:
                     body = read_capped(response.iter_bytes(), watchdog)
             except httpx.TimeoutException as error:
-                return SendResult(Outcome.RETRY, error=f"timeout: {type(error).__name__}")
+                return SendResult(
+                    Outcome.RETRY,
+                    error=f"timeout: {type(error).__name__}",
+                    reached=not isinstance(error, httpx.ConnectTimeout),
+                )
             except TimeoutError:  # the deadline, seen between two reads of the body
-                return SendResult(Outcome.RETRY, error="timeout: ReadTimeout")
+                return SendResult(Outcome.RETRY, error="timeout: ReadTimeout", reached=True)
             except httpx.TransportError as error:
                 if watchdog.fired:  # its sockets were shut at the deadline
-                    return SendResult(Outcome.RETRY, error="timeout: ReadTimeout")
-                return SendResult(Outcome.RETRY, error=f"connection: {type(error).__name__}")
+                    return SendResult(Outcome.RETRY, error="timeout: ReadTimeout", reached=True)
+                return SendResult(
+                    Outcome.RETRY,
+                    error=f"connection: {type(error).__name__}",
+                    reached=not isinstance(error, httpx.ConnectError),
+                )
         return _classified(response.status_code, response.headers.get("Retry-After"), body)
+
+    def interrupt(self) -> None:
+        """End the sends under way (the hub stopping; bus/dispatch/worker.py)."""
+        self._connections.interrupt()
 
     def close(self) -> None:
         self._connections.close()

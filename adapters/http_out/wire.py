@@ -14,6 +14,7 @@ httpx — it matters when the hub's sends share one GIL with everything else
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import ssl
@@ -105,6 +106,13 @@ class Connection:
         except (OSError, ValueError):
             return True
         return bool(readable)
+
+    def shut_down(self) -> None:
+        """End the exchange under way from another thread (its receive returns)."""
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # also under TLS (deadline.py)
 
     def close(self) -> None:
         if self._sock is not None:

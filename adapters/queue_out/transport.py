@@ -31,6 +31,8 @@ _kombu: Any = kombu
 DEFAULT_EXCHANGE = "renkei.outbound"
 CONTENT_TYPE = "application/xml"
 _OWN_PARAMETERS = frozenset({"exchange", "queue", "routing_key"})
+_BROKER_ERROR: Any = __import__("kombu.exceptions", fromlist=["OperationalError"]).OperationalError
+_CONNECTION_ERRORS = (_BROKER_ERROR, OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +88,12 @@ class QueueTransport:
             target.queue, exchange=exchange, routing_key=target.routing_key, durable=True
         )
         connection = self._connection(target.broker_url, endpoint.timeout_seconds)
-        try:
+        try:  # the broker not there: nothing was sent
             connection.ensure_connection(max_retries=1, timeout=endpoint.timeout_seconds)
+        except (*connection.recoverable_connection_errors, *_CONNECTION_ERRORS) as error:
+            connection.release()
+            return SendResult(Outcome.RETRY, error=f"broker: {type(error).__name__}", reached=False)
+        try:
             producer = _kombu.Producer(connection.default_channel)
             producer.publish(
                 message.body,
@@ -103,12 +109,9 @@ class QueueTransport:
                 timeout=endpoint.timeout_seconds,
                 retry=False,
             )
-        except connection.recoverable_connection_errors as error:
+        except (*connection.recoverable_connection_errors, *_CONNECTION_ERRORS) as error:
             connection.release()
-            return SendResult(Outcome.RETRY, error=f"broker: {type(error).__name__}")
-        except (_kombu.exceptions.OperationalError, OSError, TimeoutError) as error:
-            connection.release()
-            return SendResult(Outcome.RETRY, error=f"broker: {type(error).__name__}")
+            return SendResult(Outcome.RETRY, error=f"broker: {type(error).__name__}", reached=True)
         return SendResult(Outcome.DELIVERED)
 
     def close(self) -> None:

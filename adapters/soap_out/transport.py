@@ -121,7 +121,7 @@ def _load(url: str, timeout: float, connections: ThreadConnections) -> _Contract
     if isinstance(answer, SendResult):  # "connection: WSDL …", "timeout: WSDL …"
         kind, _, detail = (answer.error or "").partition(": ")
         error = f"{kind}: WSDL {detail}" if detail else f"WSDL {kind}"
-        raise _Unavailable(SendResult(Outcome.RETRY, error=error + via))
+        raise _Unavailable(SendResult(Outcome.RETRY, error=error + via, reached=answer.reached))
     if answer.status != 200:
         result = classify_status(answer.status, answer.retry_after, b"")
         raise _Unavailable(SendResult(Outcome.RETRY, error=f"WSDL {result.error}{via}"))
@@ -416,6 +416,11 @@ class SoapTransport:
             return answer
         return _answer(request.service, answer, client.settings)
 
+    def interrupt(self) -> None:
+        """End the calls under way over this transport's own connections (the hub stopping;
+        a call through a proxy's pool ends at its timeout)."""
+        self._connections.interrupt()
+
     def close(self) -> None:
         with self._lock:
             made, self._all = self._all, []
@@ -453,6 +458,21 @@ def _over_own(
     return _Answer(got.status, got.headers.get("retry-after"), body)
 
 
+#: urllib3's errors for a connection that could not be made (TCP, DNS, the TLS handshake).
+_UNCONNECTED = (
+    urllib3.exceptions.NewConnectionError,  # NameResolutionError too
+    urllib3.exceptions.ConnectTimeoutError,
+    urllib3.exceptions.SSLError,
+)
+
+
+def _unconnected(error: Exception) -> bool:
+    """Whether urllib3's ``error`` means nothing of the request went out."""
+    if isinstance(error, urllib3.exceptions.MaxRetryError):
+        return isinstance(error.reason, _UNCONNECTED)
+    return isinstance(error, _UNCONNECTED)
+
+
 def _through_urllib3(
     pool: urllib3.PoolManager,
     method: str,
@@ -486,13 +506,15 @@ def _through_urllib3(
                 return _unread(response.status, response.headers.get("Retry-After"))
             response.release_conn()
         except TimeoutError:  # the deadline, seen between two reads
-            return SendResult(Outcome.RETRY, error="timeout: ReadTimeout")
+            return SendResult(Outcome.RETRY, error="timeout: ReadTimeout", reached=True)
         except urllib3.exceptions.TimeoutError as error:
-            return SendResult(Outcome.RETRY, error=f"timeout: {type(error).__name__}")
+            kind = f"timeout: {type(error).__name__}"
+            return SendResult(Outcome.RETRY, error=kind, reached=not _unconnected(error))
         except urllib3.exceptions.HTTPError as error:
             if watchdog.fired:  # its socket was shut at the deadline
-                return SendResult(Outcome.RETRY, error="timeout: ReadTimeout")
-            return SendResult(Outcome.RETRY, error=f"connection: {type(error).__name__}")
+                return SendResult(Outcome.RETRY, error="timeout: ReadTimeout", reached=True)
+            kind = f"connection: {type(error).__name__}"
+            return SendResult(Outcome.RETRY, error=kind, reached=not _unconnected(error))
         finally:
             _exchange.watchdog = None
     body = _decoded(raw, response.headers.get("Content-Encoding", ""))

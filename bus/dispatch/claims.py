@@ -173,11 +173,14 @@ def claim_jobs(
     lease: timedelta,
     limit: int,
     paused: Collection[str] | None = None,
+    exclude: Collection[str] = (),
 ) -> list[Job]:
     """Lease up to ``limit`` claimable deliveries to ``worker_id`` in the caller's transaction
     (the lease holds once it commits) and return what sending them needs, by delivery id.
     Two statements: the lease (``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)
-    RETURNING``) and the messages' columns."""
+    RETURNING``) and the messages' columns. ``exclude``: destinations this worker takes no
+    more of now (its sends to them outlive their rounds: bus/dispatch/worker.py) — their
+    backlog, first in due order, would otherwise fill every batch."""
     connection = session.connection()
     dialect = connection.dialect.name
     if dialect == "postgresql":
@@ -187,9 +190,13 @@ def claim_jobs(
         # per claim. Without sorting it keeps the ordered index scan, which stops after
         # ``limit`` claimable rows. For this transaction only.
         connection.execute(_NO_SORT)
-    statement = (
-        _LEASE[dialect] if paused is None else _lease_statement(claimable(_NOW, paused), dialect)
-    )
+    if paused is None and not exclude:
+        statement = _LEASE[dialect]
+    else:
+        where = claimable(_NOW, paused)
+        if exclude:
+            where = and_(where, Delivery.destination.not_in(sorted(exclude)))
+        statement = _lease_statement(where, dialect)
     parameters = {"now": now, "limit": limit, "owner": worker_id, "expires": now + lease}
     leased = sorted(connection.execute(statement, parameters).all())
     if not leased:

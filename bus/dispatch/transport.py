@@ -42,15 +42,18 @@ class SendResult:
     error: str | None = None
     retry_after_seconds: float | None = None
     reply: bytes | None = None  # an inquiry's answer (request-reply)
+    #: Whether the message may have reached the destination: False when the transport knows
+    #: nothing of it was sent (no connection, TLS handshake refused, broker not there, folder
+    #: not writable) — :func:`destination_wide`; None: the transport does not say.
+    reached: bool | None = None
 
 
 #: A ``delivery_attempts.outcome`` (never a transport's): a destination-wide failure, which
 #: holds the destination and does not count toward the retry policy's ``max_attempts``.
 UNREACHABLE = "unreachable"
 
-#: Errors the transports report (``connection: <exception>``, ``timeout: <exception>``,
-#: ``broker: <exception>``) when no connection to the destination could be made: nothing of
-#: the message was sent, so the failure cannot be the message's.
+#: For a transport that does not set ``SendResult.reached`` (one registered from outside this
+#: repository): the errors that mean no connection to the destination could be made.
 _NO_CONNECTION = frozenset(
     {
         "connection: ConnectionRefusedError",  # nothing listens (http_out exchange, soap)
@@ -86,10 +89,15 @@ def destination_wide(result: SendResult) -> bool:
     on, one slow to process, an application answering 503 for the one request whose
     dependency is down) — held for them, one poison message would hold its destination, and
     everyone else's deliveries there, until ``max_age``. A destination that says it is down
-    for a while answers with ``Retry-After`` (429/503), which holds it already."""
-    if result.outcome is not Outcome.RETRY or result.error is None:
+    for a while answers with ``Retry-After`` (429/503), which holds it already.
+
+    The transport says which it was (``reached``); the error text is read only for one that
+    does not (it once was for all, and an exception type missing from the list counted)."""
+    if result.outcome is not Outcome.RETRY:
         return False
-    error = result.error
+    if result.reached is not None:
+        return not result.reached
+    error = result.error or ""
     return error in _NO_CONNECTION or error.startswith(_FOLDER)
 
 

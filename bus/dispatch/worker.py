@@ -22,11 +22,12 @@ import random
 import re
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Protocol, cast
 
 from sqlalchemy import Connection, Table, bindparam, update
@@ -48,6 +49,7 @@ from bus.dispatch.transport import (
     destination_wide,
     transport_for,
 )
+from bus.dispatch.transport import transports as transports_made
 from bus.dispatch.wakeup import Wakeups
 from bus.mapping.stage import OutboundTranslationError, outbound_body
 from bus.observability.events import delivery_context, round_committed
@@ -122,8 +124,14 @@ def release_process_claims(sessions: sessionmaker[Session], pid: int) -> int:
 
 __all__ = ["Job", "Worker", "WorkerPool"]  # Job lives in bus.dispatch.claims
 
-#: How long a round's sends run on the worker's own thread before its other send lanes join.
+#: How long a round's sends run on one lane before its other send lanes join.
 SOLO_SECONDS = 0.05
+#: How long a round waits for sends still under way once nothing else is left to send: those
+#: still going then are carried over (:class:`_Flight`), the round is recorded and the next
+#: one claimed, so a destination answering after 20–60 s does not hold every other one's.
+CARRY_SECONDS = 1.0
+#: How long stopping waits, once it has ended the sends still under way, for their release.
+ABANDON_SECONDS = 5.0
 
 _DELIVERIES = cast(Table, Delivery.__table__)
 _RENEW = (
@@ -168,6 +176,137 @@ class _Unrecorded:
     seconds: dict[int, float] = field(default_factory=dict)
 
 
+class _Round:
+    """The sends of one round on lanes (:meth:`Worker._fan_out`), guarded by the worker's
+    :attr:`_Flight.changed`."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.jobs = jobs
+        self.results: list[SendResult | None] = [None] * len(jobs)
+        self.queue = list(range(len(jobs)))  # not started yet, in claim order
+        self.started: dict[int, float] = {}  # under way: index → monotonic() at its start
+        self.carried: set[int] = set()  # delivery ids of the sends carried over
+        self.lanes = 0  # lanes still taking this round's jobs
+        self.closed = False
+
+
+class _Flight:
+    """A worker's sends under way, across rounds. A destination whose sends outlive their
+    rounds has at most ``cap`` of them (half the lanes), and within a round the other
+    destinations' jobs go first past that: a system answering after 20–60 s never takes
+    every lane, nor (:meth:`saturated`) every batch. A send still going when its round ends
+    is carried over: its lease is kept (:class:`_LeaseKeeper`) and its result recorded by a
+    later round (:meth:`take_landed`). At most ``limit`` (the lanes) are carried at once;
+    beyond that a round waits for its sends, as it always did."""
+
+    def __init__(self, lanes: int) -> None:
+        self.cap = max(1, lanes // 2)
+        self.limit = lanes
+        self.changed = threading.Condition(threading.Lock())  # not reentrant: cheaper
+        self._sending: Counter[str] = Counter()  # destination → sends under way
+        self._carried: dict[int, Job] = {}  # delivery id → a send that outlived its round
+        self._landed: list[tuple[Job, SendResult | None]] = []  # carried, ended, unrecorded
+
+    def start(self, state: _Round) -> int | None:
+        """The next job a lane of ``state`` is to send (marked under way), or None: the
+        lane ends (nothing left, or only jobs waiting for their destination's sends)."""
+        with self.changed:
+            index = None if state.closed else self._pick(state)
+            if index is None:
+                state.lanes -= 1
+                if not state.lanes:
+                    self.changed.notify_all()
+                return None
+            self._sending[state.jobs[index].destination] += 1
+            state.started[index] = monotonic()
+            return index
+
+    def _pick(self, state: _Round) -> int | None:
+        """The first queued job whose destination has fewer than ``cap`` sends under way;
+        failing that, the first whose destination has none carried over (a round to one
+        destination still uses every lane, but one whose sends outlive rounds never gets
+        more than ``cap``)."""
+        fallback = None
+        for position, index in enumerate(state.queue):
+            destination = state.jobs[index].destination
+            if self._sending[destination] < self.cap:
+                return state.queue.pop(position)
+            if fallback is None and not self._carrying(destination):
+                fallback = position
+        return None if fallback is None else state.queue.pop(fallback)
+
+    def _carrying(self, destination: str) -> bool:
+        return any(job.destination == destination for job in self._carried.values())
+
+    def end(self, state: _Round, index: int, result: SendResult | None) -> bool:
+        """Record a send's end; True when it had been carried over (its lane then ends)."""
+        job = state.jobs[index]
+        with self.changed:
+            self._sending[job.destination] -= 1
+            if not self._sending[job.destination]:
+                del self._sending[job.destination]
+            if self._carried.pop(job.delivery_id, None) is not None:
+                self._landed.append((job, result))
+                state.lanes -= 1
+                return True
+            del state.started[index]
+            state.results[index] = result
+            if not state.started and not state.queue:  # the round's last send
+                self.changed.notify_all()
+            return False
+
+    def may_carry(self, state: _Round, after: float) -> bool:
+        """Whether ``state`` may end now (the caller holds :attr:`changed`): every send under
+        way has run ``after`` seconds and can be carried, or nothing runs and no lane is
+        left (the jobs still queued wait for sends of an earlier round)."""
+        if not state.started:
+            return state.lanes == 0
+        now = monotonic()
+        return len(self._carried) + len(state.started) <= self.limit and all(
+            now - began >= after for began in state.started.values()
+        )
+
+    def carry(self, state: _Round) -> None:
+        """End ``state``: its sends under way are carried over, its queued jobs not sent."""
+        for index in state.started:
+            job = state.jobs[index]
+            self._carried[job.delivery_id] = job
+            state.carried.add(job.delivery_id)
+        if state.started:
+            log.info(
+                "worker.sends_carried_over",
+                count=len(state.started),
+                destinations=sorted({state.jobs[i].destination for i in state.started}),
+            )
+        state.started.clear()
+        state.queue.clear()
+        state.closed = True
+
+    def take_landed(self) -> list[tuple[Job, SendResult | None]]:
+        """The carried sends that have ended since, to be recorded (None: nothing was sent,
+        to be released)."""
+        with self.changed:
+            landed, self._landed = self._landed, []
+        return landed
+
+    def held(self) -> list[Job]:
+        """The jobs whose leases must be kept for sends carried over."""
+        with self.changed:
+            return [*self._carried.values(), *(job for job, _ in self._landed)]
+
+    def saturated(self) -> set[str]:
+        """The destinations with ``cap`` sends carried over: not to be claimed for now."""
+        with self.changed:
+            if not self._carried:
+                return set()
+            carried = Counter(job.destination for job in self._carried.values())
+        return {destination for destination, count in carried.items() if count >= self.cap}
+
+    def busy(self) -> bool:
+        with self.changed:
+            return bool(self._carried or self._landed)
+
+
 class Worker:
     def __init__(
         self,
@@ -182,6 +321,7 @@ class Worker:
         poll_seconds: float = 1.0,
         send_concurrency: int = 8,
         solo_seconds: float = SOLO_SECONDS,
+        carry_seconds: float = CARRY_SECONDS,
         clock: Callable[[], datetime] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -197,13 +337,33 @@ class Worker:
         self._rng = rng or random.Random()
         self.send_concurrency = send_concurrency
         self.solo_seconds = solo_seconds
+        self.carry_seconds = carry_seconds
+        self._flight = _Flight(send_concurrency)
+        self._seconds: dict[int, float] = {}  # each send's duration until recorded (metrics)
         self._executor: ThreadPoolExecutor | None = None
         self._next: list[Job] = []  # claimed with the previous round's outcomes
         self._unrecorded: _Unrecorded | None = None  # a round the store did not take
         self._leases = _LeaseKeeper(self)
         self._pauses = PauseWatch(sessions)  # paused after the round was claimed
         self._stopping = threading.Event()  # run()'s stop: the round sends nothing more
+        self._abandoned = threading.Event()  # stopping gave up on the sends under way
         self.heartbeat: heartbeats.Heartbeat | None = None  # set by WorkerPool (/readyz)
+
+    def abandon(self) -> None:
+        """Give up on the sends under way (stopping took too long): each transport that can
+        ends its exchanges (``interrupt``); their deliveries are released, not counted —
+        the system may have received them, and gets them again after a restart (receivers
+        deduplicate by messageId)."""
+        self._abandoned.set()
+        made = self.transports if self.transports is not None else transports_made()
+        for transport in made.values():
+            interrupt = getattr(transport, "interrupt", None)
+            if interrupt is not None:
+                interrupt()
+
+    def carried_jobs(self) -> list[Job]:
+        """The deliveries of sends carried over from an earlier round (leases kept)."""
+        return self._flight.held()
 
     def beat(self) -> None:
         """This worker is working (bus/dispatch/heartbeat.py)."""
@@ -213,23 +373,24 @@ class Worker:
     # --- one round ------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Send one batch and record the outcomes; returns how many were attempted.
+        """Send one batch and record the outcomes; returns how many were recorded.
 
         The batch is the one claimed when the previous round's outcomes were recorded (or a
         fresh claim). A batch holds at most one delivery per subject (see
         :mod:`bus.dispatch.claims`), so its sends may run concurrently without breaking order.
         Once a destination answers "retry later", the batch's remaining deliveries to it are
         released unattempted: an outage costs one probe, not a timeout per delivery, and burns
-        no attempts."""
+        no attempts. Sends carried over from an earlier round (:class:`_Flight`) that have
+        ended since are recorded with this round."""
         if self._unrecorded is not None:
             jobs = self._recover(claim_next=not self._stopping.is_set())
         else:
             jobs, self._next = self._next or self._claim(), []
-        if not jobs:
+        landed = self._flight.take_landed()
+        if not jobs and not landed:
             return 0
         config = self.config()
         failing: set[str] = set()
-        seconds: dict[int, float] = {}  # each send's duration (metrics)
 
         def attempt(job: Job) -> SendResult | None:
             if job.destination in failing or self._stopping.is_set():
@@ -239,8 +400,14 @@ class Worker:
                 return None
             started = perf_counter()
             with bound(delivery_context(job)):
-                result = self._send(job, config)
-            seconds[job.delivery_id] = perf_counter() - started
+                # the configuration in force when this send starts, not when its round did:
+                # an endpoint changed by `config apply` mid-round (a system replacement)
+                # takes the round's later sends with it
+                result = self._send(job, self.config())
+                if self._abandoned.is_set() and result.outcome is Outcome.RETRY:
+                    log.warning("delivery.abandoned_at_stop", error=result.error)
+                    return None  # released, no attempt: a later start sends it again
+            self._seconds[job.delivery_id] = perf_counter() - started
             self.beat()
             if result.outcome is Outcome.RETRY:
                 failing.add(job.destination)
@@ -248,14 +415,16 @@ class Worker:
 
         self._leases.keep(jobs)
         try:
-            if self.send_concurrency > 1 and len(jobs) > 1:
-                results = self._fan_out(jobs, attempt)
+            if self.send_concurrency > 1 and jobs:
+                results, carried = self._fan_out(jobs, attempt)
             else:
-                results = [attempt(job) for job in jobs]
+                results, carried = [attempt(job) for job in jobs], set()
         finally:
             self._leases.keep(())
-        done = [(job, result) for job, result in zip(jobs, results, strict=True) if result]
-        skipped = [job for job, result in zip(jobs, results, strict=True) if result is None]
+        sent = [*zip(jobs, results, strict=True), *landed]
+        done = [(job, result) for job, result in sent if result is not None]
+        skipped = [job for job, result in sent if result is None and job.delivery_id not in carried]
+        seconds = {job.delivery_id: self._seconds.pop(job.delivery_id, 0.0) for job, _ in done}
         try:
             self._next = self._record(
                 done,
@@ -298,56 +467,81 @@ class Worker:
 
     def _fan_out(
         self, jobs: Sequence[Job], attempt: Callable[[Job], SendResult | None]
-    ) -> list[SendResult | None]:
-        """Send ``jobs`` on up to ``send_concurrency`` lanes, each taking the next unsent job
-        (one task per lane rather than per job). This thread starts alone; the other lanes
-        join only when the round is still going after ``solo_seconds``. Deliveries to
-        systems that answer within a millisecond or two then finish on one thread: lanes
-        taking turns under the GIL cost a third more CPU per delivery and sent no faster
-        (docs/benchmarks.md). A slow system, or a large round, brings them in."""
-        results: list[SendResult | None] = [None] * len(jobs)
-        pending = iter(enumerate(jobs))
-        lock = threading.Lock()
+    ) -> tuple[list[SendResult | None], set[int]]:
+        """Send ``jobs`` on up to ``send_concurrency`` lanes of the pool, each taking the next
+        unsent job whose destination has fewer than :attr:`_Flight.cap` sends under way (a
+        bulkhead: one slow destination never takes every lane). One lane starts; the others
+        join only when the round is still going after ``solo_seconds``: deliveries to
+        systems that answer within a millisecond or two then finish on one thread (lanes
+        taking turns under the GIL cost a third more CPU per delivery and sent no faster,
+        docs/benchmarks.md). This thread only waits: once nothing is left that may start
+        and every send under way has run ``carry_seconds``, those are carried over
+        (:class:`_Flight`) and the rest released, so the round ends. Returns the results
+        (None: not sent, or carried) and the carried delivery ids."""
+        state = _Round(jobs)
+        flight = self._flight
 
         def lane() -> None:
-            while True:
-                with lock:
-                    item = next(pending, None)
-                if item is None:
-                    return
-                index, job = item
-                results[index] = attempt(job)
+            while (index := flight.start(state)) is not None:
+                try:
+                    result = attempt(jobs[index])
+                except BaseException:
+                    flight.end(state, index, None)
+                    raise
+                if flight.end(state, index, result):
+                    return  # carried over: this lane no longer belongs to the round
 
-        finished = threading.Event()
+        def add_lanes(count: int) -> None:
+            state.lanes += count  # the caller holds flight.changed
+            for _ in range(count):
+                self._pool().submit(lane)
 
-        def reinforce() -> None:
-            if finished.wait(self.solo_seconds):
-                return
-            others = min(self.send_concurrency, len(jobs)) - 2  # this task is one more lane
-            lanes = [self._pool().submit(lane) for _ in range(others)]
-            lane()
-            for other in lanes:
-                other.result()
+        began = monotonic()
+        with flight.changed:
+            add_lanes(1)
+            reinforced = False
+            while state.queue or state.started:
+                waited = monotonic() - began
+                if not reinforced and waited >= self.solo_seconds:
+                    add_lanes(min(self.send_concurrency, len(jobs)) - 1)
+                    reinforced = True
+                if flight.may_carry(state, self.carry_seconds):
+                    flight.carry(state)
+                    break
+                flight.changed.wait(self._next_look(reinforced, waited))
+        return state.results, state.carried
 
-        helper = self._pool().submit(reinforce)
-        try:
-            lane()
-        finally:
-            finished.set()
-        helper.result()
-        return results
+    def _next_look(self, reinforced: bool, waited: float) -> float:
+        """How long the round's thread may sleep before it must look again unprompted."""
+        if not reinforced and waited < self.solo_seconds:
+            return self.solo_seconds - waited
+        return max(self.carry_seconds / 4, 0.01)
 
     def _pool(self) -> ThreadPoolExecutor:
+        """The send lanes: a round's, and as many again for sends carried over."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
-                self.send_concurrency, thread_name_prefix=f"renkei-send-{self.worker_id}"
+                2 * self.send_concurrency, thread_name_prefix=f"renkei-send-{self.worker_id}"
             )
         return self._executor
 
     def close(self) -> None:
         """Stop sending; a batch claimed but not sent is released (not left to its lease),
         and outcomes kept through an outage are recorded if the store answers by now (else
-        their leases expire and they are sent again, as after a crash)."""
+        their leases expire and they are sent again, as after a crash). Sends carried over
+        are waited for (their leases kept meanwhile) and recorded with them."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        landed = self._flight.take_landed()
+        if landed:  # recorded, and the rest of this worker's leases released, below
+            done = [(job, result) for job, result in landed if result is not None]
+            kept = self._unrecorded or _Unrecorded()
+            kept.done += done
+            kept.seconds.update(
+                (job.delivery_id, self._seconds.pop(job.delivery_id, 0.0)) for job, _ in done
+            )
+            self._unrecorded = kept
         self._leases.close()
         if self._unrecorded is not None:
             try:
@@ -362,15 +556,19 @@ class Worker:
             except Exception:
                 log.warning("worker.release_failed", worker=self.worker_id)
             self._next = []
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
 
     def _claim(self) -> list[Job]:
         try:
             with write_transaction(self.sessions) as session:
                 now = self._now(session.connection())
-                return claim_jobs(session, self.worker_id, now, self.lease, self.batch)
+                return claim_jobs(
+                    session,
+                    self.worker_id,
+                    now,
+                    self.lease,
+                    self.batch,
+                    exclude=self._flight.saturated(),
+                )
         except OperationalError:  # its commit may have happened: release what it may hold
             self._unrecorded = _Unrecorded()
             raise
@@ -474,7 +672,14 @@ class Worker:
             if release_all:  # after the outcomes: they needed their leases
                 connection.execute(_RELEASE_ALL, {"owner": self.worker_id})
             claimed = (
-                claim_jobs(session, self.worker_id, now, self.lease, self.batch)
+                claim_jobs(
+                    session,
+                    self.worker_id,
+                    now,
+                    self.lease,
+                    self.batch,
+                    exclude=self._flight.saturated(),
+                )
                 if claim_next
                 else []
             )
@@ -551,10 +756,12 @@ class Worker:
                 outage.passed()
                 if attempted:
                     continue  # a delivered message may have released its subject's next one
+                # sends carried over: their results are recorded soon after they end
+                idle = min(self.poll_seconds, 0.1) if self._flight.busy() else self.poll_seconds
                 if self.wakeups is not None:
-                    self.wakeups.wait(self.poll_seconds)
+                    self.wakeups.wait(idle)
                 else:
-                    stop.wait(self.poll_seconds)
+                    stop.wait(idle)
         finally:
             self.close()
 
@@ -698,7 +905,7 @@ class _LeaseKeeper:
         interval = self._worker.lease.total_seconds() / 3
         while not self._closed.wait(interval):
             with self._lock:
-                jobs = self._round
+                jobs = [*self._round, *self._worker.carried_jobs()]
             if not jobs:
                 continue
             try:
@@ -752,13 +959,23 @@ class WorkerPool:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the current sends (a lease left behind simply expires)."""
+        """Stop after the current sends, waiting ``timeout`` seconds in all for them; the
+        sends still under way then are ended and their deliveries released
+        (:meth:`Worker.abandon`): a system answering after minutes held the process that
+        long, and the outcomes it then gave were lost (its store closed meanwhile)."""
         self._stop.set()
         heartbeats.unregister(self.heartbeat)  # /readyz: no longer dispatching
         if self.wakeups is not None:
             self.wakeups.interrupt()
+        deadline = monotonic() + timeout  # for all of them, not each in turn
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(deadline - monotonic(), 0.0))
+        late = [w for w, t in zip(self.workers, self._threads, strict=True) if t.is_alive()]
+        for worker in late:
+            log.warning("worker.sends_abandoned", worker=worker.worker_id, seconds=timeout)
+            worker.abandon()
+        for thread in self._threads:
+            thread.join(ABANDON_SECONDS)
         self._threads.clear()
 
     def __enter__(self) -> WorkerPool:
