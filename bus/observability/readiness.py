@@ -13,10 +13,13 @@ so a probe does not hang on a dead peer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import kombu
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 
 from bus.dispatch import heartbeat
@@ -129,3 +132,22 @@ def readiness(hub: Hub | None, timeout: float = 2.0) -> list[Check]:
     ]
     dispatch = check_dispatch(hub)
     return checks if dispatch is None else [*checks, dispatch]
+
+
+class ReadinessCollector:
+    """``renkei_readiness_check{check}``: each check of ``/readyz`` at scrape time, 1 passed
+    and 0 failed, so an alert rule can say which part is down (the reason's code is in
+    ``/readyz`` and the log)."""
+
+    def __init__(self, hub: Hub | None) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "renkei_readiness_check",
+            "The checks of /readyz (database, broker, configuration, dispatch): 1 ok, 0 failed.",
+            labels=["check"],
+        )
+        for check in readiness(self._hub):
+            gauge.add_metric([check.name], 1 if check.ok else 0)
+        yield gauge

@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 from bus.hub import Hub
 from bus.observability.cert_expiry import CertificateExpiryCollector
 from bus.observability.metrics import exposition
-from bus.observability.readiness import readiness
+from bus.observability.readiness import ReadinessCollector, readiness
 from bus.observability.store_gauges import StoreCollector
 
 
@@ -37,7 +37,7 @@ def operations_router() -> APIRouter:
     )
     def metrics(request: Request) -> Response:
         hub = _hub(request)
-        extra: list[Collector] = []
+        extra: list[Collector] = [ReadinessCollector(hub)]
         if hub is not None:
             extra.append(StoreCollector(hub.store.sessions, lambda: hub.config.current().version))
         if certificates is not None:
