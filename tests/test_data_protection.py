@@ -63,12 +63,16 @@ def provider_reply(path: str, request: bytes) -> bytes | None:
     """juki's answer to 宛名照会: two residents, the first under 支援措置."""
     if path != "/juki":
         return None
-    request_id = etree.fromstring(request).findtext(f"{ENV}Header/{ENV}messageId")
+    asked = etree.fromstring(request)
+    request_id = asked.findtext(f"{ENV}Header/{ENV}messageId")
     reply = etree.fromstring(REPLY_TEMPLATE)
     header = reply.find(f"{ENV}Header")
     assert header is not None and request_id is not None
     header.find(f"{ENV}messageId").text = str(uuid.uuid4())  # type: ignore[union-attr]
     header.find(f"{ENV}correlationId").text = request_id  # type: ignore[union-attr]
+    # answered for the town that asked (the template's is another town's)
+    tenant = asked.findtext(f"{ENV}Header/{ENV}client/{ENV}tenant")
+    header.find(f"{ENV}client/{ENV}tenant").text = tenant  # type: ignore[union-attr]
     flags = reply.findall(f".//{{{NS_STANDARD}}}suppressionFlag")
     flags[0].text = "true"
     return etree.tostring(reply, encoding="UTF-8", xml_declaration=True)

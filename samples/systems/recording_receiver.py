@@ -158,9 +158,10 @@ def canned_reply(request: dict[str, Any], mode: str) -> bytes:
 
     if mode == "empty":
         return b""
-    town = next((t for t in TOWNS if t.code == request.get("tenant")), TOWNS[0])
+    asked_for = request.get("tenant")
+    town = next((t for t in TOWNS if t.code == asked_for), TOWNS[0])
     if mode == "wrong-tenant":  # another town's record (a shared provider mixing towns up)
-        town = next(t for t in TOWNS if t.code != town.code)
+        town = next(t for t in TOWNS if t.code != asked_for)
     seed = uuid.UUID(request["messageId"]).int % 1_000_000 if request.get("messageId") else 0
     document = build_message(MessageSpec(f"{request['service']}Reply", seed, town, full=False))
     header = document.find(f"{{{ENV}}}Header")
@@ -171,6 +172,11 @@ def canned_reply(request: dict[str, Any], mode: str) -> bytes:
     correlation.text = (
         str(uuid.uuid4()) if mode == "wrong-correlation" else request.get("messageId")
     )
+    tenant = header.find(f"{{{ENV}}}client/{{{ENV}}}tenant")
+    if asked_for and mode != "wrong-tenant" and tenant is not None:
+        tenant.text = (
+            asked_for  # a town the sample data does not have: answered for it all the same
+        )
     if mode == "invalid":
         service = document.find(f"{{{SERVICE_NS}}}*")
         assert service is not None
