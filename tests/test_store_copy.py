@@ -245,12 +245,7 @@ def test_a_copy_that_fails_midway_leaves_the_target_empty_and_can_be_run_again(
 ) -> None:
     """SQLite does not enforce a column's length, PostgreSQL does: a row too long for the
     target stops the copy at that table; what was written before is rolled back."""
-    settings = Settings(data_dir=tmp_path / "data", dispatch_workers=0)
-    hub = Hub.open(settings)
-    try:
-        _ingest(hub, _notice(X)[1])
-    finally:
-        hub.close()
+    settings = _one_notice_store(tmp_path)
     database = settings.data_dir / "renkei.db"
     with sqlite3.connect(database) as connection:
         connection.execute("UPDATE deliveries SET lease_owner = ? WHERE id = 1", ("w" * 65,))
@@ -266,17 +261,23 @@ def test_a_copy_that_fails_midway_leaves_the_target_empty_and_can_be_run_again(
     assert _counts(postgres_url)["deliveries"] == 5
 
 
-def test_a_chain_already_broken_in_the_source_is_copied_as_it_is_and_told(
-    tmp_path: Path, postgres_url: str
-) -> None:
-    """Refusing would leave a town with a tampered store no way to move; hiding it would let
-    the copy pass for a sound chain. It is copied as it is and named."""
+def _one_notice_store(tmp_path: Path) -> Settings:
+    """An embedded store holding one stored notice (its hub closed)."""
     settings = Settings(data_dir=tmp_path / "data", dispatch_workers=0)
     hub = Hub.open(settings)
     try:
         _ingest(hub, _notice(X)[1])
     finally:
         hub.close()
+    return settings
+
+
+def test_a_chain_already_broken_in_the_source_is_copied_as_it_is_and_told(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Refusing would leave a town with a tampered store no way to move; hiding it would let
+    the copy pass for a sound chain. It is copied as it is and named."""
+    settings = _one_notice_store(tmp_path)
     with sqlite3.connect(settings.data_dir / "renkei.db") as connection:
         connection.execute("UPDATE audit_records SET actor = 'forged' WHERE event = 'stored'")
     code, out, err = _renkei(settings, "store", "copy", "--to", postgres_url, "--json")

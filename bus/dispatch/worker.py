@@ -557,18 +557,18 @@ class Worker:
                 log.warning("worker.release_failed", worker=self.worker_id)
             self._next = []
 
+    def _claim_in(self, session: Session, now: datetime) -> list[Job]:
+        """A batch claimed in ``session``, but none of a destination this worker already has
+        its share of sends carried over for (:meth:`_Flight.saturated`)."""
+        return claim_jobs(
+            session, self.worker_id, now, self.lease, self.batch, exclude=self._flight.saturated()
+        )
+
     def _claim(self) -> list[Job]:
         try:
             with write_transaction(self.sessions) as session:
                 now = self._now(session.connection())
-                return claim_jobs(
-                    session,
-                    self.worker_id,
-                    now,
-                    self.lease,
-                    self.batch,
-                    exclude=self._flight.saturated(),
-                )
+                return self._claim_in(session, now)
         except OperationalError:  # its commit may have happened: release what it may hold
             self._unrecorded = _Unrecorded()
             raise
@@ -671,18 +671,7 @@ class Worker:
                 self._release(session, release)
             if release_all:  # after the outcomes: they needed their leases
                 connection.execute(_RELEASE_ALL, {"owner": self.worker_id})
-            claimed = (
-                claim_jobs(
-                    session,
-                    self.worker_id,
-                    now,
-                    self.lease,
-                    self.batch,
-                    exclude=self._flight.saturated(),
-                )
-                if claim_next
-                else []
-            )
+            claimed = self._claim_in(session, now) if claim_next else []
             append_audits(session, audits)
         round_committed(done, seconds or {}, audits, now)  # metrics and log lines
         for destination, (until, _) in sorted(holds.items()):
