@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import uuid
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bus.imports import generator, normalize, records
+from bus.imports import envelope, generator, normalize, records
 from bus.imports.encoding import csv_fields, detect_encoding
 from bus.imports.lines import BOM, _clean, split_lines
 from bus.imports.records import Notice, NoticeParser, RecordError
@@ -370,3 +371,28 @@ def test_the_values_are_the_translated_items_by_definition() -> None:
         seen |= {key for key, value in translated.data.items() if not isinstance(value, str)}
         seen |= {"外字"} if "外字（変換表なし）" in review else set()
     assert {"rightHolder", "obligor", "外字"} <= seen  # groups and 外字 were compared
+
+
+@given(st.text(max_size=12), st.text(max_size=12), st.text(max_size=16), st.text(max_size=8))
+@settings(max_examples=100, deadline=None)
+def test_the_message_id_is_uuid5_by_definition(
+    date: str, number: str, estate: str, tenant: str
+) -> None:
+    """Written from the SHA-1's hex digits, the messageId is the UUID v5 of tenant and key:
+    the hub's Idempotent Receiver knows notices imported by earlier versions."""
+    key = records.NoticeKey(date, number, estate)
+    expected = uuid.uuid5(envelope._NAMESPACE, f"{tenant}|{key.text()}")
+    assert envelope.message_id(tenant, key) == str(expected)
+
+
+def test_the_message_ids_of_the_corpus_are_uuid5_by_definition() -> None:
+    keys = [
+        records.NoticeKey(f"2024-04-{d:02d}", str(n), f"41{n:011d}")
+        for d in range(1, 29)
+        for n in range(0, 4_000, 37)
+    ]
+    for key in [*keys, records.NoticeKey("", "", ""), records.NoticeKey("令和", "１２", "𠮟")]:
+        expected = uuid.uuid5(envelope._NAMESPACE, f"412066|{key.text()}")
+        assert envelope.message_id("412066", key) == str(expected)
+    known = "c9da3675-9c0b-58eb-b18d-b8ac181008c6"  # as earlier versions computed it
+    assert envelope.message_id("412066", keys[0]) == known

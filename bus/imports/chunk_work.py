@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from bus.errors import make_finding
 from bus.hub import Hub
@@ -18,16 +19,16 @@ from bus.imports.lines import RawLine
 from bus.imports.listing import rows_for
 from bus.imports.matching import OwnerMatcher
 from bus.imports.records import MAX_BLANKED, Notice, NoticeParser, RecordError
-from bus.imports.worklist import ErrorRow, ListRow
+from bus.imports.worklist import ErrorRow, RowValues
 from bus.pipeline import Finding, Severity
 
 ADAPTER = "batch"
 SOURCE_ADDRESS = "127.0.0.1"  # a local import acts as the 法務局 system on the loopback
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """The hub's acknowledgement of one record: new, or a duplicate of what it stored then."""
+class Stored(NamedTuple):
+    """The hub's acknowledgement of one record: new, or a duplicate of what it stored then
+    (a named tuple: a thousand a chunk are pickled across a parallel import's pipe)."""
 
     key: str
     duplicate: bool
@@ -49,7 +50,7 @@ class Span:
 
 @dataclass(slots=True)
 class ChunkResult:
-    rows: list[ListRow]
+    rows: list[RowValues]  # as the work file stores them (plain data for the pipe)
     errors: list[ErrorRow]
     stored: list[Stored]  # one per accepted record, in file order
 
@@ -118,7 +119,7 @@ class ChunkWork:
         )
         if any(f.code == STORE_FULL for m in messages if m.ack is None for f in m.findings):
             raise StoreUnwritable(STORE_FULL)
-        rows: list[ListRow] = []
+        rows: list[RowValues] = []
         stored: list[Stored] = []
         for notice, raw, message in zip(notices, lines, messages, strict=True):
             ack = message.ack
@@ -126,7 +127,7 @@ class ChunkWork:
                 errors.append(error_row(refusal(raw, message.findings)))
                 continue
             stored.append(Stored(notice.key.text(), ack.duplicate, ack.stored_at))
-            rows.extend(rows_for(notice, self.matcher, notice.review))
+            rows.extend(row.stored() for row in rows_for(notice, self.matcher, notice.review))
         return ChunkResult(rows, errors, stored)
 
 
