@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from lxml import etree
 from sqlalchemy import Engine, delete, insert, inspect, select, text, update
 from sqlalchemy.orm import Session
 
@@ -32,6 +31,7 @@ from bus.samplegen.values import TOWNS
 from bus.settings import Settings
 from bus.store.models import Delivery, DeliveryState, StoredMessage
 from bus.store.queries import show_message
+from tests.support.envelopes import set_relates_to
 
 NOTICE = "ResidentChangeNotice"
 DESTINATION = "zeimu"  # every 住民異動通知 goes there (samples/config/routes.yaml)
@@ -66,9 +66,7 @@ def _notice(hub: Hub, subject: str, *, relates_to: str | None = None) -> str:
     header.find(f"{{{NS_ENVELOPE}}}subject").text = subject  # type: ignore[union-attr]
     document.find(f".//{{{NS_STANDARD}}}changeReason").text = "201"  # type: ignore[union-attr]
     if relates_to is not None:
-        relates = etree.Element(f"{{{NS_ENVELOPE}}}relatesTo")
-        relates.text = relates_to
-        header.find(f"{{{NS_ENVELOPE}}}service").addprevious(relates)  # type: ignore[union-attr]
+        set_relates_to(header, relates_to)
     message: Message = hub.ingest(serialize(document), adapter="test", source_address="127.0.0.1")
     assert message.ack is not None and DESTINATION in message.ack.destinations, [
         f.code for f in message.findings

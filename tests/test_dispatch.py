@@ -32,6 +32,7 @@ from bus.store.admin_audit import ADMIN_CHAIN
 from bus.store.db import Store, open_store
 from bus.store.models import AuditRecord, Delivery, DeliveryAttempt, StoredMessage
 from bus.store.queries import show_message
+from tests.support.envelopes import set_relates_to
 from tests.support.juki_config import write_juki_config
 from tests.support.receivers import Receiver, receiver_factory, wait_for
 from tests.support.receivers import free_port as free_port  # re-exported for other modules
@@ -731,7 +732,6 @@ def test_worker_process_delivers_and_can_be_killed(
 def test_pipeline_to_receivers_with_a_correction_following_its_original(
     store: Store, store_settings: Settings, receivers: Callable[[str], Receiver]
 ) -> None:
-    from lxml import etree
 
     from bus.catalogue import NS_ENVELOPE
     from bus.config.index import ConfigIndex
@@ -781,9 +781,7 @@ def test_pipeline_to_receivers_with_a_correction_following_its_original(
     assert header is not None
     original_id = accepted[0].envelope.message_id  # type: ignore[union-attr]
     header.find(f"{{{NS_ENVELOPE}}}messageId").text = str(uuid.uuid4())  # type: ignore[union-attr]
-    relates = etree.Element(f"{{{NS_ENVELOPE}}}relatesTo")
-    relates.text = original_id
-    header.find(f"{{{NS_ENVELOPE}}}service").addprevious(relates)  # type: ignore[union-attr]
+    set_relates_to(header, original_id)
     header.find(f"{{{NS_ENVELOPE}}}issuedAt").text = "2026-04-02T09:00:00+09:00"  # type: ignore[union-attr]
     fix = ingest(serialize(correction))
     assert [d.destination for d in fix.deliveries] == [

@@ -23,6 +23,7 @@ from adapters.rest.json_form import child_table, to_json
 from bus.catalogue import NS_ENVELOPE, NS_STANDARD
 from bus.samplegen.messages import MessageSpec, build_message
 from bus.samplegen.values import TOWNS
+from tests.support.envelopes import set_relates_to
 from tests.support.hub_server import RENKEI, HubServer, hub_server, serialize
 from tests.support.receivers import config_dir_for, wait_for
 
@@ -94,9 +95,7 @@ def notice(
     if subject is not None:
         header.find(f"{{{NS_ENVELOPE}}}subject").text = subject  # type: ignore[union-attr]
     if relates_to is not None:
-        relates = etree.Element(f"{{{NS_ENVELOPE}}}relatesTo")
-        relates.text = relates_to
-        header.find(f"{{{NS_ENVELOPE}}}service").addprevious(relates)  # type: ignore[union-attr]
+        set_relates_to(header, relates_to)
     return document
 
 

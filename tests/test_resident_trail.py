@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lxml import etree
 from sqlalchemy import event, select
 from typer.testing import CliRunner
 
@@ -38,6 +37,7 @@ from bus.store.admin_audit import ADMIN_CHAIN
 from bus.store.models import AuditRecord, Delivery, StoredMessage
 from bus.store.queries import StoreQueryError
 from bus.store.trail import resident_key, resident_trail
+from tests.support.envelopes import set_relates_to
 
 TOWN, OTHER_TOWN = "412066", "412074"
 RESIDENT = "1000000016"  # the one who asks
@@ -78,9 +78,7 @@ class Traffic:
         reason = document.find(f".//{{{NS_STANDARD}}}changeReason")
         reason.text = "201"  # type: ignore[union-attr]
         if relates_to is not None:
-            relates = etree.Element(f"{{{NS_ENVELOPE}}}relatesTo")
-            relates.text = relates_to
-            header.find(f"{{{NS_ENVELOPE}}}service").addprevious(relates)  # type: ignore[union-attr]
+            set_relates_to(header, relates_to)
         message = self.hub.ingest(serialize(document), adapter="test", source_address="127.0.0.1")
         assert message.ack is not None, [f.code for f in message.findings]
         return message_id

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lxml import etree
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -35,6 +34,7 @@ from bus.samplegen.values import TOWNS
 from bus.settings import Settings
 from bus.store.models import Delivery, DeliveryState
 from bus.store.queries import replay
+from tests.support.envelopes import set_relates_to
 
 SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "samples" / "config"
 NOTICE = "ResidentChangeNotice"
@@ -130,9 +130,7 @@ class Town:
         if subject is not None:
             header.find(f"{{{NS_ENVELOPE}}}subject").text = subject  # type: ignore[union-attr]
         if relates_to is not None:
-            relates = etree.Element(f"{{{NS_ENVELOPE}}}relatesTo")
-            relates.text = relates_to
-            header.find(f"{{{NS_ENVELOPE}}}service").addprevious(relates)  # type: ignore[union-attr]
+            set_relates_to(header, relates_to)
         message = self.hub.ingest(serialize(document), adapter="test", source_address="127.0.0.1")
         assert message.ack is not None, [f.code for f in message.findings]
         return message
