@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from bus.config.models import HubConfig
     from bus.config.snapshots import Base, ConfigConflict, NoBase, UnknownBase
     from bus.pipeline import Finding
-    from bus.settings import Settings
     from bus.store.db import Store
 
 EXIT_OK, EXIT_INVALID = 0, 1
@@ -138,29 +137,30 @@ def apply(
     except ConfigError as error:
         print_problems(error)
         raise typer.Exit(EXIT_INVALID) from None
-    store = open_store(settings)
+    store = open_store(settings)  # once: the apply and its warnings share it
     try:
-        before = latest_version(store.sessions)
-        version = apply_files(
-            store.sessions, files, actor(), base=base, forced=force, require_base=True
-        )
-        stored = stored_base(store.sessions, version)
-    except ConfigError as error:
-        print_problems(error)
-        raise typer.Exit(EXIT_INVALID) from None
-    except (ConfigConflict, NoBase, UnknownBase) as error:
-        refuse_stale(error, source)
+        try:
+            before = latest_version(store.sessions)
+            version = apply_files(
+                store.sessions, files, actor(), base=base, forced=force, require_base=True
+            )
+            stored = stored_base(store.sessions, version)
+        except ConfigError as error:
+            print_problems(error)
+            raise typer.Exit(EXIT_INVALID) from None
+        except (ConfigConflict, NoBase, UnknownBase) as error:
+            refuse_stale(error, source)
+        state = "unchanged" if version == before else "applied"
+        typer.echo(f"{state}: configuration version {version}")
+        warn_idle_destinations(parse_config_files(files))
+        remember_base(source, stored)
+        if version != before:
+            _warn_orphaned_deliveries(store)
+            _warn_removed_tenants(store, version)
+            if before is not None:
+                _warn_changed_destinations(store, before, version)
     finally:
         store.close()
-    state = "unchanged" if version == before else "applied"
-    typer.echo(f"{state}: configuration version {version}")
-    warn_idle_destinations(parse_config_files(files))
-    remember_base(source, stored)
-    if version != before:
-        _warn_orphaned_deliveries(settings)
-        _warn_removed_tenants(settings, version)
-        if before is not None:
-            _warn_changed_destinations(settings, before, version)
 
 
 def _given_base(marked: Base | None, option: int | None) -> Base | None:
@@ -261,7 +261,7 @@ def export(
     )
 
 
-def _warn_orphaned_deliveries(settings: Settings) -> None:
+def _warn_orphaned_deliveries(store: Store) -> None:
     """RK-OPS006 when pending or dead-lettered deliveries are addressed to systems the version
     now in force no longer has: they are kept (retried, then dead-lettered with "no endpoint
     configured"), but the operator should know at once, not 72 hours later."""
@@ -269,29 +269,24 @@ def _warn_orphaned_deliveries(settings: Settings) -> None:
 
     from bus.config.snapshots import load_snapshot
     from bus.errors import make_finding
-    from bus.store.db import open_store
     from bus.store.models import Delivery, DeliveryState
 
-    store = open_store(settings)
-    try:
-        systems = {system.id for system in load_snapshot(store.sessions).config.systems}
-        unresolved = (DeliveryState.PENDING.value, DeliveryState.DEAD.value)
-        with store.sessions() as session:
-            counts = session.execute(
-                select(Delivery.destination, func.count())
-                .where(Delivery.state.in_(unresolved), Delivery.destination.not_in(systems))
-                .group_by(Delivery.destination)
-                .order_by(Delivery.destination)
-            ).all()
-    finally:
-        store.close()
+    systems = {system.id for system in load_snapshot(store.sessions).config.systems}
+    unresolved = (DeliveryState.PENDING.value, DeliveryState.DEAD.value)
+    with store.sessions() as session:
+        counts = session.execute(
+            select(Delivery.destination, func.count())
+            .where(Delivery.state.in_(unresolved), Delivery.destination.not_in(systems))
+            .group_by(Delivery.destination)
+            .order_by(Delivery.destination)
+        ).all()
     if counts:
         actual = ", ".join(f"{destination}: {count}" for destination, count in counts)
         finding = make_finding("RK-OPS006", path="/", actual=actual)
         typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
 
 
-def _warn_removed_tenants(settings: Settings, version: int) -> None:
+def _warn_removed_tenants(store: Store, version: int) -> None:
     """RK-OPS017 when ``version`` drops tenants the version it replaced had (a town's file
     deleted, or a directory copied before another operator's `tenants add`), with their
     unfinished deliveries: their messages are refused from now on."""
@@ -299,26 +294,21 @@ def _warn_removed_tenants(settings: Settings, version: int) -> None:
 
     from bus.config.snapshots import load_snapshot
     from bus.errors import make_finding
-    from bus.store.db import open_store
     from bus.store.models import Delivery, DeliveryState
 
     if version <= 1:
         return
-    store = open_store(settings)
-    try:
-        kept = {tenant.code for tenant in load_snapshot(store.sessions, version).config.tenants}
-        old = load_snapshot(store.sessions, version - 1).config.tenants
-        removed = [tenant for tenant in old if tenant.code not in kept]
-        if not removed:
-            return
-        with store.sessions() as session:
-            rows = session.execute(
-                select(Delivery.tenant, Delivery.state, func.count())
-                .where(Delivery.tenant.in_([tenant.code for tenant in removed]))
-                .group_by(Delivery.tenant, Delivery.state)
-            ).all()
-    finally:
-        store.close()
+    kept = {tenant.code for tenant in load_snapshot(store.sessions, version).config.tenants}
+    old = load_snapshot(store.sessions, version - 1).config.tenants
+    removed = [tenant for tenant in old if tenant.code not in kept]
+    if not removed:
+        return
+    with store.sessions() as session:
+        rows = session.execute(
+            select(Delivery.tenant, Delivery.state, func.count())
+            .where(Delivery.tenant.in_([tenant.code for tenant in removed]))
+            .group_by(Delivery.tenant, Delivery.state)
+        ).all()
     counts = {(tenant, state): count for tenant, state, count in rows}
     pending, dead = DeliveryState.PENDING.value, DeliveryState.DEAD.value
     actual = ", ".join(
@@ -330,7 +320,7 @@ def _warn_removed_tenants(settings: Settings, version: int) -> None:
     typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
 
 
-def _warn_changed_destinations(settings: Settings, before: int, version: int) -> None:
+def _warn_changed_destinations(store: Store, before: int, version: int) -> None:
     """RK-OPS027 (paused) or RK-OPS028 (not paused) for each system whose endpoint,
     transport or mapping ``version`` changes and that has pending or dead-lettered
     deliveries: they are sent with the configuration in force at send time, so to the new
@@ -342,28 +332,23 @@ def _warn_changed_destinations(settings: Settings, before: int, version: int) ->
     from bus.config.snapshots import load_snapshot
     from bus.dispatch.claims import paused_destinations
     from bus.errors import make_finding
-    from bus.store.db import open_store
     from bus.store.models import Delivery, DeliveryState
 
-    store = open_store(settings)
-    try:
-        old = load_snapshot(store.sessions, before).config
-        changed = changed_destinations(old, load_snapshot(store.sessions, version).config)
-        if not changed:
-            return
-        unresolved = (DeliveryState.PENDING.value, DeliveryState.DEAD.value)
-        with store.sessions() as session:
-            rows = session.execute(
-                select(Delivery.destination, Delivery.state, func.count())
-                .where(
-                    Delivery.destination.in_([change.system for change in changed]),
-                    Delivery.state.in_(unresolved),
-                )
-                .group_by(Delivery.destination, Delivery.state)
-            ).all()
-            paused = paused_destinations(session)
-    finally:
-        store.close()
+    old = load_snapshot(store.sessions, before).config
+    changed = changed_destinations(old, load_snapshot(store.sessions, version).config)
+    if not changed:
+        return
+    unresolved = (DeliveryState.PENDING.value, DeliveryState.DEAD.value)
+    with store.sessions() as session:
+        rows = session.execute(
+            select(Delivery.destination, Delivery.state, func.count())
+            .where(
+                Delivery.destination.in_([change.system for change in changed]),
+                Delivery.state.in_(unresolved),
+            )
+            .group_by(Delivery.destination, Delivery.state)
+        ).all()
+        paused = paused_destinations(session)
     counts = {(destination, state): count for destination, state, count in rows}
     for change in changed:
         pending = counts.get((change.system, DeliveryState.PENDING.value), 0)

@@ -9,10 +9,22 @@ recently (bus/dispatch/heartbeat.py): a hub that accepts but cannot deliver is n
 the workers run elsewhere (``renkei worker``), there is no dispatch check. Each failed check is
 a coded finding (RK-OPS…) with the reason; a check never waits longer than ``timeout`` seconds,
 so a probe does not hang on a dead peer.
+
+The broker check is the one that costs: a new broker connection each time. ``/readyz``,
+``/metrics`` (``renkei_readiness_check``) and the console all ask it, as often as every load
+balancer and Prometheus server likes, from each HTTP process. So its result is kept for
+``RENKEI_BROKER_CHECK_SECONDS`` (default 10) per process and broker: at most one connection a
+period, whoever asks; callers arriving while a check runs wait for that one (single flight).
+A failure is kept as long, so a broker that is down is not hammered either, and it shows within
+the period (plus the check's own ``timeout``). One attempt, no retry: a refused connection fails
+at once, a silent peer after ``timeout``.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -73,12 +85,60 @@ def check_writable(hub: Hub) -> Check:
     return Check("database", make_finding("RK-OPS007", path="/readyz/database", actual=reason))
 
 
-def check_broker(broker_url: str, timeout: float) -> Check:
+BROKER_CHECK_ENV = "RENKEI_BROKER_CHECK_SECONDS"
+DEFAULT_BROKER_CHECK_SECONDS = 10.0
+
+
+def broker_check_seconds() -> float:
+    """How long a broker check's result is reused (``RENKEI_BROKER_CHECK_SECONDS``; 0: not
+    reused, one connection per question; unreadable or negative: the default)."""
+    value = os.environ.get(BROKER_CHECK_ENV, "")
+    try:
+        seconds = float(value) if value else DEFAULT_BROKER_CHECK_SECONDS
+    except ValueError:
+        seconds = DEFAULT_BROKER_CHECK_SECONDS
+    return seconds if seconds >= 0 else DEFAULT_BROKER_CHECK_SECONDS
+
+
+class _BrokerProbe:
+    """The last broker check of this process for one broker URL, and the lock that makes
+    concurrent callers share one connection."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.result: Check | None = None
+        self.at = 0.0  # time.monotonic() when ``result`` was found
+
+
+_probes: dict[str, _BrokerProbe] = {}
+_probes_lock = threading.Lock()
+
+
+def _probe_for(broker_url: str) -> _BrokerProbe:
+    with _probes_lock:
+        return _probes.setdefault(broker_url, _BrokerProbe())
+
+
+def check_broker(broker_url: str, timeout: float, max_age: float | None = None) -> Check:
+    """The broker accepts a connection: a result found less than ``max_age`` seconds ago
+    (default :func:`broker_check_seconds`) in this process, else a new check."""
     if broker_url.startswith("memory:"):
         return Check("broker", None)
+    max_age = broker_check_seconds() if max_age is None else max_age
+    probe = _probe_for(broker_url)
+    with probe.lock:  # a check in flight: wait for it (bounded by its ``timeout``)
+        if probe.result is not None and time.monotonic() - probe.at < max_age:
+            return probe.result
+        probe.result = _connect(broker_url, timeout)
+        probe.at = time.monotonic()
+        return probe.result
+
+
+def _connect(broker_url: str, timeout: float) -> Check:
     try:
         with _kombu.Connection(broker_url, connect_timeout=timeout) as connection:
-            connection.ensure_connection(max_retries=1, timeout=timeout)
+            # one attempt: kombu sleeps 2 s before a retry, which a probe cannot afford
+            connection.ensure_connection(max_retries=0, timeout=timeout)
     except Exception as error:
         finding = make_finding("RK-OPS002", path="/readyz/broker", actual=_reason(error))
         return Check("broker", finding)
@@ -135,9 +195,9 @@ def readiness(hub: Hub | None, timeout: float = 2.0) -> list[Check]:
 
 
 class ReadinessCollector:
-    """``renkei_readiness_check{check}``: each check of ``/readyz`` at scrape time, 1 passed
-    and 0 failed, so an alert rule can say which part is down (the reason's code is in
-    ``/readyz`` and the log)."""
+    """``renkei_readiness_check{check}``: each check of ``/readyz`` at scrape time (the
+    broker's as reused for ``RENKEI_BROKER_CHECK_SECONDS``), 1 passed and 0 failed, so an
+    alert rule can say which part is down (the reason's code is in ``/readyz`` and the log)."""
 
     def __init__(self, hub: Hub | None) -> None:
         self._hub = hub
