@@ -25,7 +25,6 @@ from typer.testing import CliRunner
 
 from bus.catalogue import NS_ENVELOPE, NS_STANDARD
 from bus.cli import app
-from bus.cli.trail import pseudonym_key
 from bus.config.models import Endpoint
 from bus.dispatch.transport import OutboundMessage, Outcome, SendResult
 from bus.dispatch.worker import Worker
@@ -37,6 +36,7 @@ from bus.store.admin_audit import ADMIN_CHAIN
 from bus.store.models import AuditRecord, Delivery, StoredMessage
 from bus.store.queries import StoreQueryError
 from bus.store.trail import resident_key, resident_trail
+from bus.store.trail_report import pseudonym_key
 from tests.support.envelopes import set_relates_to
 
 TOWN, OTHER_TOWN = "412066", "412074"

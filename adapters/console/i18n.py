@@ -222,6 +222,63 @@ TEXTS: dict[str, tuple[str, str]] = {
         "一時停止中です。「続ける」を押すと再開します。",
         "Paused. Press Continue to resume.",
     ),
+    "trail": ("開示請求（提供記録）", "Disclosure (resident trail)"),
+    "trail_intro": (
+        "1 人の住民について、ハブが受け取ったメッセージ、その提供先と状態、"
+        "運用者の操作を取り出します（保有個人情報の開示請求・支援措置の確認用。"
+        "renkei messages trail と同じ内容です）。",
+        "One resident's messages, where each went and in what state, and operators' actions "
+        "(for a disclosure request or a 支援措置 question; the same as renkei messages trail).",
+    ),
+    "resident": ("宛名番号", "宛名番号 (resident number)"),
+    "resident_hint": (
+        "数字のみ（全角数字も可）。URL・閲覧履歴・ログには残らず、結果ではマスクして表示します。",
+        "Digits only (full-width too). Kept out of URLs, history and logs; shown masked.",
+    ),
+    "since": ("この日以降（任意）", "Since (optional)"),
+    "since_hint": (
+        "和暦・西暦どちらでも。その日の 0 時（日本時間）以降の出来事だけを示します。",
+        "和暦 or 西暦: only what happened from that day's midnight (JST) on.",
+    ),
+    "trail_wareki": ("CSV に和暦の列を加える", "Add a 和暦 column to the CSV"),
+    "trail_show": ("画面に表示", "Show"),
+    "trail_download": ("CSV をダウンロード", "Download CSV"),
+    "trail_recorded": (
+        "照会するたびに（CSV のダウンロードも）、操作者・団体・マスクした宛名番号を"
+        "管理操作の監査記録（message.trail）に残します。",
+        "Every lookup (each CSV download too) is recorded on the admin audit chain "
+        "(message.trail) with the operator, the town and the 宛名番号 masked.",
+    ),
+    "trail_summary": (
+        "団体 {tenant}・宛名番号 {resident}："
+        "メッセージ {messages} 件、提供 {provisions} 件、操作 {actions} 件",
+        "Town {tenant}, 宛名番号 {resident}: {messages} message(s), {provisions} provision(s), "
+        "{actions} action(s)",
+    ),
+    "trail_since": ("{since} 以降", "since {since}"),
+    "trail_events": ("出来事（時刻順）", "Events (in time order)"),
+    "trail_none": ("この宛名番号の記録はありません。", "Nothing is on record for this 宛名番号."),
+    "trail_csv_again": (
+        "この結果を CSV でダウンロード（照会としてもう一度記録されます）",
+        "Download this as CSV (recorded as another lookup)",
+    ),
+    "trail_excluded": (
+        "含まれないもの（回答の際に添えてください）："
+        "本文の中にだけ宛名番号がある通知（一括取込・氏名での照会など）、"
+        "受け付けなかったメッセージ、保存期間を過ぎて削除されたメッセージ、"
+        "PULL フィードでの読み取り、訂正の訂正（2 段階先）、"
+        "受け取ったシステムがその後に行った提供。",
+        "Not included (say so in the answer): messages naming the resident only in their body "
+        "(batch imports, inquiries by name), refused messages, messages purged after their "
+        "retention, reads of PULL feeds, corrections of corrections, and what receiving systems "
+        "passed on afterwards.",
+    ),
+    "row_kind": ("区分", "Event"),
+    "relation": ("関係", "Relation"),
+    "masked_resident": ("宛名番号（マスク）", "宛名番号 (masked)"),
+    "provided_to": ("提供先システム", "Provided to"),
+    "attempt_count": ("試行回数", "Attempts"),
+    "operated_by": ("操作者", "Operator"),
     "dead_all_pause_note": (
         "自動で続けて処理します。「一時停止」ボタンまたは Esc キーで止められます。",
         "The work continues by itself; the Pause button or the Esc key stops it.",

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.console import auth, dead_letters, messages, operations
+from adapters.console import auth, dead_letters, messages, operations, trail
 from adapters.console.rendering import framework_refusal_page
 from bus.webapp import route_path
 
@@ -36,3 +36,4 @@ router.include_router(auth.router)
 router.include_router(messages.router)
 router.include_router(dead_letters.router)
 router.include_router(operations.router)
+router.include_router(trail.router)
