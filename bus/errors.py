@@ -413,6 +413,36 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         " (version {actual}); nothing was applied. Run the command again (it then builds the"
         " change on the newer version).",
     ),
+    (
+        "RK-TEN014",
+        E,
+        "団体 {actual} は利用中です。脱退した団体のデータは、renkei tenants disable {actual} で"
+        "停止してから削除してください。",
+        "Tenant {actual} is still enabled; stop it with renkei tenants disable {actual} before"
+        " removing its data.",
+    ),
+    (
+        "RK-TEN015",
+        E,
+        "団体の配信待ち・配信不能が残っています（{actual}）。届けるか、renkei dlq redeliver・"
+        "discard で処理してから、もう一度書き出して実行してください。",
+        "The tenant still has pending or dead-lettered deliveries ({actual}); have them"
+        " delivered, or redeliver or discard them (renkei dlq), then export again and retry.",
+    ),
+    (
+        "RK-TEN016",
+        E,
+        "書き出し {actual} はハブの現在のデータと一致しません（{expected}）。何も削除していません。"
+        "renkei tenants export で書き出し直し、その書き出しを引き渡してから実行してください。",
+        "The export {actual} does not match the hub's data now ({expected}); nothing was"
+        " removed. Export again with renkei tenants export, hand that export over, then retry.",
+    ),
+    (
+        "RK-TEN017",
+        E,
+        "書き出し先 {actual} は空ではありません。新しいディレクトリを指定してください。",
+        "The export directory {actual} is not empty; name a new directory.",
+    ),
     # --- STO: the Message Store ----------------------------------------------------------------
     (
         "RK-STO001",
@@ -1182,11 +1212,13 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         W,
         "この設定には、直前の版にあった団体がありません（{actual}）。これらの団体のメッセージは"
         " RK-AUT005 で拒否されます。受付済みの配信は続きます。利用停止だけなら renkei tenants"
-        " disable を使い、誤りなら団体のファイルを戻して renkei config apply してください。",
+        " disable を使い、誤りなら団体のファイルを戻して renkei config apply してください。脱退なら"
+        "運用手引きの「団体の脱退」に従い renkei tenants export・purge を実行してください。",
         "This configuration no longer has tenants the previous version had ({actual}); their"
         " messages are refused with RK-AUT005, deliveries already accepted go on. To stop a"
         " town, use renkei tenants disable; if this is a mistake, restore its file and run"
-        " renkei config apply.",
+        " renkei config apply; if the town is leaving, follow 団体の脱退 in the operations guide"
+        " (renkei tenants export, purge).",
     ),
     (
         "RK-OPS018",

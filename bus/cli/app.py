@@ -38,7 +38,7 @@ MODULE_OF_COMMAND = {
     "samples": "validate",
     "serve": "serve",
     "store": "store_transfer",
-    "tenants": "identities",
+    "tenants": "offboard",  # imports bus.cli.identities (add/list/…) and adds export/purge
     "users": "identities",
     "validate": "validate",
     "worker": "dispatch",

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 EXIT_REFUSED = 1
 
 keys_app = typer.Typer(help="接続システムの資格情報 credentials of connected systems.")
-tenants_app = typer.Typer(help="団体 tenants: onboard, list, disable.")
+tenants_app = typer.Typer(help="団体 tenants: onboard, list, disable, export, purge.")
 users_app = typer.Typer(help="操作者 operator accounts.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
@@ -364,13 +364,20 @@ def tenants_add(
 
 @tenants_app.command("list")
 def tenants_list() -> None:
-    """Tenants in force, whether enabled, and the systems serving each."""
+    """Tenants in force, whether enabled, the systems serving each, and when a town that left
+    had its data removed (renkei tenants purge)."""
+    from bus.cli.offboard import purged_on
+
     with _store() as store:
         index = _index(store)
+        purged = purged_on(store)
     for tenant in index.config.tenants:
         systems = sorted(s.id for s in index.config.systems if index.serves(s.id, tenant.code))
         state = "enabled" if tenant.enabled else "disabled"
-        typer.echo(f"{tenant.code}  {tenant.name}  {state}  systems: {', '.join(systems) or '-'}")
+        line = f"{tenant.code}  {tenant.name}  {state}  systems: {', '.join(systems) or '-'}"
+        if tenant.code in purged:
+            line += f"  purged: {purged[tenant.code]}"
+        typer.echo(line)
 
 
 def _set_enabled(code: str, enabled: bool, config_dir: Path | None) -> None:

@@ -62,6 +62,29 @@ def _purge_batch(session: Session, now: datetime, limit: int) -> tuple[PurgeRepo
     if not batch:
         return PurgeReport(), False
     pks = [pk for pk, _ in batch]
+    per_tenant_deliveries = remove_messages(session, pks)
+    per_tenant_messages = Counter(tenant for _, tenant in batch)
+    for tenant in sorted(per_tenant_messages):
+        append_audit(
+            session,
+            tenant=tenant,
+            event="purged",
+            detail={
+                "messages": per_tenant_messages[tenant],
+                "deliveries": per_tenant_deliveries[tenant],
+                "before": utc(now).isoformat(),
+            },
+            actor="purge",
+        )
+    report = PurgeReport(len(pks), sum(per_tenant_deliveries.values()))
+    return report, len(batch) == limit
+
+
+def remove_messages(session: Session, pks: list[int]) -> Counter[str]:
+    """Delete the messages ``pks`` with their deliveries and attempts in the caller's
+    transaction (their feeds' purge marks raised, their idempotency keys kept pointing at
+    nothing); the deliveries deleted per tenant. Audit records are the caller's
+    (``renkei purge``, a town's offboarding: bus/store/offboard.py)."""
     advance_marks(session, pks)
     per_tenant_deliveries = Counter[str](
         {
@@ -81,21 +104,7 @@ def _purge_batch(session: Session, now: datetime, limit: int) -> tuple[PurgeRepo
         update(IdempotencyKey).where(IdempotencyKey.message_pk.in_(pks)).values(message_pk=None)
     )
     session.execute(delete(StoredMessage).where(StoredMessage.id.in_(pks)))
-    per_tenant_messages = Counter(tenant for _, tenant in batch)
-    for tenant in sorted(per_tenant_messages):
-        append_audit(
-            session,
-            tenant=tenant,
-            event="purged",
-            detail={
-                "messages": per_tenant_messages[tenant],
-                "deliveries": per_tenant_deliveries[tenant],
-                "before": utc(now).isoformat(),
-            },
-            actor="purge",
-        )
-    report = PurgeReport(len(pks), sum(per_tenant_deliveries.values()))
-    return report, len(batch) == limit
+    return per_tenant_deliveries
 
 
 def purge(
