@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from bus.catalogue import NS_ENVELOPE, NS_STANDARD
@@ -33,6 +35,7 @@ from bus.samplegen.messages import MessageSpec, build_message, serialize
 from bus.samplegen.values import TOWNS
 from bus.security.api_keys import issue_key
 from bus.settings import Settings
+from bus.store.admin_audit import admin_records
 from bus.store.models import Base, Delivery, StoredMessage
 from bus.store.retention import purge
 from tests.conftest import require_service
@@ -162,12 +165,26 @@ def moved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moved]:
 def test_every_row_is_copied_with_its_keys_and_the_audit_chains_verify(moved: Moved) -> None:
     source = f"sqlite:///{moved.settings.data_dir / 'renkei.db'}"
     counts = _counts(source)
-    assert counts == _counts(moved.target)
+    copied = _counts(moved.target)
+    assert copied == {**counts, "audit_records": counts["audit_records"] + 1}  # + store.copy
     for table in ("deliveries", "delivery_attempts", "idempotency_keys", "audit_records"):
         assert counts[table] > 0, table
     assert counts["api_keys"] == 1 and counts["feed_marks"] > 0
     code, out, err = _renkei(moved.settings, "audit", "verify", url=moved.target)
     assert code == 0, out + err
+
+
+def test_the_copy_is_recorded_on_the_targets_admin_chain(moved: Moved) -> None:
+    engine = create_engine(moved.target)
+    try:
+        with Session(engine) as session:
+            [record] = admin_records(session, action="store.copy")
+    finally:
+        engine.dispose()
+    assert record.actor is not None and record.actor.startswith("cli")
+    assert record.detail["source"] == str(moved.settings.data_dir / "renkei.db")
+    assert record.detail["rows"] == sum(_counts(f"sqlite:///{record.detail['source']}").values())
+    assert make_url(record.detail["target"]).password in (None, "***")  # never in clear
 
 
 def test_the_dead_letter_and_the_message_behind_it_go_out_in_order_once(moved: Moved) -> None:

@@ -11,6 +11,7 @@ import typer
 
 from bus.cli import output
 from bus.cli.app import app
+from bus.cli.config import actor
 from bus.settings import Settings
 from bus.store.transfer import (
     DEFAULT_BATCH_ROWS,
@@ -95,7 +96,12 @@ def copy_command(
     origin = source_url(source) if source else settings.effective_database_url
     try:
         report = copy_store(
-            origin, to, settings=settings, batch_rows=batch, progress=_ProgressLines()
+            origin,
+            to,
+            settings=settings,
+            batch_rows=batch,
+            progress=_ProgressLines(),
+            actor=actor(),
         )
     except CopyRefused as refused:
         finding = refused.finding

@@ -45,6 +45,7 @@ from sqlalchemy.pool import NullPool
 from bus.errors import make_finding
 from bus.pipeline import Finding
 from bus.settings import Settings
+from bus.store.admin_audit import record_admin_action
 from bus.store.audit_verify import verify_audit
 from bus.store.db import create_store_engine, migrate
 from bus.store.models import Base
@@ -376,9 +377,12 @@ def copy_store(
     settings: Settings | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     progress: Callable[[Progress], None] | None = None,
+    actor: str | None = None,
 ) -> CopyReport:
     """Copy the SQLite store at URL ``source`` into the empty PostgreSQL database at URL
-    ``target`` (migrated here when it has no schema yet). Raises :class:`CopyRefused`."""
+    ``target`` (migrated here when it has no schema yet), and record the copy by ``actor`` on
+    the target's admin chain (``store.copy``) in the same transaction: every town's personal
+    data moved at once is an operator action like any other. Raises :class:`CopyRefused`."""
     settings = settings or Settings()
     started = monotonic()
     _require_postgresql(target)
@@ -398,7 +402,7 @@ def copy_store(
         with source_engine.connect() as reading:
             _hold_source(reading, str(path))
             try:
-                _copy_held(reading, target_engine, report, batch_rows, progress)
+                _copy_held(reading, target_engine, report, batch_rows, progress, actor)
             finally:
                 if reading.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
                     reading.exec_driver_sql("ROLLBACK")
@@ -415,9 +419,10 @@ def _copy_held(
     report: CopyReport,
     batch_rows: int,
     progress: Callable[[Progress], None] | None,
+    actor: str | None,
 ) -> None:
-    """The copy itself, with the source held: one target transaction, verified before its
-    commit."""
+    """The copy itself, with the source held: one target transaction, verified, then
+    recorded on the admin chain, before its commit."""
     _check_source_tables(reading, report.source)
     expected = {
         t.name: reading.scalar(select(func.count()).select_from(t)) or 0
@@ -439,3 +444,16 @@ def _copy_held(
             reason = str(getattr(error, "orig", error)).splitlines()[0][:200]
             raise _refused("RK-OPS026", actual=f"{step}: {reason}") from error
         _verify(reading, writing, expected, report)
+        with Session(bind=writing) as session:  # joins the target transaction, no commit here
+            record_admin_action(session, actor, "store.copy", _copy_record(report))
+            session.flush()
+
+
+def _copy_record(report: CopyReport) -> dict[str, Any]:
+    """What the admin chain keeps of a copy: where from and to (no password), how much."""
+    return {
+        "source": report.source,
+        "target": report.target,
+        "rows": report.rows,
+        "audit_records": report.audit_records,
+    }
