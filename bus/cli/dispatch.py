@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -43,6 +43,29 @@ app.add_typer(destinations_app, name="destinations")
 EXIT_REFUSED = 1
 ReasonOption = Annotated[
     str, typer.Option(help="Why (recorded in the audit trail).", callback=options.reason)
+]
+FromFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="Only those that died at or after this time (ISO, or a 和暦 day; JST when no zone).",
+    ),
+]
+ToFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--to", help="Only those that died at or before this time (a day alone: the whole day)."
+    ),
+]
+PerSecondOption = Annotated[
+    float | None,
+    typer.Option(
+        "--per-second",
+        min=0.01,
+        max=10_000,
+        help="Paced: make them due at this many a second, the oldest first (the destination "
+        "is not flooded, other destinations' new messages are not queued behind the backlog).",
+    ),
 ]
 SQLITE_REFUSAL = (
     "renkei worker needs PostgreSQL (RENKEI_DATABASE_URL=postgresql+psycopg://…): separate "
@@ -93,14 +116,22 @@ def dlq_list(
     destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 1000,
+    start: FromFilter = None,
+    end: ToFilter = None,
 ) -> None:
     """Dead letters with why (permanent: refused by the destination; attempts / age: the
     retry policy ran out) and their last error (``--json``: with the whole attempt history)."""
+    since, until = options.moment(start, "--from"), options.moment(end, "--to", end=True)
     store = _open()
     try:
         with store.sessions() as session:
             dead = operations.list_dead(
-                session, tenant=tenant, destination=destination, limit=limit + 1
+                session,
+                tenant=tenant,
+                destination=destination,
+                limit=limit + 1,
+                dead_since=since,
+                dead_by=until,
             )
     finally:
         store.close()
@@ -156,12 +187,16 @@ def _as_json(dead: operations.DeadLetter) -> dict[str, Any]:
     }
 
 
-def _act(action: str, ids: list[int], reason: str) -> None:
+def _act(action: str, ids: list[int], reason: str, spacing: timedelta | None = None) -> None:
     store = _open()
     try:
         with store.sessions.begin() as session:
-            do = operations.redeliver if action == "redeliver" else operations.discard
-            changed = do(session, ids, reason=reason, actor=_actor())
+            if action == "redeliver":
+                changed = operations.redeliver(
+                    session, ids, reason=reason, actor=_actor(), spacing=spacing
+                )
+            else:
+                changed = operations.discard(session, ids, reason=reason, actor=_actor())
         if action == "redeliver" and changed:
             _wake_dispatch()
         skipped = sorted(set(ids) - set(changed))
@@ -203,9 +238,12 @@ class Selection:
     tenant: str | None
     destination: str | None
     why: DeadReason | None
+    since: datetime | None = None  # dead at or after (--from)
+    until: datetime | None = None  # dead at or before (--to)
+    per_second: float | None = None  # paced redelivery (--per-second)
 
     def narrowed(self) -> bool:
-        return any((self.tenant, self.destination, self.why))
+        return any((self.tenant, self.destination, self.why, self.since, self.until))
 
 
 ALL_PAGE = 500  # dead letters per transaction with --all: the write lock is held briefly
@@ -228,9 +266,13 @@ def _act_on(action: str, ids: list[int] | None, reason: str, selection: Selectio
         finding = make_finding("RK-CON009", path="/ids", actual=misnamed)
         raise options.usage_error(finding, "--all")
     if ids:
-        _act(action, ids, reason)
+        _act(action, ids, reason, _spacing(selection.per_second))
     else:
         _act_on_all(action, reason, selection)
+
+
+def _spacing(per_second: float | None) -> timedelta | None:
+    return timedelta(seconds=1 / per_second) if per_second else None
 
 
 def _act_on_all(action: str, reason: str, selection: Selection) -> None:
@@ -243,18 +285,20 @@ def _act_on_all(action: str, reason: str, selection: Selection) -> None:
         with store.sessions() as session:
             through = operations.last_dead_id(session)
             # the workers stamp a death with the store's clock: so is "dead by now"
-            dead_by = database_now(session.connection())
+            dead_by = now = database_now(session.connection())
         chosen = operations.DeadSelection(
             tenants={selection.tenant} if selection.tenant else None,
             destination=selection.destination,
             why=selection.why,
             through=through,
-            dead_by=dead_by,
+            dead_by=min(dead_by, selection.until) if selection.until else dead_by,
+            dead_since=selection.since,
         )
         total = _count_selected(store, chosen)
         after, finished, seen = 0, through == 0, 0
         verb_ja = "再送" if action == "redeliver" else "破棄"
         started = time.monotonic()
+        spacing = _spacing(selection.per_second)
         while not finished:
             page = operations.act_on_dead_page(
                 store.sessions,
@@ -264,6 +308,8 @@ def _act_on_all(action: str, reason: str, selection: Selection) -> None:
                 limit=ALL_PAGE,
                 reason=reason,
                 actor=_actor(),
+                due=now + spacing * changed if spacing else None,
+                spacing=spacing,
             )
             changed += page.changed
             seen += page.seen
@@ -281,6 +327,21 @@ def _act_on_all(action: str, reason: str, selection: Selection) -> None:
         store.close()
     verb = "redelivered" if action == "redeliver" else "discarded"
     typer.echo(f"{verb}: {changed}（{changed} 件を{verb_ja}しました）")
+    if spacing and changed:
+        _say_paced(changed, selection.per_second or 0)
+
+
+def _say_paced(count: int, per_second: float) -> None:
+    """When a paced backlog will have been sent (at the earliest), on stderr."""
+    seconds = count / per_second
+    minutes = seconds >= 60
+    ja = f"{seconds / 60:.0f} 分" if minutes else f"{seconds:.0f} 秒"
+    en = f"{seconds / 60:.0f} min" if minutes else f"{seconds:.0f} s"
+    typer.echo(
+        f"毎秒 {per_second:g} 件ずつ、約 {ja}かけて送ります / paced at {per_second:g} a second: "
+        f"about {en}",
+        err=True,
+    )
 
 
 def _count_selected(store: Store, chosen: operations.DeadSelection) -> int:
@@ -292,6 +353,7 @@ def _count_selected(store: Store, chosen: operations.DeadSelection) -> int:
             destination=chosen.destination,
             through=chosen.through,
             dead_by=chosen.dead_by,
+            dead_since=chosen.dead_since,
         )
 
 
@@ -348,9 +410,14 @@ def dlq_redeliver(
     tenant: TenantFilter = None,
     destination: DestinationFilter = None,
     why: WhyFilter = None,
+    start: FromFilter = None,
+    end: ToFilter = None,
+    per_second: PerSecondOption = None,
 ) -> None:
     """Back to pending with attempts reset; the subject's later deliveries follow it."""
-    _act_on("redeliver", ids, reason, Selection(every, tenant, destination, why))
+    since, until = options.moment(start, "--from"), options.moment(end, "--to", end=True)
+    chosen = Selection(every, tenant, destination, why, since, until, per_second)
+    _act_on("redeliver", ids, reason, chosen)
 
 
 @dlq_app.command("discard")
@@ -361,9 +428,12 @@ def dlq_discard(
     tenant: TenantFilter = None,
     destination: DestinationFilter = None,
     why: WhyFilter = None,
+    start: FromFilter = None,
+    end: ToFilter = None,
 ) -> None:
     """Give up on dead letters: their subjects' later deliveries flow on."""
-    _act_on("discard", ids, reason, Selection(every, tenant, destination, why))
+    since, until = options.moment(start, "--from"), options.moment(end, "--to", end=True)
+    _act_on("discard", ids, reason, Selection(every, tenant, destination, why, since, until))
 
 
 def _since(moment: datetime | None, now: datetime) -> str:
@@ -402,6 +472,7 @@ def destinations_list(
         "retrying",
         "dead",
         "oldest waiting",
+        "oldest dead",
         "next retry",
         ids=("destination",),
         right=("waiting", "retrying", "dead"),
@@ -414,6 +485,7 @@ def destinations_list(
             str(o.retrying),
             str(o.dead),
             _since(o.oldest_waiting, now),
+            _since(o.oldest_dead, now),
             _since(o.next_retry, now),
         )
     output.print_tables(table)
@@ -443,6 +515,7 @@ def _overview_json(overview: operations.DestinationOverview) -> dict[str, Any]:
         "retrying": overview.retrying,
         "dead": overview.dead,
         "oldest_waiting": overview.oldest_waiting,
+        "oldest_dead": overview.oldest_dead,
         "next_retry": overview.next_retry,
     }
 
@@ -473,6 +546,7 @@ def destinations_resume(
     reason: Annotated[
         str | None, typer.Option(help="Recorded in the audit trail.", callback=options.reason)
     ] = None,
+    per_second: PerSecondOption = None,
 ) -> None:
     """Resume deliveries to SYSTEM: its waiting deliveries are due at once (also when it
     was not paused: after an outage, say the system is back instead of waiting out the
@@ -481,7 +555,14 @@ def destinations_resume(
     try:
         tenants = _system_tenants(store, system, resuming=True)
         with store.sessions.begin() as session:
-            due = operations.resume(session, system, reason=reason, actor=_actor(), tenants=tenants)
+            due = operations.resume(
+                session,
+                system,
+                reason=reason,
+                actor=_actor(),
+                tenants=tenants,
+                spacing=_spacing(per_second),
+            )
         from bus.dispatch.wakeup import Wakeups
 
         wakeups = Wakeups.for_settings(Settings())
@@ -490,7 +571,9 @@ def destinations_resume(
     finally:
         store.close()
     typer.echo(f"resumed: {system}")
-    if due:
+    if due and per_second:
+        _say_paced(due, per_second)
+    elif due:
         typer.echo(
             f"再試行待ちの {due} 件を今すぐ配信対象にしました / {due} waiting retries due now",
             err=True,

@@ -65,9 +65,11 @@ def _dead_page(
     after: int = 0,
     tenants: Collection[str] | None = None,
     dead_by: datetime | None = None,
+    dead_since: datetime | None = None,
 ) -> Select[Any]:
     """The dead letters after delivery id ``after``, oldest first (a keyset page); ``tenants``
-    narrows to any of several tenants (an operator's), ``dead_by`` to those dead by then."""
+    narrows to any of several tenants (an operator's), ``dead_by`` to those dead by then,
+    ``dead_since`` to those dead at or after then (an outage's window)."""
     statement = (
         select(*columns)
         .join(StoredMessage, StoredMessage.id == Delivery.message_pk)
@@ -86,6 +88,8 @@ def _dead_page(
         statement = statement.where(
             or_(Delivery.finished_at.is_(None), Delivery.finished_at <= dead_by)
         )
+    if dead_since is not None:
+        statement = statement.where(Delivery.finished_at >= dead_since)
     return statement
 
 
@@ -97,10 +101,13 @@ def list_dead(
     limit: int = 1000,
     after: int = 0,
     tenants: Collection[str] | None = None,
+    dead_by: datetime | None = None,
+    dead_since: datetime | None = None,
 ) -> list[DeadLetter]:
-    """A keyset page of dead letters (ids above ``after``), with their attempts and why."""
+    """A keyset page of dead letters (ids above ``after``), with their attempts and why;
+    ``dead_since`` / ``dead_by``: only those dead in that window."""
     columns = (Delivery, StoredMessage.message_id, StoredMessage.service)
-    statement = _dead_page(columns, tenant, destination, limit, after, tenants)
+    statement = _dead_page(columns, tenant, destination, limit, after, tenants, dead_by, dead_since)
     rows = session.execute(statement).all()
     history: dict[int, list[AttemptRecord]] = {}
     ids = [row[0].id for row in rows]
@@ -142,11 +149,12 @@ def dead_reasons_page(
     after: int,
     tenants: Collection[str] | None = None,
     dead_by: datetime | None = None,
+    dead_since: datetime | None = None,
 ) -> list[tuple[int, str | None]]:
     """(delivery id, why) of a keyset page of dead letters: what acting on all of them
     needs, without the attempt history :func:`list_dead` reads."""
     columns = (Delivery.id, StoredMessage.message_id)
-    statement = _dead_page(columns, tenant, destination, limit, after, tenants, dead_by)
+    statement = _dead_page(columns, tenant, destination, limit, after, tenants, dead_by, dead_since)
     rows = session.execute(statement).all()
     reasons = _dead_reasons(session, {message_id for _, message_id in rows})
     return [(delivery, reasons.get(delivery)) for delivery, _ in rows]
@@ -160,10 +168,11 @@ def count_dead(
     after: int = 0,
     through: int | None = None,
     dead_by: datetime | None = None,
+    dead_since: datetime | None = None,
 ) -> int:
     """How many dead letters match, with ids above ``after`` (and at most ``through``, dead
-    by ``dead_by``)."""
-    page = _dead_page((Delivery.id,), None, destination, None, after, tenants, dead_by)
+    by ``dead_by``, at or after ``dead_since``)."""
+    page = _dead_page((Delivery.id,), None, destination, None, after, tenants, dead_by, dead_since)
     if through is not None:
         page = page.where(Delivery.id <= through)
     return int(session.scalar(select(func.count()).select_from(page.subquery())) or 0)
@@ -173,13 +182,16 @@ def count_dead(
 class DeadSelection:
     """The dead letters an operator acts on all at once: narrowed by tenants, destination and
     why, and only those dead when the operator looked (``dead_by``; ``through`` is the newest
-    dead letter's id then), so letters that die meanwhile are left for the operator to see."""
+    dead letter's id then), so letters that die meanwhile are left for the operator to see.
+    ``dead_since`` (and a ``dead_by`` earlier than the look): only those dead in a window,
+    an outage's, say."""
 
     tenants: Collection[str] | None
     destination: str | None
     why: str | None
     through: int
     dead_by: datetime
+    dead_since: datetime | None = None
 
     def page(self, session: Session, after: int, limit: int) -> list[tuple[int, str | None]]:
         """(delivery id, why) of the next keyset page (ids above ``after``), up to
@@ -192,6 +204,7 @@ class DeadSelection:
             after=after,
             tenants=self.tenants,
             dead_by=self.dead_by,
+            dead_since=self.dead_since,
         )
         return [(delivery, why) for delivery, why in rows if delivery <= self.through]
 
@@ -231,17 +244,25 @@ def act_on_dead_page(
     limit: int,
     reason: str,
     actor: str | None,
+    due: datetime | None = None,
+    spacing: timedelta | None = None,
 ) -> PageActed:
     """Redeliver or discard the next page of the selection (ids above ``after``) in one
-    transaction: the paged work of acting on every dead letter, one step at a time."""
+    transaction: the paged work of acting on every dead letter, one step at a time.
+    ``due``/``spacing``: a paced redelivery (:func:`redeliver`), this page's first due then."""
     with sessions() as session:
         page = selection.page(session, after, limit)
     chosen = [delivery for delivery, why in page if selection.why is None or why == selection.why]
     changed = 0
     if chosen:
-        act = redeliver if action == "redeliver" else discard
         with sessions.begin() as session:
-            changed = len(act(session, chosen, reason=reason, actor=actor))
+            if action == "redeliver":
+                done = redeliver(
+                    session, chosen, reason=reason, actor=actor, now=due, spacing=spacing
+                )
+            else:
+                done = discard(session, chosen, reason=reason, actor=actor)
+            changed = len(done)
     last = page[-1][0] if page else selection.through
     finished = len(page) < limit or last >= selection.through
     return PageActed(changed, last, finished, seen=len(page))
@@ -350,16 +371,22 @@ def redeliver(
     reason: str,
     actor: str | None = None,
     now: datetime | None = None,
+    spacing: timedelta | None = None,
 ) -> list[int]:
-    """Dead → pending, attempts reset, due now by the store's clock (its history stays)."""
+    """Dead → pending, attempts reset, due now by the store's clock (its history stays).
+    ``spacing``: paced, the k-th (by id, the oldest first) due ``k`` spacings after ``now``
+    (an outage's backlog sent at a rate the destination takes, not all at once)."""
     due = now or database_now(session.connection())
+    paced = 0
 
     def back_to_pending(delivery: Delivery) -> dict[str, Any]:
+        nonlocal paced
         previous = delivery.attempts
         delivery.state = DeliveryState.PENDING.value
         delivery.attempts = 0
         delivery.first_attempt_at = None
-        delivery.next_attempt_at = due
+        delivery.next_attempt_at = due + spacing * paced if spacing else due
+        paced += 1
         delivery.lease_owner = delivery.lease_expires_at = None
         delivery.finished_at = None
         return {"previous_attempts": previous}
@@ -418,13 +445,17 @@ def resume(
     actor: str | None = None,
     tenants: Iterable[str] | None = None,
     now: datetime | None = None,
+    spacing: timedelta | None = None,
 ) -> int:
     """Resume ``system`` (also one not paused: the operator's word that it is back). Its
     pending deliveries are due at once — a retry backed off up to ``max_delay`` would
     otherwise leave a recovered system idle that long — and, after a pause, the time paused
     does not count against their age: a delivery that failed before a five-day pause is not
-    dead by age on its first failure after it. Returns how many were made due."""
-    return _set_paused(session, system, False, reason, actor, tenants, now)
+    dead by age on its first failure after it. ``spacing``: paced instead, the k-th oldest
+    due ``k`` spacings from now (a week's backlog at a rate the system takes, other
+    destinations' new messages not queued behind all of it). Returns how many were made
+    due (paced: how many were given a due time)."""
+    return _set_paused(session, system, False, reason, actor, tenants, now, spacing)
 
 
 def _set_paused(
@@ -435,11 +466,12 @@ def _set_paused(
     actor: str | None,
     tenants: Iterable[str] | None,
     now: datetime | None,
+    spacing: timedelta | None = None,
 ) -> int:
     now = now or database_now(session.connection())
     state = session.get(DestinationState, system, with_for_update=True)
     paused_since = utc(state.changed_at) if state is not None and state.paused else None
-    due = 0 if paused else _due_again(session, system, now, paused_since)
+    due = 0 if paused else _due_again(session, system, now, paused_since, spacing)
     if state is None:
         state = DestinationState(system=system, paused=paused, changed_at=now)
         session.add(state)
@@ -449,6 +481,8 @@ def _set_paused(
     detail: dict[str, Any] = {"destination": system, "reason": reason}
     if not paused:
         detail["due_now"] = due
+        if spacing:
+            detail["per_second"] = round(1 / spacing.total_seconds(), 3)
     for tenant in (
         sorted(set(tenants)) if tenants is not None else _destination_tenants(session, system)
     ):
@@ -474,25 +508,36 @@ _DUE_AGAIN = (
 )
 
 
-def _due_again(session: Session, system: str, now: datetime, paused_since: datetime | None) -> int:
-    """Make ``system``'s pending deliveries due at ``now``, and move the first attempt of
-    those tried before a pause that began at ``paused_since`` on by the time paused (the age
-    limit counts the time the hub was trying, not the time an operator held them back)."""
+def _due_again(
+    session: Session,
+    system: str,
+    now: datetime,
+    paused_since: datetime | None,
+    spacing: timedelta | None = None,
+) -> int:
+    """Make ``system``'s pending deliveries due at ``now`` (``spacing``: the k-th oldest at
+    ``now`` + k spacings — in the order they were created, so a resident's later delivery
+    gets a later time than the one it waits for, and no slot goes to one that cannot be
+    sent yet), and move the first attempt of those tried before a pause
+    that began at ``paused_since`` on by the time paused (the age limit counts the time the
+    hub was trying, not the time an operator held them back)."""
     paused_for = now - paused_since if paused_since is not None else timedelta(0)
     rows = session.execute(
-        select(Delivery.id, Delivery.first_attempt_at, Delivery.next_attempt_at).where(
-            Delivery.destination == system, Delivery.state == DeliveryState.PENDING.value
-        )
+        select(Delivery.id, Delivery.first_attempt_at, Delivery.next_attempt_at)
+        .where(Delivery.destination == system, Delivery.state == DeliveryState.PENDING.value)
+        .order_by(Delivery.id)  # paced: the oldest first, a subject's later ones after it
     ).all()
     changes = []
-    for delivery, first, due in rows:
+    for place, (delivery, first, due) in enumerate(rows):
         first_at = utc(first) if first is not None else None
         moved = min(first_at + paused_for, now) if first_at is not None else None
-        due_at = min(utc(due), now)
+        due_at = now + spacing * place if spacing else min(utc(due), now)
         if moved != first_at or due_at != utc(due):
             changes.append({"d_id": delivery, "d_first": moved, "d_next": due_at})
     if changes:
         session.connection().execute(_DUE_AGAIN, changes)
+    if spacing:
+        return len(rows)
     return sum(1 for change in changes if change["d_next"] == now)
 
 
@@ -543,6 +588,9 @@ class DestinationOverview:
     dead: int
     oldest_waiting: datetime | None  # when the oldest pending delivery was created
     next_retry: datetime | None  # the earliest due time of a retry still ahead
+    # when the oldest dead letter's delivery was created (a backlog's age after an outage:
+    # dead letters are not pending, so oldest_waiting does not show them)
+    oldest_dead: datetime | None = None
 
 
 def destination_overview(
@@ -568,6 +616,11 @@ def destination_overview(
         entry = counts.setdefault(system, {"waiting": 0, "retrying": 0, "dead": 0, "oldest": None})
         if delivery_state == DeliveryState.DEAD.value:
             entry["dead"] += count
+            first = utc(created) if created is not None else None
+            if first is not None and (
+                entry.get("oldest_dead") is None or first < entry["oldest_dead"]
+            ):
+                entry["oldest_dead"] = first
             continue
         entry["waiting"] += count
         oldest = utc(created) if created is not None else None
@@ -604,6 +657,7 @@ def destination_overview(
                 dead=entry["dead"],
                 oldest_waiting=entry["oldest"],
                 next_retry=utc(next_retry) if next_retry is not None else None,
+                oldest_dead=entry.get("oldest_dead"),
             )
         )
     return overview
