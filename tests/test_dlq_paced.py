@@ -100,14 +100,15 @@ def test_paced_resume_spreads_what_waited(store: Store) -> None:  # noqa: F811
 
 
 def test_unpaced_still_due_at_once(store: Store) -> None:  # noqa: F811
-    """Without --per-second nothing changes: every waiting delivery is due now."""
+    """Without --per-second every waiting delivery is due now; the claim's newest-due share
+    (bus/dispatch/claims.py) still takes the new 税務 message beside the backlog."""
     backlog = _backlog(store, dead=False)
     with store.sessions.begin() as session:
         now = database_now(session.connection())
         operations.resume(session, "tainou", actor="ops", now=now)
     claimed, due = _first_round(store)
     assert max(due[d] for d in backlog).replace(tzinfo=UTC) <= now
-    assert claimed == ["tainou"] * 5  # the new 税務 message waits behind the backlog
+    assert sorted(claimed) == ["tainou"] * 4 + ["zeimu"]  # not behind the whole backlog
 
 
 def test_destinations_list_gives_the_age_of_the_dead_backlog(

@@ -118,22 +118,38 @@ _MESSAGES = cast(Table, StoredMessage.__table__)
 _NOW = bindparam("now", type_=DateTime(timezone=True))
 
 
-def _lease_statement(where: ColumnElement[bool], dialect: str) -> Any:
+def _lease_statement(where: ColumnElement[bool], dialect: str, newest: bool = False) -> Any:
     """Lease the first ``:limit`` claimable deliveries, returning what a job needs of them.
 
     The candidates are picked from ``deliveries`` alone, in due order (``next_attempt_at``,
     the claim index's order, so the scan stops after ``:limit`` rows instead of sorting the
-    whole backlog), locked with SKIP LOCKED on PostgreSQL; the message columns are read
+    whole backlog; ``newest``: those claimable of the last ``:limit`` due, the same index
+    read backwards), locked with SKIP LOCKED on PostgreSQL; the message columns are read
     afterwards by primary key. On PostgreSQL the picked ids are handed to the update as an
     array (``id = ANY(ARRAY(…))``), so it looks them up by primary key rather than joining
     the subquery against the whole table."""
-    picked = (
-        select(Delivery.id)
-        .where(where)
-        .order_by(Delivery.next_attempt_at)
-        .limit(bindparam("limit"))
-        .with_for_update(skip_locked=True)
-    )
+    if newest:  # a bounded look: the newest due are often later deliveries of subjects whose
+        # first waits at the backlog's head, blocked; walking them all is O(backlog) a claim
+        newest_due = aliased(Delivery)
+        window = (
+            select(newest_due.id)
+            .where(
+                newest_due.state == DeliveryState.PENDING.value, newest_due.next_attempt_at <= _NOW
+            )
+            .order_by(newest_due.next_attempt_at.desc())
+            .limit(bindparam("limit"))
+            .subquery("newest_due")
+        )
+        # the window drives the join (a handful of rows, each looked up by primary key);
+        # ``id IN (window)`` let the planners scan the whole claim index and filter instead
+        picked = (
+            select(Delivery.id)
+            .select_from(window.join(Delivery, Delivery.id == window.c.id))
+            .where(where)
+        )
+    else:
+        picked = select(Delivery.id).where(where).order_by(Delivery.next_attempt_at)
+    picked = picked.limit(bindparam("limit")).with_for_update(skip_locked=True, of=Delivery)
     chosen = (
         _DELIVERIES.c.id == any_(func.array(picked.scalar_subquery()))
         if dialect == "postgresql"
@@ -153,9 +169,16 @@ def _lease_statement(where: ColumnElement[bool], dialect: str) -> Any:
 
 
 _NO_SORT = text("SET LOCAL enable_sort = off")
-_LEASE = {  # built once per dialect: compiled once
-    dialect: _lease_statement(claimable(_NOW), dialect) for dialect in ("postgresql", "sqlite")
+_LEASE = {  # built once per dialect and order: compiled once
+    (dialect, newest): _lease_statement(claimable(_NOW), dialect, newest)
+    for dialect in ("postgresql", "sqlite")
+    for newest in (False, True)
 }
+#: Of a claim's ``limit``, the share (1 in FRESH_SHARE) taken newest due first once the oldest
+#: due fill the rest: a backlog made due at once (a bulk redelivery, a resume after an outage,
+#: a week of one destination's retries) would otherwise fill every batch until it is gone, and
+#: every other destination's new messages would wait behind all of it.
+FRESH_SHARE = 4
 _SELECT_MESSAGES = select(
     _MESSAGES.c.id,
     _MESSAGES.c.message_id,
@@ -177,10 +200,15 @@ def claim_jobs(
 ) -> list[Job]:
     """Lease up to ``limit`` claimable deliveries to ``worker_id`` in the caller's transaction
     (the lease holds once it commits) and return what sending them needs, by delivery id.
-    Two statements: the lease (``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)
-    RETURNING``) and the messages' columns. ``exclude``: destinations this worker takes no
-    more of now (its sends to them outlive their rounds: bus/dispatch/worker.py) — their
-    backlog, first in due order, would otherwise fill every batch."""
+    The lease (``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``) takes
+    the oldest due first; when they fill all but a :data:`FRESH_SHARE` of ``limit`` (a
+    backlog), a second lease takes those of the share's number of newest due that are
+    claimable, so fresh messages of other destinations (or subjects) are sent alongside a
+    backlog's drain, not after it; what that leaves of ``limit`` goes to the oldest again. A
+    subject's order is kept either way (:func:`claimable`). Then the messages' columns.
+    ``exclude``: destinations this worker takes no more of now (its sends to them outlive
+    their rounds: bus/dispatch/worker.py) — their backlog, first in due order, would
+    otherwise fill every batch."""
     connection = session.connection()
     dialect = connection.dialect.name
     if dialect == "postgresql":
@@ -190,17 +218,19 @@ def claim_jobs(
         # per claim. Without sorting it keeps the ordered index scan, which stops after
         # ``limit`` claimable rows. For this transaction only.
         connection.execute(_NO_SORT)
-    if paused is None and not exclude:
-        statement = _LEASE[dialect]
-    else:
-        where = claimable(_NOW, paused)
-        if exclude:
-            where = and_(where, Delivery.destination.not_in(sorted(exclude)))
-        statement = _lease_statement(where, dialect)
-    parameters = {"now": now, "limit": limit, "owner": worker_id, "expires": now + lease}
-    leased = sorted(connection.execute(statement, parameters).all())
+    fresh = limit // FRESH_SHARE
+    oldest = limit - fresh
+    parameters = {"now": now, "limit": oldest, "owner": worker_id, "expires": now + lease}
+    leased = list(connection.execute(_lease(dialect, paused, exclude, False), parameters))
+    if fresh and len(leased) == oldest:  # a backlog: keep a share for what came due last
+        parameters["limit"] = fresh
+        leased += connection.execute(_lease(dialect, paused, exclude, True), parameters)
+        if len(leased) < limit:  # none new (or blocked): the backlog fills the batch
+            parameters["limit"] = limit - len(leased)
+            leased += connection.execute(_lease(dialect, paused, exclude, False), parameters)
     if not leased:
         return []
+    leased.sort()
     messages = {
         pk: (message_id, correlation_id, service, body, utc(received_at))
         for pk, message_id, correlation_id, service, body, received_at in connection.execute(
@@ -223,6 +253,18 @@ def claim_jobs(
             )
         )
     return jobs
+
+
+def _lease(
+    dialect: str, paused: Collection[str] | None, exclude: Collection[str], newest: bool
+) -> Any:
+    """The lease statement: the prebuilt one, or one naming paused and excluded systems."""
+    if paused is None and not exclude:
+        return _LEASE[(dialect, newest)]
+    where = claimable(_NOW, paused)
+    if exclude:
+        where = and_(where, Delivery.destination.not_in(sorted(exclude)))
+    return _lease_statement(where, dialect, newest)
 
 
 def claim(
