@@ -107,7 +107,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
 def served(scene: Scene) -> Iterator[str]:
     """The console's router under uvicorn on a free port, in a thread of this process."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(scene.app, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(scene.app, port=port, log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
