@@ -443,6 +443,14 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "書き出し先 {actual} は空ではありません。新しいディレクトリを指定してください。",
         "The export directory {actual} is not empty; name a new directory.",
     ),
+    (
+        "RK-TEN018",
+        W,
+        "団体 {actual} のデータは {expected} に削除されています（renkei tenants purge）。利用を"
+        "再開すると、削除前のメッセージと配信のない状態から新たに始まります（監査記録は続きます）。",
+        "Tenant {actual}'s data was removed on {expected} (renkei tenants purge); re-enabled, it"
+        " starts afresh, without its earlier messages and deliveries (its audit chain goes on).",
+    ),
     # --- STO: the Message Store ----------------------------------------------------------------
     (
         "RK-STO001",

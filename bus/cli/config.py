@@ -56,7 +56,8 @@ def configured_store() -> Store:
 def check(
     directory: Annotated[Path, typer.Argument(help="Configuration directory.")],
 ) -> None:
-    """Validate a configuration directory as a whole (file:line problems; exit 1)."""
+    """Validate a configuration directory as a whole (file:line problems; exit 1). With a
+    store, also warn as `config apply` would of deliveries to systems it changes (read only)."""
     from bus.config.loader import ConfigError, load_config_dir
 
     try:
@@ -69,6 +70,76 @@ def check(
         f"{len(config.routes)} routes, {len(config.access)} access rules"
     )
     warn_idle_destinations(config)
+    _warn_changes_from_version_in_force(config)
+
+
+def _store_as_it_is() -> Store | None:
+    """The store, to compare a checked directory with the version in force; None when there
+    is none to compare with: no SQLite file yet, a database never migrated or at another
+    schema version (``config check`` never creates nor migrates a store: it writes nothing),
+    or settings or a database it cannot use (a note on stderr; the check goes on)."""
+    import sqlite3
+    from contextlib import closing
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from bus.settings import Settings
+    from bus.store.db import (
+        SCHEMA_HEAD,
+        Store,
+        create_store_engine,
+        schema_version,
+        session_factory,
+    )
+
+    try:
+        settings = Settings()
+        url = make_url(settings.effective_database_url)
+    except (ValueError, ArgumentError):  # invalid settings are `renkei doctor`'s to report
+        typer.echo("note: settings not usable; not compared with the store", err=True)
+        return None
+    if url.get_backend_name() == "sqlite":
+        path = Path(url.database or "")
+        if not url.database or not path.is_file() or path.stat().st_size == 0:
+            return None
+        try:  # read-only first: the store's connection settings would set WAL on any file
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+                found = db.execute("SELECT version_num FROM alembic_version").fetchall()
+        except sqlite3.Error:
+            return None
+        if found != [(SCHEMA_HEAD,)]:
+            return None
+    engine = create_store_engine(settings)
+    try:
+        if schema_version(engine) == SCHEMA_HEAD:
+            return Store(engine, session_factory(engine))
+    except SQLAlchemyError:
+        typer.echo("note: the store cannot be reached; not compared with it", err=True)
+    engine.dispose()
+    return None
+
+
+def _warn_changes_from_version_in_force(config: HubConfig) -> None:
+    """What ``config apply`` of this directory would warn about its deliveries (RK-OPS027,
+    RK-OPS028), read from the store as it is; nothing when it has no configuration yet."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bus.config.loader import ConfigError
+    from bus.config.snapshots import NoConfiguration, load_snapshot
+
+    store = _store_as_it_is()
+    if store is None:
+        return
+    try:
+        in_force = load_snapshot(store.sessions).config
+        _warn_destination_changes(store, in_force, config)
+    except (NoConfiguration, ConfigError):
+        return
+    except SQLAlchemyError:  # e.g. a store file this login may not open for writing
+        typer.echo("note: the store cannot be read; not compared with it", err=True)
+    finally:
+        store.close()
 
 
 def warn_idle_destinations(config: HubConfig) -> None:
@@ -321,21 +392,29 @@ def _warn_removed_tenants(store: Store, version: int) -> None:
 
 
 def _warn_changed_destinations(store: Store, before: int, version: int) -> None:
+    """The warnings of :func:`_warn_destination_changes` for stored version ``version``
+    replacing ``before``."""
+    from bus.config.snapshots import load_snapshot
+
+    old = load_snapshot(store.sessions, before).config
+    _warn_destination_changes(store, old, load_snapshot(store.sessions, version).config)
+
+
+def _warn_destination_changes(store: Store, old: HubConfig, new: HubConfig) -> None:
     """RK-OPS027 (paused) or RK-OPS028 (not paused) for each system whose endpoint,
-    transport or mapping ``version`` changes and that has pending or dead-lettered
+    transport or mapping ``new`` changes and that has pending or dead-lettered
     deliveries: they are sent with the configuration in force at send time, so to the new
     system in its format; a send already under way when the configuration changed finishes
-    on the old one, which a pause before the apply prevents (docs/operations.md, 更改)."""
+    on the old one, which a pause before the apply prevents (docs/operations.md, 更改).
+    ``config apply`` warns after applying, ``config check`` before (reading only)."""
     from sqlalchemy import func, select
 
     from bus.config.changes import changed_destinations
-    from bus.config.snapshots import load_snapshot
     from bus.dispatch.claims import paused_destinations
     from bus.errors import make_finding
     from bus.store.models import Delivery, DeliveryState
 
-    old = load_snapshot(store.sessions, before).config
-    changed = changed_destinations(old, load_snapshot(store.sessions, version).config)
+    changed = changed_destinations(old, new)
     if not changed:
         return
     unresolved = (DeliveryState.PENDING.value, DeliveryState.DEAD.value)

@@ -381,6 +381,8 @@ def tenants_list() -> None:
 
 
 def _set_enabled(code: str, enabled: bool, config_dir: Path | None) -> None:
+    from bus.cli.offboard import purged_on
+    from bus.errors import make_finding
     from bus.security.tenancy import TenancyError, set_enabled
 
     directory = _directory(config_dir)
@@ -392,8 +394,12 @@ def _set_enabled(code: str, enabled: bool, config_dir: Path | None) -> None:
             raise _refuse(error.finding) from None
         because = (f"tenant.{'enable' if enabled else 'disable'}", {"tenant": code, "file": path})
         version = _apply(store, directory, (base, edited), path, because)
+        purged = purged_on(store).get(code) if enabled else None
     state = "enabled" if enabled else "disabled"
     typer.echo(f"{state}: {code} ({path}); configuration version {version}")
+    if purged is not None:  # a town that left comes back: allowed, but not as it was
+        finding = make_finding("RK-TEN018", path="/tenant", actual=code, expected=purged)
+        typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
 
 
 @tenants_app.command("disable")
@@ -410,7 +416,7 @@ def tenants_enable(
     code: Annotated[str, typer.Argument(help="全国地方公共団体コード.")],
     config_dir: ConfigDirOption = None,
 ) -> None:
-    """Take a disabled tenant back into service."""
+    """Take a disabled tenant back into service (warned, RK-TEN018, when its data was purged)."""
     _set_enabled(code, True, config_dir)
 
 
