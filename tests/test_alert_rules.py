@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bus.hub import Hub
 from bus.observability.cert_expiry import TLS_FILES_ENV
+from bus.observability.disk_space import DiskSpaceCollector
 from bus.observability.metrics import MULTIPROC_ENV, exposition
 from bus.observability.readiness import ReadinessCollector
 from bus.observability.routes import operations_router
@@ -304,6 +305,23 @@ def test_every_metric_the_rules_use_is_declared_by_the_metrics_route(
             assert name in PROMETHEUS_SERIES or family in declared, (rule["alert"], name)
     checks = {labels["check"] for labels in _parse(text)["renkei_readiness_check"]}
     assert checks == {"database", "broker", "configuration"}  # no workers in local_hub
+    for name in ("renkei_data_dir_free_bytes", "renkei_data_dir_size_bytes"):
+        assert [labels for labels, _ in _values(text.encode(), name)] == [{}], name
+
+
+def test_the_data_directory_s_disk_is_read_at_each_scrape(tmp_path: Path) -> None:
+    """RenkeiDataDiskLow / RenkeiDataDiskFillingUp: the free and total bytes of the
+    filesystem of RENKEI_DATA_DIR (``os.statvfs``, no node exporter needed); left out, not a
+    failed scrape, when the folder cannot be read."""
+    text = exposition([DiskSpaceCollector(tmp_path)])
+    stats = os.statvfs(tmp_path)
+    [(_, free)] = _values(text, "renkei_data_dir_free_bytes")
+    [(_, size)] = _values(text, "renkei_data_dir_size_bytes")
+    assert size == stats.f_blocks * stats.f_frsize
+    assert 0 < free <= size
+    assert abs(free - stats.f_bavail * stats.f_frsize) < 256 * 2**20  # others write meanwhile
+    gone = _parse(exposition([DiskSpaceCollector(tmp_path / "gone")]).decode())
+    assert "renkei_data_dir_free_bytes" not in gone and "renkei_data_dir_size_bytes" not in gone
 
 
 def test_a_scrape_still_answers_when_the_store_does_not(local_hub: Hub, tmp_path: Path) -> None:

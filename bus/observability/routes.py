@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from bus.hub import Hub
 from bus.observability.cert_expiry import CertificateExpiryCollector
+from bus.observability.disk_space import DiskSpaceCollector
 from bus.observability.metrics import exposition
 from bus.observability.readiness import ReadinessCollector, readiness
 from bus.observability.store_gauges import StoreCollector
@@ -40,6 +41,7 @@ def operations_router() -> APIRouter:
         extra: list[Collector] = [ReadinessCollector(hub)]
         if hub is not None:
             extra.append(StoreCollector(hub.store.sessions, lambda: hub.config.current().version))
+            extra.append(DiskSpaceCollector(hub.settings.data_dir))
         if certificates is not None:
             extra.append(certificates)
         return Response(exposition(extra), media_type=CONTENT_TYPE_LATEST)
