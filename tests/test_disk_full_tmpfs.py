@@ -117,9 +117,17 @@ def _events(log: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in lines if line.startswith("{")]
 
 
+@pytest.mark.parametrize(
+    "serve_options",
+    [(), ("--http-workers", "2")],
+    ids=["one process", "two HTTP processes"],
+)
 def test_senders_meet_a_full_disk_with_coded_503s_and_the_hub_recovers_by_itself(
-    tiny_disk: TinyDisk, tmp_path: Path
+    tiny_disk: TinyDisk, tmp_path: Path, serve_options: tuple[str, ...]
 ) -> None:
+    """Also with several HTTP processes, whose metrics are shared through memory-mapped files
+    in ``<data_dir>/metrics``, on the full disk too (a write to a page of them not yet on disk
+    would end the process with SIGBUS: docs/operations.md, When the disk fills)."""
     data = tiny_disk.root / "data"
     log = tmp_path / "hub.log"
     acked: list[str] = []
@@ -129,7 +137,7 @@ def test_senders_meet_a_full_disk_with_coded_503s_and_the_hub_recovers_by_itself
     env = {"RENKEI_DATA_DIR": str(data), "RENKEI_DISPATCH_LEASE_SECONDS": "3"}
     with (
         log.open("wb") as stderr,
-        hub_server(tmp_path, env=env, serve_options=(), stderr=stderr) as hub,
+        hub_server(tmp_path, env=env, serve_options=serve_options, stderr=stderr) as hub,
         httpx.Client(base_url=hub.url, timeout=30) as client,
     ):
         tiny_disk.fill(room=300_000)
