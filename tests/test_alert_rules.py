@@ -15,17 +15,14 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 import unicodedata
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -41,8 +38,9 @@ from bus.observability.metrics import MULTIPROC_ENV, exposition
 from bus.observability.readiness import ReadinessCollector
 from bus.observability.routes import operations_router
 from bus.observability.store_gauges import StoreCollector
+from tests.support.asgi_thread import served_in_thread
 from tests.support.hub_server import ROOT, hub_server, sample, serialize
-from tests.support.receivers import free_port, wait_for
+from tests.support.receivers import wait_for
 
 RULES = ROOT / "samples" / "prometheus" / "renkei-alerts.yml"
 RULE_TESTS = ROOT / "samples" / "prometheus" / "renkei-alerts.test.yml"
@@ -210,22 +208,6 @@ def _metrics(url: str) -> str:
     return response.text
 
 
-@contextmanager
-def _served(app: FastAPI) -> Iterator[str]:
-    """``app`` served by uvicorn in a thread of this process, on a free 127.0.0.1 port."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, timeout=10)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 def _check_names_and_labels(scrape: Scrape) -> None:
     """Every selector's metric, every label it matches on (with the value, for ``=``), every
     label grouped on and every label an annotation prints is in the scrape."""
@@ -296,7 +278,7 @@ def test_every_metric_the_rules_use_is_declared_by_the_metrics_route(
     app = FastAPI()
     app.include_router(operations_router())
     app.state.hub = local_hub
-    with _served(app) as url:
+    with served_in_thread(app) as url:
         text = _metrics(url)
     declared = {family.name for family in text_string_to_metric_families(text)}
     for rule in _alerts():

@@ -12,15 +12,12 @@ CSV is the CLI's, byte for byte."""
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -35,8 +32,8 @@ from bus.store.admin_audit import ADMIN_CHAIN
 from bus.store.models import AuditRecord
 from bus.store.trail import resident_key
 from bus.store.trail_report import pseudonym_key
+from tests.support.asgi_thread import served_in_thread
 from tests.support.browser import chromium, log_in
-from tests.support.receivers import free_port
 from tests.test_resident_trail import (
     LONGER,
     OTHER_TOWN,
@@ -106,17 +103,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
 @pytest.fixture(scope="module")
 def served(scene: Scene) -> Iterator[str]:
     """The console's router under uvicorn on a free port, in a thread of this process."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(scene.app, port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with served_in_thread(scene.app) as url:
+        yield url
 
 
 class Clients(dict[str, httpx.Client]):

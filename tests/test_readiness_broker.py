@@ -14,12 +14,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,6 +27,7 @@ from bus.observability.readiness import BROKER_CHECK_ENV, broker_check_seconds, 
 from bus.observability.routes import operations_router
 from bus.settings import Settings
 from tests.conftest import SAMPLE_CONFIG_DIR
+from tests.support.asgi_thread import served_in_thread
 from tests.support.hub_server import ROOT
 from tests.support.receivers import free_port, wait_for
 
@@ -101,21 +100,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return fake
 
 
-@contextmanager
-def _served(app: FastAPI) -> Iterator[str]:
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, timeout=10)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
     """One client for the test (``httpx.get`` builds an SSL context each call: ~50 ms)."""
@@ -150,7 +134,7 @@ def test_scrapes_within_the_period_share_one_broker_connection(
     app.include_router(operations_router())
     app.state.hub = hub
     try:
-        with _served(app) as url:
+        with served_in_thread(app) as url:
             before = proxy.count
             assert [_broker_gauge(http, url) for _ in range(20)] == [1.0] * 20
             ready = [http.get(f"{url}/readyz") for _ in range(5)]
