@@ -12,14 +12,22 @@ whichever process made the change, and survives restarts.
 Label values come only from bounded sets (configured tenants and routed services, or
 ``unknown``), never from what a sender wrote: a stream of made-up tenant codes must not grow
 the series without end.
+
+A count that cannot be written (the shared folder's disk full: ENOSPC from
+:class:`bus.observability.metrics_dir.AllocatedMmapedDict`, where prometheus-client alone
+ended the process with SIGBUS) is dropped: a hook never fails the message or round it
+counts. One ``metrics.not_counted`` warning says so, and ``metrics.counted_again`` when a
+count is written again.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import ParamSpec
 
 from prometheus_client import (
     CollectorRegistry,
@@ -32,11 +40,15 @@ from prometheus_client.registry import Collector
 
 from bus.dispatch.claims import Job
 from bus.dispatch.transport import Outcome, SendResult
-from bus.observability.metrics_dir import ProcessFilesCollector
+from bus.observability.logs import get_logger
+from bus.observability.metrics_dir import ProcessFilesCollector, install_allocation
 from bus.pipeline import Message, Severity
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNKNOWN = "unknown"
+
+install_allocation()  # before the first value is made: a full disk is then ENOSPC, not SIGBUS
+log = get_logger("renkei.metrics")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -137,7 +149,34 @@ def serve_metrics(port: int, host: str, extra: Iterable[Collector] = ()) -> None
 
 # --- hooks ------------------------------------------------------------------------------------
 
+P = ParamSpec("P")
+_not_counted = {"since": 0}  # counts dropped since the last one written
 
+
+def _never_fails(hook: Callable[P, None]) -> Callable[P, None]:
+    """``hook``, its counts dropped when the shared files cannot take them (disk full)."""
+
+    @functools.wraps(hook)
+    def counted(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            hook(*args, **kwargs)
+        except OSError as error:
+            if not _not_counted["since"]:
+                log.warning("metrics.not_counted", error=error.strerror, folder=_folder())
+            _not_counted["since"] += 1
+            return
+        if _not_counted["since"]:
+            log.info("metrics.counted_again", dropped=_not_counted["since"])
+            _not_counted["since"] = 0
+
+    return counted
+
+
+def _folder() -> str | None:
+    return os.environ.get(MULTIPROC_ENV)
+
+
+@_never_fails
 def observe_ingest(message: Message, tenant: str, service: str, seconds: float) -> None:
     """One message through :meth:`bus.hub.Hub.ingest`; ``tenant``/``service`` are already
     bounded label values."""
@@ -151,6 +190,7 @@ def observe_ingest(message: Message, tenant: str, service: str, seconds: float) 
         counter.labels(service, tenant).inc()
 
 
+@_never_fails
 def observe_round(
     done: Sequence[tuple[Job, SendResult]],
     seconds: Mapping[int, float],
@@ -191,6 +231,7 @@ def observe_round(
         DELIVERIES.labels(*labels).inc(count)
 
 
+@_never_fails
 def observe_import_chunk(tenant: str, new: int, duplicate: int, errors: int, nbytes: int) -> None:
     """One committed chunk of a batch import (counts of this chunk, not totals)."""
     for result, count in (("new", new), ("duplicate", duplicate), ("error", errors)):

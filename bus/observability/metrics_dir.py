@@ -17,6 +17,16 @@ process and kind, plus the merged ones. It happens under an exclusive lock on
 ``<folder>/.lock`` that the scrape holds while it reads, so two processes answering
 ``/metrics`` at once neither fold the same files twice nor read a folder half folded.
 
+A full disk: prometheus-client grows its files sparsely (``truncate``) and writes them through
+``mmap``, so the first write to a page that no block backs yet, once the filesystem is full
+(a label set counted for the first time), ended the process with SIGBUS. Every process of
+the hub therefore reads and writes them through :class:`AllocatedMmapedDict`
+(:func:`install_allocation`, when :mod:`bus.observability.metrics` is imported): a file's
+blocks are allocated (``posix_fallocate``) before any page of it is mapped, so a full disk
+is an ``OSError`` (ENOSPC) where the hub can catch it: that count is not kept, the process
+goes on (:mod:`bus.observability.metrics`), and a fold that cannot write waits for the next
+scrape.
+
 Gauges: the hub writes none to this folder (the state gauges are read from the store at
 scrape time), so prometheus-client's ``mark_process_dead``, which only removes the files of
 ``live*`` gauges, has nothing to do; any other file is left as it is.
@@ -24,12 +34,15 @@ scrape time), so prometheus-client's ``mark_process_dead``, which only removes t
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from prometheus_client import mmap_dict, values
 from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -39,6 +52,64 @@ SUMMED_KINDS = ("counter", "histogram", "summary")
 MERGED = "merged"
 LOCK_FILE = ".lock"
 _HEADER_BYTES = 8  # prometheus-client's used-bytes counter and padding
+
+
+class AllocatedMmapedDict(MmapedDict):
+    """prometheus-client's ``MmapedDict`` whose file has real blocks under every page it maps.
+
+    Its file is allocated when opened (``_INITIAL_MMAP_SIZE``, or the size it has) and before
+    ``_init_value`` grows it (the same doubling), so the parent's ``truncate`` finds the room
+    already there. On a full disk this raises ``OSError`` (ENOSPC) and leaves the dict as it
+    was: its file is not grown, and a file this process was creating is removed (an empty
+    ``*.db`` would break every scrape)."""
+
+    def __init__(self, filename: str, read_mode: bool = False) -> None:
+        if not read_mode:
+            _allocate_file(filename)
+        super().__init__(filename, read_mode)  # type: ignore[no-untyped-call]
+
+    def _init_value(self, key: str) -> None:
+        capacity = self._capacity
+        while self._used + _entry_bytes(key) > capacity:
+            capacity *= 2
+        if capacity != self._capacity:
+            os.posix_fallocate(self._f.fileno(), 0, capacity)
+        super()._init_value(key)  # type: ignore[no-untyped-call]
+
+
+def _entry_bytes(key: str) -> int:
+    """What ``MmapedDict._init_value`` appends for ``key``: its length, the key padded to 8
+    bytes, the value and the timestamp."""
+    encoded = len(key.encode("utf-8"))
+    return struct.calcsize("i") + encoded + (8 - (encoded + 4) % 8) + 16
+
+
+def _allocate_file(filename: str) -> None:
+    descriptor = os.open(filename, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(descriptor).st_size
+        try:
+            os.posix_fallocate(descriptor, 0, size or mmap_dict._INITIAL_MMAP_SIZE)
+        except OSError:
+            if size == 0:
+                os.unlink(filename)
+            raise
+    finally:
+        os.close(descriptor)
+
+
+def install_allocation() -> None:
+    """Make prometheus-client's multiprocess values use :class:`AllocatedMmapedDict` (before
+    the first value is made). It replaces the one name ``prometheus_client.values`` looks up
+    when a process opens its file; a prometheus-client whose files are made otherwise is
+    refused here rather than left unprotected (tests/test_metrics_disk_full.py)."""
+    if (
+        not isinstance(getattr(mmap_dict, "_INITIAL_MMAP_SIZE", None), int)
+        or getattr(values, "MmapedDict", None) not in (MmapedDict, AllocatedMmapedDict)
+        or not callable(getattr(MmapedDict, "_init_value", None))
+    ):
+        raise RuntimeError("prometheus-client's multiprocess files changed: see metrics_dir.py")
+    values.MmapedDict = AllocatedMmapedDict  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -88,6 +159,9 @@ def _fold(directory: Path, exited: Callable[[int], bool]) -> None:
     and remove them (the caller holds :func:`locked`)."""
     for kind in SUMMED_KINDS:
         sources = [f for f in directory.glob(f"{kind}_*.db") if _exited(f, exited)]
+        for empty in [f for f in sources if f.stat().st_size < _HEADER_BYTES]:
+            empty.unlink()  # cut short as it was made: nothing to fold, even without room
+            sources.remove(empty)
         if not sources:
             continue
         merged = directory / f"{kind}_{MERGED}.db"
@@ -97,7 +171,13 @@ def _fold(directory: Path, exited: Callable[[int], bool]) -> None:
                 total = totals.setdefault(key, [0.0, 0.0])
                 total[0] += value
                 total[1] = max(total[1], timestamp)
-        _write(merged, totals)
+        try:
+            _write(merged, totals)
+        except OSError as error:  # no room (ENOSPC): the files stay, folded at a later scrape
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            merged.with_suffix(".partial").unlink(missing_ok=True)
+            continue
         for source in sources:  # once merged holds them: a crash between counts them twice, not 0
             source.unlink()
 
@@ -106,12 +186,12 @@ def _write(merged: Path, totals: dict[str, list[float]]) -> None:
     """Replace ``merged`` at once: a file that is not ``*.db`` until it is complete."""
     partial = merged.with_suffix(".partial")
     partial.unlink(missing_ok=True)
-    values = MmapedDict(str(partial))  # type: ignore[no-untyped-call]
+    written = AllocatedMmapedDict(str(partial))
     try:
         for key, (value, timestamp) in totals.items():
-            values.write_value(key, value, timestamp)  # type: ignore[no-untyped-call]
+            written.write_value(key, value, timestamp)  # type: ignore[no-untyped-call]
     finally:
-        values.close()  # type: ignore[no-untyped-call]
+        written.close()  # type: ignore[no-untyped-call]
     os.replace(partial, merged)
 
 
