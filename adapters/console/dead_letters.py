@@ -1,13 +1,16 @@
 """The 配信不能 pages: every dead letter reachable a page at a time (keyset on the delivery
 id), filtered by destination and tenant; redeliver or discard those selected, or every one
 matching the filters — after a confirmation, as paged work that shows its progress, and only
-those dead when the operator looked (bus/dispatch/operations.py does the work and audits it)."""
+those dead when the operator looked, and those dead in a window of days; a redelivery paced at
+N a second (bus/dispatch/operations.py does the work and audits it, as for
+``renkei dlq redeliver --all --from/--to --per-second``)."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import urlencode
 
@@ -25,6 +28,7 @@ from adapters.console.access import (
     tenant_scope,
     visible_tenants,
 )
+from adapters.console.dates import DateRefused, parse_day
 from adapters.console.rendering import ConsoleRoute, render
 from adapters.console.session import (
     ConsoleRefusal,
@@ -40,6 +44,7 @@ from bus.pipeline import Finding
 from bus.security.operators import Operator
 from bus.store.clock import database_now
 from bus.store.models import Delivery, DeliveryState
+from bus.wareki import JST
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
@@ -55,6 +60,8 @@ WHYS = ("permanent", "attempts", "age")
 ACTIONS = ("redeliver", "discard")
 DONE_KEYS = frozenset(ACTIONS)
 _MAX_KEY = 2**63 - 1  # the largest key a database holds (a larger one overflows the query)
+#: A pace's bounds, as ``renkei dlq redeliver --per-second`` takes it.
+PER_SECOND_MIN, PER_SECOND_MAX = 0.01, 10_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,22 +264,122 @@ async def dead_letters_action(request: Request) -> Response:
 # --- every dead letter matching the filters ---------------------------------------------------
 
 
-def _moment(value: str) -> datetime:
-    """The time the confirmation page was shown, from its form (RK-CON001: altered)."""
+def _moment(value: str, path: str = "/looked") -> datetime:
+    """A time the console wrote into a form — when the confirmation page was shown, when a
+    paced redelivery started — read back (RK-CON001: altered)."""
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:
-        raise ConsoleRefusal(400, make_finding("RK-CON001", path="/looked"))
+        raise ConsoleRefusal(400, make_finding("RK-CON001", path=path))
     return moment
 
 
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """The window and the pace as the operator typed them on the confirmation page ("" =
+    none): only those dead from ``dead_from`` to ``dead_to`` (days, 和暦 or 西暦, JST; the
+    whole of the last day), and redelivered at ``per_second`` a second, the oldest first
+    (``renkei dlq redeliver --all --from/--to --per-second``)."""
+
+    dead_from: str = ""
+    dead_to: str = ""
+    per_second: str = ""
+
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return (
+            ("dead_from", self.dead_from),
+            ("dead_to", self.dead_to),
+            ("per_second", self.per_second),
+        )
+
+    def query(self) -> dict[str, str]:
+        return {name: value for name, value in self.pairs() if value}
+
+
+@dataclass(frozen=True, slots=True)
+class Paced:
+    """:class:`Pacing` read: the window's first and last instants, and the pace."""
+
+    since: datetime | None
+    until: datetime | None
+    per_second: float | None
+
+
+def _per_second(text: str) -> float | None:
+    """The pace typed (half- or full-width digits, a decimal point); None when blank or not
+    a number of :data:`PER_SECOND_MIN` to :data:`PER_SECOND_MAX`."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and PER_SECOND_MIN <= value <= PER_SECOND_MAX else None
+
+
+def _refused_pacing(pacing: Pacing) -> Finding | None:
+    """An unreadable day (RK-CON004, as the console's other date fields), a first day after
+    the last (RK-CON006), a pace that is no number the CLI takes (RK-CON007)."""
+    days = {}
+    for name, text in pacing.pairs()[:2]:  # the finding names the field (the form marks it)
+        try:
+            days[name] = parse_day(text)
+        except DateRefused as refused:
+            return replace(refused.finding, path=f"/{name}")
+    first, last = days["dead_from"], days["dead_to"]
+    if first and last and first > last:
+        typed = pacing.dead_from.strip()[:40], pacing.dead_to.strip()[:40]
+        return make_finding("RK-CON006", path="/dead_from", actual=typed[0], expected=typed[1])
+    if pacing.per_second.strip() and _per_second(pacing.per_second) is None:
+        return make_finding(
+            "RK-CON007",
+            path="/per_second",
+            name_ja="毎秒の件数",
+            actual=pacing.per_second.strip()[:40],
+            expected=f"{PER_SECOND_MIN:g}〜{PER_SECOND_MAX:g}",
+        )
+    return None
+
+
+def _paced(pacing: Pacing) -> Paced:
+    """The window and pace read (ConsoleRefusal 400 with :func:`_refused_pacing`'s finding).
+    A day is read as the CLI's ``--from`` / ``--to`` read one: from its first instant, to
+    its last (JST)."""
+    finding = _refused_pacing(pacing)
+    if finding is not None:
+        raise ConsoleRefusal(400, finding)
+    first, last = parse_day(pacing.dead_from), parse_day(pacing.dead_to)
+    return Paced(
+        since=datetime.combine(first, datetime.min.time(), JST) if first else None,
+        until=datetime.combine(last, datetime.max.time(), JST) if last else None,
+        per_second=_per_second(pacing.per_second) if pacing.per_second.strip() else None,
+    )
+
+
+def _pacing_of(values: Callable[[str], str]) -> Pacing:
+    return Pacing(values("dead_from"), values("dead_to"), values("per_second"))
+
+
+def _duration(count: int, per_second: float) -> tuple[str, str]:
+    """How long ``count`` take at ``per_second``, as the CLI says it (minutes from one):
+    (the words' key, the number)."""
+    seconds = count / per_second
+    if seconds >= 60:
+        return "dead_all_minutes", f"{seconds / 60:.0f}"
+    return "dead_all_seconds", f"{seconds:.0f}"
+
+
 def _selection_of(
-    request: Request, operator: Operator, filters: Filters, through: int, looked: datetime
+    request: Request,
+    operator: Operator,
+    filters: Filters,
+    through: int,
+    looked: datetime,
+    paced: Paced | None = None,
 ) -> operations.DeadSelection:
     """The operator's selection, refused unless it may act on every tenant it covers (404 for
-    a tenant it cannot see, 403 for one it only views; RK-CON007 for an unknown filter)."""
+    a tenant it cannot see, 403 for one it only views; RK-CON007 for an unknown filter);
+    ``paced``: only those dead in its window (as ``renkei dlq … --all --from/--to``)."""
     seen = _seen(request, operator)
     with hub_of(request).store.sessions() as session:
         counts = _dead_counts(session, tenant_scope(operator))
@@ -286,32 +393,56 @@ def _selection_of(
         destination=filters.destination or None,
         why=filters.why or None,
         through=through,
-        dead_by=looked,
+        dead_by=min(looked, paced.until) if paced and paced.until else looked,
+        dead_since=paced.since if paced else None,
     )
 
 
 @router.get("/console/dead-letters/all")
 def all_dead_page(request: Request, destination: str = "", tenant: str = "") -> Response:
-    """The confirmation: how many match (by why), the reason, and a box to tick. The newest
-    dead letter now is written into the form: the work stops there."""
+    """The confirmation: how many match (by why), the window and the pace (a form that
+    counts again), the reason, and a box to tick. The newest dead letter now is written into
+    the form: the work stops there. A window or pace that cannot be read is shown again with
+    its finding (400), and nothing can be acted on."""
     operator = signed_in(request)
     filters = Filters(destination, tenant)
+    pacing = _pacing_of(lambda name: request.query_params.get(name, ""))
+    finding = _refused_pacing(pacing)
+    paced = _paced(pacing) if finding is None else None
     with hub_of(request).store.sessions() as session:
         through = operations.last_dead_id(session)
         # the workers stamp a death with the store's clock: so is "dead when looked"
         looked = database_now(session.connection())
-    selection = _selection_of(request, operator, filters, through, looked)
-    whys = operations.dead_whys(hub_of(request).store.sessions, selection, ALL_PAGE)
+    selection = _selection_of(request, operator, filters, through, looked, paced)
+    sessions = hub_of(request).store.sessions
+    whys = {} if finding else operations.dead_whys(sessions, selection, ALL_PAGE)
+    total = sum(whys.values())
+    per_second = paced.per_second if paced else None
     return render(
         request,
         "dead_letters_all.html",
+        status=400 if finding else 200,
+        finding=finding,
         filters=filters,
+        pacing=pacing,
         query=urlencode(filters.query()),
         through=through,
         looked=looked.isoformat(),
         whys=[(why, whys.get(why, 0)) for why in (*WHYS, "") if whys.get(why) or why],
-        total=sum(whys.values()),
+        total=total,
+        per_second=f"{per_second:g}" if per_second else "",
+        duration=_duration(total, per_second) if per_second and total else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PacedRun:
+    """A paced redelivery under way: when its first due time is (the store's time at its
+    first step), how many a second, how many the earlier steps gave a time."""
+
+    start: datetime
+    per_second: float
+    before: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,12 +459,15 @@ def _work(
     selection: operations.DeadSelection,
     after: int,
     reason: str,
+    paced: PacedRun | None = None,
 ) -> Progress:
     """Pages of the work, each in its own transaction, for at most ``STEP_SECONDS`` or
-    ``STEP_PAGES`` (at least one)."""
+    ``STEP_PAGES`` (at least one). ``paced``: a paced redelivery, its due times continuing
+    from step to step."""
     hub = hub_of(request)
     deadline = time.monotonic() + STEP_SECONDS
     changed = 0
+    spacing = operations.pace(paced.per_second) if paced else None
     for _ in range(STEP_PAGES):
         page = operations.act_on_dead_page(
             hub.store.sessions,
@@ -343,6 +477,10 @@ def _work(
             limit=ALL_PAGE,
             reason=reason,
             actor=actor(operator),
+            due=operations.paced_due(paced.start, spacing, paced.before + changed)
+            if paced
+            else None,
+            spacing=spacing,
         )
         changed, after = changed + page.changed, page.after
         if page.finished or time.monotonic() >= deadline:
@@ -356,7 +494,8 @@ def _work(
 async def all_dead_action(request: Request) -> Response:
     """One step of redelivering or discarding every dead letter of the selection: answers with
     the progress and a form that continues (console.js submits it), or, when done, back to
-    the list saying how many were acted on."""
+    the list saying how many were acted on. Paced, the due times run on from the first
+    step's time (written into the progress form) across the steps."""
     form = await posted_form(request)
     operator = await run_in_threadpool(signed_in, request)
     action = _action(form)
@@ -368,8 +507,17 @@ async def all_dead_action(request: Request) -> Response:
     looked = _moment(form.one("looked"))
     after = _key(form.one("after"), "/after")
     done_before = _key(form.one("done"), "/done")
-    selection = await run_in_threadpool(_selection_of, request, operator, filters, through, looked)
-    step = await run_in_threadpool(_work, request, operator, action, selection, after, reason)
+    pacing = _pacing_of(form.one)
+    paced = _paced(pacing)
+    selection = await run_in_threadpool(
+        _selection_of, request, operator, filters, through, looked, paced
+    )
+    run: PacedRun | None = None
+    if paced.per_second and action == "redeliver":  # a discard is not paced (nor the CLI's)
+        given = form.one("paced_from")
+        start = _moment(given, "/paced_from") if given else await run_in_threadpool(_now, request)
+        run = PacedRun(start, paced.per_second, done_before)
+    step = await run_in_threadpool(_work, request, operator, action, selection, after, reason, run)
     done = done_before + step.changed
     if step.finished:
         return _back_to_list(Filters(filters.destination, filters.tenant), action, done)
@@ -382,10 +530,18 @@ async def all_dead_action(request: Request) -> Response:
         reason=reason,
         through=through,
         looked=looked.isoformat(),
+        pacing=pacing,
+        paced_from=run.start.isoformat() if run else "",
         after=step.after,
         done_count=done,
         left=left,
     )
+
+
+def _now(request: Request) -> datetime:
+    """The store's time (a paced redelivery's first due time, as the CLI's)."""
+    with hub_of(request).store.sessions() as session:
+        return database_now(session.connection())
 
 
 def _left(request: Request, selection: operations.DeadSelection, after: int) -> int:
@@ -398,4 +554,5 @@ def _left(request: Request, selection: operations.DeadSelection, after: int) -> 
             after=after,
             through=selection.through,
             dead_by=selection.dead_by,
+            dead_since=selection.dead_since,
         )

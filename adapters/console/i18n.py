@@ -128,6 +128,33 @@ TEXTS: dict[str, tuple[str, str]] = {
         "I confirm acting on these {total} (or those of the chosen why)",
     ),
     "dead_all_redeliver": ("すべて再送する", "Redeliver them all"),
+    "dead_all_window": ("配信不能になった期間", "Dead within"),
+    "dead_all_window_hint": (
+        "和暦・西暦どちらでも（例：令和8年11月26日）。日本時間、終了日はその日の終わりまで。"
+        "障害の前から残っているものを巻き込まずに済みます。",
+        "和暦 or 西暦, e.g. 2026-11-26; Japan time, the whole of the last day. Leaves out "
+        "those dead before the outage",
+    ),
+    "dead_all_pace_legend": ("再送の速さ", "Pace of the redelivery"),
+    "dead_all_per_second": ("毎秒の件数", "A second"),
+    "dead_all_pace_hint": (
+        "相手システムが 1 秒に受けられる件数（0.01〜10000）。空欄ならすべて今すぐです。",
+        "Blank: all due now. How many the destination takes a second (0.01 to 10000)",
+    ),
+    "dead_all_recount": ("この条件で数え直す", "Count again with these"),
+    "dead_all_pace": (
+        "再送は、古いものから順に毎秒 {n} 件ずつ、約 {duration}かけて送ります"
+        "（配信予定時刻を 1/{n} 秒ずつずらして割り当てます）。",
+        "Redelivered the oldest first at {n} a second: about {duration} (due times 1/{n} s apart).",
+    ),
+    "dead_all_minutes": ("{n} 分", "{n} min"),
+    "dead_all_seconds": ("{n} 秒", "{n} s"),
+    "dead_all_unpaced": (
+        "速さの指定がないため、再送するとすべてが今すぐ配信予定になります（数万件のときは毎秒の件数を"
+        "指定してください）。",
+        "No pace: redelivered, all of them are due now (for tens of thousands, give how many "
+        "a second).",
+    ),
     "dead_all_discard": ("すべて破棄する", "Discard them all"),
     "dead_all_progress": (
         "{action}：{done} 件を処理しました（残り最大 {left} 件）。続けて処理しています…",

@@ -266,13 +266,9 @@ def _act_on(action: str, ids: list[int] | None, reason: str, selection: Selectio
         finding = make_finding("RK-CON009", path="/ids", actual=misnamed)
         raise options.usage_error(finding, "--all")
     if ids:
-        _act(action, ids, reason, _spacing(selection.per_second))
+        _act(action, ids, reason, operations.pace(selection.per_second))
     else:
         _act_on_all(action, reason, selection)
-
-
-def _spacing(per_second: float | None) -> timedelta | None:
-    return timedelta(seconds=1 / per_second) if per_second else None
 
 
 def _act_on_all(action: str, reason: str, selection: Selection) -> None:
@@ -298,7 +294,7 @@ def _act_on_all(action: str, reason: str, selection: Selection) -> None:
         after, finished, seen = 0, through == 0, 0
         verb_ja = "再送" if action == "redeliver" else "破棄"
         started = time.monotonic()
-        spacing = _spacing(selection.per_second)
+        spacing = operations.pace(selection.per_second)
         while not finished:
             page = operations.act_on_dead_page(
                 store.sessions,
@@ -308,7 +304,7 @@ def _act_on_all(action: str, reason: str, selection: Selection) -> None:
                 limit=ALL_PAGE,
                 reason=reason,
                 actor=_actor(),
-                due=now + spacing * changed if spacing else None,
+                due=operations.paced_due(now, spacing, changed),
                 spacing=spacing,
             )
             changed += page.changed
@@ -561,7 +557,7 @@ def destinations_resume(
                 reason=reason,
                 actor=_actor(),
                 tenants=tenants,
-                spacing=_spacing(per_second),
+                spacing=operations.pace(per_second),
             )
         from bus.dispatch.wakeup import Wakeups
 

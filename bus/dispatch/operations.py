@@ -268,6 +268,20 @@ def act_on_dead_page(
     return PageActed(changed, last, finished, seen=len(page))
 
 
+def pace(per_second: float | None) -> timedelta | None:
+    """The spacing of a paced redelivery at ``per_second`` a second (None: not paced)."""
+    return timedelta(seconds=1 / per_second) if per_second else None
+
+
+def paced_due(start: datetime, spacing: timedelta | None, paced: int) -> datetime | None:
+    """The first due time of the next page of a paced redelivery of every dead letter
+    (:func:`act_on_dead_page`'s ``due``): ``paced`` were given a time already, one
+    ``spacing`` apart from ``start``, so the pages continue the one sequence (None: not
+    paced, due now). ``renkei dlq redeliver --all`` and the console's bulk action both
+    call it."""
+    return start + spacing * paced if spacing else None
+
+
 def last_dead_id(session: Session) -> int:
     """The newest dead letter's id (0 when there is none): where acting on every matching
     dead letter stops, so letters that die meanwhile are left for the operator to see."""
