@@ -35,12 +35,11 @@ from bus.store.trail_report import pseudonym_key
 from tests.support.asgi_thread import served_in_thread
 from tests.support.browser import chromium, log_in
 from tests.test_resident_trail import (
-    LONGER,
     OTHER_TOWN,
-    PREFIX,
     RESIDENT,
     TOWN,
     Traffic,
+    residents_and_neighbours,
 )
 
 pytestmark = pytest.mark.console
@@ -77,14 +76,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         hub = Hub.open(settings)
         try:
             traffic = Traffic(hub, settings)
-            first, second = traffic.notice(RESIDENT), traffic.notice(RESIDENT)
-            others = {
-                "prefix": traffic.notice(PREFIX),
-                "longer": traffic.notice(LONGER),
-                "other_town": traffic.notice(RESIDENT, town=OTHER_TOWN),
-            }
-            traffic.transport.refuse = {first}
-            traffic.dispatch()  # dead at zeimu
+            first, second, others = residents_and_neighbours(traffic)  # first dead at zeimu
             with hub.store.sessions.begin() as session:
                 dead = traffic.dead_delivery(first)
                 operations.redeliver(session, [dead], reason="受信側の修正後", actor="cli:test")

@@ -127,20 +127,28 @@ class Scene:
     others: dict[str, str]
 
 
+def residents_and_neighbours(traffic: Traffic) -> tuple[str, str, dict[str, str]]:
+    """Two notices of RESIDENT, the first dead at zeimu (holding the second there) and
+    delivered elsewhere, and one each of the neighbours whose numbers look like it (a prefix,
+    a longer one) and of the same number in another town: what a trail must tell apart."""
+    first, second = traffic.notice(RESIDENT), traffic.notice(RESIDENT)
+    others = {
+        "prefix": traffic.notice(PREFIX),
+        "longer": traffic.notice(LONGER),
+        "other_town": traffic.notice(RESIDENT, town=OTHER_TOWN),
+    }
+    traffic.transport.refuse = {first}
+    traffic.dispatch()
+    return first, second, others
+
+
 @pytest.fixture
 def scene(data_dir: Path) -> Iterator[Scene]:
     settings = Settings(data_dir=data_dir, dispatch_workers=0)
     hub = Hub.open(settings)
     try:
         traffic = Traffic(hub, settings)
-        first, second = traffic.notice(RESIDENT), traffic.notice(RESIDENT)
-        others = {
-            "prefix": traffic.notice(PREFIX),
-            "longer": traffic.notice(LONGER),
-            "other_town": traffic.notice(RESIDENT, town=OTHER_TOWN),
-        }
-        traffic.transport.refuse = {first}
-        traffic.dispatch()  # dead at zeimu (holding `second` there), delivered elsewhere
+        first, second, others = residents_and_neighbours(traffic)
         redeliver = ("--reason", "受信側の修正後", str(traffic.dead_delivery(first)))
         assert cli("dlq", "redeliver", *redeliver).exit_code == 0
         traffic.transport.refuse = {second}
