@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 
 from bus.settings import Settings
+from bus.store.admin_audit import admin_records
 from bus.store.db import Store
 from bus.store.models import Delivery
 from tests.test_dispatch import _cli, states, store  # noqa: F401
@@ -55,11 +56,19 @@ def test_redeliver_all_only_those_dead_within_the_window(
         "2026-05-01T18:00",  # JST
         "--to",
         "令和8年5月7日",  # the whole day
+        "--per-second",
+        "50",
         "--reason",
         "滞納管理システム復旧後に再送",
     )
     assert redone.exit_code == 0, redone.output
     assert "redelivered: 3" in redone.stdout
+    with store.sessions() as session:  # the admin record says which window, at what pace
+        [record] = admin_records(session, action="dlq.redelivered")
+    assert sorted(record.detail["deliveries"]) == sorted(outage)
+    assert record.detail["dead_since"] == "2026-05-01T09:00:00+00:00"  # 18:00 JST
+    assert record.detail["dead_by"] == "2026-05-07T14:59:59.999999+00:00"  # 5/7 JST, all of it
+    assert record.detail["per_second"] == 50
     now = states(store.sessions)
     assert {now[d] for d in outage} == {"pending"}
     assert {now[d] for d in april + after} == {"dead"}

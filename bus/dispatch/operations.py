@@ -11,7 +11,7 @@ transaction that makes it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -193,6 +193,14 @@ class DeadSelection:
     dead_by: datetime
     dead_since: datetime | None = None
 
+    def window(self) -> dict[str, str]:
+        """The time window acted on, for the admin record: dead since (when narrowed) and
+        dead by (the operator's look, or an earlier end)."""
+        window = {"dead_by": utc(self.dead_by).isoformat()}
+        if self.dead_since is not None:
+            window["dead_since"] = utc(self.dead_since).isoformat()
+        return window
+
     def page(self, session: Session, after: int, limit: int) -> list[tuple[int, str | None]]:
         """(delivery id, why) of the next keyset page (ids above ``after``), up to
         ``through``."""
@@ -256,12 +264,19 @@ def act_on_dead_page(
     changed = 0
     if chosen:
         with sessions.begin() as session:
+            window = selection.window()
             if action == "redeliver":
                 done = redeliver(
-                    session, chosen, reason=reason, actor=actor, now=due, spacing=spacing
+                    session,
+                    chosen,
+                    reason=reason,
+                    actor=actor,
+                    now=due,
+                    spacing=spacing,
+                    window=window,
                 )
             else:
-                done = discard(session, chosen, reason=reason, actor=actor)
+                done = discard(session, chosen, reason=reason, actor=actor, window=window)
             changed = len(done)
     last = page[-1][0] if page else selection.through
     finished = len(page) < limit or last >= selection.through
@@ -354,9 +369,11 @@ def _transition_dead(
     reason: str,
     actor: str | None,
     change: Callable[[Delivery], dict[str, Any]],
+    how: Mapping[str, Any] | None = None,
 ) -> list[int]:
     """Apply ``change`` to each dead delivery among ``ids`` and audit it with the details it
-    returns. Returns the ids changed (only dead ones)."""
+    returns; ``how`` (a pace, a window) goes into the admin record. Returns the ids changed
+    (only dead ones)."""
     changed = []
     for delivery, message_id in _dead(session, ids):
         detail = change(delivery)
@@ -372,9 +389,8 @@ def _transition_dead(
         )
         changed.append(delivery.id)
     if changed:
-        record_admin_action(
-            session, actor, f"dlq.{event}", {"deliveries": changed, "reason": reason}
-        )
+        detail = {"deliveries": changed, "reason": reason} | dict(how or {})
+        record_admin_action(session, actor, f"dlq.{event}", detail)
     return changed
 
 
@@ -386,10 +402,12 @@ def redeliver(
     actor: str | None = None,
     now: datetime | None = None,
     spacing: timedelta | None = None,
+    window: Mapping[str, str] | None = None,
 ) -> list[int]:
     """Dead → pending, attempts reset, due now by the store's clock (its history stays).
     ``spacing``: paced, the k-th (by id, the oldest first) due ``k`` spacings after ``now``
-    (an outage's backlog sent at a rate the destination takes, not all at once)."""
+    (an outage's backlog sent at a rate the destination takes, not all at once); the pace
+    (``per_second``) and the ``window`` acted on are in the admin record."""
     due = now or database_now(session.connection())
     paced = 0
 
@@ -405,8 +423,17 @@ def redeliver(
         delivery.finished_at = None
         return {"previous_attempts": previous}
 
+    how: dict[str, Any] = dict(window or {})
+    if spacing:
+        how["per_second"] = round(1 / spacing.total_seconds(), 3)
     return _transition_dead(
-        session, ids, event="redelivered", reason=reason, actor=actor, change=back_to_pending
+        session,
+        ids,
+        event="redelivered",
+        reason=reason,
+        actor=actor,
+        change=back_to_pending,
+        how=how,
     )
 
 
@@ -417,8 +444,10 @@ def discard(
     reason: str,
     actor: str | None = None,
     now: datetime | None = None,
+    window: Mapping[str, str] | None = None,
 ) -> list[int]:
-    """Dead → discarded: the operator gives up; later deliveries of its subject flow on."""
+    """Dead → discarded: the operator gives up; later deliveries of its subject flow on.
+    The ``window`` acted on is in the admin record."""
     finished = now or database_now(session.connection())
 
     def give_up(delivery: Delivery) -> dict[str, Any]:
@@ -427,7 +456,7 @@ def discard(
         return {}
 
     return _transition_dead(
-        session, ids, event="discarded", reason=reason, actor=actor, change=give_up
+        session, ids, event="discarded", reason=reason, actor=actor, change=give_up, how=window
     )
 
 
