@@ -7,7 +7,6 @@ N a second (bus/dispatch/operations.py does the work and audits it, as for
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +28,8 @@ from adapters.console.access import (
     visible_tenants,
 )
 from adapters.console.dates import DateRefused, parse_day
+from adapters.console.inputs import duration, refused_per_second
+from adapters.console.inputs import per_second as read_per_second
 from adapters.console.rendering import ConsoleRoute, render
 from adapters.console.session import (
     ConsoleRefusal,
@@ -60,8 +61,6 @@ WHYS = ("permanent", "attempts", "age")
 ACTIONS = ("redeliver", "discard")
 DONE_KEYS = frozenset(ACTIONS)
 _MAX_KEY = 2**63 - 1  # the largest key a database holds (a larger one overflows the query)
-#: A pace's bounds, as ``renkei dlq redeliver --per-second`` takes it.
-PER_SECOND_MIN, PER_SECOND_MAX = 0.01, 10_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,16 +306,6 @@ class Paced:
     per_second: float | None
 
 
-def _per_second(text: str) -> float | None:
-    """The pace typed (half- or full-width digits, a decimal point); None when blank or not
-    a number of :data:`PER_SECOND_MIN` to :data:`PER_SECOND_MAX`."""
-    try:
-        value = float(text.strip())
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and PER_SECOND_MIN <= value <= PER_SECOND_MAX else None
-
-
 def _refused_pacing(pacing: Pacing) -> Finding | None:
     """An unreadable day (RK-CON004, as the console's other date fields), a first day after
     the last (RK-CON006), a pace that is no number the CLI takes (RK-CON007)."""
@@ -330,15 +319,7 @@ def _refused_pacing(pacing: Pacing) -> Finding | None:
     if first and last and first > last:
         typed = pacing.dead_from.strip()[:40], pacing.dead_to.strip()[:40]
         return make_finding("RK-CON006", path="/dead_from", actual=typed[0], expected=typed[1])
-    if pacing.per_second.strip() and _per_second(pacing.per_second) is None:
-        return make_finding(
-            "RK-CON007",
-            path="/per_second",
-            name_ja="毎秒の件数",
-            actual=pacing.per_second.strip()[:40],
-            expected=f"{PER_SECOND_MIN:g}〜{PER_SECOND_MAX:g}",
-        )
-    return None
+    return refused_per_second(pacing.per_second)
 
 
 def _paced(pacing: Pacing) -> Paced:
@@ -352,21 +333,12 @@ def _paced(pacing: Pacing) -> Paced:
     return Paced(
         since=datetime.combine(first, datetime.min.time(), JST) if first else None,
         until=datetime.combine(last, datetime.max.time(), JST) if last else None,
-        per_second=_per_second(pacing.per_second) if pacing.per_second.strip() else None,
+        per_second=read_per_second(pacing.per_second) if pacing.per_second.strip() else None,
     )
 
 
 def _pacing_of(values: Callable[[str], str]) -> Pacing:
     return Pacing(values("dead_from"), values("dead_to"), values("per_second"))
-
-
-def _duration(count: int, per_second: float) -> tuple[str, str]:
-    """How long ``count`` take at ``per_second``, as the CLI says it (minutes from one):
-    (the words' key, the number)."""
-    seconds = count / per_second
-    if seconds >= 60:
-        return "dead_all_minutes", f"{seconds / 60:.0f}"
-    return "dead_all_seconds", f"{seconds:.0f}"
 
 
 def _selection_of(
@@ -431,7 +403,7 @@ def all_dead_page(request: Request, destination: str = "", tenant: str = "") -> 
         whys=[(why, whys.get(why, 0)) for why in (*WHYS, "") if whys.get(why) or why],
         total=total,
         per_second=f"{per_second:g}" if per_second else "",
-        duration=_duration(total, per_second) if per_second and total else None,
+        duration=duration(total, per_second) if per_second and total else None,
     )
 
 

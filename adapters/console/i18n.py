@@ -179,6 +179,16 @@ TEXTS: dict[str, tuple[str, str]] = {
     "held_unreachable": ("送信を控え中（接続できない）", "Held (unreachable)"),
     "pause": ("一時停止", "Pause"),
     "resume": ("再開", "Resume"),
+    "resume_per_second": (
+        "再開の速さ（毎秒の件数、0.01〜10000）。空欄なら待っている分すべてが今すぐです。",
+        "Pace of the resume: a second (0.01 to 10000; blank: all waiting due now)",
+    ),
+    "resume_paced": (
+        "{system} を再開しました：待っている {n} 件に、古いものから順に毎秒 {per_second} 件ずつ、"
+        "約 {duration}かけて送るよう配信予定時刻を割り当てました（1/{per_second} 秒ずつ）。",
+        "Resumed {system}: {n} waiting given due times the oldest first at {per_second} a "
+        "second: about {duration} (1/{per_second} s apart).",
+    ),
     "queue_depth": ("配信待ち", "Queue depth"),
     "dead": ("配信不能", "Dead letters"),
     "failures": ("失敗した配信試行（直近 24 時間）", "Failed delivery attempts (last 24 hours)"),

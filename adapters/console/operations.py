@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter
 from sqlalchemy import func, select
@@ -24,6 +25,7 @@ from adapters.console.access import (
     visible_tenants,
 )
 from adapters.console.imports_view import batch_csv, find_batch, list_batches
+from adapters.console.inputs import duration, per_second, refused_per_second
 from adapters.console.rendering import ConsoleRoute, render
 from adapters.console.session import (
     ConsoleRefusal,
@@ -47,6 +49,23 @@ router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 def _done(request: Request) -> tuple[str, int] | None:
     key, count = request.query_params.get("done", ""), request.query_params.get("n", "0")
     return (key, int(count)) if key in DONE_KEYS and count.isdigit() else None
+
+
+def _paced_resume(request: Request) -> dict[str, str] | None:
+    """A paced resume's result, read back from the redirect: the destination, how many were
+    given a due time, the pace and how long they take (None: no paced resume, or altered)."""
+    query = request.query_params
+    count, pace = query.get("due", ""), per_second(query.get("per_second", ""))
+    if query.get("done") != "resume" or not count.isdigit() or pace is None:
+        return None
+    key, number = duration(int(count), pace)
+    return {
+        "system": query.get("system", "")[:40],
+        "n": f"{int(count):,}",
+        "per_second": f"{pace:g}",
+        "duration_key": key,
+        "duration": number,
+    }
 
 
 def _destination_rows(
@@ -103,13 +122,21 @@ def destinations_page(request: Request) -> Response:
     systems = _systems_seen_by(request, operator)
     with hub_of(request).store.sessions() as session:
         rows = _destination_rows(session, systems, tenant_scope(operator))
-    return render(request, "destinations.html", rows=rows, done=_done(request))
+    return render(
+        request,
+        "destinations.html",
+        rows=rows,
+        done=_done(request),
+        paced=_paced_resume(request),
+    )
 
 
 @router.post("/console/destinations/{system}/{action}")
 async def destination_action(request: Request, system: str, action: str) -> Response:
     """Pausing a system affects every tenant it serves, so it takes the right to operate for
-    each of them (in practice: hub staff, or the operator of a town's own system)."""
+    each of them (in practice: hub staff, or the operator of a town's own system). A resume
+    may be paced (``per_second``, as ``renkei destinations resume --per-second``: its waiting
+    deliveries given due times 1/N s apart, the oldest first; RK-CON007 for no such pace)."""
     form = await posted_form(request)
     operator = await run_in_threadpool(signed_in, request)
     index = config_index(request)
@@ -122,20 +149,41 @@ async def destination_action(request: Request, system: str, action: str) -> Resp
         if not operator.may(Permission.OPERATE, tenant):
             raise ConsoleRefusal(403, forbidden(operator, tenant))
     reason = stated_reason(form)
+    typed = form.one("per_second") if action == "resume" else ""
+    refused = refused_per_second(typed)
+    if refused is not None:
+        raise ConsoleRefusal(400, refused)
+    pace = per_second(typed) if typed.strip() else None
     hub = hub_of(request)
 
-    def apply() -> None:
+    def apply() -> int:
         with hub.store.sessions.begin() as session:
-            change = operations.pause if action == "pause" else operations.resume
-            change(session, system, reason=reason, actor=actor(operator), tenants=served)
+            if action == "pause":
+                operations.pause(
+                    session, system, reason=reason, actor=actor(operator), tenants=served
+                )
+                due = 0
+            else:
+                due = operations.resume(
+                    session,
+                    system,
+                    reason=reason,
+                    actor=actor(operator),
+                    tenants=served,
+                    spacing=operations.pace(pace),
+                )
         if action == "resume":
             hub.wakeups.notify([system])
         else:  # nothing reaches the system once the page says it is paused
             lease = hub.settings.dispatch_lease_seconds
             operations.wait_for_sends(hub.store.sessions, system, timeout=lease)
+        return due
 
-    await run_in_threadpool(apply)
-    return RedirectResponse(f"/console/destinations?done={action}&n=1", status_code=303)
+    due = await run_in_threadpool(apply)
+    query = {"done": action, "n": "1"}
+    if pace is not None:
+        query |= {"system": system, "due": str(due), "per_second": f"{pace:g}"}
+    return RedirectResponse(f"/console/destinations?{urlencode(query)}", status_code=303)
 
 
 @router.get("/console/configuration")
