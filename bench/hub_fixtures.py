@@ -75,8 +75,9 @@ def header_value(body: bytes, name: str) -> str:
     return found.group(1).decode()
 
 
-def incoming(body: bytes, now: datetime) -> Incoming:
-    """What the Store stage writes for ``body`` (fields read from its Header)."""
+def incoming(body: bytes, now: datetime, destinations: Sequence[str] = SUBSCRIBERS) -> Incoming:
+    """What the Store stage writes for ``body`` (fields read from its Header), routed to
+    ``destinations``."""
     tenant, message_id, subject = (
         header_value(body, n) for n in ("tenant", "messageId", "subject")
     )
@@ -93,7 +94,7 @@ def incoming(body: bytes, now: datetime) -> Incoming:
         digest=hashlib.sha256(body).hexdigest(),
         received_at=now,
         expires_at=now + timedelta(days=365),
-        deliveries=tuple(Delivery(message_id, d, tenant, subject) for d in SUBSCRIBERS),
+        deliveries=tuple(Delivery(message_id, d, tenant, subject) for d in destinations),
     )
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -155,44 +154,19 @@ def prefill(sessions: Any, bodies: list[bytes], dead: int, week_ago: datetime) -
     the later ones pending behind it."""
     sys.path.insert(0, str(ROOT / "bench"))
     import hub_fixtures as fx
-    from sqlalchemy import update
+    from sqlalchemy import select, update
 
-    from bus.pipeline import Delivery as Planned
     from bus.store.audit import append_audit
-    from bus.store.ingest import Incoming, store_incoming
-    from bus.store.models import Delivery
+    from bus.store.ingest import store_incoming
+    from bus.store.models import Delivery, StoredMessage
 
     step = timedelta(days=7) / len(bodies)
     for start in range(0, len(bodies), 500):
         with sessions.begin() as session:
             for offset, body in enumerate(bodies[start : start + 500]):
                 at = week_ago + step * (start + offset)
-                tenant, message_id, subject = (
-                    fx.header_value(body, n) for n in ("tenant", "messageId", "subject")
-                )
-                planned = tuple(
-                    Planned(message_id, d, tenant, subject) for d in ("zeimu", "tainou")
-                )
-                incoming = Incoming(
-                    tenant=tenant,
-                    system="juki",
-                    message_id=message_id,
-                    service="ResidentChangeNotice",
-                    kind="notification",
-                    subject=subject,
-                    correlation_id=None,
-                    relates_to=None,
-                    body=body,
-                    digest=hashlib.sha256(body).hexdigest(),
-                    received_at=at,
-                    expires_at=at + timedelta(days=365),
-                    deliveries=planned,
-                )
+                incoming = fx.incoming(body, at, ("zeimu", "tainou"))
                 store_incoming(session, incoming, now=at)
-    from sqlalchemy import select
-
-    from bus.store.models import StoredMessage
-
     with sessions.begin() as session:
         session.execute(
             update(Delivery)

@@ -5,7 +5,6 @@ engine, a migration check, a new connection): four per apply."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +14,13 @@ from typer.testing import CliRunner
 
 import bus.store.db
 from bus.cli import app
-from bus.config.snapshots import ensure_config
-from bus.settings import Settings
-from bus.store.db import open_store
-from tests.test_config_removed_systems import _without
-from tests.test_store import accepted, sample, stage, with_message_id
+from tests.test_config_removed_systems import _without, with_two_pending_for_zeimu
 
 
 def test_one_apply_creates_one_engine_and_disposes_it_once(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(data_dir=data_dir)
-    store = open_store(settings)  # version 1 (the sample) and two deliveries for zeimu
-    try:
-        ensure_config(store.sessions, settings)
-        for seed in (1, 2):
-            raw = with_message_id(sample("ResidentChangeNotice", seed), str(uuid.uuid4()))
-            stage(store)(accepted(raw, ("zeimu", "shuno")))
-    finally:
-        store.close()
+    with_two_pending_for_zeimu(data_dir)  # version 1 (the sample), two deliveries for zeimu
 
     engines: list[Engine] = []
     disposed: list[Engine] = []

@@ -47,9 +47,9 @@ def _without(tmp_path: Path, gone: str) -> Path:
     return directory
 
 
-def test_dropping_a_system_with_pending_deliveries_is_reported(
-    tmp_path: Path, data_dir: Path
-) -> None:
+def with_two_pending_for_zeimu(data_dir: Path) -> None:
+    """A store with the sample configuration (version 1) and two notices routed to zeimu and
+    shuno, not yet sent."""
     settings = Settings(data_dir=data_dir)
     store = open_store(settings)
     try:
@@ -59,6 +59,12 @@ def test_dropping_a_system_with_pending_deliveries_is_reported(
             stage(store)(accepted(raw, ("zeimu", "shuno")))
     finally:
         store.close()
+
+
+def test_dropping_a_system_with_pending_deliveries_is_reported(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    with_two_pending_for_zeimu(data_dir)
     result = CliRunner().invoke(app, ["config", "apply", str(_without(tmp_path, "zeimu"))])
     assert result.exit_code == 0, result.output
     assert "applied: configuration version 2" in result.output
