@@ -135,10 +135,10 @@ def _lookup(client: httpx.Client, resident: str = RESIDENT, **fields: str) -> ht
     return client.post("/console/trail", data=form)
 
 
-def _trail_records(scene: Scene) -> list[AuditRecord]:
+def _trail_records(scene: Scene, event: str = "message.trail") -> list[AuditRecord]:
     with scene.hub.store.sessions() as session:
         query = select(AuditRecord).where(
-            AuditRecord.tenant == ADMIN_CHAIN, AuditRecord.event == "message.trail"
+            AuditRecord.tenant == ADMIN_CHAIN, AuditRecord.event == event
         )
         return list(session.scalars(query.order_by(AuditRecord.seq)))
 
@@ -179,6 +179,39 @@ def test_the_lookup_is_recorded_as_the_clis_is(scene: Scene, clients: Clients) -
     key = resident_key(TOWN, RESIDENT, pseudonym_key(scene.settings))
     assert console.detail["resident_key"] == key and console.detail["resident"] == "*********6"
     assert RESIDENT not in str(console.detail)
+
+
+def _search(client: httpx.Client, **fields: str) -> httpx.Response:
+    form = {"csrf": _csrf(client.get("/console/messages")), "message_id": ""} | fields
+    return client.post("/console/messages", data=form, follow_redirects=True)
+
+
+def test_a_message_search_by_resident_is_recorded_whoever_searches(
+    scene: Scene, clients: Clients
+) -> None:
+    """A viewer may not open the trail, but may search messages by 宛名番号: that look-up of
+    one resident goes on the admin chain too, masked and under the trail's pseudonym."""
+    assert _search(clients["takeo.view"], service="").status_code == 200
+    assert _trail_records(scene, "message.search") == []  # no 宛名番号: nothing to record
+    page = _search(clients["takeo.view"], subject=RESIDENT, tenant=TOWN)
+    assert page.status_code == 200
+    shown = set(re.findall(r'href="/console/messages/412066/([0-9a-f-]{36})"', page.text))
+    assert scene.mine <= shown
+    (viewer,) = _trail_records(scene, "message.search")
+    key = pseudonym_key(scene.settings)
+    assert viewer.actor == "console:takeo.view"
+    assert viewer.detail == {
+        "subject": "*********6",
+        "resident_keys": {TOWN: resident_key(TOWN, RESIDENT, key)},
+        "found": len(shown),
+    }
+    assert _search(clients["hub.staff"], subject=RESIDENT, tenant="").status_code == 200
+    staff = _trail_records(scene, "message.search")[-1]
+    towns = sorted(tenant.code for tenant in scene.hub.config.current().index.config.tenants)
+    assert OTHER_TOWN in towns and staff.detail["resident_keys"] == {  # every town searched
+        town: resident_key(town, RESIDENT, key) for town in towns
+    }
+    assert RESIDENT not in str([viewer.detail, staff.detail])
 
 
 def test_the_resident_is_taken_from_a_post_only(scene: Scene, clients: Clients) -> None:

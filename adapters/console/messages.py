@@ -39,6 +39,8 @@ from bus.errors import make_finding
 from bus.pipeline import Finding
 from bus.security.secret_box import SecretBox
 from bus.store.queries import MessageStatus
+from bus.store.trail import record_subject_search
+from bus.store.trail_report import pseudonym_key
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
@@ -175,19 +177,29 @@ def _search(
     if finding is not None:  # the form again, as typed, with what to correct
         return render(request, "messages.html", status=400, found=[], finding=finding, **page)
     first, last = parse_day(query["date_from"]), parse_day(query["date_to"])
-    with hub_of(request).store.sessions() as session:
+    subject = query["subject"].strip() or None
+    hub = hub_of(request)
+    # a write (the record below) only when searching by 宛名番号: on SQLite a writing
+    # transaction takes the store's one write lock
+    opened = hub.store.sessions.begin() if subject else hub.store.sessions()
+    with opened as session:
         result = search_messages(
             session,
             tenants=tenant_scope(operator),
             tenant=tenant or None,
             message_id=query["message_id"].strip() or None,
             service=query["service"] or None,
-            subject=query["subject"].strip() or None,
+            subject=subject,
             status=MessageStatus(query["status"]) if query["status"] else None,
             since=day_start(first) if first else None,
             until=day_start(last + timedelta(days=1)) if last else None,
             after=after,
         )
+        if subject is not None:  # a look-up of one resident: on the admin chain, as a trail's
+            searched = [tenant] if tenant else page["tenants"]
+            key = pseudonym_key(hub.settings)
+            found = len(result.found)
+            record_subject_search(session, actor(operator), subject, searched, found, key)
     here = search_url(request, query, sealed)
     joiner = "&" if "?" in here else "?"
     return render(

@@ -18,7 +18,7 @@ clear.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,7 @@ from bus.store.models import AuditRecord, Delivery, MessageKind, StoredMessage
 from bus.store.queries import MessageStatus, StoreQueryError, masked_subject, message_status
 
 TRAIL_ACTION = "message.trail"
+SEARCH_ACTION = "message.search"  # a message search by 宛名番号 (the console's)
 #: what operators do to a message (the tenant chains' records of it)
 OPERATOR_EVENTS = ("replayed", "redelivered", "discarded", "unmasked")
 _TENANT = re.compile(r"[0-9]{6}")
@@ -187,6 +188,33 @@ def resident_trail(
         },
     )
     return trail
+
+
+def record_subject_search(
+    session: Session,
+    actor: str,
+    subject: str,
+    tenants: Sequence[str],
+    found: int,
+    pseudonym_key: bytes,
+) -> None:
+    """Record a message search by 宛名番号 (``message.search``) on the admin chain, in the
+    caller's transaction: it looks up one resident as a trail does, whoever may search (a
+    viewer too). The number masked and, per town searched, as the key a trail of the same
+    resident is recorded under, so "who looked this resident up" finds both; ``found``: the
+    messages on the page shown (each further page is a look-up too)."""
+    record_admin_action(
+        session,
+        actor,
+        SEARCH_ACTION,
+        {
+            "subject": masked_subject(subject[:64]),
+            "resident_keys": {
+                tenant: resident_key(tenant, subject, pseudonym_key) for tenant in tenants
+            },
+            "found": found,
+        },
+    )
 
 
 def resident_key(tenant: str, resident: str, pseudonym_key: bytes) -> str:
