@@ -43,9 +43,9 @@ def purged_on(store: Store) -> dict[str, str]:
 
     with store.sessions() as session:
         records = admin_records(session, action="tenant.purge", limit=100_000)
-    return {  # newest first: reversed, so a town purged twice keeps its last purge's day
+    return {  # oldest first: a town purged twice keeps its last purge's day
         str(r.detail.get("tenant")): utc(r.at).astimezone(wareki.JST).date().isoformat()
-        for r in reversed(records)
+        for r in records
     }
 
 
