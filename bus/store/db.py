@@ -78,6 +78,9 @@ def create_store_engine(settings: Settings, **options: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin_immediate(connection: Any) -> None:
+            if connection.get_execution_options().get(_SNAPSHOT):
+                connection.exec_driver_sql("BEGIN")  # a WAL reader: no lock (read_snapshot)
+                return
             # Writers queue on the busy timeout at BEGIN instead of failing at the first write.
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -124,6 +127,28 @@ def _unbounded(engine: Engine) -> Engine:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+#: the execution option of a :func:`read_snapshot` connection on SQLite
+_SNAPSHOT = "renkei_read_snapshot"
+
+
+def read_snapshot(sessions: sessionmaker[Session]) -> Session:
+    """A read-only session that sees the store as of its first read for as long as it is
+    open, and holds no writer back: for long reads (an export) while the hub serves. Every
+    other SQLite transaction begins ``IMMEDIATE`` (the one write lock, taken at BEGIN): a long
+    read there stalled every ingest and claim for its length, past the 30 s busy timeout.
+    SQLite: a deferred transaction, whose first read fixes its WAL snapshot (the WAL grows
+    meanwhile: checkpoints cannot pass a reader). PostgreSQL: ``REPEATABLE READ READ ONLY``,
+    one snapshot for every statement rather than one per statement."""
+    engine = sessions.kw["bind"]
+    if engine.dialect.name == "sqlite":
+        bound = engine.execution_options(**{_SNAPSHOT: True})
+    else:
+        bound = engine.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
+    return sessions(bind=bound)
 
 
 @contextmanager

@@ -39,6 +39,7 @@ from bus.errors import make_finding
 from bus.pipeline import Finding
 from bus.store.admin_audit import ADMIN_CHAIN, record_admin_action
 from bus.store.audit import append_audit, hash_of, utc
+from bus.store.db import read_snapshot
 from bus.store.models import (
     AuditHead,
     AuditRecord,
@@ -279,7 +280,7 @@ def export_tenant(
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     moment = utc(now or datetime.now(UTC))
     writers = {file: _Writer(directory / file) for file in FILES}
-    with sessions() as session:
+    with read_snapshot(sessions) as session:  # one moment, the hub serving meanwhile
         head = _head(session, tenant)  # first: whatever happens later moves it (purge checks)
         waiting = unresolved(session, tenant)
         _write_messages(session, tenant, writers["messages.jsonl"], writers["deliveries.jsonl"])
