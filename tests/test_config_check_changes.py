@@ -21,9 +21,15 @@ from tests.support.receivers import config_dir_for
 from tests.test_system_cutover import _cli, _ingest, _new_config
 
 
-@pytest.fixture
-def hub_store(data_dir: Path) -> Iterator[Store]:
-    opened = open_store(Settings(data_dir=data_dir))
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def hub_store(
+    request: pytest.FixtureRequest, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Store]:
+    """The embedded store, or a PostgreSQL one that the CLI in this process uses too."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    if url is not None:
+        monkeypatch.setenv("RENKEI_DATABASE_URL", url)
+    opened = open_store(Settings(data_dir=data_dir, database_url=url))
     yield opened
     opened.close()
 
@@ -57,6 +63,8 @@ def test_check_warns_as_the_apply_would_and_writes_nothing(
 
     code, stderr = _check(config)  # the version in force itself: nothing changes
     assert code == 0 and "RK-OPS02" not in stderr
+    embedded = hub_store.engine.dialect.name == "sqlite"
+    assert (data_dir / "renkei.db").exists() == embedded  # the CLI used the same store
 
 
 def test_check_without_a_store_creates_none(tmp_path: Path, data_dir: Path) -> None:
