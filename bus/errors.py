@@ -1411,6 +1411,13 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "{actual} holds a character that cannot be used (a control or text-direction "
         "character); type it again.",
     ),
+    (
+        "RK-CON011",
+        E,
+        "日付 {actual} はその元号の期間にありません（{expected}）。西暦か、その日の元号で入力し直してください。",
+        "The date {actual} lies outside its era ({expected}); enter it in 西暦 or in the era of "
+        "that day.",
+    ),
 )
 
 _FORMAT_FIELDS = re.compile(r"{(\w+)}")

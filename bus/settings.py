@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         default=None, description="Configuration directory loaded into an empty database."
     )
     sqlite_synchronous: SqliteSync = SqliteSync.NORMAL
+    era_table: Path | None = Field(
+        default=None,
+        description="元号 table used instead of the shipped schemas/codes/era.csv: a copy with "
+        "the next era's row added, before a release ships it (docs/operations.md, 改元への対応).",
+    )
     public_url: str | None = None
     dispatch_workers: int = Field(
         default=2,
@@ -150,6 +155,22 @@ class Settings(BaseSettings):
             raise ValueError(f"unsupported database {backend!r}")
         return value
 
+    @field_validator("era_table", mode="before")
+    @classmethod
+    def _readable_era_table(cls, value: object) -> Path | None:
+        """Read and checked as every process will read it (bus/era.py: empty is unset), so a
+        wrong copy stops the command here (RK-OPS010), not at the first date of a message."""
+        if value is None or not str(value).strip():
+            return None
+        from bus.era import load_table
+
+        path = Path(str(value).strip())
+        try:
+            load_table(path)
+        except OSError as error:
+            raise ValueError(f"cannot read: {error.strerror}") from None
+        return path
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
@@ -173,6 +194,10 @@ _ALLOWED = {
     ),
     "broker_url": ("kombu の URL", "kombu URL"),
     "public_url": ("URL", "URL"),
+    "era_table": (
+        "元号表（同梱の era.csv の行を変えずに新しい元号の行を加えた CSV）のパス",
+        "path of an era table: the shipped era.csv rows unchanged, then the new era's row",
+    ),
 }
 #: a field's type in words (Japanese, English)
 _KINDS = {

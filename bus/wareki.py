@@ -83,6 +83,10 @@ def _number(text: str) -> int | None:
     return (_KANJI_DIGITS[tens] if tens else 1) * 10 + (_KANJI_DIGITS[units] if units else 0)
 
 
+for _built in (_patterns, _ligatures):
+    era_table.on_reload(_built.cache_clear)
+
+
 def normalise(text: str) -> str:
     """Era ligatures spelled out, full-width digits/letters made ASCII (NFKC), spaces removed."""
     return _WHITESPACE.sub("", unicodedata.normalize("NFKC", text.translate(_ligatures())))
@@ -95,6 +99,9 @@ def _canonical_form() -> re.Pattern[str]:
     return re.compile(
         rf"(?P<era>{names})(?P<y>元|[0-9]{{1,2}})年(?P<m>[0-9]{{1,2}})月(?P<d>[0-9]{{1,2}})日"
     )
+
+
+era_table.on_reload(_canonical_form.cache_clear)
 
 
 def parse(text: str) -> WarekiDate | None:
@@ -174,6 +181,16 @@ def from_gregorian(day: date) -> WarekiDate | None:
     if era is None or day < era_table.GREGORIAN_ADOPTION:
         return None
     return WarekiDate(era.name, day.year - era.start.year + 1, day.year, day.month, day.day)
+
+
+def outside_era(written: WarekiDate) -> str | None:
+    """For a 和暦 date that names a calendar day outside its era (平成32年1月1日, 令和10年 after
+    the next 改元): ``2020-01-01 = 令和2年1月1日``, what the day is, for a message; else None."""
+    day = to_gregorian(written)
+    if day is None or in_era(written):
+        return None
+    own = from_gregorian(day)
+    return f"{day.isoformat()} = {format_wareki(own)}" if own else day.isoformat()
 
 
 def format_wareki(written: WarekiDate) -> str:

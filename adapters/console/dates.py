@@ -42,6 +42,11 @@ def parse_day(text: str) -> date | None:
     if not text:
         return None
     written = wareki.parse(text)
+    outside = wareki.outside_era(written) if written is not None else None
+    if outside is not None:  # 平成32年1月1日: refused as the mapping and the domain rules do
+        raise DateRefused(
+            make_finding("RK-CON011", path="/date", actual=text[:40], expected=outside)
+        )
     day = wareki.to_gregorian(written) if written is not None else None
     if day is None or not FIRST_DAY <= day <= LAST_DAY:
         raise DateRefused(make_finding("RK-CON004", path="/date", actual=text[:40]))

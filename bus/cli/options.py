@@ -35,7 +35,8 @@ def moment(value: str | None, option: str, *, end: bool = False) -> datetime | N
     """An ISO date or date-time, or a day as the console reads it (令和8年11月26日, R08.11.26).
     Without a zone it is Japan time (JST) whatever the machine's zone, as in the console. A day
     alone is its first instant, or with ``end`` its last (``--to 令和8年11月26日`` takes in the
-    whole day, as the console's 期間 does). RK-CON004 when unreadable."""
+    whole day, as the console's 期間 does). RK-CON004 when unreadable, RK-CON011 for a 和暦 date
+    outside its era (平成32年1月1日)."""
     if value is None:
         return None
     written = wareki.parse(value.strip())
@@ -47,6 +48,10 @@ def moment(value: str | None, option: str, *, end: bool = False) -> datetime | N
         except (ValueError, OverflowError):
             raise _unreadable(value, option) from None
         return parsed
+    outside = wareki.outside_era(written)
+    if outside is not None:  # 平成32年1月1日: refused as the mapping and the domain rules do
+        finding = make_finding("RK-CON011", path=option, actual=value[:40], expected=outside)
+        raise usage_error(finding, option)
     day = wareki.to_gregorian(written)
     if day is None or not FIRST_DAY <= day <= LAST_DAY:
         raise _unreadable(value, option)

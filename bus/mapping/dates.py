@@ -154,3 +154,13 @@ def _iso(text: str) -> str | None:
 # no text over 40 characters is a date; 8,192 answers (~2 MB) hold two decades of days in one
 # form: the receipt and cause dates of a large file (the benchmark's 100,000 records: 5,040)
 _cached_iso = short_text_cache(maxsize=8192)(_iso)
+
+
+def _forget_tables() -> None:
+    global _TABLES
+    _TABLES = None
+    for built in (_spans, _canonical_wareki, _wareki_tables, _cached_iso):
+        built.cache_clear()
+
+
+era_table.on_reload(_forget_tables)
