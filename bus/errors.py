@@ -1348,6 +1348,14 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         " applying. Its {dead} dead letters go to the new endpoint when redelivered (renkei dlq"
         " redeliver).",
     ),
+    (
+        "RK-OPS029",
+        E,
+        "同時送信数の上限（max_in_flight）に {actual} は使えません。1 以上の整数を書いてください"
+        "（上限を設けないなら、この行を消します）。",
+        "max_in_flight (同時送信数の上限) cannot be {actual}: write a whole number of at least 1"
+        " (or remove the line for no limit).",
+    ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (
         "RK-CON001",

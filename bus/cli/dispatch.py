@@ -450,16 +450,18 @@ def destinations_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Each destination's state (稼働中, paused, held by its Retry-After) and what waits for it:
-    pending, of which retrying, and dead — what an outage looks like from the hub."""
+    pending, of which retrying, and dead — what an outage looks like from the hub — with its
+    ``max_in_flight`` (同時送信数の上限) when the configuration in force gives it one."""
     store = _open()
     try:
         with store.sessions() as session:
             now = database_now(session.connection())
             overview = operations.destination_overview(session, now)
+        limits = _in_flight_limits(store)
     finally:
         store.close()
     if as_json:
-        output.print_json([_overview_json(o) for o in overview])
+        output.print_json([_overview_json(o, limits.get(o.system)) for o in overview])
         return
     table = output.table(
         "destination",
@@ -470,10 +472,12 @@ def destinations_list(
         "oldest waiting",
         "oldest dead",
         "next retry",
+        "max in flight",
         ids=("destination",),
-        right=("waiting", "retrying", "dead"),
+        right=("waiting", "retrying", "dead", "max in flight"),
     )
     for o in overview:
+        limit = limits.get(o.system)
         table.add_row(
             o.system,
             _state_ja(o),
@@ -483,8 +487,20 @@ def destinations_list(
             _since(o.oldest_waiting, now),
             _since(o.oldest_dead, now),
             _since(o.next_retry, now),
+            "" if limit is None else str(limit),
         )
     output.print_tables(table)
+
+
+def _in_flight_limits(store: Store) -> dict[str, int]:
+    """Each system's ``max_in_flight`` in the configuration in force (none stored: none)."""
+    from bus.config.snapshots import NoConfiguration, load_snapshot
+    from bus.dispatch.worker import in_flight_limits
+
+    try:
+        return in_flight_limits(load_snapshot(store.sessions).config)
+    except NoConfiguration:
+        return {}
 
 
 def _state_ja(overview: operations.DestinationOverview) -> str:
@@ -501,7 +517,9 @@ def _state_ja(overview: operations.DestinationOverview) -> str:
     return "稼働中 / active"
 
 
-def _overview_json(overview: operations.DestinationOverview) -> dict[str, Any]:
+def _overview_json(
+    overview: operations.DestinationOverview, max_in_flight: int | None = None
+) -> dict[str, Any]:
     return {
         "destination": overview.system,
         "paused": overview.paused,
@@ -513,6 +531,7 @@ def _overview_json(overview: operations.DestinationOverview) -> dict[str, Any]:
         "oldest_waiting": overview.oldest_waiting,
         "oldest_dead": overview.oldest_dead,
         "next_retry": overview.next_retry,
+        "max_in_flight": max_in_flight,
     }
 
 

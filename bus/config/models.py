@@ -201,6 +201,19 @@ class System(Strict):
     file_linkage: FileLinkage | None = None
     rate_limit: RateLimit | None = None
     fields: FieldLimits = FieldLimits()  # 項目制限 (bus.protection.limits)
+    # 同時送信数の上限: at most this many deliveries to the system leased (being sent or about
+    # to be) at once, across every worker and dispatch process (bus/dispatch/claims.py)
+    max_in_flight: int | None = None
+
+    @field_validator("max_in_flight")
+    @classmethod
+    def _max_in_flight(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            from bus.errors import make_finding  # bus.errors imports the pipeline, not this
+
+            finding = make_finding("RK-OPS029", path="max_in_flight", actual=value)
+            raise ValueError(f"{finding.code} {finding.message_ja} / {finding.message_en}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

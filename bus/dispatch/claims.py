@@ -15,17 +15,30 @@ their messages (what sending needs). PostgreSQL: the candidates are picked with
 ``FOR UPDATE … SKIP LOCKED``, so workers never wait on each other's rows. SQLite: the
 engine opens every transaction with ``BEGIN IMMEDIATE`` (one writer at a time), so the
 claim happens under the write lock.
+
+A system's ``max_in_flight`` (同時送信数の上限, docs/configuration.md) bounds how many of its
+deliveries are leased at once — being sent, carried over, or claimed and about to be sent —
+by every worker of every process together. Only when some system has one (``limits``) does
+a claim do more: one grouped count of the limited destinations' live leases; the main lease
+passes them all by, and each with room gets a lease of its own of at most that room, oldest
+due first (the same claimable rule, so a subject's order is kept as ever). On PostgreSQL two
+claimers under READ COMMITTED could both see the same room: a claimer leases a limited
+destination only under ``pg_try_advisory_xact_lock`` on its name, counting again once it
+holds it; one that does not get the lock passes the destination by for this claim (another
+claimer is leasing it now), so nobody waits. On SQLite the write lock already makes the
+count exact. Without limits nothing of this runs: the claim is the statements above.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     DateTime,
     Table,
     and_,
@@ -33,6 +46,7 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
+    literal,
     or_,
     select,
     text,
@@ -197,6 +211,7 @@ def claim_jobs(
     limit: int,
     paused: Collection[str] | None = None,
     exclude: Collection[str] = (),
+    limits: Mapping[str, int] | None = None,
 ) -> list[Job]:
     """Lease up to ``limit`` claimable deliveries to ``worker_id`` in the caller's transaction
     (the lease holds once it commits) and return what sending them needs, by delivery id.
@@ -208,7 +223,8 @@ def claim_jobs(
     subject's order is kept either way (:func:`claimable`). Then the messages' columns.
     ``exclude``: destinations this worker takes no more of now (its sends to them outlive
     their rounds: bus/dispatch/worker.py) — their backlog, first in due order, would
-    otherwise fill every batch."""
+    otherwise fill every batch. ``limits``: destination → its ``max_in_flight``, for the
+    systems that have one (see the module's docstring); None or empty costs nothing."""
     connection = session.connection()
     dialect = connection.dialect.name
     if dialect == "postgresql":
@@ -218,16 +234,14 @@ def claim_jobs(
         # per claim. Without sorting it keeps the ordered index scan, which stops after
         # ``limit`` claimable rows. For this transaction only.
         connection.execute(_NO_SORT)
-    fresh = limit // FRESH_SHARE
-    oldest = limit - fresh
-    parameters = {"now": now, "limit": oldest, "owner": worker_id, "expires": now + lease}
-    leased = list(connection.execute(_lease(dialect, paused, exclude, False), parameters))
-    if fresh and len(leased) == oldest:  # a backlog: keep a share for what came due last
-        parameters["limit"] = fresh
-        leased += connection.execute(_lease(dialect, paused, exclude, True), parameters)
-        if len(leased) < limit:  # none new (or blocked): the backlog fills the batch
-            parameters["limit"] = limit - len(leased)
-            leased += connection.execute(_lease(dialect, paused, exclude, False), parameters)
+    leased: list[Any] = []
+    if limits:
+        leased, exclude = _lease_limited(
+            connection, dialect, worker_id, now, lease, limit, paused, exclude, limits
+        )
+        limit -= len(leased)
+    if limit > 0:
+        leased += _lease_batch(connection, dialect, worker_id, now, lease, limit, paused, exclude)
     if not leased:
         return []
     leased.sort()
@@ -253,6 +267,107 @@ def claim_jobs(
             )
         )
     return jobs
+
+
+def _lease_batch(
+    connection: Connection,
+    dialect: str,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    paused: Collection[str] | None,
+    exclude: Collection[str],
+) -> list[Any]:
+    """The leased rows of :func:`claim_jobs`' batch: oldest due first, then the fresh share."""
+    fresh = limit // FRESH_SHARE
+    oldest = limit - fresh
+    parameters = {"now": now, "limit": oldest, "owner": worker_id, "expires": now + lease}
+    leased = list(connection.execute(_lease(dialect, paused, exclude, False), parameters))
+    if fresh and len(leased) == oldest:  # a backlog: keep a share for what came due last
+        parameters["limit"] = fresh
+        leased += connection.execute(_lease(dialect, paused, exclude, True), parameters)
+        if len(leased) < limit:  # none new (or blocked): the backlog fills the batch
+            parameters["limit"] = limit - len(leased)
+            leased += connection.execute(_lease(dialect, paused, exclude, False), parameters)
+    return leased
+
+
+#: The live leases of each of some destinations (:func:`_lease_limited`): one grouped count.
+_IN_FLIGHT = (
+    select(_DELIVERIES.c.destination, func.count())
+    .where(
+        _DELIVERIES.c.state == DeliveryState.PENDING.value,
+        _DELIVERIES.c.destination.in_(bindparam("destinations", expanding=True)),
+        _DELIVERIES.c.lease_expires_at > _NOW,
+    )
+    .group_by(_DELIVERIES.c.destination)
+)
+#: PostgreSQL: the claimer leasing a limited destination now (held until its commit); the
+#: key is a 64-bit hash of the destination's name (a collision only makes a claim pass one by).
+_TRY_LOCK = select(
+    func.pg_try_advisory_xact_lock(
+        func.hashtextextended(literal("renkei.max_in_flight:") + bindparam("one_destination"), 0)
+    )
+)
+_ONE_DESTINATION = Delivery.destination == bindparam("one_destination")
+_LEASE_ONE = {  # a limited destination's own lease, oldest due first
+    dialect: _lease_statement(and_(claimable(_NOW), _ONE_DESTINATION), dialect)
+    for dialect in ("postgresql", "sqlite")
+}
+
+
+def _lease_limited(
+    connection: Connection,
+    dialect: str,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    paused: Collection[str] | None,
+    exclude: Collection[str],
+    limits: Mapping[str, int],
+) -> tuple[list[Any], set[str]]:
+    """Lease what the destinations with a ``max_in_flight`` have room for (at most ``limit``
+    in all), each by a lease of its own; returns the rows and the destinations the rest of
+    the batch must pass by (``exclude`` and every limited one). PostgreSQL: a destination is
+    leased only under its advisory lock, its live leases counted again once held."""
+    passed = set(exclude)
+    limited = sorted(set(limits) - passed - set(paused or ()))  # sorted: one lock order
+    passed.update(limits)
+    if not limited:
+        return [], passed
+    counted: dict[str, int] = {
+        destination: count
+        for destination, count in connection.execute(
+            _IN_FLIGHT, {"destinations": limited, "now": now}
+        )
+    }
+    parameters: dict[str, Any] = {"now": now, "owner": worker_id, "expires": now + lease}
+    leased: list[Any] = []
+    for destination in limited:
+        room = min(limits[destination] - counted.get(destination, 0), limit - len(leased))
+        if room <= 0:
+            continue
+        parameters["one_destination"] = destination
+        if dialect == "postgresql":
+            if not connection.execute(_TRY_LOCK, parameters).scalar():
+                continue  # another claimer is leasing it right now: next time
+            # counted again under the lock, in a statement of its own (a fresh snapshot under
+            # READ COMMITTED: every lease committed by an earlier holder of the lock)
+            held = {"destinations": [destination], "now": now}
+            recounted = sum(count for _, count in connection.execute(_IN_FLIGHT, held))
+            room = min(limits[destination] - recounted, limit - len(leased))
+            if room <= 0:
+                continue
+        parameters["limit"] = room
+        statement = (
+            _LEASE_ONE[dialect]
+            if paused is None
+            else _lease_statement(and_(claimable(_NOW, paused), _ONE_DESTINATION), dialect)
+        )
+        leased += connection.execute(statement, parameters)
+    return leased, passed
 
 
 def _lease(

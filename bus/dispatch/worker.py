@@ -98,6 +98,16 @@ def no_longer_receives(config: HubConfig | SystemLookup, job: Job) -> str | None
     return f"no longer receives {job.service} for tenant {job.tenant}"
 
 
+def in_flight_limits(config: HubConfig | SystemLookup) -> dict[str, int]:
+    """Each system's ``max_in_flight`` (同時送信数の上限), for those that have one: what
+    :func:`~bus.dispatch.claims.claim_jobs` keeps their leases within. Empty (the claim as
+    ever) when none has, or for a bare look-up that cannot list its systems."""
+    hub = config if isinstance(config, HubConfig) else getattr(config, "config", None)
+    if not isinstance(hub, HubConfig):
+        return {}
+    return {s.id: s.max_in_flight for s in hub.systems if s.max_in_flight is not None}
+
+
 def default_worker_id(index: int = 0) -> str:
     return f"{_process_owner(os.getpid())}{index}"
 
@@ -348,6 +358,8 @@ class Worker:
         self._stopping = threading.Event()  # run()'s stop: the round sends nothing more
         self._abandoned = threading.Event()  # stopping gave up on the sends under way
         self.heartbeat: heartbeats.Heartbeat | None = None  # set by WorkerPool (/readyz)
+        self._limits_of: object = None  # the configuration _limits_now was read from
+        self._limits_now: Mapping[str, int] = {}
 
     def abandon(self) -> None:
         """Give up on the sends under way (stopping took too long): each transport that can
@@ -557,18 +569,34 @@ class Worker:
                 log.warning("worker.release_failed", worker=self.worker_id)
             self._next = []
 
-    def _claim_in(self, session: Session, now: datetime) -> list[Job]:
+    def _claim_in(
+        self, session: Session, now: datetime, config: HubConfig | SystemLookup
+    ) -> list[Job]:
         """A batch claimed in ``session``, but none of a destination this worker already has
-        its share of sends carried over for (:meth:`_Flight.saturated`)."""
+        its share of sends carried over for (:meth:`_Flight.saturated`), nor more of one
+        than its ``max_in_flight`` leaves room for."""
         return claim_jobs(
-            session, self.worker_id, now, self.lease, self.batch, exclude=self._flight.saturated()
+            session,
+            self.worker_id,
+            now,
+            self.lease,
+            self.batch,
+            exclude=self._flight.saturated(),
+            limits=self._limits(config),
         )
 
+    def _limits(self, config: HubConfig | SystemLookup) -> Mapping[str, int]:
+        """The ``max_in_flight`` of each system that has one, read once per configuration."""
+        if config is not self._limits_of:
+            self._limits_of, self._limits_now = config, in_flight_limits(config)
+        return self._limits_now
+
     def _claim(self) -> list[Job]:
+        config = self.config()  # before the write lock: it may read the store
         try:
             with write_transaction(self.sessions) as session:
                 now = self._now(session.connection())
-                return self._claim_in(session, now)
+                return self._claim_in(session, now, config)
         except OperationalError:  # its commit may have happened: release what it may hold
             self._unrecorded = _Unrecorded()
             raise
@@ -671,7 +699,7 @@ class Worker:
                 self._release(session, release)
             if release_all:  # after the outcomes: they needed their leases
                 connection.execute(_RELEASE_ALL, {"owner": self.worker_id})
-            claimed = self._claim_in(session, now) if claim_next else []
+            claimed = self._claim_in(session, now, config) if claim_next else []
             append_audits(session, audits)
         round_committed(done, seconds or {}, audits, now)  # metrics and log lines
         for destination, (until, _) in sorted(holds.items()):
