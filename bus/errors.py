@@ -1356,6 +1356,26 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "max_in_flight (同時送信数の上限) cannot be {actual}: write a whole number of at least 1"
         " (or remove the line for no limit).",
     ),
+    (
+        "RK-OPS030",
+        E,
+        "ストア {actual} は使用中です（{holders}）。この圧縮（ファイルの作り直し）はハブ（renkei serve、"
+        "renkei worker、renkei folders run）と取込を止めてから行います。何も変えていません。止めてから"
+        "もう一度実行してください（一度作り直したストアは、次からハブを止めずに圧縮できます）。",
+        "The store {actual} is in use ({holders}). This compaction rebuilds the file, with the hub"
+        " (renkei serve, renkei worker, renkei folders run) and any import stopped. Nothing was"
+        " changed: stop them and run the command again (a store rebuilt once is compacted"
+        " without stopping the hub from then on).",
+    ),
+    (
+        "RK-OPS031",
+        E,
+        "{actual} の空きが足りないため、ストアを圧縮できません（必要 {needed}、空き {free}）。"
+        "何も変えていません。ほかのファイル（古いバックアップなど）を移して空きを作ってから、もう一度"
+        "実行してください。",
+        "The store cannot be compacted: {actual} has {free} free, {needed} is needed. Nothing"
+        " was changed: make room (move old backups elsewhere, say) and run the command again.",
+    ),
     # --- CON: the web console (運用コンソール) ------------------------------------------------
     (
         "RK-CON001",

@@ -16,6 +16,7 @@ from bus.cli import options, output
 from bus.cli.app import app
 from bus.pipeline import Finding
 from bus.settings import Settings
+from bus.store.compact import space
 from bus.store.db import Store, open_store
 from bus.store.queries import (
     DEFAULT_LIMIT,
@@ -228,7 +229,15 @@ def purge(as_json: JsonOption = False) -> None:
     """Delete messages past their retention whose deliveries are all resolved."""
     with _store() as store:
         report = purge_store(store.sessions)
+        found = space(store.engine)
     if as_json:
         _json({"messages": report.messages, "deliveries": report.deliveries})
         return
     typer.echo(f"purged {report.messages} message(s), {report.deliveries} delivery(ies)")
+    if found is not None and found.free_pages:  # SQLite: the file does not shrink by itself
+        typer.echo(
+            f"ストア内の空き free in the store: {found.reclaimable / 1024 / 1024:,.1f} MiB"
+            f" ({found.free_pages:,} / {found.pages:,} pages); ディスクへ返すには to give it"
+            " back to the disk: renkei store compact",
+            err=True,
+        )

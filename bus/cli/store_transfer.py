@@ -1,5 +1,6 @@
 """``renkei store copy``: move an embedded hub's store (SQLite) to PostgreSQL
-(docs/operations.md, 組み込み(SQLite)から PostgreSQL への移行)."""
+(docs/operations.md, 組み込み(SQLite)から PostgreSQL への移行); ``renkei store compact``: give
+the disk back the room ``renkei purge`` freed (保存期間と領域の回収)."""
 
 from __future__ import annotations
 
@@ -111,3 +112,53 @@ def copy_command(
         output.print_json(report.as_json())
     else:
         _summary(report, settings.data_dir)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024 / 1024:,.1f} MiB"
+
+
+@store_app.command("compact")
+def compact_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")] = False,
+) -> None:
+    """Give the disk back the room purged messages left free in the store. SQLite: in short
+    steps beside the running hub; a store created before 2026-11-29 is rebuilt once instead,
+    with the hub stopped and free disk about the size of what it holds (RK-OPS030, RK-OPS031).
+    PostgreSQL: VACUUM (ANALYZE) of the purged tables (the room becomes reusable)."""
+    from bus.store.compact import CompactRefused, compact, space
+    from bus.store.db import open_store
+    from bus.store.transfer import processes_holding
+
+    store = open_store(Settings())
+    try:
+        found = space(store.engine)
+        if found is not None and not as_json:
+            how = "段階的 in steps" if found.auto_vacuum == "incremental" else "作り直し rebuild"
+            typer.echo(
+                f"回収できる領域 reclaimable: {_mib(found.reclaimable)} "
+                f"({found.free_pages:,} / {found.pages:,} pages); {how}",
+                err=True,
+            )
+        try:
+            report = compact(store.engine, actor=actor(), holders=processes_holding)
+        except CompactRefused as refused:
+            finding = refused.finding
+            typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
+            raise typer.Exit(EXIT_REFUSED) from None
+    finally:
+        store.close()
+    if as_json:
+        output.print_json(report.as_json())
+        return
+    typer.echo(
+        f"compacted ({report.method}): {_mib(report.bytes_before)} → {_mib(report.bytes_after)}"
+        f" in {report.seconds:.1f} s"
+    )
+    if report.method == "vacuum":
+        typer.echo(
+            "PostgreSQL: 削除した行の領域は再利用できるようになりました（ディスクへは返しません）"
+            " / the purged rows' room is reusable now (not given back to the disk: VACUUM FULL"
+            " in a maintenance window, docs/operations.md)",
+            err=True,
+        )

@@ -69,6 +69,10 @@ def create_store_engine(settings: Settings, **options: Any) -> Engine:
             # pysqlite's own BEGIN handling would defer locks; take them explicitly instead.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
+            # a new file's pages can then be given back in short steps beside the running hub
+            # (renkei store compact); on an existing file it only takes effect when the file
+            # is rebuilt (VACUUM), so a store made before stays as it is until then
+            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
