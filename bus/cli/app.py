@@ -3,7 +3,8 @@
 Called as the ``renkei`` console script, the app imports only the module of the command it
 runs: every module together pulls in SQLAlchemy, alembic, openpyxl, httpx and the hub, ~1.3 s
 before the first line of work, which ``renkei validate`` or ``renkei catalog`` never needs.
-``renkei --help`` (or an unknown command) loads them all, in the order the help lists them.
+``renkei --help`` (or no command, or an unknown one) loads none: it lists the commands from
+SUMMARY_OF_COMMAND, each one's summary as its module gives it (tests/test_cli_loading.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib
 import pkgutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -44,6 +45,35 @@ MODULE_OF_COMMAND = {
     "worker": "dispatch",
 }
 
+#: Every command's summary (the first paragraph of its help), in the order ``renkei --help``
+#: lists them, which lists them from here and so imports no command module (~1.2 s of imports).
+SUMMARY_OF_COMMAND = {
+    "purge": "Delete messages past their retention whose deliveries are all resolved.",
+    "demo": "Send sample traffic to a running hub (`renkei serve`) and print each message's trace\n"
+    "from the Message Store: received → routed → delivered per destination.",
+    "worker": "Run dispatch workers (PostgreSQL only; start as many processes as needed).",
+    "serve": "Run the hub. The embedded default needs nothing else: a SQLite file under\n"
+    "RENKEI_DATA_DIR, in-process workers (RENKEI_DISPATCH_WORKERS, default 2) and the sample\n"
+    "configuration, whose sample connected systems start too (``--no-samples`` to skip;\n"
+    "``--samples`` with another configuration).",
+    "catalog": "List the catalogue: 72 standard + 42 extension items (データ項目一覧).",
+    "validate": "Validate messages. Exit 0 valid (warnings allowed), 1 invalid, 2 unreadable file.",
+    "messages": "Stored messages (メッセージ): list, show, replay.",
+    "audit": "The tamper-evident audit trail (監査記録).",
+    "config": "The hub's configuration (設定): check, export, apply, show.",
+    "dlq": "The Dead Letter Channel: list, redeliver, discard.",
+    "destinations": "Destination systems: list their state, pause (planned downtime, an outage), "
+    "resume.",
+    "folders": "File linkage hot folders (ファイル連携).",
+    "keys": "接続システムの資格情報 credentials of connected systems.",
+    "tenants": "団体 tenants: onboard, list, disable, export, purge.",
+    "users": "操作者 operator accounts.",
+    "import": "Batch imports (一括取込み).",
+    "mapping": "Mapping files (変換定義): check, test, apply, coverage.",
+    "store": "The message store as a whole (ストア): copy it to PostgreSQL.",
+    "samples": "Sample messages for integrators and tests.",
+}
+
 
 #: ``ctx.meta`` key: the command line asks for a command's help (no settings needed)
 _ASKS_HELP = "renkei.asks_help"
@@ -52,6 +82,8 @@ _READ_NO_SETTINGS = frozenset({"validate", "mapping"})
 
 #: The exit status of a command the store could not serve now (as of a store not opened).
 EXIT_STORE_UNAVAILABLE = 2
+
+_App = TypeVar("_App", bound=typer.Typer)
 
 
 class _Commands(TyperGroup):
@@ -88,17 +120,25 @@ class _Renkei(typer.Typer):
         from bus.protection.file_modes import keep_files_private
 
         keep_files_private()  # before any command creates a file (docs/data-protection.md)
-        load_commands(sys.argv[1] if len(sys.argv) > 1 else None)
+        command = sys.argv[1] if len(sys.argv) > 1 else None
+        if command not in MODULE_OF_COMMAND:  # the list of commands, or a usage error
+            return listing()(*args, **kwargs)
+        load_commands(command)
         return super().__call__(*args, **kwargs)
 
 
-app = _Renkei(
-    name="renkei",
-    help="renkei (連携): data-integration hub for municipalities sharing core systems.",
-    no_args_is_help=True,
-    add_completion=False,
-    cls=_Commands,
-)
+def _renkei(kind: type[_App]) -> _App:
+    """The app, or its :func:`listing`: the same name, help and behaviour."""
+    return kind(
+        name="renkei",
+        help="renkei (連携): data-integration hub for municipalities sharing core systems.",
+        no_args_is_help=True,
+        add_completion=False,
+        cls=_Commands,
+    )
+
+
+app = _renkei(_Renkei)
 
 
 #: Commands whose standard error is the hub's JSON log lines (one object a line): no plain
@@ -136,6 +176,21 @@ def check_settings() -> None:
         for finding in settings_refusals(error):
             typer.echo(f"{finding.code} {finding.message_ja} / {finding.message_en}", err=True)
         raise typer.Exit(2) from None
+
+
+def listing() -> typer.Typer:
+    """The app as ``renkei --help`` shows it, with no command module: each command by its
+    name and summary (SUMMARY_OF_COMMAND). It runs no command: a command's name on the
+    command line goes to :data:`app` with that command's module."""
+    commands = _renkei(typer.Typer)
+    commands.callback()(_group)
+    for name, summary in SUMMARY_OF_COMMAND.items():
+        commands.command(name, help=summary)(_listed)
+    return commands
+
+
+def _listed() -> None:  # pragma: no cover - only listed, never run
+    """A command as listed by :func:`listing`."""
 
 
 def load_commands(command: str | None = None) -> typer.Typer:

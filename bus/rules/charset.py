@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
+from functools import cache
 from typing import Literal
 
 from bus.rules.violation import RuleViolation
@@ -93,27 +94,32 @@ def _in(ranges: tuple[tuple[int, int], ...], cp: int) -> bool:
     return any(lo <= cp <= hi for lo, hi in ranges)
 
 
-_BASE_RANGES = _ranges(_codec_repertoire(), CJK_IDEOGRAPHS)
-#: The first character outside the plain repertoire (PUA and selectors included: they depend
-#: on context, so a string holding one takes the slow path).
-_SUSPECT = re.compile(f"[^{_class(_BASE_RANGES)}]")
+@cache
+def suspect(*, layout: bool = False) -> re.Pattern[str]:
+    """The first character outside the plain repertoire (PUA and selectors included: they
+    depend on context, so a string holding one takes the slow path). With ``layout``, TAB, LF
+    and CR pass: for a whole document's text, where line breaks and indentation sit between
+    elements (a control character inside a free-text value is refused by the XSD's patterns).
+    Built on first use (~35 ms: every Shift_JIS pair decoded), not by each command that imports
+    the rules; a :class:`~bus.validation.validator.Validator` builds both as it is made."""
+    passing = "\t\n\r" if layout else ""
+    return re.compile(f"[^{passing}{_base_class()}]")
 
 
-# The same, letting layout whitespace through: for a whole document's text, where line breaks
-# and indentation sit between elements (a control character inside a free-text value is
-# refused by the XSD's [^\p{Cc}] patterns).
-_SUSPECT_IN_LAYOUT = re.compile(f"[^\t\n\r{_class(_BASE_RANGES)}]")
+@cache
+def _base_class() -> str:
+    return _class(_ranges(_codec_repertoire(), CJK_IDEOGRAPHS))
 
 
 def is_clean_layout(text: str) -> bool:
     """:func:`is_clean`, but TAB, LF and CR pass (layout between elements)."""
-    return _SUSPECT_IN_LAYOUT.search(text) is None
+    return suspect(layout=True).search(text) is None
 
 
 def is_clean(text: str) -> bool:
     """True when every character is in the plain repertoire (no PUA, selector or refused
     character): then :func:`check_text` has nothing to say. One regex search."""
-    return _SUSPECT.search(text) is None
+    return suspect().search(text) is None
 
 
 PrivateUse = Literal["allowed", "needs_alt", "refused"]
@@ -126,7 +132,7 @@ def check_text(text: str, *, private_use: PrivateUse = "needs_alt") -> list[Rule
     lacks ``alt``), RK-DOM020 when ``refused`` (inside ``alt`` or another attribute)."""
     refused: dict[str, None] = {}
     pua_without_alt = stray_selector = False
-    for match in _SUSPECT.finditer(text):  # only the suspect characters are visited
+    for match in suspect().finditer(text):  # only the suspect characters are visited
         cp, at = ord(match.group()), match.start()
         if _in(VARIATION_SELECTORS, cp):
             # Any character but another selector is a base here: an allowed one, 外字, or a

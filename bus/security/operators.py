@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cache
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,8 +29,14 @@ from bus.store.models import OperatorAccount
 ALL_TENANTS = "*"
 MIN_PASSWORD = 12
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._\-]{2,63}$")
-# A hash to check against when the user does not exist, so timing does not tell.
-_NO_USER_HASH = hash_secret("renkei: no such operator")
+
+
+@cache
+def no_user_hash() -> str:
+    """A hash to check against when the user does not exist, so timing does not tell. Made
+    once (a scrypt, ~0.1 s), by the console as it loads (adapters/console/auth.py): not by
+    every command that reads operators, nor by the first login for no account."""
+    return hash_secret("renkei: no such operator")
 
 
 class Role(StrEnum):
@@ -192,7 +199,7 @@ def authenticate(sessions: sessionmaker[Session], username: str, password: str) 
     :class:`OperatorError` with RK-AUT012 (the same for every reason: no account oracle)."""
     with sessions() as session:
         row = session.get(OperatorAccount, username[:64])
-        stored = row.password_hash if row is not None else _NO_USER_HASH
+        stored = row.password_hash if row is not None else no_user_hash()
         operator = _operator(row) if row is not None else None
     if not verify_secret(password, stored) or operator is None or not operator.enabled:
         raise OperatorError(make_finding("RK-AUT012", path="/"))

@@ -21,7 +21,7 @@ from bus.errors import lookup, make_finding
 from bus.masking import mask
 from bus.pipeline import Envelope, Finding, Severity, SystemRef
 from bus.rules import RULES, RuleViolation
-from bus.rules.charset import is_clean, is_clean_layout
+from bus.rules.charset import is_clean, is_clean_layout, suspect
 from bus.validation.budget import MAX_FINDINGS, FindingBudget
 from bus.validation.paths import ElementPaths, element_path
 from bus.validation.schema import SchemaValidator
@@ -92,6 +92,7 @@ class Validator:
         self.options = options or ValidatorOptions()
         self.catalogue = catalogue or load_catalogue()
         self._schema = SchemaValidator(self.catalogue)
+        suspect(), suspect(layout=True)  # made now, not on the first message
         self._rule_items = {
             item.tag: item
             for item in self.catalogue.items
