@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-
-from sqlalchemy import insert, select
 
 from bus.settings import Settings
 from bus.store.db import open_store
-from bus.store.models import Delivery, StoredMessage
 from bus.store.retention import purge
+from tests.support.expired import insert_expired
 
 MESSAGES = 3_000
 BATCH = 100
@@ -31,45 +29,14 @@ BOUND = 1_500_000
 
 def _fill(directory: Path) -> None:
     store = open_store(Settings(data_dir=directory))
-    old = datetime(2020, 1, 1, tzinfo=UTC)
     try:
         with store.sessions.begin() as session:
-            session.execute(
-                insert(StoredMessage),
-                [
-                    {
-                        "message_id": f"00000000-0000-4000-8000-{number:012d}",
-                        "tenant": "414247",
-                        "system": "juki",
-                        "service": "ResidentChangeNotice",
-                        "kind": "notification",
-                        "subject": f"{number:015d}",
-                        "body": bytes(200),
-                        "body_digest": "0" * 64,
-                        "received_at": old,
-                        "expires_at": old + timedelta(days=365),
-                    }
-                    for number in range(MESSAGES)
-                ],
-            )
-            pks = session.execute(select(StoredMessage.id)).scalars().all()
-            session.execute(
-                insert(Delivery),
-                [
-                    {
-                        "message_pk": pk,
-                        "destination": destination,
-                        "tenant": "414247",
-                        "subject_key": f"{pk:015d}",
-                        "sequence": 1,
-                        "state": "delivered",
-                        "attempts": 1,
-                        "next_attempt_at": old,
-                        "created_at": old,
-                    }
-                    for pk in pks
-                    for destination in ("zeimu", "kokuho", "shuno")
-                ],
+            insert_expired(
+                session,
+                MESSAGES,
+                body=lambda _: bytes(200),
+                destinations=("zeimu", "kokuho", "shuno"),
+                received=datetime(2020, 1, 1, tzinfo=UTC),
             )
     finally:
         store.close()

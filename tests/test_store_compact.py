@@ -8,11 +8,9 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
 from bus.cli import app
@@ -20,9 +18,9 @@ from bus.settings import Settings
 from bus.store.admin_audit import admin_records
 from bus.store.compact import CompactRefused, check_room, compact, space
 from bus.store.db import open_store
-from bus.store.models import Delivery, StoredMessage
 from bus.store.retention import purge
 from bus.store.transfer import processes_holding
+from tests.support.expired import insert_expired
 
 MESSAGES = 400  # of 4 KiB: about 2 MB of pages freed by the purge
 
@@ -30,45 +28,9 @@ MESSAGES = 400  # of 4 KiB: about 2 MB of pages freed by the purge
 def _fill(settings: Settings, count: int = MESSAGES) -> None:
     """``count`` expired messages, their deliveries delivered."""
     store = open_store(settings)
-    old = datetime(2021, 4, 1, tzinfo=UTC)
     try:
         with store.sessions.begin() as session:
-            session.execute(
-                insert(StoredMessage),
-                [
-                    {
-                        "message_id": f"00000000-0000-4000-8000-{n:012d}",
-                        "tenant": "414247",
-                        "system": "juki",
-                        "service": "ResidentChangeNotice",
-                        "kind": "notification",
-                        "subject": f"{n:015d}",
-                        "body": bytes([n % 251]) * 4096,
-                        "body_digest": "0" * 64,
-                        "received_at": old,
-                        "expires_at": old + timedelta(days=365),
-                    }
-                    for n in range(count)
-                ],
-            )
-            pks = session.execute(select(StoredMessage.id)).scalars().all()
-            session.execute(
-                insert(Delivery),
-                [
-                    {
-                        "message_pk": pk,
-                        "destination": "zeimu",
-                        "tenant": "414247",
-                        "subject_key": f"{pk:015d}",
-                        "sequence": 1,
-                        "state": "delivered",
-                        "attempts": 1,
-                        "next_attempt_at": old,
-                        "created_at": old,
-                    }
-                    for pk in pks
-                ],
-            )
+            insert_expired(session, count, body=lambda n: bytes([n % 251]) * 4096)
         assert purge(store.sessions).messages == count
     finally:
         store.close()
@@ -171,24 +133,7 @@ def test_purge_tells_how_much_room_compact_would_give_back(tmp_path: Path) -> No
     store = open_store(settings)
     try:
         with store.sessions.begin() as session:
-            session.execute(
-                insert(StoredMessage),
-                [
-                    {
-                        "message_id": f"00000000-0000-4000-8000-{n:012d}",
-                        "tenant": "414247",
-                        "system": "juki",
-                        "service": "ResidentChangeNotice",
-                        "kind": "notification",
-                        "subject": None,
-                        "body": bytes(4096),
-                        "body_digest": "0" * 64,
-                        "received_at": datetime(2021, 4, 1, tzinfo=UTC),
-                        "expires_at": datetime(2022, 4, 1, tzinfo=UTC),
-                    }
-                    for n in range(100)
-                ],
-            )
+            insert_expired(session, 100, body=lambda n: bytes(4096), destinations=())
     finally:
         store.close()
     code, out, err = _renkei(settings, "purge")
