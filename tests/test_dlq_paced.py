@@ -126,3 +126,32 @@ def test_destinations_list_gives_the_age_of_the_dead_backlog(
     assert timedelta(days=6, hours=23) < age < timedelta(days=7, minutes=1)
     table = _cli(store_settings, "destinations", "list")
     assert "oldest dead" in table.stdout and "7日0時間前" in table.stdout
+
+
+def test_a_resume_without_a_pace_keeps_a_paced_redeliverys_times(
+    store: Store,  # noqa: F811
+) -> None:
+    """The runbook's order: redeliver paced while paused, then resume. A resume without
+    --per-second used to make every waiting delivery due now, the paced ones too; it still
+    makes a retry backing off due now."""
+    backlog = _backlog(store, dead=True)
+    retrying = add_message(store.sessions, "RETRY", ("tainou",))[1][0]
+    with store.sessions.begin() as session:
+        operations.pause(session, "tainou", reason="障害", actor="ops")
+        row = session.get_one(Delivery, retrying)
+        row.attempts, row.next_attempt_at = 3, datetime.now(UTC) + timedelta(hours=1)
+    with store.sessions.begin() as session:
+        now = database_now(session.connection())
+        operations.redeliver(
+            session, backlog, reason="復旧後", actor="ops", spacing=timedelta(seconds=10)
+        )
+    with store.sessions.begin() as session:
+        paced = dict(session.execute(select(Delivery.id, Delivery.next_attempt_at)).all())
+        due_now = operations.resume(session, "tainou", actor="ops", now=now)
+    assert due_now == 1  # the retry
+    with store.sessions() as session:
+        after = dict(session.execute(select(Delivery.id, Delivery.next_attempt_at)).all())
+    assert [after[d] for d in backlog] == [paced[d] for d in backlog]  # the pace kept
+    last = after[backlog[-1]].replace(tzinfo=UTC)
+    assert last - now > timedelta(seconds=10 * (BACKLOG - 2))
+    assert after[retrying].replace(tzinfo=UTC) <= now

@@ -563,18 +563,25 @@ def _due_again(
     gets a later time than the one it waits for, and no slot goes to one that cannot be
     sent yet), and move the first attempt of those tried before a pause
     that began at ``paused_since`` on by the time paused (the age limit counts the time the
-    hub was trying, not the time an operator held them back)."""
+    hub was trying, not the time an operator held them back). Unpaced, a delivery due later
+    that was never tried keeps its time: only a paced redelivery (:func:`redeliver` resets
+    the attempts) gives one that, and the runbook's order — redeliver paced while paused,
+    then resume — used to lose the pace to a resume without one (a retry backing off has
+    attempts, and is due now)."""
     paused_for = now - paused_since if paused_since is not None else timedelta(0)
     rows = session.execute(
-        select(Delivery.id, Delivery.first_attempt_at, Delivery.next_attempt_at)
+        select(Delivery.id, Delivery.first_attempt_at, Delivery.next_attempt_at, Delivery.attempts)
         .where(Delivery.destination == system, Delivery.state == DeliveryState.PENDING.value)
         .order_by(Delivery.id)  # paced: the oldest first, a subject's later ones after it
     ).all()
     changes = []
-    for place, (delivery, first, due) in enumerate(rows):
+    for place, (delivery, first, due, attempts) in enumerate(rows):
         first_at = utc(first) if first is not None else None
         moved = min(first_at + paused_for, now) if first_at is not None else None
-        due_at = now + spacing * place if spacing else min(utc(due), now)
+        if spacing:
+            due_at = now + spacing * place
+        else:
+            due_at = utc(due) if attempts == 0 else min(utc(due), now)
         if moved != first_at or due_at != utc(due):
             changes.append({"d_id": delivery, "d_first": moved, "d_next": due_at})
     if changes:
