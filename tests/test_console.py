@@ -167,7 +167,7 @@ def test_operator_finds_unmasks_and_redelivers_a_dead_letter(
     console_hub.hub.receiver.start()
     page.get_by_role("link", name="配信不能（デッドレター）").click()
     page.screenshot(path=str(console_hub.shots / "console-dead-letters.png"), full_page=True)
-    for box in page.get_by_role("checkbox", name=f"選択 {dead_id}").all():
+    for box in page.get_by_role("checkbox", name=f"メッセージ ID {dead_id}").all():
         box.check()
     page.get_by_label("理由（必須）").fill("受信側の障害復旧のため再送")
     page.get_by_role("button", name="再送").click()

@@ -67,7 +67,7 @@ def _failing_receiver(tmp: Path) -> Iterator[str]:
 
 
 def _attempt_labels(page: str) -> list[str]:
-    table = page.split('<table id="attempts">', 1)[1].split("</table>", 1)[0]
+    table = page.split('<table id="attempts"', 1)[1].split("</table>", 1)[0]
     return re.findall(r'<span class="status [^"]*"[^>]*>([^<]*)</span>', table)
 
 

@@ -91,6 +91,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     "redeliver": ("再送", "Redeliver"),
     "discard": ("破棄", "Discard"),
     "select": ("選択", "Select"),
+    "select_delivery": (
+        "{destination} への配信を選択（{service}、メッセージ ID {message_id}）",
+        "Select the delivery to {destination} ({service}, message ID {message_id})",
+    ),
+    "masked_ending": ("マスク済み、末尾 {last}", "masked, ending {last}"),
     "no_dead_letters": ("配信不能のメッセージはありません。", "No dead letters."),
     "dead_total": ("全 {total} 件", "{total} in all"),
     "dead_shown": (
