@@ -564,6 +564,12 @@ REGISTRY: dict[str, ErrorCode] = _codes(
         "監査の署名鍵が設定されていません。RENKEI_AUDIT_SIGNING_KEY に秘密鍵のパスを設定してください。",
         "No audit signing key is configured (set RENKEI_AUDIT_SIGNING_KEY to the private key).",
     ),
+    (
+        "RK-AUD008",
+        E,
+        "--resident（宛名番号）で絞り込むには --tenant に団体コードを指定してください。",
+        "Filtering by --resident (宛名番号) needs the town's code in --tenant.",
+    ),
     # --- RTE: routing ----------------------------------------------------------------------------
     (
         "RK-RTE001",

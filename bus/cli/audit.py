@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from time import monotonic
 from typing import Annotated, Any
 
 import typer
@@ -27,6 +28,7 @@ from bus.store.checkpoints import (
     write_anchor,
     write_checkpoints,
 )
+from bus.store.db import read_snapshot
 
 FromOption = Annotated[
     str | None, typer.Option("--from", help="Records stamped at or after (ISO, or a 和暦 day).")
@@ -34,6 +36,9 @@ FromOption = Annotated[
 ToOption = Annotated[
     str | None, typer.Option("--to", help="Records stamped at or before (a day: to its end).")
 ]
+#: Seconds between two progress lines of ``audit verify``.
+PROGRESS_EVERY_S = 2.0
+
 AnchorOption = Annotated[
     Path | None,
     typer.Option("--anchor", help="Anchor directory (default: RENKEI_AUDIT_ANCHOR_DIR)."),
@@ -119,7 +124,8 @@ def verify(
     anchor = anchor or settings.audit_anchor_dir
     if anchor is not None and verify_key is None:  # an anchor file is only as good as its signature
         raise options.usage_error(make_finding("RK-AUD006", path="--key"), "--key")
-    with _store() as store, store.sessions() as session:
+    # a snapshot without the write lock: minutes of reading never hold the hub's writers back
+    with _store() as store, read_snapshot(store.sessions) as session:
         verdicts = verify_audit(
             session,
             chains=[tenant] if tenant else None,
@@ -127,6 +133,7 @@ def verify(
             end=until,
             key=verify_key,
             anchor=anchor,
+            progress=_ProgressLines(),
         )
     if as_json:
         _json({v.chain: _verdict_dict(v) for v in verdicts})
@@ -134,6 +141,21 @@ def verify(
         _print_verdicts(verdicts, signed=verify_key is not None)
     if not all(verdict.ok for verdict in verdicts):
         raise typer.Exit(EXIT_FAILED)
+
+
+class _ProgressLines:
+    """A line on standard error every few seconds of a long verification (stdout keeps the
+    verdicts): five years of a town's chain take minutes."""
+
+    def __init__(self) -> None:
+        self._last = monotonic()
+
+    def __call__(self, chain: str, seq: int, head: int) -> None:
+        if monotonic() - self._last < PROGRESS_EVERY_S:
+            return
+        self._last = monotonic()
+        share = f" ({100 * seq // head}%)" if head >= seq > 0 else ""
+        typer.echo(f"検証中 verifying {chain}: seq {seq:,} / {head:,}{share}", err=True)
 
 
 def _verdict_dict(verdict: ChainVerdict) -> dict[str, Any]:
@@ -150,7 +172,7 @@ def _verdict_dict(verdict: ChainVerdict) -> dict[str, Any]:
 
 
 def _print_verdicts(verdicts: list[ChainVerdict], *, signed: bool) -> None:
-    console = Console()
+    console = Console(soft_wrap=True)  # a line per verdict, also in a file or a pipe
     for verdict in verdicts:
         counts = f"{verdict.records} record(s), {verdict.checkpoints} checkpoint(s)"
         first = verdict.first_break
@@ -159,7 +181,8 @@ def _print_verdicts(verdicts: list[ChainVerdict], *, signed: bool) -> None:
             continue
         finding = make_finding(first.code, path="/", actual=verdict.chain, expected=first.seq)
         console.print(
-            f"[red]NG[/]  {verdict.chain}  {finding.code} {finding.message_ja} ({first.reason})",
+            f"[red]NG[/]  {verdict.chain}  {finding.code} {finding.message_ja}\n"
+            f"    {finding.message_en} ({first.reason})",
             highlight=False,
         )
     if not signed:
@@ -175,11 +198,21 @@ def admin(
     start: FromOption = None,
     end: ToOption = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="The latest N records.")] = 100,
+    tenant: TenantOption = None,
+    resident: Annotated[
+        str | None,
+        typer.Option(
+            "--resident",
+            help="Only look-ups of this 宛名番号 (with --tenant; matched by its keyed pseudonym).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """List the admin chain (管理操作・ログインの記録): who did what, when; console logins,
-    logouts and session ends with the client address (``--action console``)."""
+    logouts and session ends with the client address (``--action console``); who looked a
+    resident up (``--tenant T --resident 宛名番号``: message.trail and message.search)."""
     since, until = options.moment(start, "--from"), options.moment(end, "--to", end=True)
+    looked_up = _resident_key(tenant, resident) if resident is not None else None
     with _store() as store, store.sessions() as session:
         rows = [
             {
@@ -189,7 +222,14 @@ def admin(
                 "actor": row.actor,
                 "detail": row.detail,
             }
-            for row in admin_records(session, since=since, until=until, action=action, limit=limit)
+            for row in admin_records(
+                session,
+                since=since,
+                until=until,
+                action=action,
+                limit=limit,
+                resident=looked_up,
+            )
         ]
     if as_json:
         _json({"records": rows})
@@ -199,3 +239,20 @@ def admin(
         typer.echo(f"{row['seq']}  {row['at']}  {row['action']}  {row['actor'] or '-'}  {detail}")
     if not rows:
         typer.echo("no admin records")
+
+
+def _resident_key(tenant: str | None, resident: str) -> tuple[str, str]:
+    """(tenant, the keyed pseudonym a look-up of ``resident`` was recorded under), computed
+    with the hub's key (the auditor never handles the key or the HMAC); RK-AUD008 without
+    ``--tenant``, RK-TEN001 / RK-STO010 (masked) for a malformed value."""
+    from bus.store.queries import StoreQueryError
+    from bus.store.trail import check_lookup, resident_key
+    from bus.store.trail_report import pseudonym_key
+
+    if tenant is None:
+        raise options.usage_error(make_finding("RK-AUD008", path="--tenant"), "--tenant")
+    try:
+        check_lookup(tenant, resident)
+    except StoreQueryError as error:
+        raise options.usage_error(error.finding, error.finding.path) from None
+    return tenant, resident_key(tenant, resident, pseudonym_key(Settings()))

@@ -52,10 +52,19 @@ def admin_records(
     until: datetime | None = None,
     action: str | None = None,
     limit: int = 100,
+    resident: tuple[str, str] | None = None,
 ) -> list[AuditRecord]:
     """The admin chain's latest ``limit`` records (oldest of them first), stamped within
-    ``since``/``until``; ``action``: an action (``user.add``) or an area (``console``)."""
+    ``since``/``until``; ``action``: an action (``user.add``) or an area (``console``);
+    ``resident``: (tenant, ``resident_key``) — only the look-ups of that resident
+    (``message.trail`` recorded under that key, ``message.search`` with it for that town)."""
     query = select(AuditRecord).where(AuditRecord.tenant == ADMIN_CHAIN)
+    if resident is not None:
+        tenant, key = resident
+        query = query.where(
+            (AuditRecord.detail["resident_key"].as_string() == key)
+            | (AuditRecord.detail[("resident_keys", tenant)].as_string() == key)
+        )
     if since is not None:
         query = query.where(AuditRecord.at >= since)
     if until is not None:

@@ -216,16 +216,36 @@ class AnchorEntry:
 
 def read_anchor(directory: Path) -> Iterator[AnchorEntry]:
     """Every anchor file under ``directory`` (chains sorted, then seq)."""
-    for path in sorted(directory.glob("*/*.json")):
-        try:
-            document = json.loads(path.read_text(encoding="ascii"))
-            at = datetime.strptime(document["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-            statement = Statement(
-                str(document["chain"]), int(document["seq"]), str(document["hash"]), at
-            )
-            yield AnchorEntry(path, statement, str(document["key_id"]), str(document["signature"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            yield AnchorEntry(path, None, "", "")
+    for chain in anchor_chains(directory):
+        yield from read_anchor_chain(directory, chain)
+
+
+def anchor_chains(directory: Path) -> list[str]:
+    """The chains that have a folder of anchor files under ``directory``."""
+    if not directory.is_dir():
+        return []
+    return sorted(path.name for path in directory.iterdir() if path.is_dir())
+
+
+def read_anchor_chain(directory: Path, chain: str) -> Iterator[AnchorEntry]:
+    """The anchor files of ``chain`` in file-name (so seq) order, each read when reached: five
+    years of checkpoints every few minutes are hundreds of thousands of files, never all held
+    at once."""
+    folder = directory / chain
+    for name in sorted(n for n in os.listdir(folder) if n.endswith(".json")):
+        yield _anchor_entry(folder / name)
+
+
+def _anchor_entry(path: Path) -> AnchorEntry:
+    try:
+        document = json.loads(path.read_text(encoding="ascii"))
+        at = datetime.strptime(document["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        statement = Statement(
+            str(document["chain"]), int(document["seq"]), str(document["hash"]), at
+        )
+        return AnchorEntry(path, statement, str(document["key_id"]), str(document["signature"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return AnchorEntry(path, None, "", "")
 
 
 def record_hash_at(session: Session, chain: str, seq: int) -> str | None:
