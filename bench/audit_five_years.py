@@ -21,14 +21,17 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bus.settings import Settings
 from bus.store.audit import AuditEntry, append_audits_on
-from bus.store.checkpoints import Statement, anchor_document, key_id, load_signing_key, sign
+from bus.store.checkpoints import (
+    anchor_document,
+    anchor_path,
+    load_signing_key,
+    write_checkpoints,
+)
 from bus.store.db import open_store
-from bus.store.models import AuditCheckpoint, AuditHead
 from bus.store.trail import resident_key
 
 TOWNS = ("011002", "012025", "013021", "014010", "015024", "016012")
@@ -47,7 +50,6 @@ def main() -> None:
     parser.add_argument("--anchor", type=Path, required=True)
     args = parser.parse_args()
     key = load_signing_key(args.key)
-    identity = key_id(key.public_key())
     pseudonyms = b"k" * 32  # a stand-in: these look-ups are volume, not a real resident's
     store = open_store(Settings())
     moments = hours()
@@ -88,42 +90,21 @@ def main() -> None:
         entries.sort(key=lambda e: e.at or at)
         with store.engine.begin() as connection:
             append_audits_on(connection, entries)
-            checkpoint(Session(bind=connection), key, identity, at, args.anchor)
+            checkpoint(Session(bind=connection), key, at, args.anchor)
         written += len(entries)
         if index % 1000 == 0:
             print(f"{written:,} records, {hour:%Y-%m-%d}, {time.monotonic() - started:.0f} s")
     print(f"{written:,} records in {time.monotonic() - started:.0f} s")
 
 
-def checkpoint(session: Session, key: object, identity: str, at: datetime, anchor: Path) -> None:
+def checkpoint(session: Session, key: object, at: datetime, anchor: Path) -> None:
+    """The hub's own checkpoint a minute after ``at``, and its anchor file (not synced: a
+    bench's scratch anchor; ``write_anchor`` syncs each of ~70,000 files)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     assert isinstance(key, Ed25519PrivateKey)
-    latest = dict(
-        session.execute(
-            select(AuditCheckpoint.chain, func.max(AuditCheckpoint.seq)).group_by(
-                AuditCheckpoint.chain
-            )
-        ).all()
-    )
-    moment = at + timedelta(minutes=1)
-    added = []
-    for head in session.scalars(select(AuditHead)):
-        if head.seq and latest.get(head.tenant, 0) < head.seq:
-            statement = Statement(head.tenant, head.seq, head.hash, moment)
-            row = AuditCheckpoint(
-                chain=head.tenant,
-                seq=head.seq,
-                hash=head.hash,
-                at=moment,
-                key_id=identity,
-                signature=sign(key, statement),
-            )
-            session.add(row)
-            added.append(row)
-    session.flush()
-    for row in added:
-        path = anchor / row.chain / f"{row.seq:015d}.json"
+    for row in write_checkpoints(session, key, now=at + timedelta(minutes=1)):
+        path = anchor_path(anchor, row.chain, row.seq)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(json.dumps(anchor_document(row), sort_keys=True).encode("ascii") + b"\n")
 
