@@ -32,18 +32,8 @@ import pytest
 from lxml import html as lxml_html
 
 from adapters.console.dashboard import Dashboard, DestinationFigures
-from adapters.console.dates import display
 from adapters.console.dead_letters import Choices, Filters
-from adapters.console.i18n import (
-    error_explainer,
-    parenthesised,
-    state_labeller,
-    translator,
-    waiting_labeller,
-    why_labeller,
-)
-from adapters.console.rendering import TEMPLATES, environment
-from adapters.console.trail import timeline
+from adapters.console.rendering import TEMPLATES, environment, words
 from bus import __version__
 from bus.dispatch.operations import DeadLetter
 from bus.security.operators import Operator, Role, add_operator
@@ -51,6 +41,7 @@ from bus.settings import Settings
 from bus.store.db import open_store
 from bus.store.queries import MessageStatus
 from bus.store.trail import SUBJECT, Provision, ResidentTrail, TrailMessage
+from bus.store.trail_report import timeline
 from tests.support.browser import chromium, log_in
 from tests.support.hub_server import HubServer, hub_server, serialize
 from tests.support.towns import message, message_id
@@ -262,14 +253,7 @@ def _render(template: str, **context: Any) -> Any:
         environment()
         .get_template(template)
         .render(
-            t=translator("ja"),
-            state=state_labeller("ja"),
-            waiting=waiting_labeller("ja"),
-            why=why_labeller("ja"),
-            paren=parenthesised("ja"),
-            explain=error_explainer("ja"),
-            lang="ja",
-            when=lambda moment: display(moment, "ja"),
+            **words("ja"),
             operator=hub_staff,
             csrf="token",
             path=f"/console/{template}",

@@ -6,8 +6,6 @@ back to the disk — in short steps beside a running hub for a store in incremen
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from bus.store.db import open_store
 from bus.store.retention import purge
 from bus.store.transfer import processes_holding
 from tests.support.expired import insert_expired
+from tests.support.file_holder import holding_open
 
 MESSAGES = 400  # of 4 KiB: about 2 MB of pages freed by the purge
 
@@ -106,18 +105,10 @@ def test_rebuilding_a_store_another_process_has_open_is_refused(tmp_path: Path) 
     database = tmp_path / "renkei.db"
     _make_old_style(database)
     before = database.read_bytes()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sqlite3,sys; c=sqlite3.connect({str(database)!r});"
-         " c.execute('select 1'); print('open', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+    with holding_open(database) as holder:
         code, _, err = _renkei(settings, "store", "compact")
-    finally:
-        holder.communicate("", timeout=10)
     assert code == 1
-    assert "RK-OPS030 " in err and str(holder.pid) in err
+    assert "RK-OPS030 " in err and str(holder) in err
     assert database.read_bytes() == before  # nothing changed
 
 

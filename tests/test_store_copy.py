@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from bus.store.admin_audit import admin_records
 from bus.store.models import Base, Delivery, StoredMessage
 from bus.store.retention import purge
 from tests.conftest import require_service
+from tests.support.file_holder import holding_open
 from tests.support.postgres import scratch_database
 from tests.support.receivers import Receiver, config_dir_for, free_port
 
@@ -236,18 +235,10 @@ def test_a_source_another_process_has_open_is_refused(tmp_path: Path, postgres_u
     settings = Settings(data_dir=tmp_path / "data")
     Hub.open(settings).close()
     database = settings.data_dir / "renkei.db"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sqlite3,sys; c=sqlite3.connect({str(database)!r});"
-         " c.execute('select 1'); print('open', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+    with holding_open(database) as holder:
         code, _, err = _renkei(settings, "store", "copy", "--to", postgres_url)
-    finally:
-        holder.communicate("", timeout=10)
     assert code == 1
-    assert err.startswith("RK-OPS024 ") and str(holder.pid) in err
+    assert err.startswith("RK-OPS024 ") and str(holder) in err
     engine = create_engine(postgres_url)
     try:
         with engine.connect() as connection:

@@ -67,19 +67,26 @@ def environment() -> Environment:
     return env
 
 
+def words(lang: str) -> dict[str, Any]:
+    """What the templates say things with, in ``lang``: labels, states, reasons, dates."""
+    return {
+        "t": translator(lang),
+        "state": state_labeller(lang),
+        "waiting": waiting_labeller(lang),
+        "why": why_labeller(lang),
+        "paren": parenthesised(lang),
+        "explain": error_explainer(lang),
+        "lang": lang,
+        "when": lambda moment: display(moment, lang),
+    }
+
+
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     lang = language(request)
     state = console_state(request)
     page = environment().get_template(template)
     html = page.render(
-        t=translator(lang),
-        state=state_labeller(lang),
-        waiting=waiting_labeller(lang),
-        why=why_labeller(lang),
-        paren=parenthesised(lang),
-        explain=error_explainer(lang),
-        lang=lang,
-        when=lambda moment: display(moment, lang),
+        **words(lang),
         operator=state.operator,
         csrf=state.csrf,
         path=request.url.path,
